@@ -1,0 +1,1 @@
+"""The audit log (Merkle tree, checkpoints, proofs, verifier) and disclosure reports."""

@@ -1,0 +1,1 @@
+"""Usage events, meters, price schedules and caps, bills, exports and Prometheus metrics."""

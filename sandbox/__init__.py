@@ -1,0 +1,1 @@
+"""The Sluice service: API, console, CLI, settings, control store, catalogue, jobs and the locked executor."""

@@ -1,0 +1,71 @@
+"""Settings: the only reader of SLUICE_* environment variables (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every SLUICE_* variable. Domain code receives these values as arguments, never reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore")
+
+    home: Path = Field(Path(".sluice"), description="State folder: database, keys, data, results.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the control store; default SQLite at HOME/sluice.db."
+    )
+    import_root: Path | None = Field(
+        None, description="Server-side files may be registered only from under this folder; unset disables it."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Public base URL, used in certificate QR codes and links."
+    )
+    host: str = Field("127.0.0.1", description="Address `sluice serve` binds to.")
+    port: int = Field(8000, description="Port `sluice serve` binds to.")
+    url: str | None = Field(
+        None, description="CLI only: base URL of a running server; unset runs the API in-process."
+    )
+    api_key: str | None = Field(None, description="CLI only: the API key the CLI acts with.")
+    max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted dataset file, in bytes.")
+    key_ttl_days: int | None = Field(
+        None, description="Default lifetime of new API keys in days; unset means keys do not expire."
+    )
+    run_memory_limit_mb: int = Field(1024, description="DuckDB memory_limit for one run, in MiB.")
+    run_threads: int = Field(2, description="DuckDB threads per worker.")
+    run_timeout_ms: int = Field(30_000, description="max_execution_time and watchdog for one run, in ms.")
+    workers: int = Field(2, description="Number of long-lived sandbox worker processes.")
+    worker_address_space_mb: int = Field(
+        6144, description="RLIMIT_AS of each worker process, in MiB; a memory bomb kills one worker."
+    )
+    tracing_enabled: bool = Field(False, description="Export OpenTelemetry traces (configured by OTEL_*).")
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    test_database_url: str | None = Field(
+        None, description="Tests only: a PostgreSQL URL; store tests then also run against it."
+    )
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        """HOME as an absolute path."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The control store URL, defaulting to SQLite inside HOME."""
+        return self.database_url or f"sqlite:///{self.resolved_home / 'sluice.db'}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolved_home / "data"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.resolved_home / "keys"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]
