@@ -1,0 +1,1 @@
+"""Dataset catalogue: registration, normalization to Parquet, versions and certificates."""
