@@ -1,0 +1,86 @@
+"""Authorization with pycasbin: a decision with its rule and reason, never a bare bool. Deny by default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import casbin
+from casbin.persist.adapter import Adapter
+
+MODEL_PATH = Path(__file__).with_name("model.conf")
+
+
+class Scope(StrEnum):
+    """Whose data a request touches, relative to the caller's organization."""
+
+    OWN = "own"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of an authorization check: allowed or not, the rule that decided, and why."""
+
+    allowed: bool
+    rule: str
+    reason: str
+    scope: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"allowed": self.allowed, "rule": self.rule, "reason": self.reason, "scope": self.scope}
+
+
+class _RowsAdapter(Adapter):  # type: ignore[misc]
+    """Loads policy rows handed over by the caller (the control store owns them)."""
+
+    def __init__(self, rows: Iterable[Sequence[str]]) -> None:
+        self._rows = [tuple(r) for r in rows]
+
+    def load_policy(self, model: casbin.Model) -> None:
+        for row in self._rows:
+            ptype, *values = row
+            model.model["p" if ptype.startswith("p") else "g"][ptype].policy.append(list(values))
+
+
+def subjects_for(kind: str, roles: Iterable[str], *, is_platform: bool) -> list[str]:
+    """The casbin subjects a principal acts as: `<kind>.<role>` per role, plus `platform.admin`."""
+    subs = [f"{kind}.{role}" for role in roles]
+    if is_platform and "admin" in roles:
+        subs.append("platform.admin")
+    return subs
+
+
+class Authorizer:
+    """Checks (subjects, object, action, scope) against the permission matrix."""
+
+    def __init__(self, rows: Iterable[Sequence[str]]) -> None:
+        self._enforcer = casbin.Enforcer(str(MODEL_PATH), _RowsAdapter(rows))
+
+    def decide(self, subjects: Sequence[str], obj: str, act: str, scope: Scope) -> Decision:
+        """Allow when any of the caller's subjects has a matching rule; otherwise deny, saying why."""
+        for sub in subjects:
+            ok, explain = self._enforcer.enforce_ex(sub, obj, act, scope.value)
+            if ok:
+                return Decision(True, "p, " + ", ".join(explain), f"{sub} may {act} {obj} ({scope.value})",
+                                scope.value)
+        wider = self.widest_scope(subjects, obj, act)
+        if wider is not None:
+            reason = f"{'/'.join(subjects) or 'nobody'} may {act} {obj} only for its own organization"
+        else:
+            reason = f"no rule lets {'/'.join(subjects) or 'nobody'} {act} {obj}"
+        return Decision(False, "deny-by-default", reason, scope.value)
+
+    def widest_scope(self, subjects: Sequence[str], obj: str, act: str) -> Scope | None:
+        """`OTHER` if the caller may act on any organization's data, `OWN` if only its own, else None."""
+        if any(self._enforcer.enforce(s, obj, act, Scope.OTHER.value) for s in subjects):
+            return Scope.OTHER
+        if any(self._enforcer.enforce(s, obj, act, Scope.OWN.value) for s in subjects):
+            return Scope.OWN
+        return None
+
+    def rules(self) -> list[list[str]]:
+        """The loaded policy rows, for inspection and tests."""
+        return [list(r) for r in self._enforcer.get_policy()]

@@ -1,0 +1,181 @@
+"""Request dependencies: the app state, the per-request session, and `require(obj, act)` (authn + authz + audit).
+
+Every route either depends on `require(...)` or is listed in PUBLIC_ROUTES; a test walks app.routes to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from metering.metrics import Metrics
+from policy.authz import Authorizer, Decision, Scope
+from sandbox.app.problems import status_for
+from sandbox.audit import AuditDraft, record
+from sandbox.clock import Clock
+from sandbox.config import Settings
+from sandbox.errors import Forbidden, SluiceError, Unauthenticated
+from sandbox.identity import Caller, authenticate, key_id_of
+
+# (method, path) pairs that need no credential. Everything else must depend on require().
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/catalogue"),
+    ("GET", "/v1/catalogue/{dataset_id}"),
+    ("GET", "/v1/certificates/{code}"),
+    ("GET", "/v1/certificates/{code}/document"),
+    ("GET", "/v1/certificates/{code}/qr.png"),
+    ("GET", "/v1/keys"),
+    ("GET", "/v1/domains"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("HEAD", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("HEAD", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("HEAD", "/redoc"),
+    ("HEAD", "/openapi.json"),
+})
+
+
+@dataclass
+class AppState:
+    """Everything a request needs, built once at startup."""
+
+    settings: Settings
+    clock: Clock
+    sessions: sessionmaker[Session]
+    authorizer: Authorizer
+    metrics: Metrics
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def app_state(request: Request) -> AppState:
+    """The AppState stored on the application."""
+    state: AppState = request.app.state.sluice
+    return state
+
+
+def db_session(state: AppState = Depends(app_state)) -> Iterator[Session]:
+    """One session per request: committed when the handler succeeds, rolled back otherwise."""
+    session = state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for cleanup in session.info.pop("on_rollback", []):
+            cleanup()
+        raise
+    finally:
+        session.close()
+
+
+def on_rollback(session: Session, cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` if this request's transaction is rolled back (e.g. remove files written for it)."""
+    session.info.setdefault("on_rollback", []).append(cleanup)
+
+
+@dataclass
+class Guard:
+    """An authenticated caller cleared for (obj, act) at `widest` scope; resource checks go through `check`."""
+
+    caller: Caller
+    obj: str
+    act: str
+    widest: Scope
+    authorizer: Authorizer
+    audit: AuditDraft
+    now_fn: Callable[[], Any]
+
+    @property
+    def any_org(self) -> bool:
+        """True when the caller may act on every organization's data, not only its own."""
+        return self.widest == Scope.OTHER
+
+    def check(self, owner_org_id: str | None, resource: str | None = None) -> Decision:
+        """Authorize the action on a resource owned by `owner_org_id`; refuse cross-organization access."""
+        scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
+        decision = self.authorizer.decide(self.caller.subjects, self.obj, self.act, scope)
+        self.audit.rule, self.audit.reason = decision.rule, decision.reason
+        if resource:
+            self.audit.resource = resource
+        if not decision.allowed:
+            raise Forbidden(decision.reason, code="cross_org_access" if scope == Scope.OTHER else "permission_denied",
+                            rule=decision.rule)
+        return decision
+
+    def note(self, **detail: Any) -> None:
+        """Add facts to this request's audit row."""
+        self.audit.detail.update(detail)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send Authorization: Bearer <api key>", code="missing_credentials")
+    return token.strip()
+
+
+def _write_refusal(state: AppState, draft: AuditDraft, exc: SluiceError) -> None:
+    draft.code = exc.code
+    draft.reason = draft.reason or exc.message
+    if draft.decision == "allow":
+        draft.decision = "refused"
+    draft.detail.setdefault("message", exc.message)
+    with state.sessions.begin() as s:
+        record(s, draft, state.clock.now())
+    state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+
+
+def require(obj: str, act: str) -> Callable[..., Iterator[Guard]]:
+    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome."""
+
+    def dependency(request: Request, state: AppState = Depends(app_state),
+                   session: Session = Depends(db_session)) -> Iterator[Guard]:
+        via = "cli" if request.headers.get("x-sluice-client", "").startswith("cli") else "api"
+        draft = AuditDraft(action=f"{obj}:{act}", resource=request.url.path, via=via,
+                           detail={"method": request.method})
+        now = state.clock.now()
+        try:
+            token = _bearer(request)
+            draft.detail["key_id"] = key_id_of(token)
+            caller = authenticate(session, token, now=now)
+        except Unauthenticated as exc:
+            draft.rule, draft.status = "authentication", 401
+            _write_refusal(state, draft, exc)
+            raise
+        draft.actor_id, draft.actor_org_id = caller.principal_id, caller.org_id
+        widest = state.authorizer.widest_scope(caller.subjects, obj, act)
+        if widest is None:
+            decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
+            draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
+            exc = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
+            _write_refusal(state, draft, exc)
+            raise exc
+        draft.decision = "allow"
+        draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
+        guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
+                      now_fn=state.clock.now)
+        try:
+            yield guard
+        except SluiceError as exc:
+            session.rollback()
+            if isinstance(exc, Forbidden):
+                draft.decision = "deny"
+            draft.status = status_for(exc)
+            _write_refusal(state, draft, exc)
+            raise
+        else:
+            draft.status = draft.status or 200
+            record(session, draft, state.clock.now())
+            state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+
+    dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]
+    return dependency

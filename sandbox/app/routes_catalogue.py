@@ -1,0 +1,259 @@
+"""Datasets (registration, versions), the public catalogue, and certificates."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, require
+from sandbox.catalogue import certificates, registry
+from sandbox.catalogue.domains import DOMAINS
+from sandbox.catalogue.importer import ImportOptions, resolve_import_path
+from sandbox.errors import Conflict, InvalidInput, NotFound
+from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
+
+router = APIRouter(prefix="/v1", tags=["catalogue"])
+
+
+class ColumnDeclIn(BaseModel):
+    constraint: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    mask: str | None = None
+    description: str = ""
+
+
+class DatasetIn(BaseModel):
+    """Registration metadata. Send as the `metadata` form field (JSON) next to `file`, or alone with `path`."""
+
+    id: str | None = Field(None, description="stable dataset id; required for a new dataset")
+    title: str
+    description: str = ""
+    domain: str
+    update_frequency: str
+    grade: str
+    entity_column: str | None = None
+    columns: dict[str, ColumnDeclIn] = Field(default_factory=dict)
+    provider_org_id: str | None = Field(None, description="defaults to the caller's organization")
+    path: str | None = Field(None, description="server-side file under SLUICE_IMPORT_ROOT")
+    format: str | None = None
+    encoding: str = "utf-8"
+    null_markers: list[str] = Field(default_factory=lambda: [""])
+    delimiter: str = ","
+    header: bool = True
+    column_types: dict[str, str] | None = None
+
+
+def _parse_meta(raw: str) -> DatasetIn:
+    try:
+        return DatasetIn.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise InvalidInput(f"metadata is not valid: {exc}", code="invalid_metadata") from None
+
+
+def _spool(upload: UploadFile, dest_dir: Path, max_bytes: int) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dest_dir, suffix=Path(upload.filename or "upload").suffix)
+    total = 0
+    with open(fd, "wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            total += len(chunk)
+            if total > max_bytes:
+                out.close()
+                Path(name).unlink(missing_ok=True)
+                raise InvalidInput(f"file exceeds SLUICE_MAX_UPLOAD_BYTES ({max_bytes} bytes)",
+                                   code="file_too_large")
+            out.write(chunk)
+    return Path(name)
+
+
+def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, upload: UploadFile | None,
+              dataset_id: str) -> dict[str, Any]:
+    provider_id = meta.provider_org_id or guard.caller.org_id
+    existing = session.get(Dataset, dataset_id)
+    guard.check(existing.provider_org_id if existing else provider_id, f"dataset/{dataset_id}")
+    provider = session.get(Organization, provider_id)
+    if provider is None:
+        raise NotFound(f"organization {provider_id} does not exist", code="org_not_found")
+    if upload is not None and meta.path:
+        raise InvalidInput("send either a file or a server-side path, not both", code="file_and_path")
+    settings = state.settings
+    spooled: Path | None = None
+    if upload is not None:
+        spooled = _spool(upload, settings.resolved_home / "uploads", settings.max_upload_bytes)
+        source: Path | None = spooled
+        source_name = upload.filename or "upload"
+    elif meta.path:
+        source = resolve_import_path(meta.path, settings.import_root)
+        source_name = source.name
+    else:
+        source, source_name = None, ""
+    options = ImportOptions(format=meta.format, encoding=meta.encoding, null_markers=tuple(meta.null_markers),
+                            delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types)
+    dmeta = registry.DatasetMeta(
+        title=meta.title, description=meta.description, domain=meta.domain, update_frequency=meta.update_frequency,
+        grade=meta.grade, entity_column=meta.entity_column,
+        columns={k: registry.ColumnDecl(**v.model_dump()) for k, v in meta.columns.items()})
+    try:
+        version = registry.register(
+            session, paths=registry.Paths(settings.resolved_home), keyring=state.extras["keyring"],
+            provider=provider, dataset_id=dataset_id, meta=dmeta, source=source, source_name=source_name,
+            options=options, now=state.clock.now(), actor_id=guard.caller.principal_id,
+            max_bytes=settings.max_upload_bytes, on_rollback=lambda f: on_rollback(session, f))
+    finally:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+    guard.note(dataset=dataset_id, version=version.version, certificate=version.certificate_code,
+               parquet_sha256=version.parquet_sha256)
+    return dict(registry.describe(version, provider.name))
+
+
+@router.post("/datasets", status_code=201)
+def register_dataset(metadata: str = Form(..., description="DatasetIn as JSON"),
+                     file: UploadFile | None = File(None), guard: Guard = Depends(require("dataset", "create")),
+                     session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                     ) -> dict[str, Any]:
+    """Register a new dataset from an uploaded file or a server-side path; issues its certificate."""
+    meta = _parse_meta(metadata)
+    if not meta.id:
+        raise InvalidInput("a new dataset needs an id", code="invalid_dataset_id")
+    if session.get(Dataset, meta.id) is not None:
+        raise Conflict(f"dataset {meta.id} exists; POST /v1/datasets/{meta.id}/versions adds a version",
+                       code="dataset_exists")
+    return _register(session, state, guard, meta, file, meta.id)
+
+
+@router.post("/datasets/{dataset_id}/versions", status_code=201)
+def register_version(dataset_id: str, metadata: str = Form(...), file: UploadFile | None = File(None),
+                     guard: Guard = Depends(require("dataset", "create")), session: Session = Depends(db_session),
+                     state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Register a new version: new data and/or changed grade, constraints or metadata."""
+    meta = _parse_meta(metadata)
+    if session.get(Dataset, dataset_id) is None:
+        raise NotFound(f"dataset {dataset_id} does not exist", code="dataset_not_found")
+    return _register(session, state, guard, meta, file, dataset_id)
+
+
+def _provider_names(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(Organization.id, Organization.name)).tuples().all())
+
+
+@router.get("/datasets")
+def list_datasets(guard: Guard = Depends(require("dataset", "read")), session: Session = Depends(db_session)
+                  ) -> list[dict[str, Any]]:
+    """Every dataset's latest version, with column constraints (no data values)."""
+    names = _provider_names(session)
+    rows = session.execute(select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                           .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)).all()
+    return [dict(registry.describe(v, names.get(d.provider_org_id))) for v, d in rows]
+
+
+@router.get("/datasets/{dataset_id}")
+def get_dataset(dataset_id: str, guard: Guard = Depends(require("dataset", "read")),
+                session: Session = Depends(db_session)) -> dict[str, Any]:
+    """A dataset's latest version plus its version history."""
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound(f"dataset {dataset_id} does not exist", code="dataset_not_found")
+    guard.check(ds.provider_org_id, f"dataset/{dataset_id}")
+    names = _provider_names(session)
+    versions = session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
+                               .order_by(DatasetVersion.version)).all()
+    latest = versions[-1]
+    out = dict(registry.describe(latest, names.get(ds.provider_org_id)))
+    out["versions"] = [{"version": v.version, "grade": v.grade, "created_at": v.created_at.isoformat(),
+                        "certificate_code": v.certificate_code, "row_count": v.row_count,
+                        "parquet_sha256": v.parquet_sha256} for v in versions]
+    return out
+
+
+@router.get("/datasets/{dataset_id}/versions/{version}")
+def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(require("dataset", "read")),
+                        session: Session = Depends(db_session)) -> dict[str, Any]:
+    """One immutable version."""
+    v = registry.get_version(session, dataset_id, version)
+    ds = session.get(Dataset, dataset_id)
+    assert ds is not None
+    guard.check(ds.provider_org_id, f"dataset/{dataset_id}/{version}")
+    return dict(registry.describe(v, _provider_names(session).get(ds.provider_org_id)))
+
+
+@router.get("/catalogue")
+def public_catalogue(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+    """The public catalogue: what exists, its grade and certificate; no schemas' values, no data."""
+    names = _provider_names(session)
+    rows = session.execute(select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                           .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)).all()
+    return [{"id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
+             "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
+             "provider": names.get(d.provider_org_id), "certificate_code": v.certificate_code,
+             "columns": [c["name"] for c in v.columns]} for v, d in rows]
+
+
+@router.get("/domains")
+def domains() -> list[dict[str, str]]:
+    """Data domains (codes with English and Chinese names)."""
+    return [{"code": k, "name": en, "name_zh": zh} for k, (en, zh) in DOMAINS.items()]
+
+
+def _certificate(session: Session, code: str) -> Certificate:
+    cert = session.get(Certificate, code)
+    if cert is None:
+        raise NotFound(f"no certificate {code}", code="certificate_not_found")
+    return cert
+
+
+@router.get("/certificates/{code}")
+def verify_certificate_online(code: str, session: Session = Depends(db_session),
+                              state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Verify a certificate online: signature, key and agreement with the registry."""
+    cert = _certificate(session, code)
+    keyring = state.extras["keyring"]
+    check = certificates.verify_certificate_document(cert.document.encode("utf-8"),
+                                                     keyring.public_keys("certificate"))
+    version = registry.get_version(session, cert.dataset_id, cert.version)
+    ds = session.get(Dataset, cert.dataset_id)
+    provider = session.get(Organization, ds.provider_org_id) if ds else None
+    matches = bool(check.valid and provider is not None and check.body is not None
+                   and all(check.body.get(k) == v for k, v in
+                           registry.certificate_metadata(version, provider).items()))
+    return {"code": code, "valid": bool(check.valid and matches),
+            "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
+            "kid": cert.kid, "issued_at": cert.issued_at.isoformat(), "dataset": cert.dataset_id,
+            "version": cert.version, "body": check.body}
+
+
+@router.get("/certificates/{code}/document")
+def certificate_document(code: str, session: Session = Depends(db_session)) -> Response:
+    """The signed certificate file, for offline verification."""
+    cert = _certificate(session, code)
+    return Response(cert.document.encode("utf-8"), media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{code}.json"'})
+
+
+@router.get("/certificates/{code}/qr.png")
+def certificate_qr(code: str, session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                   ) -> Response:
+    """A QR code with the certificate code and its public verification URL."""
+    cert = _certificate(session, code)
+    url = f"{state.settings.public_url.rstrip('/')}/v1/certificates/{cert.code}"
+    return Response(certificates.qr_png(cert.code, url), media_type="image/png")
+
+
+@router.get("/keys")
+def public_keys(state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Public verification keys by signing context and key id (PEM)."""
+    keyring = state.extras["keyring"]
+    out: dict[str, Any] = {}
+    for context in ("certificate", "checkpoint", "disclosure"):
+        out[context] = {kid: keyring.public_key_pem(context, kid).decode("ascii")
+                        for kid in keyring.public_keys(context)}
+    return out
+

@@ -1,0 +1,276 @@
+"""Dataset registration: validate metadata, normalize the file, record an immutable version, issue its certificate."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from disclosure.signing import KeyRing
+from policy.constraints import Constraint, Grade, MaskKind, default_constraint
+from sandbox.catalogue import certificates
+from sandbox.catalogue.domains import DOMAINS
+from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
+from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
+
+DATASET_ID_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+STRING_TYPES = ("VARCHAR",)
+GENERALIZABLE = ("DATE", "TIMESTAMP", "TINYINT", "SMALLINT", "INTEGER", "BIGINT")
+
+
+@dataclass
+class ColumnDecl:
+    """What a steward declares about one column; unset fields take defaults."""
+
+    constraint: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mask: str | None = None
+    description: str = ""
+
+
+@dataclass
+class DatasetMeta:
+    """Metadata of a dataset version."""
+
+    title: str
+    domain: str
+    update_frequency: str
+    grade: str
+    description: str = ""
+    entity_column: str | None = None
+    columns: dict[str, ColumnDecl] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the catalogue keeps files."""
+
+    home: Path
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+
+def _validate_meta(meta: DatasetMeta) -> None:
+    if not meta.title.strip():
+        raise InvalidInput("title must not be empty", code="invalid_title")
+    if meta.domain not in DOMAINS:
+        raise InvalidInput(f"unknown domain {meta.domain!r}; use one of GET /v1/domains or 'other'",
+                           code="invalid_domain", domain=meta.domain)
+    try:
+        Grade(meta.grade)
+    except ValueError:
+        raise InvalidInput(f"grade must be one of {', '.join(Grade)}", code="invalid_grade") from None
+    if not meta.update_frequency.strip():
+        raise InvalidInput("update_frequency must not be empty", code="invalid_update_frequency")
+
+
+def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[str, Any]]:
+    """Merge the file's schema with the steward's declarations into the stored column list."""
+    names = [c.name for c in normalized.columns]
+    unknown = sorted(set(meta.columns) - set(names))
+    if unknown:
+        raise InvalidInput(f"declared columns not in the file: {', '.join(unknown)}", code="unknown_column",
+                           columns=unknown)
+    if meta.entity_column is not None and meta.entity_column not in names:
+        raise InvalidInput(f"entity_column {meta.entity_column} is not a column of the file",
+                           code="unknown_entity_column", column=meta.entity_column)
+    out = []
+    for col in normalized.columns:
+        decl = meta.columns.get(col.name, ColumnDecl())
+        is_entity = col.name == meta.entity_column
+        try:
+            constraint = Constraint(decl.constraint) if decl.constraint else default_constraint(
+                decl.tags, is_entity=is_entity)
+        except ValueError:
+            raise InvalidInput(f"column {col.name}: constraint must be one of {', '.join(Constraint)}",
+                               code="invalid_constraint", column=col.name) from None
+        if is_entity and constraint not in (Constraint.JOIN, Constraint.HIDDEN):
+            raise InvalidInput(f"entity column {col.name} is never output; its constraint must be join or hidden",
+                               code="entity_column_exposed", column=col.name)
+        mask = None
+        if decl.mask:
+            try:
+                mask = MaskKind(decl.mask)
+            except ValueError:
+                raise InvalidInput(f"column {col.name}: mask must be one of {', '.join(MaskKind)}",
+                                   code="invalid_mask", column=col.name) from None
+            base_type = col.type.split("(")[0]
+            if mask == MaskKind.PARTIAL and base_type not in STRING_TYPES:
+                raise InvalidInput(f"column {col.name}: partial masks apply to text columns", code="invalid_mask",
+                                   column=col.name)
+            if mask == MaskKind.GENERALIZE and base_type not in GENERALIZABLE:
+                raise InvalidInput(f"column {col.name}: generalize applies to dates and integers",
+                                   code="invalid_mask", column=col.name)
+        out.append({"name": col.name, "type": col.type, "constraint": constraint.value,
+                    "tags": sorted(set(decl.tags)), "mask": mask.value if mask else None,
+                    "description": decl.description})
+    return out
+
+
+def _next_certificate_seq(session: Session, year: int) -> int:
+    current = session.scalar(select(func.max(Certificate.seq)).where(Certificate.year == year))
+    return int(current or 0) + 1
+
+
+def _issue_certificate(session: Session, keyring: KeyRing, version: DatasetVersion, provider: Organization,
+                       now: datetime) -> Certificate:
+    seq = _next_certificate_seq(session, now.year)
+    code = certificates.format_code(now.year, seq)
+    version.certificate_code = code
+    body = certificate_metadata(version, provider)
+    document, kid = certificates.issue(keyring, code=code, issued_at=now, metadata=body)
+    cert = Certificate(code=code, year=now.year, seq=seq, dataset_id=version.dataset_id, version=version.version,
+                       kid=kid, issued_at=now, document=document.decode("utf-8"))
+    session.add(cert)
+    return cert
+
+
+def certificate_metadata(version: DatasetVersion, provider: Organization) -> dict[str, Any]:
+    """The canonical metadata a certificate signs."""
+    return {
+        "dataset": {"id": version.dataset_id, "version": version.version, "title": version.title,
+                    "description": version.description, "domain": version.domain, "grade": version.grade,
+                    "update_frequency": version.update_frequency, "entity_column": version.entity_column},
+        "provider": {"id": provider.id, "name": provider.name},
+        "columns": [{k: c[k] for k in ("name", "type", "constraint", "tags", "mask")} for c in version.columns],
+        "row_count": version.row_count,
+        "byte_size": version.byte_size,
+        "source_sha256": version.source_sha256,
+        "parquet_sha256": version.parquet_sha256,
+    }
+
+
+def _version_dir(paths: Paths, dataset_id: str, version: int) -> Path:
+    return paths.data / dataset_id / str(version)
+
+
+def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Organization, dataset_id: str,
+             meta: DatasetMeta, source: Path | None, source_name: str, options: ImportOptions, now: datetime,
+             actor_id: str, max_bytes: int | None = None,
+             progress: Callable[[int, int | None], None] | None = None,
+             on_rollback: Callable[[Callable[[], None]], None] | None = None) -> DatasetVersion:
+    """Register a new dataset (version 1) or a new version of an existing one.
+
+    With `source` None, a new version reuses the previous version's normalized data (metadata-only change).
+    Nothing is left half-registered: files written here are removed if the transaction rolls back.
+    """
+    if provider.kind != "provider":
+        raise Forbidden("datasets are registered by provider organizations", code="not_a_provider")
+    if not DATASET_ID_RE.match(dataset_id):
+        raise InvalidInput("dataset id must match ^[a-z][a-z0-9_]{1,62}$", code="invalid_dataset_id")
+    _validate_meta(meta)
+    ds = session.get(Dataset, dataset_id)
+    previous: DatasetVersion | None = None
+    if ds is None:
+        if source is None:
+            raise InvalidInput("a new dataset needs a data file", code="file_required")
+        number = 1
+    else:
+        if ds.provider_org_id != provider.id:
+            raise Forbidden(f"dataset {dataset_id} belongs to another provider", code="cross_org_access")
+        previous = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
+                                                               DatasetVersion.version == ds.latest_version))
+        number = ds.latest_version + 1
+    target = _version_dir(paths, dataset_id, number)
+    if target.exists():
+        raise Conflict(f"storage for {dataset_id} v{number} already exists; another registration is running?",
+                       code="version_storage_exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        normalized = normalize(source, target, options, max_bytes=max_bytes, progress=progress)
+    else:
+        assert previous is not None
+        normalized = _reuse(paths, previous, target)
+    if on_rollback is not None:
+        on_rollback(lambda: shutil.rmtree(target, ignore_errors=True))
+    try:
+        columns = build_columns(meta, normalized)
+        if previous is not None and source is None and _same(previous, meta, columns):
+            raise InvalidInput("nothing changed: a new version needs new data or changed metadata",
+                               code="no_change")
+        if ds is None:
+            ds = Dataset(id=dataset_id, provider_org_id=provider.id, latest_version=number, created_at=now)
+            session.add(ds)
+        else:
+            ds.latest_version = number
+        version = DatasetVersion(
+            dataset_id=dataset_id, version=number, title=meta.title.strip(), description=meta.description,
+            domain=meta.domain, update_frequency=meta.update_frequency, grade=meta.grade,
+            entity_column=meta.entity_column, columns=columns, row_count=normalized.row_count,
+            byte_size=normalized.byte_size, source_sha256=normalized.source_sha256,
+            source_bytes=normalized.source_bytes, parquet_sha256=normalized.parquet_sha256,
+            source_name=source_name, storage_path=str(normalized.path.relative_to(paths.home)),
+            certificate_code="", created_at=now, created_by=actor_id)
+        session.add(version)
+        session.flush()
+        _issue_certificate(session, keyring, version, provider, now)
+        session.flush()
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return version
+
+
+def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]]) -> bool:
+    return (previous.title, previous.description, previous.domain, previous.update_frequency, previous.grade,
+            previous.entity_column, previous.columns) == (
+        meta.title.strip(), meta.description, meta.domain, meta.update_frequency, meta.grade, meta.entity_column,
+        columns)
+
+
+def _reuse(paths: Paths, previous: DatasetVersion, target: Path) -> NormalizedFile:
+    """Link (or copy) the previous version's Parquet into a new version directory."""
+    from sandbox.catalogue.importer import describe_parquet
+
+    src = paths.home / previous.storage_path
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.mkdir(parents=True)
+    dest = tmp / src.name
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+    tmp.rename(target)
+    return describe_parquet(target / src.name, source_sha256=previous.source_sha256,
+                            source_bytes=previous.source_bytes)
+
+
+def latest_version(session: Session, dataset_id: str) -> DatasetVersion:
+    """The newest version of a dataset."""
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound(f"dataset {dataset_id} does not exist", code="dataset_not_found")
+    return get_version(session, dataset_id, ds.latest_version)
+
+
+def get_version(session: Session, dataset_id: str, version: int) -> DatasetVersion:
+    """One version of a dataset."""
+    v = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
+                                                    DatasetVersion.version == version))
+    if v is None:
+        raise NotFound(f"dataset {dataset_id} has no version {version}", code="dataset_version_not_found")
+    return v
+
+
+def describe(v: DatasetVersion, provider_name: str | None = None) -> Mapping[str, Any]:
+    """Public metadata of a version: never data values, never storage paths."""
+    return {
+        "id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
+        "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
+        "entity_column": v.entity_column, "row_count": v.row_count, "byte_size": v.byte_size,
+        "certificate_code": v.certificate_code, "created_at": v.created_at.isoformat(),
+        "provider": provider_name,
+        "columns": [{k: c.get(k) for k in ("name", "type", "constraint", "tags", "mask", "description")}
+                    for c in v.columns],
+    }

@@ -1,0 +1,358 @@
+"""`sluice`: the command line. Verbs act as an authenticated principal through the API (no back door)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from sandbox.cli.client import ApiError, Client
+from sandbox.cli.output import emit, err
+from sandbox.clock import SystemClock
+from sandbox.config import Settings, load_settings
+
+app = typer.Typer(help="Sluice: authorized operation of public data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Control store migrations.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
+principals_app = typer.Typer(help="Principals and API keys.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset catalogue.", no_args_is_help=True)
+grants_app = typer.Typer(help="Grants (authorized operation).", no_args_is_help=True)
+certs_app = typer.Typer(help="Registration certificates (一证一码).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (orgs_app, "orgs"), (principals_app, "principals"), (datasets_app, "datasets"),
+                  (grants_app, "grants"), (certs_app, "certificates"), (audit_app, "audit")):
+    app.add_typer(sub, name=name)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+_state: dict[str, Any] = {}
+
+
+@app.callback()
+def _root(api_key: Annotated[str | None, typer.Option("--api-key", help="Act with this key (else SLUICE_API_KEY).")]
+          = None,
+          url: Annotated[str | None, typer.Option("--url", help="Talk to this server (else SLUICE_URL; "
+                                                                 "unset runs the API in-process).")] = None) -> None:
+    overrides: dict[str, Any] = {}
+    if api_key:
+        overrides["api_key"] = api_key
+    if url:
+        overrides["url"] = url
+    _state["settings"] = load_settings(**overrides)
+
+
+def settings() -> Settings:
+    s: Settings = _state.get("settings") or load_settings()
+    return s
+
+
+def client() -> Client:
+    if not settings().api_key:
+        err.print("[red]error[/red] missing_credentials: pass --api-key or set SLUICE_API_KEY")
+        raise typer.Exit(1)
+    return Client(settings())
+
+
+def call(fn: Any, as_json: bool, **emit_kw: Any) -> Any:
+    """Run an API call, print problems as `code: detail` on stderr and exit 1."""
+    try:
+        with client() as c:
+            data = fn(c)
+    except ApiError as e:
+        if as_json:
+            sys.stdout.write(json.dumps({"error": e.problem}, ensure_ascii=False, indent=2) + "\n")
+        else:
+            err.print(f"[red]error[/red] {e.code}: {e.problem.get('detail', '')}")
+        raise typer.Exit(1) from None
+    if emit_kw.get("quiet"):
+        return data
+    emit(data, as_json, **{k: v for k, v in emit_kw.items() if k != "quiet"})
+    return data
+
+
+# --- service ---------------------------------------------------------------------------------------------
+
+@app.command()
+def init(as_json: JsonOpt = False) -> None:
+    """Create SLUICE_HOME, migrate, make keys, create the platform agency and print the bootstrap admin key."""
+    from sandbox.bootstrap import init_home
+
+    result = init_home(settings(), SystemClock())
+    data = {"api_key": result.api_key, "home": result.home, "database_url": result.database_url,
+            "org_id": result.org_id, "principal_id": result.principal_id, "key_ids": result.key_ids,
+            "created": result.created}
+    if as_json:
+        emit(data, True)
+    elif result.created:
+        emit(data, False, title="Sluice initialized — store the api_key now, it is shown once")
+    else:
+        emit(data, False, title="Already initialized (no new key issued)")
+
+
+@app.command()
+def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None
+          ) -> None:
+    """Run the HTTP API with uvicorn."""
+    import uvicorn
+
+    from sandbox.app import create_app
+
+    s = settings()
+    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Apply migrations (safe to run twice)."""
+    from sandbox.store.db import current_revision, make_engine, upgrade
+
+    s = settings()
+    s.resolved_home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(s.resolved_database_url)
+    upgrade(engine)
+    emit({"revision": current_revision(engine)}, as_json)
+
+
+@app.command()
+def whoami(as_json: JsonOpt = False) -> None:
+    """Who the API key belongs to."""
+    call(lambda c: c.get("/v1/me"), as_json)
+
+
+@app.command()
+def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (default: SLUICE_HOME)")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Run the whole flow on synthetic city data in a fresh SLUICE_HOME."""
+    from sandbox.demo.run import run_demo
+
+    run_demo(home or settings().home, as_json=as_json)
+
+
+# --- organizations and principals ------------------------------------------------------------------------
+
+@orgs_app.command("create")
+def orgs_create(name: str, kind: Annotated[str, typer.Option(help="agency|provider|operator|customer|regulator")],
+                as_json: JsonOpt = False) -> None:
+    """Create an organization."""
+    call(lambda c: c.post("/v1/orgs", {"name": name, "kind": kind}), as_json)
+
+
+@orgs_app.command("list")
+def orgs_list(as_json: JsonOpt = False) -> None:
+    """List organizations."""
+    call(lambda c: c.get("/v1/orgs"), as_json, columns=["id", "name", "kind"])
+
+
+@orgs_app.command("show")
+def orgs_show(org_id: str, as_json: JsonOpt = False) -> None:
+    """Show an organization."""
+    call(lambda c: c.get(f"/v1/orgs/{org_id}"), as_json)
+
+
+@principals_app.command("create")
+def principals_create(org: Annotated[str, typer.Option(help="organization id")],
+                      name: Annotated[str, typer.Option()],
+                      role: Annotated[list[str], typer.Option(help="repeatable")],
+                      key_ttl_days: Annotated[int | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """Create a principal; prints its API key once."""
+    call(lambda c: c.post("/v1/principals", {"org_id": org, "name": name, "roles": role,
+                                             "key_ttl_days": key_ttl_days}), as_json)
+
+
+@principals_app.command("list")
+def principals_list(as_json: JsonOpt = False) -> None:
+    """List principals."""
+    call(lambda c: c.get("/v1/principals"), as_json, columns=["id", "org_id", "name", "roles"])
+
+
+@principals_app.command("keys")
+def principals_keys(principal_id: str, as_json: JsonOpt = False) -> None:
+    """List a principal's keys."""
+    call(lambda c: c.get(f"/v1/principals/{principal_id}/keys"), as_json)
+
+
+@principals_app.command("new-key")
+def principals_new_key(principal_id: str, ttl_days: Annotated[int | None, typer.Option()] = None,
+                       as_json: JsonOpt = False) -> None:
+    """Issue another key for a principal; printed once."""
+    call(lambda c: c.post(f"/v1/principals/{principal_id}/keys", {"ttl_days": ttl_days}), as_json)
+
+
+@principals_app.command("revoke-key")
+def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str, typer.Option()] = "revoked",
+                          as_json: JsonOpt = False) -> None:
+    """Revoke a key."""
+    call(lambda c: c.post(f"/v1/principals/{principal_id}/keys/{key_id}/revoke", {"reason": reason}), as_json)
+
+
+# --- datasets --------------------------------------------------------------------------------------------
+
+def _load_meta(meta: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(meta.read_text("utf-8")) if meta else {}
+    data.update({k: v for k, v in extra.items() if v is not None})
+    return data
+
+
+def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: bool) -> None:
+    def run(c: Client) -> Any:
+        if file is None or as_json:
+            return c.upload(path, metadata, file)
+        total = file.stat().st_size
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task(f"importing {file.name}", total=total)
+            return c.upload(path, metadata, file, progress=lambda n: bar.advance(task, n))
+
+    call(run, as_json)
+
+
+@datasets_app.command("register")
+def datasets_register(
+    file: Annotated[Path | None, typer.Argument(help="CSV, Parquet or JSON-lines file to upload")] = None,
+    meta: Annotated[Path | None, typer.Option(help="metadata JSON (see docs/catalogue.md)")] = None,
+    dataset_id: Annotated[str | None, typer.Option("--id")] = None,
+    server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
+    encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a new dataset from a file (uploaded) or a server-side path."""
+    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding})
+    _upload("/v1/datasets", metadata, file, as_json)
+
+
+@datasets_app.command("version")
+def datasets_version(
+    dataset_id: str,
+    file: Annotated[Path | None, typer.Argument(help="new data; omit for a metadata-only version")] = None,
+    meta: Annotated[Path | None, typer.Option(help="metadata JSON")] = None,
+    server_path: Annotated[str | None, typer.Option("--server-path")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a new version of a dataset."""
+    metadata = _load_meta(meta, {"path": server_path})
+    _upload(f"/v1/datasets/{dataset_id}/versions", metadata, file, as_json)
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: JsonOpt = False) -> None:
+    """List datasets (latest versions)."""
+    call(lambda c: c.get("/v1/datasets"), as_json,
+         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code"])
+
+
+@datasets_app.command("show")
+def datasets_show(dataset_id: str, as_json: JsonOpt = False) -> None:
+    """Show a dataset with its columns and versions."""
+    call(lambda c: c.get(f"/v1/datasets/{dataset_id}"), as_json)
+
+
+# --- grants ----------------------------------------------------------------------------------------------
+
+@grants_app.command("create")
+def grants_create(spec: Annotated[Path, typer.Argument(help="grant JSON (see docs/grants.md)")],
+                  as_json: JsonOpt = False) -> None:
+    """Create a grant from a JSON file."""
+    body = json.loads(spec.read_text("utf-8"))
+    call(lambda c: c.post("/v1/grants", body), as_json)
+
+
+@grants_app.command("list")
+def grants_list(as_json: JsonOpt = False) -> None:
+    """List grants visible to the caller."""
+    call(lambda c: c.get("/v1/grants"), as_json,
+         columns=["id", "operator_org_id", "scope", "purpose_class", "effective_status", "valid_until"])
+
+
+@grants_app.command("show")
+def grants_show(grant_id: str, as_json: JsonOpt = False) -> None:
+    """Show a grant and its history."""
+    call(lambda c: c.get(f"/v1/grants/{grant_id}"), as_json)
+
+
+def _grant_action(action: str, grant_id: str, reason: str, as_json: bool) -> None:
+    call(lambda c: c.post(f"/v1/grants/{grant_id}/{action}", {"reason": reason}), as_json)
+
+
+@grants_app.command("suspend")
+def grants_suspend(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Suspend a grant."""
+    _grant_action("suspend", grant_id, reason, as_json)
+
+
+@grants_app.command("revoke")
+def grants_revoke(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Revoke a grant."""
+    _grant_action("revoke", grant_id, reason, as_json)
+
+
+@grants_app.command("reinstate")
+def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Reinstate a suspended grant."""
+    _grant_action("reinstate", grant_id, reason, as_json)
+
+
+# --- certificates ----------------------------------------------------------------------------------------
+
+@certs_app.command("show")
+def certs_show(code: str, as_json: JsonOpt = False) -> None:
+    """Verify a certificate online and show it."""
+    call(lambda c: c.get(f"/v1/certificates/{code}"), as_json)
+
+
+@certs_app.command("fetch")
+def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False
+                ) -> None:
+    """Download the signed certificate file."""
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, quiet=True)
+    output.write_bytes(data)
+    emit({"code": code, "file": str(output)}, as_json)
+
+
+@certs_app.command("qr")
+def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False) -> None:
+    """Save the certificate's QR code PNG."""
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, quiet=True)
+    output.write_bytes(data)
+    emit({"code": code, "file": str(output)}, as_json)
+
+
+@certs_app.command("public-key")
+def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
+                     kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """Save the certificate signing public key (PEM) for offline verification."""
+    keys = call(lambda c: c.get("/v1/keys"), as_json, quiet=True)["certificate"]
+    chosen = kid or sorted(keys)[-1]
+    output.write_text(keys[chosen], "ascii")
+    emit({"kid": chosen, "file": str(output)}, as_json)
+
+
+@certs_app.command("verify")
+def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-key", help="PEM file")],
+                 as_json: JsonOpt = False) -> None:
+    """Verify a certificate file offline; exit 1 if it does not verify."""
+    from sandbox.catalogue.certificates import kid_for, load_public_key_pem, verify_certificate_document
+
+    key = load_public_key_pem(public_key.read_bytes())
+    check = verify_certificate_document(file.read_bytes(), {kid_for(key): key})
+    emit({"valid": check.valid, "reason": check.reason, "code": check.code, "kid": check.kid}, as_json)
+    if not check.valid:
+        raise typer.Exit(1)
+
+
+# --- audit -----------------------------------------------------------------------------------------------
+
+@audit_app.command("list")
+def audit_list(limit: Annotated[int, typer.Option()] = 50, after_id: Annotated[int, typer.Option()] = 0,
+               as_json: JsonOpt = False) -> None:
+    """Read the audit trail."""
+    call(lambda c: c.get("/v1/audit", params={"limit": limit, "after_id": after_id}), as_json,
+         columns=["id", "at", "via", "actor_id", "action", "decision", "code", "reason"])
+
+
+def main() -> None:
+    """Entry point of the `sluice` console script."""
+    app()

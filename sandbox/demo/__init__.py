@@ -1,0 +1,1 @@
+"""Demo material: a SYNTHETIC city whose datasets exercise registration, grants, analysis and suppression."""

@@ -1,0 +1,205 @@
+"""`sluice demo`: the whole flow on SYNTHETIC city data, through the same API every client uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sandbox.bootstrap import init_home
+from sandbox.catalogue.certificates import kid_for, load_public_key_pem, verify_certificate_document
+from sandbox.cli.client import ApiError, Client
+from sandbox.clock import Clock, SystemClock
+from sandbox.config import Settings, load_settings
+from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
+
+
+class DemoError(Exception):
+    """The demo could not run (e.g. the home folder holds something that is not a Sluice home)."""
+
+
+def _fresh_home(home: Path) -> Path:
+    home = home.expanduser().resolve()
+    if home.exists() and any(home.iterdir()):
+        if not (home / "sluice.db").exists():
+            raise DemoError(f"{home} is not empty and is not a Sluice home; refusing to wipe it")
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _metadata(spec: DatasetSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id, "title": spec.title, "description": spec.description, "domain": spec.domain,
+        "update_frequency": spec.update_frequency, "grade": spec.grade.value, "entity_column": spec.entity_column,
+        "column_types": {c.name: c.type for c in spec.columns},
+        "columns": {c.name: {"constraint": c.constraint.value, "tags": list(c.tags),
+                             "mask": c.mask.value if c.mask else None, "description": c.description}
+                    for c in spec.columns},
+    }
+
+
+class Narrator:
+    """Prints what the demo does (or collects it for --json)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(stderr=as_json)
+        self.summary: dict[str, Any] = {"synthetic": True}
+
+    def step(self, text: str) -> None:
+        if not self.as_json:
+            self.console.print(f"[bold cyan]▸[/bold cyan] {text}")
+
+    def detail(self, text: str) -> None:
+        if not self.as_json:
+            self.console.print(f"    {text}")
+
+
+def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -> dict[str, Any]:
+    """Initialize a fresh home, register the synthetic city, set up organizations and grants."""
+    clock = clock or SystemClock()
+    say = Narrator(as_json)
+    home = _fresh_home(home)
+    base = load_settings()
+    settings = Settings(**{**base.model_dump(), "home": home, "database_url": None, "url": None,
+                           "api_key": None})
+    say.step(f"Fresh Sluice home at {home} (SQLite control store, DuckDB sandbox). All data is SYNTHETIC.")
+    init = init_home(settings, clock)
+    assert init.api_key is not None
+    admin = Client(settings, init.api_key)
+    try:
+        summary = _flow(admin, settings, clock, say, home)
+    finally:
+        admin.close()
+    say.summary.update(summary)
+    if as_json:
+        sys.stdout.write(json.dumps(say.summary, ensure_ascii=False, indent=2) + "\n")
+    else:
+        say.console.print("[bold green]Demo complete.[/bold green] State is in " + str(home))
+    return say.summary
+
+
+def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"home": str(home)}
+    say.step("Platform admin creates the organizations")
+    orgs = {}
+    for key, name, kind in [
+        ("provider", "City Data Resource Center 市数据资源中心 (synthetic provider)", "provider"),
+        ("health_ops", "Healthy City Analytics 健康城市分析 (public-interest operator)", "operator"),
+        ("commerce_ops", "Metro Commerce Data Co. 都市商业数据 (industry operator)", "operator"),
+        ("customer", "Bright Retail Ltd. 明亮零售 (customer)", "customer"),
+        ("regulator", "City Audit Bureau 市审计局 (regulator)", "regulator"),
+    ]:
+        orgs[key] = admin.post("/v1/orgs", {"name": name, "kind": kind})["id"]
+        say.detail(f"{kind:9} {name}")
+    out["orgs"] = orgs
+
+    say.step("Principals get roles that fit their organization's kind; each key is shown once")
+    keys: dict[str, str] = {}
+    for key, org, roles in [
+        ("steward", orgs["provider"], ["data_steward"]),
+        ("health_analyst", orgs["health_ops"], ["operator"]),
+        ("commerce_analyst", orgs["commerce_ops"], ["operator"]),
+        ("customer", orgs["customer"], ["customer"]),
+        ("auditor", orgs["regulator"], ["regulator"]),
+        ("reviewer_1", init_org(admin), ["reviewer"]),
+        ("reviewer_2", init_org(admin), ["reviewer"]),
+    ]:
+        created = admin.post("/v1/principals", {"org_id": org, "name": key, "roles": roles})
+        keys[key] = created["api_key"]
+        say.detail(f"{key:16} roles={roles} key_id={created['key_id']}")
+    out["api_keys"] = keys
+
+    say.step("The data steward registers five SYNTHETIC city datasets (CSV, normalized to Parquet)")
+    files = generate_city(home / "synthetic-input", today=clock.now().date())
+    steward = admin.with_key(keys["steward"])
+    certs: dict[str, str] = {}
+    for spec in CITY_DATASETS:
+        meta = _metadata(spec)
+        meta["provider_org_id"] = orgs["provider"]
+        reg = steward.upload("/v1/datasets", meta, files[spec.id])
+        certs[spec.id] = reg["certificate_code"]
+        say.detail(f"{spec.id:14} grade={spec.grade.value:9} rows={reg['row_count']:>6}  "
+                   f"certificate {reg['certificate_code']}")
+    out["certificates"] = certs
+
+    say.step("The certificate of 'residents' verifies offline; one changed byte does not")
+    doc = admin.get(f"/v1/certificates/{certs['residents']}/document", raw=True)
+    pem = admin.get("/v1/keys")["certificate"]
+    key = load_public_key_pem(next(iter(pem.values())).encode("ascii"))
+    good = verify_certificate_document(doc, {kid_for(key): key})
+    tampered = bytearray(doc)
+    tampered[len(tampered) // 2] ^= 0x01
+    bad = verify_certificate_document(bytes(tampered), {kid_for(key): key})
+    say.detail(f"original: valid={good.valid}; tampered: valid={bad.valid} ({bad.reason})")
+    out["certificate_check"] = {"original": good.valid, "tampered": bad.valid}
+
+    say.step("The agency admin grants the operators")
+    now = clock.now()
+    until = (now + timedelta(days=365)).isoformat()
+    grants = {}
+    grants["health_scenario"] = admin.post("/v1/grants", {
+        "operator_org_id": orgs["health_ops"], "scope": "scenario", "purpose_class": "public_interest",
+        "valid_until": until, "datasets": ["clinic_visits", "residents"], "max_result_rows": 1000,
+        "scenario": {"name": "District health-cost monitoring 区域医疗费用监测",
+                     "data_used": "clinic visits and resident districts (synthetic)",
+                     "supply": "aggregates computed in the Sluice sandbox; raw rows never leave",
+                     "problem": "find districts whose per-capita clinic cost is rising, to plan clinics"},
+    })["id"]
+    grants["health_domain"] = admin.post("/v1/grants", {
+        "operator_org_id": orgs["health_ops"], "scope": "domain", "purpose_class": "public_interest",
+        "valid_until": until, "domains": ["transport", "meteorology"], "auto_approve": True,
+    })["id"]
+    grants["commerce_domain"] = admin.post("/v1/grants", {
+        "operator_org_id": orgs["commerce_ops"], "scope": "domain", "purpose_class": "industry",
+        "valid_until": until, "domains": ["economy", "transport"], "auto_approve": True,
+        "column_overrides": {"enterprises": {"name": "group"}},
+    })["id"]
+    for name, gid in grants.items():
+        say.detail(f"{name:16} {gid}")
+    out["grants"] = grants
+
+    say.step("Refusals carry a stable code and are audited")
+    refusals = {}
+    for label, body in [
+        ("important data outside a scenario", {
+            "operator_org_id": orgs["commerce_ops"], "scope": "domain", "purpose_class": "industry",
+            "valid_until": until, "domains": ["health_care"], "datasets": ["clinic_visits"]}),
+        ("a loosening override", {
+            "operator_org_id": orgs["commerce_ops"], "scope": "domain", "purpose_class": "industry",
+            "valid_until": until, "domains": ["economy"],
+            "column_overrides": {"enterprises": {"employees": "open"}}}),
+    ]:
+        try:
+            admin.post("/v1/grants", body)
+            refusals[label] = "NOT REFUSED"
+        except ApiError as e:
+            refusals[label] = e.code
+        say.detail(f"{label}: {refusals[label]}")
+    try:
+        admin.with_key(keys["commerce_analyst"]).get(f"/v1/grants/{grants['health_scenario']}")
+        refusals["cross-organization read"] = "NOT REFUSED"
+    except ApiError as e:
+        refusals["cross-organization read"] = e.code
+    say.detail(f"industry operator reads the health operator's grant: {refusals['cross-organization read']}")
+    out["refusals"] = refusals
+    if any(v == "NOT REFUSED" for v in refusals.values()):
+        raise DemoError(f"a refusal did not happen: {refusals}")
+
+    audit = admin.with_key(keys["auditor"]).get("/v1/audit", params={"limit": 1000})
+    say.step(f"The regulator reads the audit trail: {len(audit)} entries, "
+             f"{sum(1 for a in audit if a['decision'] != 'allow')} refusals")
+    out["audit_entries"] = len(audit)
+    return out
+
+
+def init_org(admin: Client) -> str:
+    """The platform agency's id (reviewers belong to the implementing agency)."""
+    me = admin.get("/v1/me")
+    return str(me["org_id"])

@@ -1,0 +1,175 @@
+"""Tables of the control store. Migrations in sandbox/store/migrations must match these (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sandbox.store.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every control-store table."""
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    is_platform: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Principal(Base):
+    __tablename__ = "principals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_principals_org_name"),)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CasbinRule(Base):
+    """Authorization policy rows (pycasbin's layout), seeded and changed only by migrations."""
+
+    __tablename__ = "casbin_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ptype: Mapped[str] = mapped_column(String(8))
+    v0: Mapped[str] = mapped_column(String(100), default="")
+    v1: Mapped[str] = mapped_column(String(100), default="")
+    v2: Mapped[str] = mapped_column(String(100), default="")
+    v3: Mapped[str] = mapped_column(String(100), default="")
+    v4: Mapped[str] = mapped_column(String(100), default="")
+    v5: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    latest_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DatasetVersion(Base):
+    """One immutable version: a change of data, grade or constraints is a new row."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text, default="")
+    domain: Mapped[str] = mapped_column(String(40))
+    update_frequency: Mapped[str] = mapped_column(String(40))
+    grade: Mapped[str] = mapped_column(String(20))
+    entity_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    source_bytes: Mapped[int] = mapped_column(BigInteger)
+    parquet_sha256: Mapped[str] = mapped_column(String(64))
+    source_name: Mapped[str] = mapped_column(String(300))
+    storage_path: Mapped[str] = mapped_column(String(500))
+    certificate_code: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kid: Mapped[str] = mapped_column(String(32))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    document: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("year", "seq", name="uq_certificates_year_seq"),)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(20))
+    domains: Mapped[list[str]] = mapped_column(JSON)
+    datasets: Mapped[list[str]] = mapped_column(JSON)
+    scenario: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    purpose_class: Mapped[str] = mapped_column(String(20))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    min_group_size: Mapped[int] = mapped_column(Integer)
+    max_result_rows: Mapped[int] = mapped_column(Integer)
+    auto_approve: Mapped[bool] = mapped_column(Boolean)
+    column_overrides: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class GrantEvent(Base):
+    """Append-only history of a grant's state changes, each with its reason."""
+
+    __tablename__ = "grant_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(20))
+    from_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Append-only record of every access decision and its outcome (until the Merkle audit log lands)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    actor_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    via: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(60))
+    resource: Mapped[str] = mapped_column(String(200), default="")
+    decision: Mapped[str] = mapped_column(String(10))
+    rule: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

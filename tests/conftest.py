@@ -1,0 +1,106 @@
+"""Shared fixtures: store backends (SQLite always, PostgreSQL when SLUICE_TEST_DATABASE_URL is set), clock, app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from sandbox.clock import ManualClock
+from sandbox.config import Settings, load_settings
+from sandbox.store.db import make_engine, upgrade
+from sandbox.store.models import Base
+
+ENV = load_settings()
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses `store_url` runs once per backend."""
+    if "store_url" in metafunc.fixturenames:
+        metafunc.parametrize("store_url", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "sluice.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str | None:
+    """The PostgreSQL test database, migrated once per session."""
+    url = ENV.test_database_url
+    if not url:
+        return None
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name != "casbin_rule"]
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+              postgres_url: str | None) -> Iterator[str]:
+    """A clean, migrated control store on the requested backend."""
+    if request.param == "sqlite":
+        db = tmp_path / "sluice.db"
+        shutil.copy(sqlite_template, db)
+        yield f"sqlite:///{db}"
+        return
+    if postgres_url is None:
+        if IN_CI:
+            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set; .ci/run must provide PostgreSQL")
+        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
+    _truncate(postgres_url)
+    yield postgres_url
+    _truncate(postgres_url)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that only moves when a test moves it."""
+    return ManualClock(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """Settings for one test: a fresh home, the backend's store, an import root."""
+    (tmp_path / "imports").mkdir()
+    return Settings(home=tmp_path / "home", database_url=store_url, import_root=tmp_path / "imports",
+                    public_url="https://sluice.test")
+
+
+def require_debian_package(binary: str, package: str) -> str:
+    """Path of a binary from a Debian package; skip if missing, fail under CI=true."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    msg = f"{binary} not found: apt-get install {package}"
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing text output."""
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]

@@ -1,0 +1,92 @@
+"""The `sluice` CLI: init, migrations, verbs through the API (audited as cli), offline certificate checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+
+CSV = "station,temp\n" + "".join(f"s{i},{i}.5\n" for i in range(20))
+
+
+@pytest.fixture
+def cli(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SLUICE_DATABASE_URL", store_url)
+    runner = CliRunner()
+
+    def invoke(*args: str, key: str | None = None, code: int = 0) -> Any:
+        argv = (["--api-key", key] if key else []) + list(args)
+        result = runner.invoke(app, argv)
+        assert result.exit_code == code, (argv, result.output)
+        return result
+
+    return invoke
+
+
+def _json(result: Any) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_init_prints_the_bootstrap_key_once_and_is_idempotent(cli) -> None:  # type: ignore[no-untyped-def]
+    first = _json(cli("init", "--json"))
+    assert first["api_key"].startswith("sk_") and first["created"] is True
+    second = _json(cli("init", "--json"))
+    assert second["api_key"] is None and second["created"] is False
+
+
+def test_db_upgrade_twice_is_safe(cli) -> None:  # type: ignore[no-untyped-def]
+    assert _json(cli("db", "upgrade", "--json"))["revision"]
+    assert _json(cli("db", "upgrade", "--json"))["revision"]
+
+
+def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin = _json(cli("init", "--json"))["api_key"]
+    org = _json(cli("orgs", "create", "Weather Bureau", "--kind", "provider", "--json", key=admin))
+    steward = _json(cli("principals", "create", "--org", org["id"], "--name", "wang", "--role", "data_steward",
+                        "--json", key=admin))["api_key"]
+    data = tmp_path / "weather.csv"
+    data.write_text(CSV, "utf-8")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
+                                "grade": "general"}), "utf-8")
+    reg = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", "weather", "--json",
+                    key=steward))
+    assert reg["row_count"] == 20
+    listed = _json(cli("datasets", "list", "--json", key=steward))
+    assert [d["id"] for d in listed] == ["weather"]
+    audit = _json(cli("audit", "list", "--json", "--limit", "200", key=admin))
+    assert {a["via"] for a in audit if a["action"] == "dataset:create"} == {"cli"}
+    # refusals: wrong role, problem code on stdout with --json, exit 1
+    refused = cli("orgs", "create", "X", "--kind", "operator", "--json", key=steward, code=1)
+    assert _json(refused)["error"]["code"] == "permission_denied"
+    cli("orgs", "list", key="sk_0123456789ab_" + "A" * 43, code=1)
+
+
+def test_certificate_verifies_offline_and_one_changed_byte_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin = _json(cli("init", "--json"))["api_key"]
+    org = _json(cli("orgs", "create", "P", "--kind", "provider", "--json", key=admin))
+    steward = _json(cli("principals", "create", "--org", org["id"], "--name", "li", "--role", "data_steward",
+                        "--json", key=admin))["api_key"]
+    data = tmp_path / "w.csv"
+    data.write_text(CSV, "utf-8")
+    meta = tmp_path / "m.json"
+    meta.write_text(json.dumps({"title": "W", "domain": "meteorology", "update_frequency": "daily",
+                                "grade": "general"}), "utf-8")
+    code = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", "w", "--json",
+                     key=steward))["certificate_code"]
+    doc, pem = tmp_path / "cert.json", tmp_path / "cert.pub.pem"
+    cli("certificates", "fetch", code, "-o", str(doc), "--json", key=steward)
+    cli("certificates", "public-key", "-o", str(pem), "--json", key=steward)
+    ok = _json(cli("certificates", "verify", str(doc), "--public-key", str(pem), "--json"))
+    assert ok["valid"] is True and ok["code"] == code
+    raw = bytearray(doc.read_bytes())
+    raw[40] = ord("X") if raw[40] != ord("X") else ord("Y")
+    doc.write_bytes(bytes(raw))
+    bad = _json(cli("certificates", "verify", str(doc), "--public-key", str(pem), "--json", code=1))
+    assert bad["valid"] is False

@@ -1,0 +1,47 @@
+"""Every route is either enforced by require(...) or explicitly public."""
+
+from __future__ import annotations
+
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from sandbox.app import create_app
+from sandbox.app.deps import PUBLIC_ROUTES
+from sandbox.config import Settings
+
+
+def _permission(route: APIRoute) -> tuple[str, str] | None:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        perm = getattr(dep.call, "__sluice_permission__", None)
+        if perm is not None:
+            return perm  # type: ignore[no-any-return]
+        stack.extend(dep.dependencies)
+    return None
+
+
+def test_every_route_is_enforced_or_marked_public(settings: Settings) -> None:
+    from sandbox.bootstrap import init_home
+    from sandbox.clock import ManualClock
+
+    init_home(settings, ManualClock())
+    app = create_app(settings)
+    unguarded, public_but_guarded, seen = [], [], set()
+    for route in app.routes:
+        if not isinstance(route, Route):
+            unguarded.append(repr(route))
+            continue
+        for method in sorted(route.methods or []):
+            key = (method, route.path)
+            seen.add(key)
+            guarded = isinstance(route, APIRoute) and _permission(route) is not None
+            if key in PUBLIC_ROUTES and guarded:
+                public_but_guarded.append(key)
+            if key not in PUBLIC_ROUTES and not guarded:
+                unguarded.append(key)
+    assert not unguarded, f"routes neither enforced nor public: {unguarded}"
+    assert not public_but_guarded
+    assert ("POST", "/v1/grants") in seen and ("GET", "/healthz") in seen
+    stale = {k for k in PUBLIC_ROUTES if k not in seen}
+    assert not stale, f"PUBLIC_ROUTES names routes that do not exist: {stale}"
