@@ -33,7 +33,7 @@ class Decision:
         return {"allowed": self.allowed, "rule": self.rule, "reason": self.reason, "scope": self.scope}
 
 
-class _RowsAdapter(Adapter):  # type: ignore[misc]
+class _RowsAdapter(Adapter):
     """Loads policy rows handed over by the caller (the control store owns them)."""
 
     def __init__(self, rows: Iterable[Sequence[str]]) -> None:

@@ -26,7 +26,6 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/v1/catalogue"),
-    ("GET", "/v1/catalogue/{dataset_id}"),
     ("GET", "/v1/certificates/{code}"),
     ("GET", "/v1/certificates/{code}/document"),
     ("GET", "/v1/certificates/{code}/qr.png"),
@@ -125,9 +124,10 @@ def _bearer(request: Request) -> str:
 
 def _write_refusal(state: AppState, draft: AuditDraft, exc: SluiceError) -> None:
     draft.code = exc.code
-    draft.reason = draft.reason or exc.message
-    if draft.decision == "allow":
+    if draft.decision == "allow":  # authorized, then refused by a domain rule: that rule is the reason
         draft.decision = "refused"
+        draft.reason = exc.message
+    draft.reason = draft.reason or exc.message
     draft.detail.setdefault("message", exc.message)
     with state.sessions.begin() as s:
         record(s, draft, state.clock.now())
@@ -156,9 +156,9 @@ def require(obj: str, act: str) -> Callable[..., Iterator[Guard]]:
         if widest is None:
             decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
             draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
-            exc = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
-            _write_refusal(state, draft, exc)
-            raise exc
+            denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
+            _write_refusal(state, draft, denied)
+            raise denied
         draft.decision = "allow"
         draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
         guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,

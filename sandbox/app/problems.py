@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from policy.errors import PolicyError
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused, SluiceError, Unauthenticated
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("sluice.app")
 
 _STATUS: list[tuple[type[SluiceError], int]] = [
     (Unauthenticated, 401),
@@ -74,5 +76,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal_error", "Internal error", "an unexpected error occurred; see server logs",
                        request.url.path)

@@ -142,7 +142,7 @@ def register_version(dataset_id: str, metadata: str = Form(...), file: UploadFil
 
 
 def _provider_names(session: Session) -> dict[str, str]:
-    return dict(session.execute(select(Organization.id, Organization.name)).tuples().all())
+    return {row[0]: row[1] for row in session.execute(select(Organization.id, Organization.name))}
 
 
 @router.get("/datasets")

@@ -22,7 +22,7 @@ from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
 from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
 
-DATASET_ID_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+DATASET_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STRING_TYPES = ("VARCHAR",)
 GENERALIZABLE = ("DATE", "TIMESTAMP", "TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 
@@ -168,7 +168,7 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
     if provider.kind != "provider":
         raise Forbidden("datasets are registered by provider organizations", code="not_a_provider")
     if not DATASET_ID_RE.match(dataset_id):
-        raise InvalidInput("dataset id must match ^[a-z][a-z0-9_]{1,62}$", code="invalid_dataset_id")
+        raise InvalidInput("dataset id must match ^[a-z][a-z0-9_]{0,62}$", code="invalid_dataset_id")
     _validate_meta(meta)
     ds = session.get(Dataset, dataset_id)
     previous: DatasetVersion | None = None

@@ -132,11 +132,11 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
     say.step("The certificate of 'residents' verifies offline; one changed byte does not")
     doc = admin.get(f"/v1/certificates/{certs['residents']}/document", raw=True)
     pem = admin.get("/v1/keys")["certificate"]
-    key = load_public_key_pem(next(iter(pem.values())).encode("ascii"))
-    good = verify_certificate_document(doc, {kid_for(key): key})
+    public = load_public_key_pem(next(iter(pem.values())).encode("ascii"))
+    good = verify_certificate_document(doc, {kid_for(public): public})
     tampered = bytearray(doc)
     tampered[len(tampered) // 2] ^= 0x01
-    bad = verify_certificate_document(bytes(tampered), {kid_for(key): key})
+    bad = verify_certificate_document(bytes(tampered), {kid_for(public): public})
     say.detail(f"original: valid={good.valid}; tampered: valid={bad.valid} ({bad.reason})")
     out["certificate_check"] = {"original": good.valid, "tampered": bad.valid}
 

@@ -173,3 +173,74 @@ class AuditEvent(Base):
     code: Mapped[str | None] = mapped_column(String(60), nullable=True)
     status: Mapped[int] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Job(Base):
+    """A query submitted under a grant; analysed once at submission, frozen at approval."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    submitted_by: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(300))
+    purpose: Mapped[str] = mapped_column(Text)
+    sql: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20))
+    rejection_source: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    analysis: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_versions: Mapped[dict[str, int]] = mapped_column(JSON)
+    reviews_required: Mapped[int] = mapped_column(Integer)
+    frozen_sql: Mapped[str | None] = mapped_column(Text, nullable=True)
+    frozen_sql_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobReview(Base):
+    __tablename__ = "job_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    reviewer_id: Mapped[str] = mapped_column(String(40))
+    decision: Mapped[str] = mapped_column(String(10))
+    comment: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("job_id", "reviewer_id", name="uq_job_reviews_job_reviewer"),)
+
+
+class Run(Base):
+    """One execution of an approved job, with what it read, what it returned and what it cost."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(40))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    frozen_sql_sha256: Mapped[str] = mapped_column(String(64))
+    dataset_versions: Mapped[dict[str, int]] = mapped_column(JSON)
+    rows_scanned: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_scanned: Mapped[int] = mapped_column(BigInteger, default=0)
+    result_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    result_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    suppressed_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    truncated_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpu_ms: Mapped[float] = mapped_column(default=0.0)
+    wall_ms: Mapped[float] = mapped_column(default=0.0)
+    error_code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("job_id", "requested_by", "idempotency_key", name="uq_runs_idempotency"),)

@@ -13,7 +13,7 @@ CSV = "person_id,district,income,phone\n" + "".join(f"p{i},d{i % 3},{i},1380000{
 @pytest.fixture
 def world(api) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """A provider with general, important and core datasets and two operators."""
-    provider, steward = api.actor("provider", "data_steward")
+    _, steward = api.actor("provider", "data_steward")
     cols = {"person_id": {"constraint": "join"}, "income": {"constraint": "aggregate"},
             "district": {"constraint": "open"}}
     api.register(steward, dataset_id="general_ds", content=CSV, domain="economy", entity_column="person_id",

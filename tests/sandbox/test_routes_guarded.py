@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
@@ -21,6 +23,19 @@ def _permission(route: APIRoute) -> tuple[str, str] | None:
     return None
 
 
+def _flatten(routes: list[Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every concrete route, walking into included routers (FastAPI keeps them as _IncludedRouter)."""
+    out: list[tuple[str, Any]] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            assert not route.include_context.dependencies, "router-level dependencies are not inspected"
+            out += _flatten(list(original.routes), prefix + route.include_context.prefix)
+        else:
+            out.append((prefix, route))
+    return out
+
+
 def test_every_route_is_enforced_or_marked_public(settings: Settings) -> None:
     from sandbox.bootstrap import init_home
     from sandbox.clock import ManualClock
@@ -28,12 +43,12 @@ def test_every_route_is_enforced_or_marked_public(settings: Settings) -> None:
     init_home(settings, ManualClock())
     app = create_app(settings)
     unguarded, public_but_guarded, seen = [], [], set()
-    for route in app.routes:
+    for prefix, route in _flatten(list(app.routes)):
         if not isinstance(route, Route):
             unguarded.append(repr(route))
             continue
         for method in sorted(route.methods or []):
-            key = (method, route.path)
+            key = (method, prefix + route.path)
             seen.add(key)
             guarded = isinstance(route, APIRoute) and _permission(route) is not None
             if key in PUBLIC_ROUTES and guarded:

@@ -1,0 +1,201 @@
+"""Jobs, reviews, runs and result downloads: the governed query path."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sandbox import jobs, runs
+from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.errors import NotFound, Refused
+from sandbox.store.models import Grant, Job, JobReview, Run
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+class JobIn(BaseModel):
+    grant_id: str
+    title: str = Field(min_length=1, max_length=300)
+    purpose: str = Field(min_length=1)
+    sql: str = Field(min_length=1)
+    parameters: dict[str, str] = Field(default_factory=dict, description="$name -> type, e.g. {'d': 'VARCHAR'}")
+
+
+class ReviewIn(BaseModel):
+    decision: str = Field(description="approve or reject")
+    comment: str = Field(min_length=1)
+
+
+class RunIn(BaseModel):
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _service(state: AppState) -> runs.RunService:
+    service: runs.RunService = state.extras["runs"]
+    return service
+
+
+@router.post("/jobs", status_code=201)
+def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), session: Session = Depends(db_session),
+               state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Submit SQL under a grant; it is analysed now, and stored whatever the verdict."""
+    grant = session.get(Grant, body.grant_id)
+    guard.check(grant.operator_org_id if grant else None, f"grant/{body.grant_id}")
+    if grant is None:
+        raise NotFound(f"grant {body.grant_id} does not exist", code="grant_not_found")
+    sub = jobs.submit(session, grant=grant, submitted_by=guard.caller.principal_id, title=body.title,
+                      purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now())
+    job = sub.job
+    guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
+               auto_approved=sub.auto_approved)
+    if job.state == jobs.JobState.REJECTED:
+        session.commit()  # the rejected job is kept; the refusal below is audited in its own transaction
+        codes = sorted({f["code"] for f in job.findings})
+        raise Refused(f"query refused by analysis: {', '.join(codes)}", code="query_refused", job_id=job.id,
+                      findings=job.findings)
+    return jobs.job_out(job)
+
+
+@router.get("/jobs")
+def list_jobs(guard: Guard = Depends(require("job", "read")), session: Session = Depends(db_session),
+              state: str | None = Query(None)) -> list[dict[str, Any]]:
+    """Jobs the caller may see (operators: their organization's)."""
+    q = select(Job).order_by(Job.created_at, Job.id)
+    if not guard.any_org:
+        q = q.where(Job.operator_org_id == guard.caller.org_id)
+    if state:
+        q = q.where(Job.state == state)
+    return [jobs.job_out(j) for j in session.scalars(q)]
+
+
+def _job(session: Session, guard: Guard, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    guard.check(job.operator_org_id if job else None, f"job/{job_id}")
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+    return job
+
+
+def _reviews(session: Session, job: Job) -> list[JobReview]:
+    return list(session.scalars(select(JobReview).where(JobReview.job_id == job.id).order_by(JobReview.id)))
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, guard: Guard = Depends(require("job", "read")), session: Session = Depends(db_session)
+            ) -> dict[str, Any]:
+    """One job with its findings and reviews."""
+    job = _job(session, guard, job_id)
+    return jobs.job_out(job, _reviews(session, job))
+
+
+@router.post("/jobs/{job_id}/review")
+def review_job(job_id: str, body: ReviewIn, guard: Guard = Depends(require("job", "review")),
+               session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Approve or reject a pending job (agency reviewers; important data needs two)."""
+    job = _job(session, guard, job_id)
+    jobs.review(session, job, reviewer_id=guard.caller.principal_id, decision=body.decision, comment=body.comment,
+                now=state.clock.now())
+    guard.note(job_id=job.id, decision=body.decision, comment=body.comment, state=job.state)
+    return jobs.job_out(job, _reviews(session, job))
+
+
+@router.post("/jobs/{job_id}/runs", status_code=201)
+def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(require("run", "create")),
+            session: Session = Depends(db_session), state: AppState = Depends(app_state),
+            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)) -> dict[str, Any]:
+    """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
+    job = _job(session, guard, job_id)
+    caller = guard.caller.principal_id
+    earlier = runs.find_idempotent(session, job, caller, idempotency_key)
+    if earlier is not None:
+        guard.note(run_id=earlier.id, idempotent_replay=True)
+        return runs.run_out(earlier)
+    grant = session.get(Grant, job.grant_id)
+    assert grant is not None
+    params = runs.coerce_params(job.parameters, (body.params if body else {}))
+    now = state.clock.now()
+    run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
+    try:
+        tables = runs.check_runnable(session, job, grant, now)
+    except Refused as exc:
+        run.status, run.error_code, run.error_message, run.finished_at = "refused", exc.code, exc.message, now
+        session.add(run)
+        session.commit()  # the refused run is kept; the refusal is audited in its own transaction
+        exc.context["run_id"] = run.id
+        raise
+    session.add(run)
+    outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
+    guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
+               dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
+               suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
+    return runs.run_out(run)
+
+
+@router.get("/runs")
+def list_runs(guard: Guard = Depends(require("run", "read")), session: Session = Depends(db_session),
+              job_id: str | None = Query(None)) -> list[dict[str, Any]]:
+    """Runs the caller may see."""
+    q = select(Run).order_by(Run.created_at, Run.id)
+    if not guard.any_org:
+        q = q.where(Run.operator_org_id == guard.caller.org_id)
+    if job_id:
+        q = q.where(Run.job_id == job_id)
+    return [runs.run_out(r) for r in session.scalars(q)]
+
+
+def _run(session: Session, guard: Guard, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    guard.check(run.operator_org_id if run else None, f"run/{run_id}")
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist", code="run_not_found")
+    return run
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, guard: Guard = Depends(require("run", "read")), session: Session = Depends(db_session)
+            ) -> dict[str, Any]:
+    """One run's record."""
+    return runs.run_out(_run(session, guard, run_id))
+
+
+FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8",
+           "parquet": "application/vnd.apache.parquet", "arrow": "application/vnd.apache.arrow.stream"}
+
+
+@router.get("/runs/{run_id}/result", response_model=None)
+def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv|parquet|arrow)$"),
+                    guard: Guard = Depends(require("result", "read")), session: Session = Depends(db_session),
+                    state: AppState = Depends(app_state)) -> Response:
+    """Download a succeeded run's result; every download is an audited access."""
+    run = _run(session, guard, run_id)
+    if run.status != "succeeded" or not run.result_path:
+        raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
+    path = state.settings.resolved_home / run.result_path
+    guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)
+    headers = {"X-Result-SHA256": run.result_sha256 or "", "Content-Disposition":
+               f'attachment; filename="{run.id}.{format}"'}
+    if format == "parquet":
+        return FileResponse(path, media_type=FORMATS["parquet"], headers=headers)
+    table = pq.read_table(path)
+    if format == "json":
+        body = json.dumps(table.to_pylist(), ensure_ascii=False, default=str).encode("utf-8")
+    elif format == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        body = buf.getvalue()
+    else:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        body = sink.getvalue()
+    return Response(body, media_type=FORMATS[format], headers=headers)

@@ -1,0 +1,105 @@
+"""Run one spec in a locked instance, in process: refuse, execute under a watchdog, control output, write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from policy.output import apply_output_control
+from sandbox.executor.errors import ExecutorError, StatementRefused
+from sandbox.executor.failures import classify_failure
+from sandbox.executor.instances import InstanceCache
+from sandbox.executor.lockdown import Instance
+from sandbox.executor.results import write_result
+from sandbox.executor.statement import single_select
+from sandbox.executor.types import SUCCEEDED, EngineLimits, RunOutcome, RunSpec
+from sandbox.executor.watchdog import Watchdog
+
+DEFAULT_MAX_INSTANCES = 8
+
+
+def run_locked(
+    instance: Instance,
+    sql: str | duckdb.Statement,
+    params: Mapping[str, Any],
+    *,
+    timeout_ms: int,
+    watchdog: Watchdog,
+) -> pa.Table:
+    """Execute `sql` (exactly one SELECT) on a fresh cursor of `instance`, fully materialized as Arrow.
+
+    A string is checked with `single_select` first. Raises the engine's own exception on failure; callers
+    map it with `classify_failure`.
+    """
+    statement = single_select(sql) if isinstance(sql, str) else sql
+    cursor = instance.con.cursor()
+    try:
+        with watchdog.guard(cursor, timeout_ms):
+            relation = cursor.sql(statement, params=dict(params) if params else None)
+            if relation is None:
+                raise StatementRefused("the statement returns no result", code="statement_not_allowed")
+            return relation.to_arrow_table()
+    finally:
+        cursor.close()
+
+
+class LockedEngine:
+    """What a worker process runs: cached locked instances, one watchdog, and the run procedure."""
+
+    def __init__(self, limits: EngineLimits, *, max_instances: int = DEFAULT_MAX_INSTANCES) -> None:
+        self.limits = limits
+        self.instances = InstanceCache(limits, max_instances=max_instances)
+        self._watchdog = Watchdog()
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """Run `spec` to an outcome; every failure becomes a status, a stable code and a generic message."""
+        wall0 = time.perf_counter()
+        cpu0 = time.process_time()
+        try:
+            statement = single_select(spec.sql)  # refuse before opening any input
+            instance = self.instances.get(spec.instance_key, spec.inputs)
+            table = run_locked(instance, statement, spec.params, timeout_ms=self.limits.timeout_ms,
+                               watchdog=self._watchdog)
+            controlled = apply_output_control(table, k=spec.k, max_rows=spec.max_rows)
+            del table
+            written = write_result(controlled.table, spec.result_path)
+        except Exception as exc:
+            error = classify_failure(exc, timeout_ms=self.limits.timeout_ms)
+            return failed_outcome(error, cpu_ms=_ms_since(cpu0, time.process_time()),
+                                  wall_ms=_ms_since(wall0, time.perf_counter()))
+        return RunOutcome(
+            status=SUCCEEDED, result_path=written.path, result_sha256=written.sha256,
+            result_rows=written.rows, result_bytes=written.bytes, suppressed_rows=controlled.suppressed_rows,
+            truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
+            wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
+        )
+
+    def warm_up(self) -> None:
+        """Open, lock and query an instance without inputs: pays DuckDB's first-connection cost up front."""
+        instance = self.instances.get("__warm_up__", ())
+        run_locked(instance, "SELECT 1", {}, timeout_ms=self.limits.timeout_ms, watchdog=self._watchdog)
+        self.instances.close()
+
+    def close(self) -> None:
+        """Close every instance and stop the watchdog."""
+        self.instances.close()
+        self._watchdog.close()
+
+
+def failed_outcome(error: ExecutorError, *, cpu_ms: float = 0.0, wall_ms: float = 0.0) -> RunOutcome:
+    """The outcome of a run that ended with `error`: its status, code and client-safe message, no result."""
+    return RunOutcome(
+        status=error.status, result_path=None, result_sha256=None, result_rows=0, result_bytes=0,
+        suppressed_rows=0, truncated_rows=0, cpu_ms=cpu_ms, wall_ms=wall_ms, error_code=error.code,
+        error_message=error.message, internal_detail=error.detail,
+    )
+
+
+def _ms_since(start: float, end: float) -> float:
+    return (end - start) * 1000.0
+
+

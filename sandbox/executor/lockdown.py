@@ -1,0 +1,91 @@
+"""Open a locked-down DuckDB instance whose only data is a set of prepared inputs, as Arrow views."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import duckdb
+import pyarrow.dataset as ds
+
+from sandbox.executor.errors import InputUnavailable
+from sandbox.executor.types import EngineLimits, InputTable
+
+MAX_EXPRESSION_DEPTH: Final = 250
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def lockdown_statements(limits: EngineLimits) -> tuple[str, ...]:
+    """The `SET GLOBAL` statements that lock an instance down, in the order they must run.
+
+    `temp_directory` must be set before external access is turned off; once external access or a file
+    system is off it cannot come back; `lock_configuration` goes last, after which SET, RESET and PRAGMA fail.
+    """
+    return (
+        # No spilling: with LocalFileSystem disabled a spill would fail anyway, and an empty value keeps
+        # server paths out of duckdb_settings(). Runs that outgrow memory_limit fail with out-of-memory.
+        "SET GLOBAL temp_directory = ''",
+        "SET GLOBAL allow_persistent_secrets = false",
+        "SET GLOBAL secret_directory = ''",
+        f"SET GLOBAL memory_limit = '{int(limits.memory_limit_mb)}MiB'",
+        f"SET GLOBAL threads = {int(limits.threads)}",
+        f"SET GLOBAL max_execution_time = {int(limits.timeout_ms)}",
+        f"SET GLOBAL max_expression_depth = {MAX_EXPRESSION_DEPTH}",
+        "SET GLOBAL autoinstall_known_extensions = false",
+        "SET GLOBAL autoload_known_extensions = false",
+        "SET GLOBAL allow_community_extensions = false",
+        "SET GLOBAL allow_unsigned_extensions = false",
+        "SET GLOBAL python_enable_replacements = false",
+        "SET GLOBAL enable_external_access = false",
+        "SET GLOBAL disabled_filesystems = 'LocalFileSystem'",
+        "SET GLOBAL lock_configuration = true",
+    )
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A locked DuckDB database holding one set of inputs as views; runs use cursors on `con`."""
+
+    con: duckdb.DuckDBPyConnection
+    datasets: tuple[ds.Dataset, ...]
+
+
+def open_instance(inputs: Sequence[InputTable], limits: EngineLimits) -> Instance:
+    """A fresh in-memory DuckDB, locked down, with each input registered as a view over a Parquet dataset.
+
+    The views scan `pyarrow.dataset` objects: no file path appears in view text or settings, and SQL has no
+    way to open a file itself.
+    """
+    names = [_checked_name(table.name) for table in inputs]
+    if len({name.lower() for name in names}) != len(names):
+        raise InputUnavailable("two inputs of a run share a name", code="duplicate_input")
+    datasets = tuple(_open_dataset(table) for table in inputs)
+    con = duckdb.connect(":memory:")
+    try:
+        for statement in lockdown_statements(limits):
+            con.execute(statement)
+        for name, dataset in zip(names, datasets, strict=True):
+            con.from_arrow(dataset).create_view(name, replace=False)
+    except BaseException:
+        con.close()
+        raise
+    return Instance(con=con, datasets=datasets)
+
+
+def _checked_name(name: str) -> str:
+    """`name` if it is a plain SQL identifier."""
+    if not _NAME.fullmatch(name):
+        raise InputUnavailable("an input name must be a plain identifier (letters, digits, underscore)",
+                               code="invalid_input_name")
+    return name
+
+
+def _open_dataset(table: InputTable) -> ds.Dataset:
+    """The prepared Parquet file as a dataset whose schema is exactly the file's columns, without metadata."""
+    try:
+        dataset = ds.dataset(str(table.path), format="parquet")
+        return dataset.replace_schema(dataset.schema.remove_metadata())
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) or FileNotFoundError
+        raise InputUnavailable(f"input {table.name} could not be opened", detail=type(exc).__name__) from None

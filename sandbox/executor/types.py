@@ -1,0 +1,71 @@
+"""The executor's public records: what a run needs, what it reports, and the limits it runs under."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+REFUSED: Final = "refused"
+TIMED_OUT: Final = "timed_out"
+STATUSES: Final = (SUCCEEDED, FAILED, REFUSED, TIMED_OUT)
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """One prepared input: the name SQL uses for it and its Parquet file (every column is permitted)."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: which instance, its inputs, the regenerated SELECT with its parameters, and output control."""
+
+    instance_key: str
+    inputs: tuple[InputTable, ...]
+    sql: str
+    params: Mapping[str, Any]
+    k: int
+    max_rows: int | None
+    result_path: Path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run produced; `error_message` is client-safe, `internal_detail` is not for clients."""
+
+    status: str
+    result_path: Path | None
+    result_sha256: str | None
+    result_rows: int
+    result_bytes: int
+    suppressed_rows: int
+    truncated_rows: int
+    cpu_ms: float
+    wall_ms: float
+    error_code: str | None
+    error_message: str | None
+    internal_detail: str | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Per-run engine limits and the per-worker address-space cap, as given by Settings."""
+
+    memory_limit_mb: int
+    threads: int
+    timeout_ms: int
+    address_space_mb: int
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """Rows and bytes a run is charged for, computed from the granted inputs it reads."""
+
+    rows: int
+    bytes: int

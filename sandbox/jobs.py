@@ -1,0 +1,198 @@
+"""Jobs: submission (analysed once), review, approval that freezes the checked SQL. One state function."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from policy.analysis import Analysis, Verdict, analyse
+from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
+from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
+from sandbox.grants import covers, effective_constraints, effective_status
+from sandbox.store.models import Dataset, DatasetVersion, Grant, Job, JobReview
+from sandbox.store.types import new_id
+
+PARAM_TYPES = ("VARCHAR", "INTEGER", "BIGINT", "DOUBLE", "DECIMAL", "DATE", "TIMESTAMP", "BOOLEAN")
+IMPORTANT_REVIEWS = 2
+
+
+class JobState(StrEnum):
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+# state -> states it may move to
+_MOVES: dict[JobState | None, frozenset[JobState]] = {
+    None: frozenset({JobState.PENDING_REVIEW, JobState.APPROVED, JobState.REJECTED}),
+    JobState.PENDING_REVIEW: frozenset({JobState.APPROVED, JobState.REJECTED}),
+    JobState.APPROVED: frozenset(),
+    JobState.REJECTED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class GrantTable:
+    """A dataset version as one grant sees it: the policy for analysis and the stored version."""
+
+    policy: TablePolicy
+    version: DatasetVersion
+
+
+def table_policy(grant: Grant, version: DatasetVersion) -> TablePolicy:
+    """The dataset version's columns with the grant's tightening applied."""
+    constraints = effective_constraints(grant, version)
+    cols = tuple(ColumnPolicy(name=c["name"], type=c["type"], constraint=Constraint(constraints[c["name"]]),
+                              tags=tuple(c.get("tags") or ()), mask=MaskKind(c["mask"]) if c.get("mask") else None)
+                 for c in version.columns)
+    return TablePolicy(name=version.dataset_id, columns=cols, entity_column=version.entity_column,
+                       grade=Grade(version.grade), dataset_id=version.dataset_id, version=version.version)
+
+
+def grant_tables(session: Session, grant: Grant, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:
+    """Datasets the grant covers (latest versions, or the `pinned` ones), keyed by their SQL name."""
+    if pinned is not None:
+        versions = [session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == d,
+                                                                DatasetVersion.version == v))
+                    for d, v in sorted(pinned.items())]
+    else:
+        versions = list(session.scalars(
+            select(DatasetVersion).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)))
+    out = {}
+    for v in versions:
+        if v is None:
+            continue
+        if covers(grant, v).covered:
+            out[v.dataset_id] = GrantTable(table_policy(grant, v), v)
+    return out
+
+
+def check_grant_usable(grant: Grant, now: datetime) -> None:
+    """Refuse when the grant is suspended, revoked, expired or not yet valid."""
+    status = effective_status(grant, now)
+    if status != "active":
+        raise Refused(f"grant {grant.id} is {status}" + (f": {grant.status_reason}" if grant.status != "active"
+                                                         else ""), code=f"grant_{status}", grant_id=grant.id)
+
+
+def validate_parameters(parameters: dict[str, str]) -> dict[str, str]:
+    """Declared parameters: `$name` -> one of PARAM_TYPES."""
+    out = {}
+    for name, typ in parameters.items():
+        if not name.isidentifier():
+            raise InvalidInput(f"parameter name {name!r} is not an identifier", code="invalid_parameter")
+        base = typ.upper().split("(")[0].strip()
+        if base not in PARAM_TYPES:
+            raise InvalidInput(f"parameter {name}: type must be one of {', '.join(PARAM_TYPES)}",
+                               code="invalid_parameter")
+        out[name] = typ.upper()
+    return out
+
+
+def _set_state(job: Job, to: JobState, *, now: datetime, source: str | None = None) -> None:
+    """The one function that changes a job's state."""
+    current = JobState(job.state) if job.state else None
+    if to not in _MOVES[current]:
+        raise Conflict(f"job {job.id} is {job.state}; it cannot become {to.value}", code="invalid_job_transition",
+                       state=job.state)
+    job.state = to.value
+    if to == JobState.REJECTED:
+        job.rejection_source = source
+    if to != JobState.PENDING_REVIEW:
+        job.decided_at = now
+    if to == JobState.APPROVED:
+        sql = job.analysis["sql"]
+        job.frozen_sql = sql
+        job.frozen_sql_sha256 = hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The stored job and the analysis it got."""
+
+    job: Job
+    analysis: Analysis
+    auto_approved: bool
+
+
+def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, purpose: str, sql: str,
+           parameters: dict[str, str], now: datetime) -> Submission:
+    """Analyse the SQL against the grant's datasets and store the job (rejected, pending review or approved)."""
+    check_grant_usable(grant, now)
+    if not title.strip() or not purpose.strip():
+        raise InvalidInput("a job needs a title and a purpose", code="title_and_purpose_required")
+    params = validate_parameters(parameters)
+    tables = grant_tables(session, grant)
+    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
+    read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
+    important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
+    job = Job(id=new_id("job"), grant_id=grant.id, operator_org_id=grant.operator_org_id, submitted_by=submitted_by,
+              title=title.strip(), purpose=purpose.strip(), sql=sql, parameters=params, state="",
+              findings=[f.to_dict() for f in analysis.findings], analysis=analysis.to_dict(),
+              dataset_versions=read, reviews_required=IMPORTANT_REVIEWS if important else 1, created_at=now)
+    session.add(job)
+    auto = False
+    if analysis.verdict == Verdict.REFUSED:
+        _set_state(job, JobState.REJECTED, now=now, source="analysis")
+    elif grant.auto_approve and not important and not analysis.joins_datasets:
+        _set_state(job, JobState.APPROVED, now=now)
+        auto = True
+    else:
+        _set_state(job, JobState.PENDING_REVIEW, now=now)
+    session.flush()
+    return Submission(job, analysis, auto)
+
+
+def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comment: str, now: datetime) -> Job:
+    """Record a reviewer's decision; important data needs two different approving reviewers."""
+    if JobState(job.state) != JobState.PENDING_REVIEW:
+        raise Conflict(f"job {job.id} is {job.state}; only pending_review jobs are reviewed",
+                       code="job_not_pending_review", state=job.state)
+    if decision not in ("approve", "reject"):
+        raise InvalidInput("decision must be approve or reject", code="invalid_review_decision")
+    if not comment.strip():
+        raise InvalidInput("a review needs a comment", code="comment_required")
+    if job.submitted_by == reviewer_id:
+        raise Forbidden("a reviewer may not review their own job", code="self_review")
+    done = session.scalar(select(JobReview.id).where(JobReview.job_id == job.id, JobReview.reviewer_id == reviewer_id))
+    if done is not None:
+        raise Conflict("this reviewer has already reviewed the job; a second approval needs a different reviewer",
+                       code="already_reviewed")
+    session.add(JobReview(job_id=job.id, reviewer_id=reviewer_id, decision=decision, comment=comment.strip(),
+                          at=now))
+    session.flush()
+    if decision == "reject":
+        _set_state(job, JobState.REJECTED, now=now, source="reviewer")
+    else:
+        approvals = session.scalars(select(JobReview.reviewer_id).where(JobReview.job_id == job.id,
+                                                                         JobReview.decision == "approve")).all()
+        if len(set(approvals)) >= job.reviews_required:
+            _set_state(job, JobState.APPROVED, now=now)
+    session.flush()
+    return job
+
+
+def job_out(job: Job, reviews: list[JobReview] | None = None) -> dict[str, Any]:
+    """A job as the API shows it."""
+    out: dict[str, Any] = {
+        "id": job.id, "grant_id": job.grant_id, "operator_org_id": job.operator_org_id,
+        "submitted_by": job.submitted_by, "title": job.title, "purpose": job.purpose, "sql": job.sql,
+        "parameters": job.parameters, "state": job.state, "rejection_source": job.rejection_source,
+        "findings": job.findings, "dataset_versions": job.dataset_versions,
+        "reviews_required": job.reviews_required, "frozen_sql": job.frozen_sql,
+        "frozen_sql_sha256": job.frozen_sql_sha256, "created_at": job.created_at.isoformat(),
+        "decided_at": job.decided_at.isoformat() if job.decided_at else None,
+        "analysis": {k: job.analysis.get(k) for k in ("verdict", "tables_read", "joins_datasets", "is_aggregate",
+                                                      "output_columns", "entity_tables")},
+    }
+    if reviews is not None:
+        out["reviews"] = [{"reviewer_id": r.reviewer_id, "decision": r.decision, "comment": r.comment,
+                           "at": r.at.isoformat()} for r in reviews]
+    return out

@@ -1,0 +1,190 @@
+"""Runs: re-check the grant, prepare masked inputs once per grant, execute in the worker pool, record."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sandbox.errors import Conflict, InvalidInput
+from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, WorkerPool, scan_stats
+from sandbox.inputs import prepare_input
+from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
+from sandbox.store.models import Grant, Job, Run
+from sandbox.store.types import new_id
+
+
+def coerce_params(declared: dict[str, str], given: dict[str, Any]) -> dict[str, Any]:
+    """Bind run parameters to their declared types; parameters are values, never SQL."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InvalidInput(f"undeclared parameters: {', '.join(unknown)}", code="invalid_parameter")
+    out: dict[str, Any] = {}
+    for name, typ in declared.items():
+        if name not in given:
+            raise InvalidInput(f"parameter ${name} ({typ}) is missing", code="invalid_parameter", parameter=name)
+        value = given[name]
+        base = typ.split("(")[0]
+        try:
+            if value is None:
+                out[name] = None
+            elif base == "VARCHAR":
+                out[name] = str(value)
+            elif base in ("INTEGER", "BIGINT"):
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out[name] = int(value)
+            elif base == "DOUBLE":
+                out[name] = float(value)
+            elif base == "DECIMAL":
+                out[name] = Decimal(str(value))
+            elif base == "DATE":
+                out[name] = date.fromisoformat(str(value))
+            elif base == "TIMESTAMP":
+                out[name] = datetime.fromisoformat(str(value))
+            elif base == "BOOLEAN":
+                if not isinstance(value, bool):
+                    raise ValueError
+                out[name] = value
+        except (ValueError, TypeError, InvalidOperation):
+            raise InvalidInput(f"parameter ${name} is not a valid {typ}", code="invalid_parameter",
+                               parameter=name) from None
+    return out
+
+
+@dataclass
+class RunService:
+    """The run path's long-lived parts: the worker pool, prepared inputs and the masking secret."""
+
+    home: Path
+    pool_size: int
+    limits: EngineLimits
+    _pool: WorkerPool | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _prepared: dict[tuple[str, str, int], InputTable] = field(default_factory=dict)
+    _secret: bytes | None = None
+
+    def pool(self) -> WorkerPool:
+        """The worker pool, started on first use."""
+        with self._lock:
+            if self._pool is None:
+                pool = WorkerPool(self.pool_size, self.limits, work_dir=self.home / "workers")
+                pool.start()
+                self._pool = pool
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def grant_key(self, grant_id: str) -> bytes:
+        """The HMAC key for `hash` masks, scoped to one grant (derived from a secret in SLUICE_HOME/keys)."""
+        if self._secret is None:
+            path = self.home / "keys" / "mask.secret"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(secrets.token_bytes(32))
+                tmp.chmod(0o600)
+                tmp.replace(path)
+            self._secret = path.read_bytes()
+        return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
+
+    def prepared(self, grant: Grant, table: GrantTable) -> InputTable:
+        """The grant's masked, cut-down copy of a dataset version (prepared once, then reused)."""
+        key = (grant.id, table.version.dataset_id, table.version.version)
+        cached = self._prepared.get(key)
+        if cached is not None:
+            return cached
+        dest = self.home / "prepared" / grant.id / table.version.dataset_id / f"v{table.version.version}.parquet"
+        if not dest.exists():
+            prepare_input(self.home / table.version.storage_path, dest, table.policy.columns,
+                          grant_key=self.grant_key(grant.id))
+        entry = InputTable(name=table.policy.name, path=dest)
+        self._prepared[key] = entry
+        return entry
+
+
+def find_idempotent(session: Session, job: Job, requested_by: str, key: str | None) -> Run | None:
+    """The run an earlier request with the same Idempotency-Key created, if any."""
+    if not key:
+        return None
+    return session.scalar(select(Run).where(Run.job_id == job.id, Run.requested_by == requested_by,
+                                            Run.idempotency_key == key))
+
+
+def new_run(job: Job, *, requested_by: str, idempotency_key: str | None, params: dict[str, Any],
+            now: datetime) -> Run:
+    """A run row for `job`, before execution."""
+    return Run(id=new_id("run"), job_id=job.id, grant_id=job.grant_id, operator_org_id=job.operator_org_id,
+               requested_by=requested_by, idempotency_key=idempotency_key,
+               params={k: (v.isoformat() if isinstance(v, date | datetime) else str(v) if isinstance(v, Decimal)
+                           else v) for k, v in params.items()},
+               status="running", frozen_sql_sha256=job.frozen_sql_sha256 or "",
+               dataset_versions=dict(job.dataset_versions), created_at=now)
+
+
+def check_runnable(session: Session, job: Job, grant: Grant, now: datetime) -> dict[str, GrantTable]:
+    """Everything checked again at run time: job approved, grant usable, pinned versions still covered."""
+    if JobState(job.state) != JobState.APPROVED or not job.frozen_sql:
+        raise Conflict(f"job {job.id} is {job.state}; only approved jobs run", code="job_not_approved",
+                       state=job.state)
+    check_grant_usable(grant, now)
+    tables = grant_tables(session, grant, pinned=job.dataset_versions)
+    missing = sorted(set(job.dataset_versions) - set(tables))
+    if missing:
+        from sandbox.errors import Refused
+
+        raise Refused(f"the grant no longer covers {', '.join(missing)}", code="dataset_not_covered",
+                      datasets=missing)
+    return tables
+
+
+def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
+            params: dict[str, Any], now_fn: Any) -> RunOutcome:
+    """Run the frozen SQL on the grant's prepared inputs and fill in the run's record."""
+    inputs = tuple(service.prepared(grant, tables[name]) for name in sorted(tables))
+    fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i in inputs).encode()).hexdigest()[:16]
+    result_path = service.home / "results" / f"{run.id}.parquet"
+    spec = RunSpec(instance_key=f"{grant.id}:{fingerprint}", inputs=inputs, sql=job.frozen_sql or "",
+                   params=params, k=grant.min_group_size,
+                   max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
+                   result_path=result_path)
+    outcome = service.pool().run(spec)
+    stats = scan_stats(inputs, {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+    run.status = outcome.status
+    run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
+    run.result_rows, run.result_bytes = outcome.result_rows, outcome.result_bytes
+    run.suppressed_rows, run.truncated_rows = outcome.suppressed_rows, outcome.truncated_rows
+    run.cpu_ms, run.wall_ms = outcome.cpu_ms, outcome.wall_ms
+    run.error_code, run.error_message = outcome.error_code, outcome.error_message
+    run.result_path = str(outcome.result_path.relative_to(service.home)) if outcome.result_path else None
+    run.result_sha256 = outcome.result_sha256
+    run.finished_at = now_fn()
+    return outcome
+
+
+def run_out(run: Run) -> dict[str, Any]:
+    """A run as the API shows it."""
+    return {
+        "id": run.id, "job_id": run.job_id, "grant_id": run.grant_id, "operator_org_id": run.operator_org_id,
+        "requested_by": run.requested_by, "idempotency_key": run.idempotency_key, "params": run.params,
+        "status": run.status, "frozen_sql_sha256": run.frozen_sql_sha256, "dataset_versions": run.dataset_versions,
+        "rows_scanned": run.rows_scanned, "bytes_scanned": run.bytes_scanned, "result_rows": run.result_rows,
+        "result_bytes": run.result_bytes, "suppressed_rows": run.suppressed_rows,
+        "truncated_rows": run.truncated_rows, "cpu_ms": round(run.cpu_ms, 3), "wall_ms": round(run.wall_ms, 3),
+        "error_code": run.error_code, "error_message": run.error_message, "result_sha256": run.result_sha256,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
