@@ -68,6 +68,7 @@ class RunService:
     home: Path
     pool_size: int
     limits: EngineLimits
+    shared_pool: WorkerPool | None = None
     _pool: WorkerPool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _prepared: dict[tuple[str, str, int], InputTable] = field(default_factory=dict)
@@ -75,6 +76,9 @@ class RunService:
 
     def pool(self) -> WorkerPool:
         """The worker pool, started on first use."""
+        if self.shared_pool is not None:
+            self.shared_pool.start()
+            return self.shared_pool
         with self._lock:
             if self._pool is None:
                 pool = WorkerPool(self.pool_size, self.limits, work_dir=self.home / "workers")

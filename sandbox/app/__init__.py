@@ -3,36 +3,50 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
+from disclosure.signing import KeyRing
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
-from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_system
+from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
 from sandbox.app.deps import AppState
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
+from sandbox.executor import EngineLimits, WorkerPool
+from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
-    """Build the app over an initialized SLUICE_HOME (see `sluice init`)."""
+def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None) -> FastAPI:
+    """Build the app over an initialized SLUICE_HOME (see `sluice init`); `pool` shares an existing worker pool."""
     engine = make_engine(settings.resolved_database_url)
     sessions = session_factory(engine)
     with sessions() as s:
         rows = load_policy_rows(s)
     keyring = KeyRing(settings.keys_dir)
+    limits = EngineLimits(memory_limit_mb=settings.run_memory_limit_mb, threads=settings.run_threads,
+                          timeout_ms=settings.run_timeout_ms, address_space_mb=settings.worker_address_space_mb)
+    run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
+                             shared_pool=pool)
     state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
                      authorizer=Authorizer(rows), metrics=make_metrics(),
-                     extras={"keyring": keyring, "engine": engine})
-    app = FastAPI(title="Sluice", version="0.1.0",
+                     extras={"keyring": keyring, "engine": engine, "runs": run_service})
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        run_service.close()
+        engine.dispose()
+
+    app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan,
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants):
+    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -1,10 +1,15 @@
 """Dataset file normalization: CSV, Parquet or JSON lines in, one atomically written Parquet file out.
 
-Rules (see also docs): the file is streamed, never held whole in memory; CSV/JSON-lines problems are
-reported with their 1-based line in the file, Parquet problems with their 1-based row. Column names must
-be plain SQL identifiers: ASCII letters, digits, underscore or CJK ideographs, not starting with a digit,
-not a reserved word, distinct regardless of case. The result is written into a temporary sibling folder,
+Rules: the file is streamed, never held whole in memory; CSV/JSON-lines problems are reported with their
+1-based line in the file, Parquet problems with their 1-based row. Column names must be plain SQL
+identifiers: ASCII letters, digits, underscore or CJK ideographs, not starting with a digit, not a
+reserved word, distinct regardless of case. The result is written into a temporary sibling folder,
 fsynced, then renamed to `dest_dir`; on any failure nothing is left behind.
+
+Types: `column_types` always wins. Otherwise CSV types are inferred by Arrow from the first 4 MiB and
+widened (integer -> double -> text) with a re-read if a later value does not fit; numbers with leading
+zeros in that sample (postcodes, area codes) stay text. JSON-lines types come from a checking pass over
+the whole file; a key holding different kinds of values must be declared VARCHAR.
 """
 
 from __future__ import annotations
@@ -51,8 +56,7 @@ _SUFFIXES = {f".{alias}": name for alias, name in _FORMAT_ALIASES.items()}
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """How to read a dataset file; encoding, null markers, delimiter and header apply to CSV only
-    (encoding also to JSON lines)."""
+    """How to read a dataset file (null markers, delimiter, header: CSV; encoding: CSV and JSON lines)."""
 
     format: str | None = None  # 'csv' | 'parquet' | 'jsonl'; None: from the suffix
     encoding: str = "utf-8"

@@ -33,7 +33,7 @@ def _fresh_home(home: Path) -> Path:
     return home
 
 
-def _metadata(spec: DatasetSpec) -> dict[str, Any]:
+def dataset_metadata(spec: DatasetSpec) -> dict[str, Any]:
     return {
         "id": spec.id, "title": spec.title, "description": spec.description, "domain": spec.domain,
         "update_frequency": spec.update_frequency, "grade": spec.grade.value, "entity_column": spec.entity_column,
@@ -121,7 +121,7 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
     steward = admin.with_key(keys["steward"])
     certs: dict[str, str] = {}
     for spec in CITY_DATASETS:
-        meta = _metadata(spec)
+        meta = dataset_metadata(spec)
         meta["provider_org_id"] = orgs["provider"]
         reg = steward.upload("/v1/datasets", meta, files[spec.id])
         certs[spec.id] = reg["certificate_code"]

@@ -17,6 +17,7 @@ from sandbox.app import create_app
 from sandbox.bootstrap import init_home
 from sandbox.clock import ManualClock
 from sandbox.config import Settings
+from sandbox.executor import EngineLimits, WorkerPool
 
 _seq = itertools.count(1)
 
@@ -79,12 +80,21 @@ class Api:
         return resp.json()
 
 
+@pytest.fixture(scope="session")
+def worker_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
+    """One worker pool for the whole session (started on first run): spawning workers costs ~300 ms each."""
+    limits = EngineLimits(memory_limit_mb=512, threads=1, timeout_ms=20_000, address_space_mb=4096)
+    pool = WorkerPool(2, limits, work_dir=tmp_path_factory.mktemp("workers"))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def api(settings: Settings, clock: ManualClock, tmp_path: Path) -> Iterator[Api]:
+def api(settings: Settings, clock: ManualClock, tmp_path: Path, worker_pool: WorkerPool) -> Iterator[Api]:
     """A freshly initialized Sluice with its bootstrap admin."""
     result = init_home(settings, clock)
     assert result.api_key
-    app = create_app(settings, clock)
+    app = create_app(settings, clock, pool=worker_pool)
     with TestClient(app, raise_server_exceptions=False) as http:
         yield Api(settings=settings, clock=clock, http=http, admin_key=result.api_key,
                   platform_org_id=result.org_id, tmp=tmp_path)

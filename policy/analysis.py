@@ -1,0 +1,176 @@
+"""Static SQL policy analysis: the public entry point.
+
+`analyse` proves, fail-closed, that a submitted query respects every column's constraint under a grant, and
+returns a plain, serializable `Analysis`: the verdict, the findings (stable codes with positions), the SQL that
+will actually run (regenerated from the checked tree and rewritten for the group threshold), and what the
+query reads. See docs/governed-queries.md for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+
+from policy import sql_findings as F
+from policy.constraints import TablePolicy
+from policy.sql_findings import Finding, Positions
+from policy.sql_lineage import Lineage
+from policy.sql_parse import declared_parameter_types, parse_query
+from policy.sql_resolve import Catalog, resolve
+from policy.sql_rules import Rules
+from policy.sql_threshold import plan_threshold, rewrite_threshold
+
+__all__ = ["Analysis", "Finding", "Verdict", "analyse"]
+
+DEFAULT_MAX_SQL_LENGTH = 100_000
+
+
+class Verdict(StrEnum):
+    """Whether the query may run."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The frozen result of analysing one query under one grant."""
+
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    sql: str | None
+    tables_read: tuple[str, ...] = ()
+    columns_read: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    joins_datasets: bool = False
+    is_aggregate: bool = False
+    output_columns: tuple[str, ...] = ()
+    entity_tables: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the verdict is `accepted`."""
+        return self.verdict == Verdict.ACCEPTED
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The finding codes, in order."""
+        return tuple(f.code for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (what is frozen at approval)."""
+        return {
+            "verdict": self.verdict.value,
+            "findings": [f.to_dict() for f in self.findings],
+            "sql": self.sql,
+            "tables_read": list(self.tables_read),
+            "columns_read": {t: list(c) for t, c in self.columns_read.items()},
+            "joins_datasets": self.joins_datasets,
+            "is_aggregate": self.is_aggregate,
+            "output_columns": list(self.output_columns),
+            "entity_tables": list(self.entity_tables),
+            "parameters": list(self.parameters),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Analysis:
+        """An Analysis from `to_dict` output."""
+        return cls(
+            verdict=Verdict(data["verdict"]),
+            findings=tuple(Finding.from_dict(f) for f in data.get("findings", ())),
+            sql=data.get("sql"),
+            tables_read=tuple(data.get("tables_read", ())),
+            columns_read={str(t): tuple(c) for t, c in dict(data.get("columns_read", {})).items()},
+            joins_datasets=bool(data.get("joins_datasets", False)),
+            is_aggregate=bool(data.get("is_aggregate", False)),
+            output_columns=tuple(data.get("output_columns", ())),
+            entity_tables=tuple(data.get("entity_tables", ())),
+            parameters=tuple(data.get("parameters", ())),
+        )
+
+
+def analyse(sql: str, tables: Mapping[str, TablePolicy], *, parameters: Mapping[str, str] | None = None,
+            max_sql_length: int = DEFAULT_MAX_SQL_LENGTH) -> Analysis:
+    """Analyse `sql` under a grant's tables (already tightened); refuse whatever cannot be proven safe."""
+    try:
+        return _analyse(sql, tables, parameters, max_sql_length)
+    except RecursionError:
+        return _refused([Finding(F.QUERY_TOO_DEEP, "query is nested too deeply to analyse")])
+    except Exception as err:  # fail closed: an analysis bug must never accept a query
+        return _refused([Finding(F.INTERNAL_ANALYSIS_ERROR,
+                                 f"the analyser could not handle this query ({type(err).__name__}); it is refused")])
+
+
+def _refused(findings: list[Finding], **facts: Any) -> Analysis:
+    return Analysis(verdict=Verdict.REFUSED, findings=tuple(findings), sql=None, **facts)
+
+
+def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[str, str] | None,
+             max_sql_length: int) -> Analysis:
+    positions = Positions(sql)
+    catalog = Catalog.of(tables)
+    parsed = parse_query(sql, positions, max_sql_length=max_sql_length)
+    param_types, findings = declared_parameter_types(parameters, positions)
+    findings = parsed.findings + findings
+    used = sorted(parsed.parameters)
+    for name in used:
+        if name not in param_types and not any(f.code == F.INVALID_PARAMETER_TYPE for f in findings):
+            findings.append(Finding(F.UNKNOWN_PARAMETER, f"parameter ${name} is not declared"))
+    if parsed.tree is None or findings:
+        return _refused(findings, parameters=tuple(used))
+    tree, resolve_findings = resolve(parsed.tree, catalog, positions)
+    if tree is None:
+        return _refused(resolve_findings, parameters=tuple(used))
+    _type_parameters(tree, param_types)
+    annotate_types(tree, schema=catalog.schema(), dialect="duckdb")
+    lineage = Lineage(tree, catalog, positions)
+    output_scopes = lineage.output_scopes()
+    is_aggregate = bool(output_scopes) and all(s.is_aggregate for s in output_scopes)
+    facts = _facts(lineage, catalog, is_aggregate, tuple(used))
+    findings = list(lineage.problems)
+    findings += Rules(lineage, positions).check(row_level=not is_aggregate)
+    if not is_aggregate and facts["entity_tables"]:
+        findings.append(Finding(
+            F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
+            f"{', '.join(facts['entity_tables'])} hold(s) data about individual entities; a row-level query "
+            "would show groups of one, so only aggregate queries may read them"))
+    plan = plan_threshold(lineage, positions)
+    findings += plan.findings
+    if findings:
+        return _refused(findings, **facts)
+    rewrite_threshold(lineage, plan)
+    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb"), **facts)
+
+
+def _type_parameters(tree: exp.Expr, types: Mapping[str, exp.DataType]) -> None:
+    """Bind every $name to its declared type: CAST($name AS type)."""
+    for placeholder in list(tree.find_all(exp.Placeholder)):
+        dtype = types[placeholder.name.lower()]
+        placeholder.replace(exp.Cast(this=placeholder.copy(), to=dtype.copy()))
+
+
+def _facts(lineage: Lineage, catalog: Catalog, is_aggregate: bool, parameters: tuple[str, ...]) -> dict[str, Any]:
+    """What the query reads and returns, for auto-approval, metering and audit."""
+    tables: set[str] = set()
+    for facts in lineage.scopes:
+        for source in facts.scope.sources.values():
+            if isinstance(source, exp.Table) and source.name.lower() in catalog.tables:
+                tables.add(source.name.lower())
+    columns: dict[str, set[str]] = {t: set() for t in tables}
+    for use in lineage.uses:
+        columns.setdefault(use.table, set()).add(use.column)
+    names = {t: catalog.name(t) for t in columns}
+    return {
+        "tables_read": tuple(sorted(names[t] for t in tables)),
+        "columns_read": {names[t]: tuple(sorted(c)) for t, c in sorted(columns.items())},
+        "joins_datasets": len(tables) >= 2,
+        "is_aggregate": is_aggregate,
+        "output_columns": tuple(d.name for d in lineage.root.outputs),
+        "entity_tables": tuple(sorted(names[t] for t in tables if catalog.entity_column(t))),
+        "parameters": parameters,
+    }

@@ -1,0 +1,535 @@
+"""Column lineage over sqlglot scopes: for every column reference, which base columns it derives from and how
+it is used (output, group key, aggregate argument, predicate, equi-join, condition, filter, window, ...).
+
+`sqlglot.lineage` only traces output columns, so this walks every clause of every scope itself. Each scope's
+output columns are summarised as `Derived` values (the base columns they carry, whether they carry one of them
+unchanged, and whether they are "simple" arithmetic). A reference to a derived column in an outer scope is
+checked against the base columns it carries, in the role of the outer reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope, walk_in_scope
+
+from policy import sql_allowlist as A
+from policy import sql_findings as F
+from policy.constraints import Constraint
+from policy.sql_findings import Finding, Positions
+from policy.sql_resolve import Catalog
+
+
+class Role(StrEnum):
+    """How a column reference is used where it appears."""
+
+    OUTPUT = "output"  # a row-level value of the final result
+    GROUP_OUTPUT = "group_output"  # a non-aggregated value of an aggregate query (a group key)
+    GROUP_KEY = "group_key"  # in GROUP BY
+    AGGREGATE_ARG = "aggregate_arg"  # a value inside a safe aggregate
+    COUNT_DISTINCT = "count_distinct"  # the bare argument of count(DISTINCT col)
+    UNSAFE_AGGREGATE_ARG = "unsafe_aggregate_arg"  # inside min/max/any_value/median/...
+    PREDICATE = "predicate"  # WHERE / JOIN ON / HAVING / QUALIFY outside aggregates
+    EQUI_JOIN = "equi_join"  # a bare side of a conjunctive `a.col = b.col` (or `col IN (SELECT col ...)`)
+    CASE_CONDITION = "case_condition"  # a CASE/IF condition, or a comparison, outside WHERE
+    FILTER_CONDITION = "filter_condition"  # an aggregate's FILTER (WHERE ...)
+    WINDOW = "window"  # inside OVER (...) or a window function
+    ORDER_BY = "order_by"  # ORDER BY / DISTINCT ON of a row-level scope
+    PASSTHROUGH = "passthrough"  # projected by an inner row-level scope; checked where it is used
+
+
+class Clause(StrEnum):
+    """The clause of a SELECT an expression sits in."""
+
+    SELECT = "select"
+    WHERE = "where"
+    JOIN_ON = "join_on"
+    GROUP = "group"
+    HAVING = "having"
+    QUALIFY = "qualify"
+    ORDER = "order"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A base column a value derives from; `bare` when the value is that column unchanged."""
+
+    table: str
+    column: str
+    bare: bool
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One output column of a scope, summarised for the scopes that read it."""
+
+    name: str
+    origins: frozenset[Origin]
+    simple: bool
+
+
+@dataclass(frozen=True)
+class ColumnUse:
+    """A base column used in a role at a place in the query."""
+
+    table: str
+    column: str
+    role: Role
+    node: exp.Expr
+    compared_with_value: bool = False
+
+
+@dataclass(frozen=True)
+class EquiJoin:
+    """Two sides of an equi-join condition, as the base columns each side carries."""
+
+    left: frozenset[Origin]
+    right: frozenset[Origin]
+    node: exp.Expr
+
+
+@dataclass
+class ScopeFacts:
+    """What lineage learnt about one scope."""
+
+    scope: Scope
+    is_select: bool
+    is_aggregate: bool
+    is_output: bool
+    outputs: list[Derived] = field(default_factory=list)
+    aggregates: list[exp.Expr] = field(default_factory=list)
+    complex_aggregates: list[exp.Expr] = field(default_factory=list)
+    windows: list[exp.Window] = field(default_factory=list)
+
+    def output(self, name: str) -> Derived | None:
+        """The output column called `name`."""
+        for derived in self.outputs:
+            if derived.name == name:
+                return derived
+        return None
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    clause: Clause
+    agg: str | None = None  # "safe" | "unsafe"
+    in_condition: bool = False
+    in_filter: bool = False
+    in_window: bool = False
+    distinct_bare: bool = False
+    equi: bool = False
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In,
+                exp.Between)
+_SIMPLE_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Add,
+                 exp.Sub, exp.Mul, exp.Div, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
+                 exp.Coalesce, exp.Placeholder, exp.Star, exp.Distinct)
+_TEXT_TYPES = frozenset({exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR})
+_UNTYPED = frozenset({exp.DataType.Type.NULL, exp.DataType.Type.UNKNOWN})
+
+
+class Lineage:
+    """Lineage of a qualified, allowlisted query: scopes, column uses, equi-joins and problems found."""
+
+    def __init__(self, tree: exp.Query, catalog: Catalog, positions: Positions) -> None:
+        self.catalog = catalog
+        self.positions = positions
+        self.uses: list[ColumnUse] = []
+        self.equi_joins: list[EquiJoin] = []
+        self.problems: list[Finding] = []
+        self.error_prone: list[tuple[exp.Expr, frozenset[Origin], str]] = []
+        self._facts: dict[int, ScopeFacts] = {}
+        scopes = traverse_scope(tree)
+        self.root_scope = scopes[-1]
+        self._by_expression = {id(s.expression): s for s in scopes}
+        self._outputs = self._output_scope_ids(self.root_scope)
+        for scope in scopes:
+            self.facts(scope)
+        self.scopes = [self._facts[id(s)] for s in scopes]
+        self.root = self._facts[id(self.root_scope)]
+
+    # --- scopes ------------------------------------------------------------------------------------
+    def _output_scope_ids(self, scope: Scope) -> set[int]:
+        ids = {id(scope)}
+        for branch in scope.set_operation_scopes:
+            ids |= self._output_scope_ids(branch)
+        return ids
+
+    def output_scopes(self) -> list[ScopeFacts]:
+        """The SELECTs whose rows are the final result (the root, or every branch of a root set operation)."""
+        return [f for f in self.scopes if id(f.scope) in self._outputs and f.is_select]
+
+    def facts(self, scope: Scope) -> ScopeFacts:
+        """The facts of a scope, computed on first use."""
+        known = self._facts.get(id(scope))
+        if known is not None:
+            return known
+        expression = scope.expression
+        if isinstance(expression, exp.Select):
+            facts = ScopeFacts(scope, True, _is_aggregate_select(expression), id(scope) in self._outputs)
+            self._facts[id(scope)] = facts
+            self._walk_select(facts)
+        else:
+            facts = ScopeFacts(scope, False, False, id(scope) in self._outputs)
+            self._facts[id(scope)] = facts
+            self._walk_set_operation(facts)
+        return facts
+
+    def _walk_set_operation(self, facts: ScopeFacts) -> None:
+        branches = [self.facts(s) for s in facts.scope.set_operation_scopes]
+        if len(branches) != 2 or len(branches[0].outputs) != len(branches[1].outputs):
+            self.problems.append(self.positions.finding(
+                F.CONSTRUCT_NOT_ALLOWED, "set operation branches must have the same number of columns",
+                facts.scope.expression))
+            return
+        left, right = branches
+        facts.outputs = [Derived(a.name, a.origins | b.origins, a.simple and b.simple)
+                         for a, b in zip(left.outputs, right.outputs, strict=True)]
+        order = facts.scope.expression.args.get("order")
+        for ordered in order.expressions if order else []:
+            for column in ordered.find_all(exp.Column):
+                derived = facts.output(column.name)
+                for origin in derived.origins if derived else ():
+                    self.uses.append(ColumnUse(origin.table, origin.column, Role.ORDER_BY, column))
+
+    def _walk_select(self, facts: ScopeFacts) -> None:
+        select = facts.scope.expression
+        assert isinstance(select, exp.Select)
+        for projection in select.expressions:
+            self._visit(projection, _Ctx(Clause.SELECT), facts)
+        for join in select.args.get("joins") or []:
+            if join.args.get("on") is not None:
+                self._visit_predicate(join.args["on"], Clause.JOIN_ON, facts)
+            if join.args.get("using"):
+                self.problems.append(self.positions.finding(
+                    F.CONSTRUCT_NOT_ALLOWED, "JOIN ... USING could not be rewritten to ON", join))
+        where = select.args.get("where")
+        if where is not None:
+            self._visit_predicate(where.this, Clause.WHERE, facts)
+        group = select.args.get("group")
+        for key in group.expressions if group else []:
+            self._visit(key, _Ctx(Clause.GROUP), facts)
+        for clause, key in ((Clause.HAVING, "having"), (Clause.QUALIFY, "qualify")):
+            node = select.args.get(key)
+            if node is not None:
+                self._visit(node.this, _Ctx(clause), facts)
+        order = select.args.get("order")
+        for ordered in order.expressions if order else []:
+            self._visit(ordered.this, _Ctx(Clause.ORDER), facts)
+        distinct = select.args.get("distinct")
+        if distinct is not None and distinct.args.get("on") is not None:
+            self._visit(distinct.args["on"], _Ctx(Clause.ORDER), facts)
+        for projection in select.expressions:
+            origins, simple, bare = self.expression_origins(projection.unalias(), facts)
+            if facts.is_aggregate:
+                origins, simple = frozenset(), True
+            elif not bare:
+                origins = frozenset(Origin(o.table, o.column, False) for o in origins)
+            facts.outputs.append(Derived(projection.alias_or_name, origins, simple))
+
+    # --- expressions -------------------------------------------------------------------------------
+    def _visit_predicate(self, condition: exp.Expr, clause: Clause, facts: ScopeFacts) -> None:
+        """Split a WHERE / ON condition into conjuncts and recognise equi-joins among them."""
+        for conjunct in _conjuncts(condition):
+            if isinstance(conjunct, exp.EQ):
+                left, right = conjunct.this.unnest(), conjunct.expression.unnest()
+                if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.table != right.table:
+                    ctx = _Ctx(clause, equi=True)
+                    self.equi_joins.append(EquiJoin(self._column(left, ctx, facts),
+                                                    self._column(right, ctx, facts), conjunct))
+                    continue
+            if isinstance(conjunct, exp.In) and conjunct.args.get("query") and not conjunct.expressions:
+                probe = conjunct.this.unnest()
+                if isinstance(probe, exp.Column):
+                    ctx = _Ctx(clause, equi=True)
+                    left = self._column(probe, ctx, facts)
+                    right = self._subquery(conjunct.args["query"].unnest(), ctx, facts, conjunct)
+                    self.equi_joins.append(EquiJoin(left, right, conjunct))
+                    continue
+            self._visit(conjunct, _Ctx(clause), facts)
+
+    def _visit(self, node: exp.Expr, ctx: _Ctx, facts: ScopeFacts) -> None:
+        if isinstance(node, exp.Column):
+            self._column(node, ctx, facts)
+            return
+        if isinstance(node, exp.Subquery | exp.Select | exp.SetOperation):
+            self._subquery(node.unnest(), ctx, facts, node)
+            return
+        if isinstance(node, exp.Exists):
+            self._subquery(node.this.unnest(), ctx, facts, node, exists=True)
+            return
+        if isinstance(node, exp.Window):
+            facts.windows.append(node)
+            self._children(node, replace(ctx, in_window=True), facts)
+            return
+        if isinstance(node, exp.Filter):
+            self._visit(node.this, ctx, facts)
+            self._visit(node.expression, replace(ctx, agg="safe", in_filter=True), facts)
+            return
+        if A.is_aggregate(node) and not ctx.in_window:
+            self._aggregate(node, ctx, facts)
+            return
+        if isinstance(node, A.ERROR_PRONE_NODES):
+            self._error_prone(node, facts)
+        if isinstance(node, _COMPARISONS):
+            self._implicit_cast(node, facts)
+        if isinstance(node, exp.Case):
+            condition = replace(ctx, in_condition=True)
+            if node.this is not None:
+                self._visit(node.this, condition, facts)
+            for branch in node.args.get("ifs") or []:
+                self._visit(branch.this, condition, facts)
+                self._visit(branch.args["true"], ctx, facts)
+            if node.args.get("default") is not None:
+                self._visit(node.args["default"], ctx, facts)
+            return
+        if isinstance(node, exp.If):
+            self._visit(node.this, replace(ctx, in_condition=True), facts)
+            for key in ("true", "false"):
+                if node.args.get(key) is not None:
+                    self._visit(node.args[key], ctx, facts)
+            return
+        if isinstance(node, A.PREDICATE_NODES):
+            ctx = replace(ctx, in_condition=True)
+        self._children(node, ctx, facts)
+
+    def _children(self, node: exp.Expr, ctx: _Ctx, facts: ScopeFacts) -> None:
+        for child in node.iter_expressions():
+            self._visit(child, ctx, facts)
+
+    def _aggregate(self, node: exp.Expr, ctx: _Ctx, facts: ScopeFacts) -> None:
+        facts.aggregates.append(node)
+        inner = replace(ctx, agg="safe" if A.is_safe_aggregate(node) else "unsafe", in_condition=False)
+        if isinstance(node, exp.CountIf):
+            inner = replace(inner, in_condition=True)
+        arguments = aggregate_arguments(node)
+        if isinstance(node, exp.CountIf) or not all(self.expression_origins(a, facts)[1] for a in arguments):
+            facts.complex_aggregates.append(node)
+        distinct = node.this if isinstance(node, exp.Count) else None
+        if isinstance(distinct, exp.Distinct):
+            for argument in distinct.expressions:
+                if isinstance(argument, exp.Column):
+                    self._column(argument, replace(inner, distinct_bare=True), facts)
+                else:
+                    self._visit(argument, inner, facts)
+            return
+        self._children(node, inner, facts)
+
+    def _role(self, ctx: _Ctx, facts: ScopeFacts) -> Role:
+        if ctx.in_window:
+            return Role.WINDOW
+        if ctx.in_filter:
+            return Role.FILTER_CONDITION
+        if ctx.agg == "unsafe":
+            return Role.UNSAFE_AGGREGATE_ARG
+        if ctx.agg == "safe":
+            if ctx.in_condition:
+                return Role.CASE_CONDITION
+            return Role.COUNT_DISTINCT if ctx.distinct_bare else Role.AGGREGATE_ARG
+        if ctx.equi:
+            return Role.EQUI_JOIN
+        if ctx.clause in (Clause.WHERE, Clause.JOIN_ON, Clause.HAVING, Clause.QUALIFY):
+            return Role.PREDICATE
+        if ctx.clause == Clause.GROUP:
+            return Role.GROUP_KEY
+        if facts.is_aggregate:
+            return Role.GROUP_OUTPUT
+        if ctx.clause == Clause.ORDER:
+            return Role.ORDER_BY
+        if ctx.in_condition:
+            return Role.CASE_CONDITION
+        return Role.OUTPUT if facts.is_output else Role.PASSTHROUGH
+
+    def _record(self, origins: frozenset[Origin], role: Role, node: exp.Expr) -> None:
+        compared = role in (Role.PREDICATE, Role.CASE_CONDITION, Role.FILTER_CONDITION) and _compared_with_value(
+            node)
+        for origin in origins:
+            actual = role
+            if role == Role.COUNT_DISTINCT and not origin.bare:
+                actual = Role.AGGREGATE_ARG
+            elif role == Role.EQUI_JOIN and not origin.bare:
+                actual = Role.PREDICATE
+            self.uses.append(ColumnUse(origin.table, origin.column, actual, node, compared))
+
+    def _column(self, column: exp.Column, ctx: _Ctx, facts: ScopeFacts) -> frozenset[Origin]:
+        if not column.table:
+            return self._alias_reference(column, ctx, facts)
+        origins = self.resolve(facts.scope, column.table, column.name)
+        if origins is None:
+            self.problems.append(self.positions.finding(
+                F.UNKNOWN_COLUMN, f"cannot resolve column {column.sql(dialect='duckdb')}", column))
+            return frozenset()
+        self._record(origins, self._role(ctx, facts), column)
+        return origins
+
+    def _alias_reference(self, column: exp.Column, ctx: _Ctx, facts: ScopeFacts) -> frozenset[Origin]:
+        """An unqualified name: ORDER BY an output alias, or a whole-row reference (refused)."""
+        select = facts.scope.expression
+        if ctx.clause == Clause.ORDER and isinstance(select, exp.Select):
+            for projection in select.expressions:
+                if projection.alias_or_name == column.name:
+                    if facts.is_aggregate:
+                        return frozenset()  # the projection was checked where it stands
+                    origins = self.expression_origins(projection.unalias(), facts)[0]
+                    self._record(origins, self._role(ctx, facts), column)
+                    return origins
+        if self._is_source_name(facts.scope, column.name):
+            self.problems.append(self.positions.finding(
+                F.WHOLE_ROW_REFERENCE_NOT_ALLOWED,
+                f"{column.name} refers to a whole row; name the columns instead", column))
+        else:
+            self.problems.append(self.positions.finding(
+                F.UNKNOWN_COLUMN, f"cannot resolve column {column.name}", column))
+        return frozenset()
+
+    def _is_source_name(self, scope: Scope | None, name: str) -> bool:
+        while scope is not None:
+            if name in scope.sources:
+                return True
+            scope = scope.parent
+        return False
+
+    def _subquery(self, query: exp.Expr, ctx: _Ctx, facts: ScopeFacts, node: exp.Expr, *,
+                  exists: bool = False) -> frozenset[Origin]:
+        scope = self._by_expression.get(id(query))
+        if scope is None:
+            self.problems.append(self.positions.finding(F.CONSTRUCT_NOT_ALLOWED, "unrecognised subquery", node))
+            return frozenset()
+        child = self.facts(scope)
+        if exists:
+            return frozenset()
+        origins = frozenset(o for derived in child.outputs for o in derived.origins)
+        self._record(origins, self._role(ctx, facts), node)
+        return origins
+
+    # --- resolution --------------------------------------------------------------------------------
+    def resolve(self, scope: Scope, alias: str, name: str) -> frozenset[Origin] | None:
+        """The base columns `alias.name` carries, looking outwards for correlated references."""
+        current: Scope | None = scope
+        while current is not None:
+            source = current.sources.get(alias)
+            if isinstance(source, exp.Table):
+                table = source.name.lower()
+                column = self.catalog.column(table, name) if table in self.catalog.tables else None
+                return frozenset({Origin(table, column.name.lower(), True)}) if column else None
+            if isinstance(source, Scope):
+                derived = self.facts(source).output(name)
+                return derived.origins if derived else None
+            current = current.parent
+        return None
+
+    def expression_origins(self, node: exp.Expr, facts: ScopeFacts) -> tuple[frozenset[Origin], bool, bool]:
+        """(base columns, simple, bare) of an expression evaluated in `facts`' scope."""
+        origins: set[Origin] = set()
+        simple = True
+        for child in walk_in_scope(node):
+            if child is not node and isinstance(child, exp.Query):
+                scope = self._by_expression.get(id(child))
+                if scope is not None:
+                    origins.update(o for d in self.facts(scope).outputs for o in d.origins)
+                simple = False
+                continue
+            if isinstance(child, exp.Column) and child.table:
+                resolved = self._derived(facts.scope, child.table, child.name)
+                if resolved is not None:
+                    origins.update(resolved.origins)
+                    simple = simple and resolved.simple
+            elif not isinstance(child, _SIMPLE_NODES) or (
+                    isinstance(child, exp.Div) and _has_column(child.expression)):
+                simple = False
+        bare = isinstance(node, exp.Column) and len(origins) == 1 and next(iter(origins)).bare
+        return frozenset(origins), simple, bare
+
+    def _derived(self, scope: Scope, alias: str, name: str) -> Derived | None:
+        current: Scope | None = scope
+        while current is not None:
+            source = current.sources.get(alias)
+            if isinstance(source, exp.Table):
+                origins = self.resolve(current, alias, name)
+                return Derived(name, origins, True) if origins is not None else None
+            if isinstance(source, Scope):
+                return self.facts(source).output(name)
+            current = current.parent
+        return None
+
+    # --- error channels ----------------------------------------------------------------------------
+    def _error_prone(self, node: exp.Expr, facts: ScopeFacts) -> None:
+        """CAST to a non-text type, `//` and `%` raise errors that can carry a protected value."""
+        if isinstance(node, exp.TryCast) or (
+                isinstance(node, exp.Cast) and node.to.this in A.NEVER_FAILING_CAST_TARGETS):
+            return
+        divisor = node.args.get("expression")
+        if isinstance(node, exp.IntDiv | exp.Mod) and isinstance(divisor, exp.Literal) and not (
+                divisor.is_string) and float(divisor.name or 0) != 0:
+            return
+        origins = self.expression_origins(node, facts)[0]
+        if origins:
+            self.error_prone.append((node, origins, f"{type(node).__name__.upper()} can fail"))
+
+    def _implicit_cast(self, node: exp.Expr, facts: ScopeFacts) -> None:
+        """Comparing a text value with a non-text one makes DuckDB cast the text, and a failed cast shows it."""
+        operands = [node.this, *(node.expressions if isinstance(node, exp.In) else []),
+                    *(node.args[k] for k in ("expression", "low", "high") if node.args.get(k) is not None)]
+        typed = [(o, o.type.this if o.type else exp.DataType.Type.UNKNOWN) for o in operands]
+        if not any(t in _TEXT_TYPES for _, t in typed) or not any(
+                t not in _TEXT_TYPES and t not in _UNTYPED for _, t in typed):
+            return
+        for operand, dtype in typed:
+            if dtype in _TEXT_TYPES:
+                origins = self.expression_origins(operand, facts)[0]
+                if origins:
+                    self.error_prone.append((node, origins, "comparing text with a non-text value casts the text"))
+
+    def constraint_of(self, origin: Origin) -> Constraint:
+        """The effective constraint of an origin's base column."""
+        return self.catalog.constraint(origin.table, origin.column)
+
+
+def aggregate_arguments(node: exp.Expr) -> list[exp.Expr]:
+    """The value arguments of an aggregate call (count(*) has none)."""
+    if isinstance(node, exp.Count):
+        if isinstance(node.this, exp.Distinct):
+            return list(node.this.expressions)
+        return [] if isinstance(node.this, exp.Star) or node.this is None else [node.this]
+    return [a for a in node.iter_expressions() if not isinstance(a, exp.Literal)] if not isinstance(
+        node, exp.CountIf) else [node.this]
+
+
+def _is_aggregate_select(select: exp.Select) -> bool:
+    if select.args.get("group") is not None or select.args.get("having") is not None:
+        return True
+    for node in walk_in_scope(select, prune=lambda n: isinstance(n, exp.Window)):
+        if A.is_aggregate(node) and not isinstance(node.parent, exp.Window):
+            return True
+    return False
+
+
+def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
+    out: list[exp.Expr] = []
+    stack = [condition]
+    while stack:
+        node = stack.pop()
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.And):
+            stack.extend([node.expression, node.this])
+        else:
+            out.append(node)
+    return out
+
+
+def _has_column(node: exp.Expr) -> bool:
+    return any(isinstance(n, exp.Column | exp.Query) for n in node.walk())
+
+
+def _compared_with_value(node: exp.Expr) -> bool:
+    """Whether the nearest comparison above `node` involves a literal or a parameter."""
+    current = node.parent
+    while current is not None and not isinstance(current, exp.Query):
+        if isinstance(current, A.PREDICATE_NODES):
+            return any(isinstance(n, exp.Literal | exp.Placeholder) for n in current.walk())
+        current = current.parent
+    return False

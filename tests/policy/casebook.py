@@ -1,0 +1,116 @@
+"""Fixture cases for SQL analysis: loading the TOML casebooks and the schemas they run against.
+
+A casebook is a TOML file under tests/policy/fixtures/<schema>/ with a top-level `schema = "city" | "tpch"`
+and one `[[case]]` table per case:
+
+    title     = "..."            # the test id: reads like a spec
+    sql       = '''...'''
+    verdict   = "accepted" | "refused"
+    codes     = ["..."]          # refused: the exact set of finding codes expected
+    params    = { name = ["TYPE", value] }   # optional typed parameters
+    min_rows  = 1                # accepted: rows that must survive output control (default 1)
+    check_sql = '''...'''        # accepted over entity data: independent count of rows to suppress
+    name      = "q5"             # optional short name (TPC-H query number)
+
+The TPC-H grant lives in fixtures/tpch/policy.json; the city grant is sandbox.demo.city.city_table_policies().
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policy.constraints import ColumnPolicy, Constraint, Grade, TablePolicy
+from sandbox.demo.city import city_table_policies
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TPCH_POLICY = FIXTURES / "tpch" / "policy.json"
+TPCH_QUERIES = FIXTURES / "tpch" / "queries.toml"
+CITY_K = 10
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fixture: a query, the grant it runs under, and what analysis must decide."""
+
+    schema: str
+    title: str
+    sql: str
+    verdict: str
+    codes: frozenset[str] = frozenset()
+    params: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    min_rows: int = 1
+    check_sql: str | None = None
+    name: str = ""
+    source: str = ""
+
+    @property
+    def parameter_types(self) -> dict[str, str]:
+        """name -> declared DuckDB type."""
+        return {name: spec[0] for name, spec in self.params.items()}
+
+    @property
+    def parameter_values(self) -> dict[str, Any]:
+        """name -> value bound at run time."""
+        return {name: spec[1] for name, spec in self.params.items()}
+
+
+def load_cases(root: Path = FIXTURES) -> list[Case]:
+    """Every case of every casebook under `root`, in file order."""
+    cases: list[Case] = []
+    for path in sorted(root.rglob("*.toml")):
+        book = tomllib.loads(path.read_text(encoding="utf-8"))
+        schema = book["schema"]
+        for raw in book.get("case", []):
+            cases.append(Case(
+                schema=schema,
+                title=raw["title"],
+                sql=raw["sql"],
+                verdict=raw["verdict"],
+                codes=frozenset(raw.get("codes", [])),
+                params={k: (v[0], v[1]) for k, v in raw.get("params", {}).items()},
+                min_rows=int(raw.get("min_rows", 1)),
+                check_sql=raw.get("check_sql"),
+                name=raw.get("name", ""),
+                source=str(path.relative_to(root)),
+            ))
+    return cases
+
+
+def tpch_policy_document() -> dict[str, Any]:
+    """The raw TPC-H grant document (policy.json)."""
+    document: dict[str, Any] = json.loads(TPCH_POLICY.read_text(encoding="utf-8"))
+    return document
+
+
+def tpch_table_policies() -> dict[str, TablePolicy]:
+    """The TPC-H grant as TablePolicies, by table name."""
+    document = tpch_policy_document()
+    policies = {}
+    for name, spec in document["tables"].items():
+        columns = tuple(ColumnPolicy(c[0], c[1], Constraint(c[2])) for c in spec["columns"])
+        policies[name] = TablePolicy(name=name, columns=columns, entity_column=spec["entity_column"],
+                                     grade=Grade(spec["grade"]), dataset_id=f"tpch.{name}")
+    return policies
+
+
+def tpch_k() -> int:
+    """The group threshold used for TPC-H runs."""
+    return int(tpch_policy_document()["k"])
+
+
+def policies_for(schema: str) -> dict[str, TablePolicy]:
+    """The grant a casebook's schema names."""
+    if schema == "city":
+        return city_table_policies()
+    if schema == "tpch":
+        return tpch_table_policies()
+    raise ValueError(f"unknown schema {schema!r}")
+
+
+def k_for(schema: str) -> int:
+    """The group threshold for a schema."""
+    return CITY_K if schema == "city" else tpch_k()

@@ -1,0 +1,216 @@
+"""The governed query path end to end: submission, analysis, review, runs, output control, downloads."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from sandbox.demo.city import CITY_DATASETS, SMALL_DISTRICT, generate_city
+from sandbox.demo.run import dataset_metadata
+
+HEALTH_COST = """
+SELECT r.district, count(*) AS visits, sum(v.cost) AS total_cost
+FROM clinic_visits v JOIN residents r ON v.person_id = r.person_id
+GROUP BY r.district
+"""
+WEATHER = "SELECT district, avg(temperature) AS t FROM weather GROUP BY district"
+SCENARIO = {"name": "health cost", "data_used": "visits, districts", "supply": "sandbox aggregates",
+            "problem": "plan clinics"}
+
+
+@pytest.fixture(scope="session")
+def city_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from datetime import date
+
+    return generate_city(tmp_path_factory.mktemp("city"), today=date(2026, 6, 1), fmt="parquet")
+
+
+@pytest.fixture
+def world(api, city_files: dict[str, Path]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """City datasets (residents, clinic_visits, weather), a health operator with two grants, two reviewers."""
+    provider, steward = api.actor("provider", "data_steward")
+    for spec in CITY_DATASETS:
+        if spec.id not in ("residents", "clinic_visits", "weather"):
+            continue
+        meta = dataset_metadata(spec)
+        meta.pop("column_types")
+        resp = api.call("POST", "/v1/datasets", steward, data={"metadata": json.dumps(meta)},
+                        files={"file": (f"{spec.id}.parquet", city_files[spec.id].read_bytes())})
+        assert resp.status_code == 201, resp.text
+    op, key = api.actor("operator", "operator")
+    other_op, other_key = api.actor("operator", "operator")
+    until = (api.clock.now() + timedelta(days=365)).isoformat()
+    scenario = api.grant(op, scope="scenario", datasets=["clinic_visits", "residents"], scenario=SCENARIO,
+                         valid_until=until)["id"]
+    domain = api.grant(op, scope="domain", domains=["meteorology"], auto_approve=True, valid_until=until)["id"]
+    r1 = api.principal(api.platform_org_id, "reviewer")
+    r2 = api.principal(api.platform_org_id, "reviewer")
+    return {"op": op, "key": key, "other_key": other_key, "scenario": scenario, "domain": domain, "r1": r1,
+            "r2": r2, "steward": steward}
+
+
+def submit(api, key: str, grant: str, sql: str, *, expect: int = 201, **extra: Any) -> Any:  # type: ignore[no-untyped-def]
+    resp = api.call("POST", "/v1/jobs", key, json={"grant_id": grant, "title": "t", "purpose": "p", "sql": sql,
+                                                   **extra})
+    assert resp.status_code == expect, resp.text
+    return resp.json()
+
+
+def approve(api, job_id: str, *reviewers: str) -> Any:  # type: ignore[no-untyped-def]
+    out = None
+    for r in reviewers:
+        out = api.ok("POST", f"/v1/jobs/{job_id}/review", r, json={"decision": "approve", "comment": "ok"})
+    return out
+
+
+def run(api, key: str, job_id: str, *, expect: int = 201, headers: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+        **params: Any) -> Any:
+    resp = api.http.post(f"/v1/jobs/{job_id}/runs", json={"params": params},
+                         headers={**api.as_(key), **(headers or {})})
+    assert resp.status_code == expect, resp.text
+    return resp.json()
+
+
+def test_health_cost_by_district_is_reviewed_twice_and_suppresses_the_small_district(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    assert job["state"] == "pending_review" and job["reviews_required"] == 2
+    once = approve(api, job["id"], world["r1"])
+    assert once["state"] == "pending_review"
+    again = api.call("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "approve",
+                                                                                 "comment": "again"})
+    assert again.status_code == 409 and again.json()["code"] == "already_reviewed"
+    twice = approve(api, job["id"], world["r2"])
+    assert twice["state"] == "approved" and len(twice["frozen_sql_sha256"]) == 64
+    assert twice["dataset_versions"] == {"clinic_visits": 1, "residents": 1}
+    r = run(api, world["key"], job["id"])
+    assert r["status"] == "succeeded", r
+    assert r["suppressed_rows"] == 1 and r["result_rows"] >= 5
+    assert r["rows_scanned"] == 80_000 and r["bytes_scanned"] > 0
+    rows = api.ok("GET", f"/v1/runs/{r['id']}/result?format=json", world["key"])
+    districts = {row["district"] for row in rows}
+    assert SMALL_DISTRICT not in districts and len(districts) == r["result_rows"]
+    assert all(not k.startswith("__sluice") for k in rows[0])
+
+
+def test_refused_query_is_stored_rejected_with_findings_and_audited(api, world) -> None:  # type: ignore[no-untyped-def]
+    body = submit(api, world["key"], world["scenario"], "SELECT person_id, cost FROM clinic_visits", expect=422)
+    assert body["code"] == "query_refused" and body["context"]["findings"]
+    job = api.ok("GET", f"/v1/jobs/{body['context']['job_id']}", world["key"])
+    assert job["state"] == "rejected" and job["rejection_source"] == "analysis"
+    assert all({"code", "message"} <= set(f) for f in job["findings"])
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit", reg, params={"limit": 1000})
+    refused = [a for a in audit if a["action"] == "job:create" and a["decision"] == "refused"]
+    assert refused and refused[-1]["code"] == "query_refused"
+
+
+def test_single_dataset_job_on_an_auto_approve_grant_is_approved_at_once(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    assert job["state"] == "approved" and job["frozen_sql"]
+    r = run(api, world["key"], job["id"])
+    assert r["status"] == "succeeded" and r["suppressed_rows"] == 0 and r["result_rows"] == 9
+
+
+def test_only_agency_reviewers_review(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    resp = api.call("POST", f"/v1/jobs/{job['id']}/review", world["key"], json={"decision": "approve",
+                                                                                 "comment": "me"})
+    assert resp.status_code == 403 and resp.json()["code"] == "permission_denied"
+
+
+def test_reviewer_rejection_is_final(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    out = api.ok("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "reject",
+                                                                            "comment": "too fine"})
+    assert out["state"] == "rejected" and out["rejection_source"] == "reviewer"
+    resp = api.http.post(f"/v1/jobs/{job['id']}/runs", json={}, headers=api.as_(world["key"]))
+    assert resp.status_code == 409 and resp.json()["code"] == "job_not_approved"
+
+
+@pytest.mark.parametrize("action", ["suspend", "revoke"])
+def test_run_with_a_suspended_or_revoked_grant_is_refused(api, world, action: str) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    api.ok("POST", f"/v1/grants/{world['domain']}/{action}", api.admin_key, json={"reason": "audit"})
+    body = run(api, world["key"], job["id"], expect=422)
+    assert body["code"] == f"grant_{action}ed".replace("suspended", "suspended").replace("revokeed", "revoked")
+    runs = api.ok("GET", f"/v1/runs?job_id={job['id']}", world["key"])
+    assert [r["status"] for r in runs] == ["refused"]
+
+
+def test_run_with_an_expired_grant_is_refused(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    api.clock.advance(timedelta(days=400))
+    assert run(api, world["key"], job["id"], expect=422)["code"] == "grant_expired"
+
+
+def test_a_newer_dataset_version_keeps_the_run_on_the_pinned_version(api, world, city_files) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    meta = dataset_metadata(next(s for s in CITY_DATASETS if s.id == "weather"))
+    meta.pop("column_types")
+    meta.pop("id")
+    meta["description"] = "v2: recalibrated"
+    resp = api.call("POST", "/v1/datasets/weather/versions", world["steward"], data={"metadata": json.dumps(meta)})
+    assert resp.status_code == 201, resp.text
+    r = run(api, world["key"], job["id"])
+    assert r["dataset_versions"] == {"weather": 1} and r["status"] == "succeeded"
+
+
+def test_idempotency_key_returns_the_same_run(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    a = run(api, world["key"], job["id"], headers={"Idempotency-Key": "abc"})
+    b = run(api, world["key"], job["id"], headers={"Idempotency-Key": "abc"})
+    c = run(api, world["key"], job["id"], headers={"Idempotency-Key": "xyz"})
+    assert a["id"] == b["id"] != c["id"]
+
+
+def test_parameters_are_typed_bound_values(api, world) -> None:  # type: ignore[no-untyped-def]
+    sql = "SELECT district, avg(temperature) AS t FROM weather WHERE district = $d GROUP BY district"
+    job = submit(api, world["key"], world["domain"], sql, parameters={"d": "VARCHAR"})
+    hit = run(api, world["key"], job["id"], d="城东区")
+    assert hit["result_rows"] == 1
+    inj = run(api, world["key"], job["id"], d="x' OR '1'='1")
+    assert inj["status"] == "succeeded" and inj["result_rows"] == 0
+    missing = run(api, world["key"], job["id"], expect=400)
+    assert missing["code"] == "invalid_parameter"
+
+
+def test_results_download_in_every_format_and_each_download_is_audited(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"])
+    pq_bytes = api.call("GET", f"/v1/runs/{r['id']}/result?format=parquet", world["key"])
+    import hashlib
+
+    assert hashlib.sha256(pq_bytes.content).hexdigest() == r["result_sha256"]
+    assert pq.read_table(io.BytesIO(pq_bytes.content)).num_rows == 9
+    csv = api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"]).text
+    assert csv.count("\n") == 10
+    arrow = api.call("GET", f"/v1/runs/{r['id']}/result?format=arrow", world["key"])
+    import pyarrow as pa
+
+    assert pa.ipc.open_stream(arrow.content).read_all().num_rows == 9
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit", reg, params={"limit": 1000})
+    downloads = [a for a in audit if a["action"] == "result:read" and a["decision"] == "allow"]
+    assert [d["detail"]["format"] for d in downloads] == ["parquet", "csv", "arrow"]
+
+
+def test_another_operator_cannot_run_or_read_the_job(api, world) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"])
+    assert run(api, world["other_key"], job["id"], expect=403)["code"] == "cross_org_access"
+    resp = api.call("GET", f"/v1/runs/{r['id']}/result", world["other_key"])
+    assert resp.status_code == 403
+
+
+def test_run_errors_carry_no_data_values(api, world) -> None:  # type: ignore[no-untyped-def]
+    sql = "SELECT district, sum(CAST(temperature * 1000 AS TINYINT)) AS s FROM weather GROUP BY district"
+    job = submit(api, world["key"], world["domain"], sql)
+    r = run(api, world["key"], job["id"])
+    assert r["status"] == "failed" and r["error_code"]
+    assert not any(ch.isdigit() for ch in (r["error_message"] or ""))
