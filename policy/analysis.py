@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.schema import ensure_schema
 
 from policy import sql_findings as F
 from policy.constraints import TablePolicy
@@ -110,41 +111,67 @@ def _refused(findings: list[Finding], **facts: Any) -> Analysis:
     return Analysis(verdict=Verdict.REFUSED, findings=tuple(findings), sql=None, **facts)
 
 
-def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[str, str] | None,
-             max_sql_length: int) -> Analysis:
+@dataclass
+class _Prepared:
+    """A query parsed, resolved, typed and traced (or the findings that stopped it)."""
+
+    findings: list[Finding]
+    parameters: tuple[str, ...]
+    positions: Positions
+    tree: exp.Query | None = None
+    lineage: Lineage | None = None
+
+
+def _prepare(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[str, str] | None,
+             max_sql_length: int) -> _Prepared:
     positions = Positions(sql)
     catalog = Catalog.of(tables)
     parsed = parse_query(sql, positions, max_sql_length=max_sql_length)
     param_types, findings = declared_parameter_types(parameters, positions)
     findings = parsed.findings + findings
-    used = sorted(parsed.parameters)
+    used = tuple(sorted(parsed.parameters))
     for name in used:
         if name not in param_types and not any(f.code == F.INVALID_PARAMETER_TYPE for f in findings):
             findings.append(Finding(F.UNKNOWN_PARAMETER, f"parameter ${name} is not declared"))
     if parsed.tree is None or findings:
-        return _refused(findings, parameters=tuple(used))
-    tree, resolve_findings = resolve(parsed.tree, catalog, positions)
+        return _Prepared(findings, used, positions)
+    schema = ensure_schema(catalog.schema(), dialect="duckdb")
+    tree, findings = resolve(parsed.tree, catalog, positions, schema)
     if tree is None:
-        return _refused(resolve_findings, parameters=tuple(used))
+        return _Prepared(findings, used, positions)
     _type_parameters(tree, param_types)
-    annotate_types(tree, schema=catalog.schema(), dialect="duckdb")
-    lineage = Lineage(tree, catalog, positions)
+    annotate_types(tree, schema=schema, dialect="duckdb")
+    return _Prepared([], used, positions, tree, Lineage(tree, catalog, positions))
+
+
+def trace(sql: str, tables: Mapping[str, TablePolicy], *,
+          parameters: Mapping[str, str] | None = None) -> Lineage | None:
+    """The lineage of a query (None when it does not parse or resolve); for tests and debugging."""
+    return _prepare(sql, tables, parameters, DEFAULT_MAX_SQL_LENGTH).lineage
+
+
+def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[str, str] | None,
+             max_sql_length: int) -> Analysis:
+    prepared = _prepare(sql, tables, parameters, max_sql_length)
+    lineage, tree = prepared.lineage, prepared.tree
+    if lineage is None or tree is None:
+        return _refused(prepared.findings, parameters=prepared.parameters)
     output_scopes = lineage.output_scopes()
     is_aggregate = bool(output_scopes) and all(s.is_aggregate for s in output_scopes)
-    facts = _facts(lineage, catalog, is_aggregate, tuple(used))
+    facts = _facts(lineage, lineage.catalog, is_aggregate, prepared.parameters)
     findings = list(lineage.problems)
-    findings += Rules(lineage, positions).check(row_level=not is_aggregate)
+    findings += Rules(lineage, prepared.positions).check(row_level=not is_aggregate)
     if not is_aggregate and facts["entity_tables"]:
         findings.append(Finding(
             F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
             f"{', '.join(facts['entity_tables'])} hold(s) data about individual entities; a row-level query "
             "would show groups of one, so only aggregate queries may read them"))
-    plan = plan_threshold(lineage, positions)
+    plan = plan_threshold(lineage, prepared.positions)
     findings += plan.findings
     if findings:
         return _refused(findings, **facts)
     rewrite_threshold(lineage, plan)
-    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb"), **facts)
+    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False), **facts)
 
 
 def _type_parameters(tree: exp.Expr, types: Mapping[str, exp.DataType]) -> None:

@@ -67,7 +67,7 @@ ANONYMOUS_SCALARS: frozenset[str] = frozenset({"date_part", "datepart", "strlen"
 # Constructs that raise an error carrying the offending value (or a one-bit oracle) when fed a bad value.
 ERROR_PRONE_NODES: tuple[type[exp.Expr], ...] = (exp.Cast, exp.IntDiv, exp.Mod)
 # Targets a CAST can always reach without an error.
-NEVER_FAILING_CAST_TARGETS: frozenset[exp.DataType.Type] = frozenset({
+NEVER_FAILING_CAST_TARGETS: frozenset[exp.DType] = frozenset({
     exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT,
 })
 
@@ -78,7 +78,7 @@ VAR_PARENTS: tuple[type[exp.Expr], ...] = (
 )
 
 _T = exp.DataType.Type
-ALLOWED_TYPES: frozenset[exp.DataType.Type] = frozenset({
+ALLOWED_TYPES: frozenset[exp.DType] = frozenset({
     _T.BOOLEAN, _T.TINYINT, _T.SMALLINT, _T.INT, _T.BIGINT, _T.INT128, _T.UTINYINT, _T.USMALLINT,
     _T.UINT, _T.UBIGINT, _T.FLOAT, _T.DOUBLE, _T.DECIMAL, _T.VARCHAR, _T.TEXT, _T.CHAR, _T.DATE,
     _T.TIMESTAMP, _T.TIMESTAMPNTZ, _T.TIMESTAMPTZ, _T.TIME, _T.INTERVAL,
@@ -131,12 +131,12 @@ def classify_denied_function(node: exp.Expr) -> tuple[str, str] | None:
         return F.FILE_ACCESS_NOT_ALLOWED, f"{name}() reads files or URLs; only granted datasets may be read"
     if name in _DYNAMIC_FUNCTIONS:
         return F.DYNAMIC_SQL_NOT_ALLOWED, f"{name}() runs SQL built at run time, which cannot be checked"
-    if isinstance(node, _CATALOGUE_CLASSES) or _CATALOGUE_FUNCTIONS.match(name):
-        return (F.CATALOGUE_ACCESS_NOT_ALLOWED,
-                f"{name}() discloses the catalogue, settings or environment of the sandbox")
     if isinstance(node, _RESOURCE_CLASSES) or _RESOURCE_FUNCTIONS.match(name):
         return (F.RESOURCE_FUNCTION_NOT_ALLOWED,
                 f"{name}() can build unbounded values (memory or time exhaustion) or sleep")
+    if isinstance(node, _CATALOGUE_CLASSES) or _CATALOGUE_FUNCTIONS.match(name):
+        return (F.CATALOGUE_ACCESS_NOT_ALLOWED,
+                f"{name}() discloses the catalogue, settings or environment of the sandbox")
     return None
 
 
@@ -169,4 +169,4 @@ def allowed_function(node: exp.Expr) -> bool:
     """Whether a function node is on the allowlist (aggregates, window functions and scalars)."""
     if isinstance(node, exp.Anonymous):
         return function_name(node) in ANONYMOUS_SCALARS
-    return type(node) in SCALAR_FUNCTIONS or isinstance(node, AGGREGATES) or isinstance(node, WINDOW_FUNCTIONS)
+    return type(node) in SCALAR_FUNCTIONS or isinstance(node, (*AGGREGATES, *WINDOW_FUNCTIONS))

@@ -9,7 +9,7 @@ checked against the base columns it carries, in the role of the outer reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sqlglot import exp
@@ -19,25 +19,9 @@ from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
 from policy.sql_findings import Finding, Positions
+from policy.sql_model import ColumnUse, Derived, EquiJoin, Origin, Role, ScopeFacts, aggregate_arguments
 from policy.sql_resolve import Catalog
-
-
-class Role(StrEnum):
-    """How a column reference is used where it appears."""
-
-    OUTPUT = "output"  # a row-level value of the final result
-    GROUP_OUTPUT = "group_output"  # a non-aggregated value of an aggregate query (a group key)
-    GROUP_KEY = "group_key"  # in GROUP BY
-    AGGREGATE_ARG = "aggregate_arg"  # a value inside a safe aggregate
-    COUNT_DISTINCT = "count_distinct"  # the bare argument of count(DISTINCT col)
-    UNSAFE_AGGREGATE_ARG = "unsafe_aggregate_arg"  # inside min/max/any_value/median/...
-    PREDICATE = "predicate"  # WHERE / JOIN ON / HAVING / QUALIFY outside aggregates
-    EQUI_JOIN = "equi_join"  # a bare side of a conjunctive `a.col = b.col` (or `col IN (SELECT col ...)`)
-    CASE_CONDITION = "case_condition"  # a CASE/IF condition, or a comparison, outside WHERE
-    FILTER_CONDITION = "filter_condition"  # an aggregate's FILTER (WHERE ...)
-    WINDOW = "window"  # inside OVER (...) or a window function
-    ORDER_BY = "order_by"  # ORDER BY / DISTINCT ON of a row-level scope
-    PASSTHROUGH = "passthrough"  # projected by an inner row-level scope; checked where it is used
+from policy.sql_types import cast_can_fail, implicitly_cast_text
 
 
 class Clause(StrEnum):
@@ -50,65 +34,6 @@ class Clause(StrEnum):
     HAVING = "having"
     QUALIFY = "qualify"
     ORDER = "order"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """A base column a value derives from; `bare` when the value is that column unchanged."""
-
-    table: str
-    column: str
-    bare: bool
-
-
-@dataclass(frozen=True)
-class Derived:
-    """One output column of a scope, summarised for the scopes that read it."""
-
-    name: str
-    origins: frozenset[Origin]
-    simple: bool
-
-
-@dataclass(frozen=True)
-class ColumnUse:
-    """A base column used in a role at a place in the query."""
-
-    table: str
-    column: str
-    role: Role
-    node: exp.Expr
-    compared_with_value: bool = False
-
-
-@dataclass(frozen=True)
-class EquiJoin:
-    """Two sides of an equi-join condition, as the base columns each side carries."""
-
-    left: frozenset[Origin]
-    right: frozenset[Origin]
-    node: exp.Expr
-
-
-@dataclass
-class ScopeFacts:
-    """What lineage learnt about one scope."""
-
-    scope: Scope
-    is_select: bool
-    is_aggregate: bool
-    is_output: bool
-    outputs: list[Derived] = field(default_factory=list)
-    aggregates: list[exp.Expr] = field(default_factory=list)
-    complex_aggregates: list[exp.Expr] = field(default_factory=list)
-    windows: list[exp.Window] = field(default_factory=list)
-
-    def output(self, name: str) -> Derived | None:
-        """The output column called `name`."""
-        for derived in self.outputs:
-            if derived.name == name:
-                return derived
-        return None
 
 
 @dataclass(frozen=True)
@@ -127,8 +52,6 @@ _COMPARISONS = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GT
 _SIMPLE_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Add,
                  exp.Sub, exp.Mul, exp.Div, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
                  exp.Coalesce, exp.Placeholder, exp.Star, exp.Distinct)
-_TEXT_TYPES = frozenset({exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR})
-_UNTYPED = frozenset({exp.DataType.Type.NULL, exp.DataType.Type.UNKNOWN})
 
 
 class Lineage:
@@ -237,6 +160,7 @@ class Lineage:
             if isinstance(conjunct, exp.EQ):
                 left, right = conjunct.this.unnest(), conjunct.expression.unnest()
                 if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.table != right.table:
+                    self._implicit_cast(conjunct, facts)
                     ctx = _Ctx(clause, equi=True)
                     self.equi_joins.append(EquiJoin(self._column(left, ctx, facts),
                                                     self._column(right, ctx, facts), conjunct))
@@ -244,6 +168,7 @@ class Lineage:
             if isinstance(conjunct, exp.In) and conjunct.args.get("query") and not conjunct.expressions:
                 probe = conjunct.this.unnest()
                 if isinstance(probe, exp.Column):
+                    self._implicit_cast(conjunct, facts)
                     ctx = _Ctx(clause, equi=True)
                     left = self._column(probe, ctx, facts)
                     right = self._subquery(conjunct.args["query"].unnest(), ctx, facts, conjunct)
@@ -302,6 +227,13 @@ class Lineage:
 
     def _aggregate(self, node: exp.Expr, ctx: _Ctx, facts: ScopeFacts) -> None:
         facts.aggregates.append(node)
+        for column in walk_in_scope(node):
+            if isinstance(column, exp.Column) and column.table and column.table not in facts.scope.sources:
+                self.problems.append(self.positions.finding(
+                    F.CONSTRUCT_NOT_ALLOWED, f"{A.function_name(node)}() over {column.sql(dialect='duckdb')} "
+                    "aggregates a column of an outer query from inside a subquery; aggregate it where it is "
+                    "read", node))
+                break
         inner = replace(ctx, agg="safe" if A.is_safe_aggregate(node) else "unsafe", in_condition=False)
         if isinstance(node, exp.CountIf):
             inner = replace(inner, in_condition=True)
@@ -438,10 +370,19 @@ class Lineage:
                     origins.update(resolved.origins)
                     simple = simple and resolved.simple
             elif not isinstance(child, _SIMPLE_NODES) or (
-                    isinstance(child, exp.Div) and _has_column(child.expression)):
+                    isinstance(child, exp.Div) and _has_column(child.expression)) or (
+                    isinstance(child, exp.Mul) and self._weights_protected(child, facts)):
                 simple = False
         bare = isinstance(node, exp.Column) and len(origins) == 1 and next(iter(origins)).bare
         return frozenset(origins), simple, bare
+
+    def _weights_protected(self, product: exp.Mul, facts: ScopeFacts) -> bool:
+        """Whether a product multiplies a protected (non-open) value by another column (a row weight)."""
+        left, right = product.this, product.expression
+        if not (_has_column(left) and _has_column(right)):
+            return False
+        return any(self.constraint_of(o) != Constraint.OPEN
+                   for side in (left, right) for o in self.expression_origins(side, facts)[0])
 
     def _derived(self, scope: Scope, alias: str, name: str) -> Derived | None:
         current: Scope | None = scope
@@ -458,8 +399,7 @@ class Lineage:
     # --- error channels ----------------------------------------------------------------------------
     def _error_prone(self, node: exp.Expr, facts: ScopeFacts) -> None:
         """CAST to a non-text type, `//` and `%` raise errors that can carry a protected value."""
-        if isinstance(node, exp.TryCast) or (
-                isinstance(node, exp.Cast) and node.to.this in A.NEVER_FAILING_CAST_TARGETS):
+        if isinstance(node, exp.TryCast) or (isinstance(node, exp.Cast) and not cast_can_fail(node)):
             return
         divisor = node.args.get("expression")
         if isinstance(node, exp.IntDiv | exp.Mod) and isinstance(divisor, exp.Literal) and not (
@@ -471,31 +411,14 @@ class Lineage:
 
     def _implicit_cast(self, node: exp.Expr, facts: ScopeFacts) -> None:
         """Comparing a text value with a non-text one makes DuckDB cast the text, and a failed cast shows it."""
-        operands = [node.this, *(node.expressions if isinstance(node, exp.In) else []),
-                    *(node.args[k] for k in ("expression", "low", "high") if node.args.get(k) is not None)]
-        typed = [(o, o.type.this if o.type else exp.DataType.Type.UNKNOWN) for o in operands]
-        if not any(t in _TEXT_TYPES for _, t in typed) or not any(
-                t not in _TEXT_TYPES and t not in _UNTYPED for _, t in typed):
-            return
-        for operand, dtype in typed:
-            if dtype in _TEXT_TYPES:
-                origins = self.expression_origins(operand, facts)[0]
-                if origins:
-                    self.error_prone.append((node, origins, "comparing text with a non-text value casts the text"))
+        for operand in implicitly_cast_text(node):
+            origins = self.expression_origins(operand, facts)[0]
+            if origins:
+                self.error_prone.append((node, origins, "comparing text with a non-text value casts the text"))
 
     def constraint_of(self, origin: Origin) -> Constraint:
         """The effective constraint of an origin's base column."""
         return self.catalog.constraint(origin.table, origin.column)
-
-
-def aggregate_arguments(node: exp.Expr) -> list[exp.Expr]:
-    """The value arguments of an aggregate call (count(*) has none)."""
-    if isinstance(node, exp.Count):
-        if isinstance(node.this, exp.Distinct):
-            return list(node.this.expressions)
-        return [] if isinstance(node.this, exp.Star) or node.this is None else [node.this]
-    return [a for a in node.iter_expressions() if not isinstance(a, exp.Literal)] if not isinstance(
-        node, exp.CountIf) else [node.this]
 
 
 def _is_aggregate_select(select: exp.Select) -> bool:

@@ -130,8 +130,7 @@ def _node_problem(node: exp.Expr, parsed: Parsed) -> tuple[str, str] | None:
         return _placeholder_problem(node, parsed)
     if isinstance(node, exp.Table):
         return _table_problem(node)
-    if isinstance(node, exp.Func) and not isinstance(node, (exp.Cast, exp.TryCast, exp.Exists)) and not (
-            type(node) in A.STRUCTURAL_NODES):
+    if isinstance(node, exp.Func) and type(node) not in A.STRUCTURAL_NODES:
         denied = A.classify_denied_function(node)
         if denied:
             return denied
@@ -164,9 +163,9 @@ def _structural_problem(node: exp.Expr) -> tuple[str, str] | None:
         return F.CONSTRUCT_NOT_ALLOWED, f"{node.sql(dialect='duckdb')}: field access on a column is not allowed"
     if isinstance(node, exp.Var) and not isinstance(node.parent, A.VAR_PARENTS):
         return F.CONSTRUCT_NOT_ALLOWED, f"bare keyword {node.name} is not allowed here"
-    if isinstance(node, exp.DataType):
-        if node.this not in A.ALLOWED_TYPES or node.args.get("nested") or node.args.get("values"):
-            return F.TYPE_NOT_ALLOWED, f"type {node.sql(dialect='duckdb')} is not allowed"
+    if isinstance(node, exp.DataType) and (
+            node.this not in A.ALLOWED_TYPES or node.args.get("nested") or node.args.get("values")):
+        return F.TYPE_NOT_ALLOWED, f"type {node.sql(dialect='duckdb')} is not allowed"
     if isinstance(node, exp.Window) and (node.args.get("alias") or node.args.get("over") not in (None, "OVER")):
         return F.CONSTRUCT_NOT_ALLOWED, "named windows are not allowed; spell the window out"
     if isinstance(node, exp.Limit | exp.Offset):
@@ -177,6 +176,8 @@ def _structural_problem(node: exp.Expr) -> tuple[str, str] | None:
         distinct = node.this
         if isinstance(distinct, exp.Distinct) and len(distinct.expressions) != 1:
             return F.CONSTRUCT_NOT_ALLOWED, "count(DISTINCT ...) takes exactly one expression"
+    if isinstance(node, exp.Subquery) and any(node.args.get(k) for k in ("joins", "laterals", "pivots")):
+        return F.CONSTRUCT_NOT_ALLOWED, "parenthesized join trees are not allowed; write the joins flat"
     if isinstance(node, exp.Distinct) and node.args.get("on") and not isinstance(node.parent, exp.Select):
         return F.CONSTRUCT_NOT_ALLOWED, "DISTINCT ON is only allowed on a SELECT"
     return None
@@ -215,7 +216,8 @@ def _table_problem(table: exp.Table) -> tuple[str, str] | None:
     extra = sorted(k for k, v in table.args.items() if v not in (None, [], False)
                    and k not in ("this", "db", "catalog", "alias"))
     if extra:
-        return F.CONSTRUCT_NOT_ALLOWED, f"table modifiers ({', '.join(extra)}) are not allowed"
+        return F.CONSTRUCT_NOT_ALLOWED, (f"table modifiers ({', '.join(extra)}) are not allowed; "
+                                         "write joins flat, without parentheses")
     return A.classify_table_name(table)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SchemaError
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import Schema
 
 from policy import sql_findings as F
 from policy.constraints import ColumnPolicy, Constraint, TablePolicy
@@ -30,7 +31,7 @@ class Catalog:
         """A catalogue from the mapping `analyse` receives (keys are ignored; TablePolicy.name is the name)."""
         return cls({policy.name.lower(): policy for policy in tables.values()})
 
-    def schema(self) -> dict[str, dict[str, str]]:
+    def schema(self) -> dict[str, object]:
         """The sqlglot schema of visible (non-hidden) columns."""
         return {name: {c.name.lower(): c.type for c in policy.visible_columns}
                 for name, policy in self.tables.items()}
@@ -61,16 +62,17 @@ class Catalog:
         return entity.lower() if entity else None
 
 
-def resolve(tree: exp.Query, catalog: Catalog, positions: Positions) -> tuple[exp.Query | None, list[Finding]]:
+def resolve(tree: exp.Query, catalog: Catalog, positions: Positions,
+            schema: Schema | None = None) -> tuple[exp.Query | None, list[Finding]]:
     """Check table names, then qualify every column with `*` expanded; refuse what cannot be resolved."""
     findings = _unknown_tables(tree, catalog, positions)
     if findings:
         return None, findings
     try:
-        qualified = qualify(tree, dialect="duckdb", schema=catalog.schema(), validate_qualify_columns=True,
-                            quote_identifiers=True, identify=True)
+        qualified = qualify(tree, dialect="duckdb", schema=schema or catalog.schema(),
+                            validate_qualify_columns=True, quote_identifiers=True, identify=True)
     except (OptimizeError, SchemaError) as err:
-        return None, [_qualify_finding(str(err))]
+        return None, [_qualify_finding(str(err), tree, positions)]
     findings = check_nodes(qualified, positions)
     if findings:
         return None, findings
@@ -92,11 +94,15 @@ def _unknown_tables(tree: exp.Query, catalog: Catalog, positions: Positions) -> 
     return findings
 
 
-def _qualify_finding(message: str) -> Finding:
+def _qualify_finding(message: str, tree: exp.Expr, positions: Positions) -> Finding:
     match = _POSITION.search(message)
     line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
     names = _QUOTED.findall(message)
     subject = names[0] if names else "?"
+    for node in tree.find_all(exp.Column):
+        if node.name.lower() == subject.lower():
+            line, column = positions.of(node)
+            break
     lowered = message.lower()
     if "ambiguous" in lowered:
         return Finding(F.AMBIGUOUS_COLUMN, f"column {subject} is ambiguous; qualify it with a table alias",

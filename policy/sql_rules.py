@@ -18,7 +18,8 @@ from sqlglot import exp
 from policy import sql_findings as F
 from policy.constraints import Constraint
 from policy.sql_findings import Finding, Positions
-from policy.sql_lineage import ColumnUse, Lineage, Origin, Role
+from policy.sql_lineage import Lineage
+from policy.sql_model import ColumnUse, Origin, Role
 
 _R = Role
 ALLOWED_ROLES: dict[Constraint, frozenset[Role]] = {

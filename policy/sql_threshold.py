@@ -26,9 +26,15 @@ from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.output import ENTITY_COUNT_PREFIX
 from policy.sql_findings import Finding, Positions
-from policy.sql_lineage import Lineage, ScopeFacts, aggregate_arguments
+from policy.sql_lineage import Lineage
+from policy.sql_model import ScopeFacts, aggregate_arguments
+from policy.sql_types import NUMERIC_TYPES
 
 PASSTHROUGH_PREFIX = "__sluice_e"
+# Aggregates over values, where a row whose value is 0 adds nothing but still dilutes nothing: a sum, mean or
+# spread over one non-zero row among zeros is that row's value, so zero rows do not count as contributors.
+_VALUE_AGGREGATES = (exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop,
+                     exp.Corr, exp.CovarPop, exp.CovarSamp, exp.Kurtosis, exp.Skewness)
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,12 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
                        "window functions over an aggregation of entity data see groups that output control "
                        "later suppresses; compute them outside Sluice", window)
+    feeding = {id(scope): scope for instance in planner.plan.instances for scope, _ in instance.path[1:]}
+    for scope in feeding.values():
+        for window in planner.lineage.facts(scope).windows:
+            planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
+                           "window functions in a subquery feeding an aggregation of entity data compute across "
+                           "groups, including groups that output control later suppresses", window)
     for aggregate in root.aggregates:
         if not A.is_safe_aggregate(aggregate):
             planner.refuse(F.UNSAFE_AGGREGATE_OVER_ENTITY_DATA,
@@ -132,8 +144,9 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         elif aggregate in root.complex_aggregates:
             planner.refuse(F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
                            f"the argument of {A.function_name(aggregate)}() over entity data must be plain "
-                           "arithmetic on columns; conditions, CASE and functions inside an aggregate can single "
-                           "out rows; use FILTER (WHERE ...) instead", aggregate)
+                           "arithmetic (+, -, *, / by constants, CAST, COALESCE) in which protected columns are "
+                           "only scaled by constants: conditions, CASE, functions and per-row weights inside an "
+                           "aggregate can single out rows; use FILTER (WHERE ...) instead", aggregate)
 
 
 def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> list[str]:
@@ -142,21 +155,21 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> list[str]:
         return []
     select = lineage.root.scope.expression
     assert isinstance(select, exp.Select)
-    passthrough: dict[tuple[int, str], str] = {}
-    helpers: dict[str, exp.Expr] = {}
+    passthrough: dict[tuple[int, exp.Expr], str] = {}
+    helpers: dict[exp.Expr, exp.Expr] = {}  # sqlglot expressions hash and compare structurally
     for instance in plan.instances:
         entity = _reference(lineage, instance.path, instance.table, passthrough)
         total = exp.Count(this=exp.Distinct(expressions=[entity.copy()]), big_int=True)
-        helpers.setdefault(total.sql(dialect="duckdb"), total)
+        helpers.setdefault(total, total)
         for aggregate in lineage.root.aggregates:
-            conditions = _contributing_conditions(aggregate)
+            conditions = _contributing_conditions(aggregate, entity)
             if not conditions:
                 continue
             narrowed = exp.Filter(this=exp.Count(this=exp.Distinct(expressions=[entity.copy()]), big_int=True),
                                   expression=exp.Where(this=exp.and_(*conditions)))
-            helper = exp.Coalesce(this=exp.Nullif(this=narrowed, expression=exp.Literal.number(0)),
-                                  expressions=[total.copy()])
-            helpers.setdefault(helper.sql(dialect="duckdb"), helper)
+            helper: exp.Expr = exp.Coalesce(this=exp.Nullif(this=narrowed, expression=exp.Literal.number(0)),
+                                            expressions=[total.copy()])
+            helpers.setdefault(helper, helper)
     names = []
     for i, helper in enumerate(helpers.values()):
         name = f"{ENTITY_COUNT_PREFIX}{i}"
@@ -165,21 +178,30 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> list[str]:
     return names
 
 
-def _contributing_conditions(aggregate: exp.Expr) -> list[exp.Expr]:
-    """Conditions a row must meet to contribute to an aggregate's value (its FILTER, non-NULL arguments)."""
+def _contributing_conditions(aggregate: exp.Expr, entity: exp.Column) -> list[exp.Expr]:
+    """Conditions a row must meet to contribute to an aggregate's value (its FILTER, non-NULL arguments).
+
+    A NULL test on the entity column itself is left out: count(DISTINCT entity) ignores NULLs anyway.
+    """
     conditions: list[exp.Expr] = []
     parent = aggregate.parent
     while isinstance(parent, exp.IgnoreNulls | exp.RespectNulls):
         parent = parent.parent
     if isinstance(parent, exp.Filter):
         conditions.append(exp.paren(parent.expression.this.copy(), copy=False))
+    weighs = isinstance(aggregate, _VALUE_AGGREGATES)
     for argument in aggregate_arguments(aggregate):
-        conditions.append(exp.not_(exp.Is(this=exp.paren(argument.copy(), copy=False), expression=exp.Null())))
+        if argument.unnest() == entity:
+            continue
+        value = exp.paren(argument.copy(), copy=False)
+        conditions.append(exp.not_(exp.Is(this=value, expression=exp.Null())))
+        if weighs and argument.type is not None and argument.type.this in NUMERIC_TYPES:
+            conditions.append(exp.NEQ(this=value.copy(), expression=exp.Literal.number(0)))
     return conditions
 
 
 def _reference(lineage: Lineage, path: tuple[tuple[Scope, str], ...], table: str,
-               passthrough: dict[tuple[int, str], str]) -> exp.Column:
+               passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
     """A column, valid in the first scope of `path`, carrying the entity value of the instance at its end."""
     scope, alias = path[0]
     if len(path) == 1:
@@ -189,7 +211,7 @@ def _reference(lineage: Lineage, path: tuple[tuple[Scope, str], ...], table: str
     child = scope.sources[alias]
     assert isinstance(child, Scope) and isinstance(child.expression, exp.Select)
     inner = _reference(lineage, path[1:], table, passthrough)
-    key = (id(child), inner.sql(dialect="duckdb"))
+    key = (id(child), inner)
     name = passthrough.get(key)
     if name is None:
         name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"

@@ -202,3 +202,26 @@ def _resolve_names(schema: pa.Schema, columns: Sequence[ColumnPolicy]) -> list[s
             raise InputColumnMissing(f"granted column {column.name} is not in the source dataset",
                                      column=column.name)
     return names
+
+
+def arrow_copy(parquet: Path, dest: Path, *, chunk_rows: int = 122_880) -> Path:
+    """Write an uncompressed Arrow IPC copy of a prepared Parquet input, for memory-mapped scans.
+
+    Same columns and values as `parquet`; written to a temporary name and renamed, so readers never see a
+    partial file. Record batches of `chunk_rows` let DuckDB scan in parallel.
+    """
+    reader = pq.ParquetFile(parquet)
+    schema = reader.schema_arrow.remove_metadata()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            wrote = False
+            for batch in reader.iter_batches(batch_size=chunk_rows):
+                writer.write_batch(batch.replace_schema_metadata(None))
+                wrote = True
+            if not wrote:
+                writer.write_table(schema.empty_table())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from sandbox.errors import Conflict, InvalidInput
 from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, WorkerPool, scan_stats
-from sandbox.inputs import prepare_input
+from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
@@ -71,7 +71,7 @@ class RunService:
     shared_pool: WorkerPool | None = None
     _pool: WorkerPool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _prepared: dict[tuple[str, str, int], InputTable] = field(default_factory=dict)
+    _prepared: dict[tuple[str, str, int], tuple[InputTable, InputTable]] = field(default_factory=dict)
     _secret: bytes | None = None
 
     def pool(self) -> WorkerPool:
@@ -105,19 +105,27 @@ class RunService:
             self._secret = path.read_bytes()
         return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
 
-    def prepared(self, grant: Grant, table: GrantTable) -> InputTable:
-        """The grant's masked, cut-down copy of a dataset version (prepared once, then reused)."""
+    def prepared(self, grant: Grant, table: GrantTable) -> tuple[InputTable, InputTable]:
+        """The grant's masked, cut-down copy of a dataset version as (Arrow IPC for the engine, Parquet).
+
+        Prepared once per grant and version, then reused: masks are computed here, never in SQL.
+        """
         key = (grant.id, table.version.dataset_id, table.version.version)
         cached = self._prepared.get(key)
         if cached is not None:
             return cached
-        dest = self.home / "prepared" / grant.id / table.version.dataset_id / f"v{table.version.version}.parquet"
-        if not dest.exists():
-            prepare_input(self.home / table.version.storage_path, dest, table.policy.columns,
-                          grant_key=self.grant_key(grant.id))
-        entry = InputTable(name=table.policy.name, path=dest)
-        self._prepared[key] = entry
-        return entry
+        with self._lock:
+            folder = self.home / "prepared" / grant.id / table.version.dataset_id
+            parquet = folder / f"v{table.version.version}.parquet"
+            arrow = folder / f"v{table.version.version}.arrow"
+            if not parquet.exists():
+                prepare_input(self.home / table.version.storage_path, parquet, table.policy.columns,
+                              grant_key=self.grant_key(grant.id))
+            if not arrow.exists():
+                arrow_copy(parquet, arrow)
+            entry = (InputTable(name=table.policy.name, path=arrow), InputTable(name=table.policy.name, path=parquet))
+            self._prepared[key] = entry
+            return entry
 
 
 def find_idempotent(session: Session, job: Job, requested_by: str, key: str | None) -> Run | None:
@@ -158,7 +166,8 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime) -> d
 def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
             params: dict[str, Any], now_fn: Any) -> RunOutcome:
     """Run the frozen SQL on the grant's prepared inputs and fill in the run's record."""
-    inputs = tuple(service.prepared(grant, tables[name]) for name in sorted(tables))
+    prepared = [service.prepared(grant, tables[name]) for name in sorted(tables)]
+    inputs = tuple(p[0] for p in prepared)
     fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i in inputs).encode()).hexdigest()[:16]
     result_path = service.home / "results" / f"{run.id}.parquet"
     spec = RunSpec(instance_key=f"{grant.id}:{fingerprint}", inputs=inputs, sql=job.frozen_sql or "",
@@ -166,7 +175,8 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
                    max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
                    result_path=result_path)
     outcome = service.pool().run(spec)
-    stats = scan_stats(inputs, {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+    stats = scan_stats([p[1] for p in prepared],
+                       {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
     run.status = outcome.status
     run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
     run.result_rows, run.result_bytes = outcome.result_rows, outcome.result_bytes

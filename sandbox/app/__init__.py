@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from disclosure.signing import KeyRing
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
 from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
 from sandbox.app.deps import AppState
+from sandbox.app.middleware import MetricsMiddleware
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
@@ -49,14 +48,5 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(label, str(response.status_code)).inc()
-        state.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

@@ -54,7 +54,7 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     """The AppState stored on the application."""
     state: AppState = request.app.state.sluice
     return state

@@ -12,8 +12,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from casebook import tpch_policy_document, tpch_table_policies
+
 from policy.constraints import TablePolicy
 from sandbox.demo.city import city_arrow_tables, city_table_policies
 

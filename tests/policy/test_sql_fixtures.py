@@ -8,8 +8,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-
 from casebook import Case, k_for, load_cases, policies_for
+
 from policy.analysis import Verdict, analyse
 from policy.output import apply_output_control, entity_count_columns
 

@@ -1,0 +1,254 @@
+"""Run the benchmark: `python -m bench [--sf 1] [--reps 5] [--small-reps 200] [--seconds 10]`.
+
+Governed runs go through the full path (HTTP, authentication, grant check, worker, output control and
+recording) of a real `sluice serve`; raw runs execute the same SQL in plain DuckDB over the same Parquet
+inputs the sandbox reads. The two alternate within one process run, so both see the same machine state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from bench import tpch
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SQL = "SELECT s_nationkey, count(*) AS suppliers, sum(s_acctbal) AS balance FROM supplier GROUP BY s_nationkey"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A `sluice serve` subprocess over a fresh home."""
+
+    def __init__(self, home: Path, import_root: Path) -> None:
+        self.port = _free_port()
+        self.env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_IMPORT_ROOT": str(import_root),
+                    "SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "2", "SLUICE_RUN_TIMEOUT_MS": "600000",
+                    "SLUICE_RUN_MEMORY_LIMIT_MB": "8192", "SLUICE_WORKER_ADDRESS_SPACE_MB": "16384",
+                    "SLUICE_MAX_UPLOAD_BYTES": str(64 * 1024**3)}
+        self.env.pop("SLUICE_DATABASE_URL", None)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def init(self) -> str:
+        out = subprocess.run([sys.executable, "-m", "sandbox.cli", "init", "--json"], env=self.env, check=True,
+                             capture_output=True, text=True)
+        return str(json.loads(out.stdout)["api_key"])
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(self.port)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("sluice serve did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def _ok(resp: httpx.Response) -> Any:
+    if resp.status_code >= 400:
+        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
+    return resp.json()
+
+
+def setup(server: Server, admin_key: str, data_dir: Path) -> dict[str, Any]:
+    """Organizations, principals, the TPC-H datasets (server-side import) and a scenario grant."""
+    http = httpx.Client(base_url=server.base, timeout=3600)
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    provider = _ok(http.post("/v1/orgs", headers=admin, json={"name": "TPC-H Provider", "kind": "provider"}))["id"]
+    operator = _ok(http.post("/v1/orgs", headers=admin, json={"name": "Bench Operator", "kind": "operator"}))["id"]
+    me = _ok(http.get("/v1/me", headers=admin))
+
+    def principal(org: str, name: str, role: str) -> dict[str, str]:
+        key = _ok(http.post("/v1/principals", headers=admin, json={"org_id": org, "name": name, "roles": [role]}))
+        return {"Authorization": f"Bearer {key['api_key']}"}
+
+    steward = principal(provider, "steward", "data_steward")
+    op = principal(operator, "analyst", "operator")
+    reviewers = [principal(me["org_id"], f"reviewer-{i}", "reviewer") for i in (1, 2)]
+    doc = tpch.policy()
+    import_seconds = {}
+    for name in tpch.TABLES:
+        spec = doc["tables"][name]
+        meta = {"id": name, "title": f"TPC-H {name}", "domain": "economy", "update_frequency": "static",
+                "grade": spec["grade"], "entity_column": spec["entity_column"], "path": f"{name}.parquet",
+                "columns": {c[0]: {"constraint": c[2]} for c in spec["columns"]}}
+        start = time.perf_counter()
+        _ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
+        import_seconds[name] = round(time.perf_counter() - start, 3)
+    until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    grant = _ok(http.post("/v1/grants", headers=admin, json={
+        "operator_org_id": operator, "scope": "scenario", "purpose_class": "industry", "valid_until": until,
+        "datasets": list(tpch.TABLES), "max_result_rows": 1_000_000,
+        "scenario": {"name": "TPC-H benchmark", "data_used": "TPC-H tables", "supply": "governed runs",
+                     "problem": "measure the governed path against raw DuckDB"}}))["id"]
+    return {"http": http, "op": op, "reviewers": reviewers, "grant": grant, "import_seconds": import_seconds}
+
+
+def approved_job(ctx: dict[str, Any], title: str, sql: str) -> str:
+    """Submit and (if needed) review a job until it is approved."""
+    http: httpx.Client = ctx["http"]
+    job = _ok(http.post("/v1/jobs", headers=ctx["op"], json={"grant_id": ctx["grant"], "title": title,
+                                                                 "purpose": "benchmark", "sql": sql}))
+    for reviewer in ctx["reviewers"]:
+        if job["state"] == "approved":
+            break
+        job = _ok(http.post(f"/v1/jobs/{job['id']}/review", headers=reviewer,
+                            json={"decision": "approve", "comment": "benchmark"}))
+    if job["state"] != "approved":
+        raise RuntimeError(f"job {title} not approved: {job['state']}")
+    return str(job["id"])
+
+
+def governed(ctx: dict[str, Any], job_id: str) -> tuple[float, dict[str, Any]]:
+    """One governed run, timed at the client (ms)."""
+    start = time.perf_counter()
+    run = _ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
+    elapsed = (time.perf_counter() - start) * 1000
+    if run["status"] != "succeeded":
+        raise RuntimeError(f"run failed: {run}")
+    return elapsed, run
+
+
+def raw_connection(home: Path, data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """Plain DuckDB with a view per table over the Parquet file the sandbox reads for it."""
+    con = duckdb.connect()
+    for name in tpch.TABLES:
+        prepared = sorted((home / "prepared").glob(f"*/{name}/v1.parquet"))
+        path = prepared[0] if prepared else data_dir / f"{name}.parquet"
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+    return con
+
+
+def raw(con: duckdb.DuckDBPyConnection, sql: str) -> float:
+    """One raw run, fully fetched (ms)."""
+    start = time.perf_counter()
+    con.execute(sql).to_arrow_table()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sf", type=float, default=1.0, help="TPC-H scale factor (default 1)")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per TPC-H query and side")
+    parser.add_argument("--small-reps", type=int, default=200, help="repetitions of the small aggregate")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the runs-per-second loop")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    work = ROOT / "bench" / "data"
+    sf_label = f"{args.sf:g}"
+    data_dir = tpch.generate(args.sf, work / f"tpch-sf{sf_label}")
+    home = work / f"home-sf{sf_label}"
+    shutil.rmtree(home, ignore_errors=True)
+    server = Server(home, data_dir)
+    admin_key = server.init()
+    server.start()
+    try:
+        ctx = setup(server, admin_key, data_dir)
+        print(f"imported TPC-H SF {sf_label}: {ctx['import_seconds']}", flush=True)
+        queries = [(q.name, q.title, approved_job(ctx, q.title, q.sql), q.sql) for q in tpch.accepted_queries()]
+        small_job = approved_job(ctx, "small aggregate", SMALL_SQL)
+        for _, _, job_id, _ in queries:  # warm: prepares grant inputs, opens the instance in each worker
+            governed(ctx, job_id)
+            governed(ctx, job_id)
+        governed(ctx, small_job)
+        con = raw_connection(home, data_dir)
+        results = []
+        for name, title, job_id, sql in queries:
+            raw(con, sql)
+            g_times, r_times, last = [], [], {}
+            for _ in range(args.reps):
+                t, last = governed(ctx, job_id)
+                g_times.append(t)
+                r_times.append(raw(con, sql))
+            g, r = statistics.median(g_times), statistics.median(r_times)
+            results.append({"query": name, "title": title, "governed_ms": round(g, 2), "raw_ms": round(r, 2),
+                            "ratio": round(g / r, 3), "result_rows": last["result_rows"],
+                            "suppressed_rows": last["suppressed_rows"]})
+            print(f"{name:4} governed {g:9.1f} ms  raw {r:9.1f} ms  ratio {g / r:5.2f}", flush=True)
+        g_small, r_small = [], []
+        for _ in range(args.small_reps):
+            g_small.append(governed(ctx, small_job)[0])
+            r_small.append(raw(con, SMALL_SQL))
+        small = {"sql": SMALL_SQL, "reps": args.small_reps, "governed_median_ms": round(statistics.median(g_small), 3),
+                 "raw_median_ms": round(statistics.median(r_small), 3),
+                 "added_median_ms": round(statistics.median(g_small) - statistics.median(r_small), 3),
+                 "governed_p95_ms": round(sorted(g_small)[int(0.95 * len(g_small)) - 1], 3)}
+        print(f"small aggregate: governed {small['governed_median_ms']} ms, raw {small['raw_median_ms']} ms, "
+              f"added {small['added_median_ms']} ms", flush=True)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.seconds:
+            governed(ctx, small_job)
+            count += 1
+        rps = count / (time.perf_counter() - start)
+        print(f"single-client governed runs per second: {rps:.1f}", flush=True)
+    finally:
+        server.stop()
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "scale_factor": args.sf, "reps": args.reps,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "versions": {p: version(p) for p in ("duckdb", "pyarrow", "sqlglot", "fastapi", "uvicorn", "sqlalchemy")},
+        "import_seconds": ctx["import_seconds"], "queries": results, "small_aggregate": small,
+        "runs_per_second_single_client": round(rps, 1),
+        "targets": {"ratio_max_for_queries_over_100ms_raw": 1.10, "added_median_ms_max_small": 5.0},
+    }
+    write_report(report, args.out)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """JSON plus a Markdown table, named by date and scale factor; `latest.*` points at the newest."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{report['date'][:10]}-sf{report['scale_factor']:g}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    lines = [f"# Benchmark {report['date']} — TPC-H SF {report['scale_factor']:g}", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+             + f"; Python {report['machine']['python']}; {report['machine']['cpus']} CPUs.", "",
+             f"Medians of {report['reps']} alternating runs per side. Governed = HTTP round trip of "
+             "`POST /v1/jobs/{id}/runs` on `sluice serve`; raw = plain DuckDB over the same Parquet, fully fetched.",
+             "", "| query | raw ms | governed ms | governed/raw | rows | suppressed |", "|---|---:|---:|---:|---:|---:|"]
+    for q in report["queries"]:
+        lines.append(f"| {q['query']} | {q['raw_ms']:.1f} | {q['governed_ms']:.1f} | {q['ratio']:.3f} | "
+                     f"{q['result_rows']} | {q['suppressed_rows']} |")
+    s = report["small_aggregate"]
+    big = [q for q in report["queries"] if q["raw_ms"] > 100]
+    worst = max((q["ratio"] for q in big), default=float("nan"))
+    lines += ["", f"Small aggregate (`{s['sql']}`), {s['reps']} runs: raw median {s['raw_median_ms']} ms, governed "
+              f"median {s['governed_median_ms']} ms (p95 {s['governed_p95_ms']} ms): **{s['added_median_ms']} ms added**.",
+              "", f"Single-client governed runs per second (small aggregate): **{report['runs_per_second_single_client']}**.",
+              "", f"Worst governed/raw among queries over 100 ms raw: **{worst:.3f}** (target ≤ 1.10).", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines), "utf-8")
+    shutil.copy(out / f"{stem}.md", out / "latest.md")
+    shutil.copy(out / f"{stem}.json", out / "latest.json")
+    print(f"wrote {out / stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

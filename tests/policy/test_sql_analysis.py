@@ -1,0 +1,163 @@
+"""The analyse() contract: serializable results, positions, limits, the rewrite, parameters, fail-closed."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import sqlglot
+
+import policy.analysis as analysis_module
+from policy.analysis import Analysis, Verdict, analyse
+from policy.constraints import TablePolicy
+from policy.output import ENTITY_COUNT_PREFIX
+from policy.sql_findings import ALL_CODES, Finding
+from sandbox.demo.city import city_table_policies
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "governed-queries.md"
+
+
+@pytest.fixture(scope="module")
+def city() -> dict[str, TablePolicy]:
+    return city_table_policies()
+
+
+JOIN_SQL = """SELECT r.district, count(DISTINCT c.person_id) AS patients, sum(c.cost) AS cost
+FROM residents r JOIN clinic_visits c ON r.person_id = c.person_id
+JOIN weather w ON w.district = r.district AND w.day = c.visit_date
+WHERE w.rain_mm > 20 GROUP BY r.district"""
+
+
+def test_accepted_analysis_round_trips_through_json(city: dict[str, TablePolicy]) -> None:
+    result = analyse(JOIN_SQL, city)
+    assert result.verdict == Verdict.ACCEPTED
+    restored = Analysis.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert restored == result
+
+
+def test_refused_analysis_round_trips_and_has_no_sql(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT phone FROM residents", city)
+    assert result.verdict == Verdict.REFUSED and result.sql is None
+    assert Analysis.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_analysis_reports_what_the_query_reads(city: dict[str, TablePolicy]) -> None:
+    result = analyse(JOIN_SQL, city)
+    assert result.tables_read == ("clinic_visits", "residents", "weather")
+    assert dict(result.columns_read) == {
+        "clinic_visits": ("cost", "person_id", "visit_date"),
+        "residents": ("district", "person_id"),
+        "weather": ("day", "district", "rain_mm"),
+    }
+    assert result.joins_datasets and result.is_aggregate
+    assert result.output_columns == ("district", "patients", "cost")
+    assert result.entity_tables == ("clinic_visits", "residents")
+
+
+def test_a_single_dataset_query_does_not_join_datasets(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT route, sum(boardings) FROM bus_ridership GROUP BY 1", city)
+    assert result.accepted and not result.joins_datasets and result.entity_tables == ()
+
+
+def test_the_rewrite_adds_entity_counts_after_the_user_columns(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT district, count(*) AS n FROM residents GROUP BY ALL", city)
+    assert result.sql is not None
+    select = sqlglot.parse_one(result.sql, dialect="duckdb")
+    names = [e.alias_or_name for e in select.expressions]
+    assert names == ["district", "n", f"{ENTITY_COUNT_PREFIX}0"]
+    assert 'COUNT(DISTINCT "residents"."person_id")' in result.sql
+
+
+def test_the_entity_is_passed_through_every_level_of_nested_subqueries(city: dict[str, TablePolicy]) -> None:
+    sql = """WITH a AS (SELECT person_id AS pid, cost FROM clinic_visits), b AS (SELECT pid, cost FROM a WHERE cost > 1)
+             SELECT count(*) FROM (SELECT cost FROM b) t"""
+    result = analyse(sql, city)
+    assert result.sql is not None
+    assert len(re.findall(r'AS "__sluice_e\d+"', result.sql)) == 3  # projected by a, b and t
+    assert f'COUNT(DISTINCT "t"."__sluice_e2") AS "{ENTITY_COUNT_PREFIX}0"' in result.sql
+
+
+def test_the_regenerated_sql_is_not_the_submitted_text(city: dict[str, TablePolicy]) -> None:
+    result = analyse("select route /* note */, sum(boardings) from bus_ridership -- trailing\n group by 1", city)
+    assert result.sql is not None
+    assert "note" not in result.sql and "trailing" not in result.sql
+    assert '"bus_ridership"."route"' in result.sql
+
+
+def test_comments_cannot_smuggle_a_second_statement(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT count(*) FROM weather -- */ ; DROP VIEW residents; /*\n", city)
+    assert result.sql == 'SELECT COUNT(*) AS "_col_0" FROM "weather" AS "weather"'
+
+
+def test_parameters_are_bound_to_their_declared_types(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT count(*) FROM weather WHERE day >= $since AND district = $d", city,
+                     parameters={"since": "DATE", "d": "VARCHAR"})
+    assert result.accepted, result.findings
+    assert result.parameters == ("d", "since")
+    assert result.sql is not None
+    assert re.search(r"CAST\(\$since AS DATE\)", result.sql)
+    assert re.search(r"CAST\(\$d AS (TEXT|VARCHAR)\)", result.sql)
+
+
+def test_findings_carry_one_based_line_and_column(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT district,\n       phone\nFROM residents GROUP BY ALL", city)
+    assert result.findings == (Finding(result.findings[0].code, result.findings[0].message, 2, 8),)
+    syntax = analyse("SELECT district FROM\nweather WHERE", city)
+    assert syntax.codes == ("syntax_error",) and syntax.findings[0].line == 2
+
+
+def test_deeply_nested_sql_is_refused_not_crashed(city: dict[str, TablePolicy]) -> None:
+    sql = "SELECT " + "(" * 500 + "1" + ")" * 500
+    assert analyse(sql, city).codes == ("query_too_deep",)
+
+
+def test_a_long_expression_chain_is_refused_as_too_deep(city: dict[str, TablePolicy]) -> None:
+    sql = "SELECT count(*) FROM weather WHERE " + " OR ".join(f"rain_mm = {i}" for i in range(300))
+    result = analyse(sql, city)
+    assert result.verdict == Verdict.REFUSED and result.codes[0] == "query_too_deep"
+
+
+def test_sql_longer_than_the_cap_is_refused(city: dict[str, TablePolicy]) -> None:
+    sql = "SELECT count(*) FROM weather WHERE district = '" + "x" * 200 + "'"
+    assert analyse(sql, city, max_sql_length=100).codes == ("sql_too_long",)
+    assert analyse(sql, city).accepted
+
+
+def test_a_bug_in_the_analyser_fails_closed(city: dict[str, TablePolicy], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(analysis_module, "plan_threshold", broken)
+    result = analyse("SELECT district, count(*) FROM residents GROUP BY 1", city)
+    assert result.verdict == Verdict.REFUSED and result.codes == ("internal_analysis_error",)
+
+
+def test_table_mapping_keys_do_not_matter_only_policy_names(city: dict[str, TablePolicy]) -> None:
+    renamed = {f"dataset-{i}": policy for i, policy in enumerate(city.values())}
+    assert analyse("SELECT district, count(*) FROM residents GROUP BY 1", renamed).accepted
+
+
+def test_a_grant_without_a_dataset_does_not_see_it(city: dict[str, TablePolicy]) -> None:
+    narrow = {"weather": city["weather"]}
+    assert analyse("SELECT count(*) FROM weather", narrow).accepted
+    assert analyse("SELECT district, count(*) FROM residents GROUP BY 1", narrow).codes == ("unknown_table",)
+
+
+def test_every_finding_code_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = [code for code in ALL_CODES if f"`{code}`" not in text]
+    assert not missing
+
+
+def test_analysis_of_a_three_table_join_takes_a_few_milliseconds(city: dict[str, TablePolicy]) -> None:
+    analyse(JOIN_SQL, city)
+    timings = []
+    for _ in range(15):
+        start = time.perf_counter()
+        analyse(JOIN_SQL, city)
+        timings.append(time.perf_counter() - start)
+    assert statistics.median(timings) < 0.05  # about 5 ms here; generous for slow CI machines
