@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--small-reps", type=int, default=200, help="repetitions of the small aggregate")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the runs-per-second loop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--only", default="", help="comma-separated query names to run (default: all accepted)")
     args = parser.parse_args()
 
     work = ROOT / "bench" / "data"
@@ -174,7 +175,9 @@ def main() -> None:
     try:
         ctx = setup(server, admin_key, data_dir)
         print(f"imported TPC-H SF {sf_label}: {ctx['import_seconds']}", flush=True)
-        queries = [(q.name, q.title, approved_job(ctx, q.title, q.sql), q.sql) for q in tpch.accepted_queries()]
+        wanted = {n for n in args.only.split(",") if n}
+        queries = [(q.name, q.title, approved_job(ctx, q.title, q.sql), q.sql) for q in tpch.accepted_queries()
+                   if not wanted or q.name in wanted]
         small_job = approved_job(ctx, "small aggregate", SMALL_SQL)
         for _, _, job_id, _ in queries:  # warm: prepares grant inputs, opens the instance in each worker
             governed(ctx, job_id)

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         None, description="CLI only: base URL of a running server; unset runs the API in-process."
     )
     api_key: str | None = Field(None, description="CLI only: the API key the CLI acts with.")
+    auth_cache_seconds: float = Field(
+        2.0, description="How long a verified API key is trusted without a store query; revocation in another "
+        "process takes effect within this time. 0 disables the cache."
+    )
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted dataset file, in bytes.")
     key_ttl_days: int | None = Field(
         None, description="Default lifetime of new API keys in days; unset means keys do not expire."

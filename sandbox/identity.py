@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -118,8 +119,59 @@ def key_id_of(token: str) -> str | None:
     return m.group(1) if m else None
 
 
-def authenticate(session: Session, token: str, *, now: datetime) -> Caller:
+class KeyCache:
+    """Recently verified keys, so most requests need no store query.
+
+    Entries are keyed by the SHA-256 of the whole token, live at most `ttl_seconds` (by the injected clock)
+    and never past the key's own expiry. Revoking a key drops its entries at once in this process; another
+    process sees the revocation within `ttl_seconds` (SLUICE_AUTH_CACHE_SECONDS; 0 disables the cache).
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self.ttl = timedelta(seconds=ttl_seconds)
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Caller, datetime | None, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, now: datetime) -> Caller | None:
+        """The cached caller for `token`, if fresh and the key has not expired."""
+        if not self.ttl:
+            return None
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        with self._lock:
+            entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        caller, expires_at, cached_at = entry
+        if now - cached_at >= self.ttl or now < cached_at or (expires_at is not None and now >= expires_at):
+            with self._lock:
+                self._entries.pop(digest, None)
+            return None
+        return caller
+
+    def put(self, token: str, caller: Caller, expires_at: datetime | None, now: datetime) -> None:
+        """Remember a key that just verified against the store."""
+        if not self.ttl:
+            return
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[digest] = (caller, expires_at, now)
+
+    def invalidate(self, key_id: str) -> None:
+        """Forget every entry for `key_id` (called when it is revoked)."""
+        with self._lock:
+            for digest in [d for d, (c, _, _) in self._entries.items() if c.key_id == key_id]:
+                del self._entries[digest]
+
+
+def authenticate(session: Session, token: str, *, now: datetime, cache: KeyCache | None = None) -> Caller:
     """Resolve a bearer token to a caller, refusing malformed, unknown, revoked and expired keys."""
+    if cache is not None:
+        cached = cache.get(token, now)
+        if cached is not None:
+            return cached
     m = _KEY_RE.match(token)
     if not m:
         raise Unauthenticated("API key is malformed; expected sk_<id>_<secret>", code="key_malformed")
@@ -142,8 +194,11 @@ def authenticate(session: Session, token: str, *, now: datetime) -> Caller:
     if key.expires_at is not None and key.expires_at <= now:
         raise Unauthenticated("API key has expired; ask an admin for a new key", code="key_expired",
                               key_id=key_id)
-    return Caller(principal_id=principal.id, principal_name=principal.name, org_id=org.id, org_kind=org.kind,
-                  roles=tuple(principal.roles), is_platform=org.is_platform, key_id=key_id)
+    caller = Caller(principal_id=principal.id, principal_name=principal.name, org_id=org.id, org_kind=org.kind,
+                    roles=tuple(principal.roles), is_platform=org.is_platform, key_id=key_id)
+    if cache is not None:
+        cache.put(token, caller, key.expires_at, now)
+    return caller
 
 
 def revoke_key(session: Session, *, principal_id: str, key_id: str, now: datetime, reason: str) -> ApiKey:

@@ -73,6 +73,7 @@ class RunService:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _prepared: dict[tuple[str, str, int], tuple[InputTable, InputTable]] = field(default_factory=dict)
     _secret: bytes | None = None
+    tables: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, GrantTable]] = field(default_factory=dict)
 
     def pool(self) -> WorkerPool:
         """The worker pool, started on first use."""
@@ -147,13 +148,22 @@ def new_run(job: Job, *, requested_by: str, idempotency_key: str | None, params:
                dataset_versions=dict(job.dataset_versions), created_at=now)
 
 
-def check_runnable(session: Session, job: Job, grant: Grant, now: datetime) -> dict[str, GrantTable]:
-    """Everything checked again at run time: job approved, grant usable, pinned versions still covered."""
+def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
+                   service: RunService | None = None) -> dict[str, GrantTable]:
+    """Everything checked again at run time: job approved, grant usable, pinned versions still covered.
+
+    Coverage of a pinned version depends only on immutable facts (the grant's scope and lists, the version's
+    grade), so `service` may cache it; the grant's state and validity are checked on every run.
+    """
     if JobState(job.state) != JobState.APPROVED or not job.frozen_sql:
         raise Conflict(f"job {job.id} is {job.state}; only approved jobs run", code="job_not_approved",
                        state=job.state)
     check_grant_usable(grant, now)
-    tables = grant_tables(session, grant, pinned=job.dataset_versions)
+    key = (grant.id, tuple(sorted(job.dataset_versions.items())))
+    cached = service.tables.get(key) if service is not None else None
+    tables = cached if cached is not None else grant_tables(session, grant, pinned=job.dataset_versions)
+    if service is not None and cached is None:
+        service.tables[key] = tables
     missing = sorted(set(job.dataset_versions) - set(tables))
     if missing:
         from sandbox.errors import Refused

@@ -16,6 +16,8 @@ from sandbox.app.middleware import MetricsMiddleware
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
+from sandbox.identity import KeyCache
+from sandbox.recorder import Recorder
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 
@@ -33,11 +35,13 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                              shared_pool=pool)
     state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
                      authorizer=Authorizer(rows), metrics=make_metrics(),
+                     key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
                      extras={"keyring": keyring, "engine": engine, "runs": run_service})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        state.recorder.close()
         run_service.close()
         engine.dispose()
 

@@ -202,5 +202,6 @@ def revoke_key(principal_id: str, key_id: str, body: RevokeIn | None = None,
     _principal(session, guard, principal_id)
     key = identity.revoke_key(session, principal_id=principal_id, key_id=key_id, now=state.clock.now(),
                               reason=(body.reason if body else "revoked"))
+    state.key_cache.invalidate(key_id)
     guard.note(key_id=key_id)
     return _key_out(key)

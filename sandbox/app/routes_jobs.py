@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
@@ -126,19 +127,26 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     now = state.clock.now()
     run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
     try:
-        tables = runs.check_runnable(session, job, grant, now)
+        tables = runs.check_runnable(session, job, grant, now, _service(state))
     except Refused as exc:
         run.status, run.error_code, run.error_message, run.finished_at = "refused", exc.code, exc.message, now
         session.add(run)
         session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
         raise
-    session.add(run)
     outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
     guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
                suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
-    return runs.run_out(run)
+    body = runs.run_out(run)
+    try:
+        guard.commit_with(session, [run], status=201)  # group commit: the run record and its audit row, together
+    except IntegrityError:
+        earlier = runs.find_idempotent(session, job, caller, idempotency_key)
+        if earlier is None:
+            raise
+        return runs.run_out(earlier)  # a concurrent request with the same Idempotency-Key won
+    return body
 
 
 @router.get("/runs")

@@ -1,0 +1,103 @@
+"""Group commit for the run path: concurrent runs' records and audit rows share one transaction."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.store.models import Base
+
+log = logging.getLogger("sluice.recorder")
+
+_Item = tuple[Sequence[Base], "Future[None]"]
+
+
+class Recorder:
+    """Leader-follower group commit. A caller that finds no commit in progress commits its own rows and then
+    whatever other callers queued meanwhile; callers that arrive during a commit wait for the next batch.
+    A single client pays no thread hand-off; concurrent runs share transactions. A batch that fails is
+    retried one call at a time, so one bad call (e.g. a duplicate Idempotency-Key) fails alone."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 256) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._pending: list[_Item] = []
+        self._lock = threading.Lock()
+        self._leading = False
+        self.batches = 0
+        self.items = 0
+
+    def record(self, rows: Sequence[Base], session: Session | None = None, timeout: float = 60.0) -> None:
+        """Commit `rows` (new objects) durably, together with concurrent callers' rows.
+
+        A leader commits the batch in `session` (the caller's own, so a lone run costs one transaction, as
+        without batching); without one it opens a session.
+        """
+        done: Future[None] = Future()
+        with self._lock:
+            self._pending.append((rows, done))
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead(session)
+        done.result(timeout=timeout)
+
+    def close(self) -> None:
+        """Nothing runs in the background; kept so owners can release the recorder uniformly."""
+
+    def _lead(self, session: Session | None) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                if not batch:
+                    self._leading = False
+                    return
+            self._commit(batch, session)
+            session = None  # later batches get a fresh session
+
+    def _commit(self, batch: list[_Item], session: Session | None = None) -> None:
+        try:
+            if session is None:
+                with self._sessions.begin() as fresh:
+                    for rows, _ in batch:
+                        fresh.add_all(rows)
+            else:
+                try:
+                    for rows, _ in batch:
+                        session.add_all(rows)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+            self.batches += 1
+            self.items += len(batch)
+            for _, done in batch:
+                done.set_result(None)
+            return
+        except SQLAlchemyError as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            log.info("batch of %d failed (%s); committing one by one", len(batch), type(exc).__name__)
+        except BaseException as exc:  # pragma: no cover - unexpected; fail every waiter rather than hang
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for rows, _ in batch:
+            _forget_generated_keys(rows)
+        for item in batch:
+            self._commit([item])
+
+
+def _forget_generated_keys(rows: Sequence[Base]) -> None:
+    """After a rolled-back batch, let the database assign autoincrement keys again."""
+    for row in rows:
+        for column in row.__table__.primary_key.columns:
+            if column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int):
+                setattr(row, column.key, None)
