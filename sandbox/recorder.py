@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +99,7 @@ class Recorder:
 def _forget_generated_keys(rows: Sequence[Base]) -> None:
     """After a rolled-back batch, let the database assign autoincrement keys again."""
     for row in rows:
-        for column in row.__table__.primary_key.columns:
-            if column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int):
+        for column in inspect(type(row)).primary_key:
+            auto = column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int)
+            if auto and column.key:
                 setattr(row, column.key, None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from disclosure.signing import KeyRing
 from fastapi import FastAPI
 
+from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
 from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system

@@ -138,7 +138,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
                suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
-    body = runs.run_out(run)
+    answer = runs.run_out(run)
     try:
         guard.commit_with(session, [run], status=201)  # group commit: the run record and its audit row, together
     except IntegrityError:
@@ -146,7 +146,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
         if earlier is None:
             raise
         return runs.run_out(earlier)  # a concurrent request with the same Idempotency-Key won
-    return body
+    return answer
 
 
 @router.get("/runs")

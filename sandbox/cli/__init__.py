@@ -24,8 +24,11 @@ datasets_app = typer.Typer(help="Dataset catalogue.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants (authorized operation).", no_args_is_help=True)
 certs_app = typer.Typer(help="Registration certificates (一证一码).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs: submit SQL under a grant, review it.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs of approved jobs and their results.", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (orgs_app, "orgs"), (principals_app, "principals"), (datasets_app, "datasets"),
-                  (grants_app, "grants"), (certs_app, "certificates"), (audit_app, "audit")):
+                  (grants_app, "grants"), (certs_app, "certificates"), (audit_app, "audit"), (jobs_app, "jobs"),
+                  (runs_app, "runs")):
     app.add_typer(sub, name=name)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -351,6 +354,83 @@ def audit_list(limit: Annotated[int, typer.Option()] = 50, after_id: Annotated[i
     """Read the audit trail."""
     call(lambda c: c.get("/v1/audit", params={"limit": limit, "after_id": after_id}), as_json,
          columns=["id", "at", "via", "actor_id", "action", "decision", "code", "reason"])
+
+
+# --- jobs and runs ---------------------------------------------------------------------------------------
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            err.print(f"[red]error[/red] invalid_parameter: expected NAME=VALUE, got {pair!r}")
+            raise typer.Exit(1)
+        out[name] = value
+    return out
+
+
+@jobs_app.command("submit")
+def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
+                sql_file: Annotated[Path, typer.Argument(help="file with one SQL query")],
+                title: Annotated[str, typer.Option()], purpose: Annotated[str, typer.Option()],
+                param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
+                = None, as_json: JsonOpt = False) -> None:
+    """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
+    body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": sql_file.read_text("utf-8"),
+            "parameters": _params(param or [])}
+    call(lambda c: c.post("/v1/jobs", body), as_json)
+
+
+@jobs_app.command("list")
+def jobs_list(state: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """List jobs visible to the caller."""
+    call(lambda c: c.get("/v1/jobs", params={"state": state} if state else {}), as_json,
+         columns=["id", "grant_id", "title", "state", "reviews_required", "created_at"])
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
+    """Show a job with findings and reviews."""
+    call(lambda c: c.get(f"/v1/jobs/{job_id}"), as_json)
+
+
+@jobs_app.command("review")
+def jobs_review(job_id: str, decision: Annotated[str, typer.Option(help="approve or reject")],
+                comment: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Approve or reject a pending job (agency reviewers)."""
+    call(lambda c: c.post(f"/v1/jobs/{job_id}/review", {"decision": decision, "comment": comment}), as_json)
+
+
+@runs_app.command("start")
+def runs_start(job_id: str, param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
+               idempotency_key: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """Run an approved job."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    call(lambda c: c.post(f"/v1/jobs/{job_id}/runs", {"params": _params(param or [])}, headers=headers), as_json)
+
+
+@runs_app.command("list")
+def runs_list(job: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """List runs visible to the caller."""
+    call(lambda c: c.get("/v1/runs", params={"job_id": job} if job else {}), as_json,
+         columns=["id", "job_id", "status", "result_rows", "suppressed_rows", "wall_ms", "created_at"])
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
+    """Show a run's record."""
+    call(lambda c: c.get(f"/v1/runs/{run_id}"), as_json)
+
+
+@runs_app.command("download")
+def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--output")],
+                  format: Annotated[str, typer.Option(help="json, csv, parquet or arrow")] = "csv",
+                  as_json: JsonOpt = False) -> None:
+    """Download a run's result (each download is audited)."""
+    data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params={"format": format}), as_json,
+                quiet=True)
+    output.write_bytes(data)
+    emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +192,79 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
     if any(v == "NOT REFUSED" for v in refusals.values()):
         raise DemoError(f"a refusal did not happen: {refusals}")
 
+    out["governed_query"] = _governed_queries(admin, keys, grants, say, clock.now().date())
+
     audit = admin.with_key(keys["auditor"]).get("/v1/audit", params={"limit": 1000})
     say.step(f"The regulator reads the audit trail: {len(audit)} entries, "
              f"{sum(1 for a in audit if a['decision'] != 'allow')} refusals")
     out["audit_entries"] = len(audit)
+    return out
+
+
+HEALTH_COST_SQL = """SELECT r.district,
+       count(DISTINCT v.person_id) AS patients,
+       count(*) AS visits,
+       sum(v.cost) AS total_cost,
+       avg(v.cost) AS avg_cost_per_visit
+FROM clinic_visits AS v
+JOIN residents AS r ON v.person_id = r.person_id
+WHERE v.visit_date >= $since
+GROUP BY r.district
+ORDER BY total_cost DESC"""
+
+ATTACK_SQL = """WITH renamed AS (SELECT person_id AS pid, cost AS c FROM clinic_visits)
+SELECT pid, c FROM renamed WHERE c > 1000"""
+
+
+def _governed_queries(admin: Client, keys: dict[str, str], grants: dict[str, str], say: Narrator,
+                      today: date) -> dict[str, Any]:
+    """Submit, review and run a health-cost query; show an attack being refused; an auto-approved query."""
+    analyst = admin.with_key(keys["health_analyst"])
+    out: dict[str, Any] = {}
+    say.step("The public-interest operator submits a health-cost-by-district query under its scenario grant")
+    job = analyst.post("/v1/jobs", {"grant_id": grants["health_scenario"], "title": "Health cost by district",
+                                    "purpose": "plan clinic capacity per district", "sql": HEALTH_COST_SQL,
+                                    "parameters": {"since": "DATE"}})
+    say.detail(f"job {job['id']}: {job['state']} (important data joined: {job['reviews_required']} reviews needed)")
+    for reviewer in ("reviewer_1", "reviewer_2"):
+        job = admin.with_key(keys[reviewer]).post(f"/v1/jobs/{job['id']}/review", {
+            "decision": "approve", "comment": "aggregates by district only; k=20 applies"})
+        say.detail(f"{reviewer} approves -> {job['state']}")
+    say.detail(f"frozen SQL sha256 {job['frozen_sql_sha256'][:16]}…, pinned versions {job['dataset_versions']}")
+    since = (today - timedelta(days=365)).isoformat()
+    run = analyst.post(f"/v1/jobs/{job['id']}/runs", {"params": {"since": since}},
+                       headers={"Idempotency-Key": "demo-health-cost-1"})
+    rows = analyst.get(f"/v1/runs/{run['id']}/result", params={"format": "json"})
+    say.detail(f"run {run['id']}: {run['status']}, {run['result_rows']} districts out, "
+               f"{run['suppressed_rows']} suppressed (fewer than k=20 patients), "
+               f"{run['rows_scanned']} rows scanned")
+    for row in rows:
+        say.detail(f"  {row['district']:6} patients={row['patients']:>5} visits={row['visits']:>6} "
+                   f"total_cost={float(row['total_cost']):>12,.2f}")
+    out["health_cost"] = {"job": job["id"], "run": run["id"], "result_rows": run["result_rows"],
+                          "suppressed_rows": run["suppressed_rows"], "districts": [r["district"] for r in rows]}
+    if run["suppressed_rows"] < 1:
+        raise DemoError("the small district was not suppressed")
+
+    say.step("An attack query (raw values through a CTE rename) is refused with findings")
+    try:
+        analyst.post("/v1/jobs", {"grant_id": grants["health_scenario"], "title": "extract",
+                                  "purpose": "list expensive patients", "sql": ATTACK_SQL})
+        raise DemoError("the attack query was accepted")
+    except ApiError as e:
+        findings = e.problem.get("context", {}).get("findings", [])
+        for f in findings:
+            say.detail(f"{f['code']} (line {f.get('line')}): {f['message']}")
+        out["attack"] = {"code": e.code, "findings": sorted({f["code"] for f in findings})}
+
+    say.step("A single-dataset query on an auto-approve grant runs without review")
+    weather = analyst.post("/v1/jobs", {"grant_id": grants["health_domain"], "title": "Rain by district",
+                                        "purpose": "flood-risk context for clinics",
+                                        "sql": "SELECT district, sum(rain_mm) AS rain, avg(temperature) AS t "
+                                               "FROM weather GROUP BY district ORDER BY rain DESC"})
+    wrun = analyst.post(f"/v1/jobs/{weather['id']}/runs", {"params": {}})
+    say.detail(f"job {weather['id']}: {weather['state']}; run {wrun['status']} with {wrun['result_rows']} rows")
+    out["auto_approved"] = {"job": weather["id"], "state": weather["state"], "run_status": wrun["status"]}
     return out
 
 

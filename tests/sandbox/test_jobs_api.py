@@ -34,7 +34,7 @@ def city_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def world(api, city_files: dict[str, Path]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """City datasets (residents, clinic_visits, weather), a health operator with two grants, two reviewers."""
-    provider, steward = api.actor("provider", "data_steward")
+    _, steward = api.actor("provider", "data_steward")
     for spec in CITY_DATASETS:
         if spec.id not in ("residents", "clinic_visits", "weather"):
             continue
@@ -44,7 +44,7 @@ def world(api, city_files: dict[str, Path]) -> dict[str, Any]:  # type: ignore[n
                         files={"file": (f"{spec.id}.parquet", city_files[spec.id].read_bytes())})
         assert resp.status_code == 201, resp.text
     op, key = api.actor("operator", "operator")
-    other_op, other_key = api.actor("operator", "operator")
+    _, other_key = api.actor("operator", "operator")
     until = (api.clock.now() + timedelta(days=365)).isoformat()
     scenario = api.grant(op, scope="scenario", datasets=["clinic_visits", "residents"], scenario=SCENARIO,
                          valid_until=until)["id"]
