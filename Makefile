@@ -19,7 +19,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sandbox policy metering disclosure tests bench
+	$(BIN)/ruff check --no-cache sandbox policy metering disclosure tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from disclosure.signing import KeyRing
 from sqlalchemy import select
 
+from disclosure.signing import KeyRing
 from sandbox import identity
 from sandbox.audit import AuditDraft, record
 from sandbox.clock import Clock
