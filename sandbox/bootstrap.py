@@ -64,3 +64,24 @@ def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def rotate_signing_key(settings: Settings, clock: Clock, context: str) -> dict[str, str]:
+    """Rotate one signing context's key and record it in the audit trail (local administrative action)."""
+    if context not in SIGNING_CONTEXTS:
+        from sandbox.errors import InvalidInput
+
+        raise InvalidInput(f"context must be one of {', '.join(SIGNING_CONTEXTS)}", code="invalid_context")
+    ring = KeyRing(settings.keys_dir)
+    old = ring.active_kid(context)
+    new = ring.rotate(context)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_factory(engine).begin() as s:
+            record(s, AuditDraft(action="signing_key:rotate", resource=f"keys/{context}", via="cli",
+                                 decision="allow", rule="local administration",
+                                 reason=f"{context} key rotated from {old} to {new}", status=200,
+                                 detail={"context": context, "old_kid": old, "new_kid": new}), clock.now())
+    finally:
+        engine.dispose()
+    return {"context": context, "old_kid": old, "new_kid": new}

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
@@ -20,9 +21,11 @@ from sandbox.identity import KeyCache
 from sandbox.recorder import Recorder
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
+from sandbox.tracing import make_tracer
 
 
-def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None) -> FastAPI:
+def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None,
+               span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the app over an initialized SLUICE_HOME (see `sluice init`); `pool` shares an existing worker pool."""
     engine = make_engine(settings.resolved_database_url)
     sessions = session_factory(engine)
@@ -36,6 +39,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
                      authorizer=Authorizer(rows), metrics=make_metrics(),
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
+                     tracer=make_tracer(settings.tracing_enabled, span_exporter),
                      extras={"keyring": keyring, "engine": engine, "runs": run_service})
 
     @asynccontextmanager

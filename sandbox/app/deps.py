@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, Request
+from opentelemetry.trace import Tracer
 from sqlalchemy.orm import Session, sessionmaker
 
 from metering.metrics import Metrics
@@ -54,6 +55,7 @@ class AppState:
     metrics: Metrics
     key_cache: KeyCache
     recorder: Recorder
+    tracer: Tracer
     extras: dict[str, Any] = field(default_factory=dict)
 
 

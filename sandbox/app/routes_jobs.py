@@ -54,8 +54,11 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
     guard.check(grant.operator_org_id if grant else None, f"grant/{body.grant_id}")
     if grant is None:
         raise NotFound(f"grant {body.grant_id} does not exist", code="grant_not_found")
-    sub = jobs.submit(session, grant=grant, submitted_by=guard.caller.principal_id, title=body.title,
-                      purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now())
+    with state.tracer.start_as_current_span("sluice.job.submit", attributes={"sluice.grant_id": grant.id}) as span:
+        sub = jobs.submit(session, grant=grant, submitted_by=guard.caller.principal_id, title=body.title,
+                          purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now())
+        span.set_attribute("sluice.job_id", sub.job.id)
+        span.set_attribute("sluice.job_state", sub.job.state)
     job = sub.job
     guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
                auto_approved=sub.auto_approved)
@@ -126,23 +129,39 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
     now = state.clock.now()
     run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
+    with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
+                                                                      "sluice.job_id": job.id}) as span:
+        answer = _execute_run(state, guard, session, job, grant, run, params, now)
+        span.set_attribute("sluice.run_status", str(answer["status"]))
+    return answer
+
+
+def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
+         params: dict[str, Any], now: Any) -> dict[str, Any]:
+    caller = guard.caller.principal_id
+    tracer = state.tracer
     try:
-        tables = runs.check_runnable(session, job, grant, now, _service(state))
+        with tracer.start_as_current_span("sluice.run.check"):
+            tables = runs.check_runnable(session, job, grant, now, _service(state))
     except Refused as exc:
         run.status, run.error_code, run.error_message, run.finished_at = "refused", exc.code, exc.message, now
         session.add(run)
         session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
         raise
-    outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
+    with tracer.start_as_current_span("sluice.run.execute") as span:
+        outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
+        span.set_attribute("sluice.result_rows", run.result_rows)
+        span.set_attribute("sluice.suppressed_rows", run.suppressed_rows)
     guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
                suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
     answer = runs.run_out(run)
     try:
-        guard.commit_with(session, [run], status=201)  # group commit: the run record and its audit row, together
+        with tracer.start_as_current_span("sluice.run.record"):
+            guard.commit_with(session, [run], status=201)  # group commit: run record and audit row together
     except IntegrityError:
-        earlier = runs.find_idempotent(session, job, caller, idempotency_key)
+        earlier = runs.find_idempotent(session, job, caller, run.idempotency_key)
         if earlier is None:
             raise
         return runs.run_out(earlier)  # a concurrent request with the same Idempotency-Key won

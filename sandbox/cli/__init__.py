@@ -25,10 +25,11 @@ grants_app = typer.Typer(help="Grants (authorized operation).", no_args_is_help=
 certs_app = typer.Typer(help="Registration certificates (一证一码).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs: submit SQL under a grant, review it.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys in SLUICE_HOME (local administration, like init).", no_args_is_help=True)
 runs_app = typer.Typer(help="Runs of approved jobs and their results.", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (orgs_app, "orgs"), (principals_app, "principals"), (datasets_app, "datasets"),
                   (grants_app, "grants"), (certs_app, "certificates"), (audit_app, "audit"), (jobs_app, "jobs"),
-                  (runs_app, "runs")):
+                  (runs_app, "runs"), (keys_app, "keys")):
     app.add_typer(sub, name=name)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -133,6 +134,26 @@ def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (def
     from sandbox.demo.run import run_demo
 
     run_demo(home or settings().home, as_json=as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(context: Annotated[str, typer.Option(help="certificate, checkpoint or disclosure")],
+                as_json: JsonOpt = False) -> None:
+    """Make a new active signing key for a context; old public keys keep verifying (docs/certificates.md)."""
+    from sandbox.bootstrap import rotate_signing_key
+
+    emit(rotate_signing_key(settings(), SystemClock(), context), as_json)
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOpt = False) -> None:
+    """Key ids per signing context, and which one is active."""
+    from disclosure.signing import KeyRing
+    from sandbox.bootstrap import SIGNING_CONTEXTS
+
+    ring = KeyRing(settings().keys_dir)
+    emit([{"context": c, "active": ring.active_kid(c), "kids": sorted(ring.public_keys(c))} for c in SIGNING_CONTEXTS],
+         as_json)
 
 
 # --- organizations and principals ------------------------------------------------------------------------
