@@ -128,13 +128,8 @@ def approved_job(ctx: dict[str, Any], title: str, sql: str) -> tuple[str, str]:
     return str(job["id"]), str(job["frozen_sql"])
 
 
-SETTLE_SECONDS = 0.05
-
-
-def governed(ctx: dict[str, Any], job_id: str, settle: bool = True) -> tuple[float, dict[str, Any]]:
+def governed(ctx: dict[str, Any], job_id: str) -> tuple[float, dict[str, Any]]:
     """One governed run, timed at the client (ms)."""
-    if settle:
-        time.sleep(SETTLE_SECONDS)  # let the other side's engine threads go idle on this 2-core machine
     start = time.perf_counter()
     run = _ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
     elapsed = (time.perf_counter() - start) * 1000
@@ -166,7 +161,6 @@ def raw_arrow_connection(home: Path) -> duckdb.DuckDBPyConnection:
 
 def raw(con: duckdb.DuckDBPyConnection, sql: str) -> float:
     """One raw run, fully fetched (ms)."""
-    time.sleep(SETTLE_SECONDS)
     start = time.perf_counter()
     con.sql(sql).to_arrow_table()
     return (time.perf_counter() - start) * 1000
@@ -233,7 +227,7 @@ def main() -> None:
               f"added {small['added_median_ms']} ms", flush=True)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < args.seconds:
-            governed(ctx, small_job, settle=False)
+            governed(ctx, small_job)
             count += 1
         rps = count / (time.perf_counter() - start)
         print(f"single-client governed runs per second: {rps:.1f}", flush=True)

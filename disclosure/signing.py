@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from disclosure.errors import DisclosureError
+
 ALG = "Ed25519"
 CONTEXTS = ("certificate", "checkpoint", "disclosure")
 KID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -32,17 +34,10 @@ SIGNATURE_BYTES = 64
 MAX_JSON_INT = 2**53 - 1
 
 
-class SigningError(Exception):
+class SigningError(DisclosureError):
     """A signing or key problem: a stable `code`, a message naming what to fix, and context."""
 
     code = "signing_error"
-
-    def __init__(self, message: str, *, code: str | None = None, **context: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.context = context
 
 
 def domain_prefix(context: str) -> bytes:

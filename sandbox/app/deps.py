@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, Request
 from opentelemetry.trace import Tracer
@@ -19,9 +19,11 @@ from sandbox.app.problems import status_for
 from sandbox.audit import AuditDraft, record
 from sandbox.clock import Clock
 from sandbox.config import Settings
-from sandbox.errors import Forbidden, SluiceError, Unauthenticated
+from sandbox.errors import Forbidden, NotFound, SluiceError, Unauthenticated
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.recorder import Recorder
+
+T = TypeVar("T")
 
 # (method, path) pairs that need no credential. Everything else must depend on require().
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -119,6 +121,14 @@ class Guard:
             raise Forbidden(decision.reason, code="cross_org_access" if scope == Scope.OTHER else "permission_denied",
                             rule=decision.rule)
         return decision
+
+    def owned(self, session: Session, model: type[T], ident: str, *, owner: Callable[[T], str], kind: str) -> T:
+        """Load `model` by id and authorize access to it by its owning organization; 404 after the check."""
+        row = session.get(model, ident)
+        self.check(owner(row) if row is not None else None, f"{kind}/{ident}")
+        if row is None:
+            raise NotFound(f"{kind} {ident} does not exist", code=f"{kind}_not_found")
+        return row
 
     def note(self, **detail: Any) -> None:
         """Add facts to this request's audit row."""

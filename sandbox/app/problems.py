@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from disclosure.errors import DisclosureError
 from policy.errors import PolicyError
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused, SluiceError, Unauthenticated
 
@@ -61,6 +62,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PolicyError)
     async def _policy(request: Request, exc: PolicyError) -> JSONResponse:
         return problem(422, exc.code, "Refused", exc.message, request.url.path, context=_jsonable(exc.context))
+
+    @app.exception_handler(DisclosureError)
+    async def _disclosure(request: Request, exc: DisclosureError) -> JSONResponse:
+        log.error("disclosure error on %s: %s", request.url.path, exc.code)
+        return problem(500, exc.code, "Signing or audit-log error", exc.message, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from sandbox import grants
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
-from sandbox.errors import InvalidInput, NotFound
+from sandbox.errors import InvalidInput
 from sandbox.store.models import Grant, GrantEvent
 
 router = APIRouter(prefix="/v1", tags=["grants"])
@@ -98,11 +98,7 @@ def list_grants(guard: Guard = Depends(require("grant", "read")), session: Sessi
 
 
 def _grant(session: Session, guard: Guard, grant_id: str) -> Grant:
-    g = session.get(Grant, grant_id)
-    guard.check(g.operator_org_id if g else None, f"grant/{grant_id}")
-    if g is None:
-        raise NotFound(f"grant {grant_id} does not exist", code="grant_not_found")
-    return g
+    return guard.owned(session, Grant, grant_id, owner=lambda g: g.operator_org_id, kind="grant")
 
 
 @router.get("/grants/{grant_id}")

@@ -167,11 +167,7 @@ def list_principals(guard: Guard = Depends(require("principal", "read")),
 
 
 def _principal(session: Session, guard: Guard, principal_id: str) -> Principal:
-    p = session.get(Principal, principal_id)
-    guard.check(p.org_id if p else None, f"principal/{principal_id}")
-    if p is None:
-        raise NotFound(f"principal {principal_id} does not exist", code="principal_not_found")
-    return p
+    return guard.owned(session, Principal, principal_id, owner=lambda p: p.org_id, kind="principal")
 
 
 @router.get("/principals/{principal_id}/keys", response_model=list[KeyOut])

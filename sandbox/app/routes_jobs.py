@@ -83,11 +83,7 @@ def list_jobs(guard: Guard = Depends(require("job", "read")), session: Session =
 
 
 def _job(session: Session, guard: Guard, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    guard.check(job.operator_org_id if job else None, f"job/{job_id}")
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-    return job
+    return guard.owned(session, Job, job_id, owner=lambda j: j.operator_org_id, kind="job")
 
 
 def _reviews(session: Session, job: Job) -> list[JobReview]:
@@ -181,11 +177,7 @@ def list_runs(guard: Guard = Depends(require("run", "read")), session: Session =
 
 
 def _run(session: Session, guard: Guard, run_id: str) -> Run:
-    run = session.get(Run, run_id)
-    guard.check(run.operator_org_id if run else None, f"run/{run_id}")
-    if run is None:
-        raise NotFound(f"run {run_id} does not exist", code="run_not_found")
-    return run
+    return guard.owned(session, Run, run_id, owner=lambda r: r.operator_org_id, kind="run")
 
 
 @router.get("/runs/{run_id}")
