@@ -166,3 +166,27 @@ def test_certificate_verifies_online_and_a_tampered_copy_fails_offline(api) -> N
     qr = api.http.get(f"/v1/certificates/{code}/qr.png")
     assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG")
     assert api.http.get("/v1/certificates/SLC-2000-000001").json()["code"] == "certificate_not_found"
+
+
+def test_online_verification_flags_a_certificate_tampered_in_the_store(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    code = api.register(steward, dataset_id="stored", content=CSV)["certificate_code"]
+    engine = create_engine(api.settings.resolved_database_url)
+    with engine.begin() as conn:
+        doc = conn.execute(text("SELECT document FROM certificates WHERE code = :c"), {"c": code}).scalar_one()
+        conn.execute(text("UPDATE certificates SET document = :d WHERE code = :c"),
+                     {"d": doc.replace('"row_count":25', '"row_count":24'), "c": code})
+    engine.dispose()
+    online = api.http.get(f"/v1/certificates/{code}").json()
+    assert online["valid"] is False and online["signature_valid"] is False
+
+
+def test_online_verification_flags_a_registry_that_no_longer_matches(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    code = api.register(steward, dataset_id="drifted", content=CSV)["certificate_code"]
+    engine = create_engine(api.settings.resolved_database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE dataset_versions SET row_count = 999 WHERE dataset_id = 'drifted'"))
+    engine.dispose()
+    online = api.http.get(f"/v1/certificates/{code}").json()
+    assert online["signature_valid"] is True and online["matches_registry"] is False and online["valid"] is False
