@@ -204,6 +204,17 @@ def _resolve_names(schema: pa.Schema, columns: Sequence[ColumnPolicy]) -> list[s
     return names
 
 
+def _engine_schema(schema: pa.Schema) -> pa.Schema:
+    """The IPC copy's schema: decimals that fit 64 bits become `decimal64`, which DuckDB scans without
+    narrowing each 128-bit value (measured: TPC-H q1 171 -> 155 ms, q6 51 -> 29 ms at SF 1; same results)."""
+    fields = []
+    for f in schema:
+        if pa.types.is_decimal128(f.type) and f.type.precision <= 18:
+            f = f.with_type(pa.decimal64(f.type.precision, f.type.scale))
+        fields.append(f)
+    return pa.schema(fields)
+
+
 def arrow_copy(parquet: Path, dest: Path, *, chunk_rows: int = 122_880) -> Path:
     """Write an uncompressed Arrow IPC copy of a prepared Parquet input, for memory-mapped scans.
 
@@ -211,13 +222,13 @@ def arrow_copy(parquet: Path, dest: Path, *, chunk_rows: int = 122_880) -> Path:
     partial file. Record batches of `chunk_rows` let DuckDB scan in parallel.
     """
     reader = pq.ParquetFile(parquet)
-    schema = reader.schema_arrow.remove_metadata()
+    schema = _engine_schema(reader.schema_arrow.remove_metadata())
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             wrote = False
             for batch in reader.iter_batches(batch_size=chunk_rows):
-                writer.write_batch(batch.replace_schema_metadata(None))
+                writer.write_batch(batch.replace_schema_metadata(None).cast(schema))
                 wrote = True
             if not wrote:
                 writer.write_table(schema.empty_table())

@@ -166,3 +166,23 @@ def test_an_empty_source_gives_an_empty_file_with_the_masked_schema(tmp_path: Pa
     table = pq.read_table(result.path)
     assert result.rows == 0
     assert table.schema == pa.schema([pa.field("pid", pa.string())])
+
+
+def test_arrow_copy_keeps_values_and_narrows_small_decimals(tmp_path: Path) -> None:
+    import decimal
+
+    from sandbox.inputs import arrow_copy
+
+    table = pa.table({"cost": pa.array([decimal.Decimal("12.34"), None, decimal.Decimal("-0.01")],
+                                       pa.decimal128(10, 2)),
+                      "big": pa.array([decimal.Decimal("1" * 20)] * 3, pa.decimal128(30, 0)),
+                      "name": ["a", "b", None]})
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    out = arrow_copy(src, tmp_path / "in.arrow", chunk_rows=2)
+    copy = pa.ipc.open_file(pa.memory_map(str(out), "r")).read_all()
+    assert copy.schema.field("cost").type == pa.decimal64(10, 2)
+    assert copy.schema.field("big").type == pa.decimal128(30, 0)
+    assert copy.column("cost").to_pylist() == table.column("cost").to_pylist()
+    assert copy.column("big").to_pylist() == table.column("big").to_pylist()
+    assert copy.column("name").to_pylist() == ["a", "b", None]

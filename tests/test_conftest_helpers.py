@@ -1,0 +1,23 @@
+"""Tests that need a Debian package skip when it is missing, and fail instead under CI=true."""
+
+from __future__ import annotations
+
+import pytest
+
+import conftest
+
+
+def test_missing_debian_package_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conftest, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install no-such-package"):
+        conftest.require_debian_package("no-such-binary-sluice", "no-such-package")
+
+
+def test_missing_debian_package_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conftest, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="no-such-binary-sluice not found"):
+        conftest.require_debian_package("no-such-binary-sluice", "no-such-package")
+
+
+def test_present_binary_is_returned() -> None:
+    assert conftest.require_debian_package("sh", "dash").endswith("/sh")
