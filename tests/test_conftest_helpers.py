@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import conftest
+import pytest
 
 
 def test_missing_debian_package_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
