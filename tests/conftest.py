@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sluice_testenv
 from sqlalchemy import text
 
 from sandbox.clock import ManualClock
@@ -18,7 +17,6 @@ from sandbox.store.db import make_engine, upgrade
 from sandbox.store.models import Base
 
 ENV = load_settings()
-IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -68,7 +66,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: P
         yield f"sqlite:///{db}"
         return
     if postgres_url is None:
-        if IN_CI:
+        if sluice_testenv.in_ci():
             pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set; .ci/run must provide PostgreSQL")
         pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
     _truncate(postgres_url)
@@ -88,19 +86,3 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
     (tmp_path / "imports").mkdir()
     return Settings(home=tmp_path / "home", database_url=store_url, import_root=tmp_path / "imports",
                     public_url="https://sluice.test")
-
-
-def require_debian_package(binary: str, package: str) -> str:
-    """Path of a binary from a Debian package; skip if missing, fail under CI=true."""
-    found = shutil.which(binary)
-    if found:
-        return found
-    msg = f"{binary} not found: apt-get install {package}"
-    if IN_CI:
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run a command, capturing text output."""
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import conftest
 import pytest
+import sluice_testenv
 
 
 def test_missing_debian_package_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(conftest, "IN_CI", False)
+    monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="apt-get install no-such-package"):
-        conftest.require_debian_package("no-such-binary-sluice", "no-such-package")
+        sluice_testenv.require_debian_package("no-such-binary-sluice", "no-such-package")
 
 
 def test_missing_debian_package_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(conftest, "IN_CI", True)
+    monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no-such-binary-sluice not found"):
-        conftest.require_debian_package("no-such-binary-sluice", "no-such-package")
+        sluice_testenv.require_debian_package("no-such-binary-sluice", "no-such-package")
 
 
 def test_present_binary_is_returned() -> None:
-    assert conftest.require_debian_package("sh", "dash").endswith("/sh")
+    assert sluice_testenv.require_debian_package("sh", "dash").endswith("/sh")

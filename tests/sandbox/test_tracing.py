@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import Api  # type: ignore[import-not-found]
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer
+from sluice_api import Api
 from starlette.testclient import TestClient
 
 from sandbox.app import create_app
