@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.workers > 0:
+            await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         yield
         state.recorder.close()
         run_service.close()

@@ -58,16 +58,22 @@ class Client:
 
             from sandbox.app import create_app
 
-            self._http = TestClient(create_app(settings), base_url="http://sluice.local",
-                                    raise_server_exceptions=False)
+            self._app = create_app(settings)
+            self._http = TestClient(self._app, base_url="http://sluice.local", raise_server_exceptions=False)
 
     def with_key(self, api_key: str) -> Client:
         """Another client for a different principal, sharing this one's connection or in-process app."""
         return Client(self.settings, api_key, _http=self._http)
 
     def close(self) -> None:
+        """Close the connection; an in-process app also stops its workers and store connections."""
         if self._owner:
             self._http.close()
+            app = getattr(self, "_app", None)
+            if app is not None:
+                state = app.state.sluice
+                state.extras["runs"].close()
+                state.extras["engine"].dispose()
 
     def __enter__(self) -> Client:
         return self
