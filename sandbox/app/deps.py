@@ -204,6 +204,13 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
             draft.status = status_for(exc)
             _write_refusal(state, draft, exc)
             raise
+        except Exception as exc:  # an unexpected failure is still an access that happened: record it
+            session.rollback()
+            draft.decision, draft.status = "error", 500
+            draft.reason = f"unexpected {type(exc).__name__}; see server logs"
+            _write_refusal(state, draft, SluiceError("the request failed unexpectedly", code="internal_error",
+                                                     error=type(exc).__name__))
+            raise
         else:
             draft.status = draft.status or 200
             if not guard.recorded:

@@ -173,3 +173,17 @@ def test_validation_errors_are_problem_json(api) -> None:  # type: ignore[no-unt
 def test_invalid_org_kind_is_refused(api) -> None:  # type: ignore[no-untyped-def]
     _problem(api.call("POST", "/v1/orgs", api.admin_key, json={"name": "x", "kind": "ministry"}), 400,
              "invalid_org_kind")
+
+
+def test_an_unexpected_failure_is_problem_json_and_still_audited(api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.app import routes_identity
+
+    def boom(_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(routes_identity, "_org_out", boom)
+    resp = api.call("GET", "/v1/orgs", api.admin_key)
+    body = _problem(resp, 500, "internal_error")
+    assert "disk on fire" not in body["detail"]
+    errors = [r for r in _audit(api) if r.action == "org:read" and r.decision == "error"]
+    assert errors and errors[-1].code == "internal_error" and "RuntimeError" in errors[-1].reason
