@@ -1,0 +1,91 @@
+"""Concurrent runs against a real `sluice serve`: every run recorded once, with its audit row;
+concurrent retries with one Idempotency-Key yield one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+WEATHER = "district,temperature\n" + "".join(f"d{i % 4},{i}.5\n" for i in range(400))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_concurrent_runs_are_each_recorded_once_and_idempotent_retries_collapse(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "1"}
+    env.pop("SLUICE_DATABASE_URL", None)
+    init = subprocess.run([sys.executable, "-m", "sandbox.cli", "init", "--json"], env=env, capture_output=True,
+                          text=True, check=True)
+    admin = {"Authorization": f"Bearer {json.loads(init.stdout)['api_key']}"}
+    port = _port()
+    server = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        http = httpx.Client(base_url=base, timeout=60)
+
+        def ok(resp: httpx.Response) -> dict:  # type: ignore[type-arg]
+            assert resp.status_code < 400, resp.text
+            return resp.json()  # type: ignore[no-any-return]
+
+        provider = ok(http.post("/v1/orgs", headers=admin, json={"name": "P", "kind": "provider"}))["id"]
+        operator = ok(http.post("/v1/orgs", headers=admin, json={"name": "O", "kind": "operator"}))["id"]
+        steward = {"Authorization": "Bearer " + ok(http.post("/v1/principals", headers=admin, json={
+            "org_id": provider, "name": "s", "roles": ["data_steward"]}))["api_key"]}
+        analyst = {"Authorization": "Bearer " + ok(http.post("/v1/principals", headers=admin, json={
+            "org_id": operator, "name": "a", "roles": ["operator"]}))["api_key"]}
+        meta = {"id": "weather", "title": "w", "domain": "meteorology", "update_frequency": "daily",
+                "grade": "general"}
+        ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)},
+                     files={"file": ("w.csv", WEATHER.encode())}))
+        grant = ok(http.post("/v1/grants", headers=admin, json={
+            "operator_org_id": operator, "scope": "domain", "domains": ["meteorology"], "auto_approve": True,
+            "purpose_class": "industry", "valid_until": (datetime.now(UTC) + timedelta(days=9)).isoformat()}))
+        job = ok(http.post("/v1/jobs", headers=analyst, json={
+            "grant_id": grant["id"], "title": "t", "purpose": "p",
+            "sql": "SELECT district, avg(temperature) AS t FROM weather GROUP BY district"}))
+
+        def run(key: str | None) -> str:
+            headers = {**analyst, **({"Idempotency-Key": key} if key else {})}
+            with httpx.Client(base_url=base, timeout=60) as c:
+                return str(ok(c.post(f"/v1/jobs/{job['id']}/runs", headers=headers, json={}))["id"])
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            distinct = list(pool.map(run, [None] * 24))
+            same = list(pool.map(run, ["retry-1"] * 12))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(set(distinct)) == 24
+    assert len(set(same)) == 1
+    engine = create_engine(f"sqlite:///{home / 'sluice.db'}")
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'")).scalar_one()
+        audited = conn.execute(text("SELECT count(*) FROM audit_events WHERE action = 'run:create' "
+                                    "AND decision = 'allow'")).scalar_one()
+    engine.dispose()
+    assert runs == 25
+    assert audited == 24 + 12  # every request is an audited access, replays included
