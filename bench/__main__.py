@@ -12,10 +12,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -27,50 +24,10 @@ import httpx
 import pyarrow as pa
 
 from bench import tpch
+from bench.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SQL = "SELECT s_nationkey, count(*) AS suppliers, sum(s_acctbal) AS balance FROM supplier GROUP BY s_nationkey"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A `sluice serve` subprocess over a fresh home."""
-
-    def __init__(self, home: Path, import_root: Path) -> None:
-        self.port = _free_port()
-        self.env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_IMPORT_ROOT": str(import_root),
-                    "SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "2", "SLUICE_RUN_TIMEOUT_MS": "600000",
-                    "SLUICE_RUN_MEMORY_LIMIT_MB": "8192", "SLUICE_WORKER_ADDRESS_SPACE_MB": "16384",
-                    "SLUICE_MAX_UPLOAD_BYTES": str(64 * 1024**3)}
-        self.env.pop("SLUICE_DATABASE_URL", None)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def init(self) -> str:
-        out = subprocess.run([sys.executable, "-m", "sandbox.cli", "init", "--json"], env=self.env, check=True,
-                             capture_output=True, text=True)
-        return str(json.loads(out.stdout)["api_key"])
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(self.port)],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("sluice serve did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 def _ok(resp: httpx.Response) -> Any:
@@ -181,7 +138,10 @@ def main() -> None:
     data_dir = tpch.generate(args.sf, work / f"tpch-sf{sf_label}")
     home = work / f"home-sf{sf_label}"
     shutil.rmtree(home, ignore_errors=True)
-    server = Server(home, data_dir)
+    server = Server(home, {
+        "SLUICE_IMPORT_ROOT": str(data_dir), "SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "2",
+        "SLUICE_RUN_TIMEOUT_MS": "600000", "SLUICE_RUN_MEMORY_LIMIT_MB": "8192",
+        "SLUICE_WORKER_ADDRESS_SPACE_MB": "16384", "SLUICE_MAX_UPLOAD_BYTES": str(64 * 1024**3)})
     admin_key = server.init()
     server.start()
     try:

@@ -45,7 +45,8 @@ def test_db_upgrade_twice_is_safe(cli) -> None:  # type: ignore[no-untyped-def]
     assert _json(cli("db", "upgrade", "--json"))["revision"]
 
 
-def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _registered(cli, tmp_path: Path, dataset_id: str) -> tuple[str, str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Through the CLI: init, a provider with a data steward, one weather dataset. (admin, steward, reg)."""
     admin = _json(cli("init", "--json"))["api_key"]
     org = _json(cli("orgs", "create", "Weather Bureau", "--kind", "provider", "--json", key=admin))
     steward = _json(cli("principals", "create", "--org", org["id"], "--name", "wang", "--role", "data_steward",
@@ -55,8 +56,13 @@ def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
                                 "grade": "general"}), "utf-8")
-    reg = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", "weather", "--json",
+    reg = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", dataset_id, "--json",
                     key=steward))
+    return admin, steward, reg
+
+
+def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin, steward, reg = _registered(cli, tmp_path, "weather")
     assert reg["row_count"] == 20
     listed = _json(cli("datasets", "list", "--json", key=steward))
     assert [d["id"] for d in listed] == ["weather"]
@@ -69,17 +75,8 @@ def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -
 
 
 def test_certificate_verifies_offline_and_one_changed_byte_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    admin = _json(cli("init", "--json"))["api_key"]
-    org = _json(cli("orgs", "create", "P", "--kind", "provider", "--json", key=admin))
-    steward = _json(cli("principals", "create", "--org", org["id"], "--name", "li", "--role", "data_steward",
-                        "--json", key=admin))["api_key"]
-    data = tmp_path / "w.csv"
-    data.write_text(CSV, "utf-8")
-    meta = tmp_path / "m.json"
-    meta.write_text(json.dumps({"title": "W", "domain": "meteorology", "update_frequency": "daily",
-                                "grade": "general"}), "utf-8")
-    code = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", "w", "--json",
-                     key=steward))["certificate_code"]
+    _, steward, reg = _registered(cli, tmp_path, "w")
+    code = reg["certificate_code"]
     doc, pem = tmp_path / "cert.json", tmp_path / "cert.pub.pem"
     cli("certificates", "fetch", code, "-o", str(doc), "--json", key=steward)
     cli("certificates", "public-key", "-o", str(pem), "--json", key=steward)

@@ -4,11 +4,6 @@ concurrent retries with one Idempotency-Key yield one run."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,34 +12,19 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from bench.server import Server
+
 WEATHER = "district,temperature\n" + "".join(f"d{i % 4},{i}.5\n" for i in range(400))
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_concurrent_runs_are_each_recorded_once_and_idempotent_retries_collapse(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "1"}
-    env.pop("SLUICE_DATABASE_URL", None)
-    init = subprocess.run([sys.executable, "-m", "sandbox.cli", "init", "--json"], env=env, capture_output=True,
-                          text=True, check=True)
-    admin = {"Authorization": f"Bearer {json.loads(init.stdout)['api_key']}"}
-    port = _port()
-    server = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(home, {"SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "1"})
+    admin = {"Authorization": f"Bearer {server.init()}"}
+    server.start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        base = server.base
         http = httpx.Client(base_url=base, timeout=60)
 
         def ok(resp: httpx.Response) -> dict:  # type: ignore[type-arg]
@@ -77,8 +57,7 @@ def test_concurrent_runs_are_each_recorded_once_and_idempotent_retries_collapse(
             distinct = list(pool.map(run, [None] * 24))
             same = list(pool.map(run, ["retry-1"] * 12))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     assert len(set(distinct)) == 24
     assert len(set(same)) == 1
     engine = create_engine(f"sqlite:///{home / 'sluice.db'}")

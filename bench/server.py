@@ -1,0 +1,58 @@
+"""A `sluice serve` subprocess over its own SLUICE_HOME, for the benchmark and end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`sluice init` and `sluice serve` in subprocesses, with SLUICE_* settings given as `settings`."""
+
+    def __init__(self, home: Path, settings: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "SLUICE_HOME": str(home), **(settings or {})}
+        self.env.pop("SLUICE_DATABASE_URL", None)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def init(self) -> str:
+        """Initialize the home; returns the bootstrap admin key."""
+        out = subprocess.run([sys.executable, "-m", "sandbox.cli", "init", "--json"], env=self.env, check=True,
+                             capture_output=True, text=True)
+        return str(json.loads(out.stdout)["api_key"])
+
+    def start(self) -> None:
+        """Start serving and wait until /healthz answers."""
+        self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(self.port)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("sluice serve did not start")
+
+    def stop(self) -> None:
+        """Stop the server (its workers stop with it)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
