@@ -16,11 +16,34 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox.errors import Conflict, InvalidInput
-from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, WorkerPool, scan_stats
+from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, RunStatus, WorkerPool, scan_stats
 from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
+
+# status -> statuses it may move to; every final status is final.
+_MOVES: dict[RunStatus | None, frozenset[RunStatus]] = {
+    None: frozenset({RunStatus.RUNNING}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REFUSED, RunStatus.TIMED_OUT}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.REFUSED: frozenset(),
+    RunStatus.TIMED_OUT: frozenset(),
+}
+
+
+def set_status(run: Run, to: RunStatus, *, now: datetime | None = None, error_code: str | None = None,
+               error_message: str | None = None) -> None:
+    """The one function that changes a run's status; a final status also stamps `finished_at`."""
+    current = RunStatus(run.status) if run.status else None
+    if to not in _MOVES[current]:
+        raise Conflict(f"run {run.id} is {run.status}; it cannot become {to.value}", code="invalid_run_transition",
+                       status=run.status)
+    run.status = to.value
+    if to != RunStatus.RUNNING:
+        run.error_code, run.error_message = error_code, error_message
+        run.finished_at = now
 
 
 def coerce_params(declared: dict[str, str], given: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +94,7 @@ class RunService:
     shared_pool: WorkerPool | None = None
     _pool: WorkerPool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _prepare_locks: dict[tuple[str, str, int], threading.Lock] = field(default_factory=dict)
     _prepared: dict[tuple[str, str, int], tuple[InputTable, InputTable]] = field(default_factory=dict)
     _secret: bytes | None = None
     tables: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, GrantTable]] = field(default_factory=dict)
@@ -80,6 +104,9 @@ class RunService:
         if self.shared_pool is not None:
             self.shared_pool.start()
             return self.shared_pool
+        pool = self._pool
+        if pool is not None:  # started: no lock on the run path
+            return pool
         with self._lock:
             if self._pool is None:
                 pool = WorkerPool(self.pool_size, self.limits, work_dir=self.home / "workers")
@@ -109,13 +136,19 @@ class RunService:
     def prepared(self, grant: Grant, table: GrantTable) -> tuple[InputTable, InputTable]:
         """The grant's masked, cut-down copy of a dataset version as (Arrow IPC for the engine, Parquet).
 
-        Prepared once per grant and version, then reused: masks are computed here, never in SQL.
+        Prepared once per grant and version, then reused: masks are computed here, never in SQL. Each key has
+        its own lock, so preparing a large input never holds up runs on other grants or versions.
         """
         key = (grant.id, table.version.dataset_id, table.version.version)
         cached = self._prepared.get(key)
         if cached is not None:
             return cached
         with self._lock:
+            lock = self._prepare_locks.setdefault(key, threading.Lock())
+        with lock:
+            cached = self._prepared.get(key)
+            if cached is not None:
+                return cached
             folder = self.home / "prepared" / grant.id / table.version.dataset_id
             parquet = folder / f"v{table.version.version}.parquet"
             arrow = folder / f"v{table.version.version}.arrow"
@@ -144,7 +177,7 @@ def new_run(job: Job, *, requested_by: str, idempotency_key: str | None, params:
                requested_by=requested_by, idempotency_key=idempotency_key,
                params={k: (v.isoformat() if isinstance(v, date | datetime) else str(v) if isinstance(v, Decimal)
                            else v) for k, v in params.items()},
-               status="running", frozen_sql_sha256=job.frozen_sql_sha256 or "",
+               status=RunStatus.RUNNING.value, frozen_sql_sha256=job.frozen_sql_sha256 or "",
                dataset_versions=dict(job.dataset_versions), created_at=now)
 
 
@@ -187,15 +220,14 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     outcome = service.pool().run(spec)
     stats = scan_stats([p[1] for p in prepared],
                        {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
-    run.status = outcome.status
+    set_status(run, RunStatus(outcome.status), now=now_fn(), error_code=outcome.error_code,
+               error_message=outcome.error_message)
     run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
     run.result_rows, run.result_bytes = outcome.result_rows, outcome.result_bytes
     run.suppressed_rows, run.truncated_rows = outcome.suppressed_rows, outcome.truncated_rows
     run.cpu_ms, run.wall_ms = outcome.cpu_ms, outcome.wall_ms
-    run.error_code, run.error_message = outcome.error_code, outcome.error_message
     run.result_path = str(outcome.result_path.relative_to(service.home)) if outcome.result_path else None
     run.result_sha256 = outcome.result_sha256
-    run.finished_at = now_fn()
     return outcome
 
 

@@ -41,7 +41,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                      authorizer=Authorizer(rows), metrics=make_metrics(),
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
                      tracer=make_tracer(settings.tracing_enabled, span_exporter),
-                     extras={"keyring": keyring, "engine": engine, "runs": run_service})
+                     keyring=keyring, engine=engine, runs=run_service)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

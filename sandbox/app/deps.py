@@ -6,13 +6,15 @@ Every route either depends on `require(...)` or is listed in PUBLIC_ROUTES; a te
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request
 from opentelemetry.trace import Tracer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from disclosure.signing import KeyRing
 from metering.metrics import Metrics
 from policy.authz import Authorizer, Decision, Scope
 from sandbox.app.problems import status_for
@@ -22,6 +24,7 @@ from sandbox.config import Settings
 from sandbox.errors import Forbidden, NotFound, SluiceError, Unauthenticated
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.recorder import Recorder
+from sandbox.runs import RunService
 
 T = TypeVar("T")
 
@@ -58,7 +61,9 @@ class AppState:
     key_cache: KeyCache
     recorder: Recorder
     tracer: Tracer
-    extras: dict[str, Any] = field(default_factory=dict)
+    keyring: KeyRing
+    engine: Engine
+    runs: RunService
 
 
 async def app_state(request: Request) -> AppState:

@@ -103,7 +103,7 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
         columns={k: registry.ColumnDecl(**v.model_dump()) for k, v in meta.columns.items()})
     try:
         version = registry.register(
-            session, paths=registry.Paths(settings.resolved_home), keyring=state.extras["keyring"],
+            session, paths=registry.Paths(settings.resolved_home), keyring=state.keyring,
             provider=provider, dataset_id=dataset_id, meta=dmeta, source=source, source_name=source_name,
             options=options, now=state.clock.now(), actor_id=guard.caller.principal_id,
             max_bytes=settings.max_upload_bytes, on_rollback=lambda f: on_rollback(session, f))
@@ -215,7 +215,7 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
                               state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Verify a certificate online: signature, key and agreement with the registry."""
     cert = _certificate(session, code)
-    keyring = state.extras["keyring"]
+    keyring = state.keyring
     check = certificates.verify_certificate_document(cert.document.encode("utf-8"),
                                                      keyring.public_keys("certificate"))
     version = registry.get_version(session, cert.dataset_id, cert.version)
@@ -250,7 +250,7 @@ def certificate_qr(code: str, session: Session = Depends(db_session), state: App
 @router.get("/keys")
 def public_keys(state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public verification keys by signing context and key id (PEM)."""
-    keyring = state.extras["keyring"]
+    keyring = state.keyring
     out: dict[str, Any] = {}
     for context in ("certificate", "checkpoint", "disclosure"):
         out[context] = {kid: keyring.public_key_pem(context, kid).decode("ascii")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sandbox import jobs, runs
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
 from sandbox.errors import NotFound, Refused
+from sandbox.executor import RunStatus
 from sandbox.store.models import Grant, Job, JobReview, Run
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -42,8 +43,7 @@ class RunIn(BaseModel):
 
 
 def _service(state: AppState) -> runs.RunService:
-    service: runs.RunService = state.extras["runs"]
-    return service
+    return state.runs
 
 
 @router.post("/jobs", status_code=201)
@@ -140,7 +140,7 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
         with tracer.start_as_current_span("sluice.run.check"):
             tables = runs.check_runnable(session, job, grant, now, _service(state))
     except Refused as exc:
-        run.status, run.error_code, run.error_message, run.finished_at = "refused", exc.code, exc.message, now
+        runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
         session.add(run)
         session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
@@ -197,7 +197,7 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
                     state: AppState = Depends(app_state)) -> Response:
     """Download a succeeded run's result; every download is an audited access."""
     run = _run(session, guard, run_id)
-    if run.status != "succeeded" or not run.result_path:
+    if run.status != RunStatus.SUCCEEDED or not run.result_path:
         raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
     path = state.settings.resolved_home / run.result_path
     guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)

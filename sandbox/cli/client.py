@@ -72,8 +72,8 @@ class Client:
             app = getattr(self, "_app", None)
             if app is not None:
                 state = app.state.sluice
-                state.extras["runs"].close()
-                state.extras["engine"].dispose()
+                state.runs.close()
+                state.engine.dispose()
 
     def __enter__(self) -> Client:
         return self

@@ -31,6 +31,7 @@ from sandbox.executor.types import (
     InputTable,
     RunOutcome,
     RunSpec,
+    RunStatus,
     ScanStats,
 )
 from sandbox.executor.watchdog import Watchdog
@@ -53,6 +54,7 @@ __all__ = [
     "ResultWriteFailed",
     "RunOutcome",
     "RunSpec",
+    "RunStatus",
     "ScanStats",
     "StatementRefused",
     "UnknownInput",

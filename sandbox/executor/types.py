@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-SUCCEEDED: Final = "succeeded"
-FAILED: Final = "failed"
-REFUSED: Final = "refused"
-TIMED_OUT: Final = "timed_out"
+
+class RunStatus(StrEnum):
+    """A run's lifecycle: `running` until it ends in exactly one final status (see sandbox.runs.set_status)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"
+    TIMED_OUT = "timed_out"
+
+
+SUCCEEDED: Final = RunStatus.SUCCEEDED
+FAILED: Final = RunStatus.FAILED
+REFUSED: Final = RunStatus.REFUSED
+TIMED_OUT: Final = RunStatus.TIMED_OUT
 STATUSES: Final = (SUCCEEDED, FAILED, REFUSED, TIMED_OUT)
 
 
@@ -39,7 +51,7 @@ class RunSpec:
 class RunOutcome:
     """What a run produced; `error_message` is client-safe, `internal_detail` is not for clients."""
 
-    status: str
+    status: RunStatus
     result_path: Path | None
     result_sha256: str | None
     result_rows: int

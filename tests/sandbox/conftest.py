@@ -34,4 +34,4 @@ def api(settings: Settings, clock: ManualClock, tmp_path: Path, worker_pool: Wor
     with TestClient(app, raise_server_exceptions=False) as http:
         yield Api(settings=settings, clock=clock, http=http, admin_key=result.api_key,
                   platform_org_id=result.org_id, tmp=tmp_path)
-    app.state.sluice.extras["engine"].dispose()
+    app.state.sluice.engine.dispose()
