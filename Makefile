@@ -1,5 +1,6 @@
 # Each entry point creates .venv from the pinned requirements.lock when it is missing.
 PY ?= python3
+PYTEST_ARGS ?= -n 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

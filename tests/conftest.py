@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sluice_testenv
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from sandbox.clock import ManualClock
 from sandbox.config import Settings, load_settings
@@ -37,15 +37,33 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str | None:
-    """The PostgreSQL test database, migrated once per session."""
+def postgres_url(worker_id: str) -> Iterator[str | None]:
+    """The PostgreSQL test database, migrated once per session.
+
+    Under xdist each worker gets its own database (`<name>_<worker>`, created and dropped here), since tests
+    truncate every table between them.
+    """
     url = ENV.test_database_url
     if not url:
-        return None
+        yield None
+        return
+    own = None
+    if worker_id != "master":
+        base = make_url(url)
+        own = f"{base.database}_{worker_id}"
+        admin = make_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{own}"'))
+        url = base.set(database=own).render_as_string(hide_password=False)
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    return url
+    yield url
+    if own is not None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _truncate(url: str) -> None:

@@ -8,10 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from disclosure.errors import DisclosureError
 from policy.errors import PolicyError
+from sandbox.app.schemas import describe_error, describe_errors
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused, SluiceError, Unauthenticated
 
 PROBLEM = "application/problem+json"
@@ -50,6 +52,13 @@ def _jsonable(context: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def body_model(request: Request) -> type[BaseModel] | None:
+    """The pydantic model of the matched route's JSON body, if it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers."""
 
@@ -70,9 +79,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        model = body_model(request)
+        errors = [{"loc": list(e.get("loc", ())), "msg": describe_error(e, model), "type": e.get("type", "")}
                   for e in exc.errors()]
-        return problem(422, "validation_error", "Invalid request", "the request body or parameters are invalid",
+        return problem(422, "validation_error", "Invalid request", describe_errors(list(exc.errors()), model),
                        request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -9,11 +9,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, require
+from sandbox.app.schemas import StrictModel, describe_error, describe_errors
 from sandbox.catalogue import certificates, registry
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, resolve_import_path
@@ -23,14 +24,14 @@ from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organizat
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 
 
-class ColumnDeclIn(BaseModel):
+class ColumnDeclIn(StrictModel):
     constraint: str | None = None
     tags: list[str] = Field(default_factory=list)
     mask: str | None = None
     description: str = ""
 
 
-class DatasetIn(BaseModel):
+class DatasetIn(StrictModel):
     """Registration metadata. Send as the `metadata` form field (JSON) next to `file`, or alone with `path`."""
 
     id: str | None = Field(None, description="stable dataset id; required for a new dataset")
@@ -54,8 +55,14 @@ class DatasetIn(BaseModel):
 def _parse_meta(raw: str) -> DatasetIn:
     try:
         return DatasetIn.model_validate(json.loads(raw))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise InvalidInput(f"metadata is not valid: {exc}", code="invalid_metadata") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                           code="invalid_metadata") from None
+    except ValidationError as exc:
+        errors = list(exc.errors())
+        raise InvalidInput(f"metadata is not valid: {describe_errors(errors, DatasetIn)}", code="invalid_metadata",
+                           errors=[{"loc": list(e["loc"]), "msg": describe_error(e, DatasetIn)} for e in errors]
+                           ) from None
 
 
 def _spool(upload: UploadFile, dest_dir: Path, max_bytes: int) -> Path:

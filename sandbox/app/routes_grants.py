@@ -6,26 +6,27 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox import grants
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.schemas import StrictModel
 from sandbox.errors import InvalidInput
 from sandbox.store.models import Grant, GrantEvent
 
 router = APIRouter(prefix="/v1", tags=["grants"])
 
 
-class ScenarioIn(BaseModel):
+class ScenarioIn(StrictModel):
     name: str
     data_used: str = Field(description="用什么数: what data is used")
     supply: str = Field(description="怎样供数: how it is supplied")
     problem: str = Field(description="解决什么问题: what problem it solves")
 
 
-class GrantIn(BaseModel):
+class GrantIn(StrictModel):
     operator_org_id: str
     scope: str = Field(description="whole, domain or scenario")
     purpose_class: str = Field(description="public_interest or industry")
@@ -40,7 +41,7 @@ class GrantIn(BaseModel):
     column_overrides: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(StrictModel):
     reason: str = Field(min_length=1)
 
 

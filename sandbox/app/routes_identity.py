@@ -11,13 +11,14 @@ from sqlalchemy.orm import Session
 
 from sandbox import identity
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound
 from sandbox.store.models import ApiKey, Organization, Principal
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
 
-class OrgIn(BaseModel):
+class OrgIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     kind: str = Field(description="agency, provider, operator, customer or regulator")
 
@@ -30,7 +31,7 @@ class OrgOut(BaseModel):
     created_at: datetime
 
 
-class PrincipalIn(BaseModel):
+class PrincipalIn(StrictModel):
     org_id: str
     name: str = Field(min_length=1, max_length=200)
     roles: list[str]
@@ -59,7 +60,7 @@ class PrincipalCreated(PrincipalOut):
     key_id: str
 
 
-class KeyIn(BaseModel):
+class KeyIn(StrictModel):
     ttl_days: int | None = Field(None, ge=1)
 
 
@@ -67,7 +68,7 @@ class KeyCreated(KeyOut):
     api_key: str = Field(description="shown once; store it now")
 
 
-class RevokeIn(BaseModel):
+class RevokeIn(StrictModel):
     reason: str = "revoked"
 
 

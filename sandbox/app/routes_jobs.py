@@ -11,13 +11,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.store.models import Grant, Job, JobReview, Run
@@ -25,7 +26,7 @@ from sandbox.store.models import Grant, Job, JobReview, Run
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
-class JobIn(BaseModel):
+class JobIn(StrictModel):
     grant_id: str
     title: str = Field(min_length=1, max_length=300)
     purpose: str = Field(min_length=1)
@@ -33,12 +34,12 @@ class JobIn(BaseModel):
     parameters: dict[str, str] = Field(default_factory=dict, description="$name -> type, e.g. {'d': 'VARCHAR'}")
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(StrictModel):
     decision: str = Field(description="approve or reject")
     comment: str = Field(min_length=1)
 
 
-class RunIn(BaseModel):
+class RunIn(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
