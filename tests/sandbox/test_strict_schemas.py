@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sandbox.app import routes_catalogue, routes_grants, routes_identity, routes_jobs
 from sandbox.app.schemas import StrictModel, describe_error, fields_at
 
+
 def _input_models() -> list[type[BaseModel]]:
     out = []
     for module in (routes_catalogue, routes_grants, routes_identity, routes_jobs):
