@@ -92,6 +92,14 @@ class TablePolicy:
     dataset_id: str = ""
     version: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
+    population: str | None = None  # the entity id space; defaults to the dataset's own (see `entity_population`)
+
+    @property
+    def entity_population(self) -> str | None:
+        """The population (entity id space) this dataset's entity column belongs to, or None without one."""
+        if self.entity_column is None:
+            return None
+        return self.population or self.dataset_id or self.name
 
     def column(self, name: str) -> ColumnPolicy | None:
         """The column called `name` (case-insensitive), if it exists."""
