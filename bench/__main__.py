@@ -170,7 +170,7 @@ def main() -> None:
             g, r, a = statistics.median(g_times), statistics.median(r_times), statistics.median(a_times)
             results.append({"query": name, "title": title, "governed_ms": round(g, 2), "raw_ms": round(r, 2),
                             "ratio": round(g / r, 3), "raw_arrow_ms": round(a, 2), "ratio_arrow": round(g / a, 3),
-                            "result_rows": last["result_rows"], "suppressed_rows": last["suppressed_rows"],
+                            "result_rows": last["result_rows"], "suppressed_cells": last["suppressed_cells"],
                             "threshold_rewrite": "__sluice_entities_" in frozen})
             print(f"{name:4} governed {g:9.1f} ms  raw parquet {r:9.1f} ms ({g / r:5.2f})  "
                   f"raw arrow {a:9.1f} ms ({g / a:5.2f})", flush=True)
@@ -245,7 +245,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     for q in report["queries"]:
         mark = " (k)" if q["threshold_rewrite"] else ""
         lines.append(f"| {q['query']}{mark} | {q['raw_ms']:.1f} | {q['raw_arrow_ms']:.1f} | {q['governed_ms']:.1f} | "
-                     f"{q['ratio']:.3f} | {q['ratio_arrow']:.3f} | {q['result_rows']} | {q['suppressed_rows']} |")
+                     f"{q['ratio']:.3f} | {q['ratio_arrow']:.3f} | {q['result_rows']} | {q['suppressed_cells']} |")
     s = report["small_aggregate"]
     big = [q for q in report["queries"] if q["raw_ms"] > 100]
     worst = max((q["ratio"] for q in big), default=float("nan"))

@@ -37,6 +37,10 @@ class MaskKind(StrEnum):
 
 SENSITIVE_PERSONAL = "sensitive_personal"
 PERSONAL = "personal"
+# Column tags a steward may declare: the two that set default constraints, and descriptive ones. A typo in a tag
+# (`"sensitve_personal"`) would silently leave a column open, so unknown tags are refused.
+KNOWN_TAGS: tuple[str, ...] = (PERSONAL, SENSITIVE_PERSONAL, "identifier", "location", "financial", "health",
+                               "contact", "enterprise")
 
 
 def default_constraint(tags: Iterable[str], *, is_entity: bool = False) -> Constraint:

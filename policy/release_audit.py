@@ -76,6 +76,7 @@ class PopulationAudit:
     def __init__(self, population: str, k: int) -> None:
         self.population = population
         self.k = k
+        self.stored_k = 0  # the largest k recorded in the store for this population (the caller keeps it)
         self.ledgers: dict[str, Ledger] = {}
         self.history: list[tuple[str, BitMap]] = []  # (measure, set) in release order, for rebuilding at a new k
 

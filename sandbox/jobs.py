@@ -52,7 +52,8 @@ def table_policy(grant: Grant, version: DatasetVersion) -> TablePolicy:
                               tags=tuple(c.get("tags") or ()), mask=MaskKind(c["mask"]) if c.get("mask") else None)
                  for c in version.columns)
     return TablePolicy(name=version.dataset_id, columns=cols, entity_column=version.entity_column,
-                       grade=Grade(version.grade), dataset_id=version.dataset_id, version=version.version)
+                       grade=Grade(version.grade), dataset_id=version.dataset_id, version=version.version,
+                       population=version.population)
 
 
 def grant_tables(session: Session, grant: Grant, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:

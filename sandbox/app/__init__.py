@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
+from policy.output import Dominance, DominanceRule
 from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
 from sandbox.app.deps import AppState
 from sandbox.app.middleware import MetricsMiddleware
@@ -20,6 +21,7 @@ from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
 from sandbox.identity import KeyCache
 from sandbox.recorder import Recorder
+from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 from sandbox.tracing import make_tracer
@@ -35,13 +37,17 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     keyring = KeyRing(settings.keys_dir)
     limits = EngineLimits(memory_limit_mb=settings.run_memory_limit_mb, threads=settings.run_threads,
                           timeout_ms=settings.run_timeout_ms, address_space_mb=settings.worker_address_space_mb)
+    dominance = Dominance(rule=DominanceRule(settings.dominance_rule), p=settings.dominance_p,
+                          n=settings.dominance_n, k_percent=settings.dominance_k_percent)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
-                             shared_pool=pool)
+                             shared_pool=pool, dominance=dominance)
+    metrics = make_metrics()
+    releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget, metrics=metrics)
     state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
-                     authorizer=Authorizer(rows), metrics=make_metrics(),
+                     authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
                      tracer=make_tracer(settings.tracing_enabled, span_exporter),
-                     keyring=keyring, engine=engine, runs=run_service)
+                     keyring=keyring, engine=engine, runs=run_service, releases=releases)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ from sandbox.config import Settings
 from sandbox.errors import Forbidden, NotFound, SluiceError, Unauthenticated
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.recorder import Recorder
+from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 
 T = TypeVar("T")
@@ -64,6 +65,7 @@ class AppState:
     keyring: KeyRing
     engine: Engine
     runs: RunService
+    releases: ReleaseService
 
 
 async def app_state(request: Request) -> AppState:

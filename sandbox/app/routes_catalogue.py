@@ -41,6 +41,8 @@ class DatasetIn(StrictModel):
     update_frequency: str
     grade: str
     entity_column: str | None = None
+    population: str | None = Field(None, description="entity id space shared with other datasets (default: the "
+                                   "dataset's own); datasets whose entity columns hold the same ids share one")
     columns: dict[str, ColumnDeclIn] = Field(default_factory=dict)
     provider_org_id: str | None = Field(None, description="defaults to the caller's organization")
     path: str | None = Field(None, description="server-side file under SLUICE_IMPORT_ROOT")
@@ -106,7 +108,7 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
                             delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types)
     dmeta = registry.DatasetMeta(
         title=meta.title, description=meta.description, domain=meta.domain, update_frequency=meta.update_frequency,
-        grade=meta.grade, entity_column=meta.entity_column,
+        grade=meta.grade, entity_column=meta.entity_column, population=meta.population,
         columns={k: registry.ColumnDecl(**v.model_dump()) for k, v in meta.columns.items()})
     try:
         version = registry.register(

@@ -149,14 +149,15 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
     with tracer.start_as_current_span("sluice.run.execute") as span:
         outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
         span.set_attribute("sluice.result_rows", run.result_rows)
-        span.set_attribute("sluice.suppressed_rows", run.suppressed_rows)
-    guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
-               dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
-               suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
-    answer = runs.run_out(run)
     try:
-        with tracer.start_as_current_span("sluice.run.record"):
-            guard.commit_with(session, [run], status=201)  # group commit: run record and audit row together
+        with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
+            guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
+                       dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
+                       result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
+                       suppression=run.suppression, error_code=outcome.error_code)
+            answer = runs.run_out(run)
+            with tracer.start_as_current_span("sluice.run.record"):
+                guard.commit_with(session, [run, *ledger], status=201)  # run, ledger and audit row together
     except IntegrityError:
         earlier = runs.find_idempotent(session, job, caller, run.idempotency_key)
         if earlier is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -15,11 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from disclosure.signing import KeyRing
-from policy.constraints import Constraint, Grade, MaskKind, default_constraint
+from policy.constraints import KNOWN_TAGS, Constraint, Grade, MaskKind, default_constraint
 from sandbox.catalogue import certificates
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.populations import check_population_name
 from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
 
 DATASET_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -47,6 +49,7 @@ class DatasetMeta:
     grade: str
     description: str = ""
     entity_column: str | None = None
+    population: str | None = None
     columns: dict[str, ColumnDecl] = field(default_factory=dict)
 
 
@@ -73,6 +76,25 @@ def _validate_meta(meta: DatasetMeta) -> None:
         raise InvalidInput(f"grade must be one of {', '.join(Grade)}", code="invalid_grade") from None
     if not meta.update_frequency.strip():
         raise InvalidInput("update_frequency must not be empty", code="invalid_update_frequency")
+    if meta.population is not None:
+        if meta.entity_column is None:
+            raise InvalidInput("population names the entity id space of the entity_column; set entity_column too",
+                               code="population_without_entity_column")
+        check_population_name(meta.population)
+    for name, decl in meta.columns.items():
+        for tag in decl.tags:
+            if tag not in KNOWN_TAGS:
+                close = difflib.get_close_matches(tag, KNOWN_TAGS, n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else f"known tags: {', '.join(KNOWN_TAGS)}"
+                raise InvalidInput(f"column {name}: unknown tag {tag!r} ({hint})", code="invalid_tag", column=name,
+                                   tag=tag)
+
+
+def population_of(meta: DatasetMeta, dataset_id: str) -> str | None:
+    """The population a dataset's entity column belongs to: declared, else the dataset's own id space."""
+    if meta.entity_column is None:
+        return None
+    return meta.population or dataset_id
 
 
 def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[str, Any]]:
@@ -95,9 +117,10 @@ def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[st
         except ValueError:
             raise InvalidInput(f"column {col.name}: constraint must be one of {', '.join(Constraint)}",
                                code="invalid_constraint", column=col.name) from None
-        if is_entity and constraint not in (Constraint.JOIN, Constraint.HIDDEN):
-            raise InvalidInput(f"entity column {col.name} is never output; its constraint must be join or hidden",
-                               code="entity_column_exposed", column=col.name)
+        if is_entity and constraint != Constraint.JOIN:
+            raise InvalidInput(f"entity column {col.name} must be `join`: it is never output, compared or grouped, "
+                               "and the threshold counts entities through it (hidden would make every run fail)",
+                               code="entity_column_not_join", column=col.name)
         mask = None
         if decl.mask:
             try:
@@ -207,7 +230,8 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
         version = DatasetVersion(
             dataset_id=dataset_id, version=number, title=meta.title.strip(), description=meta.description,
             domain=meta.domain, update_frequency=meta.update_frequency, grade=meta.grade,
-            entity_column=meta.entity_column, columns=columns, row_count=normalized.row_count,
+            entity_column=meta.entity_column, population=population_of(meta, dataset_id), columns=columns,
+            row_count=normalized.row_count,
             byte_size=normalized.byte_size, source_sha256=normalized.source_sha256,
             source_bytes=normalized.source_bytes, parquet_sha256=normalized.parquet_sha256,
             source_name=source_name, storage_path=str(normalized.path.relative_to(paths.home)),
@@ -224,9 +248,9 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
 
 def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]]) -> bool:
     return (previous.title, previous.description, previous.domain, previous.update_frequency, previous.grade,
-            previous.entity_column, previous.columns) == (
+            previous.entity_column, previous.population, previous.columns) == (
         meta.title.strip(), meta.description, meta.domain, meta.update_frequency, meta.grade, meta.entity_column,
-        columns)
+        population_of(meta, previous.dataset_id), columns)
 
 
 def _reuse(paths: Paths, previous: DatasetVersion, target: Path) -> NormalizedFile:
@@ -268,7 +292,8 @@ def describe(v: DatasetVersion, provider_name: str | None = None) -> Mapping[str
     return {
         "id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
         "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
-        "entity_column": v.entity_column, "row_count": v.row_count, "byte_size": v.byte_size,
+        "entity_column": v.entity_column, "population": v.population, "row_count": v.row_count,
+        "byte_size": v.byte_size,
         "certificate_code": v.certificate_code, "created_at": v.created_at.isoformat(),
         "provider": provider_name,
         "columns": [{k: c.get(k) for k in ("name", "type", "constraint", "tags", "mask", "description")}
