@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.analysis import Analysis, Verdict, analyse
+from policy.analysis import DEFAULT_MAX_SQL_LENGTH, Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
 from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
@@ -134,8 +134,9 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
     analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
     read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
     important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
+    stored = sql if len(sql) <= DEFAULT_MAX_SQL_LENGTH else sql[:DEFAULT_MAX_SQL_LENGTH]  # a refused 40 MiB body
     job = Job(id=new_id("job"), grant_id=grant.id, operator_org_id=grant.operator_org_id, submitted_by=submitted_by,
-              title=title.strip(), purpose=purpose.strip(), sql=sql, parameters=params, state="",
+              title=title.strip(), purpose=purpose.strip(), sql=stored, parameters=params, state="",
               findings=[f.to_dict() for f in analysis.findings], analysis=analysis.to_dict(),
               dataset_versions=read, reviews_required=IMPORTANT_REVIEWS if important else 1, created_at=now)
     session.add(job)

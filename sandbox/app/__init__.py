@@ -15,6 +15,7 @@ from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
 from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
 from sandbox.app.deps import AppState
+from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import MetricsMiddleware
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
@@ -65,5 +66,6 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
         app.include_router(module.router)
 
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
