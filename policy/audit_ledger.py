@@ -113,7 +113,7 @@ class Ledger:
         self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
         self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
-        self.count: list[int] = [0]  # members of each atom, rows without an entity included
+        self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
         self.lrows: dict[int, _LRow] = {}
         self.lcolumns: dict[int, set[int]] = {}
         self.vrows: dict[int, Row] = {}
@@ -245,25 +245,29 @@ class Ledger:
         owners = self.atom_of[members]
         counts = np.bincount(owners, minlength=len(self.weight))
         weighed = np.bincount(owners[members != 0], minlength=len(self.weight))
-        touched = np.flatnonzero(counts).tolist()
+        atoms = len(self.weight)
+        touched = np.flatnonzero(counts)
         budget.spend(len(touched))
-        result: list[int] = []
-        renumber = np.arange(len(self.weight), dtype=np.int64)
+        whole = (counts[touched] == self.count[touched]) & (touched != 0)
+        result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
+        parted = touched[~whole]
+        renumber = np.arange(atoms, dtype=np.int64)
+        fresh = np.arange(atoms, atoms + len(parted), dtype=np.int64)
+        renumber[parted] = fresh
+        if len(self.count) < atoms + len(parted):
+            grown = np.zeros(max(2 * len(self.count), atoms + len(parted)), dtype=np.int64)
+            grown[: len(self.count)] = self.count
+            self.count = grown
+        self.count[fresh] = counts[parted]
+        self.count[parted] -= counts[parted]
+        self.count[0] = 0
         splits: list[tuple[int, int, bool]] = []
-        for atom in touched:
-            if atom != 0 and counts[atom] == self.count[atom]:
-                result.append(atom)  # entirely inside the set
-                continue
-            new = len(self.weight)
-            inside = int(weighed[atom])
+        for atom, new, inside in zip(parted.tolist(), fresh.tolist(), weighed[parted].tolist(), strict=True):
             splits.append((atom, new, self.small(atom)))
             self.weight.append(inside)
-            self.count.append(int(counts[atom]))
             if atom != 0:
                 self.weight[atom] -= inside
-                self.count[atom] -= int(counts[atom])
-            renumber[atom] = new
-            result.append(new)
+        result += fresh.tolist()
         if splits:
             self.atom_of[members] = renumber[owners]
             leaving = [old for old, new, was_small in splits if old != 0 and self._split_columns(old, new, was_small,
@@ -354,10 +358,8 @@ class Ledger:
                 self._save_l(other)
                 target = self.lrows[other]
                 factor = target.row[pivot]
-                _unindex(self.lcolumns, other, target.row)
-                _axpy(target.row, -factor, row, budget)
+                _axpy(target.row, -factor, row, budget, self.lcolumns, other)
                 _axpy(target.y, -factor, y, budget)
-                _index(self.lcolumns, other, target.row)
             self._save_l(pivot)
             self.lrows[pivot] = entry
             _index(self.lcolumns, pivot, row)
@@ -399,9 +401,7 @@ class Ledger:
             self._save_v(other)
             target = self.vrows[other]
             factor = target[pivot]
-            _unindex(self.vcolumns, other, target)
-            _axpy(target, -factor, vector, budget)
-            _index(self.vcolumns, other, target)
+            _axpy(target, -factor, vector, budget, self.vcolumns, other)
             self._changed.add(other)
         self._save_v(pivot)
         self.vrows[pivot] = vector
@@ -530,7 +530,7 @@ class Ledger:
         members = members[members < self.size]
         atoms = np.unique(self.atom_of[members])
         if refined:
-            counts = np.bincount(self.atom_of[members], minlength=len(self.count))
+            counts = np.bincount(self.atom_of[members], minlength=len(self.weight))
             if len(members) < len(entities) or any(counts[a] != self.count[a] or a == 0 for a in atoms.tolist()):
                 raise ValueError("refine every set of a cell before adding the first of them")
         return tuple(atoms.tolist())
@@ -557,17 +557,26 @@ def _div(a: Value, b: Value) -> Value:
     return q.numerator if q.denominator == 1 else q
 
 
-def _axpy(target: Row, factor: Value, source: Row, budget: Budget) -> None:
-    """target += factor * source, dropping zeros (ints stay ints; Fractions with denominator 1 become ints)."""
+def _axpy(target: Row, factor: Value, source: Row, budget: Budget, columns: dict[int, set[int]] | None = None,
+          pivot: int = 0) -> None:
+    """target += factor * source, dropping zeros (ints stay ints; Fractions with denominator 1 become ints).
+
+    With `columns`, the column index of the row `pivot` (target) is kept up to date for entries that appear or vanish.
+    """
     budget.spend(len(source))
     for key, value in source.items():
-        updated = target.get(key, 0) + factor * value
+        before = target.get(key, 0)
+        updated = before + factor * value
         if updated:
             if type(updated) is Fraction and updated.denominator == 1:
                 updated = updated.numerator
             target[key] = updated
-        else:
-            target.pop(key, None)
+            if columns is not None and not before:
+                columns.setdefault(key, set()).add(pivot)
+        elif before:
+            del target[key]
+            if columns is not None:
+                columns[key].discard(pivot)
 
 
 def _index(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
