@@ -82,7 +82,7 @@ class VerifierKey:
 
 def parse_verifier_key(text: str) -> VerifierKey:
     """Read a C2SP verifier key string (`name+hash+base64key`)."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise CheckpointError("a verifier key is <name>+<hex hash>+<base64 key>", code="invalid_public_key")
     name, hash_hex, b64 = parts
