@@ -13,8 +13,10 @@ from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, require
+from disclosure.checkpoint import verifier_key
+from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, public, require
 from sandbox.app.schemas import StrictModel, describe_error, describe_errors
+from sandbox.audit import AuditDraft
 from sandbox.catalogue import certificates, registry
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, resolve_import_path
@@ -193,11 +195,13 @@ def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(re
 
 
 @router.get("/catalogue")
-def public_catalogue(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def public_catalogue(audit: AuditDraft = Depends(public("catalogue:read")), session: Session = Depends(db_session)
+                     ) -> list[dict[str, Any]]:
     """The public catalogue: what exists, its grade and certificate; no schemas' values, no data."""
     names = _provider_names(session)
     rows = session.execute(select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
                            .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)).all()
+    audit.note(datasets_listed=len(rows))
     return [{"id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
              "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
              "provider": names.get(d.provider_org_id), "certificate_code": v.certificate_code,
@@ -205,7 +209,7 @@ def public_catalogue(session: Session = Depends(db_session)) -> list[dict[str, A
 
 
 @router.get("/domains")
-def domains() -> list[dict[str, str]]:
+def domains(audit: AuditDraft = Depends(public("domains:read"))) -> list[dict[str, str]]:
     """Data domains (codes with English and Chinese names)."""
     return [{"code": k, "name": en, "name_zh": zh} for k, (en, zh) in DOMAINS.items()]
 
@@ -218,9 +222,11 @@ def _certificate(session: Session, code: str) -> Certificate:
 
 
 @router.get("/certificates/{code}")
-def verify_certificate_online(code: str, session: Session = Depends(db_session),
-                              state: AppState = Depends(app_state)) -> dict[str, Any]:
+def verify_certificate_online(code: str, audit: AuditDraft = Depends(public("certificate:verify")),
+                              session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                              ) -> dict[str, Any]:
     """Verify a certificate online: signature, key and agreement with the registry."""
+    audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
     keyring = state.keyring
     check = certificates.verify_certificate_document(cert.document.encode("utf-8"),
@@ -231,6 +237,9 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
     matches = bool(check.valid and provider is not None and check.body is not None
                    and all(check.body.get(k) == v for k, v in
                            registry.certificate_metadata(version, provider).items()))
+    audit.note(dataset=cert.dataset_id, version=cert.version, valid=bool(check.valid and matches),
+               check=check.reason)
+    audit.resource_org_id = ds.provider_org_id if ds else None
     return {"code": code, "valid": bool(check.valid and matches),
             "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
             "kid": cert.kid, "issued_at": cert.issued_at.isoformat(), "dataset": cert.dataset_id,
@@ -238,29 +247,38 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
 
 
 @router.get("/certificates/{code}/document")
-def certificate_document(code: str, session: Session = Depends(db_session)) -> Response:
+def certificate_document(code: str, audit: AuditDraft = Depends(public("certificate:read")),
+                         session: Session = Depends(db_session)) -> Response:
     """The signed certificate file, for offline verification."""
+    audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
+    audit.note(dataset=cert.dataset_id, version=cert.version)
     return Response(cert.document.encode("utf-8"), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{code}.json"'})
 
 
 @router.get("/certificates/{code}/qr.png")
-def certificate_qr(code: str, session: Session = Depends(db_session), state: AppState = Depends(app_state)
-                   ) -> Response:
+def certificate_qr(code: str, audit: AuditDraft = Depends(public("certificate:read")),
+                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
     """A QR code with the certificate code and its public verification URL."""
+    audit.resource = f"certificate/{code}/qr.png"
     cert = _certificate(session, code)
     url = f"{state.settings.public_url.rstrip('/')}/v1/certificates/{cert.code}"
     return Response(certificates.qr_png(cert.code, url), media_type="image/png")
 
 
 @router.get("/keys")
-def public_keys(state: AppState = Depends(app_state)) -> dict[str, Any]:
-    """Public verification keys by signing context and key id (PEM)."""
+def public_keys(audit: AuditDraft = Depends(public("keys:read")), state: AppState = Depends(app_state)
+                ) -> dict[str, Any]:
+    """Public verification keys by signing context and key id (PEM); `checkpoint_verifier_keys` gives the
+    checkpoint keys as C2SP verifier key strings named by the log's origin."""
     keyring = state.keyring
     out: dict[str, Any] = {}
     for context in ("certificate", "checkpoint", "disclosure"):
         out[context] = {kid: keyring.public_key_pem(context, kid).decode("ascii")
                         for kid in keyring.public_keys(context)}
+    origin = state.settings.resolved_log_origin
+    out["checkpoint_verifier_keys"] = {kid: verifier_key(origin, key)
+                                       for kid, key in keyring.public_keys("checkpoint").items()}
     return out
 

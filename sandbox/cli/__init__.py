@@ -367,16 +367,6 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
         raise typer.Exit(1)
 
 
-# --- audit -----------------------------------------------------------------------------------------------
-
-@audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option()] = 50, after_id: Annotated[int, typer.Option()] = 0,
-               as_json: JsonOpt = False) -> None:
-    """Read the audit trail."""
-    call(lambda c: c.get("/v1/audit", params={"limit": limit, "after_id": after_id}), as_json,
-         columns=["id", "at", "via", "actor_id", "action", "decision", "code", "reason"])
-
-
 # --- jobs and runs ---------------------------------------------------------------------------------------
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -452,6 +442,9 @@ def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--out
                 quiet=True)
     output.write_bytes(data)
     emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
+
+
+from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)
 
 
 def main() -> None:

@@ -66,8 +66,8 @@ def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -
     assert reg["row_count"] == 20
     listed = _json(cli("datasets", "list", "--json", key=steward))
     assert [d["id"] for d in listed] == ["weather"]
-    audit = _json(cli("audit", "list", "--json", "--limit", "200", key=admin))
-    assert {a["via"] for a in audit if a["action"] == "dataset:create"} == {"cli"}
+    audit = _json(cli("audit", "list", "--json", "--limit", "200", key=admin))["events"]
+    assert {a["actor"]["via"] for a in audit if a["action"] == "dataset:create"} == {"cli"}
     # refusals: wrong role, problem code on stdout with --json, exit 1
     refused = cli("orgs", "create", "X", "--kind", "operator", "--json", key=steward, code=1)
     assert _json(refused)["error"]["code"] == "permission_denied"
