@@ -129,7 +129,7 @@ def test_deleted_swapped_and_truncated_exports_fail(api: Api, world: dict[str, A
     key = [_key(api)]
     deleted = verify_export(_join(lines[:5] + lines[6:]), key)
     assert not deleted.ok and deleted.first_bad_entry == 4 and "missing" in deleted.problems[0]
-    swapped = verify_export(_join(lines[:5] + [lines[6], lines[5]] + lines[7:]), key)
+    swapped = verify_export(_join([*lines[:5], lines[6], lines[5], *lines[7:]]), key)
     assert not swapped.ok and swapped.first_bad_entry == 4 and "out of order" in swapped.problems[0]
     truncated = verify_export(_join(lines[:-3]), key)
     assert not truncated.ok and "truncated" in truncated.problems[0]
