@@ -430,17 +430,59 @@ def record_unaudited(request: Request, exc: BaseException) -> None:
 
 
 def finalize_routes(app: FastAPI) -> None:
-    """Run every dependency with `yield` in function scope: its exit code (the audit record, the commit)
-    runs before the response is sent, so a failed commit fails the request instead of following a 2xx."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    """Run every dependency with `yield` in function scope: its exit code (the audit record, the commit) then
+    runs before the response is sent, so a failed commit fails the request instead of following a 2xx.
+
+    FastAPI takes a dependency's scope from its `Depends(...)` marker, so the markers in every endpoint's
+    signature (and in its dependencies' signatures) are switched before the app serves its first request.
+    """
+    seen: set[int] = set()
+    for route in _all_routes(list(app.routes)):
+        _function_scope(route.endpoint, seen)
         stack = list(route.dependant.dependencies)
         while stack:
             dep = stack.pop()
             if _is_generator(dep.call):
                 dep.scope = "function"
             stack.extend(dep.dependencies)
+
+
+def _all_routes(routes: list[Any]) -> list[APIRoute]:
+    out: list[APIRoute] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            out += _all_routes(list(original.routes))
+        elif isinstance(route, APIRoute):
+            out.append(route)
+    return out
+
+
+def _function_scope(call: Any, seen: set[int]) -> None:
+    import inspect
+    import typing
+
+    from fastapi import params
+
+    if call is None or id(call) in seen:
+        return
+    seen.add(id(call))
+    target = call.__init__ if inspect.isclass(call) else call
+    try:
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(target, include_extras=True)
+    except (TypeError, ValueError, NameError):
+        return
+    for name, parameter in signature.parameters.items():
+        markers = [parameter.default, *getattr(hints.get(name), "__metadata__", ())]
+        for marker in markers:
+            if isinstance(marker, params.Depends):
+                dependency = marker.dependency
+                if dependency is None and inspect.isclass(hints.get(name)):
+                    dependency = hints[name]
+                if _is_generator(dependency) and marker.scope != "function":
+                    object.__setattr__(marker, "scope", "function")  # frozen marker, read when routes build
+                _function_scope(dependency, seen)
 
 
 def _is_generator(call: Any) -> bool:

@@ -65,7 +65,8 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
         phase_spans(state.tracer, sub.analysis.timings)
     job = sub.job
     guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
-               auto_approved=sub.auto_approved, datasets=sorted(job.dataset_versions),
+               auto_approved=sub.auto_approved, datasets=sorted(job.dataset_versions), title=job.title,
+               purpose=job.purpose,
                sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest())
     guard.audit.resource = f"job/{job.id}"
     if job.state == jobs.JobState.REJECTED:
