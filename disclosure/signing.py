@@ -127,12 +127,39 @@ def verify(signature: Signature, payload: bytes, public_keys: Mapping[str, Ed255
 
 def canonical_json(obj: Any) -> bytes:
     """Canonical JSON: keys sorted by code point, no spaces, UTF-8; only str/int/bool/None/list/dict."""
-    _check_canonical(obj, "$")
+    if not _plainly_canonical(obj):
+        _check_canonical(obj, "$")  # the slow walk: accepts subclasses, or names the offending path
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise SigningError("Canonical JSON cannot hold lone surrogate characters.", code="not_canonical_json") from None
+
+
+def _plainly_canonical(obj: Any) -> bool:
+    """Fast check (no paths, exact types only) that `obj` holds only canonical-JSON values."""
+    stack = [obj]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -MAX_JSON_INT <= item <= MAX_JSON_INT:
+                continue
+            return False
+        if kind is dict:
+            for key, value in item.items():
+                if type(key) is not str:
+                    return False
+                push(value)
+            continue
+        if kind is list:
+            extend(item)
+            continue
+        return False
+    return True
 
 
 def _check_canonical(obj: Any, where: str) -> None:

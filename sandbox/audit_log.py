@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +44,7 @@ log = logging.getLogger("sluice.audit_log")
 STATE_ID = 1
 _EVENTS = AuditEvent.__table__
 _NODES = AuditLogNode.__table__
+_SET_SEQ = _EVENTS.update().where(_EVENTS.c.id == bindparam("b_id")).values(seq=bindparam("b_seq"))
 
 
 class SqlNodes:
@@ -115,8 +116,8 @@ class AuditLog:
         frontier = {level: border[(level, index)] for level, index in frontier_keys(head.size)}
         leaves = [leaf_hash(canonical_json(leaf_record(row, head.size + i))) for i, row in enumerate(pending)]
         done = append_leaves(head.size, frontier, leaves)
-        session.execute(update(AuditEvent), [{"id": row["id"], "seq": head.size + i} for i, row in enumerate(pending)])
-        session.execute(insert(AuditLogNode), [{"id": node_id(*key), "hash": value} for key, value in done.nodes])
+        session.execute(_SET_SEQ, [{"b_id": row["id"], "b_seq": head.size + i} for i, row in enumerate(pending)])
+        session.execute(_NODES.insert(), [{"id": node_id(*key), "hash": value} for key, value in done.nodes])
         session.execute(update(AuditLogState).where(AuditLogState.id == STATE_ID)
                         .values(size=done.size, root=done.root, updated_at=self.clock.now()))
         return len(pending)
