@@ -125,9 +125,13 @@ def verify(signature: Signature, payload: bytes, public_keys: Mapping[str, Ed255
     return True
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Canonical JSON: keys sorted by code point, no spaces, UTF-8; only str/int/bool/None/list/dict."""
-    if not _plainly_canonical(obj):
+def canonical_json(obj: Any, *, checked: bool = False) -> bytes:
+    """Canonical JSON: keys sorted by code point, no spaces, UTF-8; only str/int/bool/None/list/dict.
+
+    `checked=True` skips the value check for data the caller built from canonical-safe values (the audit
+    sequencer's records); the bytes are the same either way.
+    """
+    if not checked and not _plainly_canonical(obj):
         _check_canonical(obj, "$")  # the slow walk: accepts subclasses, or names the offending path
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     try:
