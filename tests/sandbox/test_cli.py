@@ -56,9 +56,12 @@ def _registered(cli, tmp_path: Path, dataset_id: str) -> tuple[str, str, dict[st
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
                                 "grade": "general"}), "utf-8")
-    reg = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", dataset_id, "--json",
-                    key=steward))
-    return admin, steward, reg
+    applied = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", dataset_id, "--json",
+                        key=steward))
+    assert applied["registration_state"] == "applied" and applied["certificate_code"] is None
+    reg = _json(cli("registrations", "certify-now", dataset_id, "1", "--reason", "test set-up", "--json", key=admin))
+    assert reg["state"] == "certified"
+    return admin, steward, reg["metadata"]
 
 
 def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
