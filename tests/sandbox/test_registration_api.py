@@ -251,7 +251,7 @@ def test_certify_now_at_registration_is_agency_admin_only_and_audited_as_a_short
     api = ag.api
     meta = {"id": "quick", "title": "t", "domain": "other", "update_frequency": "monthly", "grade": "general",
             "certify_now": True}
-    files = {"file": ("d.csv", "a,b\n1,2\n".encode())}
+    files = {"file": ("d.csv", b"a,b\n1,2\n")}
     refused = api.call("POST", "/v1/datasets", ag.steward, data={"metadata": json.dumps(meta)}, files=files)
     assert refused.status_code == 403 and refused.json()["code"] == "certify_now_not_allowed"
     plain = {**meta, "certify_now": False, "provider_org_id": ag.provider}
