@@ -12,7 +12,16 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
-from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
+from sandbox.app import (
+    problems,
+    routes_catalogue,
+    routes_grants,
+    routes_identity,
+    routes_jobs,
+    routes_quality,
+    routes_registrations,
+    routes_system,
+)
 from sandbox.app.deps import AppState
 from sandbox.app.middleware import MetricsMiddleware
 from sandbox.clock import Clock, SystemClock
@@ -56,7 +65,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
+    for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
+                   routes_grants, routes_jobs):
         app.include_router(module.router)
 
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
