@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     unauthenticated_burst: int = Field(
         60, description="How many unauthenticated requests one client address may make at once."
     )
+    registration_notice_seconds: int = Field(
+        14 * 86400, ge=0, description="Length of a registration's public notice (公示), in seconds; default 14 days "
+        "(10 working days). See docs/registration.md."
+    )
+    quality_report_deadline_days: int = Field(
+        10, ge=1, description="Days a provider has to answer a quality report before it is flagged to the agency "
+        "as overdue."
+    )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     test_database_url: str | None = Field(
         None, description="Tests only: a PostgreSQL URL; store tests then also run against it."

@@ -19,6 +19,8 @@ from sandbox.app import (
     routes_grants,
     routes_identity,
     routes_jobs,
+    routes_quality,
+    routes_registrations,
     routes_system,
 )
 from sandbox.app.deps import AppState, finalize_routes, record_unaudited
@@ -75,7 +77,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app, record_unaudited)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs, routes_audit):
+    for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
+                   routes_grants, routes_jobs, routes_audit):
         app.include_router(module.router)
     finalize_routes(app)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)

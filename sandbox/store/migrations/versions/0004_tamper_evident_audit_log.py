@@ -1,7 +1,7 @@
 """tamper-evident audit log: record fields, Merkle nodes, log state, checkpoints, audit permissions
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0006
 Create Date: 2026-11-28 08:20:14.375679
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0002'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
