@@ -104,9 +104,11 @@ def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[in
     import uvicorn
 
     from sandbox.app import create_app
+    from sandbox.logs import configure_json_logging
 
     s = settings()
-    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+    configure_json_logging()  # one JSON line per record, with the trace id (uvicorn's access log is replaced)
+    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
 
 
 @db_app.command("upgrade")
