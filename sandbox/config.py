@@ -65,7 +65,32 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1024 * 1024, description="Largest request body other than a dataset upload, in bytes (413 beyond)."
     )
-    tracing_enabled: bool = Field(False, description="Export OpenTelemetry traces (configured by OTEL_*).")
+    log_origin: str | None = Field(
+        None, description="Origin line of the audit log's checkpoints (C2SP); default: PUBLIC_URL's host and "
+        "path + /audit-log."
+    )
+    checkpoint_interval_seconds: float = Field(
+        60.0, description="`sluice serve` signs a checkpoint this often when the audit log grew; 0 turns the "
+        "schedule off (checkpoints are then made on demand and at period closes only)."
+    )
+    log_integrate_interval_ms: int = Field(
+        500, description="How often `sluice serve` sequences committed audit records into the Merkle log."
+    )
+    unauthenticated_rate_per_minute: int = Field(
+        120, description="Requests per minute one client address may make without a valid API key (public "
+        "routes and failed authentication); 0 disables the limit. Limiting is itself audited."
+    )
+    unauthenticated_burst: int = Field(
+        60, description="How many unauthenticated requests one client address may make at once."
+    )
+    registration_notice_seconds: int = Field(
+        14 * 86400, ge=0, description="Length of a registration's public notice (公示), in seconds; default 14 days "
+        "(10 working days). See docs/registration.md."
+    )
+    quality_report_deadline_days: int = Field(
+        10, ge=1, description="Days a provider has to answer a quality report before it is flagged to the agency "
+        "as overdue."
+    )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     test_database_url: str | None = Field(
         None, description="Tests only: a PostgreSQL URL; store tests then also run against it."
@@ -80,6 +105,16 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The control store URL, defaulting to SQLite inside HOME."""
         return self.database_url or f"sqlite:///{self.resolved_home / 'sluice.db'}"
+
+    @property
+    def resolved_log_origin(self) -> str:
+        """The audit log's origin: LOG_ORIGIN, or PUBLIC_URL without its scheme + /audit-log."""
+        if self.log_origin:
+            return self.log_origin
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.public_url)
+        return f"{url.netloc}{url.path.rstrip('/')}/audit-log"
 
     @property
     def data_dir(self) -> Path:

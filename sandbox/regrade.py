@@ -5,33 +5,37 @@ its grade, or tightens, masks or removes columns the job reads, a run on the old
 under the looser rules. So at run time the *latest* version's grade and column constraints bound the pinned one;
 a run they no longer allow is refused with `dataset_regraded` (and audited like every refusal).
 
-`latest_bounding_version` is the one place that says which version bounds a pinned one. Today it is the latest
-registered version; once registration becomes a workflow with certification states, it becomes the latest
-certified version.
+`latest_bounding_version` is the one place that says which version bounds a pinned one: the latest *certified*
+version (registration is a workflow; a version still in review or public notice bounds nothing yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policy.constraints import Constraint, Grade, tighten
 from policy.errors import ConstraintLoosening
+from sandbox.catalogue.registry import CERTIFIED
 from sandbox.errors import Refused
 from sandbox.grants import covers, effective_constraints
-from sandbox.store.models import Dataset, DatasetVersion, Grant
+from sandbox.store.models import DatasetVersion, Grant
 
 _GRADE_ORDER = {Grade.GENERAL.value: 0, Grade.IMPORTANT.value: 1, Grade.CORE.value: 2}
 
 
 def latest_bounding_version(session: Session, dataset_ids: Sequence[str]) -> dict[str, int]:
-    """The version that bounds every pinned version of each dataset: today the latest registered one.
+    """The version that bounds every pinned version of each dataset: the latest *certified* one.
 
-    (When registration becomes a workflow, this is where "latest certified version" goes.)
+    A version still in registration (applied, in review, in public notice, rejected) bounds nothing yet; the
+    same rule as `catalogue.registry.latest_certified_version`, for several datasets in one query.
     """
-    rows = session.execute(select(Dataset.id, Dataset.latest_version).where(Dataset.id.in_(list(dataset_ids))))
+    rows = session.execute(
+        select(DatasetVersion.dataset_id, func.max(DatasetVersion.version))
+        .where(DatasetVersion.dataset_id.in_(list(dataset_ids)), DatasetVersion.registration_state == CERTIFIED)
+        .group_by(DatasetVersion.dataset_id))
     return {dataset_id: int(version) for dataset_id, version in rows}
 
 
@@ -89,7 +93,7 @@ def check_regrade(session: Session, grant: Grant, pinned: Mapping[str, DatasetVe
     latest = latest_bounding_version(session, sorted(pinned))
     for dataset_id, version in pinned.items():
         newest = latest.get(dataset_id, version.version)
-        if newest == version.version:
+        if newest <= version.version:
             continue
         key = (grant.id, dataset_id, version.version, newest)
         if key not in cache:

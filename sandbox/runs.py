@@ -12,10 +12,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy.output import Dominance
+from sandbox.catalogue.registry import CERTIFIED, get_version
 from sandbox.errors import Conflict, InvalidInput, Refused
 from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, RunStatus, WorkerPool, scan_stats
 from sandbox.inputs import arrow_copy, prepare_input
@@ -24,6 +26,7 @@ from sandbox.populations import EntityIndex
 from sandbox.regrade import check_regrade
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
+from sandbox.tracing import phase_spans
 
 # status -> statuses it may move to; every final status is final.
 _MOVES: dict[RunStatus | None, frozenset[RunStatus]] = {
@@ -133,6 +136,14 @@ class RunService:
                 self._pool.close()
                 self._pool = None
 
+    def forget_version(self, dataset_id: str, version: int) -> None:
+        """Drop cached coverage and prepared inputs of a dataset version (its registration was revoked)."""
+        with self._lock:
+            for key in [k for k, tables in self.tables.items() if (dataset_id, version) in k[1]]:
+                self.tables.pop(key, None)
+            for pkey in [k for k in self._prepared if k[1:] == (dataset_id, version)]:
+                self._prepared.pop(pkey, None)
+
     def grant_key(self, grant_id: str) -> bytes:
         """The HMAC key for `hash` masks, scoped to one grant (derived from a secret in SLUICE_HOME/keys)."""
         if self._secret is None:
@@ -206,6 +217,9 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
     Coverage of a pinned version depends only on immutable facts (the grant's scope and lists, the version's
     grade), so `service` may cache it; the grant's state and validity are checked on every run.
     """
+    if JobState(job.state) == JobState.STOPPED:
+        raise Refused(f"job {job.id} was stopped: {job.stopped_reason}", code="job_stopped", state=job.state,
+                      reason=job.stopped_reason)
     if JobState(job.state) != JobState.APPROVED or not job.frozen_sql:
         raise Conflict(f"job {job.id} is {job.state}; only approved jobs run", code="job_not_approved",
                        state=job.state)
@@ -217,6 +231,12 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
         service.tables[key] = tables
     missing = sorted(set(job.dataset_versions) - set(tables))
     if missing:
+        for name in missing:
+            pinned = get_version(session, name, job.dataset_versions[name])
+            if pinned.registration_state != CERTIFIED:
+                raise Refused(f"{name} v{pinned.version} is {pinned.registration_state}, not certified: "
+                              f"{pinned.state_reason}", code="dataset_version_not_certified", dataset=name,
+                              version=pinned.version, state=pinned.registration_state)
         raise Refused(f"the grant no longer covers {', '.join(missing)}", code="dataset_not_covered",
                       datasets=missing)
     if job.analysis.get("entity_tables") and not job.analysis.get("release"):
@@ -228,8 +248,13 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
 
 
 def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
-            params: dict[str, Any], now_fn: Any) -> RunOutcome:
-    """Run the frozen SQL on the grant's prepared inputs and fill in the run's record."""
+            params: dict[str, Any], now_fn: Any, tracer: Tracer | None = None) -> RunOutcome:
+    """Run the frozen SQL on the grant's prepared inputs and fill in the run's record.
+
+    With a tracer, the run's phases become child spans of the current span: `sluice.run.queue`, `.execute`,
+    `.output_control` and `.write` (timed in the pool and the worker) and `.meter` (what the run is charged).
+    """
+    tracer = tracer or NoOpTracer()
     prepared = [service.prepared(grant, tables[name]) for name in sorted(tables)]
     inputs = tuple(p[0] for p in prepared)
     fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i in inputs).encode()).hexdigest()[:16]
@@ -239,8 +264,12 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
                    max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
                    result_path=result_path, release=job.analysis.get("release"), dominance=service.dominance)
     outcome = service.pool().run(spec)
-    stats = scan_stats([p[1] for p in prepared],
-                       {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+    phase_spans(tracer, outcome.phases, prefix="sluice.run.")
+    with tracer.start_as_current_span("sluice.run.meter") as span:
+        stats = scan_stats([p[1] for p in prepared],
+                           {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+        span.set_attribute("sluice.rows_scanned", stats.rows)
+        span.set_attribute("sluice.bytes_scanned", stats.bytes)
     set_status(run, RunStatus(outcome.status), now=now_fn(), error_code=outcome.error_code,
                error_message=outcome.error_message)
     run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
@@ -251,6 +280,14 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     run.result_path = str(outcome.result_path.relative_to(service.home)) if outcome.result_path else None
     run.result_sha256 = outcome.result_sha256
     return outcome
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """SHA-256 of a run's parameters as canonical JSON: the audit record keeps this, never the values."""
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":"), default=str,
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def run_out(run: Run) -> dict[str, Any]:

@@ -13,19 +13,31 @@ from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
-from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
-from sandbox.app.deps import AppState
+from sandbox.app import (
+    problems,
+    routes_audit,
+    routes_catalogue,
+    routes_grants,
+    routes_identity,
+    routes_jobs,
+    routes_quality,
+    routes_registrations,
+    routes_system,
+)
+from sandbox.app.deps import AppState, finalize_routes, record_unaudited
 from sandbox.app.limits import RequestLimits
-from sandbox.app.middleware import MetricsMiddleware
+from sandbox.app.middleware import RequestMiddleware
+from sandbox.audit_log import AuditLog, LogScheduler
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
 from sandbox.identity import KeyCache
+from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
-from sandbox.tracing import make_tracer
+from sandbox.tracing import make_tracing
 
 
 def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None,
@@ -42,30 +54,41 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                           n=settings.dominance_n, k_percent=settings.dominance_k_percent)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
                              shared_pool=pool, dominance=dominance)
+    clock = clock or SystemClock()
     metrics = make_metrics()
-    releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget, metrics=metrics)
-    state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
+    releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,
+                              metrics=metrics)
+    tracing = make_tracing(span_exporter)
+    audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
+    scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
+                             checkpoint_seconds=settings.checkpoint_interval_seconds)
+    state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
-                     tracer=make_tracer(settings.tracing_enabled, span_exporter),
-                     keyring=keyring, engine=engine, runs=run_service, releases=releases)
+                     tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service, releases=releases,
+                     audit_log=audit_log, scheduler=scheduler,
+                     limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
+        scheduler.start()
         yield
+        await anyio.to_thread.run_sync(scheduler.stop)
         state.recorder.close()
         run_service.close()
+        tracing.shutdown()
         engine.dispose()
 
     app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan,
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
-    problems.install(app)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
+    problems.install(app, record_unaudited)
+    for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
+                   routes_grants, routes_jobs, routes_audit):
         app.include_router(module.router)
-
+    finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
     return app

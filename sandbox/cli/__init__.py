@@ -104,9 +104,11 @@ def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[in
     import uvicorn
 
     from sandbox.app import create_app
+    from sandbox.logs import configure_json_logging
 
     s = settings()
-    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+    configure_json_logging()  # one JSON line per record, with the trace id (uvicorn's access log is replaced)
+    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
 
 
 @db_app.command("upgrade")
@@ -241,10 +243,15 @@ def datasets_register(
     dataset_id: Annotated[str | None, typer.Option("--id")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
+    provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
+                                                      "--certify-now)")] = None,
+    certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
+                                                                    "certify at once (audited)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a new dataset from a file (uploaded) or a server-side path."""
-    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding})
+    """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
+    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding,
+                                 "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
 
@@ -254,10 +261,12 @@ def datasets_version(
     file: Annotated[Path | None, typer.Argument(help="new data; omit for a metadata-only version")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path")] = None,
+    certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a new version of a dataset."""
-    metadata = _load_meta(meta, {"path": server_path})
+    """File an application for a new version of a dataset."""
+    metadata = _load_meta(meta, {"path": server_path, "certify_now": certify_now or None})
     _upload(f"/v1/datasets/{dataset_id}/versions", metadata, file, as_json)
 
 
@@ -265,7 +274,8 @@ def datasets_version(
 def datasets_list(as_json: JsonOpt = False) -> None:
     """List datasets (latest versions)."""
     call(lambda c: c.get("/v1/datasets"), as_json,
-         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code"])
+         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code",
+                  "registration_state"])
 
 
 @datasets_app.command("show")
@@ -367,16 +377,6 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
         raise typer.Exit(1)
 
 
-# --- audit -----------------------------------------------------------------------------------------------
-
-@audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option()] = 50, after_id: Annotated[int, typer.Option()] = 0,
-               as_json: JsonOpt = False) -> None:
-    """Read the audit trail."""
-    call(lambda c: c.get("/v1/audit", params={"limit": limit, "after_id": after_id}), as_json,
-         columns=["id", "at", "via", "actor_id", "action", "decision", "code", "reason"])
-
-
 # --- jobs and runs ---------------------------------------------------------------------------------------
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -452,6 +452,14 @@ def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--out
                 quiet=True)
     output.write_bytes(data)
     emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
+
+
+from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)
+from sandbox.cli import quality as _quality  # noqa: E402  (sub-apps use `call` defined above)
+from sandbox.cli import registrations as _registrations  # noqa: E402
+
+app.add_typer(_registrations.app, name="registrations")
+app.add_typer(_quality.app, name="quality")
 
 
 def main() -> None:

@@ -17,6 +17,15 @@ from sandbox.cli.client import ApiError, Client
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings, load_settings
 from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
+from sandbox.demo.registration import (
+    DEMO_NOTICE_SECONDS,
+    EXPECTATIONS,
+    FRESHNESS_COLUMNS,
+    FULL_PATH_DATASET,
+    certify_rest,
+    full_workflow,
+    quality_feedback,
+)
 
 
 class DemoError(Exception):
@@ -42,6 +51,7 @@ def dataset_metadata(spec: DatasetSpec) -> dict[str, Any]:
         "columns": {c.name: {"constraint": c.constraint.value, "tags": list(c.tags),
                              "mask": c.mask.value if c.mask else None, "description": c.description}
                     for c in spec.columns},
+        "expectations": EXPECTATIONS.get(spec.id, []), "freshness_column": FRESHNESS_COLUMNS.get(spec.id),
     }
 
 
@@ -61,6 +71,11 @@ class Narrator:
         if not self.as_json:
             self.console.print(f"    {text}")
 
+    def verbatim(self, text: str) -> None:
+        """Print text exactly (no wrapping, no markup): signed notes must survive copy and paste."""
+        if not self.as_json:
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
 
 def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -> dict[str, Any]:
     """Initialize a fresh home, register the synthetic city, set up organizations and grants."""
@@ -69,7 +84,7 @@ def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -
     home = _fresh_home(home)
     base = load_settings()
     settings = Settings(**{**base.model_dump(), "home": home, "database_url": None, "url": None,
-                           "api_key": None})
+                           "api_key": None, "registration_notice_seconds": DEMO_NOTICE_SECONDS})
     say.step(f"Fresh Sluice home at {home} (SQLite control store, DuckDB sandbox). All data is SYNTHETIC.")
     init = init_home(settings, clock)
     assert init.api_key is not None
@@ -117,17 +132,24 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         say.detail(f"{key:16} roles={roles} key_id={created['key_id']}")
     out["api_keys"] = keys
 
-    say.step("The data steward registers five SYNTHETIC city datasets (CSV, normalized to Parquet)")
+    say.step("The data steward files registration applications for five SYNTHETIC city datasets "
+             "(CSV, normalized to Parquet, quality self-checked)")
     files = generate_city(home / "synthetic-input", today=clock.now().date())
     steward = admin.with_key(keys["steward"])
-    certs: dict[str, str] = {}
+    applications: dict[str, int] = {}
     for spec in CITY_DATASETS:
         meta = dataset_metadata(spec)
         meta["provider_org_id"] = orgs["provider"]
         reg = steward.upload("/v1/datasets", meta, files[spec.id])
-        certs[spec.id] = reg["certificate_code"]
-        say.detail(f"{spec.id:14} grade={spec.grade.value:9} rows={reg['row_count']:>6}  "
-                   f"certificate {reg['certificate_code']}")
+        applications[spec.id] = reg["version"]
+        quality = steward.get(f"/v1/datasets/{spec.id}/versions/{reg['version']}/quality")["quality"]
+        failed = [r for r in quality["expectations"] if not r["passed"]]
+        say.detail(f"{spec.id:14} grade={spec.grade.value:9} rows={reg['row_count']:>6}  {reg['registration_state']}; "
+                   f"{len(quality['expectations'])} expectations, {len(failed)} failed; "
+                   f"freshness {quality['freshness']['status']}")
+    out["workflow"] = full_workflow(admin, keys, clock, say)
+    certs = {FULL_PATH_DATASET: out["workflow"]["certificate"]}
+    certs.update(certify_rest(admin, {k: v for k, v in applications.items() if k != FULL_PATH_DATASET}, say))
     out["certificates"] = certs
 
     say.step("The certificate of 'residents' verifies offline; one changed byte does not")
@@ -188,18 +210,58 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         refusals["cross-organization read"] = "NOT REFUSED"
     except ApiError as e:
         refusals["cross-organization read"] = e.code
-    say.detail(f"industry operator reads the health operator's grant: {refusals['cross-organization read']}")
+    say.detail(f"industry operator reads the health operator's grant: {refusals['cross-organization read']} "
+               "(the same answer as for an id that does not exist)")
     out["refusals"] = refusals
     if any(v == "NOT REFUSED" for v in refusals.values()):
         raise DemoError(f"a refusal did not happen: {refusals}")
 
     out["governed_query"] = _governed_queries(admin, keys, grants, say, clock.now().date())
+    out["quality_feedback"] = quality_feedback(admin, keys, say)
 
-    audit = admin.with_key(keys["auditor"]).get("/v1/audit", params={"limit": 1000})
-    say.step(f"The regulator reads the audit trail: {len(audit)} entries, "
-             f"{sum(1 for a in audit if a['decision'] != 'allow')} refusals")
-    out["audit_entries"] = len(audit)
+    out["audit"] = _audit_trail(admin.with_key(keys["auditor"]), say, home)
     return out
+
+
+def _audit_trail(auditor: Client, say: Narrator, home: Path) -> dict[str, Any]:
+    """The regulator reads the log, takes its checkpoint and export, and verifies them offline."""
+    from disclosure.checkpoint import load_verifier_key
+    from disclosure.export import verify_export
+
+    events = auditor.get("/v1/audit/events", params={"latest": 1000})["events"]
+    refusals = [e for e in events if e["decision"] != "allow"]
+    say.step(f"The regulator reads the audit trail: {len(events)} records, {len(refusals)} not allowed")
+    for e in refusals[-3:]:
+        say.detail(f"#{e['seq']:<4} {e['action']:14} {e['decision']:8} {e['code'] or '':24} {e['resource']['name']}")
+    vkey_text = next(iter(auditor.get("/v1/keys")["checkpoint_verifier_keys"].values()))
+    export = auditor.get("/v1/audit/export", raw=True)
+    files = {"export": home / "audit-export.jsonl", "checkpoint": home / "audit-checkpoint.txt",
+             "public_key": home / "audit-checkpoint.vkey"}
+    files["export"].write_bytes(export)
+    files["public_key"].write_text(vkey_text + "\n", "utf-8")
+    note = json.loads(export.split(b"\n", 1)[0])["checkpoint"]
+    files["checkpoint"].write_text(note, "utf-8")
+    say.step("The latest checkpoint (C2SP signed note, Ed25519), as any C2SP verifier or witness reads it")
+    say.verbatim(note.rstrip("\n"))
+    key = [load_verifier_key(vkey_text.encode())]
+    report = verify_export(export, key)
+    say.step(f"Offline verification of the export ({files['export'].name}) against the checkpoint key "
+             f"({files['public_key'].name}), as `sluice audit verify` does")
+    say.detail(f"{'OK' if report.ok else 'FAILED'}: {report.entries} records, tree size {report.tree_size}")
+    lines = export.split(b"\n")
+    victim = len(lines) // 2
+    at = lines[victim].index(b'"decision":"') + len(b'"decision":"')
+    lines[victim] = lines[victim][:at] + bytes([lines[victim][at] ^ 0x01]) + lines[victim][at + 1:]
+    tampered = verify_export(b"\n".join(lines), key)
+    say.detail(f"one byte changed in line {victim + 1}: {'OK' if tampered.ok else 'FAILED'} — "
+               f"{tampered.problems[0] if tampered.problems else ''}")
+    if not report.ok or tampered.ok:
+        raise DemoError(f"the audit log did not verify as it should: {report.problems} / {tampered.ok}")
+    say.detail(f"check it yourself: sluice audit verify {files['export']} --public-key {files['public_key']}")
+    return {"records": len(events), "refusals": len(refusals), "tree_size": report.tree_size,
+            "verified": report.ok, "tampered_detected": not tampered.ok,
+            "tampered_entry": tampered.first_bad_entry, "files": {k: str(v) for k, v in files.items()},
+            "checkpoint": note}
 
 
 HEALTH_COST_SQL = """SELECT r.district,

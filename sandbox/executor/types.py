@@ -78,6 +78,8 @@ class RunOutcome:
     error_code: str | None
     error_message: str | None
     internal_detail: str | None = field(default=None, repr=False, compare=False)
+    phases: tuple[tuple[str, int, int], ...] = field(default=(), repr=False, compare=False)
+    """(phase, start, end) in epoch ns: queue, execute, output_control, write (for tracing)."""
     suppression: Mapping[str, int] = field(default_factory=dict)  # reason -> cells
     pending: PendingRelease | None = field(default=None, repr=False, compare=False)
 

@@ -97,10 +97,16 @@ class DatasetVersion(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     domain: Mapped[str] = mapped_column(String(40))
     update_frequency: Mapped[str] = mapped_column(String(40))
+    # The free text a version registered before update frequencies became an enum declared (signed in its
+    # certificate); set only by migration 0006 when the mapping changed the text.
+    update_frequency_legacy: Mapped[str | None] = mapped_column(String(40), nullable=True)
     grade: Mapped[str] = mapped_column(String(20))
     entity_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
     population: Mapped[str | None] = mapped_column(String(64), nullable=True)
     columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    expectations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    freshness_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     row_count: Mapped[int] = mapped_column(BigInteger)
     byte_size: Mapped[int] = mapped_column(BigInteger)
     source_sha256: Mapped[str] = mapped_column(String(64))
@@ -108,11 +114,84 @@ class DatasetVersion(Base):
     parquet_sha256: Mapped[str] = mapped_column(String(64))
     source_name: Mapped[str] = mapped_column(String(300))
     storage_path: Mapped[str] = mapped_column(String(500))
-    certificate_code: Mapped[str] = mapped_column(String(32), unique=True)
+    certificate_code: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(40))
+    # Registration workflow (sandbox/catalogue/registration.py is the only writer of these).
+    registration_state: Mapped[str] = mapped_column(String(20), index=True)
+    registration_path: Mapped[str] = mapped_column(String(20))
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    return_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    accepted_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    review_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notice_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notice_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    certified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
+
+
+class RegistrationEvent(Base):
+    """Append-only history of a version's registration: every transition, objection and resolution."""
+
+    __tablename__ = "registration_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(30))
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RegistrationObjection(Base):
+    """An objection (异议) filed during public notice; its resolution is public, its text is not."""
+
+    __tablename__ = "registration_objections"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    filed_by: Mapped[str] = mapped_column(String(40))
+    filer_org_id: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    filed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class QualityReport(Base):
+    """A quality problem found in use (质量问题反馈); readable only by the provider and the agency."""
+
+    __tablename__ = "quality_reports"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    filed_by: Mapped[str] = mapped_column(String(40))
+    filer_org_id: Mapped[str] = mapped_column(String(40))
+    category: Mapped[str] = mapped_column(String(30))
+    column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    answer_reason: Mapped[str] = mapped_column(Text, default="")
+    fixed_in_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Certificate(Base):
@@ -126,6 +205,8 @@ class Certificate(Base):
     kid: Mapped[str] = mapped_column(String(32))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     document: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_certificates_year_seq"),)
 
@@ -168,23 +249,76 @@ class GrantEvent(Base):
 
 
 class AuditEvent(Base):
-    """Append-only record of every access decision and its outcome (until the Merkle audit log lands)."""
+    """One audit record: an access decision or a change of governance state (see docs/audit-log.md).
+
+    Requests insert rows with `seq` unset, in the transaction of the change they describe; the sequencer
+    (sandbox.audit_log) then gives each committed row the next gapless `seq` and appends its canonical JSON to
+    the Merkle log. A row with a `seq` never changes again.
+    """
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
-    actor_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    actor_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    actor_key_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
     via: Mapped[str] = mapped_column(String(10))
-    action: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(60), index=True)
     resource: Mapped[str] = mapped_column(String(200), default="")
+    resource_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     decision: Mapped[str] = mapped_column(String(10))
     rule: Mapped[str] = mapped_column(String(200), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     code: Mapped[str | None] = mapped_column(String(60), nullable=True)
     status: Mapped[int] = mapped_column(Integer)
+    grant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    datasets: Mapped[str] = mapped_column(Text, default="")
+    sql_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rows: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (UniqueConstraint("seq", name="uq_audit_events_seq"),)
+
+
+class AuditLogNode(Base):
+    """A perfect-subtree hash of the audit log's Merkle tree; `id` = level << 56 | index (disclosure.proofs)."""
+
+    __tablename__ = "audit_log_nodes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditLogState(Base):
+    """The one row the sequencer locks: how many records the tree holds and its root."""
+
+    __tablename__ = "audit_log_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the audit log, with why it was made."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    kid: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("timestamp", name="uq_audit_checkpoints_timestamp"),)
 
 
 class Job(Base):
@@ -202,6 +336,7 @@ class Job(Base):
     parameters: Mapped[dict[str, str]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(20))
     rejection_source: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    stopped_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     analysis: Mapped[dict[str, Any]] = mapped_column(JSON)
     dataset_versions: Mapped[dict[str, int]] = mapped_column(JSON)

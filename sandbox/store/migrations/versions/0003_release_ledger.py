@@ -1,7 +1,7 @@
 """release ledger, dataset populations, suppression per cell
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-23 09:30:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0003'
-down_revision = '0002'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
