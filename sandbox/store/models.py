@@ -432,7 +432,9 @@ class ReleaseCell(Base):
     operator_org_id: Mapped[str] = mapped_column(String(40))
     k: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    entity_set: Mapped[ReleaseSet | None] = relationship(lazy="raise")  # set when the set is new (insert order)
+    # relationships only order the inserts (the run and a new set before the cell); never loaded
+    entity_set: Mapped[ReleaseSet | None] = relationship(lazy="raise")
+    run: Mapped[Run] = relationship(lazy="raise")
 
     __table_args__ = (ForeignKeyConstraint(["population", "digest"], ["release_sets.population", "release_sets.digest"],
                                            name="fk_release_cells_set"),)

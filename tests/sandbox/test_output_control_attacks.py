@@ -172,22 +172,22 @@ def test_a_nul_byte_in_a_path_is_a_bad_request(api: Api, attack: dict[str, Any])
 def test_a_dataset_regraded_core_stops_jobs_approved_on_the_older_version(api: Api, attack: dict[str, Any]) -> None:
     job = submit(api, attack["key"], attack["grant"], "SELECT district, sum(income) AS s FROM people GROUP BY 1")
     run(api, attack["key"], job["id"])
-    meta = {"title": "Test data", "domain": "other", "update_frequency": "monthly", "grade": "core",
-            **{k: v for k, v in PEOPLE_META.items() if k != "column_types"}}
-    api.ok("POST", "/v1/datasets/people/versions", attack["steward"], data={"metadata": json.dumps(meta)})
+    meta = {k: v for k, v in PEOPLE_META.items() if k != "column_types"}
+    pending = api.new_version(attack["steward"], "people", certify=False, grade="core", **meta)
+    run(api, attack["key"], job["id"])  # a version still in registration bounds nothing yet
+    api.certify("people", pending["version"])
     resp = api.call("POST", f"/v1/jobs/{job['id']}/runs", attack["key"], json={"params": {}})
     assert resp.status_code == 422 and resp.json()["code"] == "dataset_regraded"
     _, regulator = api.actor("regulator", "regulator")
-    audit = api.ok("GET", "/v1/audit", regulator, params={"limit": 1000})
+    audit = api.ok("GET", "/v1/audit/events", regulator, params={"limit": 1000})["events"]
     assert any(a["action"] == "run:create" and a["code"] == "dataset_regraded" for a in audit)
 
 
 def test_a_column_tightened_to_hidden_stops_jobs_that_read_it(api: Api, attack: dict[str, Any]) -> None:
     job = submit(api, attack["key"], attack["grant"], "SELECT district, sum(income) AS s FROM people GROUP BY 1")
-    meta = {"title": "Test data", "domain": "other", "update_frequency": "monthly", "grade": "general",
-            **{k: v for k, v in PEOPLE_META.items() if k != "column_types"}}
+    meta = {k: v for k, v in PEOPLE_META.items() if k != "column_types"}
     meta["columns"] = {**PEOPLE_META["columns"], "income": {"constraint": "hidden"}}
-    api.ok("POST", "/v1/datasets/people/versions", attack["steward"], data={"metadata": json.dumps(meta)})
+    api.new_version(attack["steward"], "people", **meta)
     resp = api.call("POST", f"/v1/jobs/{job['id']}/runs", attack["key"], json={"params": {}})
     assert resp.status_code == 422 and resp.json()["code"] == "dataset_regraded"
     other = submit(api, attack["key"], attack["grant"], "SELECT district, count(*) AS n FROM people GROUP BY 1")
