@@ -228,6 +228,13 @@ def test_leave_one_out_groups_recover_nothing(api: Api, attack: dict[str, Any]) 
         record, rows = run(api, attack["key"], job["id"], p=f"1380000{i:04d}")
         assert rows[0]["s"] is None and marker(rows[0]) == {"s": "difference_audit"}, (i, rows)
         assert record["suppression"] == {"difference_audit": 1}
+    _, regulator = api.actor("regulator", "regulator")
+    events = api.ok("GET", "/v1/audit/events", regulator, params={"limit": 1000})["events"]
+    last = [e for e in events if e["action"] == "run:create"][-1]
+    assert last["rows"]["suppressed_cells"] == 1 and last["detail"]["suppression"] == {"difference_audit": 1}
+    metrics = api.http.get("/metrics").text
+    assert 'sluice_suppressed_cells_total{reason="difference_audit"} 3.0' in metrics
+    assert 'sluice_release_ledger_cells{population="attack_people"}' in metrics
 
 
 def test_two_in_lists_that_differ_by_one_person_recover_nothing(api: Api, attack: dict[str, Any]) -> None:
