@@ -1,7 +1,9 @@
 """Run the benchmark: `python -m bench [--sf 1] [--reps 5] [--small-reps 200] [--seconds 10] [--log-only]`.
 
 The audit-log benchmark (bench/audit_log.py: appends/s, proof latency at 10^4..10^6, the log's cost per run)
-runs after the TPC-H part, or alone with `--log-only`.
+runs after the TPC-H part, or alone with `--log-only`; then the release-audit benchmark (bench/release_audit.py:
+audit time per run and ledger size at 10^3, 10^4 and 10^5 released cells over 10^6 entities), or alone with
+`--release-audit-only` (`--release-audit-reduced` for a quick check).
 
 Governed runs go through the full path (HTTP, authentication, grant check, worker, output control and
 recording) of a real `sluice serve`; raw runs execute the same SQL in plain DuckDB over the same Parquet
@@ -139,7 +141,13 @@ def main() -> None:
     parser.add_argument("--log-sizes", default="10000,100000,1000000", help="audit-log tree sizes for proofs")
     parser.add_argument("--log-records", type=int, default=40000, help="audit records in the appends run")
     parser.add_argument("--log-only", action="store_true", help="only the audit-log benchmark (bench.audit_log)")
+    parser.add_argument("--release-audit-only", action="store_true", help="only the release-audit benchmark")
+    parser.add_argument("--release-audit-reduced", action="store_true",
+                        help="release-audit benchmark at ledgers of 10^3 and 3*10^3 cells only")
     args = parser.parse_args()
+    if args.release_audit_only:
+        release_audit_bench(args)
+        return
     if args.log_only:
         from bench import audit_log
 
@@ -183,8 +191,8 @@ def main() -> None:
             g, r, a = statistics.median(g_times), statistics.median(r_times), statistics.median(a_times)
             results.append({"query": name, "title": title, "governed_ms": round(g, 2), "raw_ms": round(r, 2),
                             "ratio": round(g / r, 3), "raw_arrow_ms": round(a, 2), "ratio_arrow": round(g / a, 3),
-                            "result_rows": last["result_rows"], "suppressed_rows": last["suppressed_rows"],
-                            "threshold_rewrite": "__sluice_entities_" in frozen})
+                            "result_rows": last["result_rows"], "suppressed_cells": last["suppressed_cells"],
+                            "threshold_rewrite": "__sluice_i0_n" in frozen})
             print(f"{name:4} governed {g:9.1f} ms  raw parquet {r:9.1f} ms ({g / r:5.2f})  "
                   f"raw arrow {a:9.1f} ms ({g / a:5.2f})", flush=True)
         g_small, r_small = [], []
@@ -220,6 +228,15 @@ def main() -> None:
     from bench import audit_log
 
     audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
+    release_audit_bench(args)
+
+
+def release_audit_bench(args: argparse.Namespace) -> None:
+    """The release audit's cost per run and ledger size (bench/release_audit.py)."""
+    from bench import release_audit
+
+    sizes = [1000, 3000] if args.release_audit_reduced else [1000, 10_000, 100_000]
+    release_audit.write(release_audit.measure(1_000_000, sizes, 5 if args.release_audit_reduced else 20), args.out)
 
 
 def time_analysis(reps: int = 15) -> dict[str, float]:
@@ -254,14 +271,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              f"Medians of {report['reps']} alternating runs per side. Governed = HTTP round trip of "
              "`POST /v1/jobs/{id}/runs` on `sluice serve`; raw = plain DuckDB over the same Parquet, fully fetched.",
              "Raw Arrow = plain DuckDB over the same memory-mapped Arrow inputs the sandbox scans. (k) marks queries "
-             "over entity data, which run with the group-threshold rewrite (extra exact COUNT(DISTINCT entity) "
-             "columns); raw runs the submitted SQL without it.", "",
+             "over entity data, which run with the release rewrite (per-group entity sets and dominance statistics) "
+             "and the release audit; raw runs the submitted SQL without them.", "",
              "| query | raw Parquet ms | raw Arrow ms | governed ms | governed/raw Parquet | governed/raw Arrow "
              "| rows | suppressed |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for q in report["queries"]:
         mark = " (k)" if q["threshold_rewrite"] else ""
         lines.append(f"| {q['query']}{mark} | {q['raw_ms']:.1f} | {q['raw_arrow_ms']:.1f} | {q['governed_ms']:.1f} | "
-                     f"{q['ratio']:.3f} | {q['ratio_arrow']:.3f} | {q['result_rows']} | {q['suppressed_rows']} |")
+                     f"{q['ratio']:.3f} | {q['ratio_arrow']:.3f} | {q['result_rows']} | {q['suppressed_cells']} |")
     s = report["small_aggregate"]
     big = [q for q in report["queries"] if q["raw_ms"] > 100]
     worst = max((q["ratio"] for q in big), default=float("nan"))

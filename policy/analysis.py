@@ -21,12 +21,15 @@ from sqlglot.schema import ensure_schema
 
 from policy import sql_findings as F
 from policy.constraints import TablePolicy
+from policy.output import SUPPRESSED_MARKER
 from policy.sql_findings import Finding, Positions
-from policy.sql_lineage import Lineage
+from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_parse import declared_parameter_types, parse_query
+from policy.sql_release import ReleasePlan
 from policy.sql_resolve import Catalog, resolve
+from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
-from policy.sql_threshold import plan_threshold, rewrite_threshold
+from policy.sql_threshold import plan_threshold
 
 __all__ = ["Analysis", "Finding", "Verdict", "analyse"]
 
@@ -54,6 +57,7 @@ class Analysis:
     output_columns: tuple[str, ...] = ()
     entity_tables: tuple[str, ...] = ()
     parameters: tuple[str, ...] = ()
+    release: ReleasePlan | None = None
     timings: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
     """(phase, start, end) in epoch nanoseconds: `parse` (parse, resolve, type) then `analyse` (rules, rewrite);
     for tracing only, never frozen."""
@@ -81,6 +85,7 @@ class Analysis:
             "output_columns": list(self.output_columns),
             "entity_tables": list(self.entity_tables),
             "parameters": list(self.parameters),
+            "release": self.release.to_dict() if self.release is not None else None,
         }
 
     @classmethod
@@ -97,6 +102,7 @@ class Analysis:
             output_columns=tuple(data.get("output_columns", ())),
             entity_tables=tuple(data.get("entity_tables", ())),
             parameters=tuple(data.get("parameters", ())),
+            release=ReleasePlan.from_dict(data["release"]) if data.get("release") else None,
         )
 
 
@@ -108,6 +114,9 @@ def analyse(sql: str, tables: Mapping[str, TablePolicy], *, parameters: Mapping[
         result = _analyse(sql, tables, parameters, max_sql_length, marks)
     except RecursionError:
         result = _refused([Finding(F.QUERY_TOO_DEEP, "query is nested too deeply to analyse")])
+    except TooComplex as err:
+        result = _refused([Finding(F.QUERY_TOO_COMPLEX, f"the query is too complex to analyse ({err}); simplify "
+                                                        "its expressions")])
     except Exception as err:  # fail closed: an analysis bug must never accept a query
         result = _refused([Finding(F.INTERNAL_ANALYSIS_ERROR,
                                    f"the analyser could not handle this query ({type(err).__name__}); it is refused")])
@@ -177,12 +186,20 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
             F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
             f"{', '.join(facts['entity_tables'])} hold(s) data about individual entities; a row-level query "
             "would show groups of one, so only aggregate queries may read them"))
+    for name in facts["output_columns"]:
+        if name.lower() == SUPPRESSED_MARKER:
+            findings.append(Finding(F.RESERVED_IDENTIFIER, f"the output column name {SUPPRESSED_MARKER} is reserved "
+                                                           "for the suppression marker; rename the column"))
     plan = plan_threshold(lineage, prepared.positions)
     findings += plan.findings
     if findings:
         return _refused(findings, **facts)
-    rewrite_threshold(lineage, plan)
-    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False), **facts)
+    try:
+        release = rewrite_threshold(lineage, plan)
+    except UnsupportedShape as err:
+        return _refused([Finding(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, str(err))], **facts)
+    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False),
+                    release=release, **facts)
 
 
 def _type_parameters(tree: exp.Expr, types: Mapping[str, exp.DataType]) -> None:

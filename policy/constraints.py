@@ -37,6 +37,10 @@ class MaskKind(StrEnum):
 
 SENSITIVE_PERSONAL = "sensitive_personal"
 PERSONAL = "personal"
+# Column tags a steward may declare: the two that set default constraints, and descriptive ones. A typo in a tag
+# (`"sensitve_personal"`) would silently leave a column open, so unknown tags are refused.
+KNOWN_TAGS: tuple[str, ...] = (PERSONAL, SENSITIVE_PERSONAL, "identifier", "location", "financial", "health",
+                               "contact", "enterprise")
 
 
 def default_constraint(tags: Iterable[str], *, is_entity: bool = False) -> Constraint:
@@ -92,6 +96,14 @@ class TablePolicy:
     dataset_id: str = ""
     version: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
+    population: str | None = None  # the entity id space; defaults to the dataset's own (see `entity_population`)
+
+    @property
+    def entity_population(self) -> str | None:
+        """The population (entity id space) this dataset's entity column belongs to, or None without one."""
+        if self.entity_column is None:
+            return None
+        return self.population or self.dataset_id or self.name
 
     def column(self, name: str) -> ColumnPolicy | None:
         """The column called `name` (case-insensitive), if it exists."""

@@ -1,50 +1,271 @@
-"""Output control: the group threshold and the row cap, applied to a result before it leaves the worker.
+"""Output control: the group threshold, the dominance rule and the row cap, applied to a result in the worker.
 
-Contract with SQL analysis: when a query reads a dataset with an `entity_column`, the regenerated SQL adds,
-for each such dataset, one BIGINT column named ``__sluice_entities_<i>`` holding the number of distinct
-entities of that dataset behind the output row. Output control drops every row where any of those counts is
-below k, counts the dropped rows, removes the helper columns, then applies the row cap.
+Contract with SQL analysis (policy/sql_rewrite.py, policy/sql_release.py): a query over entity data comes with a
+`ReleasePlan` and returns, after the user's columns, helper columns per entity instance: entity counts, entity index
+lists and dominance statistics, per group and per contributing condition. Output control then:
+
+1. drops every row whose group covers fewer than k distinct entities of any entity instance (rows without an entity
+   never count); each of its cells counts as suppressed for `k`;
+2. suppresses (sets to NULL) every cell with a component whose contributing rows exist but cover fewer than k
+   entities (`k`: this is also how a cell fed only by rows without an entity is caught), or whose per-entity
+   contributions to a protected column fail the dominance rule (`dominance`);
+3. hands every other cell over to the release audit as `CellRelease`s: per population, the entity set (a
+   serialized Roaring bitmap over the population's dense entity index; 0 stands for rows without an entity) and
+   the ledger measures it releases;
+4. removes the helper columns and applies the row cap (row-level results only).
+
+`finish` adds the suppression marker column and NULLs the cells suppressed later by the audit. Queries without
+entity data have no plan: only the row cap applies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import array
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyroaring import BitMap
 
-ENTITY_COUNT_PREFIX = "__sluice_entities_"
+from policy.sql_release import (
+    ReleasePlan,
+    condition_count,
+    condition_rows,
+    condition_set,
+    group_count,
+    group_set,
+    helper_names,
+    stat_top,
+    stat_total,
+)
+
+SUPPRESSED_MARKER = "sluice_suppressed"
+NO_ENTITY = 0  # the entity index of rows whose entity column is NULL
+
+
+class Reason(StrEnum):
+    """Why a cell was suppressed."""
+
+    K = "k"
+    DOMINANCE = "dominance"
+    DIFFERENCE_AUDIT = "difference_audit"
+    AUDIT_BUDGET_EXCEEDED = "audit_budget_exceeded"
+
+
+class DominanceRule(StrEnum):
+    """The concentration rules statistical offices use."""
+
+    P_PERCENT = "p_percent"
+    NK = "nk"
+
+
+@dataclass(frozen=True)
+class Dominance:
+    """A dominance rule and its parameters (settings; see docs/output-control.md)."""
+
+    rule: DominanceRule = DominanceRule.P_PERCENT
+    p: float = 10.0  # p% rule: sensitive when total - x1 - x2 < p/100 * x1
+    n: int = 2  # (n, k) rule: sensitive when the n largest make up more than k_percent of the total
+    k_percent: float = 85.0
+
+    def __post_init__(self) -> None:
+        if self.n not in (1, 2):
+            raise ValueError("the (n, k) rule supports n = 1 or 2 (the rewrite keeps the two largest contributions)")
+
+    def sensitive(self, top: list[float], total: float) -> bool:
+        """Whether a cell whose largest absolute contributions are `top` (of `total`) is dominated."""
+        if total <= 0 or not top:
+            return False
+        largest = [*sorted(top, reverse=True), 0.0, 0.0]
+        if self.rule == DominanceRule.NK:
+            return sum(largest[: self.n]) > self.k_percent / 100.0 * total
+        return total - largest[0] - largest[1] < self.p / 100.0 * largest[0]
+
+
+@dataclass(frozen=True)
+class CellSet:
+    """One population's part of a released cell: its entity set and the ledger measures it releases."""
+
+    population: str
+    measures: tuple[str, ...]
+    entities: bytes  # BitMap.serialize()
+
+    def bitmap(self) -> BitMap:
+        """The entity set."""
+        return BitMap.deserialize(self.entities)
+
+
+@dataclass(frozen=True)
+class CellRelease:
+    """A cell that passed k and dominance and now goes to the release audit."""
+
+    row: int
+    column: int
+    parts: tuple[CellSet, ...]
+
+
+Marks = dict[tuple[int, int], Reason]
 
 
 @dataclass(frozen=True)
 class ControlledOutput:
-    """A result that passed output control, with what was taken out."""
+    """A result that passed output control, with what was taken out and what the audit must still decide."""
 
     table: pa.Table
-    suppressed_rows: int
+    suppressed: Mapping[str, int]
     truncated_rows: int
+    cells: tuple[CellRelease, ...] = ()
+    marks: Marks = field(default_factory=dict)
+    plan: ReleasePlan | None = None
+
+    @property
+    def suppressed_cells(self) -> int:
+        """Cells suppressed, whatever the reason."""
+        return sum(self.suppressed.values())
 
 
-def entity_count_columns(schema: pa.Schema) -> list[str]:
-    """Names of the helper columns that carry distinct-entity counts."""
-    return [name for name in schema.names if name.startswith(ENTITY_COUNT_PREFIX)]
+def apply_output_control(table: pa.Table, *, k: int, max_rows: int | None, plan: ReleasePlan | None = None,
+                         dominance: Dominance | None = None) -> ControlledOutput:
+    """Threshold, dominance and row cap; cells that pass are listed for the release audit (see module doc)."""
+    if plan is None:
+        truncated = 0
+        if max_rows is not None and table.num_rows > max_rows:
+            truncated = table.num_rows - max_rows
+            table = table.slice(0, max_rows)
+        return ControlledOutput(table=table, suppressed={}, truncated_rows=truncated)
+    return _Control(table, plan, k, dominance or Dominance()).run()
 
 
-def apply_output_control(table: pa.Table, *, k: int, max_rows: int | None) -> ControlledOutput:
-    """Suppress rows covering fewer than `k` distinct entities, drop helper columns, cap the row count."""
-    helpers = entity_count_columns(table.schema)
-    suppressed = 0
-    if helpers:
-        keep = None
-        for name in helpers:
-            col = table.column(name)
-            ok = pc.fill_null(pc.greater_equal(col, pa.scalar(k, col.type)), False)
-            keep = ok if keep is None else pc.and_(keep, ok)
-        before = table.num_rows
-        table = table.filter(keep).drop_columns(helpers)
-        suppressed = before - table.num_rows
-    truncated = 0
-    if max_rows is not None and table.num_rows > max_rows:
-        truncated = table.num_rows - max_rows
-        table = table.slice(0, max_rows)
-    return ControlledOutput(table=table, suppressed_rows=suppressed, truncated_rows=truncated)
+class _Control:
+    def __init__(self, table: pa.Table, plan: ReleasePlan, k: int, dominance: Dominance) -> None:
+        self.table, self.plan, self.k, self.dominance = table, plan, k, dominance
+        self._columns: dict[str, list[Any]] = {}
+        self._lists: dict[str, Callable[[int], np.ndarray | None]] = {}
+
+    def values(self, name: str) -> list[Any]:
+        if name not in self._columns:
+            self._columns[name] = self.table.column(name).to_pylist()
+        return self._columns[name]
+
+    def entities(self, name: str) -> Callable[[int], np.ndarray | None]:
+        if name not in self._lists:
+            self._lists[name] = _list_reader(self.table.column(name))
+        return self._lists[name]
+
+    def run(self) -> ControlledOutput:
+        plan, instances = self.plan, range(len(self.plan.instances))
+        suppressed: Counter[str] = Counter()
+        keep: list[int] = []
+        marks: Marks = {}
+        cells: list[CellRelease] = []
+        for row in range(self.table.num_rows):
+            if any((self.values(group_count(i))[row] or 0) < self.k for i in instances):
+                suppressed[Reason.K] += len(plan.cells)
+                continue
+            out_row = len(keep)
+            keep.append(row)
+            for cell in plan.cells:
+                reason, parts = self._cell(row, cell.components)
+                if reason is not None:
+                    marks[(out_row, cell.index)] = reason
+                    suppressed[reason] += 1
+                elif parts:
+                    cells.append(CellRelease(out_row, cell.index, parts))
+        table = self.table.select(list(range(plan.columns))).take(pa.array(keep, type=pa.int64()))
+        table = _null_cells(table, marks)
+        return ControlledOutput(table=table, suppressed=dict(suppressed), truncated_rows=0, cells=tuple(cells),
+                                marks=marks, plan=plan)
+
+    def _cell(self, row: int, components: tuple[int, ...]) -> tuple[Reason | None, tuple[CellSet, ...]]:
+        parts: list[CellSet] = []
+        dominated = False
+        for index in components:
+            component = self.plan.components[index]
+            c = component.condition
+            if c is not None and not any(self.values(condition_rows(i, c))[row]
+                                         for i in range(len(self.plan.instances))):
+                continue  # no row contributes: the value is NULL or 0 and says nothing about anyone
+            for i in range(len(self.plan.instances)):
+                count = self.values(group_count(i) if c is None else condition_count(i, c))[row]
+                if (count or 0) < self.k:
+                    return Reason.K, ()
+            for j in component.stats:
+                for i in range(len(self.plan.instances)):
+                    top = self.values(stat_top(i, j))[row]
+                    total = self.values(stat_total(i, j))[row]
+                    if top is not None and total is not None and self.dominance.sensitive(
+                            [float(x) for x in top if x is not None], float(total)):
+                        dominated = True
+            if component.kind != "entities":
+                parts += self._parts(row, c, component.measures)
+        if dominated:
+            return Reason.DOMINANCE, ()
+        return None, tuple(parts)
+
+    def _parts(self, row: int, c: int | None, measures: tuple[str, ...]) -> list[CellSet]:
+        sets: dict[str, BitMap] = {}
+        for i, population in enumerate(self.plan.instances):
+            values = self.entities(group_set(i) if c is None else condition_set(i, c))(row)
+            bitmap = BitMap(array.array("I", values.astype(np.uint32).tobytes())) if values is not None else BitMap()
+            sets[population] = sets[population] | bitmap if population in sets else bitmap
+        return [CellSet(population, measures, bitmap.serialize()) for population, bitmap in sorted(sets.items())
+                if len(bitmap)]
+
+
+def _list_reader(column: pa.ChunkedArray) -> Callable[[int], np.ndarray | None]:
+    """Row -> the list's values as a numpy array (None for a NULL list), without making Python objects."""
+    array_ = column.combine_chunks()
+    if isinstance(array_, pa.ChunkedArray):  # pragma: no cover - combine_chunks of an empty column
+        array_ = pa.concat_arrays(array_.chunks) if array_.num_chunks else pa.array([], type=column.type)
+    offsets = array_.offsets.to_numpy()
+    values = array_.values.fill_null(NO_ENTITY).to_numpy(zero_copy_only=False)
+    nulls = array_.is_null().to_numpy(zero_copy_only=False)
+
+    def read(row: int) -> np.ndarray | None:
+        if nulls[row]:
+            return None
+        return values[offsets[row]:offsets[row + 1]]
+
+    return read
+
+
+def _null_cells(table: pa.Table, marks: Marks) -> pa.Table:
+    """`table` with every marked (row, column) cell set to NULL."""
+    by_column: dict[int, list[int]] = {}
+    for row, column in marks:
+        by_column.setdefault(column, []).append(row)
+    for column, rows in by_column.items():
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[rows] = True
+        data = table.column(column)
+        nulled = pc.if_else(pa.array(mask), pa.scalar(None, type=data.type), data)
+        table = table.set_column(column, table.schema.field(column), nulled)
+    return table
+
+
+def finish(table: pa.Table, marks: Marks, later: Marks | None = None) -> pa.Table:
+    """The result as released: cells suppressed `later` (by the audit) set to NULL, and the marker column added.
+
+    The marker column `sluice_suppressed` holds, per row, a JSON object mapping each suppressed column of that row
+    to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was.
+    """
+    later = later or {}
+    table = _null_cells(table, later)
+    names = table.schema.names
+    per_row: dict[int, dict[str, str]] = {}
+    for (row, column), reason in sorted({**marks, **later}.items()):
+        per_row.setdefault(row, {})[names[column]] = str(reason)
+    marker = [json.dumps(per_row[r], ensure_ascii=False, sort_keys=True) if r in per_row else None
+              for r in range(table.num_rows)]
+    return table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
+
+
+def strip_helpers(table: pa.Table, plan: ReleasePlan) -> pa.Table:
+    """The user's columns only (for comparing governed with original SQL in tests)."""
+    return table.drop_columns([n for n in helper_names(plan) if n in table.schema.names])

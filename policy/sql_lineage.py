@@ -23,6 +23,26 @@ from policy.sql_model import ColumnUse, Derived, EquiJoin, Origin, Role, ScopeFa
 from policy.sql_resolve import Catalog
 from policy.sql_types import cast_can_fail, implicitly_cast_text
 
+DEFAULT_WORK_BUDGET = 200_000
+
+
+class TooComplex(Exception):
+    """The analysis spent its work budget: the query is refused as too complex (never a hang)."""
+
+
+class WorkBudget:
+    """A count of analysis steps; spending past the limit raises TooComplex."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, units: int = 1) -> None:
+        """Count `units` steps; raise TooComplex past the limit."""
+        self.spent += units
+        if self.spent > self.limit:
+            raise TooComplex(f"analysis took more than {self.limit} steps")
+
 
 class Clause(StrEnum):
     """The clause of a SELECT an expression sits in."""
@@ -57,7 +77,8 @@ _SIMPLE_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean,
 class Lineage:
     """Lineage of a qualified, allowlisted query: scopes, column uses, equi-joins and problems found."""
 
-    def __init__(self, tree: exp.Query, catalog: Catalog, positions: Positions) -> None:
+    def __init__(self, tree: exp.Query, catalog: Catalog, positions: Positions, *,
+                 budget: WorkBudget | None = None) -> None:
         self.catalog = catalog
         self.positions = positions
         self.uses: list[ColumnUse] = []
@@ -65,6 +86,8 @@ class Lineage:
         self.problems: list[Finding] = []
         self.error_prone: list[tuple[exp.Expr, frozenset[Origin], str]] = []
         self._facts: dict[int, ScopeFacts] = {}
+        self._origins: dict[tuple[int, int], tuple[frozenset[Origin], bool]] = {}
+        self.budget = budget or WorkBudget(DEFAULT_WORK_BUDGET)
         scopes = traverse_scope(tree)
         self.root_scope = scopes[-1]
         self._by_expression = {id(s.expression): s for s in scopes}
@@ -109,7 +132,7 @@ class Lineage:
                 facts.scope.expression))
             return
         left, right = branches
-        facts.outputs = [Derived(a.name, a.origins | b.origins, a.simple and b.simple)
+        facts.outputs = [Derived(a.name, a.origins | b.origins, a.simple and b.simple, a.pure and b.pure)
                          for a, b in zip(left.outputs, right.outputs, strict=True)]
         order = facts.scope.expression.args.get("order")
         for ordered in order.expressions if order else []:
@@ -146,12 +169,14 @@ class Lineage:
         if distinct is not None and distinct.args.get("on") is not None:
             self._visit(distinct.args["on"], _Ctx(Clause.ORDER), facts)
         for projection in select.expressions:
-            origins, simple, bare = self.expression_origins(projection.unalias(), facts)
+            value = projection.unalias()
+            origins, simple, bare = self.expression_origins(value, facts)
+            pure = bare and self.is_pure(value, facts)
             if facts.is_aggregate:
-                origins, simple = frozenset(), True
+                origins, simple, pure = frozenset(), True, False
             elif not bare:
                 origins = frozenset(Origin(o.table, o.column, False) for o in origins)
-            facts.outputs.append(Derived(projection.alias_or_name, origins, simple))
+            facts.outputs.append(Derived(projection.alias_or_name, origins, simple, pure))
 
     # --- expressions -------------------------------------------------------------------------------
     def _visit_predicate(self, condition: exp.Expr, clause: Clause, facts: ScopeFacts) -> None:
@@ -162,8 +187,8 @@ class Lineage:
                 if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.table != right.table:
                     self._implicit_cast(conjunct, facts)
                     ctx = _Ctx(clause, equi=True)
-                    self.equi_joins.append(EquiJoin(self._column(left, ctx, facts),
-                                                    self._column(right, ctx, facts), conjunct))
+                    self.equi_joins.append(EquiJoin(self._column(left, ctx, facts), self._column(right, ctx, facts),
+                                                    conjunct, self.is_pure(left, facts), self.is_pure(right, facts)))
                     continue
             if isinstance(conjunct, exp.In) and conjunct.args.get("query") and not conjunct.expressions:
                 probe = conjunct.this.unnest()
@@ -171,12 +196,15 @@ class Lineage:
                     self._implicit_cast(conjunct, facts)
                     ctx = _Ctx(clause, equi=True)
                     left = self._column(probe, ctx, facts)
-                    right = self._subquery(conjunct.args["query"].unnest(), ctx, facts, conjunct)
-                    self.equi_joins.append(EquiJoin(left, right, conjunct))
+                    query = conjunct.args["query"].unnest()
+                    right = self._subquery(query, ctx, facts, conjunct)
+                    self.equi_joins.append(EquiJoin(left, right, conjunct, self.is_pure(probe, facts),
+                                                    self._pure_subquery(query)))
                     continue
             self._visit(conjunct, _Ctx(clause), facts)
 
     def _visit(self, node: exp.Expr, ctx: _Ctx, facts: ScopeFacts) -> None:
+        self.budget.spend()
         if isinstance(node, exp.Column):
             self._column(node, ctx, facts)
             return
@@ -354,27 +382,54 @@ class Lineage:
         return None
 
     def expression_origins(self, node: exp.Expr, facts: ScopeFacts) -> tuple[frozenset[Origin], bool, bool]:
-        """(base columns, simple, bare) of an expression evaluated in `facts`' scope."""
-        origins: set[Origin] = set()
-        simple = True
-        for child in walk_in_scope(node):
-            if child is not node and isinstance(child, exp.Query):
-                scope = self._by_expression.get(id(child))
-                if scope is not None:
-                    origins.update(o for d in self.facts(scope).outputs for o in d.origins)
-                simple = False
-                continue
-            if isinstance(child, exp.Column) and child.table:
-                resolved = self._derived(facts.scope, child.table, child.name)
-                if resolved is not None:
-                    origins.update(resolved.origins)
-                    simple = simple and resolved.simple
-            elif not isinstance(child, _SIMPLE_NODES) or (
-                    isinstance(child, exp.Div) and _has_column(child.expression)) or (
-                    isinstance(child, exp.Mul) and self._weights_protected(child, facts)):
-                simple = False
+        """(base columns, simple, bare) of an expression evaluated in `facts`' scope.
+
+        Computed bottom-up and memoised per (node, scope), so the cost is linear in the tree (a product of many
+        factors once took exponential time).
+        """
+        origins, simple = self._origins_of(node, facts)
         bare = isinstance(node, exp.Column) and len(origins) == 1 and next(iter(origins)).bare
-        return frozenset(origins), simple, bare
+        return origins, simple, bare
+
+    def _origins_of(self, node: exp.Expr, facts: ScopeFacts) -> tuple[frozenset[Origin], bool]:
+        key = (id(node), id(facts.scope))
+        known = self._origins.get(key)
+        if known is not None:
+            return known
+        self.budget.spend()
+        result: tuple[frozenset[Origin], bool]
+        if isinstance(node, exp.Query):
+            scope = self._by_expression.get(id(node)) or self._by_expression.get(id(node.unnest()))
+            carried = frozenset(o for d in self.facts(scope).outputs for o in d.origins) if scope else frozenset()
+            result = (carried, False)
+        elif isinstance(node, exp.Column) and node.table:
+            resolved = self._derived(facts.scope, node.table, node.name)
+            result = (resolved.origins, resolved.simple) if resolved is not None else (frozenset(), True)
+        else:
+            origins: set[Origin] = set()
+            simple = isinstance(node, _SIMPLE_NODES) and not (
+                isinstance(node, exp.Div) and _has_column(node.expression))
+            for child in node.iter_expressions():
+                child_origins, child_simple = self._origins_of(child, facts)
+                origins.update(child_origins)
+                simple = simple and child_simple
+            if simple and isinstance(node, exp.Mul) and self._weights_protected(node, facts):
+                simple = False
+            result = (frozenset(origins), simple)
+        self._origins[key] = result
+        return result
+
+    def is_pure(self, node: exp.Expr, facts: ScopeFacts) -> bool:
+        """Whether every value of `node` is a base column's value unchanged (a bare column, carried bare)."""
+        if not (isinstance(node, exp.Column) and node.table):
+            return False
+        resolved = self._derived(facts.scope, node.table, node.name)
+        return resolved is not None and resolved.pure and len(resolved.origins) == 1
+
+    def _pure_subquery(self, query: exp.Expr) -> bool:
+        scope = self._by_expression.get(id(query))
+        outputs = self.facts(scope).outputs if scope is not None else []
+        return len(outputs) == 1 and outputs[0].pure and len(outputs[0].origins) == 1
 
     def _weights_protected(self, product: exp.Mul, facts: ScopeFacts) -> bool:
         """Whether a product multiplies a protected (non-open) value by another column (a row weight)."""
@@ -390,7 +445,7 @@ class Lineage:
             source = current.sources.get(alias)
             if isinstance(source, exp.Table):
                 origins = self.resolve(current, alias, name)
-                return Derived(name, origins, True) if origins is not None else None
+                return Derived(name, origins, True, True) if origins is not None else None
             if isinstance(source, Scope):
                 return self.facts(source).output(name)
             current = current.parent

@@ -43,6 +43,7 @@ class Derived:
     name: str
     origins: frozenset[Origin]
     simple: bool
+    pure: bool = False  # every value is a base column's value, unchanged (no literal, parameter or expression)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class EquiJoin:
     left: frozenset[Origin]
     right: frozenset[Origin]
     node: exp.Expr
+    left_pure: bool = True
+    right_pure: bool = True
 
 
 @dataclass

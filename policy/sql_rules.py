@@ -134,16 +134,34 @@ class Rules:
                    or self.catalog.is_entity(o.table, o.column) for o in origins)
 
     def _check_equi_joins(self) -> None:
+        """A join or entity column may be equated only with a join column of a granted dataset, carried bare.
+
+        Never with a literal, a parameter, an expression, or a column derived from one (through any depth of
+        CTE, subquery or set operation): such a side picks exactly who forms each group.
+        """
         for join in self.lineage.equi_joins:
-            sides = (join.left, join.right)
-            if not all(side and all(o.bare for o in side) for side in sides):
+            sides = ((join.left, join.left_pure), (join.right, join.right_pure))
+            flags = [self._is_join_side(side) for side, _ in sides]
+            if not any(flags):
                 continue
-            flags = [self._is_join_side(side) for side in sides]
-            if any(flags) and not all(flags):
-                columns = ", ".join(sorted(self._label(o.table, o.column) for s in sides for o in s))
+            if all(pure and side and all(o.bare and self._is_join_side(frozenset({o})) for o in side)
+                   for side, pure in sides):
+                continue
+            columns = ", ".join(sorted({self._label(o.table, o.column) for side, _ in sides for o in side}))
+            entity = [self._label(o.table, o.column) for side, _ in sides for o in side
+                      if self.catalog.is_entity(o.table, o.column)]
+            readable = all(pure and side and all(o.bare for o in side) for side, pure in sides)
+            if entity and not readable:
+                self._add(F.ENTITY_COLUMN_COMPARED,
+                          f"{', '.join(sorted(set(entity)))} is an entity column: it may only be equated with a join "
+                          "column of a granted dataset, carried unchanged; equating it with literals, parameters, "
+                          "expressions or values derived from them picks exactly who forms each group",
+                          join.node, columns)
+            else:
                 self._add(F.JOIN_COLUMN_JOINED_WITH_NON_JOIN_COLUMN,
-                          f"join columns may only be equated with other join columns ({columns}): matching one "
-                          "against readable values would reveal it", join.node, columns)
+                          f"join columns may only be equated with other join columns, carried unchanged ({columns}): "
+                          "matching one against readable, literal or computed values would reveal it", join.node,
+                          columns)
 
     def _check_error_channels(self) -> None:
         for node, origins, reason in self.lineage.error_prone:

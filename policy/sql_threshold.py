@@ -1,23 +1,15 @@
-"""The group threshold: which query shapes it can be enforced on, and the rewrite that enforces it.
+"""The group threshold: which query shapes it can be enforced on (planning; the rewrite is in sql_rewrite.py).
 
-When a query reads a dataset with an entity column, every output row must cover at least k distinct entities
-of each such dataset. The rewrite adds, to the top-level aggregation, one ``__sluice_entities_<i>`` column per
-(entity dataset instance, contributing row set): ``count(DISTINCT entity)`` for the whole group, and for every
-aggregate whose contributing rows can be narrower than the group (a FILTER clause, or an argument that can be
-NULL) ``coalesce(nullif(count(DISTINCT entity) FILTER (WHERE <contributing>), 0), count(DISTINCT entity))``:
-the number of entities behind that aggregate's value, or the group's count when no row contributes (the
-aggregate is then empty or NULL and says nothing about anyone). Output control (policy/output.py) drops every
-row where any of these counts is below k.
-
-Those are the values; usually they are computed in two passes (`_Split`: one pre-aggregation per entity to
-(group keys, entity) rows, joined back on the keys), which DuckDB runs much faster than several
-count(DISTINCT) FILTERs. The single-pass expressions above are the fallback for shapes the two-pass form does
-not handle. docs/governed-queries.md describes both.
+When a query reads a dataset with an entity column, every released cell must cover at least k distinct entities
+of each such dataset, and it is audited against every earlier release (policy/release_audit.py). The planner
+finds the entity instances the top-level aggregation reads and refuses shapes the rewrite cannot enforce this
+on.
 
 Supported shape: the top-level SELECT aggregates; entity datasets reach it through FROM / JOIN, directly or via
-row-level CTEs and derived tables (not DISTINCT, not set operations, not aggregates), which get a passthrough
-column carrying the entity value. Entity datasets anywhere else (subquery expressions, lower aggregates, set
-operations) are refused, as are row-level queries over entity data.
+row-level CTEs and derived tables (not DISTINCT, not set operations, not aggregates, and without LIMIT, OFFSET,
+QUALIFY or DISTINCT ON, which would pick exact members), which get a passthrough column carrying the entity index
+up. Entity datasets anywhere else (subquery expressions, lower aggregates, set operations) are refused, as are
+row-level queries over entity data.
 """
 
 from __future__ import annotations
@@ -29,21 +21,20 @@ from sqlglot.optimizer.scope import Scope
 
 from policy import sql_allowlist as A
 from policy import sql_findings as F
-from policy.output import ENTITY_COUNT_PREFIX
+from policy.constraints import Constraint
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
-from policy.sql_model import ScopeFacts, aggregate_arguments
-from policy.sql_types import NUMERIC_TYPES
+from policy.sql_model import ScopeFacts
 
-PASSTHROUGH_PREFIX = "__sluice_e"
-# Names used by the two-pass form (all under the reserved __sluice prefix, which queries cannot use).
-ROWS_NAME = "__sluice_rows"
-_QUERY, _COUNTS, _PARTIAL = "__sluice_q", "__sluice_c", "__sluice_p"
-_KEY, _VALUE, _ORDER, _ENTITY = "__sluice_k", "__sluice_v", "__sluice_o", "__sluice_entity"
-# Aggregates over values, where a row whose value is 0 adds nothing but still dilutes nothing: a sum, mean or
-# spread over one non-zero row among zeros is that row's value, so zero rows do not count as contributors.
-_VALUE_AGGREGATES = (exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop,
-                     exp.Corr, exp.CovarPop, exp.CovarSamp, exp.Kurtosis, exp.Skewness)
+# Aggregates that are not sums of per-entity values (so the release audit cannot account for them): products
+# of two arguments (Σxy: a weighted sum in disguise), higher moments, and approximate distinct counts.
+NON_LINEAR_AGGREGATES: tuple[type[exp.Expr], ...] = (
+    exp.Corr, exp.CovarPop, exp.CovarSamp, exp.Kurtosis, exp.Skewness, exp.ApproxDistinct,
+)
+# Value aggregates that DISTINCT would turn into a sum over distinct values (not a sum over entities).
+_VALUE_AGGREGATES: tuple[type[exp.Expr], ...] = (
+    exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +43,7 @@ class EntityInstance:
 
     table: str
     path: tuple[tuple[Scope, str], ...]
+    population: str = ""
 
 
 @dataclass
@@ -60,6 +52,11 @@ class ThresholdPlan:
 
     instances: list[EntityInstance] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def populations(self) -> tuple[str, ...]:
+        """The populations the aggregation reads, sorted."""
+        return tuple(sorted({i.population for i in self.instances}))
 
 
 class _Planner:
@@ -77,30 +74,38 @@ class _Planner:
             self._seen.add(key)
             self.plan.findings.append(finding)
 
-    def reach(self, facts: ScopeFacts, path: tuple[tuple[Scope, str], ...], why_not: str | None) -> None:
-        """Walk the sources of a scope; entity datasets are fine only where `why_not` is None."""
+    def reach(self, facts: ScopeFacts, path: tuple[tuple[Scope, str], ...], why_not: str | None,
+              selected: exp.Expr | None = None) -> None:
+        """Walk the sources of a scope; entity datasets are fine only where `why_not` and `selected` are None."""
         scope = facts.scope
         if not facts.is_select:
             for branch in scope.set_operation_scopes:
-                self.reach(self.lineage.facts(branch), path, why_not or "inside a set operation")
+                self.reach(self.lineage.facts(branch), path, why_not or "inside a set operation", selected)
             return
         for alias, (node, source) in scope.selected_sources.items():
             if isinstance(source, exp.Table):
                 table = source.name.lower()
                 if self.catalog.entity_column(table) is None:
                     continue
-                if why_not is None:
-                    self.plan.instances.append(EntityInstance(table, (*path, (scope, alias))))
-                else:
+                if why_not is not None:
                     self.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                                 f"{self.catalog.name(table)} has an entity column and is read {why_not}; the group "
                                 "threshold is enforced only when entity datasets reach the top-level aggregation "
                                 "through joins, row-level CTEs and derived tables", node)
+                elif selected is not None:
+                    self.refuse(F.ROW_SELECTION_BELOW_AGGREGATION,
+                                f"{selected.key.upper()} below the aggregation picks exact rows of "
+                                f"{self.catalog.name(table)}, which has an entity column: LIMIT, OFFSET, QUALIFY, "
+                                "sampling and DISTINCT ON may only shape the final output", selected)
+                else:
+                    population = self.catalog.tables[table].entity_population or table
+                    self.plan.instances.append(EntityInstance(table, (*path, (scope, alias)), population))
                 continue
             child = self.lineage.facts(source)
-            self.reach(child, (*path, (scope, alias)), why_not or _feeding_problem(child))
+            self.reach(child, (*path, (scope, alias)), why_not or _feeding_problem(child),
+                       selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
-            self.reach(self.lineage.facts(subquery), path, why_not or "inside a subquery expression")
+            self.reach(self.lineage.facts(subquery), path, why_not or "inside a subquery expression", selected)
 
 
 def _feeding_problem(child: ScopeFacts) -> str | None:
@@ -109,8 +114,22 @@ def _feeding_problem(child: ScopeFacts) -> str | None:
         return "inside a set operation"
     if child.is_aggregate:
         return "inside an aggregate below the top level (aggregates of aggregates are not supported)"
-    if child.scope.expression.args.get("distinct") is not None:
+    distinct = child.scope.expression.args.get("distinct")
+    if isinstance(distinct, exp.Distinct) and distinct.args.get("on") is None:
         return "inside a SELECT DISTINCT subquery"
+    return None
+
+
+def _row_selection(child: ScopeFacts) -> exp.Expr | None:
+    """The clause of a feeding scope that picks exact rows (LIMIT, OFFSET, QUALIFY, DISTINCT ON), if any."""
+    expression = child.scope.expression
+    for key in ("limit", "offset", "qualify"):
+        node = expression.args.get(key)
+        if node is not None:
+            return node
+    distinct = expression.args.get("distinct")
+    if isinstance(distinct, exp.Distinct) and distinct.args.get("on") is not None:
+        return distinct
     return None
 
 
@@ -130,7 +149,7 @@ def plan_threshold(lineage: Lineage, positions: Positions) -> ThresholdPlan:
 
 
 def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
-    """The top-level aggregation over entity data: safe, simple aggregates only; no DISTINCT, no windows."""
+    """The top-level aggregation over entity data: safe, simple, linear aggregates only; no DISTINCT, no windows."""
     select = root.scope.expression
     if select.args.get("distinct") is not None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
@@ -146,275 +165,52 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
                            "window functions in a subquery feeding an aggregation of entity data compute across "
                            "groups, including groups that output control later suppresses", window)
     for aggregate in root.aggregates:
-        if not A.is_safe_aggregate(aggregate):
-            planner.refuse(F.UNSAFE_AGGREGATE_OVER_ENTITY_DATA,
-                           f"{A.function_name(aggregate)}() returns one row's value; over entity data only count, "
-                           "sum, avg, stddev and variance are allowed", aggregate)
-        elif aggregate in root.complex_aggregates:
-            planner.refuse(F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
-                           f"the argument of {A.function_name(aggregate)}() over entity data must be plain "
-                           "arithmetic (+, -, *, / by constants, CAST, COALESCE) in which protected columns are "
-                           "only scaled by constants: conditions, CASE, functions and per-row weights inside an "
-                           "aggregate can single out rows; use FILTER (WHERE ...) instead", aggregate)
+        problem = _aggregate_problem(aggregate, root, planner)
+        if problem is not None:
+            planner.refuse(problem[0], problem[1], aggregate)
 
 
-def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> list[str]:
-    """Add the entity-count columns to the top-level aggregation (in place); return their names."""
-    if not plan.instances:
-        return []
-    select = lineage.root.scope.expression
-    assert isinstance(select, exp.Select)
-    passthrough: dict[tuple[int, exp.Expr], str] = {}
-    # helper expression (single-pass form) -> (entity, contributing condition or None for the whole group);
-    # sqlglot expressions hash and compare structurally
-    helpers: dict[exp.Expr, tuple[exp.Column, exp.Expr | None]] = {}
-    for instance in plan.instances:
-        entity = _reference(lineage, instance.path, instance.table, passthrough)
-        total = exp.Count(this=exp.Distinct(expressions=[entity.copy()]), big_int=True)
-        helpers.setdefault(total, (entity, None))
-        for aggregate in lineage.root.aggregates:
-            conditions = _contributing_conditions(aggregate, entity)
-            if not conditions:
-                continue
-            condition = exp.and_(*conditions)
-            narrowed = exp.Filter(this=exp.Count(this=exp.Distinct(expressions=[entity.copy()]), big_int=True),
-                                  expression=exp.Where(this=condition.copy()))
-            helper: exp.Expr = exp.Coalesce(this=exp.Nullif(this=narrowed, expression=exp.Literal.number(0)),
-                                            expressions=[total.copy()])
-            helpers.setdefault(helper, (entity, condition))
-    names = [f"{ENTITY_COUNT_PREFIX}{i}" for i in range(len(helpers))]
-    split = _Split.of(lineage)
-    if split is None:
-        for name, helper in zip(names, helpers, strict=True):
-            select.append("expressions", exp.alias_(helper, exp.to_identifier(name, quoted=True)))
-    else:
-        split.apply(select, list(helpers.values()), names)
-    return names
+def _aggregate_problem(aggregate: exp.Expr, root: ScopeFacts, planner: _Planner) -> tuple[str, str] | None:
+    """Why one aggregate of the top-level aggregation over entity data is refused, or None."""
+    name = A.function_name(aggregate)
+    if not A.is_safe_aggregate(aggregate):
+        return (F.UNSAFE_AGGREGATE_OVER_ENTITY_DATA,
+                f"{name}() returns one row's value; over entity data only count, sum, avg, stddev and variance are "
+                "allowed")
+    if isinstance(aggregate, NON_LINEAR_AGGREGATES):
+        return (F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
+                f"{name}() over entity data is not a sum of per-entity values (covariances and correlations are "
+                "sums of products, a weighted sum in disguise); release sum, count, avg or stddev of each column")
+    if aggregate in root.complex_aggregates:
+        return (F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
+                f"the argument of {name}() over entity data must be plain arithmetic (+, -, *, / by constants, "
+                "CAST, COALESCE) in which protected columns are only scaled by constants: conditions, CASE, "
+                "functions and per-row weights inside an aggregate can single out rows; use FILTER (WHERE ...) "
+                "instead")
+    distinct = aggregate.this if isinstance(aggregate, (exp.Count, *_VALUE_AGGREGATES)) else None
+    if isinstance(distinct, exp.Distinct):
+        if isinstance(aggregate, _VALUE_AGGREGATES):
+            return (F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
+                    f"{name}(DISTINCT ...) over entity data sums distinct values, not entities' values; drop "
+                    "DISTINCT")
+        if not _counts_entities(distinct.expressions[0], root, planner):
+            return (F.COMPLEX_AGGREGATE_OVER_ENTITY_DATA,
+                    "count(DISTINCT ...) over entity data may only count identifiers (the entities of the one "
+                    "population the query reads, or a join column): a count of distinct other values is not a sum "
+                    "of per-entity values")
+    return None
 
 
-def _contributing_conditions(aggregate: exp.Expr, entity: exp.Column) -> list[exp.Expr]:
-    """Conditions a row must meet to contribute to an aggregate's value (its FILTER, non-NULL arguments).
-
-    A NULL test on the entity column itself is left out: count(DISTINCT entity) ignores NULLs anyway.
-    """
-    conditions: list[exp.Expr] = []
-    parent = aggregate.parent
-    while isinstance(parent, exp.IgnoreNulls | exp.RespectNulls):
-        parent = parent.parent
-    if isinstance(parent, exp.Filter):
-        conditions.append(exp.paren(parent.expression.this.copy(), copy=False))
-    weighs = isinstance(aggregate, _VALUE_AGGREGATES)
-    for argument in aggregate_arguments(aggregate):
-        if argument.unnest() == entity:
-            continue
-        value = exp.paren(argument.copy(), copy=False)
-        conditions.append(exp.not_(exp.Is(this=value, expression=exp.Null())))
-        if weighs and argument.type is not None and argument.type.this in NUMERIC_TYPES:
-            conditions.append(exp.NEQ(this=value.copy(), expression=exp.Literal.number(0)))
-    return conditions
-
-
-def _reference(lineage: Lineage, path: tuple[tuple[Scope, str], ...], table: str,
-               passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
-    """A column, valid in the first scope of `path`, carrying the entity value of the instance at its end."""
-    scope, alias = path[0]
-    if len(path) == 1:
-        entity = lineage.catalog.entity_column(table)
-        assert entity is not None
-        return exp.column(entity, table=alias, quoted=True)
-    child = scope.sources[alias]
-    assert isinstance(child, Scope) and isinstance(child.expression, exp.Select)
-    inner = _reference(lineage, path[1:], table, passthrough)
-    key = (id(child), inner)
-    name = passthrough.get(key)
-    if name is None:
-        name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"
-        passthrough[key] = name
-        child.expression.append("expressions", exp.alias_(inner, exp.to_identifier(name, quoted=True)))
-    return exp.column(name, table=alias, quoted=True)
-
-
-
-@dataclass
-class _Split:
-    """The two-pass form of the rewrite, used whenever the top-level SELECT allows it.
-
-    The FROM / JOIN / WHERE rows are computed once, into a materialized CTE with one struct column per source
-    alias, so that every ``"alias"."column"`` of the top-level clauses still resolves (as a struct field). The
-    user's aggregation runs over those rows unchanged; each entity's counts come from a pre-aggregation over the
-    same rows to one row per (group keys, entity), where `count(entity)` is count(DISTINCT entity) and
-    `count(entity) FILTER (WHERE bool_or(<contributing>))` its FILTERed form. They are joined back to the
-    user's groups on the keys with IS NOT DISTINCT FROM (the same equality as grouping, NULL keys included),
-    after HAVING, ORDER BY and LIMIT; the outer query restores the ORDER BY. One hash aggregation per entity
-    replaces one count(DISTINCT) hash table per helper column.
-    """
-
-    keys: list[exp.Expr]  # the grouping expressions
-    fields: dict[str, dict[str, str]]  # source alias -> lower-case column name -> column name
-    order: list[exp.Ordered]  # ORDER BY items, output-alias references expanded
-    order_all: bool  # ORDER BY ALL
-
-    @classmethod
-    def of(cls, lineage: Lineage) -> _Split | None:
-        """The two-pass plan, or None when the query is left on the single-pass form (odd or unproven shapes)."""
-        select = lineage.root.scope.expression
-        if not isinstance(select, exp.Select) or select.args.get("distinct") is not None:
-            return None
-        sources = {alias.lower(): alias for alias in lineage.root.scope.selected_sources}
-        if not sources or not all(isinstance(p, exp.Alias) for p in select.expressions):
-            return None
-        outputs: dict[str, list[exp.Expr]] = {}
-        for projection in select.expressions:
-            outputs.setdefault(projection.alias.lower(), []).append(projection.unalias())
-        fields: dict[str, dict[str, str]] = {}
-        for column in _clause_columns(select):
-            table, name = column.table.lower(), column.name.lower()
-            if column.find_ancestor(exp.Select) is not select:
-                return None  # a column of a subquery expression: possibly correlated
-            if not table:  # an output-alias reference: it must not meet a struct column of the rows CTE
-                if name in sources or name not in outputs:
-                    return None
-            elif table in sources and not column.args.get("db"):
-                fields.setdefault(sources[table], {})[name] = column.name
-            else:
-                return None
-        keys = _group_keys(select)
-        if keys is None:
-            return None
-        order: list[exp.Ordered] = []
-        node = select.args.get("order")
-        items: list[exp.Ordered] = node.expressions if node is not None else []
-        order_all = any(isinstance(o.this, exp.Var) and o.this.name.upper() == "ALL" for o in items)
-        if order_all:
-            return cls(keys, fields, [], True) if len(items) == 1 else None
-        for ordered in items:
-            if isinstance(ordered.this, exp.Literal):
-                return None  # positional
-            expanded = exp.paren(ordered.this.copy(), copy=False)
-            for column in list(expanded.find_all(exp.Column)):
-                if not column.table:
-                    target = outputs[column.name.lower()]
-                    if len(target) != 1:
-                        return None
-                    column.replace(exp.paren(target[0].copy(), copy=False))
-            order.append(_with_this(ordered, expanded.unnest()))
-        return cls(keys, fields, order, False)
-
-    def apply(self, select: exp.Select, helpers: list[tuple[exp.Column, exp.Expr | None]],
-              names: list[str]) -> None:
-        """Turn `select` (in place) into the two-pass form, with the helper columns `names`."""
-        for entity, _ in helpers:
-            self.fields.setdefault(entity.table, {})[entity.name.lower()] = entity.name
-        rows = exp.Select(expressions=[
-            exp.alias_(exp.Struct(expressions=[exp.PropertyEQ(this=_name(f), expression=_col(f, alias))
-                                               for f in fields.values()]), _name(alias))
-            for alias, fields in self.fields.items()])
-        for arg in ("from_", "joins", "where"):
-            value = select.args.get(arg)
-            rows.set(arg, [v.copy() for v in value] if isinstance(value, list) else value and value.copy())
-        # the user's aggregation over the rows, plus hidden keys, output values and ORDER BY values
-        query = select.copy()
-        for arg in ("with_", "joins", "where"):
-            query.set(arg, None)
-        query.set("from_", exp.From(this=exp.Table(this=_name(ROWS_NAME))))
-        projections = select.expressions
-        hidden = [(f"{_KEY}{j}", key) for j, key in enumerate(self.keys)]
-        hidden += [(f"{_VALUE}{i}", p.unalias()) for i, p in enumerate(projections)]
-        hidden += [(f"{_ORDER}{i}", ordered.this) for i, ordered in enumerate(self.order)]
-        for name, expression in hidden:
-            query.append("expressions", exp.alias_(expression.copy(), _name(name)))
-        by_entity: dict[exp.Column, list[exp.Expr]] = {}
-        for entity, condition in helpers:
-            conditions = by_entity.setdefault(entity, [])
-            if condition is not None and condition not in conditions:
-                conditions.append(condition)
-        joins = [self._counts(f"{_COUNTS}{c}", entity, conditions)
-                 for c, (entity, conditions) in enumerate(by_entity.items())]
-        counts = {entity: f"{_COUNTS}{c}" for c, entity in enumerate(by_entity)}
-        expressions = [exp.alias_(_col(f"{_VALUE}{i}", _QUERY), _name(p.alias)) for i, p in enumerate(projections)]
-        for name, (entity, condition) in zip(names, helpers, strict=True):
-            total: exp.Expr = _col("n", counts[entity])
-            if condition is not None:
-                narrowed = _col(f"n{by_entity[entity].index(condition)}", counts[entity])
-                total = exp.Coalesce(this=exp.Nullif(this=narrowed, expression=exp.Literal.number(0)),
-                                     expressions=[total])
-            expressions.append(exp.alias_(total, _name(name)))
-        order = select.args["order"].copy() if self.order_all else None
-        if self.order:
-            order = exp.Order(expressions=[_with_this(o, _col(f"{_ORDER}{i}", _QUERY))
-                                           for i, o in enumerate(self.order)])
-        with_ = select.args.get("with_") or exp.With(expressions=[])
-        with_.append("expressions", exp.CTE(this=rows, alias=exp.TableAlias(this=_name(ROWS_NAME)),
-                                            materialized=True))
-        for arg in list(select.args):
-            select.set(arg, None)
-        select.set("with_", with_)
-        select.set("expressions", expressions)
-        select.set("from_", exp.From(this=exp.Subquery(this=query, alias=exp.TableAlias(this=_name(_QUERY)))))
-        select.set("joins", joins)
-        select.set("order", order)
-
-    def _counts(self, alias: str, entity: exp.Column, conditions: list[exp.Expr]) -> exp.Join:
-        """LEFT JOIN (per-group entity counts: `n`, and `n<m>` for the m-th condition) ON the group keys."""
-        keys = [f"k{j}" for j in range(len(self.keys))]
-        partial = exp.Select(
-            expressions=[*(exp.alias_(k.copy(), _name(n)) for k, n in zip(self.keys, keys, strict=True)),
-                         exp.alias_(entity.copy(), _name(_ENTITY)),
-                         *(exp.alias_(exp.Anonymous(this="bool_or", expressions=[c.copy()]), _name(f"f{m}"))
-                           for m, c in enumerate(conditions))],
-            from_=exp.From(this=exp.Table(this=_name(ROWS_NAME))),
-            group=exp.Group(expressions=[*(k.copy() for k in self.keys), entity.copy()]))
-        counted = [exp.alias_(exp.Count(this=_col(_ENTITY), big_int=True), _name("n"))]
-        counted += [exp.alias_(exp.Filter(this=exp.Count(this=_col(_ENTITY), big_int=True),
-                                          expression=exp.Where(this=_col(f"f{m}"))), _name(f"n{m}"))
-                    for m in range(len(conditions))]
-        counts = exp.Select(expressions=[*(_col(n) for n in keys), *counted],
-                            from_=exp.From(this=exp.Subquery(this=partial,
-                                                             alias=exp.TableAlias(this=_name(_PARTIAL)))))
-        if keys:
-            counts.set("group", exp.Group(expressions=[_col(n) for n in keys]))
-        on = exp.and_(*(exp.NullSafeEQ(this=_col(f"{_KEY}{j}", _QUERY), expression=_col(n, alias))
-                        for j, n in enumerate(keys))) if keys else exp.true()
-        return exp.Join(this=exp.Subquery(this=counts, alias=exp.TableAlias(this=_name(alias))), kind="LEFT", on=on)
-
-
-def _clause_columns(select: exp.Select) -> list[exp.Column]:
-    """Every column reference in the clauses that stay with the aggregation (all but WITH, FROM, JOIN, WHERE)."""
-    columns: list[exp.Column] = []
-    for arg in ("expressions", "group", "having", "qualify", "order", "limit", "offset"):
-        value = select.args.get(arg)
-        for node in value if isinstance(value, list) else [value] if value is not None else []:
-            columns.extend(node.find_all(exp.Column))
-    return columns
-
-
-def _group_keys(select: exp.Select) -> list[exp.Expr] | None:
-    """The grouping expressions (GROUP BY ALL: the projections without aggregates), or None if unsupported."""
-    group = select.args.get("group")
-    if group is None:
-        return []
-    if any(value for arg, value in group.args.items() if arg not in ("expressions", "all")):
-        return None  # ROLLUP, CUBE, GROUPING SETS
-    if group.args.get("all"):
-        keys = [p.unalias() for p in select.expressions if not p.find(exp.AggFunc)]
-        if group.expressions:
-            return None
-    else:
-        keys = list(group.expressions)
-    if any(isinstance(k, exp.Literal) or any(not c.table for c in k.find_all(exp.Column)) for k in keys):
-        return None  # positional, or an output-alias reference
-    return keys
-
-
-def _with_this(ordered: exp.Ordered, this: exp.Expr) -> exp.Ordered:
-    item = ordered.copy()
-    item.set("this", this)
-    return item
-
-
-def _name(name: str) -> exp.Identifier:
-    return exp.to_identifier(name, quoted=True)
-
-
-def _col(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(name, table=table, quoted=True)
+def _counts_entities(argument: exp.Expr, root: ScopeFacts, planner: _Planner) -> bool:
+    """Whether `count(DISTINCT argument)` counts identifiers: the entities of the only population the aggregation
+    reads (the size of the entity set), or a `join` column (identifiers: audited like a count of rows)."""
+    origins, _, bare = planner.lineage.expression_origins(argument, root)
+    if not bare:
+        return False
+    origin = next(iter(origins))
+    policy = planner.catalog.tables.get(origin.table)
+    if policy is None:
+        return False
+    if planner.catalog.is_entity(origin.table, origin.column):
+        return len(planner.plan.populations) == 1 and policy.entity_population in planner.plan.populations
+    return planner.catalog.constraint(origin.table, origin.column) == Constraint.JOIN

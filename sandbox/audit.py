@@ -36,7 +36,7 @@ class Outcome(StrEnum):
 
 
 # Facts a route may note that have their own field in the record (the rest go to `detail`).
-_ROW_FACTS = {"rows_scanned": "scanned", "result_rows": "result", "suppressed_rows": "suppressed",
+_ROW_FACTS = {"rows_scanned": "scanned", "result_rows": "result", "suppressed_cells": "suppressed_cells",
               "truncated_rows": "truncated", "bytes_scanned": "bytes_scanned", "result_bytes": "result_bytes"}
 
 

@@ -45,6 +45,26 @@ class Settings(BaseSettings):
     worker_address_space_mb: int = Field(
         6144, description="RLIMIT_AS of each worker process, in MiB; a memory bomb kills one worker."
     )
+    dominance_rule: str = Field(
+        "p_percent", pattern="^(p_percent|nk)$",
+        description="Dominance rule on per-entity contributions to a protected column: p_percent or nk."
+    )
+    dominance_p: float = Field(
+        10.0, ge=0, description="p% rule: a cell is suppressed when total - x1 - x2 < p/100 * x1 (x1, x2 the two "
+        "largest absolute contributions)."
+    )
+    dominance_n: int = Field(2, ge=1, le=2, description="(n, k) rule: how many of the largest contributions (1 or 2).")
+    dominance_k_percent: float = Field(
+        85.0, gt=0, le=100, description="(n, k) rule: a cell is suppressed when the n largest contributions exceed "
+        "this percentage of the total."
+    )
+    audit_budget: int = Field(
+        2_000_000, description="Work units the release audit may spend on one run; cells past it are suppressed "
+        "with audit_budget_exceeded."
+    )
+    max_request_bytes: int = Field(
+        1024 * 1024, description="Largest request body other than a dataset upload, in bytes (413 beyond)."
+    )
     log_origin: str | None = Field(
         None, description="Origin line of the audit log's checkpoints (C2SP); default: PUBLIC_URL's host and "
         "path + /audit-log."

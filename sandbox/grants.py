@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy.constraints import Constraint, Grade, tighten
@@ -102,6 +104,12 @@ def _latest(session: Session, dataset_id: str) -> DatasetVersion:
     return v
 
 
+def _nearest(word: str, known: list[str]) -> str:
+    """' (did you mean `x`?)' for the closest known name, or ''."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def _refuse(message: str, code: str, **ctx: Any) -> Refused:
     return Refused(message, code=code, **ctx)
 
@@ -179,17 +187,24 @@ def create_grant(session: Session, req: GrantRequest, *, now: datetime, created_
         if scope == GrantScope.SCENARIO and d not in versions:
             raise InvalidInput(f"override names dataset {d}, which this grant does not name",
                                code="override_dataset_not_granted", dataset=d)
+        if session.get(Dataset, d) is None:
+            known = list(session.scalars(select(Dataset.id)))
+            raise InvalidInput(f"column_overrides names dataset {d!r}, which does not exist{_nearest(d, known)}",
+                               code="unknown_dataset", dataset=d)
         v = versions.get(d) or _latest(session, d)
         by_name = {c["name"]: c for c in v.columns}
         overrides[d] = {}
         for col, constraint in cols.items():
             if col not in by_name:
-                raise InvalidInput(f"dataset {d} has no column {col}", code="unknown_column", dataset=d,
-                                   column=col)
+                raise InvalidInput(f"dataset {d} has no column {col!r}{_nearest(col, list(by_name))}",
+                                   code="unknown_column", dataset=d, column=col)
             try:
                 target = Constraint(constraint)
             except ValueError:
-                raise InvalidInput(f"unknown constraint {constraint!r}", code="invalid_constraint") from None
+                raise InvalidInput(f"column_overrides.{d}.{col}: unknown constraint {constraint!r}"
+                                   f"{_nearest(constraint, [c.value for c in Constraint])}; one of "
+                                   f"{', '.join(c.value for c in Constraint)}", code="invalid_constraint",
+                                   dataset=d, column=col) from None
             try:
                 tighten(Constraint(by_name[col]["constraint"]), target, column=f"{d}.{col}")
             except ConstraintLoosening as e:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from policy.constraints import ColumnPolicy, Constraint, MaskKind
+from policy.sql_rewrite import EIDX as ENTITY_INDEX_COLUMN
 from sandbox.errors import SluiceError
 
 HASH_HEX_CHARS = 32
@@ -67,10 +68,18 @@ class PreparedInput:
     bytes: int
 
 
+EntityIndexer = Callable[[pa.ChunkedArray], pa.ChunkedArray]
+
+
 def prepare_input(
-    source: Path, dest: Path, columns: Sequence[ColumnPolicy], *, grant_key: bytes
+    source: Path, dest: Path, columns: Sequence[ColumnPolicy], *, grant_key: bytes,
+    entity: tuple[str, EntityIndexer] | None = None,
 ) -> PreparedInput:
-    """Write `dest`: the non-hidden `columns` of the Parquet file `source`, in that order, masks applied."""
+    """Write `dest`: the non-hidden `columns` of the Parquet file `source`, in that order, masks applied.
+
+    With `entity` (the entity column's name and the population's indexer), a last hidden column
+    `__sluice_eidx` holds each row's dense entity index, computed from the raw id before any mask.
+    """
     if len(grant_key) < MIN_GRANT_KEY_BYTES:
         raise InputPreparationError(f"a grant key must be at least {MIN_GRANT_KEY_BYTES} bytes",
                                     code="grant_key_too_short")
@@ -87,6 +96,12 @@ def prepare_input(
                for column, name in zip(visible, source_names, strict=True)]
     schema = pa.schema([pa.field(column.name, masker.out_type)
                         for column, masker in zip(visible, maskers, strict=True)])
+    eidx: pa.ChunkedArray | None = None
+    if entity is not None:
+        raw = pq.read_table(source, columns=_resolve_names(reader.schema_arrow, [
+            ColumnPolicy(entity[0], "", Constraint.JOIN)])).column(0)
+        eidx = entity[1](raw).combine_chunks()
+        schema = schema.append(pa.field(ENTITY_INDEX_COLUMN, pa.uint32()))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     rows = 0
@@ -94,6 +109,8 @@ def prepare_input(
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=source_names):
                 arrays = [masker.apply(batch.column(i)) for i, masker in enumerate(maskers)]
+                if eidx is not None:
+                    arrays.append(eidx.slice(rows, batch.num_rows))
                 writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
                 rows += batch.num_rows
             if rows == 0:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policy.analysis import Analysis, Verdict, analyse
+from policy.analysis import DEFAULT_MAX_SQL_LENGTH, Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
 from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
 from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
@@ -55,7 +55,8 @@ def table_policy(grant: Grant, version: DatasetVersion) -> TablePolicy:
                               tags=tuple(c.get("tags") or ()), mask=MaskKind(c["mask"]) if c.get("mask") else None)
                  for c in version.columns)
     return TablePolicy(name=version.dataset_id, columns=cols, entity_column=version.entity_column,
-                       grade=Grade(version.grade), dataset_id=version.dataset_id, version=version.version)
+                       grade=Grade(version.grade), dataset_id=version.dataset_id, version=version.version,
+                       population=version.population)
 
 
 def grant_tables(session: Session, grant: Grant, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:
@@ -154,8 +155,9 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
     analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
     read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
     important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
+    stored = sql if len(sql) <= DEFAULT_MAX_SQL_LENGTH else sql[:DEFAULT_MAX_SQL_LENGTH]  # a refused 40 MiB body
     job = Job(id=new_id("job"), grant_id=grant.id, operator_org_id=grant.operator_org_id, submitted_by=submitted_by,
-              title=title.strip(), purpose=purpose.strip(), sql=sql, parameters=params, state="",
+              title=title.strip(), purpose=purpose.strip(), sql=stored, parameters=params, state="",
               findings=[f.to_dict() for f in analysis.findings], analysis=analysis.to_dict(),
               dataset_versions=read, reviews_required=IMPORTANT_REVIEWS if important else 1, created_at=now)
     session.add(job)

@@ -16,11 +16,14 @@ from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy.output import Dominance
 from sandbox.catalogue.registry import CERTIFIED, get_version
 from sandbox.errors import Conflict, InvalidInput, Refused
 from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, RunStatus, WorkerPool, scan_stats
 from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
+from sandbox.populations import EntityIndex
+from sandbox.regrade import check_regrade
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
 from sandbox.tracing import phase_spans
@@ -101,6 +104,16 @@ class RunService:
     _prepared: dict[tuple[str, str, int], tuple[InputTable, InputTable]] = field(default_factory=dict)
     _secret: bytes | None = None
     tables: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, GrantTable]] = field(default_factory=dict)
+    regrades: dict[tuple[str, str, int, int], str | None] = field(default_factory=dict)
+    dominance: Dominance = field(default_factory=Dominance)
+    _entities: EntityIndex | None = None
+
+    @property
+    def entities(self) -> EntityIndex:
+        """The populations' dense entity indexes (SLUICE_HOME/populations)."""
+        if self._entities is None:
+            self._entities = EntityIndex(self.home / "populations")
+        return self._entities
 
     def pool(self) -> WorkerPool:
         """The worker pool, started on first use."""
@@ -161,11 +174,16 @@ class RunService:
             if cached is not None:
                 return cached
             folder = self.home / "prepared" / grant.id / table.version.dataset_id
-            parquet = folder / f"v{table.version.version}.parquet"
-            arrow = folder / f"v{table.version.version}.arrow"
+            parquet = folder / f"v{table.version.version}.e.parquet"  # `.e`: with the entity index column
+            arrow = folder / f"v{table.version.version}.e.arrow"
+            population = table.policy.entity_population
+            entity = None
+            if table.policy.entity_column is not None and population is not None:
+                entity = (table.policy.entity_column,
+                          lambda ids: self.entities.indexes(population, ids))
             if not parquet.exists():
                 prepare_input(self.home / table.version.storage_path, parquet, table.policy.columns,
-                              grant_key=self.grant_key(grant.id))
+                              grant_key=self.grant_key(grant.id), entity=entity)
             if not arrow.exists():
                 arrow_copy(parquet, arrow)
             entry = (InputTable(name=table.policy.name, path=arrow), InputTable(name=table.policy.name, path=parquet))
@@ -221,6 +239,11 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
                               version=pinned.version, state=pinned.registration_state)
         raise Refused(f"the grant no longer covers {', '.join(missing)}", code="dataset_not_covered",
                       datasets=missing)
+    if job.analysis.get("entity_tables") and not job.analysis.get("release"):
+        raise Refused("this job was analysed before the release audit existed; submit it again",
+                      code="job_reanalysis_required", job_id=job.id)
+    check_regrade(session, grant, {name: t.version for name, t in tables.items()},
+                  job.analysis.get("columns_read") or {}, service.regrades if service is not None else {})
     return tables
 
 
@@ -239,7 +262,7 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     spec = RunSpec(instance_key=f"{grant.id}:{fingerprint}", inputs=inputs, sql=job.frozen_sql or "",
                    params=params, k=grant.min_group_size,
                    max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
-                   result_path=result_path)
+                   result_path=result_path, release=job.analysis.get("release"), dominance=service.dominance)
     outcome = service.pool().run(spec)
     phase_spans(tracer, outcome.phases, prefix="sluice.run.")
     with tracer.start_as_current_span("sluice.run.meter") as span:
@@ -251,7 +274,8 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
                error_message=outcome.error_message)
     run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
     run.result_rows, run.result_bytes = outcome.result_rows, outcome.result_bytes
-    run.suppressed_rows, run.truncated_rows = outcome.suppressed_rows, outcome.truncated_rows
+    run.suppressed_cells, run.truncated_rows = outcome.suppressed_cells, outcome.truncated_rows
+    run.suppression = dict(outcome.suppression)
     run.cpu_ms, run.wall_ms = outcome.cpu_ms, outcome.wall_ms
     run.result_path = str(outcome.result_path.relative_to(service.home)) if outcome.result_path else None
     run.result_sha256 = outcome.result_sha256
@@ -273,7 +297,8 @@ def run_out(run: Run) -> dict[str, Any]:
         "requested_by": run.requested_by, "idempotency_key": run.idempotency_key, "params": run.params,
         "status": run.status, "frozen_sql_sha256": run.frozen_sql_sha256, "dataset_versions": run.dataset_versions,
         "rows_scanned": run.rows_scanned, "bytes_scanned": run.bytes_scanned, "result_rows": run.result_rows,
-        "result_bytes": run.result_bytes, "suppressed_rows": run.suppressed_rows,
+        "result_bytes": run.result_bytes, "suppressed_cells": run.suppressed_cells,
+        "suppression": dict(run.suppression or {}),
         "truncated_rows": run.truncated_rows, "cpu_ms": round(run.cpu_ms, 3), "wall_ms": round(run.wall_ms, 3),
         "error_code": run.error_code, "error_message": run.error_message, "result_sha256": run.result_sha256,
         "created_at": run.created_at.isoformat(),

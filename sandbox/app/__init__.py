@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from policy.authz import Authorizer
+from policy.output import Dominance, DominanceRule
 from sandbox.app import (
     problems,
     routes_audit,
@@ -24,6 +25,7 @@ from sandbox.app import (
     routes_system,
 )
 from sandbox.app.deps import AppState, finalize_routes, record_unaudited
+from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
 from sandbox.clock import Clock, SystemClock
@@ -32,6 +34,7 @@ from sandbox.executor import EngineLimits, WorkerPool
 from sandbox.identity import KeyCache
 from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
+from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 from sandbox.tracing import make_tracing
@@ -47,17 +50,22 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     keyring = KeyRing(settings.keys_dir)
     limits = EngineLimits(memory_limit_mb=settings.run_memory_limit_mb, threads=settings.run_threads,
                           timeout_ms=settings.run_timeout_ms, address_space_mb=settings.worker_address_space_mb)
+    dominance = Dominance(rule=DominanceRule(settings.dominance_rule), p=settings.dominance_p,
+                          n=settings.dominance_n, k_percent=settings.dominance_k_percent)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
-                             shared_pool=pool)
+                             shared_pool=pool, dominance=dominance)
     clock = clock or SystemClock()
+    metrics = make_metrics()
+    releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,
+                              metrics=metrics)
     tracing = make_tracing(span_exporter)
     audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
     scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
                              checkpoint_seconds=settings.checkpoint_interval_seconds)
     state = AppState(settings=settings, clock=clock, sessions=sessions,
-                     authorizer=Authorizer(rows), metrics=make_metrics(),
+                     authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
-                     tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service,
+                     tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service, releases=releases,
                      audit_log=audit_log, scheduler=scheduler,
                      limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst))
 
@@ -81,5 +89,6 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                    routes_grants, routes_jobs, routes_audit):
         app.include_router(module.router)
     finalize_routes(app)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
     return app

@@ -37,6 +37,7 @@ from sandbox.errors import Forbidden, NotFound, NotFoundOrNotYours, RateLimited,
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
+from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 
 T = TypeVar("T")
@@ -123,6 +124,7 @@ class AppState:
     keyring: KeyRing
     engine: Engine
     runs: RunService
+    releases: ReleaseService
     audit_log: AuditLog
     scheduler: LogScheduler
     limiter: RateLimiter

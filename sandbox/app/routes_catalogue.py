@@ -46,6 +46,8 @@ class DatasetIn(StrictModel):
     update_frequency: str
     grade: str
     entity_column: str | None = None
+    population: str | None = Field(None, description="entity id space shared with other datasets (default: the "
+                                   "dataset's own); datasets whose entity columns hold the same ids share one")
     columns: dict[str, ColumnDeclIn] = Field(default_factory=dict)
     expectations: list[dict[str, Any]] = Field(
         default_factory=list, description="declared expectations, e.g. {'kind': 'unique', 'column': 'person_id'}")
@@ -143,7 +145,7 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
                             delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types)
     dmeta = registry.DatasetMeta(
         title=meta.title, description=meta.description, domain=meta.domain, update_frequency=meta.update_frequency,
-        grade=meta.grade, entity_column=meta.entity_column, expectations=meta.expectations,
+        grade=meta.grade, entity_column=meta.entity_column, population=meta.population, expectations=meta.expectations,
         freshness_column=meta.freshness_column,
         columns={k: registry.ColumnDecl(**v.model_dump()) for k, v in meta.columns.items()})
     now = state.clock.now()

@@ -157,14 +157,16 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
         with tracer.start_as_current_span("sluice.run.audit"):
             raise guard.refuse_with(session, exc, [run]) from None  # the refused run and its refusal, together
     outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now, tracer=tracer)
-    guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
-               dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
-               suppressed_rows=run.suppressed_rows, truncated_rows=run.truncated_rows,
-               result_sha256=run.result_sha256, error_code=outcome.error_code)
-    answer = runs.run_out(run)
     try:
-        with tracer.start_as_current_span("sluice.run.audit"):
-            guard.commit_with(session, [run], status=201)  # group commit: run record and audit row together
+        with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
+            guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
+                       dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
+                       result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
+                       suppression=run.suppression, truncated_rows=run.truncated_rows,
+                       result_sha256=run.result_sha256, error_code=outcome.error_code)
+            answer = runs.run_out(run)
+            with tracer.start_as_current_span("sluice.run.audit"):
+                guard.commit_with(session, [run, *ledger], status=201)  # run, ledger rows and audit row together
     except IntegrityError:
         earlier = runs.find_idempotent(session, job, caller, run.idempotency_key)
         if earlier is None:

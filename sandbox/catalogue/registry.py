@@ -6,6 +6,7 @@ and issues its certificate. `latest_certified_version` is the one way grants, jo
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from policy.constraints import Constraint, Grade, MaskKind, default_constraint
+from policy.constraints import KNOWN_TAGS, Constraint, Grade, MaskKind, default_constraint
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
 from sandbox.catalogue.profile import (
@@ -30,6 +31,7 @@ from sandbox.catalogue.profile import (
     profile,
 )
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.populations import check_population_name
 from sandbox.store.models import Dataset, DatasetVersion, Organization
 
 CERTIFIED = "certified"  # RegistrationState.CERTIFIED (registration.py imports this module, not the reverse)
@@ -59,6 +61,7 @@ class DatasetMeta:
     grade: str
     description: str = ""
     entity_column: str | None = None
+    population: str | None = None
     columns: dict[str, ColumnDecl] = field(default_factory=dict)
     expectations: list[dict[str, Any]] = field(default_factory=list)
     freshness_column: str | None = None
@@ -90,6 +93,25 @@ def _validate_meta(meta: DatasetMeta) -> None:
     except ValueError:
         raise InvalidInput(f"update_frequency must be one of {', '.join(UpdateFrequency)}",
                            code="invalid_update_frequency") from None
+    if meta.population is not None:
+        if meta.entity_column is None:
+            raise InvalidInput("population names the entity id space of the entity_column; set entity_column too",
+                               code="population_without_entity_column")
+        check_population_name(meta.population)
+    for name, decl in meta.columns.items():
+        for tag in decl.tags:
+            if tag not in KNOWN_TAGS:
+                close = difflib.get_close_matches(tag, KNOWN_TAGS, n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else f"known tags: {', '.join(KNOWN_TAGS)}"
+                raise InvalidInput(f"column {name}: unknown tag {tag!r} ({hint})", code="invalid_tag", column=name,
+                                   tag=tag)
+
+
+def population_of(meta: DatasetMeta, dataset_id: str) -> str | None:
+    """The population a dataset's entity column belongs to: declared, else the dataset's own id space."""
+    if meta.entity_column is None:
+        return None
+    return meta.population or dataset_id
 
 
 def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[str, Any]]:
@@ -112,9 +134,10 @@ def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[st
         except ValueError:
             raise InvalidInput(f"column {col.name}: constraint must be one of {', '.join(Constraint)}",
                                code="invalid_constraint", column=col.name) from None
-        if is_entity and constraint not in (Constraint.JOIN, Constraint.HIDDEN):
-            raise InvalidInput(f"entity column {col.name} is never output; its constraint must be join or hidden",
-                               code="entity_column_exposed", column=col.name)
+        if is_entity and constraint != Constraint.JOIN:
+            raise InvalidInput(f"entity column {col.name} must be `join`: it is never output, compared or grouped, "
+                               "and the threshold counts entities through it (hidden would make every run fail)",
+                               code="entity_column_not_join", column=col.name)
         mask = None
         if decl.mask:
             try:
@@ -229,7 +252,8 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
         version = DatasetVersion(
             dataset_id=dataset_id, version=number, title=meta.title.strip(), description=meta.description,
             domain=meta.domain, update_frequency=meta.update_frequency, grade=meta.grade,
-            entity_column=meta.entity_column, columns=columns, row_count=normalized.row_count,
+            entity_column=meta.entity_column, population=population_of(meta, dataset_id), columns=columns,
+            row_count=normalized.row_count,
             byte_size=normalized.byte_size, source_sha256=normalized.source_sha256,
             source_bytes=normalized.source_bytes, parquet_sha256=normalized.parquet_sha256,
             source_name=source_name, storage_path=str(normalized.path.relative_to(paths.home)),
@@ -250,9 +274,10 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
 def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]],
           expectations: list[dict[str, Any]]) -> bool:
     return (previous.title, previous.description, previous.domain, previous.update_frequency, previous.grade,
-            previous.entity_column, previous.columns, previous.expectations, previous.freshness_column) == (
+            previous.entity_column, previous.population, previous.columns, previous.expectations,
+            previous.freshness_column) == (
         meta.title.strip(), meta.description, meta.domain, meta.update_frequency, meta.grade, meta.entity_column,
-        columns, expectations, meta.freshness_column)
+        population_of(meta, previous.dataset_id), columns, expectations, meta.freshness_column)
 
 
 def _reuse(paths: Paths, previous: DatasetVersion, target: Path) -> NormalizedFile:
@@ -316,7 +341,8 @@ def describe(v: DatasetVersion, provider_name: str | None = None) -> Mapping[str
     return {
         "id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
         "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
-        "entity_column": v.entity_column, "row_count": v.row_count, "byte_size": v.byte_size,
+        "entity_column": v.entity_column, "population": v.population, "row_count": v.row_count,
+        "byte_size": v.byte_size,
         "certificate_code": v.certificate_code, "created_at": v.created_at.isoformat(),
         "provider": provider_name, "registration_state": v.registration_state,
         "registration_path": v.registration_path, "freshness_column": v.freshness_column,

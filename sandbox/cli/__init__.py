@@ -434,7 +434,7 @@ def runs_start(job_id: str, param: Annotated[list[str] | None, typer.Option(help
 def runs_list(job: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
     """List runs visible to the caller."""
     call(lambda c: c.get("/v1/runs", params={"job_id": job} if job else {}), as_json,
-         columns=["id", "job_id", "status", "result_rows", "suppressed_rows", "wall_ms", "created_at"])
+         columns=["id", "job_id", "status", "result_rows", "suppressed_cells", "wall_ms", "created_at"])
 
 
 @runs_app.command("show")

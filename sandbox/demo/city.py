@@ -81,6 +81,7 @@ class DatasetSpec:
     update_frequency: str
     entity_column: str | None
     columns: tuple[ColumnSpec, ...]
+    population: str | None = None
 
 
 _C = Constraint
@@ -95,6 +96,7 @@ CITY_DATASETS: tuple[DatasetSpec, ...] = (
         grade=Grade.IMPORTANT,
         update_frequency="monthly",
         entity_column="person_id",
+        population="city_person",
         columns=(
             ColumnSpec("person_id", "VARCHAR", (PERSONAL,), _C.JOIN, None, "pseudonymous resident id"),
             ColumnSpec("name", "VARCHAR", (PERSONAL,), _C.HIDDEN, None, "full name"),
@@ -114,6 +116,7 @@ CITY_DATASETS: tuple[DatasetSpec, ...] = (
         grade=Grade.IMPORTANT,
         update_frequency="daily",
         entity_column="person_id",
+        population="city_person",
         columns=(
             ColumnSpec("visit_id", "VARCHAR", (), _C.JOIN, None, "visit id"),
             ColumnSpec("person_id", "VARCHAR", (PERSONAL,), _C.JOIN, None, "resident id (residents)"),
@@ -136,6 +139,7 @@ CITY_DATASETS: tuple[DatasetSpec, ...] = (
         grade=Grade.GENERAL,
         update_frequency="monthly",
         entity_column="credit_code",
+        population="city_enterprise",
         columns=(
             ColumnSpec("credit_code", "VARCHAR", (), _C.JOIN, None, "unified social credit code"),
             ColumnSpec("name", "VARCHAR", (), _C.OPEN, None, "registered name"),
@@ -205,6 +209,7 @@ def city_table_policies() -> dict[str, TablePolicy]:
             entity_column=spec.entity_column,
             grade=spec.grade,
             dataset_id=spec.id,
+            population=spec.population,
         )
         for spec in CITY_DATASETS
     }

@@ -46,6 +46,7 @@ def dataset_metadata(spec: DatasetSpec) -> dict[str, Any]:
     return {
         "id": spec.id, "title": spec.title, "description": spec.description, "domain": spec.domain,
         "update_frequency": spec.update_frequency, "grade": spec.grade.value, "entity_column": spec.entity_column,
+        **({"population": spec.population} if spec.population else {}),
         "column_types": {c.name: c.type for c in spec.columns},
         "columns": {c.name: {"constraint": c.constraint.value, "tags": list(c.tags),
                              "mask": c.mask.value if c.mask else None, "description": c.description}
@@ -298,14 +299,17 @@ def _governed_queries(admin: Client, keys: dict[str, str], grants: dict[str, str
                        headers={"Idempotency-Key": "demo-health-cost-1"})
     rows = analyst.get(f"/v1/runs/{run['id']}/result", params={"format": "json"})
     say.detail(f"run {run['id']}: {run['status']}, {run['result_rows']} districts out, "
-               f"{run['suppressed_rows']} suppressed (fewer than k=20 patients), "
+               f"{run['suppressed_cells']} cells suppressed {run['suppression']} (k=20 patients, dominance, "
+               "release audit), "
                f"{run['rows_scanned']} rows scanned")
     for row in rows:
-        say.detail(f"  {row['district']:6} patients={row['patients']:>5} visits={row['visits']:>6} "
-                   f"total_cost={float(row['total_cost']):>12,.2f}")
+        cost = "suppressed" if row["total_cost"] is None else f"{float(row['total_cost']):,.2f}"
+        say.detail(f"  {row['district']:6} patients={row['patients']!s:>5} visits={row['visits']!s:>6} "
+                   f"total_cost={cost:>12}")
     out["health_cost"] = {"job": job["id"], "run": run["id"], "result_rows": run["result_rows"],
-                          "suppressed_rows": run["suppressed_rows"], "districts": [r["district"] for r in rows]}
-    if run["suppressed_rows"] < 1:
+                          "suppressed_cells": run["suppressed_cells"], "suppression": run["suppression"],
+                          "districts": [r["district"] for r in rows]}
+    if run["suppressed_cells"] < 1:
         raise DemoError("the small district was not suppressed")
 
     say.step("An attack query (raw values through a CTE rename) is refused with findings")

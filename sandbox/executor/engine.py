@@ -10,13 +10,14 @@ import duckdb
 import pyarrow as pa
 
 from policy.output import apply_output_control
+from policy.sql_release import ReleasePlan
 from sandbox.executor.errors import ExecutorError, StatementRefused
 from sandbox.executor.failures import classify_failure
 from sandbox.executor.instances import InstanceCache
 from sandbox.executor.lockdown import Instance
 from sandbox.executor.results import write_result
 from sandbox.executor.statement import single_select
-from sandbox.executor.types import SUCCEEDED, EngineLimits, RunOutcome, RunSpec
+from sandbox.executor.types import SUCCEEDED, EngineLimits, PendingRelease, RunOutcome, RunSpec
 from sandbox.executor.watchdog import Watchdog
 
 DEFAULT_MAX_INSTANCES = 8
@@ -66,9 +67,20 @@ class LockedEngine:
             table = run_locked(instance, statement, spec.params, timeout_ms=self.limits.timeout_ms,
                                watchdog=self._watchdog)
             marks.append(time.time_ns())
-            controlled = apply_output_control(table, k=spec.k, max_rows=spec.max_rows)
+            plan = ReleasePlan.from_dict(spec.release) if spec.release else None
+            controlled = apply_output_control(table, k=spec.k, max_rows=spec.max_rows, plan=plan,
+                                              dominance=spec.dominance)
             del table
             marks.append(time.time_ns())
+            if plan is not None:  # the API process audits the cells, then writes the result
+                return RunOutcome(
+                    status=SUCCEEDED, result_path=None, result_sha256=None, result_rows=controlled.table.num_rows,
+                    result_bytes=0, suppressed_cells=controlled.suppressed_cells,
+                    truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
+                    wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
+                    phases=tuple(zip(("execute", "output_control"), marks, marks[1:], strict=False)),
+                    suppression=dict(controlled.suppressed),
+                    pending=PendingRelease(controlled.table, controlled.cells, controlled.marks))
             written = write_result(controlled.table, spec.result_path)
             marks.append(time.time_ns())
         except Exception as exc:
@@ -77,7 +89,7 @@ class LockedEngine:
                                   wall_ms=_ms_since(wall0, time.perf_counter()))
         return RunOutcome(
             status=SUCCEEDED, result_path=written.path, result_sha256=written.sha256,
-            result_rows=written.rows, result_bytes=written.bytes, suppressed_rows=controlled.suppressed_rows,
+            result_rows=written.rows, result_bytes=written.bytes, suppressed_cells=controlled.suppressed_cells,
             truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
             wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
             phases=tuple(zip(("execute", "output_control", "write"), marks, marks[1:], strict=False)),
@@ -99,7 +111,7 @@ def failed_outcome(error: ExecutorError, *, cpu_ms: float = 0.0, wall_ms: float 
     """The outcome of a run that ended with `error`: its status, code and client-safe message, no result."""
     return RunOutcome(
         status=error.status, result_path=None, result_sha256=None, result_rows=0, result_bytes=0,
-        suppressed_rows=0, truncated_rows=0, cpu_ms=cpu_ms, wall_ms=wall_ms, error_code=error.code,
+        suppressed_cells=0, truncated_rows=0, cpu_ms=cpu_ms, wall_ms=wall_ms, error_code=error.code,
         error_message=error.message, internal_detail=error.detail,
     )
 

@@ -8,6 +8,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+import pyarrow as pa
+
+from policy.output import CellRelease, Dominance, Marks
+
 
 class RunStatus(StrEnum):
     """A run's lifecycle: `running` until it ends in exactly one final status (see sandbox.runs.set_status)."""
@@ -45,6 +49,17 @@ class RunSpec:
     k: int
     max_rows: int | None
     result_path: Path
+    release: Mapping[str, Any] | None = None  # the job's release plan (policy.sql_release.ReleasePlan.to_dict())
+    dominance: Dominance = field(default_factory=Dominance)
+
+
+@dataclass(frozen=True)
+class PendingRelease:
+    """A result over entity data after k and dominance, before the release audit (the API decides and writes)."""
+
+    table: pa.Table
+    cells: tuple[CellRelease, ...]
+    marks: Marks
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,7 @@ class RunOutcome:
     result_sha256: str | None
     result_rows: int
     result_bytes: int
-    suppressed_rows: int
+    suppressed_cells: int
     truncated_rows: int
     cpu_ms: float
     wall_ms: float
@@ -65,6 +80,8 @@ class RunOutcome:
     internal_detail: str | None = field(default=None, repr=False, compare=False)
     phases: tuple[tuple[str, int, int], ...] = field(default=(), repr=False, compare=False)
     """(phase, start, end) in epoch ns: queue, execute, output_control, write (for tracing)."""
+    suppression: Mapping[str, int] = field(default_factory=dict)  # reason -> cells
+    pending: PendingRelease | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sandbox.store.types import UTCDateTime
 
@@ -91,6 +102,7 @@ class DatasetVersion(Base):
     update_frequency_legacy: Mapped[str | None] = mapped_column(String(40), nullable=True)
     grade: Mapped[str] = mapped_column(String(20))
     entity_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    population: Mapped[str | None] = mapped_column(String(64), nullable=True)
     columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     expectations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     freshness_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -367,7 +379,8 @@ class Run(Base):
     bytes_scanned: Mapped[int] = mapped_column(BigInteger, default=0)
     result_rows: Mapped[int] = mapped_column(BigInteger, default=0)
     result_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    suppressed_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    suppressed_cells: Mapped[int] = mapped_column(BigInteger, default=0)
+    suppression: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # reason -> cells
     truncated_rows: Mapped[int] = mapped_column(BigInteger, default=0)
     cpu_ms: Mapped[float] = mapped_column(default=0.0)
     wall_ms: Mapped[float] = mapped_column(default=0.0)
@@ -379,3 +392,49 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("job_id", "requested_by", "idempotency_key", name="uq_runs_idempotency"),)
+
+
+class ReleaseThreshold(Base):
+    """Append-only: a population's audit is judged at the largest k of any grant that released from it."""
+
+    __tablename__ = "release_thresholds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    population: Mapped[str] = mapped_column(String(64), index=True)
+    k: Mapped[int] = mapped_column(Integer)
+    grant_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReleaseSet(Base):
+    """One released entity set of a population (a serialized Roaring bitmap), stored once per population."""
+
+    __tablename__ = "release_sets"
+
+    population: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entities: Mapped[int] = mapped_column(BigInteger)
+    bitmap: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReleaseCell(Base):
+    """The release ledger: a measure released over an entity set by a run (append-only, in release order)."""
+
+    __tablename__ = "release_cells"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    population: Mapped[str] = mapped_column(String(64), index=True)
+    measure: Mapped[str] = mapped_column(String(300))
+    digest: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(String(40))
+    operator_org_id: Mapped[str] = mapped_column(String(40))
+    k: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # relationships only order the inserts (the run and a new set before the cell); never loaded
+    entity_set: Mapped[ReleaseSet | None] = relationship(lazy="raise")
+    run: Mapped[Run] = relationship(lazy="raise")
+
+    __table_args__ = (ForeignKeyConstraint(["population", "digest"], ["release_sets.population", "release_sets.digest"],
+                                           name="fk_release_cells_set"),)

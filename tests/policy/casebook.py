@@ -6,10 +6,13 @@ and one `[[case]]` table per case:
     title     = "..."            # the test id: reads like a spec
     sql       = '''...'''
     verdict   = "accepted" | "refused"
-    codes     = ["..."]          # refused: the exact set of finding codes expected
+    codes     = ["..."]          # refused: the finding codes expected, as a multiset (repeat a code it occurs twice)
     params    = { name = ["TYPE", value] }   # optional typed parameters
     min_rows  = 1                # accepted: rows that must survive output control (default 1)
-    check_sql = '''...'''        # accepted over entity data: independent count of rows to suppress
+    check_sql = '''...'''        # accepted over entity data: independent count of rows (groups) dropped below k
+    check_cells_sql = '''...'''  # optional: independent count of cells of kept rows suppressed for k
+    dominance_suppressed = 0     # cells suppressed by the dominance rule
+    audit_suppressed = 0         # cells the release audit suppresses over a fresh ledger (each named in a test)
     name      = "q5"             # optional short name (TPC-H query number)
 
 The TPC-H grant lives in fixtures/tpch/policy.json; the city grant is sandbox.demo.city.city_table_policies().
@@ -40,10 +43,13 @@ class Case:
     title: str
     sql: str
     verdict: str
-    codes: frozenset[str] = frozenset()
+    codes: tuple[str, ...] = ()
     params: dict[str, tuple[str, Any]] = field(default_factory=dict)
     min_rows: int = 1
     check_sql: str | None = None
+    check_cells_sql: str | None = None
+    dominance_suppressed: int = 0
+    audit_suppressed: int = 0
     name: str = ""
     source: str = ""
 
@@ -70,10 +76,13 @@ def load_cases(root: Path = FIXTURES) -> list[Case]:
                 title=raw["title"],
                 sql=raw["sql"],
                 verdict=raw["verdict"],
-                codes=frozenset(raw.get("codes", [])),
+                codes=tuple(raw.get("codes", [])),
                 params={k: (v[0], v[1]) for k, v in raw.get("params", {}).items()},
                 min_rows=int(raw.get("min_rows", 1)),
                 check_sql=raw.get("check_sql"),
+                check_cells_sql=raw.get("check_cells_sql"),
+                dominance_suppressed=int(raw.get("dominance_suppressed", 0)),
+                audit_suppressed=int(raw.get("audit_suppressed", 0)),
                 name=raw.get("name", ""),
                 source=str(path.relative_to(root)),
             ))
@@ -93,7 +102,8 @@ def tpch_table_policies() -> dict[str, TablePolicy]:
     for name, spec in document["tables"].items():
         columns = tuple(ColumnPolicy(c[0], c[1], Constraint(c[2])) for c in spec["columns"])
         policies[name] = TablePolicy(name=name, columns=columns, entity_column=spec["entity_column"],
-                                     grade=Grade(spec["grade"]), dataset_id=f"tpch.{name}")
+                                     grade=Grade(spec["grade"]), dataset_id=f"tpch.{name}",
+                                     population="tpch_customer" if spec["entity_column"] else None)
     return policies
 
 

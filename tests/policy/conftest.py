@@ -10,11 +10,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from casebook import tpch_policy_document, tpch_table_policies
 
 from policy.constraints import TablePolicy
+from policy.sql_rewrite import EIDX
 from sandbox.demo.city import city_arrow_tables, city_table_policies
 
 CITY_TODAY = date(2026, 6, 1)
@@ -26,10 +28,31 @@ def _visible(table: pa.Table, policy: TablePolicy) -> pa.Table:
     return table.select([c.name for c in policy.visible_columns])
 
 
+def entity_indexes(tables: dict[str, pa.Table], policies: dict[str, TablePolicy]) -> dict[str, pa.Array]:
+    """A dense index per population over the raw entity ids of its datasets (1..n, sorted; 0 is no entity)."""
+    ids: dict[str, list[pa.ChunkedArray]] = {}
+    for name, policy in policies.items():
+        if policy.entity_column is not None and policy.entity_population is not None:
+            ids.setdefault(policy.entity_population, []).append(
+                tables[name].column(policy.entity_column).cast(pa.string()))
+    return {population: pc.unique(pa.chunked_array([c for col in cols for c in col.chunks])).drop_null().sort()
+            for population, cols in ids.items()}
+
+
+def with_entity_index(table: pa.Table, policy: TablePolicy, index: dict[str, pa.Array]) -> pa.Table:
+    """The input as prepared for a run: the hidden __sluice_eidx column holds each row's dense entity index."""
+    if policy.entity_column is None or policy.entity_population is None:
+        return table
+    raw = table.column(policy.entity_column).cast(pa.string())
+    position = pc.index_in(raw, value_set=index[policy.entity_population])
+    return table.append_column(EIDX, pc.add(position, 1).cast(pa.uint32()).fill_null(0))
+
+
 def _connect(tables: dict[str, pa.Table], policies: dict[str, TablePolicy]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
+    index = entity_indexes(tables, policies)
     for name, policy in policies.items():
-        con.register(name, _visible(tables[name], policy))
+        con.register(name, with_entity_index(_visible(tables[name], policy), policy, index))
     return con
 
 

@@ -10,10 +10,11 @@ import pytest
 import sqlglot
 
 import policy.analysis as analysis_module
+from policy import sql_lineage
 from policy.analysis import Analysis, Verdict, analyse
 from policy.constraints import TablePolicy
-from policy.output import ENTITY_COUNT_PREFIX
 from policy.sql_findings import ALL_CODES, Finding
+from policy.sql_release import helper_names
 from sandbox.demo.city import city_table_policies
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "governed-queries.md"
@@ -61,14 +62,38 @@ def test_a_single_dataset_query_does_not_join_datasets(city: dict[str, TablePoli
     assert result.accepted and not result.joins_datasets and result.entity_tables == ()
 
 
-def test_the_rewrite_adds_entity_counts_after_the_user_columns(city: dict[str, TablePolicy]) -> None:
+def test_the_rewrite_adds_entity_sets_after_the_user_columns(city: dict[str, TablePolicy]) -> None:
     result = analyse("SELECT district, count(*) AS n FROM residents GROUP BY ALL", city)
-    assert result.sql is not None
+    assert result.sql is not None and result.release is not None
     select = sqlglot.parse_one(result.sql, dialect="duckdb")
     names = [e.alias_or_name for e in select.expressions]
-    assert names == ["district", "n", f"{ENTITY_COUNT_PREFIX}0"]
-    # distinct people per group: one pre-aggregated row per (group, person), counted
-    assert 'GROUP BY "residents"."district", "residents"."person_id"' in result.sql
+    assert names == ["district", "n", *helper_names(result.release)]
+    assert result.release.populations == ("city_person",)
+    # one pre-aggregated row per (group, person index), counted and listed per group
+    assert 'GROUP BY "residents"."district", "residents"."__sluice_eidx"' in result.sql
+
+
+def test_the_release_plan_names_cells_components_and_measures(city: dict[str, TablePolicy]) -> None:
+    result = analyse("SELECT clinic, count(*) AS n, sum(cost * 2 + 1) AS s, avg(cost) AS a, "
+                     "count(DISTINCT person_id) AS p, stddev(cost) AS d FROM clinic_visits GROUP BY 1", city)
+    plan = result.release
+    assert plan is not None
+    assert [c.name for c in plan.cells] == ["n", "s", "a", "p", "d"]
+    kinds = [(c.kind, c.measures) for c in plan.components]
+    assert kinds == [("rows", ("rows",)), ("value", ("clinic_visits.cost", "rows")),
+                     ("value", ("clinic_visits.cost", "rows")), ("entities", ()),
+                     ("value", ("clinic_visits.cost", "clinic_visits.cost*clinic_visits.cost", "rows"))]
+    assert [s.column for s in plan.stats] == ["clinic_visits.cost"] * 3
+    assert Analysis.from_dict(json.loads(json.dumps(result.to_dict()))).release == plan
+
+
+def test_dominance_is_computed_on_the_base_column_carried_through_a_cte(city: dict[str, TablePolicy]) -> None:
+    sql = "WITH v AS (SELECT person_id, cost + 1 AS c FROM clinic_visits) SELECT sum(c) - count(*) AS x FROM v"
+    result = analyse(sql, city)
+    assert result.release is not None and result.sql is not None
+    assert [s.column for s in result.release.stats] == ["clinic_visits.cost"]
+    assert result.release.components[0].measures == ("clinic_visits.cost", "rows")
+    assert re.search(r'"clinic_visits"\."cost" AS "__sluice_e\d+"', result.sql)
 
 
 def test_the_entity_is_passed_through_every_level_of_nested_subqueries(city: dict[str, TablePolicy]) -> None:
@@ -151,3 +176,33 @@ def test_every_finding_code_is_documented() -> None:
     missing = [code for code in ALL_CODES if f"`{code}`" not in text]
     assert not missing
 
+
+
+def test_a_long_product_is_analysed_in_linear_work(city: dict[str, TablePolicy], monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    spent: list[int] = []
+    real = sql_lineage.WorkBudget
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, limit: int) -> None:
+            super().__init__(limit)
+            spent.append(0)
+
+        def spend(self, units: int = 1) -> None:
+            super().spend(units)
+            spent[-1] = self.spent
+
+    monkeypatch.setattr(sql_lineage, "WorkBudget", Counting)
+    for factors in (10, 22, 44):
+        product = " * ".join(["(employees + 1)"] * factors)
+        result = analyse(f"SELECT industry, sum({product}) AS s FROM enterprises GROUP BY 1", city)
+        assert result.codes == ("complex_aggregate_over_entity_data",)
+    # work grows linearly with the number of factors (it once grew about 4x per two factors)
+    assert spent[2] < 3 * spent[1] < 9 * spent[0]
+
+
+def test_analysis_past_its_work_budget_is_refused_as_too_complex(city: dict[str, TablePolicy],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_lineage, "DEFAULT_WORK_BUDGET", 5)
+    result = analyse("SELECT industry, sum(employees + registered_capital) AS s FROM enterprises GROUP BY 1", city)
+    assert result.codes == ("query_too_complex",)

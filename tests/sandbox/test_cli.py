@@ -92,6 +92,25 @@ def test_certificate_verifies_offline_and_one_changed_byte_fails(cli, tmp_path: 
     assert bad["valid"] is False
 
 
+def test_typos_in_cli_json_files_are_refused_with_the_nearest_field(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin, steward, _ = _registered(cli, tmp_path, "weather")
+    data = tmp_path / "weather2.csv"
+    data.write_text(CSV, "utf-8")
+    meta = tmp_path / "typo.json"
+    meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
+                                "grade": "general", "colums": {"temp": {"constraint": "hidden"}}}), "utf-8")
+    refused = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", "w2", "--json",
+                        key=steward, code=1))
+    assert refused["error"]["code"] == "invalid_metadata" and "did you mean `columns`?" in refused["error"]["detail"]
+    op = _json(cli("orgs", "create", "Op", "--kind", "operator", "--json", key=admin))
+    grant = tmp_path / "grant.json"
+    grant.write_text(json.dumps({"operator_org_id": op["id"], "scope": "whole", "purpose_class": "industry",
+                                 "valid_until": "2030-01-01T00:00:00Z",
+                                 "column_overides": {"weather": {"temp": "hidden"}}}), "utf-8")
+    refused = _json(cli("grants", "create", str(grant), "--json", key=admin, code=1))
+    assert "did you mean `column_overrides`?" in refused["error"]["detail"]
+
+
 def test_registration_and_quality_verbs_with_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     admin = _json(cli("init", "--json"))["api_key"]
     me = _json(cli("whoami", "--json", key=admin))

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from policy.constraints import ColumnPolicy, Constraint, MaskKind
+from policy.analysis import analyse
+from policy.constraints import ColumnPolicy, Constraint, MaskKind, TablePolicy
 from sandbox.executor import (
     EngineLimits,
     InputTable,
@@ -25,6 +26,7 @@ from sandbox.executor import (
     single_select,
 )
 from sandbox.inputs import prepare_input
+from sandbox.populations import EntityIndex
 
 GRANT_KEY = b"0123456789abcdef-grant-key-A-xyz"
 LIMITS = EngineLimits(memory_limit_mb=256, threads=2, timeout_ms=1500, address_space_mb=4096)
@@ -33,6 +35,7 @@ LIMITS = EngineLimits(memory_limit_mb=256, threads=2, timeout_ms=1500, address_s
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lockdown")
+    index = EntityIndex(root / "populations")
     raw = root / "raw_people.parquet"
     pq.write_table(pa.table({
         "person_id": list(range(1000)),
@@ -45,7 +48,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ColumnPolicy("age", "BIGINT", Constraint.GROUP, mask=MaskKind.GENERALIZE),
         ColumnPolicy("income", "BIGINT", Constraint.AGGREGATE),
         ColumnPolicy("diagnosis", "VARCHAR", Constraint.HIDDEN),
-    ), grant_key=GRANT_KEY)
+    ), grant_key=GRANT_KEY, entity=("person_id", lambda ids: index.indexes("people", ids)))
     raw_salaries = root / "raw_salaries.parquet"
     pq.write_table(pa.table({"employer": ["acme", "globex"], "salary": [5000, 7000]}), raw_salaries)
     salaries = prepare_input(raw_salaries, root / "prepared" / "grant_b" / "salaries.parquet", (
@@ -170,7 +173,8 @@ def test_hidden_columns_do_not_exist(engine: LockedEngine, data: dict) -> None:
     assert _run(engine, data, "SELECT diagnosis FROM people").error_code == "binder_error"
     sql = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'people'"
     columns = _rows(_run(engine, data, sql))
-    assert [c["column_name"] for c in columns] == ["person_id", "age", "income"]
+    # the dense entity index is a hidden column of entity inputs; governed SQL cannot name __sluice identifiers
+    assert [c["column_name"] for c in columns] == ["person_id", "age", "income", "__sluice_eidx"]
 
 
 def test_another_grants_tables_are_not_visible(engine: LockedEngine, data: dict) -> None:
@@ -280,18 +284,30 @@ def test_instances_are_cached_per_key_and_rebuilt_when_an_input_changes(data: di
         eng.close()
 
 
-def test_output_control_runs_before_the_result_is_written(engine: LockedEngine, data: dict) -> None:
-    sql = ("SELECT age, sum(income) AS total, count(DISTINCT person_id) AS __sluice_entities_0 "
-           "FROM people GROUP BY age ORDER BY age")
+def test_the_row_cap_applies_before_the_result_is_written(engine: LockedEngine, data: dict) -> None:
+    sql = "SELECT age, sum(income) AS total FROM people GROUP BY age ORDER BY age"
     spec = _spec(data, sql)
     outcome = engine.run(RunSpec(spec.instance_key, spec.inputs, sql, {}, k=81, max_rows=5,
                                  result_path=spec.result_path))
     rows = _rows(outcome)
     assert [r["age"] for r in rows] == [20, 25, 30, 35, 40]
-    assert set(rows[0]) == {"age", "total"}
-    assert outcome.suppressed_rows == 4  # bands 20..55 have 85 people each, bands 60..75 have 80 < k
-    assert outcome.truncated_rows == 3
-    assert outcome.result_rows == 5
+    assert outcome.truncated_rows == 7 and outcome.result_rows == 5 and outcome.suppressed_cells == 0
+
+
+def test_output_control_over_entity_data_leaves_the_release_to_the_api(engine: LockedEngine, data: dict) -> None:
+    people = TablePolicy("people", (ColumnPolicy("person_id", "VARCHAR", Constraint.JOIN),
+                                    ColumnPolicy("age", "BIGINT", Constraint.GROUP),
+                                    ColumnPolicy("income", "BIGINT", Constraint.AGGREGATE)),
+                         entity_column="person_id", population="people")
+    result = analyse("SELECT age, sum(income) AS total FROM people GROUP BY age ORDER BY age", {"people": people})
+    assert result.sql is not None and result.release is not None
+    spec = _spec(data, result.sql)
+    outcome = engine.run(RunSpec(spec.instance_key, spec.inputs, result.sql, {}, k=81, max_rows=None,
+                                 result_path=spec.result_path, release=result.release.to_dict()))
+    assert outcome.status == "succeeded" and outcome.result_path is None and outcome.pending is not None
+    assert outcome.pending.table.column("age").to_pylist() == [20, 25, 30, 35, 40, 45, 50, 55]
+    assert outcome.suppression == {"k": 4}  # bands 20..55 have 85 people each, bands 60..75 have 80 < k
+    assert len(outcome.pending.cells) == 8 and all(len(c.parts[0].bitmap()) == 85 for c in outcome.pending.cells)
 
 
 def test_a_missing_input_file_fails_the_run_cleanly(engine: LockedEngine, data: dict, tmp_path: Path) -> None:

@@ -88,12 +88,14 @@ def test_health_cost_by_district_is_reviewed_twice_and_suppresses_the_small_dist
     assert twice["dataset_versions"] == {"clinic_visits": 1, "residents": 1}
     r = run(api, world["key"], job["id"])
     assert r["status"] == "succeeded", r
-    assert r["suppressed_rows"] == 1 and r["result_rows"] >= 5
+    assert r["suppressed_cells"] == 2 and r["suppression"] == {"k": 2} and r["result_rows"] >= 5
     assert r["rows_scanned"] == 80_000 and r["bytes_scanned"] > 0
     rows = api.ok("GET", f"/v1/runs/{r['id']}/result?format=json", world["key"])
     districts = {row["district"] for row in rows}
     assert SMALL_DISTRICT not in districts and len(districts) == r["result_rows"]
     assert all(not k.startswith("__sluice") for k in rows[0])
+    assert list(rows[0]) == ["district", "visits", "total_cost", "sluice_suppressed"]
+    assert all(row["sluice_suppressed"] is None for row in rows)
 
 
 def test_refused_query_is_stored_rejected_with_findings_and_audited(api, world) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +114,7 @@ def test_single_dataset_job_on_an_auto_approve_grant_is_approved_at_once(api, wo
     job = submit(api, world["key"], world["domain"], WEATHER)
     assert job["state"] == "approved" and job["frozen_sql"]
     r = run(api, world["key"], job["id"])
-    assert r["status"] == "succeeded" and r["suppressed_rows"] == 0 and r["result_rows"] == 9
+    assert r["status"] == "succeeded" and r["suppressed_cells"] == 0 and r["result_rows"] == 9
 
 
 def test_only_agency_reviewers_review(api, world) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,157 @@
+"""The release audit's cost: time added per run and ledger size, as the ledger grows over a large population.
+
+Releases follow the shape of aggregate tables: each entity has attributes (region, age band, income band, sex,
+visit month); each run releases up to 50 cells, one per group of a GROUP BY over one or two attributes, restricted
+by a WHERE on a third one (the cells of one run partition that subpopulation). Every cell releases `rows` and one
+value measure. The ledger is grown run by run to each target size; at each size, a batch of further runs is timed.
+Ledger size is what the store keeps: one Roaring bitmap per distinct entity set, one row per (measure, set) released.
+
+`python -m bench.release_audit [--population 1000000] [--sizes 1000,10000,100000] [--reduced]`; `make bench` runs it
+after the other parts (or alone: `python -m bench --release-audit-only`) and writes `release-audit-<date>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
+
+ATTRIBUTES = {"region": 50, "age": 10, "income": 5, "sex": 2, "month": 12}
+K = 10
+CELLS_PER_RUN = 50
+MEASURES = ("rows", "value")
+
+
+def population(size: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """Attribute values of each entity (index 1..size)."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.integers(0, values, size + 1) for name, values in ATTRIBUTES.items()}
+
+
+def runs(attributes: dict[str, np.ndarray], seed: int = 11) -> Any:
+    """An endless stream of runs: lists of up to 50 entity sets (a GROUP BY under a WHERE)."""
+    rng = random.Random(seed)
+    names = list(ATTRIBUTES)
+    ids = np.arange(len(next(iter(attributes.values()))), dtype=np.uint32)
+    while True:
+        where, *group = rng.sample(names, 3)
+        group = group[: rng.choice((1, 2))]
+        chosen = rng.randrange(ATTRIBUTES[where])
+        mask = (attributes[where] == chosen) & (ids > 0)
+        keys = np.zeros(len(ids), dtype=np.int64)
+        for name in group:
+            keys = keys * ATTRIBUTES[name] + attributes[name]
+        keys = np.where(mask, keys, -1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+        sets = []
+        for part in np.split(order, bounds):
+            if keys[part[0]] < 0 or len(part) < K:
+                continue
+            sets.append(BitMap(ids[part]))
+        rng.shuffle(sets)
+        yield sets[:CELLS_PER_RUN]
+
+
+def measure(population_size: int, sizes: list[int], timed_runs: int) -> dict[str, Any]:
+    """Grow one population's ledger to each size; time further runs there; report time per run and size."""
+    attributes = population(population_size)
+    stream = runs(attributes)
+    state = PopulationAudit("bench", K)
+    released = 0
+    out: dict[str, Any] = {"population": population_size, "k": K, "cells_per_run": CELLS_PER_RUN, "sizes": []}
+    key = 0
+
+    def one_run(sets: list[BitMap]) -> tuple[float, int, int]:
+        nonlocal key
+        cells = []
+        for entities in sets:
+            key += 1
+            cells.append(AuditCell(key, (AuditPart("bench", entities, MEASURES),)))
+        start = time.perf_counter()
+        result = audit({"bench": state}, cells)
+        return (time.perf_counter() - start) * 1000, len(cells), len(result.suppressed)
+
+    grow_ms: list[float] = []
+    for target in sorted(sizes):
+        while released < target:
+            ms, count, _ = one_run(next(stream))
+            grow_ms.append(ms)
+            released += count * len(MEASURES)
+        times, suppressed, cells = [], 0, 0
+        for _ in range(timed_runs):
+            ms, count, blocked = one_run(next(stream))
+            times.append(ms)
+            cells += count
+            suppressed += blocked
+            released += count * len(MEASURES)
+        distinct = {bytes(b.serialize()) for _, b in state.history}
+        bitmap_bytes = sum(len(b) for b in distinct)
+        ledger = state.ledger("value")
+        start = time.perf_counter()
+        replayed = PopulationAudit("bench", K)
+        replayed.replay(state.history)
+        reload_s = time.perf_counter() - start
+        row = {"ledger_cells": released, "distinct_sets": len(distinct), "bitmap_bytes": bitmap_bytes,
+               "ledger_rows_bytes_estimate": released * 160, "atoms": ledger.atoms,
+               "v_s_dimension": len(ledger.vrows), "audit_ms_median": round(statistics.median(times), 3),
+               "audit_ms_p95": round(sorted(times)[max(0, int(0.95 * len(times)) - 1)], 3),
+               "cells_audited": cells, "suppressed": suppressed, "reload_seconds": round(reload_s, 2)}
+        out["sizes"].append(row)
+        print(f"ledger {released:>7} cells: audit median {row['audit_ms_median']} ms/run "
+              f"(p95 {row['audit_ms_p95']}), {row['distinct_sets']} sets, {bitmap_bytes / 1e6:.1f} MB bitmaps, "
+              f"{row['atoms']} atoms, dim V_s {row['v_s_dimension']}, {suppressed}/{cells} suppressed, "
+              f"reload {row['reload_seconds']} s", flush=True)
+    out["grow_ms_median"] = round(statistics.median(grow_ms), 3) if grow_ms else None
+    return out
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    """JSON and a Markdown table under `out` (release-audit-<date>.*)."""
+    out.mkdir(parents=True, exist_ok=True)
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    stem = f"release-audit-{date[:10]}"
+    (out / f"{stem}.json").write_text(json.dumps({"date": date, **result}, indent=2) + "\n", "utf-8")
+    lines = [f"# Release audit {date}", "",
+             f"Population {result['population']:,} entities, k = {result['k']}, runs of up to "
+             f"{result['cells_per_run']} cells (a GROUP BY under a WHERE), two measures per cell. Time is the audit "
+             "alone (in the API process, under the population lock), per run.", "",
+             "| ledger cells | distinct sets | bitmaps MB | ledger rows MB (est.) | atoms | dim V_s | audit ms/run "
+             "median | p95 | suppressed | reload s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["sizes"]:
+        lines.append(f"| {row['ledger_cells']:,} | {row['distinct_sets']:,} | {row['bitmap_bytes'] / 1e6:.1f} | "
+                     f"{row['ledger_rows_bytes_estimate'] / 1e6:.1f} | {row['atoms']:,} | {row['v_s_dimension']} | "
+                     f"{row['audit_ms_median']} | {row['audit_ms_p95']} | {row['suppressed']}/{row['cells_audited']} "
+                     f"| {row['reload_seconds']} |")
+    lines += ["", "Target: at most 5 ms added per run of up to 50 cells with a ledger of 10^4 cells.", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines), "utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--population", type=int, default=1_000_000)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs at each ledger size")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--reduced", action="store_true", help="ledgers of 10^3 and 3*10^3 cells, 5 timed runs")
+    args = parser.parse_args()
+    if args.reduced:
+        args.population, args.sizes, args.runs = 1_000_000, "1000,3000", 5
+    result = measure(args.population, [int(s) for s in args.sizes.split(",")], args.runs)
+    write(result, args.out)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,607 @@
+"""One ledger of the release audit: the released entity sets of one population and one measure, as linear algebra.
+
+Each released cell is a sum Σ_{i∈S} x_i of per-entity unknowns over its entity set S. With M the matrix of released
+sets (one row per set, one 0/1 column per entity), a combination of released figures determines something about a
+set T of entities exactly when the row space of M holds a non-zero vector supported on T. The ledger keeps:
+
+- the **atoms**: the coarsest partition of the entities in which every released set is a union of parts
+  (`atom_of[entity]`; atom 0 holds the entities no released set contains) and each atom's *weight*, its number of
+  entities (rows without an entity, index 0, weigh nothing). Rows of M are constant on atoms, so vectors are kept
+  over atoms. Atoms of weight ≥ k are *large*, the others *small*;
+- `L`: the released sets restricted to the large atoms, in reduced row echelon form, each basis row with the
+  combination `y` of released sets it stands for;
+- `V`: a basis, in reduced row echelon form, of V_s = rowspace(M) ∩ R^{small atoms}, the vectors of the row space
+  supported on small atoms only. A vector supported on fewer than k entities has only small atoms, so it lies in V_s.
+  dim V_s = rank(M) − rank(M restricted to large atoms): a new set adds to V_s exactly when its restriction to the
+  large atoms is a combination of earlier ones (its `y`), and the small part of that combination is the new vector.
+
+Exact rational arithmetic (`Fraction`) throughout. Rows over large atoms are short (a set of n entities has at most
+n/k large atoms) and V_s is usually empty or small, so the work follows the structure of what was released rather
+than the number of entities.
+
+A set may be added only if, afterwards, none of these finds a vector of the row space supported on atoms that total
+fewer than k entities (docs/output-control.md says what they stop):
+
+0. the set itself (its own weight);
+1. every basis row of V_s (this covers every single atom, and every pair of atoms, whose total is determined);
+2. every combination of two basis rows of V_s that cancels at least one shared column;
+3. the complement S∖S' of the new set and every released set it contains or is contained in;
+4. the part of the new set outside every released set it contains (rank test);
+5. a bounded exhaustive search: unions of small atoms in the support of V_s that total fewer than k entities, by
+   rank test, lightest first, at most `EXHAUSTIVE_TESTS` candidates (complete on small ledgers).
+
+`try_add` returns the violation found, if any; `commit` or `rollback` then finalizes or undoes every set added since
+the last commit. Atom splits are kept either way: a finer partition describes the same row space.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from pyroaring import BitMap
+
+Value = int | Fraction
+Row = dict[int, Value]
+EXHAUSTIVE_TESTS = 512
+_ONE = 1
+
+
+class _SearchDone(Exception):
+    """The bounded exhaustive search reached its number of candidates."""
+
+
+class BudgetExceeded(Exception):
+    """The audit spent its work budget for this run."""
+
+
+@dataclass
+class Budget:
+    """Elementary steps (row operations, entries touched, set tests) an audit may still spend.
+
+    Spending never interrupts a change of state; `check()` raises BudgetExceeded at the points where stopping
+    leaves the ledger consistent (and the caller rolls the set back).
+    """
+
+    remaining: int
+
+    def spend(self, units: int = 1) -> None:
+        """Count `units` steps."""
+        self.remaining -= units
+
+    def check(self) -> None:
+        """Raise BudgetExceeded when the budget is spent."""
+        if self.remaining < 0:
+            raise BudgetExceeded
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Why a set may not be added: the small set of entities on which a combination of releases would be known."""
+
+    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive"
+    weight: int  # entities in the support
+    atoms: tuple[int, ...]
+
+    def entities(self, ledger: Ledger) -> BitMap:
+        """The entities of the violating support (for tests and explanations)."""
+        members = np.flatnonzero(np.isin(ledger.atom_of[: ledger.size], np.array(self.atoms, dtype=np.int64)))
+        return BitMap(array.array("I", members.astype(np.uint32).tobytes()))
+
+
+@dataclass
+class _LRow:
+    row: Row  # over large atoms
+    y: Row  # over released sets (indexes into Ledger.sets)
+
+
+@dataclass
+class _Undo:
+    lrows: dict[int, _LRow | None] = field(default_factory=dict)  # pivot -> previous (None: did not exist)
+    vrows: dict[int, Row | None] = field(default_factory=dict)
+
+
+class Ledger:
+    """The released sets of one (population, measure), audited at group size k."""
+
+    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS) -> None:
+        self.k = k
+        self.exhaustive_tests = exhaustive_tests
+        self.atom_of = np.zeros(1024, dtype=np.int64)
+        self.size = 0  # entity indexes seen: 0 .. size-1
+        self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
+        self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
+        self.lrows: dict[int, _LRow] = {}
+        self.lcolumns: dict[int, set[int]] = {}
+        self.vrows: dict[int, Row] = {}
+        self.vcolumns: dict[int, set[int]] = {}
+        self.sets: list[BitMap] = []
+        self._sizes: list[tuple[int, int]] = []  # (cardinality, set index), sorted
+        self._minimums = BitMap()
+        self._by_minimum: dict[int, list[int]] = {}
+        self._undo: _Undo | None = None
+        self._pending: list[int] = []
+        self._changed: set[int] = set()  # V_s pivots changed by the current set
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def small(self, atom: int) -> bool:
+        """Whether an atom totals fewer than k entities."""
+        return self.weight[atom] < self.k
+
+    def support_weight(self, row: Row) -> int:
+        """Entities in the support of a row."""
+        return sum(self.weight[a] for a in row)
+
+    @property
+    def atoms(self) -> int:
+        """Atoms inside at least one released set."""
+        return len(self.weight) - 1
+
+    @property
+    def pending(self) -> bool:
+        """Whether sets were added since the last commit or rollback."""
+        return self._undo is not None
+
+    # --- adding sets ------------------------------------------------------------------------------------------
+    def refine(self, entities: BitMap, budget: Budget) -> list[int]:
+        """Split the atoms by `entities` (permanent: a finer partition describes the same row space and never
+        creates a violation); return the atoms the set is the union of. A cell's sets are all refined before the
+        first of them is added, so that a rollback restores rows over the current atoms."""
+        if not entities:
+            return []
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32).astype(np.int64)
+        budget.spend(1 + len(members) // 1024)
+        return self._split(members, budget)
+
+    def try_add(self, entities: BitMap, budget: Budget) -> Violation | None:
+        """Add `entities` tentatively and check; the caller must then `commit()` or `rollback()`.
+
+        Several sets may be added before one commit (a cell can release several sets of one measure), all refined
+        first (`refine`); a rollback undoes all of them. Raises BudgetExceeded (the caller rolls back) when the
+        budget runs out.
+        """
+        budget.check()
+        atoms = self.refine(entities, budget) if self._undo is None else self._atoms_of(entities, refined=True)
+        if self._undo is None:
+            self._undo = _Undo()
+            self._changed = set()
+        if not entities:
+            return None
+        budget.check()
+        weight = len(entities) - (1 if 0 in entities else 0)
+        complement = self._complements(entities, budget)
+        index = self._register(entities)
+        if weight < self.k:
+            return Violation("own", weight, tuple(sorted(atoms)))
+        if complement is not None:
+            return complement
+        self._add_row(index, list(atoms), budget)
+        budget.check()
+        return (self._check(budget) or self._contained_complement(entities, budget)
+                or (self._exhaustive(budget) if self._changed else None))
+
+    def commit(self) -> None:
+        """Keep the tentatively added sets."""
+        self._undo = None
+        self._pending = []
+        self._changed = set()
+
+    def rollback(self) -> None:
+        """Undo the tentatively added sets (atom splits are kept: they describe the same row space)."""
+        if self._undo is not None:
+            for pivot, previous in self._undo.lrows.items():
+                current = self.lrows.pop(pivot, None)
+                if current is not None:
+                    _unindex(self.lcolumns, pivot, current.row)
+                if previous is not None:
+                    self.lrows[pivot] = previous
+                    _index(self.lcolumns, pivot, previous.row)
+            for pivot, vprevious in self._undo.vrows.items():
+                vcurrent = self.vrows.pop(pivot, None)
+                if vcurrent is not None:
+                    _unindex(self.vcolumns, pivot, vcurrent)
+                if vprevious is not None:
+                    self.vrows[pivot] = vprevious
+                    _index(self.vcolumns, pivot, vprevious)
+        for index in reversed(self._pending):
+            self._unregister(index)
+        self._undo = None
+        self._pending = []
+        self._changed = set()
+
+    def _register(self, entities: BitMap) -> int:
+        index = len(self.sets)
+        self.sets.append(entities)
+        bisect.insort(self._sizes, (len(entities), index))
+        low = entities.min()
+        self._minimums.add(low)
+        self._by_minimum.setdefault(low, []).append(index)
+        self._pending.append(index)
+        return index
+
+    def _unregister(self, index: int) -> None:
+        entities = self.sets.pop(index)
+        assert index == len(self.sets), "pending sets are the last ones"
+        self._sizes.remove((len(entities), index))
+        low = entities.min()
+        holders = self._by_minimum[low]
+        holders.remove(index)
+        if not holders:
+            del self._by_minimum[low]
+            self._minimums.discard(low)
+
+    # --- atoms ------------------------------------------------------------------------------------------------
+    def _split(self, members: np.ndarray, budget: Budget) -> list[int]:
+        """Refine the atoms by the set `members`; return the atoms the set is the union of."""
+        top = int(members.max()) + 1
+        if top > len(self.atom_of):
+            grown = np.zeros(max(top, 2 * len(self.atom_of)), dtype=np.int64)
+            grown[: len(self.atom_of)] = self.atom_of
+            self.atom_of = grown
+        self.size = max(self.size, top)
+        owners = self.atom_of[members]
+        counts = np.bincount(owners, minlength=len(self.weight))
+        weighed = np.bincount(owners[members != 0], minlength=len(self.weight))
+        atoms = len(self.weight)
+        touched = np.flatnonzero(counts)
+        budget.spend(len(touched))
+        whole = (counts[touched] == self.count[touched]) & (touched != 0)
+        result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
+        parted = touched[~whole]
+        renumber = np.arange(atoms, dtype=np.int64)
+        fresh = np.arange(atoms, atoms + len(parted), dtype=np.int64)
+        renumber[parted] = fresh
+        if len(self.count) < atoms + len(parted):
+            grown = np.zeros(max(2 * len(self.count), atoms + len(parted)), dtype=np.int64)
+            grown[: len(self.count)] = self.count
+            self.count = grown
+        self.count[fresh] = counts[parted]
+        self.count[parted] -= counts[parted]
+        self.count[0] = 0
+        splits: list[tuple[int, int, bool]] = []
+        for atom, new, inside in zip(parted.tolist(), fresh.tolist(), weighed[parted].tolist(), strict=True):
+            splits.append((atom, new, self.small(atom)))
+            self.weight.append(inside)
+            if atom != 0:
+                self.weight[atom] -= inside
+        result += fresh.tolist()
+        if splits:
+            self.atom_of[members] = renumber[owners]
+            leaving = [old for old, new, was_small in splits if old != 0 and self._split_columns(old, new, was_small,
+                                                                                                 budget)]
+            self._leave_l(leaving, budget)
+        return result
+
+    def _split_columns(self, old: int, new: int, was_small: bool, budget: Budget) -> bool:
+        """Atom `old` split off `new` (same column of M): duplicate or move the column in L (large atoms) or V
+        (small atoms). Returns True when both parts are small and the column must leave L (`_leave_l`, done once
+        every column is in place, so that new vectors of V_s are eliminated against complete rows)."""
+        if was_small:  # both parts small: V rows get the same entry on the new part
+            for pivot in list(self.vcolumns.get(old, ())):
+                row = self.vrows[pivot]
+                self._save_v(pivot)
+                row[new] = row[old]
+                self.vcolumns.setdefault(new, set()).add(pivot)
+                self._changed.add(pivot)
+            return False
+        old_large, new_large = not self.small(old), not self.small(new)
+        holders = list(self.lcolumns.get(old, ()))
+        budget.spend(len(holders))
+        if old_large and new_large:
+            for pivot in holders:
+                self._save_l(pivot)
+                self.lrows[pivot].row[new] = self.lrows[pivot].row[old]
+                self.lcolumns.setdefault(new, set()).add(pivot)
+            return False
+        if new_large:  # the large part is `new`: the column moves there
+            for pivot in holders:
+                self._save_l(pivot)
+                row = self.lrows[pivot].row
+                row[new] = row.pop(old)
+                self.lcolumns[old].discard(pivot)
+                self.lcolumns.setdefault(new, set()).add(pivot)
+            if old in self.lrows:
+                self._rekey_l(old, new)
+            return False
+        return not old_large  # old large, new small: `new` simply is not a column of L
+
+    def _leave_l(self, atoms: list[int], budget: Budget) -> None:
+        """Columns that became small leave L. Deleting a non-pivot column keeps the echelon form; a row that loses
+        its pivot moves it to another of its (large) entries, or, with none left, adds a vector to V_s."""
+        for atom in atoms:
+            holders = list(self.lcolumns.pop(atom, ()))
+            budget.spend(len(holders))
+            for pivot in holders:
+                if pivot != atom:
+                    self._save_l(pivot)
+                    del self.lrows[pivot].row[atom]
+            if atom in self.lrows:
+                self._save_l(atom)
+                entry = self.lrows.pop(atom)
+                del entry.row[atom]
+                _unindex(self.lcolumns, atom, entry.row)
+                self._reinsert_l(entry, budget)
+
+    def _rekey_l(self, old: int, new: int) -> None:
+        self._save_l(new)
+        entry = self.lrows.pop(old)
+        _unindex(self.lcolumns, old, entry.row)
+        self.lrows[new] = entry
+        _index(self.lcolumns, new, entry.row)
+
+    # --- L: released sets over large atoms ---------------------------------------------------------------------
+    def _add_row(self, index: int, atoms: list[int], budget: Budget) -> None:
+        entry = _LRow({a: _ONE for a in atoms if not self.small(a)}, {index: _ONE})
+        self._reinsert_l(entry, budget)
+
+    def _reinsert_l(self, entry: _LRow, budget: Budget) -> None:
+        """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s."""
+        row, y = entry.row, entry.y
+        for atom in [a for a in row if a in self.lrows]:
+            factor = row.get(atom)
+            if factor:
+                reducer = self.lrows[atom]
+                _axpy(row, -factor, reducer.row, budget)
+                _axpy(y, -factor, reducer.y, budget)
+        if row:
+            pivot = max(row)
+            scale = row[pivot]
+            if scale != 1:
+                for key in row:
+                    row[key] = _div(row[key], scale)
+                for key in y:
+                    y[key] = _div(y[key], scale)
+            for other in list(self.lcolumns.get(pivot, ())):
+                self._save_l(other)
+                target = self.lrows[other]
+                factor = target.row[pivot]
+                _axpy(target.row, -factor, row, budget, self.lcolumns, other)
+                _axpy(target.y, -factor, y, budget)
+            self._save_l(pivot)
+            self.lrows[pivot] = entry
+            _index(self.lcolumns, pivot, row)
+            return
+        vector = self._small_part(y, budget)
+        if vector:
+            self._insert_v(vector, budget)
+
+    def _small_part(self, y: Row, budget: Budget) -> Row:
+        """The combination `y` of released sets, over the small atoms."""
+        out: Row = {}
+        weights = np.asarray(self.weight, dtype=np.int64)
+        for index, coefficient in y.items():
+            members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32).astype(np.int64)
+            budget.spend(1 + len(members) // 1024)
+            atoms = np.unique(self.atom_of[members])
+            for atom in atoms[weights[atoms] < self.k].tolist():
+                value = out.get(atom, 0) + coefficient
+                if value:
+                    out[atom] = value
+                else:
+                    out.pop(atom)
+        return out
+
+    # --- V: the row space over small atoms ---------------------------------------------------------------------
+    def _insert_v(self, vector: Row, budget: Budget) -> None:
+        for atom in [a for a in vector if a in self.vrows]:
+            factor = vector.get(atom)
+            if factor:
+                _axpy(vector, -factor, self.vrows[atom], budget)
+        if not vector:
+            return
+        pivot = max(vector, key=lambda a: (self.weight[a], a))
+        scale = vector[pivot]
+        if scale != 1:
+            for key in vector:
+                vector[key] = _div(vector[key], scale)
+        for other in list(self.vcolumns.get(pivot, ())):
+            self._save_v(other)
+            target = self.vrows[other]
+            factor = target[pivot]
+            _axpy(target, -factor, vector, budget, self.vcolumns, other)
+            self._changed.add(other)
+        self._save_v(pivot)
+        self.vrows[pivot] = vector
+        _index(self.vcolumns, pivot, vector)
+        self._changed.add(pivot)
+
+    def _save_l(self, pivot: int) -> None:
+        if self._undo is not None and pivot not in self._undo.lrows:
+            entry = self.lrows.get(pivot)
+            self._undo.lrows[pivot] = _LRow(dict(entry.row), dict(entry.y)) if entry is not None else None
+
+    def _save_v(self, pivot: int) -> None:
+        if self._undo is not None and pivot not in self._undo.vrows:
+            row = self.vrows.get(pivot)
+            self._undo.vrows[pivot] = dict(row) if row is not None else None
+
+    # --- checks -----------------------------------------------------------------------------------------------
+    def _check(self, budget: Budget) -> Violation | None:
+        """Checks 1 and 2 on the basis rows of V_s that changed."""
+        for pivot in sorted(self._changed):
+            row = self.vrows.get(pivot)
+            if row is None:
+                continue
+            weight = self.support_weight(row)
+            if weight < self.k:
+                return Violation("basis_row", weight, tuple(sorted(row)))
+            neighbours = {p for atom in row for p in self.vcolumns.get(atom, ()) if p != pivot}
+            budget.spend(len(neighbours))
+            budget.check()
+            for other in neighbours:
+                violation = self._pair(row, self.vrows[other], budget)
+                if violation is not None:
+                    return violation
+        return None
+
+    def _pair(self, first: Row, second: Row, budget: Budget) -> Violation | None:
+        """The lightest combination of two basis rows that cancels a shared column, if it is below k."""
+        budget.spend(len(first) + len(second))
+        union = self.support_weight(first) + sum(self.weight[a] for a in second if a not in first)
+        cancelled: dict[Value, int] = {}
+        for atom in first:
+            if atom in second:
+                ratio = _div(-first[atom], second[atom])
+                cancelled[ratio] = cancelled.get(ratio, 0) + self.weight[atom]
+        for ratio, weight in cancelled.items():
+            if union - weight < self.k:
+                support = tuple(sorted(a for a in {*first, *second}
+                                       if first.get(a, 0) + ratio * second.get(a, 0)))
+                if support:
+                    return Violation("pair", union - weight, support)
+        return None
+
+    def _complements(self, entities: BitMap, budget: Budget) -> Violation | None:
+        """Check 3: the new set and released sets it contains or is contained in differ by 0 or ≥ k entities."""
+        size = len(entities)
+        low = bisect.bisect_right(self._sizes, (size - self.k, len(self.sets)))
+        high = bisect.bisect_left(self._sizes, (size + self.k, -1))
+        for cardinality, index in self._sizes[low:high]:
+            budget.spend(1)
+            budget.check()
+            if cardinality == size:
+                continue
+            other = self.sets[index]
+            inner, outer = (other, entities) if cardinality < size else (entities, other)
+            if inner.issubset(outer):
+                difference = outer - inner
+                weight = len(difference) - (1 if 0 in difference else 0)
+                if weight < self.k:
+                    return Violation("complement", weight, self._atoms_of(difference))
+        return None
+
+    def _contained_complement(self, entities: BitMap, budget: Budget) -> Violation | None:
+        """Check 4: the part of the new set outside every released set it contains must not be determined."""
+        candidates = self._minimums & entities
+        budget.spend(1 + len(candidates) // 64)
+        covered = BitMap()
+        size = len(entities)
+        for low in candidates:
+            for index in self._by_minimum[low]:
+                other = self.sets[index]
+                budget.spend(1)
+                budget.check()
+                if len(other) < size and other.issubset(entities):
+                    covered |= other
+        if not covered:
+            return None
+        rest = entities - covered
+        weight = len(rest) - (1 if 0 in rest else 0)
+        if not rest or weight >= self.k:
+            return None
+        support = self._atoms_of(rest)
+        return Violation("contained_complement", weight, support) if self.determined_on(support, budget) else None
+
+    def _exhaustive(self, budget: Budget) -> Violation | None:
+        """Check 5, bounded: unions of small atoms in the support of V_s totalling fewer than k entities, by a rank
+        test, lightest first, visiting at most `exhaustive_tests` candidate sets (complete for small ledgers)."""
+        atoms = sorted({a for row in self.vrows.values() for a in row}, key=lambda a: (self.weight[a], a))
+        visited = [0]
+        chosen: list[int] = []
+
+        def search(start: int, weight: int) -> Violation | None:
+            for i in range(start, len(atoms)):
+                atom = atoms[i]
+                total = weight + self.weight[atom]
+                if total >= self.k:
+                    return None  # atoms are sorted by weight: every later one is at least as heavy
+                chosen.append(atom)
+                visited[0] += 1
+                if visited[0] > self.exhaustive_tests:
+                    raise _SearchDone
+                if any(a in self.vrows for a in chosen) and self.determined_on(tuple(chosen), budget):
+                    return Violation("exhaustive", total, tuple(sorted(chosen)))
+                found = search(i + 1, total)
+                chosen.pop()
+                if found is not None:
+                    return found
+            return None
+
+        try:
+            return search(0, 0)
+        except _SearchDone:
+            return None
+
+    def _atoms_of(self, entities: BitMap, *, refined: bool = False) -> tuple[int, ...]:
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32).astype(np.int64)
+        members = members[members < self.size]
+        atoms = np.unique(self.atom_of[members])
+        if refined:
+            counts = np.bincount(self.atom_of[members], minlength=len(self.weight))
+            if len(members) < len(entities) or any(counts[a] != self.count[a] or a == 0 for a in atoms.tolist()):
+                raise ValueError("refine every set of a cell before adding the first of them")
+        return tuple(atoms.tolist())
+
+    def determined_on(self, support: tuple[int, ...], budget: Budget) -> bool:
+        """Rank test: does the row space hold a non-zero vector supported on `support` (a set of small atoms)?
+
+        Such a vector lies in V_s; its coefficient at a pivot of V's basis is the multiple of that pivot's row it
+        uses, so it uses only rows pivoted inside `support`, and exists exactly when those rows, restricted to the
+        columns outside `support`, are linearly dependent. A support with a large atom is never small.
+        """
+        if any(not self.small(a) for a in support):
+            return False
+        inside = set(support)
+        rows = [self.vrows[a] for a in support if a in self.vrows]
+        restricted = [{a: v for a, v in row.items() if a not in inside} for row in rows]
+        budget.spend(sum(len(r) for r in restricted) + 1)
+        return _rank(restricted, budget) < len(restricted)
+
+
+def _div(a: Value, b: Value) -> Value:
+    """a / b exactly, as an int when it is one."""
+    q = Fraction(a) / b
+    return q.numerator if q.denominator == 1 else q
+
+
+def _axpy(target: Row, factor: Value, source: Row, budget: Budget, columns: dict[int, set[int]] | None = None,
+          pivot: int = 0) -> None:
+    """target += factor * source, dropping zeros (ints stay ints; Fractions with denominator 1 become ints).
+
+    With `columns`, the column index of the row `pivot` (target) is kept up to date for entries that appear or vanish.
+    """
+    budget.spend(len(source))
+    for key, value in source.items():
+        before = target.get(key, 0)
+        updated = before + factor * value
+        if updated:
+            if type(updated) is Fraction and updated.denominator == 1:
+                updated = updated.numerator
+            target[key] = updated
+            if columns is not None and not before:
+                columns.setdefault(key, set()).add(pivot)
+        elif before:
+            del target[key]
+            if columns is not None:
+                columns[key].discard(pivot)
+
+
+def _index(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
+    for atom in row:
+        columns.setdefault(atom, set()).add(pivot)
+
+
+def _unindex(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
+    for atom in row:
+        holders = columns.get(atom)
+        if holders is not None:
+            holders.discard(pivot)
+
+
+def _rank(rows: list[Row], budget: Budget) -> int:
+    """Rank of sparse rational rows (Gaussian elimination on copies)."""
+    basis: dict[int, Row] = {}
+    for original in rows:
+        row = dict(original)
+        for pivot, reducer in basis.items():
+            factor = row.get(pivot)
+            if factor:
+                _axpy(row, -factor, reducer, budget)
+        if row:
+            pivot = next(iter(row))
+            scale = row[pivot]
+            basis[pivot] = {a: _div(v, scale) for a, v in row.items()}
+    return len(basis)

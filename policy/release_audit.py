@@ -1,0 +1,160 @@
+"""The release audit: no combination of released figures may single anyone out, across queries, grants and operators.
+
+A population's releases are kept as one `Ledger` per measure (policy/audit_ledger.py). A run's cells arrive as
+`AuditCell`s: per population, an entity set and the measures released over it. `PopulationAudit.audit` decides
+which cells may be released:
+
+- cells are taken in a greedy order, **totals first, finer cells last**: by decreasing size of their largest
+  entity set, then by their key (row, column). A cell that would make a small set determined is suppressed with
+  `difference_audit`, so when a total and its children conflict, a child goes;
+- a cell is released only when every ledger it touches accepts it (all or nothing, per cell);
+- past the work budget, the cell being audited and every later one are suppressed with `audit_budget_exceeded`:
+  the audit never hangs.
+
+The state is in memory; the caller persists the accepted sets (sandbox/release.py stores them in the control
+store) and replays them with `replay` after a restart. Policy code imports nothing from sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pyroaring import BitMap
+
+from policy.audit_ledger import Budget, BudgetExceeded, Ledger, Violation
+from policy.output import Reason
+
+DEFAULT_BUDGET = 2_000_000
+
+
+@dataclass(frozen=True)
+class AuditPart:
+    """One population's part of a cell: the entity set and the measures released over it."""
+
+    population: str
+    entities: BitMap
+    measures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditCell:
+    """A released cell (or any released figure): its key and its parts."""
+
+    key: Hashable
+    parts: tuple[AuditPart, ...]
+
+    @property
+    def size(self) -> int:
+        """The size of its largest entity set (the greedy order's key)."""
+        return max((len(p.entities) for p in self.parts), default=0)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A (measure, entity set) the audit added to a ledger, for the caller to persist."""
+
+    population: str
+    measure: str
+    entities: BitMap
+    key: Hashable
+
+
+@dataclass
+class AuditResult:
+    """The audit's decision for one run."""
+
+    suppressed: dict[Hashable, Reason] = field(default_factory=dict)
+    violations: dict[Hashable, Violation] = field(default_factory=dict)
+    accepted: list[Accepted] = field(default_factory=list)
+    spent: int = 0
+
+
+class PopulationAudit:
+    """The ledgers of one population (one per measure), audited at the population's k."""
+
+    def __init__(self, population: str, k: int) -> None:
+        self.population = population
+        self.k = k
+        self.stored_k = 0  # the largest k recorded in the store for this population (the caller keeps it)
+        self.ledgers: dict[str, Ledger] = {}
+        self.history: list[tuple[str, BitMap]] = []  # (measure, set) in release order, for rebuilding at a new k
+
+    def ledger(self, measure: str) -> Ledger:
+        """The ledger of one measure (created empty)."""
+        ledger = self.ledgers.get(measure)
+        if ledger is None:
+            ledger = self.ledgers[measure] = Ledger(self.k)
+        return ledger
+
+    def raise_k(self, k: int) -> None:
+        """Judge determinacy at a larger k from now on (the largest k of any grant that released)."""
+        if k <= self.k:
+            return
+        self.k = k
+        history, self.history, self.ledgers = self.history, [], {}
+        self.replay(history)
+
+    def replay(self, releases: Iterable[tuple[str, BitMap]]) -> None:
+        """Add earlier releases without checks (they were checked when released)."""
+        budget = Budget(1 << 62)
+        for measure, entities in releases:
+            ledger = self.ledger(measure)
+            ledger.try_add(entities, budget)
+            ledger.commit()
+            self.history.append((measure, entities))
+
+    @property
+    def cells(self) -> int:
+        """(measure, set) releases recorded."""
+        return len(self.history)
+
+
+def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell], *,
+          budget: int = DEFAULT_BUDGET) -> AuditResult:
+    """Decide which cells may be released (see module doc); accepted sets are added to the ledgers."""
+    result = AuditResult()
+    work = Budget(budget)
+    exhausted = False
+    for cell in sorted(cells, key=lambda c: (-c.size, repr(c.key))):
+        if exhausted:
+            result.suppressed[cell.key] = Reason.AUDIT_BUDGET_EXCEEDED
+            continue
+        tentative: list[tuple[PopulationAudit, str, Ledger, BitMap]] = []
+        violation: Violation | None = None
+        try:
+            for part in cell.parts:
+                for measure in part.measures:
+                    populations[part.population].ledger(measure).refine(part.entities, work)
+            for part in cell.parts:
+                population = populations[part.population]
+                for measure in part.measures:
+                    ledger = population.ledger(measure)
+                    tentative.append((population, measure, ledger, part.entities))
+                    violation = ledger.try_add(part.entities, work)
+                    if violation is not None:
+                        break
+                if violation is not None:
+                    break
+        except BudgetExceeded:
+            _rollback(tentative)
+            exhausted = True
+            result.suppressed[cell.key] = Reason.AUDIT_BUDGET_EXCEEDED
+            continue
+        if violation is not None:
+            _rollback(tentative)
+            result.suppressed[cell.key] = Reason.DIFFERENCE_AUDIT
+            result.violations[cell.key] = violation
+            continue
+        for population, measure, ledger, entities in tentative:
+            ledger.commit()
+            population.history.append((measure, entities))
+            result.accepted.append(Accepted(population.population, measure, entities, cell.key))
+    result.spent = budget - work.remaining
+    return result
+
+
+def _rollback(tentative: list[tuple[PopulationAudit, str, Ledger, BitMap]]) -> None:
+    for _, _, ledger, _ in tentative:
+        if ledger.pending:
+            ledger.rollback()

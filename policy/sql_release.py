@@ -1,0 +1,166 @@
+"""The release plan: which cells a query over entity data releases, and what each cell is made of.
+
+A *cell* is one value of the result: one output column of one output row that depends on an aggregate. Each cell
+is built from *components*, the aggregates it depends on. For each component the plan records:
+
+- its kind: `rows` (count(*), count(x): a sum of per-entity row counts), `value` (sum, avg, stddev, variance: sums
+  of per-entity values) or `entities` (count(DISTINCT entity): the size of the entity set, treated as known);
+- its contributing condition (its FILTER, and its argument not NULL), as an index into the rewrite's conditions;
+- its *measures*: the ledgers the release audit records it in. The argument is expanded into monomials of base
+  columns (`price * (1 - discount)` releases Σ price and Σ price·discount, as if separately: the safe side), a
+  constant term or a count is `rows`, avg adds `rows`, stddev and variance add the squares' monomials and `rows`;
+- its dominance statistics: one per numeric base column in the argument, computed on each entity's contribution to
+  that column itself (traced through CTEs), never on the expression around it.
+
+The plan is plain data (JSON) frozen with the job; the worker and the API read it at run time without parsing SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ROWS = "rows"
+KINDS = ("rows", "value", "entities")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One aggregate feeding released cells."""
+
+    kind: str
+    condition: int | None
+    measures: tuple[str, ...] = ()
+    stats: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
+                "stats": list(self.stats)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Component:
+        """From `to_dict` output."""
+        return cls(str(data["kind"]), data.get("condition"), tuple(data.get("measures", ())),
+                   tuple(int(x) for x in data.get("stats", ())))
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A dominance statistic: per-entity contributions to one base column, within one component's rows."""
+
+    component: int
+    column: str  # "dataset.column"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"component": self.component, "column": self.column}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One output column whose values are released cells, and the components each value depends on."""
+
+    index: int
+    name: str
+    components: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"index": self.index, "name": self.name, "components": list(self.components)}
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What a query over entity data releases, for output control (worker) and the release audit (API)."""
+
+    instances: tuple[str, ...]  # population of each entity instance, in helper-column order
+    conditions: int
+    components: tuple[Component, ...]
+    cells: tuple[Cell, ...]
+    stats: tuple[Stat, ...]
+    columns: int  # user output columns
+
+    @property
+    def populations(self) -> tuple[str, ...]:
+        """The populations the query reads, sorted."""
+        return tuple(sorted(set(self.instances)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (what is frozen at approval)."""
+        return {"instances": list(self.instances), "conditions": self.conditions,
+                "components": [c.to_dict() for c in self.components], "cells": [c.to_dict() for c in self.cells],
+                "stats": [s.to_dict() for s in self.stats], "columns": self.columns}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
+        """From `to_dict` output."""
+        return cls(
+            instances=tuple(data["instances"]), conditions=int(data["conditions"]),
+            components=tuple(Component.from_dict(c) for c in data["components"]),
+            cells=tuple(Cell(int(c["index"]), str(c["name"]), tuple(c["components"])) for c in data["cells"]),
+            stats=tuple(Stat(int(s["component"]), str(s["column"])) for s in data["stats"]),
+            columns=int(data["columns"]))
+
+
+# helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------
+HELPER_PREFIX = "__sluice_i"
+
+
+def group_count(i: int) -> str:
+    """Distinct (non-NULL) entities of instance i in the group."""
+    return f"{HELPER_PREFIX}{i}_n"
+
+
+def group_set(i: int) -> str:
+    """Entity indexes of instance i in the group (0 stands for rows without an entity)."""
+    return f"{HELPER_PREFIX}{i}_s"
+
+
+def condition_count(i: int, c: int) -> str:
+    """Distinct entities of instance i with a row meeting condition c."""
+    return f"{HELPER_PREFIX}{i}_n{c}"
+
+
+def condition_rows(i: int, c: int) -> str:
+    """Whether any row of the group (with or without an entity) meets condition c."""
+    return f"{HELPER_PREFIX}{i}_r{c}"
+
+
+def condition_set(i: int, c: int) -> str:
+    """Entity indexes of instance i with a row meeting condition c (0: rows without an entity)."""
+    return f"{HELPER_PREFIX}{i}_s{c}"
+
+
+def stat_top(i: int, j: int) -> str:
+    """The two largest absolute per-entity contributions of statistic j (instance i)."""
+    return f"{HELPER_PREFIX}{i}_t{j}"
+
+
+def stat_total(i: int, j: int) -> str:
+    """The sum of absolute per-entity contributions of statistic j (instance i)."""
+    return f"{HELPER_PREFIX}{i}_a{j}"
+
+
+def helper_names(plan: ReleasePlan) -> list[str]:
+    """Every helper column of a plan, in the order the rewrite adds them."""
+    names: list[str] = []
+    for i in range(len(plan.instances)):
+        names += [group_count(i), group_set(i)]
+        for c in range(plan.conditions):
+            names += [condition_count(i, c), condition_rows(i, c), condition_set(i, c)]
+        for j in range(len(plan.stats)):
+            names += [stat_top(i, j), stat_total(i, j)]
+    return names
+
+
+def measures_of(kind: str, monomials: Sequence[tuple[str, ...]], squares: Sequence[tuple[str, ...]] = (),
+                *, counts_rows: bool = False) -> tuple[str, ...]:
+    """Ledger measure names for a component: monomials as `a*b`, the empty monomial (a constant) as `rows`."""
+    if kind == "entities":
+        return ()
+    names = {("*".join(m) if m else ROWS) for m in (*monomials, *squares)}
+    if kind == "rows" or counts_rows:
+        names.add(ROWS)
+    return tuple(sorted(names))
