@@ -149,11 +149,13 @@ def validate(event: UsageEvent) -> UsageEvent:
             raise bad(f"quantity {name}={value} has the wrong sign for a {kind.value} event")
     if len({d.dataset_id for d in event.datasets}) != len(event.datasets):
         raise bad("each dataset is named once")
+    counted = dict(event.quantities)
     for name, attr in (("rows_scanned", "rows"), ("bytes_scanned", "bytes")):
-        total = event.quantity(name)
-        if event.datasets and sum(getattr(d, attr) for d in event.datasets) != total:
-            raise bad(f"{name} per dataset does not add up to {total}")
-        if total and not event.datasets:
+        if name not in counted:
+            continue  # other events carry datasets only as attribution weights
+        if event.datasets and sum(getattr(d, attr) for d in event.datasets) != counted[name]:
+            raise bad(f"{name} per dataset does not add up to {counted[name]}")
+        if counted[name] and not event.datasets:
             raise bad(f"{name} needs the datasets that were scanned")
     if event.free and not (event.grant_id or event.free_reason):
         raise bad("public-interest use needs evidence: a grant or an approval reason")

@@ -10,12 +10,15 @@ from concurrent.futures import Future
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from sandbox.store.models import Base
 
 log = logging.getLogger("sluice.recorder")
 
-_Item = tuple[Sequence[Base], "Future[None]"]
+Write = Base | Executable
+"""A new row to insert, or a statement (e.g. the UPDATE that ends a started run) to execute in the batch."""
+_Item = tuple[Sequence[Write], "Future[None]"]
 
 
 class Recorder:
@@ -33,8 +36,8 @@ class Recorder:
         self.batches = 0
         self.items = 0
 
-    def record(self, rows: Sequence[Base], session: Session | None = None, timeout: float = 60.0) -> None:
-        """Commit `rows` (new objects) durably, together with concurrent callers' rows.
+    def record(self, rows: Sequence[Write], session: Session | None = None, timeout: float = 60.0) -> None:
+        """Commit `rows` (new objects, or statements run in order) durably, together with concurrent callers'.
 
         A leader commits the batch in `session` (the caller's own, so a lone run costs one transaction, as
         without batching); without one it opens a session.
@@ -67,11 +70,11 @@ class Recorder:
             if session is None:
                 with self._sessions.begin() as fresh:
                     for rows, _ in batch:
-                        fresh.add_all(rows)
+                        _apply(fresh, rows)
             else:
                 try:
                     for rows, _ in batch:
-                        session.add_all(rows)
+                        _apply(session, rows)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -96,9 +99,19 @@ class Recorder:
             self._commit([item])
 
 
-def _forget_generated_keys(rows: Sequence[Base]) -> None:
+def _apply(session: Session, rows: Sequence[Write]) -> None:
+    for row in rows:
+        if isinstance(row, Executable):
+            session.execute(row)
+        else:
+            session.add(row)
+
+
+def _forget_generated_keys(rows: Sequence[Write]) -> None:
     """After a rolled-back batch, let the database assign autoincrement keys again."""
     for row in rows:
+        if isinstance(row, Executable):
+            continue
         for column in inspect(type(row)).primary_key:
             auto = column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int)
             if auto and column.key:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -11,10 +14,12 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
+from metering.money import Vat
 from policy.authz import Authorizer
 from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
 from sandbox.app.deps import AppState
 from sandbox.app.middleware import MetricsMiddleware
+from sandbox.billing.usage import Metering
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
@@ -37,11 +42,17 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                           timeout_ms=settings.run_timeout_ms, address_space_mb=settings.worker_address_space_mb)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
                              shared_pool=pool)
-    state = AppState(settings=settings, clock=clock or SystemClock(), sessions=sessions,
-                     authorizer=Authorizer(rows), metrics=make_metrics(),
-                     key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
+    metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
+    recorder = Recorder(sessions)
+    clock = clock or SystemClock()
+    metering = Metering(recorder=recorder, sessions=sessions, clock=clock, metrics=metrics,
+                        vat=Vat(settings.prices_include_vat, Decimal(settings.vat_rate)),
+                        tz=ZoneInfo(settings.billing_timezone))
+    state = AppState(settings=settings, clock=clock, sessions=sessions,
+                     authorizer=Authorizer(rows), metrics=metrics,
+                     key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
                      tracer=make_tracer(settings.tracing_enabled, span_exporter),
-                     keyring=keyring, engine=engine, runs=run_service)
+                     keyring=keyring, engine=engine, runs=run_service, metering=metering)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

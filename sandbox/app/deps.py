@@ -5,6 +5,7 @@ Every route either depends on `require(...)` or is listed in PUBLIC_ROUTES; a te
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from metering.metrics import Metrics
 from policy.authz import Authorizer, Decision, Scope
 from sandbox.app.problems import status_for
 from sandbox.audit import AuditDraft, record
+from sandbox.billing.usage import Metering
 from sandbox.clock import Clock
 from sandbox.config import Settings
 from sandbox.errors import Forbidden, NotFound, SluiceError, Unauthenticated
@@ -64,6 +66,7 @@ class AppState:
     keyring: KeyRing
     engine: Engine
     runs: RunService
+    metering: Metering
 
 
 async def app_state(request: Request) -> AppState:
@@ -81,7 +84,10 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
     session = state.sessions()
     try:
         yield session
+        started = time.perf_counter()
         session.commit()
+        if session.info.pop("audit_pending", False):
+            state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
     except BaseException:
         session.rollback()
         for cleanup in session.info.pop("on_rollback", []):
@@ -109,6 +115,7 @@ class Guard:
     now_fn: Callable[[], Any]
     recorder: Recorder | None = None
     recorded: bool = False
+    metrics: Metrics | None = None
 
     @property
     def any_org(self) -> bool:
@@ -143,7 +150,10 @@ class Guard:
         """Commit `rows` and this request's audit row through the group-commit recorder (the run path)."""
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
+        started = time.perf_counter()
         self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+        if self.metrics is not None:
+            self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
         self.recorded = True
 
 
@@ -162,8 +172,10 @@ def _write_refusal(state: AppState, draft: AuditDraft, exc: SluiceError) -> None
         draft.reason = exc.message
     draft.reason = draft.reason or exc.message
     draft.detail.setdefault("message", exc.message)
+    started = time.perf_counter()
     with state.sessions.begin() as s:
         record(s, draft, state.clock.now())
+    state.metrics.audit_append_seconds.labels("refusal").observe(time.perf_counter() - started)
     state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
 
@@ -199,7 +211,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
         draft.decision = "allow"
         draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
         guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
-                      now_fn=state.clock.now, recorder=state.recorder)
+                      now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
         try:
             yield guard
         except SluiceError as exc:
@@ -220,6 +232,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
             draft.status = draft.status or 200
             if not guard.recorded:
                 record(session, draft, state.clock.now())
+                session.info["audit_pending"] = True
             state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
@@ -64,6 +63,8 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
     guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
                auto_approved=sub.auto_approved)
     if job.state == jobs.JobState.REJECTED:
+        for code in sorted({f["code"] for f in job.findings}):
+            state.metrics.analysis_rejections.labels(code).inc()
         session.commit()  # the rejected job is kept; the refusal below is audited in its own transaction
         codes = sorted({f["code"] for f in job.findings})
         raise Refused(f"query refused by analysis: {', '.join(codes)}", code="query_refused", job_id=job.id,
@@ -135,7 +136,6 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
 
 def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
          params: dict[str, Any], now: Any) -> dict[str, Any]:
-    caller = guard.caller.principal_id
     tracer = state.tracer
     try:
         with tracer.start_as_current_span("sluice.run.check"):
@@ -143,9 +143,15 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
     except Refused as exc:
         runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
         session.add(run)
+        state.metering.refused_run(session, run, grant, now)  # metered, never charged
         session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
         raise
+    with tracer.start_as_current_span("sluice.run.start"):  # crash safety: a started run is never lost
+        earlier = state.metering.start_run(session, run, job)
+    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
+        guard.note(run_id=earlier.id, idempotent_replay=True)
+        return runs.run_out(earlier)
     with tracer.start_as_current_span("sluice.run.execute") as span:
         outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
         span.set_attribute("sluice.result_rows", run.result_rows)
@@ -154,14 +160,9 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
                suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
     answer = runs.run_out(run)
-    try:
-        with tracer.start_as_current_span("sluice.run.record"):
-            guard.commit_with(session, [run], status=201)  # group commit: run record and audit row together
-    except IntegrityError:
-        earlier = runs.find_idempotent(session, job, caller, run.idempotency_key)
-        if earlier is None:
-            raise
-        return runs.run_out(earlier)  # a concurrent request with the same Idempotency-Key won
+    finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now())
+    with tracer.start_as_current_span("sluice.run.record"):
+        guard.commit_with(session, finish, status=201)  # group commit: run record, usage event and audit row
     return answer
 
 
@@ -205,6 +206,7 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
     headers = {"X-Result-SHA256": run.result_sha256 or "", "Content-Disposition":
                f'attachment; filename="{run.id}.{format}"'}
     if format == "parquet":
+        _metered(state, guard, session, run, format, path.stat().st_size)
         return FileResponse(path, media_type=FORMATS["parquet"], headers=headers)
     table = pq.read_table(path)
     if format == "json":
@@ -218,4 +220,10 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         body = sink.getvalue()
+    _metered(state, guard, session, run, format, len(body))
     return Response(body, media_type=FORMATS[format], headers=headers)
+
+
+def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:
+    """Commit the download's usage event with its audit row (group commit) before any byte is sent."""
+    guard.commit_with(session, [state.metering.download(session, run, fmt, size, state.clock.now())], status=200)

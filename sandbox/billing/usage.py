@@ -1,0 +1,215 @@
+"""Usage on the run path: a run's start recorded through the group-commit recorder, its usage event committed with
+the run record and audit row, downloads metered with their audit row, replays deduplicated, corrections appended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from opentelemetry import trace
+from sqlalchemy import inspect, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
+
+from metering.events import DatasetUse, EventKind, UsageEvent, event_id, payload_digest, quantities, reversal_of
+from metering.events import validate as validate_event
+from metering.meters import Outcome, Relation
+from metering.metrics import Metrics
+from metering.money import Vat
+from sandbox import runs
+from sandbox.billing.convert import event_from_row, event_row
+from sandbox.clock import Clock
+from sandbox.errors import Conflict, InvalidInput, NotFound
+from sandbox.executor import RunStatus, scan_stats
+from sandbox.jobs import GrantTable
+from sandbox.recorder import Recorder, Write
+from sandbox.store.models import Grant, Job, Organization, Run, UsageEventRow
+from sandbox.store.types import new_id
+
+log = logging.getLogger("sluice.metering")
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the current OpenTelemetry span (32 hex digits), if there is a valid one."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def scans_by_dataset(service: runs.RunService, grant: Grant, tables: dict[str, GrantTable], job: Job
+                     ) -> tuple[DatasetUse, ...]:
+    """Rows and bytes a run read per dataset (the same deterministic figures as the run record's totals)."""
+    by_lower = {name.lower(): t for name, t in tables.items()}
+    wanted: dict[str, tuple[GrantTable, set[str]]] = {}
+    for name, cols in (job.analysis.get("columns_read") or {}).items():
+        table = by_lower.get(name.lower())
+        if table is None:
+            continue
+        entry = wanted.setdefault(table.version.dataset_id, (table, set()))
+        entry[1].update(cols)
+    out = []
+    for dataset_id, (table, cols) in sorted(wanted.items()):
+        parquet = service.prepared(grant, table)[1]
+        stats = scan_stats([parquet], {parquet.name: sorted(cols)})
+        out.append(DatasetUse(dataset_id, stats.rows, stats.bytes))
+    return tuple(out)
+
+
+def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime
+              ) -> UsageEvent:
+    """The platform-fee event of a run, whatever its outcome (only a succeeded run is chargeable)."""
+    if not datasets:
+        datasets = tuple(DatasetUse(d) for d in sorted(run.dataset_versions))
+    q = {"runs": 1, "rows_scanned": sum(d.rows for d in datasets), "bytes_scanned": sum(d.bytes for d in datasets),
+         "cpu_seconds": round(run.cpu_ms * 1000)}
+    return validate_event(UsageEvent(
+        id=event_id(EventKind.RUN, run.id), kind=EventKind.RUN.value, relation=Relation.PLATFORM.value,
+        event_time=run.created_at, ingested_at=now, issuer_org_id=issuer_org_id, payer_org_id=run.operator_org_id,
+        operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class, outcome=Outcome(run.status).value,
+        quantities=quantities(q), grant_id=grant.id, datasets=tuple(datasets), trace_id=current_trace_id(),
+        source_id=run.id))
+
+
+def _run_update(run: Run) -> Executable:
+    """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
+    values = {c.key: getattr(run, c.key) for c in inspect(Run).column_attrs if c.key != "id"}
+    return (update(Run).where(Run.id == run.id, Run.status == RunStatus.RUNNING.value).values(**values)
+            .execution_options(synchronize_session=False))
+
+
+@dataclass
+class Metering:
+    """The run path's metering: built once per app, holds the issuer of platform fees and the VAT convention."""
+
+    recorder: Recorder
+    sessions: sessionmaker[Session]
+    clock: Clock
+    metrics: Metrics
+    vat: Vat
+    tz: ZoneInfo
+    _platform_org_id: str | None = field(default=None, repr=False)
+
+    def platform_org_id(self, session: Session) -> str:
+        """The implementing agency that issues platform fees (the platform organization)."""
+        if self._platform_org_id is None:
+            found = session.scalar(select(Organization.id).where(Organization.is_platform.is_(True)))
+            if found is None:
+                raise NotFound("no platform agency; run `sluice init`", code="platform_not_initialized")
+            self._platform_org_id = found
+        return self._platform_org_id
+
+    def refused_run(self, session: Session, run: Run, grant: Grant, now: datetime) -> None:
+        """Meter a run refused at its checks (recorded, never charged) in the caller's transaction."""
+        session.add(event_row(run_event(run, grant, self.platform_org_id(session), (), now)))
+        self.metrics.runs.labels(run.status).inc()
+
+    def start_run(self, session: Session, run: Run, job: Job) -> Run | None:
+        """Record the run's start (status `running`) through the group-commit recorder, before it executes.
+
+        A crash after this leaves a `running` row that `recover_interrupted_runs` marks failed at restart. If a
+        concurrent request with the same Idempotency-Key started first, its run is returned instead.
+        """
+        started = time.perf_counter()
+        copy = Run(**{c.key: getattr(run, c.key) for c in inspect(Run).column_attrs})
+        try:
+            self.recorder.record([copy], session=session)
+        except IntegrityError:
+            earlier = runs.find_idempotent(session, job, run.requested_by, run.idempotency_key)
+            if earlier is None:
+                raise
+            return earlier
+        finally:
+            self.metrics.run_start_seconds.observe(time.perf_counter() - started)
+        from sandbox.app.deps import on_rollback  # the app owns the request transaction
+
+        on_rollback(session, lambda: self._abandon(run, job))
+        return None
+
+    def _abandon(self, run: Run, job: Job) -> None:
+        """The request failed unexpectedly while the run executed: record it failed now, not at restart."""
+        if run.status != RunStatus.RUNNING:
+            return  # it finished; a failed final commit leaves it `running` for restart recovery
+        now = self.clock.now()
+        runs.set_status(run, RunStatus.FAILED, now=now, error_code="internal_error",
+                        error_message="the run failed unexpectedly; see server logs")
+        try:
+            with self.sessions() as s:
+                grant = s.get(Grant, run.grant_id)
+                assert grant is not None
+                rows: list[Write] = [_run_update(run),
+                                     event_row(run_event(run, grant, self.platform_org_id(s), (), now))]
+            self.recorder.record(rows)
+        except Exception:  # pragma: no cover - the store is failing too; restart recovery will mark the run
+            log.exception("could not record run %s as failed", run.id)
+
+    def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
+                   service: runs.RunService, now: datetime) -> list[Any]:
+        """The writes that end a run, to commit with its audit row: its final record and its usage event."""
+        datasets = scans_by_dataset(service, grant, tables, job)
+        event = run_event(run, grant, self.platform_org_id(session), datasets, now)
+        m = self.metrics
+        m.runs.labels(run.status).inc()
+        m.run_seconds.labels(run.status).observe(run.wall_ms / 1000)
+        m.scanned_rows.inc(run.rows_scanned)
+        m.suppressed_rows.inc(run.suppressed_rows)
+        return [_run_update(run), event_row(event)]
+
+    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime) -> UsageEventRow:
+        """The usage event of one result download (attributed like its run), for the download's audit commit."""
+        grant = session.get(Grant, run.grant_id)
+        assert grant is not None
+        run_ev = session.get(UsageEventRow, event_id(EventKind.RUN, run.id))
+        datasets = tuple(DatasetUse(d[0], int(d[1]), int(d[2])) for d in (run_ev.datasets if run_ev else []))
+        source = new_id("dl")
+        event = validate_event(UsageEvent(
+            id=event_id(EventKind.DOWNLOAD, source), kind=EventKind.DOWNLOAD.value,
+            relation=Relation.PLATFORM.value, event_time=now, ingested_at=now,
+            issuer_org_id=self.platform_org_id(session), payer_org_id=run.operator_org_id,
+            operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class,
+            outcome=Outcome.SUCCEEDED.value, quantities=quantities({"downloads": 1, "download_bytes": size}),
+            grant_id=grant.id, datasets=datasets, trace_id=current_trace_id(), source_id=f"{run.id}/{source}/{fmt}"))
+        self.metrics.downloads.labels(fmt).inc()
+        return event_row(event)
+
+
+def ingest(session: Session, events: Iterable[UsageEvent]) -> list[tuple[UsageEvent, bool]]:
+    """Append events once each: (event, True) when new, (recorded event, False) for an identical replay.
+
+    A replay whose payload differs is refused (`usage_conflict`); nothing recorded is ever overwritten.
+    """
+    out = []
+    for e in events:
+        validate_event(e)
+        existing = session.get(UsageEventRow, e.id)
+        if existing is None:
+            try:
+                with session.begin_nested():
+                    session.add(event_row(e))
+            except IntegrityError:
+                existing = session.get(UsageEventRow, e.id, populate_existing=True)
+                if existing is None:
+                    raise
+        if existing is None:
+            out.append((e, True))
+            continue
+        if existing.payload_sha256 != payload_digest(e):
+            raise Conflict(f"usage event {e.id} was already recorded with a different payload; corrections are "
+                           "appended as reversals", code="usage_conflict", event_id=e.id)
+        out.append((event_from_row(existing), False))
+    return out
+
+
+def reverse(session: Session, original_id: str, *, reason: str, now: datetime) -> tuple[UsageEvent, bool]:
+    """Append the reversal of an event (once; repeating it with the same reason returns the recorded one)."""
+    row = session.get(UsageEventRow, original_id)
+    if row is None:
+        raise NotFound(f"usage event {original_id} does not exist", code="usage_event_not_found")
+    if not reason.strip():
+        raise InvalidInput("a reversal needs a reason", code="reason_required")
+    return ingest(session, [reversal_of(event_from_row(row), reason=reason, at=now, trace_id=current_trace_id())])[0]
