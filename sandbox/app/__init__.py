@@ -16,7 +16,16 @@ from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from metering.money import Vat
 from policy.authz import Authorizer
-from sandbox.app import problems, routes_catalogue, routes_grants, routes_identity, routes_jobs, routes_system
+from sandbox.app import (
+    problems,
+    routes_billing,
+    routes_catalogue,
+    routes_grants,
+    routes_identity,
+    routes_jobs,
+    routes_prices,
+    routes_system,
+)
 from sandbox.app.deps import AppState
 from sandbox.app.middleware import MetricsMiddleware
 from sandbox.billing.usage import Metering
@@ -67,8 +76,16 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs):
+    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs, routes_prices,
+                   routes_billing):
         app.include_router(module.router)
 
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app built from SLUICE_* settings: the factory each `sluice serve --http-workers N` process calls."""
+    from sandbox.config import load_settings
+
+    return create_app(load_settings())

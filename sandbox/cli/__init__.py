@@ -98,15 +98,39 @@ def init(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None
-          ) -> None:
-    """Run the HTTP API with uvicorn."""
+def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None,
+          http_workers: Annotated[int | None, typer.Option(help="HTTP worker processes (else SLUICE_HTTP_WORKERS)")]
+          = None) -> None:
+    """Run the HTTP API with uvicorn; runs a previous crash interrupted are marked failed first."""
     import uvicorn
 
     from sandbox.app import create_app
+    from sandbox.billing.recovery import recover_interrupted_runs
 
     s = settings()
-    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+    recovered = recover_interrupted_runs(s, SystemClock())
+    if recovered:
+        err.print(f"marked {len(recovered)} interrupted run(s) failed: {', '.join(recovered)}")
+    workers = http_workers or s.http_workers
+    if workers <= 1:
+        uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+        return
+    _multiprocess_metrics_dir(s)
+    uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=workers, host=host or s.host,
+                port=port or s.port)
+
+
+def _multiprocess_metrics_dir(s: Settings) -> None:
+    """Point prometheus_client's multi-process mode at PROMETHEUS_MULTIPROC_DIR (default HOME/metrics, emptied)."""
+    import os
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(given) if given else s.resolved_home / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not given:  # samples of a previous server would be summed in; our own folder starts empty
+        for old in folder.glob("*.db"):
+            old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @db_app.command("upgrade")
