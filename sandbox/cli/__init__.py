@@ -478,6 +478,12 @@ def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--out
     emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
 
 
+from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
+
+for _sub, _name in _billing.APPS:
+    app.add_typer(_sub, name=_name)
+
+
 def main() -> None:
     """Entry point of the `sluice` console script."""
     app()
