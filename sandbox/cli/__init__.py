@@ -155,9 +155,13 @@ def whoami(as_json: JsonOpt = False) -> None:
 def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (default: SLUICE_HOME)")] = None,
          as_json: JsonOpt = False) -> None:
     """Run the whole flow on synthetic city data in a fresh SLUICE_HOME."""
-    from sandbox.demo.run import run_demo
+    from sandbox.demo.run import DemoError, run_demo
 
-    run_demo(home or settings().home, as_json=as_json)
+    try:
+        run_demo(home or settings().home, as_json=as_json)
+    except (DemoError, ApiError) as exc:
+        err.print(f"[red]demo failed[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("rotate")
