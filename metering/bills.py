@@ -19,6 +19,7 @@ from metering.periods import Period
 from metering.rating import LineKey, LineKind, Pricing, Prior, Rater, exact_amount
 
 MAX_EVIDENCE_ITEMS = 5
+PUBLIC_INTEREST = PurposeClass.PUBLIC_INTEREST.value
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,12 @@ _GroupKey = tuple[int, str, str, str, str, tuple[str, ...], tuple[str, ...]]
 class _Group:
     """Platform events alike in everything that decides their lines: summed first, then spread onto lines."""
 
-    __slots__ = ("datasets", "dsums", "extras", "ids", "sums")
+    __slots__ = ("datasets", "dsums", "extras", "ids", "meters", "sums")
 
-    def __init__(self, datasets: tuple[str, ...]) -> None:
+    def __init__(self, datasets: tuple[str, ...], meters: tuple[str, ...]) -> None:
         self.ids: list[str] = []
-        self.sums: dict[str, int] = {}
+        self.meters = meters
+        self.sums = [0] * len(meters)
         self.datasets = datasets
         self.dsums = [[0, 0] for _ in datasets]
         self.extras: set[str] | None = None
@@ -182,21 +184,20 @@ def _platform_groups(evs: list[UsageEvent], rater: Rater, pricing: Pricing, peri
             s_idx, s_lo, s_hi = timeline.span_at(t)
         ds = e.datasets
         qs = e.quantities
-        gk = (s_idx, e.purpose_class, e.outcome, kind, own, tuple(d.dataset_id for d in ds), tuple(m for m, _ in qs))
+        gk = (s_idx, e.purpose_class, e.outcome, kind, own, tuple([d.dataset_id for d in ds]),
+              tuple([m for m, _ in qs]))
         g = groups.get(gk)
         if g is None:
-            g = groups[gk] = _Group(gk[5])
+            g = groups[gk] = _Group(gk[5], gk[6])
         g.ids.append(e.id)
         sums = g.sums
-        for meter, q in qs:
-            sums[meter] = sums.get(meter, 0) + q
+        for i, (_, q) in enumerate(qs):
+            sums[i] += q
         if ds:
-            dsums = g.dsums
-            for i, d in enumerate(ds):
-                acc = dsums[i]
+            for acc, d in zip(g.dsums, ds, strict=True):
                 acc[0] += d.rows
                 acc[1] += d.bytes
-        if e.free or e.reverses is not None:
+        if e.purpose_class == PUBLIC_INTEREST or e.reverses is not None:
             if g.extras is None:
                 g.extras = set()
             _extras(g.extras, e)
@@ -210,12 +211,12 @@ def _spread(groups: dict[_GroupKey, _Group], rater: Rater, pricing: Pricing,
     for (idx, purpose, outcome, kind, own, _, _), g in groups.items():
         sched = versions[idx] if idx >= 0 else None
         parts: list[tuple[str, str | None, int]] = []
-        for meter in sorted(g.sums):
+        for meter, total in sorted(zip(g.meters, g.sums, strict=True)):
             if METERS[meter].per_dataset:
                 col = 0 if meter == "rows_scanned" else 1
                 parts += [(meter, d, g.dsums[i][col]) for i, d in enumerate(g.datasets)]
             else:
-                parts.append((meter, None, g.sums[meter]))
+                parts.append((meter, None, total))
         for meter, dataset, q in parts:
             key = rater.platform_key(purpose, outcome, meter, dataset, kind, own, sched)
             line = lines.get(key)

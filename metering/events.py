@@ -190,18 +190,20 @@ def reversal_of(original: UsageEvent, *, reason: str, at: datetime, trace_id: st
 def dedupe(events: Iterable[UsageEvent]) -> list[UsageEvent]:
     """Events once each, sorted by id: an identical replay is dropped, a conflicting one refused.
 
-    The earliest delivery's `ingested_at` (and trace id) is kept, whatever order deliveries are given in.
+    The earliest delivery's `ingested_at` (and trace id) is kept, whatever order deliveries are given in. Only
+    ids delivered more than once have their payloads compared.
     """
-    seen: dict[str, tuple[str, UsageEvent]] = {}
-    for e in events:
-        digest = payload_digest(e)
-        prior = seen.get(e.id)
-        if prior is None:
-            seen[e.id] = (digest, e)
+    ordered = sorted(events, key=lambda e: (e.id, e.ingested_at, e.trace_id or ""))
+    out: list[UsageEvent] = []
+    first_digest: str | None = None
+    for e in ordered:
+        if out and out[-1].id == e.id:
+            if first_digest is None:
+                first_digest = payload_digest(out[-1])
+            if payload_digest(e) != first_digest:
+                raise UsageConflict(f"usage event {e.id} was already recorded with a different payload",
+                                    code="usage_conflict", event_id=e.id)
             continue
-        if prior[0] != digest:
-            raise UsageConflict(f"usage event {e.id} was already recorded with a different payload",
-                                code="usage_conflict", event_id=e.id)
-        if (e.ingested_at, e.trace_id or "") < (prior[1].ingested_at, prior[1].trace_id or ""):
-            seen[e.id] = (digest, e)
-    return [seen[k][1] for k in sorted(seen)]
+        out.append(e)
+        first_digest = None
+    return out
