@@ -32,6 +32,7 @@ class Metrics:
     runs: Counter
     run_seconds: Histogram
     run_start_seconds: Histogram
+    run_start_wait_seconds: Histogram
     scanned_rows: Counter
     suppressed_rows: Counter
     analysis_rejections: Counter
@@ -68,6 +69,9 @@ def make_metrics(multiprocess_dir: str | None = None) -> Metrics:
         run_start_seconds=Histogram("sluice_run_start_record_seconds",
                                     "Time to record a run's start through the group-commit recorder",
                                     buckets=COMMIT_BUCKETS, registry=reg),
+        run_start_wait_seconds=Histogram("sluice_run_start_wait_seconds",
+                                         "Time a run waited, after executing, for its start record to be durable",
+                                         buckets=COMMIT_BUCKETS, registry=reg),
         scanned_rows=Counter("sluice_scanned_rows", "Rows scanned by executed runs", registry=reg),
         suppressed_rows=Counter("sluice_suppressed_rows", "Result rows suppressed by output control",
                                 registry=reg),

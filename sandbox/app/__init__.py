@@ -68,6 +68,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         yield
+        metering.close()
         state.recorder.close()
         run_service.close()
         engine.dispose()

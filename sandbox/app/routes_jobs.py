@@ -147,15 +147,16 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
         session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
         raise
-    with tracer.start_as_current_span("sluice.run.start"):  # crash safety: a started run is never lost
-        earlier = state.metering.start_run(session, run, job)
-    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
-        guard.note(run_id=earlier.id, idempotent_replay=True)
-        return runs.run_out(earlier)
+    started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
     with tracer.start_as_current_span("sluice.run.execute") as span:
         outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
         span.set_attribute("sluice.result_rows", run.result_rows)
         span.set_attribute("sluice.suppressed_rows", run.suppressed_rows)
+    with tracer.start_as_current_span("sluice.run.start"):
+        earlier = started.wait()
+    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
+        guard.note(run_id=earlier.id, idempotent_replay=True)
+        return runs.run_out(earlier)
     guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
                suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -94,6 +95,7 @@ class Metering:
     vat: Vat
     tz: ZoneInfo
     _platform_org_id: str | None = field(default=None, repr=False)
+    _starter: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def platform_org_id(self, session: Session) -> str:
         """The implementing agency that issues platform fees (the platform organization)."""
@@ -109,44 +111,57 @@ class Metering:
         session.add(event_row(run_event(run, grant, self.platform_org_id(session), (), now)))
         self.metrics.runs.labels(run.status).inc()
 
-    def start_run(self, session: Session, run: Run, job: Job) -> Run | None:
-        """Record the run's start (status `running`) through the group-commit recorder, before it executes.
+    def start_run(self, session: Session, run: Run, job: Job) -> StartedRun:
+        """Begin recording the run's start (status `running`) through the group-commit recorder.
 
-        A crash after this leaves a `running` row that `recover_interrupted_runs` marks failed at restart. If a
-        concurrent request with the same Idempotency-Key started first, its run is returned instead.
+        The commit runs in the background while the run executes, so it adds almost nothing to the run's
+        latency; `StartedRun.wait()` makes sure it is durable before anything about the run is committed or
+        answered. A crash after that leaves a `running` row that `recover_interrupted_runs` marks failed at
+        restart; a crash before it leaves nothing, and the client has seen nothing.
         """
-        started = time.perf_counter()
         copy = Run(**{c.key: getattr(run, c.key) for c in inspect(Run).column_attrs})
-        try:
-            self.recorder.record([copy], session=session)
-        except IntegrityError:
-            earlier = runs.find_idempotent(session, job, run.requested_by, run.idempotency_key)
-            if earlier is None:
-                raise
-            return earlier
-        finally:
-            self.metrics.run_start_seconds.observe(time.perf_counter() - started)
+        if self._starter is None:
+            self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
+        future = self._starter.submit(self._record_start, copy)
+        started = StartedRun(self, future, session, run, job)
         from sandbox.app.deps import on_rollback  # the app owns the request transaction
 
-        on_rollback(session, lambda: self._abandon(run, job))
-        return None
+        on_rollback(session, lambda: self._abandon(started))
+        return started
 
-    def _abandon(self, run: Run, job: Job) -> None:
-        """The request failed unexpectedly while the run executed: record it failed now, not at restart."""
-        if run.status != RunStatus.RUNNING:
-            return  # it finished; a failed final commit leaves it `running` for restart recovery
+    def _record_start(self, copy: Run) -> None:
+        began = time.perf_counter()
+        try:
+            self.recorder.record([copy])
+        finally:
+            self.metrics.run_start_seconds.observe(time.perf_counter() - began)
+
+    def _abandon(self, started: StartedRun) -> None:
+        """The request failed unexpectedly after the run started: record it failed now, not at restart."""
+        try:
+            started.future.result(timeout=60)
+        except Exception:
+            return  # the start was never recorded: there is nothing to mark
+        stored = Run(**{c.key: getattr(started.run, c.key) for c in inspect(Run).column_attrs})
+        stored.status = RunStatus.RUNNING.value  # what the store holds for it
         now = self.clock.now()
-        runs.set_status(run, RunStatus.FAILED, now=now, error_code="internal_error",
+        runs.set_status(stored, RunStatus.FAILED, now=now, error_code="internal_error",
                         error_message="the run failed unexpectedly; see server logs")
         try:
             with self.sessions() as s:
-                grant = s.get(Grant, run.grant_id)
+                grant = s.get(Grant, stored.grant_id)
                 assert grant is not None
-                rows: list[Write] = [_run_update(run),
-                                     event_row(run_event(run, grant, self.platform_org_id(s), (), now))]
+                rows: list[Write] = [_run_update(stored),
+                                     event_row(run_event(stored, grant, self.platform_org_id(s), (), now))]
             self.recorder.record(rows)
         except Exception:  # pragma: no cover - the store is failing too; restart recovery will mark the run
-            log.exception("could not record run %s as failed", run.id)
+            log.exception("could not record run %s as failed", stored.id)
+
+    def close(self) -> None:
+        """Let in-flight start records finish."""
+        if self._starter is not None:
+            self._starter.shutdown(wait=True)
+            self._starter = None
 
     def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
                    service: runs.RunService, now: datetime) -> list[Any]:
@@ -176,6 +191,32 @@ class Metering:
             grant_id=grant.id, datasets=datasets, trace_id=current_trace_id(), source_id=f"{run.id}/{source}/{fmt}"))
         self.metrics.downloads.labels(fmt).inc()
         return event_row(event)
+
+
+@dataclass
+class StartedRun:
+    """A run whose start record is being committed in the background while the run executes."""
+
+    metering: Metering
+    future: Future[None]
+    session: Session
+    run: Run
+    job: Job
+
+    def wait(self) -> Run | None:
+        """Block until the start is durable. Returns the earlier run when a concurrent request with the same
+        Idempotency-Key started first (this run is then discarded: no record, no usage)."""
+        began = time.perf_counter()
+        try:
+            self.future.result(timeout=60)
+        except IntegrityError:
+            earlier = runs.find_idempotent(self.session, self.job, self.run.requested_by, self.run.idempotency_key)
+            if earlier is None:
+                raise
+            return earlier
+        finally:
+            self.metering.metrics.run_start_wait_seconds.observe(time.perf_counter() - began)
+        return None
 
 
 def ingest(session: Session, events: Iterable[UsageEvent]) -> list[tuple[UsageEvent, bool]]:
