@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,8 +17,15 @@ from sandbox.store.models import Base
 
 log = logging.getLogger("sluice.recorder")
 
-Write = Base | Executable
-"""A new row to insert, or a statement (e.g. the UPDATE that ends a started run) to execute in the batch."""
+class Execute(NamedTuple):
+    """A statement to run in the batch with its parameters (e.g. the UPDATE that ends a started run)."""
+
+    statement: Executable
+    params: dict[str, Any]
+
+
+Write = Base | Executable | Execute
+"""A new row to insert, or a statement to execute in the batch."""
 _Item = tuple[Sequence[Write], "Future[None]"]
 
 
@@ -101,7 +109,9 @@ class Recorder:
 
 def _apply(session: Session, rows: Sequence[Write]) -> None:
     for row in rows:
-        if isinstance(row, Executable):
+        if isinstance(row, Execute):
+            session.execute(row.statement, row.params)
+        elif isinstance(row, Executable):
             session.execute(row)
         else:
             session.add(row)
@@ -110,7 +120,7 @@ def _apply(session: Session, rows: Sequence[Write]) -> None:
 def _forget_generated_keys(rows: Sequence[Write]) -> None:
     """After a rolled-back batch, let the database assign autoincrement keys again."""
     for row in rows:
-        if isinstance(row, Executable):
+        if isinstance(row, Execute | Executable):
             continue
         for column in inspect(type(row)).primary_key:
             auto = column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int)

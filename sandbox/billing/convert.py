@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import insert
+
 from metering.bills import BillLine
 from metering.events import DatasetUse, UsageEvent, payload_digest
 from metering.schedules import Cap, CapSchedule, Package, PlatformSchedule, PriceEntry, Tier
 from sandbox.clock import as_utc
+from sandbox.recorder import Execute
 from sandbox.store.models import (
     BillLineRow,
     PlatformFeeVersion,
@@ -25,15 +28,28 @@ EVENT_COLUMNS = ("id", "kind", "relation", "event_time", "ingested_at", "issuer_
                  "entry_id", "free_reason", "trace_id", "source_id", "reverses", "reason")
 
 
-def event_row(e: UsageEvent) -> UsageEventRow:
-    """The store row of an event, with the digest replays are compared on."""
-    return UsageEventRow(
+def event_values(e: UsageEvent) -> dict[str, Any]:
+    """An event's column values, with the digest replays are compared on."""
+    return dict(
         id=e.id, kind=e.kind, relation=e.relation, event_time=e.event_time, ingested_at=e.ingested_at,
         issuer_org_id=e.issuer_org_id, payer_org_id=e.payer_org_id, operator_org_id=e.operator_org_id,
         grant_id=e.grant_id, purpose_class=e.purpose_class, outcome=e.outcome, quantities=dict(e.quantities),
         datasets=[[d.dataset_id, d.rows, d.bytes] for d in e.datasets], product_id=e.product_id,
         entry_id=e.entry_id, free_reason=e.free_reason, trace_id=e.trace_id, source_id=e.source_id,
         reverses=e.reverses, reason=e.reason, payload_sha256=payload_digest(e))
+
+
+def event_row(e: UsageEvent) -> UsageEventRow:
+    """The store row of an event."""
+    return UsageEventRow(**event_values(e))
+
+
+_EVENT_INSERT = insert(UsageEventRow.__table__)  # type: ignore[arg-type]
+
+
+def event_insert(e: UsageEvent) -> Execute:
+    """An INSERT of an event for the group-commit recorder (cheaper than an ORM object on the run path)."""
+    return Execute(_EVENT_INSERT, event_values(e))
 
 
 def event_columns() -> list[Any]:

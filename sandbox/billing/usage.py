@@ -14,10 +14,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from opentelemetry import trace
-from sqlalchemy import inspect, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql import Executable
 
 from metering.events import DatasetUse, EventKind, UsageEvent, event_id, payload_digest, quantities, reversal_of
 from metering.events import validate as validate_event
@@ -25,12 +24,12 @@ from metering.meters import Outcome, Relation
 from metering.metrics import Metrics
 from metering.money import Vat
 from sandbox import runs
-from sandbox.billing.convert import event_from_row, event_row
+from sandbox.billing.convert import event_from_row, event_insert, event_row
 from sandbox.clock import Clock
 from sandbox.errors import Conflict, InvalidInput, NotFound
 from sandbox.executor import RunStatus, scan_stats
 from sandbox.jobs import GrantTable
-from sandbox.recorder import Recorder, Write
+from sandbox.recorder import Execute, Recorder, Write
 from sandbox.store.models import Grant, Job, Organization, Run, UsageEventRow
 from sandbox.store.types import new_id
 
@@ -77,11 +76,31 @@ def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[Dat
         source_id=run.id))
 
 
-def _run_update(run: Run) -> Executable:
+_RUN_COLUMNS = tuple(c.key for c in inspect(Run).column_attrs if c.key != "id")
+_RUNS: Table = Run.__table__  # type: ignore[assignment]
+_RUN_INSERT = insert(_RUNS)
+_RUN_UPDATE = (update(_RUNS).where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == bindparam("from_status"))
+               .values({k: bindparam(f"v_{k}") for k in _RUN_COLUMNS}))
+
+
+_RUN_DEFAULTS = {c.key: getattr(c.default, "arg", None) for c in _RUNS.columns
+                 if c.default is not None and c.default.is_scalar}
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    """A run's column values, with the model's defaults where the object has none yet."""
+    out = {}
+    for k in ("id", *_RUN_COLUMNS):
+        value = getattr(run, k)
+        out[k] = _RUN_DEFAULTS.get(k) if value is None else value
+    return out
+
+
+def _run_update(run: Run) -> Execute:
     """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
-    values = {c.key: getattr(run, c.key) for c in inspect(Run).column_attrs if c.key != "id"}
-    return (update(Run).where(Run.id == run.id, Run.status == RunStatus.RUNNING.value).values(**values)
-            .execution_options(synchronize_session=False))
+    params = {f"v_{k}": v for k, v in _run_values(run).items() if k != "id"}
+    params.update(run_id=run.id, from_status=RunStatus.RUNNING.value)
+    return Execute(_RUN_UPDATE, params)
 
 
 @dataclass
@@ -119,7 +138,7 @@ class Metering:
         answered. A crash after that leaves a `running` row that `recover_interrupted_runs` marks failed at
         restart; a crash before it leaves nothing, and the client has seen nothing.
         """
-        copy = Run(**{c.key: getattr(run, c.key) for c in inspect(Run).column_attrs})
+        copy = Execute(_RUN_INSERT, _run_values(run))
         if self._starter is None:
             self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
         future = self._starter.submit(self._record_start, copy)
@@ -129,7 +148,7 @@ class Metering:
         on_rollback(session, lambda: self._abandon(started))
         return started
 
-    def _record_start(self, copy: Run) -> None:
+    def _record_start(self, copy: Execute) -> None:
         began = time.perf_counter()
         try:
             self.recorder.record([copy])
@@ -173,9 +192,9 @@ class Metering:
         m.run_seconds.labels(run.status).observe(run.wall_ms / 1000)
         m.scanned_rows.inc(run.rows_scanned)
         m.suppressed_rows.inc(run.suppressed_rows)
-        return [_run_update(run), event_row(event)]
+        return [_run_update(run), event_insert(event)]
 
-    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime) -> UsageEventRow:
+    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime) -> Execute:
         """The usage event of one result download (attributed like its run), for the download's audit commit."""
         grant = session.get(Grant, run.grant_id)
         assert grant is not None
@@ -190,7 +209,7 @@ class Metering:
             outcome=Outcome.SUCCEEDED.value, quantities=quantities({"downloads": 1, "download_bytes": size}),
             grant_id=grant.id, datasets=datasets, trace_id=current_trace_id(), source_id=f"{run.id}/{source}/{fmt}"))
         self.metrics.downloads.labels(fmt).inc()
-        return event_row(event)
+        return event_insert(event)
 
 
 @dataclass

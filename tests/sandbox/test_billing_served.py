@@ -90,7 +90,7 @@ def _load(served: Served, stop: threading.Event, seen: list[tuple[str, str]], do
 def test_kill_9_mid_load_loses_no_succeeded_run_counts_nothing_twice_and_charges_no_interrupted_run(
         tmp_path: Path) -> None:
     home = tmp_path / "home"
-    server = Server(home, {"SLUICE_WORKERS": "2", "SLUICE_RUN_THREADS": "1"})
+    server = Server(home, {"SLUICE_WORKERS": "1", "SLUICE_RUN_THREADS": "1"})  # runs queue: some are in flight
     admin = server.init()
     server.start()
     try:
@@ -126,7 +126,7 @@ def test_kill_9_mid_load_loses_no_succeeded_run_counts_nothing_twice_and_charges
             assert outcome == runs[source]
         assert per_run == dict.fromkeys(runs, 1)  # every run exactly one usage event, none twice
         assert all(runs[r] == "succeeded" for r in succeeded_seen)
-        assert interrupted, "no run was in flight at the kill (six clients share two sandbox workers)"
+        assert interrupted, f"no run in flight at the kill: {len(runs)} runs, {len(seen)} answers"
         assert recovered == len(interrupted)
         assert all("server stopped" in (m or "") for m in interrupted.values())
         assert n_downloads >= len(downloads)
