@@ -96,6 +96,23 @@ def _run_values(run: Run) -> dict[str, Any]:
     return out
 
 
+def product_event(*, kind: str, source_id: str, entry_id: str, product_id: str | None, customer_org_id: str,
+                  operator_org_id: str, grant: Grant | None, counts: dict[str, int],
+                  datasets: Sequence[DatasetUse], outcome: str, at: datetime, free_reason: str | None = None,
+                  ) -> UsageEvent:
+    """A product-fee event (a call, a subscription period or a package purchase) billed by the operator to the
+    customer. Free when the product's grant is public-interest or `free_reason` names the agency's approval of a
+    public-interest subscription. Its id is `<kind>:<source_id>`: give the call's idempotency-derived id, or
+    `<subscription id>:<period>` for a subscription, so a replay counts once."""
+    public = (grant is not None and grant.purpose_class == "public_interest") or free_reason is not None
+    return validate_event(UsageEvent(
+        id=event_id(kind, source_id), kind=kind, relation=Relation.PRODUCT.value, event_time=at, ingested_at=at,
+        issuer_org_id=operator_org_id, payer_org_id=customer_org_id, operator_org_id=operator_org_id,
+        purpose_class="public_interest" if public else "industry", outcome=outcome, quantities=quantities(counts),
+        grant_id=grant.id if grant else None, datasets=tuple(datasets), product_id=product_id, entry_id=entry_id,
+        free_reason=free_reason, trace_id=current_trace_id(), source_id=source_id))
+
+
 def _run_update(run: Run) -> Execute:
     """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
     params = {f"v_{k}": v for k, v in _run_values(run).items() if k != "id"}

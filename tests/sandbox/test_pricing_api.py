@@ -11,9 +11,9 @@ import pytest
 from billing_world import World, build_world
 from sqlalchemy import select
 
-from metering.events import DatasetUse, UsageEvent, event_id, quantities
+from metering.events import DatasetUse, UsageEvent
 from sandbox.billing.prices import require_active_price
-from sandbox.billing.usage import ingest
+from sandbox.billing.usage import ingest, product_event
 from sandbox.errors import Refused
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import RevenueExcess
@@ -92,15 +92,12 @@ def test_a_lowered_cap_suspends_a_listed_price_until_it_is_repriced(world: World
 
 
 def _calls(w: World, entry_id: str, n: int, *, free: bool = False, start: int = 0) -> list[UsageEvent]:
-    now = w.api.clock.now()
-    return [UsageEvent(id=event_id("call", f"call_{start + i:04d}"), kind="call", relation="product",
-                       event_time=now, ingested_at=now, issuer_org_id=w.industry, payer_org_id=w.customer,
-                       operator_org_id=w.industry, purpose_class="public_interest" if free else "industry",
-                       outcome="succeeded", quantities=quantities({"calls": 1, "result_rows": 20}),
-                       grant_id=None if free else "grt_x", datasets=(DatasetUse(w.dataset, 40, 0),),
-                       product_id="prd_demo", entry_id=entry_id, source_id=f"call_{start + i:04d}",
-                       free_reason="subscription sub_1 approved by the agency for public-interest use"
-                       if free else None) for i in range(n)]
+    return [product_event(kind="call", source_id=f"call_{start + i:04d}", entry_id=entry_id, product_id="prd_demo",
+                          customer_org_id=w.customer, operator_org_id=w.industry, grant=None,
+                          counts={"calls": 1, "result_rows": 20}, datasets=[DatasetUse(w.dataset, 40, 0)],
+                          outcome="succeeded", at=w.api.clock.now(),
+                          free_reason="subscription sub_1 approved by the agency for public-interest use"
+                          if free else None) for i in range(n)]
 
 
 def test_customer_bill_counts_tiers_per_period_and_revenue_above_the_maximum_is_carried(world: World) -> None:
