@@ -60,7 +60,9 @@ def setup(server: Server, admin_key: str, data_dir: Path) -> dict[str, Any]:
                 "columns": {c[0]: {"constraint": c[2]} for c in spec["columns"]}}
         start = time.perf_counter()
         _ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
-        import_seconds[name] = round(time.perf_counter() - start, 3)
+        import_seconds[name] = round(time.perf_counter() - start, 3)  # import + quality profile
+        _ok(http.post(f"/v1/registrations/{name}/1/certify-now", headers=admin,
+                      json={"reason": "benchmark set-up (shortcut)"}))
     until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     grant = _ok(http.post("/v1/grants", headers=admin, json={
         "operator_org_id": operator, "scope": "scenario", "purpose_class": "industry", "valid_until": until,

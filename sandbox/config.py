@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     worker_address_space_mb: int = Field(
         6144, description="RLIMIT_AS of each worker process, in MiB; a memory bomb kills one worker."
     )
+    registration_notice_seconds: int = Field(
+        14 * 86400, ge=0, description="Length of a registration's public notice (公示), in seconds; default 14 days "
+        "(10 working days). See docs/registration.md."
+    )
+    quality_report_deadline_days: int = Field(
+        10, ge=1, description="Days a provider has to answer a quality report before it is flagged to the agency "
+        "as overdue."
+    )
     tracing_enabled: bool = Field(False, description="Export OpenTelemetry traces (configured by OTEL_*).")
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     http_workers: int = Field(

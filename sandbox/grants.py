@@ -7,12 +7,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy.constraints import Constraint, Grade, tighten
 from policy.errors import ConstraintLoosening
 from sandbox.catalogue.domains import DOMAINS
+from sandbox.catalogue.registry import latest_certified_version
 from sandbox.errors import Conflict, InvalidInput, NotFound, Refused
 from sandbox.store.models import Dataset, DatasetVersion, Grant, GrantEvent, Organization
 from sandbox.store.types import new_id
@@ -91,12 +91,14 @@ class Coverage:
 
 
 def _latest(session: Session, dataset_id: str) -> DatasetVersion:
+    """The version a grant is checked against: the latest certified one (an application cannot be granted)."""
     ds = session.get(Dataset, dataset_id)
     if ds is None:
         raise NotFound(f"dataset {dataset_id!r} does not exist", code="dataset_not_found", dataset=dataset_id)
-    v = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
-                                                    DatasetVersion.version == ds.latest_version))
-    assert v is not None
+    v = latest_certified_version(session, dataset_id)
+    if v is None:
+        raise Refused(f"dataset {dataset_id} has no certified version yet; only a certified registration can be "
+                      "granted", code="dataset_not_certified", dataset=dataset_id)
     return v
 
 

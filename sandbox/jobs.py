@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from policy.analysis import Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
+from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
 from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
-from sandbox.store.models import Dataset, DatasetVersion, Grant, Job, JobReview
+from sandbox.store.models import DatasetVersion, Grant, Job, JobReview
 from sandbox.store.types import new_id
 
 PARAM_TYPES = ("VARCHAR", "INTEGER", "BIGINT", "DOUBLE", "DECIMAL", "DATE", "TIMESTAMP", "BOOLEAN")
@@ -26,14 +27,16 @@ class JobState(StrEnum):
     PENDING_REVIEW = "pending_review"
     APPROVED = "approved"
     REJECTED = "rejected"
+    STOPPED = "stopped"  # a dataset version it reads was revoked; `stopped_reason` says which and why
 
 
 # state -> states it may move to
 _MOVES: dict[JobState | None, frozenset[JobState]] = {
     None: frozenset({JobState.PENDING_REVIEW, JobState.APPROVED, JobState.REJECTED}),
-    JobState.PENDING_REVIEW: frozenset({JobState.APPROVED, JobState.REJECTED}),
-    JobState.APPROVED: frozenset(),
+    JobState.PENDING_REVIEW: frozenset({JobState.APPROVED, JobState.REJECTED, JobState.STOPPED}),
+    JobState.APPROVED: frozenset({JobState.STOPPED}),
     JobState.REJECTED: frozenset(),
+    JobState.STOPPED: frozenset(),
 }
 
 
@@ -56,18 +59,19 @@ def table_policy(grant: Grant, version: DatasetVersion) -> TablePolicy:
 
 
 def grant_tables(session: Session, grant: Grant, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:
-    """Datasets the grant covers (latest versions, or the `pinned` ones), keyed by their SQL name."""
+    """Datasets the grant covers (latest certified versions, or the `pinned` ones), keyed by their SQL name.
+
+    Only certified versions are ever covered: a pinned version that is no longer certified is left out.
+    """
     if pinned is not None:
-        versions = [session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == d,
-                                                                DatasetVersion.version == v))
-                    for d, v in sorted(pinned.items())]
+        versions: list[DatasetVersion | None] = [
+            session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == d, DatasetVersion.version == v))
+            for d, v in sorted(pinned.items())]
     else:
-        versions = list(session.scalars(
-            select(DatasetVersion).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-            .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)))
+        versions = list(latest_certified_versions(session))
     out = {}
     for v in versions:
-        if v is None:
+        if v is None or v.registration_state != CERTIFIED:
             continue
         if covers(grant, v).covered:
             out[v.dataset_id] = GrantTable(table_policy(grant, v), v)
@@ -96,7 +100,22 @@ def validate_parameters(parameters: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _set_state(job: Job, to: JobState, *, now: datetime, source: str | None = None) -> None:
+def stop_jobs_on_version(session: Session, dataset_id: str, version: int, *, now: datetime, reason: str
+                         ) -> list[str]:
+    """Stop every pending or approved job that reads `dataset_id` at `version`; returns their ids."""
+    stopped = []
+    live = session.scalars(select(Job).where(Job.state.in_([JobState.PENDING_REVIEW.value,
+                                                              JobState.APPROVED.value])).order_by(Job.id))
+    for job in live:
+        if job.dataset_versions.get(dataset_id) == version:
+            _set_state(job, JobState.STOPPED, now=now, reason=reason)
+            stopped.append(job.id)
+    session.flush()
+    return stopped
+
+
+def _set_state(job: Job, to: JobState, *, now: datetime, source: str | None = None, reason: str | None = None
+               ) -> None:
     """The one function that changes a job's state."""
     current = JobState(job.state) if job.state else None
     if to not in _MOVES[current]:
@@ -105,6 +124,8 @@ def _set_state(job: Job, to: JobState, *, now: datetime, source: str | None = No
     job.state = to.value
     if to == JobState.REJECTED:
         job.rejection_source = source
+    if to == JobState.STOPPED:
+        job.stopped_reason = reason
     if to != JobState.PENDING_REVIEW:
         job.decided_at = now
     if to == JobState.APPROVED:
@@ -185,6 +206,7 @@ def job_out(job: Job, reviews: list[JobReview] | None = None) -> dict[str, Any]:
         "id": job.id, "grant_id": job.grant_id, "operator_org_id": job.operator_org_id,
         "submitted_by": job.submitted_by, "title": job.title, "purpose": job.purpose, "sql": job.sql,
         "parameters": job.parameters, "state": job.state, "rejection_source": job.rejection_source,
+        "stopped_reason": job.stopped_reason,
         "findings": job.findings, "dataset_versions": job.dataset_versions,
         "reviews_required": job.reviews_required, "frozen_sql": job.frozen_sql,
         "frozen_sql_sha256": job.frozen_sql_sha256, "created_at": job.created_at.isoformat(),

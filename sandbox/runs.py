@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.errors import Conflict, InvalidInput
+from sandbox.catalogue.registry import CERTIFIED, get_version
+from sandbox.errors import Conflict, InvalidInput, Refused
 from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, RunStatus, WorkerPool, scan_stats
 from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
@@ -120,6 +121,14 @@ class RunService:
                 self._pool.close()
                 self._pool = None
 
+    def forget_version(self, dataset_id: str, version: int) -> None:
+        """Drop cached coverage and prepared inputs of a dataset version (its registration was revoked)."""
+        with self._lock:
+            for key in [k for k, tables in self.tables.items() if (dataset_id, version) in k[1]]:
+                self.tables.pop(key, None)
+            for pkey in [k for k in self._prepared if k[1:] == (dataset_id, version)]:
+                self._prepared.pop(pkey, None)
+
     def grant_key(self, grant_id: str) -> bytes:
         """The HMAC key for `hash` masks, scoped to one grant (derived from a secret in SLUICE_HOME/keys)."""
         if self._secret is None:
@@ -188,6 +197,9 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
     Coverage of a pinned version depends only on immutable facts (the grant's scope and lists, the version's
     grade), so `service` may cache it; the grant's state and validity are checked on every run.
     """
+    if JobState(job.state) == JobState.STOPPED:
+        raise Refused(f"job {job.id} was stopped: {job.stopped_reason}", code="job_stopped", state=job.state,
+                      reason=job.stopped_reason)
     if JobState(job.state) != JobState.APPROVED or not job.frozen_sql:
         raise Conflict(f"job {job.id} is {job.state}; only approved jobs run", code="job_not_approved",
                        state=job.state)
@@ -199,8 +211,12 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
         service.tables[key] = tables
     missing = sorted(set(job.dataset_versions) - set(tables))
     if missing:
-        from sandbox.errors import Refused
-
+        for name in missing:
+            pinned = get_version(session, name, job.dataset_versions[name])
+            if pinned.registration_state != CERTIFIED:
+                raise Refused(f"{name} v{pinned.version} is {pinned.registration_state}, not certified: "
+                              f"{pinned.state_reason}", code="dataset_version_not_certified", dataset=name,
+                              version=pinned.version, state=pinned.registration_state)
         raise Refused(f"the grant no longer covers {', '.join(missing)}", code="dataset_not_covered",
                       datasets=missing)
     return tables

@@ -24,6 +24,8 @@ from sandbox.app import (
     routes_identity,
     routes_jobs,
     routes_prices,
+    routes_quality,
+    routes_registrations,
     routes_system,
 )
 from sandbox.app.deps import AppState
@@ -77,8 +79,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app)
-    for module in (routes_system, routes_identity, routes_catalogue, routes_grants, routes_jobs, routes_prices,
-                   routes_billing):
+    for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
+                   routes_grants, routes_jobs, routes_prices, routes_billing):
         app.include_router(module.router)
 
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)

@@ -35,6 +35,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/v1/catalogue"),
+    ("GET", "/v1/registrations/notices"),
     ("GET", "/v1/certificates/{code}"),
     ("GET", "/v1/certificates/{code}/document"),
     ("GET", "/v1/certificates/{code}/qr.png"),

@@ -13,12 +13,14 @@ from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from policy.authz import Scope
 from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, require
 from sandbox.app.schemas import StrictModel, describe_error, describe_errors
-from sandbox.catalogue import certificates, registry
+from sandbox.catalogue import certificates, registration, registry
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, resolve_import_path
-from sandbox.errors import Conflict, InvalidInput, NotFound
+from sandbox.catalogue.registration import RegistrationState
+from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
 from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -29,6 +31,7 @@ class ColumnDeclIn(StrictModel):
     tags: list[str] = Field(default_factory=list)
     mask: str | None = None
     description: str = ""
+    declared_type: str | None = Field(None, description="the type values should have; profiled as conformance")
 
 
 class DatasetIn(StrictModel):
@@ -42,6 +45,10 @@ class DatasetIn(StrictModel):
     grade: str
     entity_column: str | None = None
     columns: dict[str, ColumnDeclIn] = Field(default_factory=dict)
+    expectations: list[dict[str, Any]] = Field(
+        default_factory=list, description="declared expectations, e.g. {'kind': 'unique', 'column': 'person_id'}")
+    freshness_column: str | None = Field(None, description="DATE/TIMESTAMP column whose newest value dates the data")
+    certify_now: bool = Field(False, description="demo/test shortcut, agency admin only: certify at once (audited)")
     provider_org_id: str | None = Field(None, description="defaults to the caller's organization")
     path: str | None = Field(None, description="server-side file under SLUICE_IMPORT_ROOT")
     format: str | None = None
@@ -81,11 +88,39 @@ def _spool(upload: UploadFile, dest_dir: Path, max_bytes: int) -> Path:
     return Path(name)
 
 
+def sees_applications(guard: Guard, owner_org_id: str | None) -> bool:
+    """True for the dataset's provider and for callers who read every registration (agency, regulators)."""
+    return owner_org_id == guard.caller.org_id or guard.authorizer.widest_scope(
+        guard.caller.subjects, "registration", "read") == Scope.OTHER
+
+
+def public_state(v: DatasetVersion) -> bool:
+    """Whether a version's metadata is for every key holder: certified, revoked or in public notice."""
+    return v.registration_state in (RegistrationState.CERTIFIED, RegistrationState.REVOKED,
+                                    RegistrationState.IN_PUBLIC_NOTICE)
+
+
+def _certify_now_check(guard: Guard, meta: DatasetIn, owner_org_id: str) -> str | None:
+    """The rule that lets this caller use certify_now, or None without it; refuses the agency filing otherwise."""
+    if meta.certify_now:
+        decision = guard.authorizer.decide(guard.caller.subjects, "registration", "certify_now", Scope.OTHER)
+        if not decision.allowed:
+            raise Forbidden("certify_now is a demo and test shortcut that only an agency admin may use",
+                            code="certify_now_not_allowed", rule=decision.rule)
+        return decision.rule
+    if owner_org_id != guard.caller.org_id:
+        raise Forbidden("a provider files its own applications; the agency registers a provider's dataset only "
+                        "through the certify_now shortcut", code="cross_org_access")
+    return None
+
+
 def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, upload: UploadFile | None,
               dataset_id: str) -> dict[str, Any]:
     provider_id = meta.provider_org_id or guard.caller.org_id
     existing = session.get(Dataset, dataset_id)
-    guard.check(existing.provider_org_id if existing else provider_id, f"dataset/{dataset_id}")
+    owner = existing.provider_org_id if existing else provider_id
+    guard.check(owner, f"dataset/{dataset_id}")
+    shortcut_rule = _certify_now_check(guard, meta, owner)
     provider = session.get(Organization, provider_id)
     if provider is None:
         raise NotFound(f"organization {provider_id} does not exist", code="org_not_found")
@@ -106,19 +141,28 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
                             delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types)
     dmeta = registry.DatasetMeta(
         title=meta.title, description=meta.description, domain=meta.domain, update_frequency=meta.update_frequency,
-        grade=meta.grade, entity_column=meta.entity_column,
+        grade=meta.grade, entity_column=meta.entity_column, expectations=meta.expectations,
+        freshness_column=meta.freshness_column,
         columns={k: registry.ColumnDecl(**v.model_dump()) for k, v in meta.columns.items()})
+    now = state.clock.now()
     try:
-        version = registry.register(
-            session, paths=registry.Paths(settings.resolved_home), keyring=state.keyring,
-            provider=provider, dataset_id=dataset_id, meta=dmeta, source=source, source_name=source_name,
-            options=options, now=state.clock.now(), actor_id=guard.caller.principal_id,
-            max_bytes=settings.max_upload_bytes, on_rollback=lambda f: on_rollback(session, f))
+        version = registration.submit(
+            session, paths=registry.Paths(settings.resolved_home), provider=provider, dataset_id=dataset_id,
+            meta=dmeta, source=source, source_name=source_name, options=options, now=now,
+            actor_id=guard.caller.principal_id, max_bytes=settings.max_upload_bytes,
+            on_rollback=lambda f: on_rollback(session, f))
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
-    guard.note(dataset=dataset_id, version=version.version, certificate=version.certificate_code,
-               parquet_sha256=version.parquet_sha256)
+    guard.note(dataset=dataset_id, version=version.version, state=version.registration_state,
+               path=version.registration_path, parquet_sha256=version.parquet_sha256,
+               findings=len(version.quality.get("findings", [])))
+    if shortcut_rule is not None:
+        registration.certify_now(session, version, actor_id=guard.caller.principal_id, now=now,
+                                 keyring=state.keyring, provider=provider,
+                                 reason="certify_now at registration (demo/test shortcut)")
+        guard.note(shortcut="certify_now", shortcut_rule=shortcut_rule, state=version.registration_state,
+                   certificate=version.certificate_code)
     return dict(registry.describe(version, provider.name))
 
 
@@ -127,7 +171,7 @@ def register_dataset(metadata: str = Form(..., description="DatasetIn as JSON"),
                      file: UploadFile | None = File(None), guard: Guard = Depends(require("dataset", "create")),
                      session: Session = Depends(db_session), state: AppState = Depends(app_state)
                      ) -> dict[str, Any]:
-    """Register a new dataset from an uploaded file or a server-side path; issues its certificate."""
+    """File a registration application for a new dataset (state `applied`); `certify_now` is the admin shortcut."""
     meta = _parse_meta(metadata)
     if not meta.id:
         raise InvalidInput("a new dataset needs an id", code="invalid_dataset_id")
@@ -141,7 +185,7 @@ def register_dataset(metadata: str = Form(..., description="DatasetIn as JSON"),
 def register_version(dataset_id: str, metadata: str = Form(...), file: UploadFile | None = File(None),
                      guard: Guard = Depends(require("dataset", "create")), session: Session = Depends(db_session),
                      state: AppState = Depends(app_state)) -> dict[str, Any]:
-    """Register a new version: new data and/or changed grade, constraints or metadata."""
+    """File an application for a new version: new data and/or changed grade, constraints or metadata."""
     meta = _parse_meta(metadata)
     if session.get(Dataset, dataset_id) is None:
         raise NotFound(f"dataset {dataset_id} does not exist", code="dataset_not_found")
@@ -155,53 +199,68 @@ def _provider_names(session: Session) -> dict[str, str]:
 @router.get("/datasets")
 def list_datasets(guard: Guard = Depends(require("dataset", "read")), session: Session = Depends(db_session)
                   ) -> list[dict[str, Any]]:
-    """Every dataset's latest version, with column constraints (no data values)."""
+    """Every dataset's latest certified version, with column constraints (no data values).
+
+    Applications that are not certified yet are listed under GET /v1/registrations.
+    """
     names = _provider_names(session)
-    rows = session.execute(select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-                           .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)).all()
-    return [dict(registry.describe(v, names.get(d.provider_org_id))) for v, d in rows]
+    owners = {d.id: d.provider_org_id for d in session.scalars(select(Dataset))}
+    return [dict(registry.describe(v, names.get(owners[v.dataset_id])))
+            for v in registry.latest_certified_versions(session)]
+
+
+def _visible_versions(session: Session, guard: Guard, ds: Dataset) -> list[DatasetVersion]:
+    versions = session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id)
+                               .order_by(DatasetVersion.version)).all()
+    if sees_applications(guard, ds.provider_org_id):
+        return list(versions)
+    return [v for v in versions if public_state(v)]
 
 
 @router.get("/datasets/{dataset_id}")
 def get_dataset(dataset_id: str, guard: Guard = Depends(require("dataset", "read")),
                 session: Session = Depends(db_session)) -> dict[str, Any]:
-    """A dataset's latest version plus its version history."""
+    """A dataset's latest certified version (else its newest visible one) plus its version history.
+
+    The provider, the agency and regulators see every version; others see certified, revoked and noticed ones.
+    """
     ds = session.get(Dataset, dataset_id)
-    if ds is None:
+    guard.check(ds.provider_org_id if ds else None, f"dataset/{dataset_id}")
+    versions = _visible_versions(session, guard, ds) if ds is not None else []
+    if ds is None or not versions:
         raise NotFound(f"dataset {dataset_id} does not exist", code="dataset_not_found")
-    guard.check(ds.provider_org_id, f"dataset/{dataset_id}")
     names = _provider_names(session)
-    versions = session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
-                               .order_by(DatasetVersion.version)).all()
-    latest = versions[-1]
-    out = dict(registry.describe(latest, names.get(ds.provider_org_id)))
+    certified = [v for v in versions if v.registration_state == RegistrationState.CERTIFIED]
+    shown = certified[-1] if certified else versions[-1]
+    out = dict(registry.describe(shown, names.get(ds.provider_org_id)))
     out["versions"] = [{"version": v.version, "grade": v.grade, "created_at": v.created_at.isoformat(),
-                        "certificate_code": v.certificate_code, "row_count": v.row_count,
-                        "parquet_sha256": v.parquet_sha256} for v in versions]
+                        "registration_state": v.registration_state, "certificate_code": v.certificate_code,
+                        "row_count": v.row_count, "parquet_sha256": v.parquet_sha256} for v in versions]
     return out
 
 
 @router.get("/datasets/{dataset_id}/versions/{version}")
 def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(require("dataset", "read")),
                         session: Session = Depends(db_session)) -> dict[str, Any]:
-    """One immutable version."""
-    v = registry.get_version(session, dataset_id, version)
+    """One immutable version (applications only for their provider, the agency and regulators)."""
     ds = session.get(Dataset, dataset_id)
+    guard.check(ds.provider_org_id if ds else None, f"dataset/{dataset_id}/{version}")
+    v = registry.get_version(session, dataset_id, version)
     assert ds is not None
-    guard.check(ds.provider_org_id, f"dataset/{dataset_id}/{version}")
+    if not public_state(v) and not sees_applications(guard, ds.provider_org_id):
+        raise NotFound(f"dataset {dataset_id} has no version {version}", code="dataset_version_not_found")
     return dict(registry.describe(v, _provider_names(session).get(ds.provider_org_id)))
 
 
 @router.get("/catalogue")
 def public_catalogue(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    """The public catalogue: what exists, its grade and certificate; no schemas' values, no data."""
+    """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data."""
     names = _provider_names(session)
-    rows = session.execute(select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-                           .where(DatasetVersion.version == Dataset.latest_version).order_by(Dataset.id)).all()
+    owners = {d.id: d.provider_org_id for d in session.scalars(select(Dataset))}
     return [{"id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
              "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
-             "provider": names.get(d.provider_org_id), "certificate_code": v.certificate_code,
-             "columns": [c["name"] for c in v.columns]} for v, d in rows]
+             "provider": names.get(owners[v.dataset_id]), "certificate_code": v.certificate_code,
+             "columns": [c["name"] for c in v.columns]} for v in registry.latest_certified_versions(session)]
 
 
 @router.get("/domains")
@@ -220,7 +279,7 @@ def _certificate(session: Session, code: str) -> Certificate:
 @router.get("/certificates/{code}")
 def verify_certificate_online(code: str, session: Session = Depends(db_session),
                               state: AppState = Depends(app_state)) -> dict[str, Any]:
-    """Verify a certificate online: signature, key and agreement with the registry."""
+    """Verify a certificate online: signature, key, agreement with the registry, and revocation."""
     cert = _certificate(session, code)
     keyring = state.keyring
     check = certificates.verify_certificate_document(cert.document.encode("utf-8"),
@@ -231,8 +290,12 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
     matches = bool(check.valid and provider is not None and check.body is not None
                    and all(check.body.get(k) == v for k, v in
                            registry.certificate_metadata(version, provider).items()))
-    return {"code": code, "valid": bool(check.valid and matches),
+    revoked = cert.revoked_at is not None
+    status = "revoked" if revoked else ("valid" if check.valid and matches else "invalid")
+    return {"code": code, "valid": bool(check.valid and matches and not revoked), "status": status,
             "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
+            "revoked": revoked, "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
+            "revoked_reason": cert.revoked_reason, "registration_state": version.registration_state,
             "kid": cert.kid, "issued_at": cert.issued_at.isoformat(), "dataset": cert.dataset_id,
             "version": cert.version, "body": check.body}
 

@@ -1,4 +1,8 @@
-"""Dataset registration: validate metadata, normalize the file, record an immutable version, issue its certificate."""
+"""Dataset registration: validate metadata, normalize the file, profile it and record an immutable version.
+
+A version starts as an application (`applied`); sandbox/catalogue/registration.py moves it through the workflow
+and issues its certificate. `latest_certified_version` is the one way grants, jobs and runs pick a version.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,28 @@ import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from disclosure.signing import KeyRing
 from policy.constraints import Constraint, Grade, MaskKind, default_constraint
-from sandbox.catalogue import certificates
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
+from sandbox.catalogue.profile import (
+    ProfileInput,
+    UpdateFrequency,
+    declared_type,
+    freshness_column_check,
+    parse_expectations,
+    profile,
+)
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
-from sandbox.store.models import Certificate, Dataset, DatasetVersion, Organization
+from sandbox.store.models import Dataset, DatasetVersion, Organization
 
+CERTIFIED = "certified"  # RegistrationState.CERTIFIED (registration.py imports this module, not the reverse)
 DATASET_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STRING_TYPES = ("VARCHAR",)
 GENERALIZABLE = ("DATE", "TIMESTAMP", "TINYINT", "SMALLINT", "INTEGER", "BIGINT")
@@ -35,6 +46,7 @@ class ColumnDecl:
     tags: list[str] = field(default_factory=list)
     mask: str | None = None
     description: str = ""
+    declared_type: str | None = None
 
 
 @dataclass
@@ -48,6 +60,8 @@ class DatasetMeta:
     description: str = ""
     entity_column: str | None = None
     columns: dict[str, ColumnDecl] = field(default_factory=dict)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    freshness_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +85,11 @@ def _validate_meta(meta: DatasetMeta) -> None:
         Grade(meta.grade)
     except ValueError:
         raise InvalidInput(f"grade must be one of {', '.join(Grade)}", code="invalid_grade") from None
-    if not meta.update_frequency.strip():
-        raise InvalidInput("update_frequency must not be empty", code="invalid_update_frequency")
+    try:
+        UpdateFrequency(meta.update_frequency)
+    except ValueError:
+        raise InvalidInput(f"update_frequency must be one of {', '.join(UpdateFrequency)}",
+                           code="invalid_update_frequency") from None
 
 
 def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[str, Any]]:
@@ -112,36 +129,30 @@ def build_columns(meta: DatasetMeta, normalized: NormalizedFile) -> list[dict[st
             if mask == MaskKind.GENERALIZE and base_type not in GENERALIZABLE:
                 raise InvalidInput(f"column {col.name}: generalize applies to dates and integers",
                                    code="invalid_mask", column=col.name)
-        out.append({"name": col.name, "type": col.type, "constraint": constraint.value,
-                    "tags": sorted(set(decl.tags)), "mask": mask.value if mask else None,
-                    "description": decl.description})
+        entry = {"name": col.name, "type": col.type, "constraint": constraint.value,
+                 "tags": sorted(set(decl.tags)), "mask": mask.value if mask else None,
+                 "description": decl.description}
+        if decl.declared_type:
+            entry["declared_type"] = declared_type(col.name, decl.declared_type)
+        out.append(entry)
     return out
 
 
-def _next_certificate_seq(session: Session, year: int) -> int:
-    current = session.scalar(select(func.max(Certificate.seq)).where(Certificate.year == year))
-    return int(current or 0) + 1
-
-
-def _issue_certificate(session: Session, keyring: KeyRing, version: DatasetVersion, provider: Organization,
-                       now: datetime) -> Certificate:
-    seq = _next_certificate_seq(session, now.year)
-    code = certificates.format_code(now.year, seq)
-    version.certificate_code = code
-    body = certificate_metadata(version, provider)
-    document, kid = certificates.issue(keyring, code=code, issued_at=now, metadata=body)
-    cert = Certificate(code=code, year=now.year, seq=seq, dataset_id=version.dataset_id, version=version.version,
-                       kid=kid, issued_at=now, document=document.decode("utf-8"))
-    session.add(cert)
-    return cert
+def _when(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
 
 
 def certificate_metadata(version: DatasetVersion, provider: Organization) -> dict[str, Any]:
-    """The canonical metadata a certificate signs."""
-    return {
+    """The canonical metadata a certificate signs.
+
+    Versions certified through the workflow also sign their registration dates (application, acceptance,
+    review, notice, issue) and path; versions migrated from before the workflow sign what they signed then.
+    """
+    body: dict[str, Any] = {
         "dataset": {"id": version.dataset_id, "version": version.version, "title": version.title,
                     "description": version.description, "domain": version.domain, "grade": version.grade,
-                    "update_frequency": version.update_frequency, "entity_column": version.entity_column},
+                    "update_frequency": version.update_frequency_legacy or version.update_frequency,
+                    "entity_column": version.entity_column},
         "provider": {"id": provider.id, "name": provider.name},
         "columns": [{k: c[k] for k in ("name", "type", "constraint", "tags", "mask")} for c in version.columns],
         "row_count": version.row_count,
@@ -149,21 +160,30 @@ def certificate_metadata(version: DatasetVersion, provider: Organization) -> dic
         "source_sha256": version.source_sha256,
         "parquet_sha256": version.parquet_sha256,
     }
+    if version.registration_path != "migrated":
+        body["registration"] = {
+            "path": version.registration_path, "applied_at": _when(version.applied_at),
+            "accepted_at": _when(version.accepted_at), "reviewed_at": _when(version.reviewed_at),
+            "notice_started_at": _when(version.notice_started_at), "notice_ended_at": _when(version.notice_ends_at),
+            "issued_at": _when(version.certified_at),
+        }
+    return body
 
 
 def _version_dir(paths: Paths, dataset_id: str, version: int) -> Path:
     return paths.data / dataset_id / str(version)
 
 
-def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Organization, dataset_id: str,
+def register(session: Session, *, paths: Paths, provider: Organization, dataset_id: str,
              meta: DatasetMeta, source: Path | None, source_name: str, options: ImportOptions, now: datetime,
              actor_id: str, max_bytes: int | None = None,
              progress: Callable[[int, int | None], None] | None = None,
              on_rollback: Callable[[Callable[[], None]], None] | None = None) -> DatasetVersion:
-    """Register a new dataset (version 1) or a new version of an existing one.
+    """Store a new dataset (version 1) or a new version of an existing one, profiled, not yet in any state.
 
     With `source` None, a new version reuses the previous version's normalized data (metadata-only change).
-    Nothing is left half-registered: files written here are removed if the transaction rolls back.
+    Nothing is left half-registered: files written here are removed if the transaction rolls back. Callers
+    go through `registration.submit`, which puts the version in the workflow.
     """
     if provider.kind != "provider":
         raise Forbidden("datasets are registered by provider organizations", code="not_a_provider")
@@ -196,7 +216,9 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
         on_rollback(lambda: shutil.rmtree(target, ignore_errors=True))
     try:
         columns = build_columns(meta, normalized)
-        if previous is not None and source is None and _same(previous, meta, columns):
+        expectations = parse_expectations(meta.expectations, columns)
+        freshness_column_check(meta.freshness_column, columns)
+        if previous is not None and source is None and _same(previous, meta, columns, expectations):
             raise InvalidInput("nothing changed: a new version needs new data or changed metadata",
                                code="no_change")
         if ds is None:
@@ -211,10 +233,13 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
             byte_size=normalized.byte_size, source_sha256=normalized.source_sha256,
             source_bytes=normalized.source_bytes, parquet_sha256=normalized.parquet_sha256,
             source_name=source_name, storage_path=str(normalized.path.relative_to(paths.home)),
-            certificate_code="", created_at=now, created_by=actor_id)
+            certificate_code=None, created_at=now, created_by=actor_id, expectations=expectations,
+            freshness_column=meta.freshness_column, registration_state="", registration_path="",
+            state_reason="", return_fields=[], applied_at=now,
+            quality=profile(normalized.path, ProfileInput(
+                columns=columns, expectations=expectations, update_frequency=UpdateFrequency(meta.update_frequency),
+                freshness_column=meta.freshness_column), now=now))
         session.add(version)
-        session.flush()
-        _issue_certificate(session, keyring, version, provider, now)
         session.flush()
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -222,11 +247,12 @@ def register(session: Session, *, paths: Paths, keyring: KeyRing, provider: Orga
     return version
 
 
-def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]]) -> bool:
+def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]],
+          expectations: list[dict[str, Any]]) -> bool:
     return (previous.title, previous.description, previous.domain, previous.update_frequency, previous.grade,
-            previous.entity_column, previous.columns) == (
+            previous.entity_column, previous.columns, previous.expectations, previous.freshness_column) == (
         meta.title.strip(), meta.description, meta.domain, meta.update_frequency, meta.grade, meta.entity_column,
-        columns)
+        columns, expectations, meta.freshness_column)
 
 
 def _reuse(paths: Paths, previous: DatasetVersion, target: Path) -> NormalizedFile:
@@ -254,6 +280,28 @@ def latest_version(session: Session, dataset_id: str) -> DatasetVersion:
     return get_version(session, dataset_id, ds.latest_version)
 
 
+def latest_certified_version(session: Session, dataset_id: str) -> DatasetVersion | None:
+    """The newest `certified` version of a dataset, or None: the ONE version grants, jobs and runs may use.
+
+    Only a certified version can be granted or queried. A newer version that is not certified yet (applied,
+    under review, in public notice, ...) leaves every grant and job on this one. Run-time checks that compare
+    a pinned version with "the latest" (e.g. re-grading) must compare with this version, not `latest_version`.
+    """
+    return session.scalar(select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset_id, DatasetVersion.registration_state == CERTIFIED)
+        .order_by(DatasetVersion.version.desc()).limit(1))
+
+
+def latest_certified_versions(session: Session) -> list[DatasetVersion]:
+    """Every dataset's `latest_certified_version`, ordered by dataset id (datasets with none are left out)."""
+    newest = (select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("v"))
+              .where(DatasetVersion.registration_state == CERTIFIED).group_by(DatasetVersion.dataset_id)
+              .subquery())
+    return list(session.scalars(select(DatasetVersion).join(newest, and_(
+        DatasetVersion.dataset_id == newest.c.dataset_id, DatasetVersion.version == newest.c.v))
+        .order_by(DatasetVersion.dataset_id)))
+
+
 def get_version(session: Session, dataset_id: str, version: int) -> DatasetVersion:
     """One version of a dataset."""
     v = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
@@ -270,7 +318,9 @@ def describe(v: DatasetVersion, provider_name: str | None = None) -> Mapping[str
         "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
         "entity_column": v.entity_column, "row_count": v.row_count, "byte_size": v.byte_size,
         "certificate_code": v.certificate_code, "created_at": v.created_at.isoformat(),
-        "provider": provider_name,
-        "columns": [{k: c.get(k) for k in ("name", "type", "constraint", "tags", "mask", "description")}
-                    for c in v.columns],
+        "provider": provider_name, "registration_state": v.registration_state,
+        "registration_path": v.registration_path, "freshness_column": v.freshness_column,
+        "expectations": v.expectations,
+        "columns": [{k: c.get(k) for k in ("name", "type", "declared_type", "constraint", "tags", "mask",
+                                           "description")} for c in v.columns],
     }

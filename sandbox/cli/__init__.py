@@ -269,10 +269,15 @@ def datasets_register(
     dataset_id: Annotated[str | None, typer.Option("--id")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
+    provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
+                                                      "--certify-now)")] = None,
+    certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
+                                                                    "certify at once (audited)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a new dataset from a file (uploaded) or a server-side path."""
-    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding})
+    """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
+    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding,
+                                 "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
 
@@ -282,10 +287,12 @@ def datasets_version(
     file: Annotated[Path | None, typer.Argument(help="new data; omit for a metadata-only version")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path")] = None,
+    certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a new version of a dataset."""
-    metadata = _load_meta(meta, {"path": server_path})
+    """File an application for a new version of a dataset."""
+    metadata = _load_meta(meta, {"path": server_path, "certify_now": certify_now or None})
     _upload(f"/v1/datasets/{dataset_id}/versions", metadata, file, as_json)
 
 
@@ -293,7 +300,8 @@ def datasets_version(
 def datasets_list(as_json: JsonOpt = False) -> None:
     """List datasets (latest versions)."""
     call(lambda c: c.get("/v1/datasets"), as_json,
-         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code"])
+         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code",
+                  "registration_state"])
 
 
 @datasets_app.command("show")
@@ -482,6 +490,11 @@ def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--out
     emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
 
 
+from sandbox.cli import quality as _quality  # noqa: E402  (sub-apps use `call` defined above)
+from sandbox.cli import registrations as _registrations  # noqa: E402
+
+app.add_typer(_registrations.app, name="registrations")
+app.add_typer(_quality.app, name="quality")
 from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
 
 for _sub, _name in _billing.APPS:

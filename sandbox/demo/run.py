@@ -18,6 +18,15 @@ from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings, load_settings
 from sandbox.demo.billing import billing_flow
 from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
+from sandbox.demo.registration import (
+    DEMO_NOTICE_SECONDS,
+    EXPECTATIONS,
+    FRESHNESS_COLUMNS,
+    FULL_PATH_DATASET,
+    certify_rest,
+    full_workflow,
+    quality_feedback,
+)
 
 
 class DemoError(Exception):
@@ -42,6 +51,7 @@ def dataset_metadata(spec: DatasetSpec) -> dict[str, Any]:
         "columns": {c.name: {"constraint": c.constraint.value, "tags": list(c.tags),
                              "mask": c.mask.value if c.mask else None, "description": c.description}
                     for c in spec.columns},
+        "expectations": EXPECTATIONS.get(spec.id, []), "freshness_column": FRESHNESS_COLUMNS.get(spec.id),
     }
 
 
@@ -69,7 +79,7 @@ def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -
     home = _fresh_home(home)
     base = load_settings()
     settings = Settings(**{**base.model_dump(), "home": home, "database_url": None, "url": None,
-                           "api_key": None})
+                           "api_key": None, "registration_notice_seconds": DEMO_NOTICE_SECONDS})
     say.step(f"Fresh Sluice home at {home} (SQLite control store, DuckDB sandbox). All data is SYNTHETIC.")
     init = init_home(settings, clock)
     assert init.api_key is not None
@@ -117,17 +127,24 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         say.detail(f"{key:16} roles={roles} key_id={created['key_id']}")
     out["api_keys"] = keys
 
-    say.step("The data steward registers five SYNTHETIC city datasets (CSV, normalized to Parquet)")
+    say.step("The data steward files registration applications for five SYNTHETIC city datasets "
+             "(CSV, normalized to Parquet, quality self-checked)")
     files = generate_city(home / "synthetic-input", today=clock.now().date())
     steward = admin.with_key(keys["steward"])
-    certs: dict[str, str] = {}
+    applications: dict[str, int] = {}
     for spec in CITY_DATASETS:
         meta = dataset_metadata(spec)
         meta["provider_org_id"] = orgs["provider"]
         reg = steward.upload("/v1/datasets", meta, files[spec.id])
-        certs[spec.id] = reg["certificate_code"]
-        say.detail(f"{spec.id:14} grade={spec.grade.value:9} rows={reg['row_count']:>6}  "
-                   f"certificate {reg['certificate_code']}")
+        applications[spec.id] = reg["version"]
+        quality = steward.get(f"/v1/datasets/{spec.id}/versions/{reg['version']}/quality")["quality"]
+        failed = [r for r in quality["expectations"] if not r["passed"]]
+        say.detail(f"{spec.id:14} grade={spec.grade.value:9} rows={reg['row_count']:>6}  {reg['registration_state']}; "
+                   f"{len(quality['expectations'])} expectations, {len(failed)} failed; "
+                   f"freshness {quality['freshness']['status']}")
+    out["workflow"] = full_workflow(admin, keys, clock, say)
+    certs = {FULL_PATH_DATASET: out["workflow"]["certificate"]}
+    certs.update(certify_rest(admin, {k: v for k, v in applications.items() if k != FULL_PATH_DATASET}, say))
     out["certificates"] = certs
 
     say.step("The certificate of 'residents' verifies offline; one changed byte does not")
@@ -195,6 +212,7 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
 
     out["governed_query"] = _governed_queries(admin, keys, grants, say, clock.now().date())
     out["billing"] = billing_flow(admin, keys, orgs, say, home, clock.now(), settings.billing_timezone)
+    out["quality_feedback"] = quality_feedback(admin, keys, say)
 
     audit = admin.with_key(keys["auditor"]).get("/v1/audit", params={"limit": 1000})
     say.step(f"The regulator reads the audit trail: {len(audit)} entries, "

@@ -87,9 +87,15 @@ class DatasetVersion(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     domain: Mapped[str] = mapped_column(String(40))
     update_frequency: Mapped[str] = mapped_column(String(40))
+    # The free text a version registered before update frequencies became an enum declared (signed in its
+    # certificate); set only by migration 0006 when the mapping changed the text.
+    update_frequency_legacy: Mapped[str | None] = mapped_column(String(40), nullable=True)
     grade: Mapped[str] = mapped_column(String(20))
     entity_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
     columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    expectations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    freshness_column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     row_count: Mapped[int] = mapped_column(BigInteger)
     byte_size: Mapped[int] = mapped_column(BigInteger)
     source_sha256: Mapped[str] = mapped_column(String(64))
@@ -97,11 +103,84 @@ class DatasetVersion(Base):
     parquet_sha256: Mapped[str] = mapped_column(String(64))
     source_name: Mapped[str] = mapped_column(String(300))
     storage_path: Mapped[str] = mapped_column(String(500))
-    certificate_code: Mapped[str] = mapped_column(String(32), unique=True)
+    certificate_code: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(40))
+    # Registration workflow (sandbox/catalogue/registration.py is the only writer of these).
+    registration_state: Mapped[str] = mapped_column(String(20), index=True)
+    registration_path: Mapped[str] = mapped_column(String(20))
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    return_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    accepted_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    review_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notice_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notice_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    certified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
+
+
+class RegistrationEvent(Base):
+    """Append-only history of a version's registration: every transition, objection and resolution."""
+
+    __tablename__ = "registration_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(30))
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RegistrationObjection(Base):
+    """An objection (异议) filed during public notice; its resolution is public, its text is not."""
+
+    __tablename__ = "registration_objections"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    filed_by: Mapped[str] = mapped_column(String(40))
+    filer_org_id: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    filed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class QualityReport(Base):
+    """A quality problem found in use (质量问题反馈); readable only by the provider and the agency."""
+
+    __tablename__ = "quality_reports"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    filed_by: Mapped[str] = mapped_column(String(40))
+    filer_org_id: Mapped[str] = mapped_column(String(40))
+    category: Mapped[str] = mapped_column(String(30))
+    column: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    answer_reason: Mapped[str] = mapped_column(Text, default="")
+    fixed_in_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Certificate(Base):
@@ -115,6 +194,8 @@ class Certificate(Base):
     kid: Mapped[str] = mapped_column(String(32))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     document: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_certificates_year_seq"),)
 
@@ -191,6 +272,7 @@ class Job(Base):
     parameters: Mapped[dict[str, str]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(20))
     rejection_source: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    stopped_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     analysis: Mapped[dict[str, Any]] = mapped_column(JSON)
     dataset_versions: Mapped[dict[str, int]] = mapped_column(JSON)

@@ -57,7 +57,10 @@ class Api:
         return org_id, self.principal(org_id, *roles)
 
     def register(self, key: str, *, dataset_id: str | None = None, content: bytes | str = SMALL_CSV,
-                 filename: str = "data.csv", expect: int = 201, **meta: Any) -> Any:
+                 filename: str = "data.csv", expect: int = 201, certify: bool = True, **meta: Any) -> Any:
+        """Register a dataset as `key` (a data steward); by default certified at once through the agency admin's
+        `certify-now` shortcut, so tests that need a usable dataset skip the workflow. `certify=False` leaves
+        the application in state `applied` for workflow tests."""
         body: dict[str, Any] = {
             "id": dataset_id or f"ds_{next(_seq)}", "title": "Test data", "domain": "other",
             "update_frequency": "monthly", "grade": "general", **meta}
@@ -65,7 +68,36 @@ class Api:
         resp = self.call("POST", "/v1/datasets", key, data={"metadata": json.dumps(body)},
                          files={"file": (filename, raw)})
         assert resp.status_code == expect, resp.text
-        return resp.json()
+        out = resp.json()
+        if expect == 201 and certify:
+            return self.certify(out["id"], out["version"])
+        return out
+
+    def apply(self, key: str, **kw: Any) -> Any:
+        """A registration application left in state `applied` (see `register`)."""
+        return self.register(key, certify=False, **kw)
+
+    def new_version(self, key: str, dataset_id: str, *, content: bytes | str | None = None,
+                    filename: str = "data.csv", expect: int = 201, certify: bool = True, **meta: Any) -> Any:
+        """File a new version (new data, or metadata only when `content` is None); certified by default."""
+        body: dict[str, Any] = {"title": "Test data", "domain": "other", "update_frequency": "monthly",
+                                "grade": "general", **meta}
+        files = None
+        if content is not None:
+            files = {"file": (filename, content.encode("utf-8") if isinstance(content, str) else content)}
+        resp = self.call("POST", f"/v1/datasets/{dataset_id}/versions", key, data={"metadata": json.dumps(body)},
+                         files=files)
+        assert resp.status_code == expect, resp.text
+        out = resp.json()
+        if expect == 201 and certify:
+            return self.certify(dataset_id, out["version"])
+        return out
+
+    def certify(self, dataset_id: str, version: int) -> Any:
+        """Certify an application at once (agency admin shortcut); returns the version's metadata."""
+        self.ok("POST", f"/v1/registrations/{dataset_id}/{version}/certify-now", self.admin_key,
+                json={"reason": "test set-up: certified through the shortcut"})
+        return self.ok("GET", f"/v1/datasets/{dataset_id}/versions/{version}", self.admin_key)
 
     def grant(self, operator_org_id: str, *, expect: int = 201, **body: Any) -> Any:
         payload = {"operator_org_id": operator_org_id, "scope": "whole", "purpose_class": "public_interest",

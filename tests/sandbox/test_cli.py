@@ -56,9 +56,12 @@ def _registered(cli, tmp_path: Path, dataset_id: str) -> tuple[str, str, dict[st
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
                                 "grade": "general"}), "utf-8")
-    reg = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", dataset_id, "--json",
-                    key=steward))
-    return admin, steward, reg
+    applied = _json(cli("datasets", "register", str(data), "--meta", str(meta), "--id", dataset_id, "--json",
+                        key=steward))
+    assert applied["registration_state"] == "applied" and applied["certificate_code"] is None
+    reg = _json(cli("registrations", "certify-now", dataset_id, "1", "--reason", "test set-up", "--json", key=admin))
+    assert reg["state"] == "certified"
+    return admin, steward, reg["metadata"]
 
 
 def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -87,3 +90,32 @@ def test_certificate_verifies_offline_and_one_changed_byte_fails(cli, tmp_path: 
     doc.write_bytes(bytes(raw))
     bad = _json(cli("certificates", "verify", str(doc), "--public-key", str(pem), "--json", code=1))
     assert bad["valid"] is False
+
+
+def test_registration_and_quality_verbs_with_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin = _json(cli("init", "--json"))["api_key"]
+    me = _json(cli("whoami", "--json", key=admin))
+    org = _json(cli("orgs", "create", "Bureau", "--kind", "provider", "--json", key=admin))["id"]
+    steward = _json(cli("principals", "create", "--org", org, "--name", "s", "--role", "data_steward", "--json",
+                        key=admin))["api_key"]
+    reviewer = _json(cli("principals", "create", "--org", me["org_id"], "--name", "r", "--role", "reviewer",
+                         "--json", key=admin))["api_key"]
+    (tmp_path / "w.csv").write_text(CSV, "utf-8")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"title": "Weather", "domain": "meteorology", "update_frequency": "daily",
+                                "grade": "general", "expectations": [{"kind": "range", "column": "temp",
+                                                                      "max": 10}]}), "utf-8")
+    cli("datasets", "register", str(tmp_path / "w.csv"), "--meta", str(meta), "--id", "w", "--json", key=steward)
+    assert [r["state"] for r in _json(cli("registrations", "list", "--json", key=admin))] == ["applied"]
+    assert _json(cli("registrations", "accept", "w", "1", "--json", key=admin))["state"] == "accepted"
+    review = _json(cli("registrations", "start-review", "w", "1", "--json", key=reviewer))
+    assert [f["code"] for f in review["findings"]] == ["expectation_failed"]
+    refused = _json(cli("registrations", "approve", "w", "1", "--comment", "ok", "--json", key=reviewer, code=1))
+    assert refused["error"]["code"] == "findings_not_acknowledged"
+    done = _json(cli("registrations", "approve", "w", "1", "--comment", "ok", "--acknowledge-findings", "--json",
+                     key=reviewer))
+    assert done["state"] == "in_public_notice"
+    assert [n["dataset"] for n in _json(cli("registrations", "notices", "--json"))] == ["w"]
+    profile = _json(cli("quality", "profile", "w", "1", "--json", key=steward))["quality"]
+    assert profile["expectations"][0]["failing_rows"] == 10  # 10.5 ... 19.5
+    assert _json(cli("quality", "stats", "--json", key=admin))["filed"] == 0

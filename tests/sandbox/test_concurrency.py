@@ -41,6 +41,8 @@ def test_concurrent_runs_are_each_recorded_once_and_idempotent_retries_collapse(
                 "grade": "general"}
         ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)},
                      files={"file": ("w.csv", WEATHER.encode())}))
+        ok(http.post("/v1/registrations/weather/1/certify-now", headers=admin,
+                     json={"reason": "test set-up (shortcut)"}))
         grant = ok(http.post("/v1/grants", headers=admin, json={
             "operator_org_id": operator, "scope": "domain", "domains": ["meteorology"], "auto_approve": True,
             "purpose_class": "industry", "valid_until": (datetime.now(UTC) + timedelta(days=9)).isoformat()}))

@@ -1,4 +1,5 @@
-"""`sluice demo` runs the whole flow, including this month's bills, their exports and reconciliation."""
+"""`sluice demo` runs the whole flow: one dataset through every registration step, governed queries, this month's
+bills with their exports and reconciliation, and a quality report answered."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ from sandbox.demo.run import run_demo
 
 
 @pytest.mark.slow
-def test_demo_issues_reconciled_bills_and_the_public_interest_bill_is_zero(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    summary = run_demo(tmp_path / "home", as_json=True)
-    billing = summary["billing"]
+def test_demo_walks_registration_bills_and_quality_feedback(tmp_path: Path) -> None:
+    out = run_demo(tmp_path / "home", as_json=True)
+    flow = out["workflow"]
+    assert flow["state"] == "certified" and flow["early_issue"] == "notice_period_running"
+    assert flow["findings"] == ["expectation_failed"]
+    assert all(flow["dates"][k] for k in ("applied_at", "accepted_at", "reviewed_at", "notice_started_at",
+                                          "certified_at"))
+    assert flow["dates"]["certified_at"] >= flow["dates"]["notice_ends_at"]  # waited, never back-dated
+    assert len(out["certificates"]) == 5
+    feedback = out["quality_feedback"]
+    assert feedback["status"] == "not_a_defect" and feedback["foreign_read"] == "permission_denied"
+    assert feedback["stats"]["resolved"] == 1
+    billing = out["billing"]
     assert billing["bills"]["health_ops"]["total"] == "0.00"
     assert billing["bills"]["commerce_ops"]["status"] == "finalized"
     assert float(billing["bills"]["commerce_ops"]["total"]) > 0

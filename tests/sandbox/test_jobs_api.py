@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,8 @@ def world(api, city_files: dict[str, Path]) -> dict[str, Any]:  # type: ignore[n
             continue
         meta = dataset_metadata(spec)
         meta.pop("column_types")
-        resp = api.call("POST", "/v1/datasets", steward, data={"metadata": json.dumps(meta)},
-                        files={"file": (f"{spec.id}.parquet", city_files[spec.id].read_bytes())})
-        assert resp.status_code == 201, resp.text
+        api.register(steward, dataset_id=meta.pop("id"), content=city_files[spec.id].read_bytes(),
+                     filename=f"{spec.id}.parquet", **meta)
     op, key = api.actor("operator", "operator")
     _, other_key = api.actor("operator", "operator")
     until = (api.clock.now() + timedelta(days=365)).isoformat()
@@ -155,8 +153,7 @@ def test_a_newer_dataset_version_keeps_the_run_on_the_pinned_version(api, world,
     meta.pop("column_types")
     meta.pop("id")
     meta["description"] = "v2: recalibrated"
-    resp = api.call("POST", "/v1/datasets/weather/versions", world["steward"], data={"metadata": json.dumps(meta)})
-    assert resp.status_code == 201, resp.text
+    assert api.new_version(world["steward"], "weather", **meta)["registration_state"] == "certified"
     r = run(api, world["key"], job["id"])
     assert r["dataset_versions"] == {"weather": 1} and r["status"] == "succeeded"
 
