@@ -67,7 +67,7 @@ def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[Dat
     if not datasets:
         datasets = tuple(DatasetUse(d) for d in sorted(run.dataset_versions))
     q = {"runs": 1, "rows_scanned": sum(d.rows for d in datasets), "bytes_scanned": sum(d.bytes for d in datasets),
-         "cpu_seconds": round(run.cpu_ms * 1000)}
+         "cpu_seconds": round((run.cpu_ms or 0) * 1000)}
     return validate_event(UsageEvent(
         id=event_id(EventKind.RUN, run.id), kind=EventKind.RUN.value, relation=Relation.PLATFORM.value,
         event_time=run.created_at, ingested_at=now, issuer_org_id=issuer_org_id, payer_org_id=run.operator_org_id,

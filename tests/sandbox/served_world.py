@@ -56,6 +56,8 @@ def served_world(base: str, admin_key: str, rows: int = 40) -> Served:
                 "grade": "general"}
         ok(http.post("/v1/datasets", headers=bearer(steward), data={"metadata": json.dumps(meta)},
                      files={"file": ("people.csv", csv.encode())}))
+        ok(http.post("/v1/registrations/people/1/certify-now", headers=admin,
+                     json={"reason": "test set-up: certified through the shortcut"}))
         grant = ok(http.post("/v1/grants", headers=admin, json={
             "operator_org_id": operator, "scope": "whole", "purpose_class": "industry", "auto_approve": True,
             "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat()}))["id"]

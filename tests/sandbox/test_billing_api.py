@@ -199,3 +199,16 @@ def test_usage_events_are_unique_per_run_and_carry_their_grant_and_datasets(worl
     assert (e.id, e.payer_org_id, e.purpose_class, e.outcome) == (f"run:{run['id']}", world.industry, "industry",
                                                                   "succeeded")
     assert e.datasets == [[world.dataset, 40, e.quantities["bytes_scanned"]]] and e.quantities["runs"] == 1
+
+
+def test_a_refused_run_is_metered_and_never_charged(world: World) -> None:
+    api = world.api
+    grant = api.ok("GET", "/v1/grants", world.industry_key)[0]["id"]
+    api.ok("POST", f"/v1/grants/{grant}/suspend", api.admin_key, json={"reason": "audit pending"})
+    refused = api.call("POST", f"/v1/jobs/{world.industry_job}/runs", world.industry_key, json={"params": {"s": "7"}})
+    assert refused.status_code == 422 and refused.json()["code"] == "grant_suspended"
+    [event] = api.ok("GET", "/v1/usage", world.finance, params={"period": JUNE})["events"]
+    assert event["outcome"] == "refused" and event["quantities"] == {"bytes_scanned": 0, "cpu_seconds": 0,
+                                                                     "rows_scanned": 0, "runs": 1}
+    [line] = [ln for ln in world.bill(world.industry, JUNE)["lines"] if ln["meter"] == "runs"]
+    assert (line["outcome"], line["amount"]) == ("refused", "0.00") and "not charged" in line["evidence"]
