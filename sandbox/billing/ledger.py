@@ -114,9 +114,9 @@ def _priors(session: Session, payer: str, issuer: str, pricing: Pricing, events:
     return out
 
 
-def _build(session: Session, row_or_key: tuple[str, str, str], period: Period, as_of: datetime, vat: Vat,
-           tz: tzinfo, relation: Relation) -> tuple[Bill, list[UsageEvent], Pricing, dict[tuple[str, str], Prior]]:
-    payer, issuer, _ = row_or_key
+def _build(session: Session, payer: str, issuer: str, period: Period, as_of: datetime, vat: Vat, tz: tzinfo,
+           relation: Relation) -> tuple[Bill, list[UsageEvent], Pricing, dict[tuple[str, str], Prior]]:
+    """The bill of (payer, issuer, month) from the events ingested up to `as_of`, and what it was built from."""
     pricing = pricing_for(session, issuer, tz)
     events = unbilled_events(session, payer, issuer, period, as_of, tz)
     priors = _priors(session, payer, issuer, pricing, events, period)
@@ -137,7 +137,7 @@ def draft(session: Session, *, payer_org_id: str, issuer_org_id: str, period: Pe
     if row is not None and row.status == FINALIZED:
         raise Conflict(f"bill {row.id} for {period} is final; later events land on the next bill",
                        code="bill_finalized", bill_id=row.id)
-    bill, _, _, _ = _build(session, (payer_org_id, issuer_org_id, ""), period, now, vat, tz, relation)
+    bill, _, _, _ = _build(session, payer_org_id, issuer_org_id, period, now, vat, tz, relation)
     if row is None:
         row = BillRow(id=new_id("bill"), payer_org_id=payer_org_id, issuer_org_id=issuer_org_id,
                       relation=relation.value, period=str(period), status=DRAFT, revision=0, created_at=now,
@@ -176,8 +176,8 @@ def finalize(session: Session, row: BillRow, *, now: datetime, actor: str, tz: t
         raise Conflict(f"bill {row.id} is already final", code="bill_finalized", bill_id=row.id)
     vat = Vat(row.vat_included, row.vat_rate)
     period = Period.parse(row.period)
-    bill, events, pricing, priors = _build(session, (row.payer_org_id, row.issuer_org_id, ""), period, row.as_of,
-                                           vat, tz, Relation(row.relation))
+    bill, events, pricing, priors = _build(session, row.payer_org_id, row.issuer_org_id, period, row.as_of, vat, tz,
+                                           Relation(row.relation))
     if bill.sha256() != row.content_sha256:
         raise Conflict(f"draft {row.id} no longer matches its events (they changed since revision {row.revision}); "
                        "create the bill again, review it, then finalize", code="bill_draft_stale", bill_id=row.id)
