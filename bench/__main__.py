@@ -1,4 +1,7 @@
-"""Run the benchmark: `python -m bench [--sf 1] [--reps 5] [--small-reps 200] [--seconds 10]`.
+"""Run the benchmark: `python -m bench [--sf 1] [--reps 5] [--small-reps 200] [--seconds 10] [--log-only]`.
+
+The audit-log benchmark (bench/audit_log.py: appends/s, proof latency at 10^4..10^6, the log's cost per run)
+runs after the TPC-H part, or alone with `--log-only`.
 
 Governed runs go through the full path (HTTP, authentication, grant check, worker, output control and
 recording) of a real `sluice serve`; raw runs execute the same SQL in plain DuckDB over the same Parquet
@@ -133,11 +136,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the runs-per-second loop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--only", default="", help="comma-separated query names to run (default: all accepted)")
+    parser.add_argument("--log-sizes", default="10000,100000,1000000", help="audit-log tree sizes for proofs")
+    parser.add_argument("--log-records", type=int, default=40000, help="audit records in the appends run")
+    parser.add_argument("--log-only", action="store_true", help="only the audit-log benchmark (bench.audit_log)")
     parser.add_argument("--metering-events", type=int, default=1_000_000,
                         help="events in the one-bill metering benchmark (default 10^6)")
     parser.add_argument("--metering-only", action="store_true",
                         help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
+    if args.log_only:
+        from bench import audit_log
+
+        audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
+        return
     if args.metering_only:
         report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
                   "metering": metering_figures(args.metering_events)}
@@ -217,6 +228,9 @@ def main() -> None:
         "targets": {"ratio_max_for_queries_over_100ms_raw": 1.10, "added_median_ms_max_small": 5.0},
     }
     write_report(report, args.out)
+    from bench import audit_log
+
+    audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
 
 
 def _machine() -> dict[str, Any]:

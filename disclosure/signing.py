@@ -1,7 +1,9 @@
 """Ed25519 signing keys per context (certificate, checkpoint, disclosure), key ids, rotation, canonical JSON.
 
-Every signature covers b"sluice/<context>/v1\\x00" + payload, so a signature made in one context never
-verifies in another. Keys live in `keys_dir/<context>/<kid>.pem` (PKCS#8, mode 0600) with the public half in
+Every `sign` signature covers b"sluice/<context>/v1\\x00" + payload, so a signature made in one context never
+verifies in another. The checkpoint key is the exception by design: it signs C2SP signed notes exactly as that
+specification says (no prefix, see `disclosure.checkpoint`), through `sign_note` only, and signs nothing else.
+Keys live in `keys_dir/<context>/<kid>.pem` (PKCS#8, mode 0600) with the public half in
 `<kid>.pub.pem`; the file `active` names the key that signs. Old keys stay so old signatures still verify.
 """
 
@@ -28,6 +30,7 @@ from disclosure.errors import DisclosureError
 
 ALG = "Ed25519"
 CONTEXTS = ("certificate", "checkpoint", "disclosure")
+NOTE_CONTEXT = "checkpoint"
 KID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 SIGNATURE_BYTES = 64
 # Integers beyond this are not exactly representable in every JSON implementation (I-JSON, RFC 7493).
@@ -122,14 +125,45 @@ def verify(signature: Signature, payload: bytes, public_keys: Mapping[str, Ed255
     return True
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Canonical JSON: keys sorted by code point, no spaces, UTF-8; only str/int/bool/None/list/dict."""
-    _check_canonical(obj, "$")
+def canonical_json(obj: Any, *, checked: bool = False) -> bytes:
+    """Canonical JSON: keys sorted by code point, no spaces, UTF-8; only str/int/bool/None/list/dict.
+
+    `checked=True` skips the value check for data the caller built from canonical-safe values (the audit
+    sequencer's records); the bytes are the same either way.
+    """
+    if not checked and not _plainly_canonical(obj):
+        _check_canonical(obj, "$")  # the slow walk: accepts subclasses, or names the offending path
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise SigningError("Canonical JSON cannot hold lone surrogate characters.", code="not_canonical_json") from None
+
+
+def _plainly_canonical(obj: Any) -> bool:
+    """Fast check (no paths, exact types only) that `obj` holds only canonical-JSON values."""
+    stack = [obj]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -MAX_JSON_INT <= item <= MAX_JSON_INT:
+                continue
+            return False
+        if kind is dict:
+            for key, value in item.items():
+                if type(key) is not str:
+                    return False
+                push(value)
+            continue
+        if kind is list:
+            extend(item)
+            continue
+        return False
+    return True
 
 
 def _check_canonical(obj: Any, where: str) -> None:
@@ -197,11 +231,46 @@ class KeyRing:
         return active
 
     def sign(self, context: str, payload: bytes) -> Signature:
-        """Sign `payload` in `context` with its active key."""
+        """Sign `payload` in `context` with its active key (never the checkpoint key: see `sign_note`)."""
+        if context == NOTE_CONTEXT:
+            raise SigningError("The checkpoint key signs only checkpoints (KeyRing.sign_note).",
+                               code="checkpoint_key_reserved")
         kid = self.active_kid(context)
         key = self._private_key(context, kid)
         value = key.sign(domain_prefix(context) + payload)
         return Signature(kid=kid, context=context, alg=ALG, value_b64=base64.b64encode(value).decode("ascii"))
+
+    def sign_note(self, text: bytes) -> tuple[bytes, Ed25519PublicKey]:
+        """Sign a C2SP signed note's text with the active checkpoint key, exactly as C2SP says (no prefix).
+
+        Returns the 64-byte signature and the public key that verifies it.
+        """
+        kid = self.active_kid(NOTE_CONTEXT)
+        key = self._private_key(NOTE_CONTEXT, kid)
+        return key.sign(text), key.public_key()
+
+    def prepare(self, context: str) -> str:
+        """Generate a key for `context` without making it active (rotation: audit first, then `activate`)."""
+        with self._locked(context):
+            return self._generate(context, activate=False)
+
+    def activate(self, context: str, kid: str) -> None:
+        """Make the prepared key `kid` the active key of `context`."""
+        with self._locked(context):
+            folder = self._folder(context)
+            if not KID_PATTERN.match(kid) or not (folder / f"{kid}.pem").is_file():
+                raise SigningError(f"No key {kid!r} in context {context!r}.", code="unknown_kid", kid=kid)
+            _write_atomically(folder / "active", f"{kid}\n".encode("ascii"), 0o644)
+
+    def discard(self, context: str, kid: str) -> None:
+        """Remove a prepared key that never became active (a rotation that could not be audited)."""
+        with self._locked(context):
+            if self._read_active(context) == kid or not KID_PATTERN.match(kid):
+                raise SigningError(f"Key {kid!r} is active or invalid; it cannot be discarded.", code="key_active")
+            folder = self._folder(context)
+            for name in (f"{kid}.pem", f"{kid}.pub.pem"):
+                (folder / name).unlink(missing_ok=True)
+            self._private.pop((context, kid), None)
 
     def public_keys(self, context: str) -> dict[str, Ed25519PublicKey]:
         """Every public key of `context` (active and retired-but-kept), by key id."""
@@ -257,7 +326,7 @@ class KeyRing:
             )
         return kid
 
-    def _generate(self, context: str) -> str:
+    def _generate(self, context: str, *, activate: bool = True) -> str:
         folder = self._folder(context)
         key = Ed25519PrivateKey.generate()
         kid = kid_for(key.public_key())
@@ -266,7 +335,8 @@ class KeyRing:
         )
         _write_atomically(folder / f"{kid}.pem", private_pem, 0o600)
         _write_atomically(folder / f"{kid}.pub.pem", public_key_pem(key.public_key()), 0o644)
-        _write_atomically(folder / "active", f"{kid}\n".encode("ascii"), 0o644)
+        if activate:
+            _write_atomically(folder / "active", f"{kid}\n".encode("ascii"), 0o644)
         self._private[(context, kid)] = key
         return kid
 

@@ -8,6 +8,8 @@ query reads. See docs/governed-queries.md for the rules.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -52,6 +54,9 @@ class Analysis:
     output_columns: tuple[str, ...] = ()
     entity_tables: tuple[str, ...] = ()
     parameters: tuple[str, ...] = ()
+    timings: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+    """(phase, start, end) in epoch nanoseconds: `parse` (parse, resolve, type) then `analyse` (rules, rewrite);
+    for tracing only, never frozen."""
 
     @property
     def accepted(self) -> bool:
@@ -98,13 +103,18 @@ class Analysis:
 def analyse(sql: str, tables: Mapping[str, TablePolicy], *, parameters: Mapping[str, str] | None = None,
             max_sql_length: int = DEFAULT_MAX_SQL_LENGTH) -> Analysis:
     """Analyse `sql` under a grant's tables (already tightened); refuse whatever cannot be proven safe."""
+    marks = [time.time_ns()]
     try:
-        return _analyse(sql, tables, parameters, max_sql_length)
+        result = _analyse(sql, tables, parameters, max_sql_length, marks)
     except RecursionError:
-        return _refused([Finding(F.QUERY_TOO_DEEP, "query is nested too deeply to analyse")])
+        result = _refused([Finding(F.QUERY_TOO_DEEP, "query is nested too deeply to analyse")])
     except Exception as err:  # fail closed: an analysis bug must never accept a query
-        return _refused([Finding(F.INTERNAL_ANALYSIS_ERROR,
-                                 f"the analyser could not handle this query ({type(err).__name__}); it is refused")])
+        result = _refused([Finding(F.INTERNAL_ANALYSIS_ERROR,
+                                   f"the analyser could not handle this query ({type(err).__name__}); it is refused")])
+    marks.append(time.time_ns())
+    phases = (("parse", marks[0], marks[1]), ("analyse", marks[1], marks[2])) if len(marks) == 3 \
+        else (("parse", marks[0], marks[-1]),)
+    return dataclasses.replace(result, timings=phases)
 
 
 def _refused(findings: list[Finding], **facts: Any) -> Analysis:
@@ -151,8 +161,9 @@ def trace(sql: str, tables: Mapping[str, TablePolicy], *,
 
 
 def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[str, str] | None,
-             max_sql_length: int) -> Analysis:
+             max_sql_length: int, marks: list[int]) -> Analysis:
     prepared = _prepare(sql, tables, parameters, max_sql_length)
+    marks.append(time.time_ns())
     lineage, tree = prepared.lineage, prepared.tree
     if lineage is None or tree is None:
         return _refused(prepared.findings, parameters=prepared.parameters)

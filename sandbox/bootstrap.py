@@ -67,21 +67,41 @@ def _safe_url(settings: Settings) -> str:
 
 
 def rotate_signing_key(settings: Settings, clock: Clock, context: str) -> dict[str, str]:
-    """Rotate one signing context's key and record it in the audit trail (local administrative action)."""
+    """Rotate one signing context's key, audited first (fail closed).
+
+    The new key is prepared inactive; the audit record naming it is committed; only then does the key become
+    active. If the record cannot be written the prepared key is discarded and nothing changed; if activation
+    fails after the record committed, a second record says so.
+    """
     if context not in SIGNING_CONTEXTS:
         from sandbox.errors import InvalidInput
 
         raise InvalidInput(f"context must be one of {', '.join(SIGNING_CONTEXTS)}", code="invalid_context")
     ring = KeyRing(settings.keys_dir)
     old = ring.active_kid(context)
-    new = ring.rotate(context)
+    new = ring.prepare(context)
     engine = make_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    draft = AuditDraft(action="signing_key:rotate", resource=f"keys/{context}", via="cli", decision="allow",
+                       rule="local administration", reason=f"{context} key rotated from {old} to {new}", status=200,
+                       detail={"context": context, "old_kid": old, "new_kid": new})
     try:
-        with session_factory(engine).begin() as s:
-            record(s, AuditDraft(action="signing_key:rotate", resource=f"keys/{context}", via="cli",
-                                 decision="allow", rule="local administration",
-                                 reason=f"{context} key rotated from {old} to {new}", status=200,
-                                 detail={"context": context, "old_kid": old, "new_kid": new}), clock.now())
+        try:
+            with sessions.begin() as s:
+                record(s, draft, clock.now())
+        except BaseException:
+            ring.discard(context, new)
+            raise
+        try:
+            ring.activate(context, new)
+        except BaseException as exc:
+            with sessions.begin() as s:
+                record(s, AuditDraft(action="signing_key:rotate", resource=f"keys/{context}", via="cli",
+                                     decision="failed", rule="local administration", code="activation_failed",
+                                     reason=f"{new} was recorded but could not be activated "
+                                            f"({type(exc).__name__}); {old} still signs", status=500,
+                                     detail={"context": context, "old_kid": old, "new_kid": new}), clock.now())
+            raise
     finally:
         engine.dispose()
     return {"context": context, "old_kid": old, "new_kid": new}

@@ -46,6 +46,24 @@ class Settings(BaseSettings):
     worker_address_space_mb: int = Field(
         6144, description="RLIMIT_AS of each worker process, in MiB; a memory bomb kills one worker."
     )
+    log_origin: str | None = Field(
+        None, description="Origin line of the audit log's checkpoints (C2SP); default: PUBLIC_URL's host and "
+        "path + /audit-log."
+    )
+    checkpoint_interval_seconds: float = Field(
+        60.0, description="`sluice serve` signs a checkpoint this often when the audit log grew; 0 turns the "
+        "schedule off (checkpoints are then made on demand and at period closes only)."
+    )
+    log_integrate_interval_ms: int = Field(
+        500, description="How often `sluice serve` sequences committed audit records into the Merkle log."
+    )
+    unauthenticated_rate_per_minute: int = Field(
+        120, description="Requests per minute one client address may make without a valid API key (public "
+        "routes and failed authentication); 0 disables the limit. Limiting is itself audited."
+    )
+    unauthenticated_burst: int = Field(
+        60, description="How many unauthenticated requests one client address may make at once."
+    )
     registration_notice_seconds: int = Field(
         14 * 86400, ge=0, description="Length of a registration's public notice (公示), in seconds; default 14 days "
         "(10 working days). See docs/registration.md."
@@ -54,7 +72,6 @@ class Settings(BaseSettings):
         10, ge=1, description="Days a provider has to answer a quality report before it is flagged to the agency "
         "as overdue."
     )
-    tracing_enabled: bool = Field(False, description="Export OpenTelemetry traces (configured by OTEL_*).")
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     http_workers: int = Field(
         1, description="HTTP worker processes of `sluice serve`; above 1, Prometheus metrics use multi-process mode "
@@ -81,6 +98,16 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The control store URL, defaulting to SQLite inside HOME."""
         return self.database_url or f"sqlite:///{self.resolved_home / 'sluice.db'}"
+
+    @property
+    def resolved_log_origin(self) -> str:
+        """The audit log's origin: LOG_ORIGIN, or PUBLIC_URL without its scheme + /audit-log."""
+        if self.log_origin:
+            return self.log_origin
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.public_url)
+        return f"{url.netloc}{url.path.rstrip('/')}/audit-log"
 
     @property
     def data_dir(self) -> Path:

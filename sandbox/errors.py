@@ -52,3 +52,15 @@ class Refused(SluiceError):
     """A policy decision refused the request (grade, scope, constraint); the reason is audited."""
 
     code = "refused"
+
+
+class NotFoundOrNotYours(Forbidden):
+    """The id names nothing the caller may see: missing, or another organization's (answered alike)."""
+
+    code = "not_found_or_not_yours"
+
+
+class RateLimited(SluiceError):
+    """Too many requests without a valid API key from one client address; wait `retry_after` seconds."""
+
+    code = "rate_limited"

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
+from sandbox.tracing import phase_spans
 
 # status -> statuses it may move to; every final status is final.
 _MOVES: dict[RunStatus | None, frozenset[RunStatus]] = {
@@ -223,8 +225,13 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
 
 
 def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
-            params: dict[str, Any], now_fn: Any) -> RunOutcome:
-    """Run the frozen SQL on the grant's prepared inputs and fill in the run's record."""
+            params: dict[str, Any], now_fn: Any, tracer: Tracer | None = None) -> RunOutcome:
+    """Run the frozen SQL on the grant's prepared inputs and fill in the run's record.
+
+    With a tracer, the run's phases become child spans of the current span: `sluice.run.queue`, `.execute`,
+    `.output_control` and `.write` (timed in the pool and the worker) and `.meter` (what the run is charged).
+    """
+    tracer = tracer or NoOpTracer()
     prepared = [service.prepared(grant, tables[name]) for name in sorted(tables)]
     inputs = tuple(p[0] for p in prepared)
     fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i in inputs).encode()).hexdigest()[:16]
@@ -234,8 +241,12 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
                    max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
                    result_path=result_path)
     outcome = service.pool().run(spec)
-    stats = scan_stats([p[1] for p in prepared],
-                       {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+    phase_spans(tracer, outcome.phases, prefix="sluice.run.")
+    with tracer.start_as_current_span("sluice.run.meter") as span:
+        stats = scan_stats([p[1] for p in prepared],
+                           {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+        span.set_attribute("sluice.rows_scanned", stats.rows)
+        span.set_attribute("sluice.bytes_scanned", stats.bytes)
     set_status(run, RunStatus(outcome.status), now=now_fn(), error_code=outcome.error_code,
                error_message=outcome.error_message)
     run.rows_scanned, run.bytes_scanned = stats.rows, stats.bytes
@@ -245,6 +256,14 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     run.result_path = str(outcome.result_path.relative_to(service.home)) if outcome.result_path else None
     run.result_sha256 = outcome.result_sha256
     return outcome
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """SHA-256 of a run's parameters as canonical JSON: the audit record keeps this, never the values."""
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":"), default=str,
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def run_out(run: Run) -> dict[str, Any]:

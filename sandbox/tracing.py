@@ -1,44 +1,80 @@
-"""OpenTelemetry tracing for the governed path, switched by SLUICE_TRACING_ENABLED.
+"""OpenTelemetry tracing: every request gets a real trace id; spans are exported only where configured.
 
-The exporter and resource come from the standard OTEL_* variables, read by the OpenTelemetry libraries
-themselves (e.g. OTEL_SERVICE_NAME). Spans: `sluice.job.submit` (analysis), `sluice.run` with children
-`sluice.run.check`, `sluice.run.execute` and `sluice.run.record`.
+Export follows the standard variables, read by the OpenTelemetry libraries themselves: OTLP over HTTP when
+`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (unless `OTEL_TRACES_EXPORTER` is
+`none`), nothing otherwise; `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service. Spans:
+`<METHOD> <route>` per request (HTTP semantic conventions), `sluice.job.submit` with `sluice.job.parse` and
+`sluice.job.analyse`, and `sluice.run` with `sluice.run.check`, `.queue`, `.execute`, `.output_control`,
+`.meter` and `.audit`. The trace id is stored in audit records and usage events and written to JSON logs.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 from opentelemetry import trace
+from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 
-def make_tracer(enabled: bool, exporter: SpanExporter | None = None) -> trace.Tracer:
-    """A tracer for the app: a no-op one when disabled, else one exporting through `exporter`.
+@dataclass
+class Tracing:
+    """The app's tracer and its provider (flushed and shut down with the app)."""
 
-    Without an explicit exporter, OTLP is used when its exporter package is installed, else the console, both
-    batched. An explicit exporter (embedders, tests) receives each span as it ends. No global provider is
-    set, so several apps can coexist in one process.
-    """
-    if not enabled:
-        return trace.NoOpTracer()
-    provider = TracerProvider(resource=Resource.create({"service.name": "sluice"}))
+    tracer: trace.Tracer
+    provider: TracerProvider
+    exporting: bool
+
+    def shutdown(self) -> None:
+        """Flush queued spans and stop exporting."""
+        self.provider.shutdown()
+
+
+def otlp_configured() -> bool:
+    """True when the standard OTEL_* variables ask for OTLP export of traces."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return bool(os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT))
+
+
+def make_tracing(exporter: SpanExporter | None = None) -> Tracing:
+    """A tracer that always makes real trace ids; spans go to `exporter` (tests, embedders) as each ends, and
+    to OTLP/HTTP in batches when the OTEL_* variables name an endpoint. No global provider is set, so several
+    apps can coexist in one process."""
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": "sluice"}))
+    exporting = False
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        return provider.get_tracer("sluice")
-    batched: SpanExporter
-    try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        exporting = True
+    if otlp_configured():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        batched = OTLPSpanExporter()
-    except ImportError:
-        batched = ConsoleSpanExporter()
-    provider.add_span_processor(BatchSpanProcessor(batched))
-    return provider.get_tracer("sluice")
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporting = True
+    return Tracing(tracer=provider.get_tracer("sluice"), provider=provider, exporting=exporting)
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the current span as 32 hex digits, or None outside a traced request."""
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def current_span_id() -> str | None:
+    """The span id of the current span as 16 hex digits, or None."""
+    context = trace.get_current_span().get_span_context()
+    return trace.format_span_id(context.span_id) if context.is_valid else None
+
+
+def phase_spans(tracer: trace.Tracer, phases: Sequence[tuple[str, int, int]], prefix: str = "sluice.job.",
+                attributes: Mapping[str, str | int | float | bool] | None = None) -> None:
+    """Child spans of the current span for phases timed elsewhere ((name, start, end) in epoch ns), e.g. the
+    SQL analysis in `policy` or the run in a sandbox worker, which have no tracer of their own."""
+    for name, start, end in phases:
+        span = tracer.start_span(prefix + name, start_time=start, attributes=attributes)
+        span.end(end_time=max(start, end))

@@ -18,6 +18,7 @@ from metering.money import Vat
 from policy.authz import Authorizer
 from sandbox.app import (
     problems,
+    routes_audit,
     routes_billing,
     routes_catalogue,
     routes_grants,
@@ -28,17 +29,19 @@ from sandbox.app import (
     routes_registrations,
     routes_system,
 )
-from sandbox.app.deps import AppState
-from sandbox.app.middleware import MetricsMiddleware
+from sandbox.app.deps import AppState, finalize_routes, record_unaudited
+from sandbox.app.middleware import RequestMiddleware
+from sandbox.audit_log import AuditLog, LogScheduler
 from sandbox.billing.usage import Metering
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
 from sandbox.identity import KeyCache
+from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
 from sandbox.runs import RunService
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
-from sandbox.tracing import make_tracer
+from sandbox.tracing import make_tracing
 
 
 def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None,
@@ -53,42 +56,53 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                           timeout_ms=settings.run_timeout_ms, address_space_mb=settings.worker_address_space_mb)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
                              shared_pool=pool)
+    clock = clock or SystemClock()
+    tracing = make_tracing(span_exporter)
+    audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
+    scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
+                             checkpoint_seconds=settings.checkpoint_interval_seconds)
     metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     recorder = Recorder(sessions)
-    clock = clock or SystemClock()
     metering = Metering(recorder=recorder, sessions=sessions, clock=clock, metrics=metrics,
                         vat=Vat(settings.prices_include_vat, Decimal(settings.vat_rate)),
                         tz=ZoneInfo(settings.billing_timezone))
     state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
-                     tracer=make_tracer(settings.tracing_enabled, span_exporter),
-                     keyring=keyring, engine=engine, runs=run_service, metering=metering)
+                     tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service,
+                     audit_log=audit_log, scheduler=scheduler,
+                     limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst),
+                     metering=metering)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
+        scheduler.start()
         yield
         metering.close()
+        await anyio.to_thread.run_sync(scheduler.stop)
         state.recorder.close()
         run_service.close()
+        tracing.shutdown()
         engine.dispose()
 
     app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan,
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
-    problems.install(app)
+    problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_prices, routes_billing):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing):
         app.include_router(module.router)
-
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    finalize_routes(app)
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
     return app
 
 
 def app_from_environment() -> FastAPI:
     """The app built from SLUICE_* settings: the factory each `sluice serve --http-workers N` process calls."""
     from sandbox.config import load_settings
+    from sandbox.logs import configure_json_logging
 
+    configure_json_logging()
     return create_app(load_settings())

@@ -1,16 +1,25 @@
-"""Request dependencies: the app state, the per-request session, and `require(obj, act)` (authn + authz + audit).
+"""Request dependencies: the app state, the per-request session, and the audited gates every route passes.
 
-Every route either depends on `require(...)` or is listed in PUBLIC_ROUTES; a test walks app.routes to check.
+`require(obj, act)` authenticates, authorizes and audits; `public(action)` audits (and rate-limits) routes that
+need no credential. Every route depends on one of them, or is infrastructure listed in `NOT_AUDITED`; a test
+walks app.routes and calls each one. Each request writes exactly one audit record: in the transaction of the
+change it describes when the request succeeds (fail closed: if that commit fails, the request fails), in its
+own transaction when it is refused, or together with what it refuses (`Guard.refuse_with`).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from opentelemetry.trace import Tracer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,17 +27,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from disclosure.signing import KeyRing
 from metering.metrics import Metrics
 from policy.authz import Authorizer, Decision, Scope
-from sandbox.app.problems import status_for
-from sandbox.audit import AuditDraft, record
+from sandbox.app.middleware import client_address
+from sandbox.app.problems import outcome_of, status_for
+from sandbox.audit import AuditDraft, Outcome, record
+from sandbox.audit_log import AuditLog, LogScheduler
 from sandbox.billing.usage import Metering
 from sandbox.clock import Clock
 from sandbox.config import Settings
-from sandbox.errors import Forbidden, NotFound, SluiceError, Unauthenticated
+from sandbox.errors import Forbidden, NotFound, NotFoundOrNotYours, RateLimited, SluiceError, Unauthenticated
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
+from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
 from sandbox.runs import RunService
 
 T = TypeVar("T")
+log = logging.getLogger("sluice.audit")
 
 # (method, path) pairs that need no credential. Everything else must depend on require().
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -57,6 +70,50 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("HEAD", "/openapi.json"),
 })
 
+# Infrastructure routes that write no audit record: probes, the metrics scrape and the API's own documents are
+# neither access decisions nor governance changes, and recording every probe would bury the log in noise.
+NOT_AUDITED: frozenset[str] = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                                         "/redoc"})
+
+
+class AuditHealth:
+    """Remembers when audit records could not be written, so that the gap itself is recorded afterwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed_since: datetime | None = None
+        self.last_failure: datetime | None = None
+        self.failures = 0
+
+    def failed(self, at: datetime, error: BaseException) -> None:
+        """An audit record (or the transaction carrying it) failed to commit."""
+        with self._lock:
+            self.failed_since = self.failed_since or at
+            self.last_failure = at
+            self.failures += 1
+        log.error("audit record could not be written (%s); the request failed closed", type(error).__name__)
+
+    def write_outage(self, state: AppState) -> None:
+        """If writing failed earlier, record the outage now (in its own transaction); quiet if it fails again."""
+        with self._lock:
+            since, last, failures = self.failed_since, self.last_failure, self.failures
+        if since is None:
+            return
+        now = state.clock.now()
+        draft = AuditDraft(action="audit:outage", resource="audit-log", via="system", decision=Outcome.FAILED,
+                           rule="fail closed", code="audit_unavailable", status=503,
+                           reason=f"audit records could not be written from {since.isoformat()} to "
+                                  f"{(last or since).isoformat()}; {failures} request(s) failed closed",
+                           detail={"from": since, "until": last or since, "failed_requests": failures})
+        try:
+            with state.sessions.begin() as session:
+                record(session, draft, now)
+        except Exception:  # still down: keep counting, try again on the next request
+            return
+        with self._lock:
+            if self.failed_since == since:
+                self.failed_since, self.last_failure, self.failures = None, None, 0
+
 
 @dataclass
 class AppState:
@@ -73,7 +130,11 @@ class AppState:
     keyring: KeyRing
     engine: Engine
     runs: RunService
+    audit_log: AuditLog
+    scheduler: LogScheduler
+    limiter: RateLimiter
     metering: Metering
+    audit_health: AuditHealth = field(default_factory=AuditHealth)
 
 
 async def app_state(request: Request) -> AppState:
@@ -83,7 +144,8 @@ async def app_state(request: Request) -> AppState:
 
 
 async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Session]:
-    """One session per request: committed when the handler succeeds, rolled back otherwise.
+    """One session per request: committed before the response is sent when the handler succeeds, rolled back
+    otherwise. A failed commit fails the request (its audit record was in that transaction).
 
     Async on purpose: creating a session does no I/O, and the commit is a short local write, so this saves
     two thread-pool hops per request.
@@ -92,9 +154,13 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
     try:
         yield session
         started = time.perf_counter()
-        session.commit()
-        if session.info.pop("audit_pending", False):
-            state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
+        try:
+            session.commit()
+            if session.info.pop("audit_pending", False):
+                state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
+        except Exception as exc:
+            state.audit_health.failed(state.clock.now(), exc)
+            raise
     except BaseException:
         session.rollback()
         for cleanup in session.info.pop("on_rollback", []):
@@ -129,16 +195,31 @@ class Guard:
         """True when the caller may act on every organization's data, not only its own."""
         return self.widest == Scope.OTHER
 
+    @property
+    def trace_id(self) -> str | None:
+        """The request's trace id (also in its audit record, its usage events and its log lines)."""
+        return self.audit.trace_id
+
     def check(self, owner_org_id: str | None, resource: str | None = None) -> Decision:
-        """Authorize the action on a resource owned by `owner_org_id`; refuse cross-organization access."""
+        """Authorize the action on a resource owned by `owner_org_id`.
+
+        Another organization's resource, or one that does not exist (owner None), is answered
+        `not_found_or_not_yours` (404) when the caller may act only on its own: the answer reveals nothing,
+        while the audit record keeps the rule and the real reason.
+        """
         scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
         decision = self.authorizer.decide(self.caller.subjects, self.obj, self.act, scope)
         self.audit.rule, self.audit.reason = decision.rule, decision.reason
+        if owner_org_id is not None:
+            self.audit.resource_org_id = owner_org_id
         if resource:
             self.audit.resource = resource
         if not decision.allowed:
-            raise Forbidden(decision.reason, code="cross_org_access" if scope == Scope.OTHER else "permission_denied",
-                            rule=decision.rule)
+            if scope == Scope.OTHER:
+                what = resource or "the resource"
+                raise NotFoundOrNotYours(f"{what} does not exist or belongs to another organization",
+                                         rule=decision.rule)
+            raise Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
         return decision
 
     def owned(self, session: Session, model: type[T], ident: str, *, owner: Callable[[T], str], kind: str) -> T:
@@ -150,11 +231,11 @@ class Guard:
         return row
 
     def note(self, **detail: Any) -> None:
-        """Add facts to this request's audit row."""
-        self.audit.detail.update(detail)
+        """Add facts to this request's audit record (grant, datasets, hashes, row counts get own fields)."""
+        self.audit.note(**detail)
 
     def commit_with(self, session: Session, rows: list[Any], status: int) -> None:
-        """Commit `rows` and this request's audit row through the group-commit recorder (the run path)."""
+        """Commit `rows` and this request's audit record through the group-commit recorder (the run path)."""
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
         started = time.perf_counter()
@@ -162,6 +243,23 @@ class Guard:
         if self.metrics is not None:
             self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
         self.recorded = True
+
+    def refuse_with(self, session: Session, exc: SluiceError, rows: list[Any] | None = None) -> SluiceError:
+        """Commit what a refusal keeps (e.g. the refused run or the rejected job, already in `session` or in
+        `rows`) together with the refusal's audit record, in one transaction; returns `exc` to raise."""
+        assert not self.recorded
+        decision, status, code = outcome_of(exc)
+        self.audit.decision, self.audit.status, self.audit.code = decision, status, code
+        self.audit.reason = exc.message
+        self.audit.detail.setdefault("message", exc.message)
+        audit_row = self.audit.to_row(self.now_fn())
+        if self.recorder is not None:
+            self.recorder.record([*(rows or []), audit_row], session=session)
+        else:
+            session.add_all([*(rows or []), audit_row])
+            session.commit()
+        self.recorded = True
+        return exc
 
 
 def _bearer(request: Request) -> str:
@@ -172,18 +270,63 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _write_refusal(state: AppState, draft: AuditDraft, exc: SluiceError) -> None:
-    draft.code = exc.code
-    if draft.decision == "allow":  # authorized, then refused by a domain rule: that rule is the reason
-        draft.decision = "refused"
-        draft.reason = exc.message
-    draft.reason = draft.reason or exc.message
-    draft.detail.setdefault("message", exc.message)
+def new_draft(request: Request, action: str) -> AuditDraft:
+    """A request's audit draft: who is calling from where, in which trace; `deny` until decided."""
+    via = "cli" if request.headers.get("x-sluice-client", "").startswith("cli") else "api"
+    draft = AuditDraft(action=action, resource=request.url.path, via=via, detail={"method": request.method},
+                       client=client_address(request.scope), trace_id=request.scope.get("state", {}).get("trace_id"))
+    request.state.sluice_audit = draft
+    return draft
+
+
+def _route_status(request: Request) -> int:
+    route = request.scope.get("route")
+    return int(getattr(route, "status_code", None) or 200)
+
+
+def _write_refusal(state: AppState, draft: AuditDraft, exc: BaseException) -> None:
+    """Record a refused or failed request in its own transaction (nothing it tried to change was kept)."""
+    decision, status, code = outcome_of(exc)
+    message = getattr(exc, "message", None) or ("request validation failed" if decision == "invalid"
+                                                 else "the request failed unexpectedly")
+    if decision == Outcome.FAILED and not isinstance(exc, SluiceError):
+        draft.reason = f"unexpected {type(exc).__name__}; see server logs (trace {draft.trace_id})"
+    elif draft.decision == Outcome.ALLOW or not draft.reason:  # authorized, then refused: that rule is the reason
+        draft.reason = message
+    draft.decision, draft.status, draft.code = decision, draft.status or status, code
+    draft.detail.setdefault("message", message)
+    if isinstance(exc, RequestValidationError):  # where and which rule, never the value sent
+        draft.detail["errors"] = [{"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type", "")}
+                                  for e in exc.errors()][:20]
+    now = state.clock.now()
     started = time.perf_counter()
-    with state.sessions.begin() as s:
-        record(s, draft, state.clock.now())
-    state.metrics.audit_append_seconds.labels("refusal").observe(time.perf_counter() - started)
+    try:
+        with state.sessions.begin() as s:
+            record(s, draft, now)
+        state.metrics.audit_append_seconds.labels("refusal").observe(time.perf_counter() - started)
+    except Exception as error:
+        state.audit_health.failed(now, error)
     state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+
+
+def _limit(state: AppState, draft: AuditDraft) -> None:
+    """Take a token for an unauthenticated request; refuse (429) past the limit, recording the limiting."""
+    verdict = state.limiter.check(draft.client, time.monotonic())
+    if verdict.allowed:
+        return
+    exc = RateLimited(f"too many requests without a valid API key from {draft.client}; retry after "
+                      f"{verdict.retry_after} s (SLUICE_UNAUTHENTICATED_RATE_PER_MINUTE)",
+                      retry_after=verdict.retry_after)
+    if verdict.record:
+        limited = AuditDraft(action="ratelimit:unauthenticated", resource=draft.resource, via=draft.via,
+                             client=draft.client, trace_id=draft.trace_id, rule="unauthenticated rate limit",
+                             reason=f"{verdict.refused} request(s) from {draft.client} over "
+                                    f"{state.settings.unauthenticated_rate_per_minute}/min refused",
+                             detail={"refused": verdict.refused, "limited_action": draft.action,
+                                     "per_minute": state.settings.unauthenticated_rate_per_minute,
+                                     "burst": state.settings.unauthenticated_burst})
+        _write_refusal(state, limited, exc)
+    raise exc
 
 
 def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
@@ -195,16 +338,16 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
                          session: Session = Depends(db_session)) -> AsyncIterator[Guard]:
-        via = "cli" if request.headers.get("x-sluice-client", "").startswith("cli") else "api"
-        draft = AuditDraft(action=f"{obj}:{act}", resource=request.url.path, via=via,
-                           detail={"method": request.method})
+        draft = new_draft(request, f"{obj}:{act}")
+        state.audit_health.write_outage(state)
         now = state.clock.now()
         try:
             token = _bearer(request)
-            draft.detail["key_id"] = key_id_of(token)
+            draft.actor_key_id = key_id_of(token)
             caller = authenticate(session, token, now=now, cache=state.key_cache)
         except Unauthenticated as exc:
             draft.rule, draft.status = "authentication", 401
+            _limit(state, draft)
             _write_refusal(state, draft, exc)
             raise
         draft.actor_id, draft.actor_org_id = caller.principal_id, caller.org_id
@@ -215,28 +358,24 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
             denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
             _write_refusal(state, draft, denied)
             raise denied
-        draft.decision = "allow"
+        draft.decision = Outcome.ALLOW
         draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
         guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
                       now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
         try:
             yield guard
-        except SluiceError as exc:
+        except Exception as exc:
             session.rollback()
-            if isinstance(exc, Forbidden):
-                draft.decision = "deny"
-            draft.status = status_for(exc)
-            _write_refusal(state, draft, exc)
-            raise
-        except Exception as exc:  # an unexpected failure is still an access that happened: record it
-            session.rollback()
-            draft.decision, draft.status = "error", 500
-            draft.reason = f"unexpected {type(exc).__name__}; see server logs"
-            _write_refusal(state, draft, SluiceError("the request failed unexpectedly", code="internal_error",
-                                                     error=type(exc).__name__))
+            if guard.recorded:
+                state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+            else:
+                if isinstance(exc, Forbidden):
+                    draft.decision = Outcome.DENY
+                draft.status = status_for(exc) if isinstance(exc, SluiceError) else 0
+                _write_refusal(state, draft, exc)
             raise
         else:
-            draft.status = draft.status or 200
+            draft.status = draft.status or _route_status(request)
             if not guard.recorded:
                 record(session, draft, state.clock.now())
                 session.info["audit_pending"] = True
@@ -244,3 +383,128 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]
     return dependency
+
+
+def public(action: str) -> Callable[..., AsyncIterator[AuditDraft]]:
+    """Dependency factory for routes that need no credential: rate-limit per client address, and audit."""
+
+    async def dependency(request: Request, state: AppState = Depends(app_state),
+                         session: Session = Depends(db_session)) -> AsyncIterator[AuditDraft]:
+        draft = new_draft(request, action)
+        state.audit_health.write_outage(state)
+        _limit(state, draft)
+        draft.decision, draft.rule, draft.reason = Outcome.ALLOW, "public route", "no credential is needed"
+        try:
+            yield draft
+        except Exception as exc:
+            session.rollback()
+            _write_refusal(state, draft, exc)
+            raise
+        else:
+            draft.status = draft.status or _route_status(request)
+            record(session, draft, state.clock.now())
+            state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+
+    dependency.__sluice_public__ = action  # type: ignore[attr-defined]
+    return dependency
+
+
+def route_gate(route: APIRoute) -> tuple[str, str] | None:
+    """('require', 'obj:act') or ('public', action) for the gate a route depends on, or None."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        permission = getattr(dep.call, "__sluice_permission__", None)
+        if permission is not None:
+            return "require", f"{permission[0]}:{permission[1]}"
+        action = getattr(dep.call, "__sluice_public__", None)
+        if action is not None:
+            return "public", str(action)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def record_unaudited(request: Request, exc: BaseException) -> None:
+    """Audit a request that failed before its gate ran (e.g. a truncated JSON body): the exception handlers
+    call this; requests already audited, unmatched routes and infrastructure routes are left alone."""
+    route = request.scope.get("route")
+    if getattr(request.state, "sluice_audit", None) is not None or not isinstance(route, APIRoute):
+        return
+    gate = route_gate(route)
+    if gate is None:
+        return
+    state: AppState = request.app.state.sluice
+    draft = new_draft(request, gate[1])
+    try:  # attribute it when the key is good; an unknown caller counts against the unauthenticated limit
+        with state.sessions() as session:
+            caller = authenticate(session, _bearer(request), now=state.clock.now(), cache=state.key_cache)
+        draft.actor_id, draft.actor_org_id, draft.actor_key_id = caller.principal_id, caller.org_id, caller.key_id
+    except SluiceError:
+        try:
+            _limit(state, draft)
+        except RateLimited:
+            return  # past the limit: the limiter's own record counts it
+    draft.rule = "request parsing"
+    _write_refusal(state, draft, exc)
+
+
+def finalize_routes(app: FastAPI) -> None:
+    """Run every dependency with `yield` in function scope: its exit code (the audit record, the commit) then
+    runs before the response is sent, so a failed commit fails the request instead of following a 2xx.
+
+    FastAPI takes a dependency's scope from its `Depends(...)` marker, so the markers in every endpoint's
+    signature (and in its dependencies' signatures) are switched before the app serves its first request.
+    """
+    seen: set[int] = set()
+    for route in _all_routes(list(app.routes)):
+        _function_scope(route.endpoint, seen)
+        stack = list(route.dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            if _is_generator(dep.call):
+                dep.scope = "function"
+            stack.extend(dep.dependencies)
+
+
+def _all_routes(routes: list[Any]) -> list[APIRoute]:
+    out: list[APIRoute] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            out += _all_routes(list(original.routes))
+        elif isinstance(route, APIRoute):
+            out.append(route)
+    return out
+
+
+def _function_scope(call: Any, seen: set[int]) -> None:
+    import inspect
+    import typing
+
+    from fastapi import params
+
+    if call is None or id(call) in seen:
+        return
+    seen.add(id(call))
+    target = call.__init__ if inspect.isclass(call) else call
+    try:
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(target, include_extras=True)
+    except (TypeError, ValueError, NameError):
+        return
+    for name, parameter in signature.parameters.items():
+        markers = [parameter.default, *getattr(hints.get(name), "__metadata__", ())]
+        for marker in markers:
+            if isinstance(marker, params.Depends):
+                dependency = marker.dependency
+                if dependency is None and inspect.isclass(hints.get(name)):
+                    dependency = hints[name]
+                if _is_generator(dependency) and marker.scope != "function":
+                    object.__setattr__(marker, "scope", "function")  # frozen marker, read when routes build
+                _function_scope(dependency, seen)
+
+
+def _is_generator(call: Any) -> bool:
+    import inspect
+
+    return inspect.isasyncgenfunction(call) or inspect.isgeneratorfunction(call)

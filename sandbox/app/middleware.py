@@ -1,21 +1,37 @@
-"""A pure ASGI middleware that counts and times requests (cheaper than BaseHTTPMiddleware)."""
+"""The request middleware (pure ASGI, cheaper than BaseHTTPMiddleware): a server span that makes the request's
+trace id, Prometheus request metrics, the `X-Trace-Id` response header and one JSON access-log line."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.metrics import Metrics
 
+access_log = logging.getLogger("sluice.access")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
-class MetricsMiddleware:
-    """Records request count and latency by route template and status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+def client_address(scope: Scope) -> str | None:
+    """The client's address as the server saw it (uvicorn applies trusted proxy headers before this)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+class RequestMiddleware:
+    """One server span per HTTP request (semantic-convention attributes), metrics and an access-log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, tracer: trace.Tracer) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -23,17 +39,46 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        parent = _PROPAGATOR.extract(headers)
+        method = scope.get("method", "GET")
+        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes={
+            "http.request.method": method, "url.path": scope.get("path", ""),
+            "url.scheme": scope.get("scheme", "http"), "client.address": client_address(scope) or "",
+            "network.protocol.version": scope.get("http_version", "1.1"),
+            "user_agent.original": headers.get("user-agent", "")})
+        trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-trace-id", trace_id.encode("ascii"))]}
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
         finally:
             route: Any = scope.get("route")
             label = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - start
+            if route is not None:
+                span.update_name(f"{method} {label}")
+                span.set_attribute("http.route", label)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
             self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
+            self.metrics.request_seconds.labels(label).observe(elapsed)
+            access_log.info("request", extra={"event": "request", "method": method, "route": label,
+                                              "path": scope.get("path", ""), "status": status,
+                                              "duration_ms": round(elapsed * 1000, 3),
+                                              "client": client_address(scope)})
+            otel_context.detach(token)
+            span.end()

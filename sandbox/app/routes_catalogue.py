@@ -13,9 +13,11 @@ from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from disclosure.checkpoint import verifier_key
 from policy.authz import Scope
-from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, require
+from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, public, require
 from sandbox.app.schemas import StrictModel, describe_error, describe_errors
+from sandbox.audit import AuditDraft
 from sandbox.catalogue import certificates, registration, registry
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, resolve_import_path
@@ -110,7 +112,7 @@ def _certify_now_check(guard: Guard, meta: DatasetIn, owner_org_id: str) -> str 
         return decision.rule
     if owner_org_id != guard.caller.org_id:
         raise Forbidden("a provider files its own applications; the agency registers a provider's dataset only "
-                        "through the certify_now shortcut", code="cross_org_access")
+                        "through the certify_now shortcut", code="filing_for_another_organization")
     return None
 
 
@@ -253,18 +255,21 @@ def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(re
 
 
 @router.get("/catalogue")
-def public_catalogue(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def public_catalogue(audit: AuditDraft = Depends(public("catalogue:read")), session: Session = Depends(db_session)
+                     ) -> list[dict[str, Any]]:
     """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data."""
     names = _provider_names(session)
     owners = {d.id: d.provider_org_id for d in session.scalars(select(Dataset))}
+    versions = registry.latest_certified_versions(session)
+    audit.note(datasets_listed=len(versions))
     return [{"id": v.dataset_id, "version": v.version, "title": v.title, "description": v.description,
              "domain": v.domain, "grade": v.grade, "update_frequency": v.update_frequency,
              "provider": names.get(owners[v.dataset_id]), "certificate_code": v.certificate_code,
-             "columns": [c["name"] for c in v.columns]} for v in registry.latest_certified_versions(session)]
+             "columns": [c["name"] for c in v.columns]} for v in versions]
 
 
 @router.get("/domains")
-def domains() -> list[dict[str, str]]:
+def domains(audit: AuditDraft = Depends(public("domains:read"))) -> list[dict[str, str]]:
     """Data domains (codes with English and Chinese names)."""
     return [{"code": k, "name": en, "name_zh": zh} for k, (en, zh) in DOMAINS.items()]
 
@@ -277,9 +282,11 @@ def _certificate(session: Session, code: str) -> Certificate:
 
 
 @router.get("/certificates/{code}")
-def verify_certificate_online(code: str, session: Session = Depends(db_session),
-                              state: AppState = Depends(app_state)) -> dict[str, Any]:
+def verify_certificate_online(code: str, audit: AuditDraft = Depends(public("certificate:verify")),
+                              session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                              ) -> dict[str, Any]:
     """Verify a certificate online: signature, key, agreement with the registry, and revocation."""
+    audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
     keyring = state.keyring
     check = certificates.verify_certificate_document(cert.document.encode("utf-8"),
@@ -292,6 +299,9 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
                            registry.certificate_metadata(version, provider).items()))
     revoked = cert.revoked_at is not None
     status = "revoked" if revoked else ("valid" if check.valid and matches else "invalid")
+    audit.note(dataset=cert.dataset_id, version=cert.version, valid=bool(check.valid and matches and not revoked),
+               status=status, check=check.reason)
+    audit.resource_org_id = ds.provider_org_id if ds else None
     return {"code": code, "valid": bool(check.valid and matches and not revoked), "status": status,
             "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
             "revoked": revoked, "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
@@ -301,29 +311,38 @@ def verify_certificate_online(code: str, session: Session = Depends(db_session),
 
 
 @router.get("/certificates/{code}/document")
-def certificate_document(code: str, session: Session = Depends(db_session)) -> Response:
+def certificate_document(code: str, audit: AuditDraft = Depends(public("certificate:read")),
+                         session: Session = Depends(db_session)) -> Response:
     """The signed certificate file, for offline verification."""
+    audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
+    audit.note(dataset=cert.dataset_id, version=cert.version)
     return Response(cert.document.encode("utf-8"), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{code}.json"'})
 
 
 @router.get("/certificates/{code}/qr.png")
-def certificate_qr(code: str, session: Session = Depends(db_session), state: AppState = Depends(app_state)
-                   ) -> Response:
+def certificate_qr(code: str, audit: AuditDraft = Depends(public("certificate:read")),
+                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
     """A QR code with the certificate code and its public verification URL."""
+    audit.resource = f"certificate/{code}/qr.png"
     cert = _certificate(session, code)
     url = f"{state.settings.public_url.rstrip('/')}/v1/certificates/{cert.code}"
     return Response(certificates.qr_png(cert.code, url), media_type="image/png")
 
 
 @router.get("/keys")
-def public_keys(state: AppState = Depends(app_state)) -> dict[str, Any]:
-    """Public verification keys by signing context and key id (PEM)."""
+def public_keys(audit: AuditDraft = Depends(public("keys:read")), state: AppState = Depends(app_state)
+                ) -> dict[str, Any]:
+    """Public verification keys by signing context and key id (PEM); `checkpoint_verifier_keys` gives the
+    checkpoint keys as C2SP verifier key strings named by the log's origin."""
     keyring = state.keyring
     out: dict[str, Any] = {}
     for context in ("certificate", "checkpoint", "disclosure"):
         out[context] = {kid: keyring.public_key_pem(context, kid).decode("ascii")
                         for kid in keyring.public_keys(context)}
+    origin = state.settings.resolved_log_origin
+    out["checkpoint_verifier_keys"] = {kid: verifier_key(origin, key)
+                                       for kid, key in keyring.public_keys("checkpoint").items()}
     return out
 

@@ -83,7 +83,8 @@ def create_grant(body: GrantIn, guard: Guard = Depends(require("grant", "create"
         column_overrides=body.column_overrides)
     guard.note(request=body.model_dump(mode="json"))
     g = grants.create_grant(session, req, now=now, created_by=guard.caller.principal_id)
-    guard.note(grant_id=g.id)
+    guard.note(grant_id=g.id, datasets=list(body.datasets))
+    guard.audit.resource = f"grant/{g.id}"
     return grant_out(g, now)
 
 

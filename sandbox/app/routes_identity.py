@@ -116,6 +116,7 @@ def create_org(body: OrgIn, guard: Guard = Depends(require("org", "create")),
     guard.check(None)
     org = identity.create_org(session, name=body.name, kind=body.kind, now=state.clock.now())
     guard.note(org_id=org.id, kind=org.kind)
+    guard.audit.resource, guard.audit.resource_org_id = f"org/{org.id}", org.id
     return _org_out(org)
 
 
@@ -154,6 +155,7 @@ def create_principal(body: PrincipalIn, guard: Guard = Depends(require("principa
                                   created_by=guard.caller.principal_id)
     key, plaintext = identity.issue_key(session, principal=p, now=now, ttl=_ttl(body.key_ttl_days, state))
     guard.note(principal_id=p.id, roles=list(p.roles), key_id=key.id)
+    guard.audit.resource = f"principal/{p.id}"
     return PrincipalCreated(**_principal_out(p).model_dump(), api_key=plaintext, key_id=key.id)
 
 

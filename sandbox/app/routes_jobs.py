@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from typing import Any
@@ -21,6 +22,7 @@ from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.store.models import Grant, Job, JobReview, Run
+from sandbox.tracing import phase_spans
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -59,16 +61,20 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
                           purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now())
         span.set_attribute("sluice.job_id", sub.job.id)
         span.set_attribute("sluice.job_state", sub.job.state)
+        phase_spans(state.tracer, sub.analysis.timings)
     job = sub.job
     guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
-               auto_approved=sub.auto_approved)
+               auto_approved=sub.auto_approved, datasets=sorted(job.dataset_versions), title=job.title,
+               purpose=job.purpose,
+               sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest())
+    guard.audit.resource = f"job/{job.id}"
     if job.state == jobs.JobState.REJECTED:
         for code in sorted({f["code"] for f in job.findings}):
             state.metrics.analysis_rejections.labels(code).inc()
-        session.commit()  # the rejected job is kept; the refusal below is audited in its own transaction
         codes = sorted({f["code"] for f in job.findings})
-        raise Refused(f"query refused by analysis: {', '.join(codes)}", code="query_refused", job_id=job.id,
-                      findings=job.findings)
+        # the rejected job is kept, committed in one transaction with the audit record of its refusal
+        raise guard.refuse_with(session, Refused(f"query refused by analysis: {', '.join(codes)}",
+                                                 code="query_refused", job_id=job.id, findings=job.findings))
     return jobs.job_out(job)
 
 
@@ -107,7 +113,8 @@ def review_job(job_id: str, body: ReviewIn, guard: Guard = Depends(require("job"
     job = _job(session, guard, job_id)
     jobs.review(session, job, reviewer_id=guard.caller.principal_id, decision=body.decision, comment=body.comment,
                 now=state.clock.now())
-    guard.note(job_id=job.id, decision=body.decision, comment=body.comment, state=job.state)
+    guard.note(job_id=job.id, grant_id=job.grant_id, datasets=sorted(job.dataset_versions), decision=body.decision,
+               comment=body.comment, state=job.state, sql_sha256=job.frozen_sql_sha256)
     return jobs.job_out(job, _reviews(session, job))
 
 
@@ -124,9 +131,13 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
         return runs.run_out(earlier)
     grant = session.get(Grant, job.grant_id)
     assert grant is not None
+    guard.note(job_id=job.id, grant_id=grant.id, datasets=sorted(job.dataset_versions),
+               sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
     now = state.clock.now()
     run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
+    guard.audit.resource = f"run/{run.id}"
+    guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
         answer = _execute_run(state, guard, session, job, grant, run, params, now)
@@ -142,16 +153,12 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
             tables = runs.check_runnable(session, job, grant, now, _service(state))
     except Refused as exc:
         runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
-        session.add(run)
-        state.metering.refused_run(session, run, grant, now)  # metered, never charged
-        session.commit()  # the refused run is kept; the refusal is audited in its own transaction
         exc.context["run_id"] = run.id
-        raise
+        usage = state.metering.refused_run(session, run, grant, now, guard.trace_id)  # metered, never charged
+        with tracer.start_as_current_span("sluice.run.audit"):
+            raise guard.refuse_with(session, exc, [run, usage]) from None  # the refused run and its refusal, together
     started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
-    with tracer.start_as_current_span("sluice.run.execute") as span:
-        outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now)
-        span.set_attribute("sluice.result_rows", run.result_rows)
-        span.set_attribute("sluice.suppressed_rows", run.suppressed_rows)
+    outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now, tracer=tracer)
     with tracer.start_as_current_span("sluice.run.start"):
         earlier = started.wait()
     if earlier is not None:  # a concurrent request with the same Idempotency-Key won
@@ -159,10 +166,12 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
         return runs.run_out(earlier)
     guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
                dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned, result_rows=run.result_rows,
-               suppressed_rows=run.suppressed_rows, error_code=outcome.error_code)
+               suppressed_rows=run.suppressed_rows, truncated_rows=run.truncated_rows,
+               result_sha256=run.result_sha256, error_code=outcome.error_code)
     answer = runs.run_out(run)
-    finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now())
-    with tracer.start_as_current_span("sluice.run.record"):
+    finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now(),
+                                       guard.trace_id)
+    with tracer.start_as_current_span("sluice.run.audit"):
         guard.commit_with(session, finish, status=201)  # group commit: run record, usage event and audit row
     return answer
 
@@ -200,6 +209,8 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
                     state: AppState = Depends(app_state)) -> Response:
     """Download a succeeded run's result; every download is an audited access."""
     run = _run(session, guard, run_id)
+    guard.note(run_id=run.id, grant_id=run.grant_id, datasets=sorted(run.dataset_versions),
+               sql_sha256=run.frozen_sql_sha256)
     if run.status != RunStatus.SUCCEEDED or not run.result_path:
         raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
     path = state.settings.resolved_home / run.result_path
@@ -227,4 +238,5 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
 
 def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:
     """Commit the download's usage event with its audit row (group commit) before any byte is sent."""
-    guard.commit_with(session, [state.metering.download(session, run, fmt, size, state.clock.now())], status=200)
+    usage = state.metering.download(session, run, fmt, size, state.clock.now(), guard.trace_id)
+    guard.commit_with(session, [usage], status=200)

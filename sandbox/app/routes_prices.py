@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from metering.money import parse_price, text
 from metering.schedules import Cap, Package, Tier
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import AppState, Guard, app_state, db_session, public, require
 from sandbox.app.schemas import StrictModel
+from sandbox.audit import AuditDraft
 from sandbox.billing import prices
 from sandbox.billing.prices import domain_errors
 from sandbox.clock import as_utc
@@ -106,12 +107,13 @@ def _caps_out(r: PriceCapVersion) -> dict[str, Any]:
 
 
 @router.get("/prices")
-def price_overview(session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def price_overview(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session),
+                   state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public: the VAT convention, categories, and the platform fees and caps in force now and scheduled."""
     now = state.clock.now()
     platform, caps = prices.platform_timeline(session), prices.caps_timeline(session)
     return {"currency": "CNY", "vat": state.metering.vat.label(), "vat_included": state.metering.vat.included,
-            "categories": list_categories(session),
+            "categories": _categories(session),
             "platform_in_force": getattr(platform.at(now), "version", None),
             "caps_in_force": getattr(caps.at(now), "version", None),
             "platform": [_platform_out(r) for r in session.scalars(select(PlatformFeeVersion)
@@ -119,11 +121,16 @@ def price_overview(session: Session = Depends(db_session), state: AppState = Dep
             "caps": [_caps_out(r) for r in session.scalars(select(PriceCapVersion).order_by(PriceCapVersion.version))]}
 
 
-@router.get("/prices/categories")
-def list_categories(session: Session = Depends(db_session)) -> list[dict[str, str]]:
-    """Public: the product categories the agency keeps."""
+def _categories(session: Session) -> list[dict[str, str]]:
     return [{"code": c.code, "name": c.name} for c in session.scalars(select(ProductCategory)
                                                                        .order_by(ProductCategory.code))]
+
+
+@router.get("/prices/categories")
+def list_categories(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+                    ) -> list[dict[str, str]]:
+    """Public: the product categories the agency keeps."""
+    return _categories(session)
 
 
 def _agency(guard: Guard, session: Session, state: AppState, what: str) -> str:
@@ -144,7 +151,8 @@ def add_category(body: CategoryIn, guard: Guard = Depends(require("price", "chan
 
 
 @router.get("/prices/platform")
-def platform_versions(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def platform_versions(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+                      ) -> list[dict[str, Any]]:
     """Public: every version of the platform fee schedule."""
     return [_platform_out(r) for r in session.scalars(select(PlatformFeeVersion).order_by(PlatformFeeVersion.version))]
 
@@ -163,7 +171,8 @@ def set_platform(body: PlatformIn, guard: Guard = Depends(require("price", "chan
 
 
 @router.get("/prices/caps")
-def cap_versions(session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def cap_versions(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+                 ) -> list[dict[str, Any]]:
     """Public: every version of the price caps (上限收费标准)."""
     return [_caps_out(r) for r in session.scalars(select(PriceCapVersion).order_by(PriceCapVersion.version))]
 
@@ -195,8 +204,9 @@ def set_revenue_cap(body: RevenueCapIn, guard: Guard = Depends(require("price", 
 
 
 @router.get("/pricelist")
-def list_entries(operator_org_id: str | None = Query(None), session: Session = Depends(db_session),
-                 state: AppState = Depends(app_state)) -> list[dict[str, Any]]:
+def list_entries(operator_org_id: str | None = Query(None), audit: AuditDraft = Depends(public("pricelist:read")),
+                 session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                 ) -> list[dict[str, Any]]:
     """Public: operators' price lists with each entry's status under the caps in force."""
     q = select(PriceListEntry).order_by(PriceListEntry.operator_org_id, PriceListEntry.created_at, PriceListEntry.id)
     if operator_org_id:
@@ -206,9 +216,10 @@ def list_entries(operator_org_id: str | None = Query(None), session: Session = D
 
 
 @router.get("/pricelist/{entry_id}")
-def get_entry(entry_id: str, session: Session = Depends(db_session), state: AppState = Depends(app_state)
-              ) -> dict[str, Any]:
+def get_entry(entry_id: str, audit: AuditDraft = Depends(public("pricelist:read")),
+              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public: one price-list entry with its versions and status."""
+    audit.resource = f"price_entry/{entry_id}"
     entry = session.get(PriceListEntry, entry_id)
     if entry is None:
         raise NotFound(f"price-list entry {entry_id} does not exist", code="price_entry_not_found")

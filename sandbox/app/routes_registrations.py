@@ -10,8 +10,9 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import AppState, Guard, app_state, db_session, public, require
 from sandbox.app.schemas import StrictModel
+from sandbox.audit import AuditDraft
 from sandbox.catalogue import registration, registry
 from sandbox.catalogue.registration import RegistrationState
 from sandbox.errors import InvalidInput, NotFound
@@ -71,13 +72,16 @@ def _step(guard: Guard, v: DatasetVersion, before: str, **extra: Any) -> None:
 
 
 @router.get("/registrations/notices")
-def public_notices(session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def public_notices(audit: AuditDraft = Depends(public("registration:notices")),
+                   session: Session = Depends(db_session), state: AppState = Depends(app_state)
                    ) -> list[dict[str, Any]]:
     """Registrations in public notice (公示): metadata and grade, never data values. No key needed."""
     names = _names(session)
     now = state.clock.now()
+    notices = registration.notices(session)
+    audit.note(notices_listed=len(notices))
     return [registration.notice_out(session, v, names.get(_owner(session, v.dataset_id) or ""), now=now)
-            for v in registration.notices(session)]
+            for v in notices]
 
 
 @router.get("/registrations")

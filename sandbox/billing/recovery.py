@@ -39,11 +39,12 @@ def recover_interrupted_runs(settings: Settings, clock: Clock) -> list[str]:
                 assert grant is not None and platform is not None
                 if s.get(UsageEventRow, event_id(EventKind.RUN, run.id)) is None:
                     s.add(event_row(run_event(run, grant, platform, (), now)))
-                record(s, AuditDraft(action="run:recover", resource=f"run/{run.id}", via="system", decision="allow",
-                                     rule="start-up recovery", reason=message, code=INTERRUPTED, status=200,
-                                     actor_org_id=run.operator_org_id,
-                                     detail={"run_id": run.id, "job_id": run.job_id, "grant_id": run.grant_id,
-                                             "status": RunStatus.FAILED.value}), now)
+                draft = AuditDraft(action="run:recover", resource=f"run/{run.id}", via="system", decision="allow",
+                                   rule="start-up recovery", reason=message, code=INTERRUPTED, status=200,
+                                   resource_org_id=run.operator_org_id)
+                draft.note(run_id=run.id, job_id=run.job_id, grant_id=run.grant_id, status=RunStatus.FAILED.value,
+                           dataset_versions=dict(run.dataset_versions), sql_sha256=run.frozen_sql_sha256)
+                record(s, draft, now)
             return [r.id for r in running]
     finally:
         engine.dispose()

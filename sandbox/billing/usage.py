@@ -61,8 +61,8 @@ def scans_by_dataset(service: runs.RunService, grant: Grant, tables: dict[str, G
     return tuple(out)
 
 
-def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime
-              ) -> UsageEvent:
+def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime,
+              trace_id: str | None = None) -> UsageEvent:
     """The platform-fee event of a run, whatever its outcome (only a succeeded run is chargeable)."""
     if not datasets:
         datasets = tuple(DatasetUse(d) for d in sorted(run.dataset_versions))
@@ -72,8 +72,8 @@ def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[Dat
         id=event_id(EventKind.RUN, run.id), kind=EventKind.RUN.value, relation=Relation.PLATFORM.value,
         event_time=run.created_at, ingested_at=now, issuer_org_id=issuer_org_id, payer_org_id=run.operator_org_id,
         operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class, outcome=Outcome(run.status).value,
-        quantities=quantities(q), grant_id=grant.id, datasets=tuple(datasets), trace_id=current_trace_id(),
-        source_id=run.id))
+        quantities=quantities(q), grant_id=grant.id, datasets=tuple(datasets),
+        trace_id=trace_id or current_trace_id(), source_id=run.id))
 
 
 _RUN_COLUMNS = tuple(c.key for c in inspect(Run).column_attrs if c.key != "id")
@@ -142,10 +142,11 @@ class Metering:
             self._platform_org_id = found
         return self._platform_org_id
 
-    def refused_run(self, session: Session, run: Run, grant: Grant, now: datetime) -> None:
-        """Meter a run refused at its checks (recorded, never charged) in the caller's transaction."""
-        session.add(event_row(run_event(run, grant, self.platform_org_id(session), (), now)))
+    def refused_run(self, session: Session, run: Run, grant: Grant, now: datetime, trace_id: str | None = None
+                    ) -> UsageEventRow:
+        """The usage event of a run refused at its checks (recorded, never charged), to commit with the refusal."""
         self.metrics.runs.labels(run.status).inc()
+        return event_row(run_event(run, grant, self.platform_org_id(session), (), now, trace_id))
 
     def start_run(self, session: Session, run: Run, job: Job) -> StartedRun:
         """Begin recording the run's start (status `running`) through the group-commit recorder.
@@ -200,10 +201,10 @@ class Metering:
             self._starter = None
 
     def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
-                   service: runs.RunService, now: datetime) -> list[Any]:
+                   service: runs.RunService, now: datetime, trace_id: str | None = None) -> list[Any]:
         """The writes that end a run, to commit with its audit row: its final record and its usage event."""
         datasets = scans_by_dataset(service, grant, tables, job)
-        event = run_event(run, grant, self.platform_org_id(session), datasets, now)
+        event = run_event(run, grant, self.platform_org_id(session), datasets, now, trace_id)
         m = self.metrics
         m.runs.labels(run.status).inc()
         m.run_seconds.labels(run.status).observe(run.wall_ms / 1000)
@@ -211,7 +212,8 @@ class Metering:
         m.suppressed_rows.inc(run.suppressed_rows)
         return [_run_update(run), event_insert(event)]
 
-    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime) -> Execute:
+    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime,
+                 trace_id: str | None = None) -> Execute:
         """The usage event of one result download (attributed like its run), for the download's audit commit."""
         grant = session.get(Grant, run.grant_id)
         assert grant is not None
@@ -224,7 +226,8 @@ class Metering:
             issuer_org_id=self.platform_org_id(session), payer_org_id=run.operator_org_id,
             operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class,
             outcome=Outcome.SUCCEEDED.value, quantities=quantities({"downloads": 1, "download_bytes": size}),
-            grant_id=grant.id, datasets=datasets, trace_id=current_trace_id(), source_id=f"{run.id}/{source}/{fmt}"))
+            grant_id=grant.id, datasets=datasets, trace_id=trace_id or current_trace_id(),
+            source_id=f"{run.id}/{source}/{fmt}"))
         self.metrics.downloads.labels(fmt).inc()
         return event_insert(event)
 

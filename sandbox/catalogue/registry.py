@@ -198,7 +198,7 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
         number = 1
     else:
         if ds.provider_org_id != provider.id:
-            raise Forbidden(f"dataset {dataset_id} belongs to another provider", code="cross_org_access")
+            raise Forbidden(f"dataset {dataset_id} belongs to another provider", code="dataset_of_another_provider")
         previous = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
                                                                DatasetVersion.version == ds.latest_version))
         number = ds.latest_version + 1

@@ -106,18 +106,20 @@ def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[in
 
     from sandbox.app import create_app
     from sandbox.billing.recovery import recover_interrupted_runs
+    from sandbox.logs import configure_json_logging
 
     s = settings()
+    configure_json_logging()  # one JSON line per record, with the trace id (uvicorn's access log is replaced)
     recovered = recover_interrupted_runs(s, SystemClock())
     if recovered:
         err.print(f"marked {len(recovered)} interrupted run(s) failed: {', '.join(recovered)}")
     workers = http_workers or s.http_workers
     if workers <= 1:
-        uvicorn.run(create_app(s), host=host or s.host, port=port or s.port)
+        uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
         return
     _multiprocess_metrics_dir(s)
     uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=workers, host=host or s.host,
-                port=port or s.port)
+                port=port or s.port, log_config=None, access_log=False)
 
 
 def _multiprocess_metrics_dir(s: Settings) -> None:
@@ -403,16 +405,6 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
         raise typer.Exit(1)
 
 
-# --- audit -----------------------------------------------------------------------------------------------
-
-@audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option()] = 50, after_id: Annotated[int, typer.Option()] = 0,
-               as_json: JsonOpt = False) -> None:
-    """Read the audit trail."""
-    call(lambda c: c.get("/v1/audit", params={"limit": limit, "after_id": after_id}), as_json,
-         columns=["id", "at", "via", "actor_id", "action", "decision", "code", "reason"])
-
-
 # --- jobs and runs ---------------------------------------------------------------------------------------
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -490,6 +482,7 @@ def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--out
     emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
 
 
+from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)
 from sandbox.cli import quality as _quality  # noqa: E402  (sub-apps use `call` defined above)
 from sandbox.cli import registrations as _registrations  # noqa: E402
 

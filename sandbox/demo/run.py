@@ -71,6 +71,11 @@ class Narrator:
         if not self.as_json:
             self.console.print(f"    {text}")
 
+    def verbatim(self, text: str) -> None:
+        """Print text exactly (no wrapping, no markup): signed notes must survive copy and paste."""
+        if not self.as_json:
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
 
 def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -> dict[str, Any]:
     """Initialize a fresh home, register the synthetic city, set up organizations and grants."""
@@ -205,7 +210,8 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         refusals["cross-organization read"] = "NOT REFUSED"
     except ApiError as e:
         refusals["cross-organization read"] = e.code
-    say.detail(f"industry operator reads the health operator's grant: {refusals['cross-organization read']}")
+    say.detail(f"industry operator reads the health operator's grant: {refusals['cross-organization read']} "
+               "(the same answer as for an id that does not exist)")
     out["refusals"] = refusals
     if any(v == "NOT REFUSED" for v in refusals.values()):
         raise DemoError(f"a refusal did not happen: {refusals}")
@@ -214,11 +220,49 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
     out["billing"] = billing_flow(admin, keys, orgs, say, home, clock.now(), settings.billing_timezone)
     out["quality_feedback"] = quality_feedback(admin, keys, say)
 
-    audit = admin.with_key(keys["auditor"]).get("/v1/audit", params={"limit": 1000})
-    say.step(f"The regulator reads the audit trail: {len(audit)} entries, "
-             f"{sum(1 for a in audit if a['decision'] != 'allow')} refusals")
-    out["audit_entries"] = len(audit)
+    out["audit"] = _audit_trail(admin.with_key(keys["auditor"]), say, home)
     return out
+
+
+def _audit_trail(auditor: Client, say: Narrator, home: Path) -> dict[str, Any]:
+    """The regulator reads the log, takes its checkpoint and export, and verifies them offline."""
+    from disclosure.checkpoint import load_verifier_key
+    from disclosure.export import verify_export
+
+    events = auditor.get("/v1/audit/events", params={"latest": 1000})["events"]
+    refusals = [e for e in events if e["decision"] != "allow"]
+    say.step(f"The regulator reads the audit trail: {len(events)} records, {len(refusals)} not allowed")
+    for e in refusals[-3:]:
+        say.detail(f"#{e['seq']:<4} {e['action']:14} {e['decision']:8} {e['code'] or '':24} {e['resource']['name']}")
+    vkey_text = next(iter(auditor.get("/v1/keys")["checkpoint_verifier_keys"].values()))
+    export = auditor.get("/v1/audit/export", raw=True)
+    files = {"export": home / "audit-export.jsonl", "checkpoint": home / "audit-checkpoint.txt",
+             "public_key": home / "audit-checkpoint.vkey"}
+    files["export"].write_bytes(export)
+    files["public_key"].write_text(vkey_text + "\n", "utf-8")
+    note = json.loads(export.split(b"\n", 1)[0])["checkpoint"]
+    files["checkpoint"].write_text(note, "utf-8")
+    say.step("The latest checkpoint (C2SP signed note, Ed25519), as any C2SP verifier or witness reads it")
+    say.verbatim(note.rstrip("\n"))
+    key = [load_verifier_key(vkey_text.encode())]
+    report = verify_export(export, key)
+    say.step(f"Offline verification of the export ({files['export'].name}) against the checkpoint key "
+             f"({files['public_key'].name}), as `sluice audit verify` does")
+    say.detail(f"{'OK' if report.ok else 'FAILED'}: {report.entries} records, tree size {report.tree_size}")
+    lines = export.split(b"\n")
+    victim = len(lines) // 2
+    at = lines[victim].index(b'"decision":"') + len(b'"decision":"')
+    lines[victim] = lines[victim][:at] + bytes([lines[victim][at] ^ 0x01]) + lines[victim][at + 1:]
+    tampered = verify_export(b"\n".join(lines), key)
+    say.detail(f"one byte changed in line {victim + 1}: {'OK' if tampered.ok else 'FAILED'} — "
+               f"{tampered.problems[0] if tampered.problems else ''}")
+    if not report.ok or tampered.ok:
+        raise DemoError(f"the audit log did not verify as it should: {report.problems} / {tampered.ok}")
+    say.detail(f"check it yourself: sluice audit verify {files['export']} --public-key {files['public_key']}")
+    return {"records": len(events), "refusals": len(refusals), "tree_size": report.tree_size,
+            "verified": report.ok, "tampered_detected": not tampered.ok,
+            "tampered_entry": tampered.first_bad_entry, "files": {k: str(v) for k, v in files.items()},
+            "checkpoint": note}
 
 
 HEALTH_COST_SQL = """SELECT r.district,

@@ -59,14 +59,18 @@ class LockedEngine:
         """Run `spec` to an outcome; every failure becomes a status, a stable code and a generic message."""
         wall0 = time.perf_counter()
         cpu0 = time.process_time()
+        marks = [time.time_ns()]
         try:
             statement = single_select(spec.sql)  # refuse before opening any input
             instance = self.instances.get(spec.instance_key, spec.inputs)
             table = run_locked(instance, statement, spec.params, timeout_ms=self.limits.timeout_ms,
                                watchdog=self._watchdog)
+            marks.append(time.time_ns())
             controlled = apply_output_control(table, k=spec.k, max_rows=spec.max_rows)
             del table
+            marks.append(time.time_ns())
             written = write_result(controlled.table, spec.result_path)
+            marks.append(time.time_ns())
         except Exception as exc:
             error = classify_failure(exc, timeout_ms=self.limits.timeout_ms)
             return failed_outcome(error, cpu_ms=_ms_since(cpu0, time.process_time()),
@@ -76,6 +80,7 @@ class LockedEngine:
             result_rows=written.rows, result_bytes=written.bytes, suppressed_rows=controlled.suppressed_rows,
             truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
             wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
+            phases=tuple(zip(("execute", "output_control", "write"), marks, marks[1:], strict=False)),
         )
 
     def warm_up(self) -> None:

@@ -160,7 +160,9 @@ class WorkerPool:
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
                                 detail=type(exc).__name__) from None
+        queued = time.time_ns()
         worker = self._acquire(spec.instance_key)
+        dispatched = time.time_ns()
         started = time.perf_counter()  # wall time counts from dispatch, not from waiting for a worker
         healthy = False
         try:
@@ -177,7 +179,8 @@ class WorkerPool:
                 self._release(worker)
             else:
                 self._retire(worker)
-        return dataclasses.replace(outcome, wall_ms=(time.perf_counter() - started) * 1000.0)
+        return dataclasses.replace(outcome, wall_ms=(time.perf_counter() - started) * 1000.0,
+                                   phases=(("queue", queued, dispatched), *outcome.phases))
 
     def _call(self, worker: _Worker, key: str, payload: bytes) -> RunOutcome:
         """Send a pickled spec to `worker` and wait for its outcome until the hard deadline."""

@@ -63,6 +63,8 @@ class RunOutcome:
     error_code: str | None
     error_message: str | None
     internal_detail: str | None = field(default=None, repr=False, compare=False)
+    phases: tuple[tuple[str, int, int], ...] = field(default=(), repr=False, compare=False)
+    """(phase, start, end) in epoch ns: queue, execute, output_control, write (for tracing)."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sandbox.store.types import DecimalText, UTCDateTime
@@ -238,23 +249,76 @@ class GrantEvent(Base):
 
 
 class AuditEvent(Base):
-    """Append-only record of every access decision and its outcome (until the Merkle audit log lands)."""
+    """One audit record: an access decision or a change of governance state (see docs/audit-log.md).
+
+    Requests insert rows with `seq` unset, in the transaction of the change they describe; the sequencer
+    (sandbox.audit_log) then gives each committed row the next gapless `seq` and appends its canonical JSON to
+    the Merkle log. A row with a `seq` never changes again.
+    """
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
-    actor_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    actor_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    actor_key_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
     via: Mapped[str] = mapped_column(String(10))
-    action: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(60), index=True)
     resource: Mapped[str] = mapped_column(String(200), default="")
+    resource_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     decision: Mapped[str] = mapped_column(String(10))
     rule: Mapped[str] = mapped_column(String(200), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     code: Mapped[str | None] = mapped_column(String(60), nullable=True)
     status: Mapped[int] = mapped_column(Integer)
+    grant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    datasets: Mapped[str] = mapped_column(Text, default="")
+    sql_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rows: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (UniqueConstraint("seq", name="uq_audit_events_seq"),)
+
+
+class AuditLogNode(Base):
+    """A perfect-subtree hash of the audit log's Merkle tree; `id` = level << 56 | index (disclosure.proofs)."""
+
+    __tablename__ = "audit_log_nodes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditLogState(Base):
+    """The one row the sequencer locks: how many records the tree holds and its root."""
+
+    __tablename__ = "audit_log_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the audit log, with why it was made."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    kid: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("timestamp", name="uq_audit_checkpoints_timestamp"),)
 
 
 class Job(Base):

@@ -155,12 +155,12 @@ def test_signature_verifies_over_its_payload_only(tmp_path: Path) -> None:
 
 
 def test_signature_covers_the_domain_prefix_then_the_payload(tmp_path: Path) -> None:
-    ring = keyring(tmp_path, "checkpoint")
-    signature = ring.sign("checkpoint", PAYLOAD)
-    key = ring.public_keys("checkpoint")[signature.kid]
+    ring = keyring(tmp_path, "disclosure")
+    signature = ring.sign("disclosure", PAYLOAD)
+    key = ring.public_keys("disclosure")[signature.kid]
     raw = base64.b64decode(signature.value_b64)
-    assert domain_prefix("checkpoint") == b"sluice/checkpoint/v1\x00"
-    key.verify(raw, b"sluice/checkpoint/v1\x00" + PAYLOAD)
+    assert domain_prefix("disclosure") == b"sluice/disclosure/v1\x00"
+    key.verify(raw, b"sluice/disclosure/v1\x00" + PAYLOAD)
     with pytest.raises(InvalidSignature):
         key.verify(raw, PAYLOAD)
 
@@ -234,3 +234,26 @@ def test_signing_module_does_not_import_sandbox() -> None:
     modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     modules += [alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names]
     assert [m for m in modules if m.split(".")[0] == "sandbox"] == []
+
+
+def test_the_checkpoint_key_signs_nothing_but_notes(tmp_path: Path) -> None:
+    ring = keyring(tmp_path, "checkpoint")
+    with pytest.raises(SigningError) as refused:
+        ring.sign("checkpoint", PAYLOAD)
+    assert refused.value.code == "checkpoint_key_reserved"
+    signature, public = ring.sign_note(b"origin\n1\n" + PAYLOAD)
+    public.verify(signature, b"origin\n1\n" + PAYLOAD)  # C2SP: over the note text itself, no prefix
+
+
+def test_a_prepared_key_is_inactive_until_activated_and_can_be_discarded(tmp_path: Path) -> None:
+    ring = keyring(tmp_path, "disclosure")
+    old = ring.active_kid("disclosure")
+    new = ring.prepare("disclosure")
+    assert ring.active_kid("disclosure") == old and new in ring.public_keys("disclosure")
+    ring.activate("disclosure", new)
+    assert ring.active_kid("disclosure") == new
+    spare = ring.prepare("disclosure")
+    ring.discard("disclosure", spare)
+    assert spare not in ring.public_keys("disclosure")
+    with pytest.raises(SigningError):
+        ring.discard("disclosure", new)

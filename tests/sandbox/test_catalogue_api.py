@@ -112,8 +112,8 @@ def test_operator_cannot_register_datasets(api) -> None:  # type: ignore[no-unty
 def test_steward_cannot_register_for_another_provider(api) -> None:  # type: ignore[no-untyped-def]
     _, steward = _steward(api)
     other = api.org("provider")
-    body = api.register(steward, dataset_id="theirs", provider_org_id=other, expect=403)
-    assert body["code"] == "cross_org_access"
+    body = api.register(steward, dataset_id="theirs", provider_org_id=other, expect=404)
+    assert body["code"] == "not_found_or_not_yours"
 
 
 def test_unknown_domain_and_grade_are_refused(api) -> None:  # type: ignore[no-untyped-def]

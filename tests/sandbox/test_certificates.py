@@ -47,7 +47,7 @@ def metadata(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def ring(tmp_path: Path) -> KeyRing:
     ring = KeyRing(tmp_path / "keys")
-    for context in ("certificate", "checkpoint"):
+    for context in ("certificate", "disclosure"):
         ring.ensure(context)
     return ring
 
@@ -176,9 +176,9 @@ def resigned(ring: KeyRing, signing_context: str, **signature_overrides: str) ->
 
 def test_a_signature_from_another_context_does_not_make_a_certificate(ring: KeyRing) -> None:
     cert_keys = ring.public_keys("certificate")
-    all_keys = {**cert_keys, **ring.public_keys("checkpoint")}
-    assert verify_certificate_document(resigned(ring, "checkpoint"), all_keys).reason == "wrong_context"
-    relabelled = resigned(ring, "checkpoint", context="certificate")
+    all_keys = {**cert_keys, **ring.public_keys("disclosure")}
+    assert verify_certificate_document(resigned(ring, "disclosure"), all_keys).reason == "wrong_context"
+    relabelled = resigned(ring, "disclosure", context="certificate")
     assert verify_certificate_document(relabelled, cert_keys).reason == "unknown_kid"
     assert verify_certificate_document(relabelled, all_keys).reason == "bad_signature"
 

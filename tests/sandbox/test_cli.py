@@ -69,8 +69,8 @@ def test_verbs_act_through_the_api_and_are_audited_as_cli(cli, tmp_path: Path) -
     assert reg["row_count"] == 20
     listed = _json(cli("datasets", "list", "--json", key=steward))
     assert [d["id"] for d in listed] == ["weather"]
-    audit = _json(cli("audit", "list", "--json", "--limit", "200", key=admin))
-    assert {a["via"] for a in audit if a["action"] == "dataset:create"} == {"cli"}
+    audit = _json(cli("audit", "list", "--json", "--limit", "200", key=admin))["events"]
+    assert {a["actor"]["via"] for a in audit if a["action"] == "dataset:create"} == {"cli"}
     # refusals: wrong role, problem code on stdout with --json, exit 1
     refused = cli("orgs", "create", "X", "--kind", "operator", "--json", key=steward, code=1)
     assert _json(refused)["error"]["code"] == "permission_denied"
@@ -119,3 +119,35 @@ def test_registration_and_quality_verbs_with_json(cli, tmp_path: Path) -> None: 
     profile = _json(cli("quality", "profile", "w", "1", "--json", key=steward))["quality"]
     assert profile["expectations"][0]["failing_rows"] == 10  # 10.5 ... 19.5
     assert _json(cli("quality", "stats", "--json", key=admin))["filed"] == 0
+
+
+def test_audit_verbs_list_export_verify_and_witness(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    admin, steward, _ = _registered(cli, tmp_path, "wx")
+    listed = cli("audit", "list", "--latest", "3", key=admin)
+    assert "more records exist" in listed.stderr
+    created = _json(cli("audit", "list", "--action", "dataset:", "--json", key=admin))["events"]
+    assert [(e["action"], e["resource"]["name"]) for e in created] == [("dataset:create", "dataset/wx")]
+    page = _json(cli("audit", "list", "--decision", "deny", "--json", key=admin))
+    assert page["events"] == [] and page["more"] is False
+    cli("audit", "list", "--action", "org:", key=steward, code=1)  # a data steward may not read the log
+    key, first = tmp_path / "log.vkey", tmp_path / "first.txt"
+    cli("audit", "public-key", "-o", str(key), "--json", key=admin)
+    cli("audit", "checkpoint", "-o", str(first), key=admin)
+    state = tmp_path / "witness.json"
+    assert _json(cli("audit", "witness", "--state", str(state), "--public-key", str(key), "--json",
+                     key=admin))["accepted"] is True
+    export = tmp_path / "audit.jsonl"
+    cli("audit", "export", "-o", str(export), "--checkpoint", str(first), "--json", key=admin)
+    verified = _json(cli("audit", "verify", str(export), "--public-key", str(key), "--checkpoint", str(first),
+                         "--json"))
+    assert verified["ok"] and verified["tree_size"] > 5
+    grown = _json(cli("audit", "witness", "--state", str(state), "--public-key", str(key), "--json", key=admin))
+    assert grown["accepted"] and grown["size"] > grown["previous_size"]
+    lines = export.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b'"via":"cli"', b'"via":"api"', 1)
+    export.write_bytes(b"\n".join(lines))
+    failed = _json(cli("audit", "verify", str(export), "--public-key", str(key), "--json", code=1))
+    assert failed["first_bad_entry"] == 2 and failed["first_bad_line"] == 4
+    other = tmp_path / "other.vkey"
+    other.write_text(key.read_text("utf-8").replace("+", "x", 1), "utf-8")
+    cli("audit", "verify", str(export), "--public-key", str(other), code=2)

@@ -103,7 +103,7 @@ def test_refused_query_is_stored_rejected_with_findings_and_audited(api, world) 
     assert job["state"] == "rejected" and job["rejection_source"] == "analysis"
     assert all({"code", "message"} <= set(f) for f in job["findings"])
     _, reg = api.actor("regulator", "regulator")
-    audit = api.ok("GET", "/v1/audit", reg, params={"limit": 1000})
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
     refused = [a for a in audit if a["action"] == "job:create" and a["decision"] == "refused"]
     assert refused and refused[-1]["code"] == "query_refused"
 
@@ -192,7 +192,7 @@ def test_results_download_in_every_format_and_each_download_is_audited(api, worl
 
     assert pa.ipc.open_stream(arrow.content).read_all().num_rows == 9
     _, reg = api.actor("regulator", "regulator")
-    audit = api.ok("GET", "/v1/audit", reg, params={"limit": 1000})
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
     downloads = [a for a in audit if a["action"] == "result:read" and a["decision"] == "allow"]
     assert [d["detail"]["format"] for d in downloads] == ["parquet", "csv", "arrow"]
 
@@ -200,9 +200,9 @@ def test_results_download_in_every_format_and_each_download_is_audited(api, worl
 def test_another_operator_cannot_run_or_read_the_job(api, world) -> None:  # type: ignore[no-untyped-def]
     job = submit(api, world["key"], world["domain"], WEATHER)
     r = run(api, world["key"], job["id"])
-    assert run(api, world["other_key"], job["id"], expect=403)["code"] == "cross_org_access"
+    assert run(api, world["other_key"], job["id"], expect=404)["code"] == "not_found_or_not_yours"
     resp = api.call("GET", f"/v1/runs/{r['id']}/result", world["other_key"])
-    assert resp.status_code == 403
+    assert resp.status_code == 404
 
 
 def test_run_errors_carry_no_data_values(api, world) -> None:  # type: ignore[no-untyped-def]

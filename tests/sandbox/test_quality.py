@@ -168,7 +168,7 @@ def test_a_quality_report_is_read_only_by_its_provider_and_the_agency(api: Api) 
     assert receipt["status"] == "open" and "description" not in receipt and "answer_reason" not in receipt
     _, other_steward = api.actor("provider", "data_steward")
     assert api.call("GET", f"/v1/quality/reports/{receipt['id']}", other_steward).json()["code"] == \
-        "cross_org_access"
+        "not_found_or_not_yours"
     assert api.call("GET", f"/v1/quality/reports/{receipt['id']}", op).json()["code"] == "permission_denied"
     _, regulator = api.actor("regulator", "regulator")
     assert api.call("GET", f"/v1/quality/reports/{receipt['id']}", regulator).status_code == 403

@@ -1,7 +1,7 @@
 """metering usage prices and bills
 
 Revision ID: 0005
-Revises: 0006
+Revises: 0004
 Create Date: 2026-11-28 08:26:46.942516
 """
 from alembic import op
@@ -72,7 +72,7 @@ _casbin = sa.table(
 
 
 revision = '0005'
-down_revision = '0006'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
