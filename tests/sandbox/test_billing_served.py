@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -86,6 +87,20 @@ def _load(served: Served, stop: threading.Event, seen: list[tuple[str, str]], do
                 return
 
 
+def _wait_for_runs_in_flight(db: Path, at_least: int, timeout: float = 30.0) -> None:
+    """Poll the store (read-only) until `at_least` runs have a durable start record and no end yet."""
+    deadline = time.monotonic() + timeout
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] >= at_least:
+                return
+            time.sleep(0.005)
+    finally:
+        conn.close()
+    raise AssertionError(f"fewer than {at_least} runs were ever in flight at once")
+
+
 @pytest.mark.slow
 def test_kill_9_mid_load_loses_no_succeeded_run_counts_nothing_twice_and_charges_no_interrupted_run(
         tmp_path: Path) -> None:
@@ -101,8 +116,9 @@ def test_kill_9_mid_load_loses_no_succeeded_run_counts_nothing_twice_and_charges
         clients = [threading.Thread(target=_load, args=(served, stop, seen, downloads)) for _ in range(6)]
         for c in clients:
             c.start()
-        time.sleep(4)
-        server.kill()  # kill -9 in the middle of the load
+        time.sleep(2)
+        _wait_for_runs_in_flight(home / "sluice.db", at_least=2)
+        server.kill()  # kill -9 in the middle of the load, with started runs in flight
         stop.set()
         for c in clients:
             c.join(timeout=60)
