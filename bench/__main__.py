@@ -28,7 +28,7 @@ import duckdb
 import httpx
 import pyarrow as pa
 
-from bench import tpch
+from bench import metering, tpch
 from bench.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +144,10 @@ def main() -> None:
     parser.add_argument("--release-audit-only", action="store_true", help="only the release-audit benchmark")
     parser.add_argument("--release-audit-reduced", action="store_true",
                         help="release-audit benchmark at ledgers of 10^3 and 3*10^3 cells only")
+    parser.add_argument("--metering-events", type=int, default=1_000_000,
+                        help="events in the one-bill metering benchmark (default 10^6)")
+    parser.add_argument("--metering-only", action="store_true",
+                        help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
     if args.release_audit_only:
         release_audit_bench(args)
@@ -152,6 +156,11 @@ def main() -> None:
         from bench import audit_log
 
         audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
+        return
+    if args.metering_only:
+        report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+                  "metering": metering_figures(args.metering_events)}
+        write_metering_report(report, args.out)
         return
 
     work = ROOT / "bench" / "data"
@@ -212,16 +221,18 @@ def main() -> None:
             count += 1
         rps = count / (time.perf_counter() - start)
         print(f"single-client governed runs per second: {rps:.1f}", flush=True)
+        served_start = metering.served_start_cost(httpx.get(f"{server.base}/metrics", timeout=10).text)
     finally:
         server.stop()
     analysis = time_analysis()
     print(f"SQL analysis (in process, once per job at submission): {analysis}", flush=True)
+    metering_report = {**metering_figures(args.metering_events), "served_start": served_start}
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "scale_factor": args.sf, "reps": args.reps,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": _machine(),
         "versions": {p: version(p) for p in ("duckdb", "pyarrow", "sqlglot", "fastapi", "uvicorn", "sqlalchemy")},
         "import_seconds": ctx["import_seconds"], "queries": results, "small_aggregate": small,
-        "runs_per_second_single_client": round(rps, 1), "analysis_ms": analysis,
+        "runs_per_second_single_client": round(rps, 1), "analysis_ms": analysis, "metering": metering_report,
         "targets": {"ratio_max_for_queries_over_100ms_raw": 1.10, "added_median_ms_max_small": 5.0},
     }
     write_report(report, args.out)
@@ -237,6 +248,29 @@ def release_audit_bench(args: argparse.Namespace) -> None:
 
     sizes = [1000, 3000] if args.release_audit_reduced else [1000, 10_000, 100_000]
     release_audit.write(release_audit.measure(1_000_000, sizes, 5 if args.release_audit_reduced else 20), args.out)
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def metering_figures(events: int) -> dict[str, Any]:
+    """Rating throughput, one bill over `events` events, and the cost of recording each run's start."""
+    rating = metering.rating(n_bill=events, n_rate=min(200_000, events))
+    print(f"metering: {rating['events_rated_per_second']:,} events rated/s; one bill over {events:,} events in "
+          f"{rating['bill_build_seconds']} s", flush=True)
+    start = metering.start_record_cost()
+    print(f"run start record: +{start['start_record_added_ms']} ms per run (SQLite, in process)", flush=True)
+    return {"rating": rating, "start_record": start}
+
+
+def write_metering_report(report: dict[str, Any], out: Path) -> None:
+    """The metering-only run: metering-latest.json and .md (the full report is left alone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metering-latest.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    lines = [f"# Metering benchmark {report['date']}", "", *metering.markdown(report["metering"])]
+    (out / "metering-latest.md").write_text("\n".join(lines), "utf-8")
+    print(f"wrote {out / 'metering-latest'}.json and .md")
 
 
 def time_analysis(reps: int = 15) -> dict[str, float]:
@@ -289,7 +323,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
               f"**{report['runs_per_second_single_client']}**.", "",
               "SQL analysis per query (ms, median; once per job at submission, never per run): "
               + ", ".join(f"{k} {v}" for k, v in report["analysis_ms"].items()) + ".",
-              "", f"Worst governed/raw among queries over 100 ms raw: **{worst:.3f}** (target ≤ 1.10).", ""]
+              "", f"Worst governed/raw among queries over 100 ms raw: **{worst:.3f}** (target ≤ 1.10).", "",
+              *metering.markdown(report["metering"])]
     (out / f"{stem}.md").write_text("\n".join(lines), "utf-8")
     shutil.copy(out / f"{stem}.md", out / "latest.md")
     shutil.copy(out / f"{stem}.json", out / "latest.json")

@@ -26,8 +26,9 @@ class Server:
 
     def __init__(self, home: Path, settings: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
-        self.env = {**os.environ, "SLUICE_HOME": str(home), **(settings or {})}
-        self.env.pop("SLUICE_DATABASE_URL", None)
+        dropped = ("SLUICE_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
+        inherited = {k: v for k, v in os.environ.items() if k not in dropped}
+        self.env = {**inherited, "SLUICE_HOME": str(home), **(settings or {})}  # SQLite in home unless given
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -49,6 +50,13 @@ class Server:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("sluice serve did not start")
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no flush); its sandbox workers exit when their pipe closes."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
 
     def stop(self) -> None:
         """Stop the server (its workers stop with it)."""

@@ -1,4 +1,13 @@
-"""Prometheus metrics for the service (one registry, passed around explicitly)."""
+"""Prometheus metrics for operations (never the source of bills): one registry, passed around explicitly.
+
+Names follow Prometheus conventions: `sluice_` prefix, base units (seconds, rows), `_total` on counters. Labels
+take only bounded values (route templates, statuses, outcomes, finding codes, formats); never organization,
+principal, dataset or run ids.
+
+Multi-process mode: when `multiprocess_dir` is given (the PROMETHEUS_MULTIPROC_DIR that `sluice serve` sets up
+before it starts several worker processes), each process writes its samples to files there and the exposition
+aggregates every process's files, so a scrape answered by any worker shows the whole server.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +16,14 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+# Run and request latencies span sub-millisecond metadata calls to minutes-long scans.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
 
 @dataclass
 class Metrics:
-    """The service's metrics and the registry they live in."""
+    """The service's metrics and the registry they are exposed from."""
 
     registry: CollectorRegistry
     requests: Counter
@@ -20,20 +33,36 @@ class Metrics:
     audit_seconds: Histogram
     ledger_cells: Gauge
     cross_operator_suppressions: Counter
+    runs: Counter
+    run_seconds: Histogram
+    run_start_seconds: Histogram
+    run_start_wait_seconds: Histogram
+    scanned_rows: Counter
+    analysis_rejections: Counter
+    audit_append_seconds: Histogram
+    downloads: Counter
+    multiprocess_dir: str | None = None
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text (all processes' samples in multi-process mode) and its content type."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
-def make_metrics() -> Metrics:
-    """A fresh registry with Sluice's metrics."""
+def make_metrics(multiprocess_dir: str | None = None) -> Metrics:
+    """A fresh registry with Sluice's metrics (values shared through `multiprocess_dir` when given)."""
     reg = CollectorRegistry()
     return Metrics(
         registry=reg,
-        requests=Counter("sluice_http_requests", "HTTP requests by route and status", ["route", "status"],
-                         registry=reg),
-        request_seconds=Histogram("sluice_http_request_seconds", "HTTP request latency", ["route"], registry=reg),
+        requests=Counter("sluice_http_requests", "HTTP requests by route template and status",
+                         ["route", "status"], registry=reg),
+        request_seconds=Histogram("sluice_http_request_seconds", "HTTP request latency by route template",
+                                  ["route"], buckets=LATENCY_BUCKETS, registry=reg),
         access_decisions=Counter("sluice_access_decisions", "Access decisions by action and decision",
                                  ["action", "decision"], registry=reg),
         suppressed_cells=Counter("sluice_suppressed_cells", "Result cells suppressed, by reason (k, dominance, "
@@ -46,4 +75,22 @@ def make_metrics() -> Metrics:
             "sluice_release_audit_cross_operator_suppressions", "Cells the audit suppressed in a population whose "
             "ledger also holds other operators' releases (one operator's releases can suppress another's)",
             ["population"], registry=reg),
+        runs=Counter("sluice_runs", "Runs by final status (succeeded, failed, refused, timed_out)", ["status"],
+                     registry=reg),
+        run_seconds=Histogram("sluice_run_duration_seconds", "Wall time of executed runs by status", ["status"],
+                              buckets=LATENCY_BUCKETS, registry=reg),
+        run_start_seconds=Histogram("sluice_run_start_record_seconds",
+                                    "Time to record a run's start through the group-commit recorder",
+                                    buckets=COMMIT_BUCKETS, registry=reg),
+        run_start_wait_seconds=Histogram("sluice_run_start_wait_seconds",
+                                         "Time a run waited, after executing, for its start record to be durable",
+                                         buckets=COMMIT_BUCKETS, registry=reg),
+        scanned_rows=Counter("sluice_scanned_rows", "Rows scanned by executed runs", registry=reg),
+        analysis_rejections=Counter("sluice_analysis_rejections", "Jobs refused by SQL analysis, by finding code",
+                                    ["code"], registry=reg),
+        audit_append_seconds=Histogram("sluice_audit_append_seconds",
+                                       "Latency of committing audit records, by path (group commit, request, "
+                                       "refusal)", ["path"], buckets=COMMIT_BUCKETS, registry=reg),
+        downloads=Counter("sluice_result_downloads", "Result downloads by format", ["format"], registry=reg),
+        multiprocess_dir=multiprocess_dir,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
@@ -92,6 +93,18 @@ class Settings(BaseSettings):
         "as overdue."
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    http_workers: int = Field(
+        1, description="HTTP worker processes of `sluice serve`; above 1, Prometheus metrics use multi-process mode "
+        "(PROMETHEUS_MULTIPROC_DIR, default HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    )
+    prices_include_vat: bool = Field(
+        True, description="Whether every price, cap, maximum allowed revenue and bill amount includes VAT; schedules "
+        "record it and one convention holds everywhere."
+    )
+    vat_rate: Decimal = Field(Decimal("0.06"), description="VAT rate stated on bills (6% for modern services).")
+    billing_timezone: str = Field(
+        "Asia/Shanghai", description="Time zone of billing periods: a bill for 2026-11 covers November in this zone."
+    )
     test_database_url: str | None = Field(
         None, description="Tests only: a PostgreSQL URL; store tests then also run against it."
     )

@@ -6,16 +6,27 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from sandbox.store.models import Base
 
 log = logging.getLogger("sluice.recorder")
 
-_Item = tuple[Sequence[Base], "Future[None]"]
+class Execute(NamedTuple):
+    """A statement to run in the batch with its parameters (e.g. the UPDATE that ends a started run)."""
+
+    statement: Executable
+    params: dict[str, Any]
+
+
+Write = Base | Executable | Execute
+"""A new row to insert, or a statement to execute in the batch."""
+_Item = tuple[Sequence[Write], "Future[None]"]
 
 
 class Recorder:
@@ -33,8 +44,8 @@ class Recorder:
         self.batches = 0
         self.items = 0
 
-    def record(self, rows: Sequence[Base], session: Session | None = None, timeout: float = 60.0) -> None:
-        """Commit `rows` (new objects) durably, together with concurrent callers' rows.
+    def record(self, rows: Sequence[Write], session: Session | None = None, timeout: float = 60.0) -> None:
+        """Commit `rows` (new objects, or statements run in order) durably, together with concurrent callers'.
 
         A leader commits the batch in `session` (the caller's own, so a lone run costs one transaction, as
         without batching); without one it opens a session.
@@ -67,11 +78,11 @@ class Recorder:
             if session is None:
                 with self._sessions.begin() as fresh:
                     for rows, _ in batch:
-                        fresh.add_all(rows)
+                        _apply(fresh, rows)
             else:
                 try:
                     for rows, _ in batch:
-                        session.add_all(rows)
+                        _apply(session, rows)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -96,9 +107,21 @@ class Recorder:
             self._commit([item])
 
 
-def _forget_generated_keys(rows: Sequence[Base]) -> None:
+def _apply(session: Session, rows: Sequence[Write]) -> None:
+    for row in rows:
+        if isinstance(row, Execute):
+            session.execute(row.statement, row.params)
+        elif isinstance(row, Executable):
+            session.execute(row)
+        else:
+            session.add(row)
+
+
+def _forget_generated_keys(rows: Sequence[Write]) -> None:
     """After a rolled-back batch, let the database assign autoincrement keys again."""
     for row in rows:
+        if isinstance(row, Execute | Executable):
+            continue
         for column in inspect(type(row)).primary_key:
             auto = column.autoincrement is True or (column.autoincrement == "auto" and column.type.python_type is int)
             if auto and column.key:

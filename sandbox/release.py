@@ -138,7 +138,6 @@ class ReleaseService:
             cell = ReleaseCell(population=item.population, measure=item.measure, digest=digest, run_id=run.id,
                                grant_id=grant.id, operator_org_id=grant.operator_org_id, k=entry.audit.k,
                                created_at=now)
-            cell.run = run
             if (item.population, digest) in fresh:
                 cell.entity_set = fresh[(item.population, digest)]
             rows.append(cell)

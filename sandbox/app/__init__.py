@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -11,15 +14,18 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
+from metering.money import Vat
 from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
 from sandbox.app import (
     problems,
     routes_audit,
+    routes_billing,
     routes_catalogue,
     routes_grants,
     routes_identity,
     routes_jobs,
+    routes_prices,
     routes_quality,
     routes_registrations,
     routes_system,
@@ -28,6 +34,7 @@ from sandbox.app.deps import AppState, finalize_routes, record_unaudited
 from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
+from sandbox.billing.usage import Metering
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings
 from sandbox.executor import EngineLimits, WorkerPool
@@ -55,19 +62,24 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
                              shared_pool=pool, dominance=dominance)
     clock = clock or SystemClock()
-    metrics = make_metrics()
+    metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,
                               metrics=metrics)
     tracing = make_tracing(span_exporter)
     audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
     scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
                              checkpoint_seconds=settings.checkpoint_interval_seconds)
+    recorder = Recorder(sessions)
+    metering = Metering(recorder=recorder, sessions=sessions, clock=clock, metrics=metrics,
+                        vat=Vat(settings.prices_include_vat, Decimal(settings.vat_rate)),
+                        tz=ZoneInfo(settings.billing_timezone))
     state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
-                     key_cache=KeyCache(settings.auth_cache_seconds), recorder=Recorder(sessions),
+                     key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
                      tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service, releases=releases,
                      audit_log=audit_log, scheduler=scheduler,
-                     limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst))
+                     limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst),
+                     metering=metering)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,6 +87,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         scheduler.start()
         yield
+        metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
         state.recorder.close()
         run_service.close()
@@ -86,9 +99,18 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     app.state.sluice = state
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_audit):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing):
         app.include_router(module.router)
     finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app built from SLUICE_* settings: the factory each `sluice serve --http-workers N` process calls."""
+    from sandbox.config import load_settings
+    from sandbox.logs import configure_json_logging
+
+    configure_json_logging()
+    return create_app(load_settings())

@@ -31,6 +31,7 @@ from sandbox.app.middleware import client_address
 from sandbox.app.problems import outcome_of, status_for
 from sandbox.audit import AuditDraft, Outcome, record
 from sandbox.audit_log import AuditLog, LogScheduler
+from sandbox.billing.usage import Metering
 from sandbox.clock import Clock
 from sandbox.config import Settings
 from sandbox.errors import Forbidden, NotFound, NotFoundOrNotYours, RateLimited, SluiceError, Unauthenticated
@@ -54,6 +55,12 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/v1/certificates/{code}/qr.png"),
     ("GET", "/v1/keys"),
     ("GET", "/v1/domains"),
+    ("GET", "/v1/prices"),
+    ("GET", "/v1/prices/categories"),
+    ("GET", "/v1/prices/platform"),
+    ("GET", "/v1/prices/caps"),
+    ("GET", "/v1/pricelist"),
+    ("GET", "/v1/pricelist/{entry_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("HEAD", "/docs"),
@@ -128,6 +135,7 @@ class AppState:
     audit_log: AuditLog
     scheduler: LogScheduler
     limiter: RateLimiter
+    metering: Metering
     audit_health: AuditHealth = field(default_factory=AuditHealth)
 
 
@@ -147,8 +155,11 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
     session = state.sessions()
     try:
         yield session
+        started = time.perf_counter()
         try:
             session.commit()
+            if session.info.pop("audit_pending", False):
+                state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
         except Exception as exc:
             state.audit_health.failed(state.clock.now(), exc)
             raise
@@ -179,6 +190,7 @@ class Guard:
     now_fn: Callable[[], Any]
     recorder: Recorder | None = None
     recorded: bool = False
+    metrics: Metrics | None = None
 
     @property
     def any_org(self) -> bool:
@@ -228,7 +240,10 @@ class Guard:
         """Commit `rows` and this request's audit record through the group-commit recorder (the run path)."""
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
+        started = time.perf_counter()
         self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+        if self.metrics is not None:
+            self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
         self.recorded = True
 
     def refuse_with(self, session: Session, exc: SluiceError, rows: list[Any] | None = None) -> SluiceError:
@@ -286,9 +301,11 @@ def _write_refusal(state: AppState, draft: AuditDraft, exc: BaseException) -> No
         draft.detail["errors"] = [{"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type", "")}
                                   for e in exc.errors()][:20]
     now = state.clock.now()
+    started = time.perf_counter()
     try:
         with state.sessions.begin() as s:
             record(s, draft, now)
+        state.metrics.audit_append_seconds.labels("refusal").observe(time.perf_counter() - started)
     except Exception as error:
         state.audit_health.failed(now, error)
     state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
@@ -346,7 +363,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
         draft.decision = Outcome.ALLOW
         draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
         guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
-                      now_fn=state.clock.now, recorder=state.recorder)
+                      now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
         try:
             yield guard
         except Exception as exc:
@@ -363,6 +380,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
             draft.status = draft.status or _route_status(request)
             if not guard.recorded:
                 record(session, draft, state.clock.now())
+                session.info["audit_pending"] = True
             state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]

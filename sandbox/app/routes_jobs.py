@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
@@ -70,6 +69,8 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
                sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest())
     guard.audit.resource = f"job/{job.id}"
     if job.state == jobs.JobState.REJECTED:
+        for code in sorted({f["code"] for f in job.findings}):
+            state.metrics.analysis_rejections.labels(code).inc()
         codes = sorted({f["code"] for f in job.findings})
         # the rejected job is kept, committed in one transaction with the audit record of its refusal
         raise guard.refuse_with(session, Refused(f"query refused by analysis: {', '.join(codes)}",
@@ -146,7 +147,6 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
 
 def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
          params: dict[str, Any], now: Any) -> dict[str, Any]:
-    caller = guard.caller.principal_id
     tracer = state.tracer
     try:
         with tracer.start_as_current_span("sluice.run.check"):
@@ -154,24 +154,28 @@ def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, gran
     except Refused as exc:
         runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
         exc.context["run_id"] = run.id
+        usage = state.metering.refused_run(session, run, grant, now, guard.trace_id)  # metered, never charged
         with tracer.start_as_current_span("sluice.run.audit"):
-            raise guard.refuse_with(session, exc, [run]) from None  # the refused run and its refusal, together
+            raise guard.refuse_with(session, exc, [run, usage]) from None  # the refused run and its refusal, together
+    started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
     outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now, tracer=tracer)
-    try:
-        with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
-            guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
-                       dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
-                       result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
-                       suppression=run.suppression, truncated_rows=run.truncated_rows,
-                       result_sha256=run.result_sha256, error_code=outcome.error_code)
-            answer = runs.run_out(run)
-            with tracer.start_as_current_span("sluice.run.audit"):
-                guard.commit_with(session, [run, *ledger], status=201)  # run, ledger rows and audit row together
-    except IntegrityError:
-        earlier = runs.find_idempotent(session, job, caller, run.idempotency_key)
-        if earlier is None:
-            raise
-        return runs.run_out(earlier)  # a concurrent request with the same Idempotency-Key won
+    with tracer.start_as_current_span("sluice.run.start"):
+        earlier = started.wait()
+    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
+        guard.note(run_id=earlier.id, idempotent_replay=True)
+        return runs.run_out(earlier)
+    with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
+        guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
+                   dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
+                   result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
+                   suppression=run.suppression, truncated_rows=run.truncated_rows,
+                   result_sha256=run.result_sha256, error_code=outcome.error_code)
+        answer = runs.run_out(run)
+        finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now(),
+                                           guard.trace_id)
+        with tracer.start_as_current_span("sluice.run.audit"):
+            # run record, usage event, ledger rows and audit row, committed together
+            guard.commit_with(session, [*finish, *ledger], status=201)
     return answer
 
 
@@ -217,6 +221,7 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
     headers = {"X-Result-SHA256": run.result_sha256 or "", "Content-Disposition":
                f'attachment; filename="{run.id}.{format}"'}
     if format == "parquet":
+        _metered(state, guard, session, run, format, path.stat().st_size)
         return FileResponse(path, media_type=FORMATS["parquet"], headers=headers)
     table = pq.read_table(path)
     if format == "json":
@@ -230,4 +235,11 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         body = sink.getvalue()
+    _metered(state, guard, session, run, format, len(body))
     return Response(body, media_type=FORMATS[format], headers=headers)
+
+
+def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:
+    """Commit the download's usage event with its audit row (group commit) before any byte is sent."""
+    usage = state.metering.download(session, run, fmt, size, state.clock.now(), guard.trace_id)
+    guard.commit_with(session, [usage], status=200)

@@ -98,17 +98,41 @@ def init(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None
-          ) -> None:
-    """Run the HTTP API with uvicorn."""
+def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None,
+          http_workers: Annotated[int | None, typer.Option(help="HTTP worker processes (else SLUICE_HTTP_WORKERS)")]
+          = None) -> None:
+    """Run the HTTP API with uvicorn; runs a previous crash interrupted are marked failed first."""
     import uvicorn
 
     from sandbox.app import create_app
+    from sandbox.billing.recovery import recover_interrupted_runs
     from sandbox.logs import configure_json_logging
 
     s = settings()
     configure_json_logging()  # one JSON line per record, with the trace id (uvicorn's access log is replaced)
-    uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
+    recovered = recover_interrupted_runs(s, SystemClock())
+    if recovered:
+        err.print(f"marked {len(recovered)} interrupted run(s) failed: {', '.join(recovered)}")
+    workers = http_workers or s.http_workers
+    if workers <= 1:
+        uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
+        return
+    _multiprocess_metrics_dir(s)
+    uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=workers, host=host or s.host,
+                port=port or s.port, log_config=None, access_log=False)
+
+
+def _multiprocess_metrics_dir(s: Settings) -> None:
+    """Point prometheus_client's multi-process mode at PROMETHEUS_MULTIPROC_DIR (default HOME/metrics, emptied)."""
+    import os
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(given) if given else s.resolved_home / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not given:  # samples of a previous server would be summed in; our own folder starts empty
+        for old in folder.glob("*.db"):
+            old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @db_app.command("upgrade")
@@ -133,9 +157,13 @@ def whoami(as_json: JsonOpt = False) -> None:
 def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (default: SLUICE_HOME)")] = None,
          as_json: JsonOpt = False) -> None:
     """Run the whole flow on synthetic city data in a fresh SLUICE_HOME."""
-    from sandbox.demo.run import run_demo
+    from sandbox.demo.run import DemoError, run_demo
 
-    run_demo(home or settings().home, as_json=as_json)
+    try:
+        run_demo(home or settings().home, as_json=as_json)
+    except (DemoError, ApiError) as exc:
+        err.print(f"[red]demo failed[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("rotate")
@@ -460,6 +488,10 @@ from sandbox.cli import registrations as _registrations  # noqa: E402
 
 app.add_typer(_registrations.app, name="registrations")
 app.add_typer(_quality.app, name="quality")
+from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
+
+for _sub, _name in _billing.APPS:
+    app.add_typer(_sub, name=_name)
 
 
 def main() -> None:

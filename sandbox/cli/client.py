@@ -72,6 +72,7 @@ class Client:
             app = getattr(self, "_app", None)
             if app is not None:
                 state = app.state.sluice
+                state.metering.close()
                 state.runs.close()
                 state.engine.dispose()
 

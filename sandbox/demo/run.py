@@ -16,6 +16,7 @@ from sandbox.catalogue.certificates import kid_for, load_public_key_pem, verify_
 from sandbox.cli.client import ApiError, Client
 from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings, load_settings
+from sandbox.demo.billing import billing_flow
 from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
 from sandbox.demo.registration import (
     DEMO_NOTICE_SECONDS,
@@ -217,6 +218,7 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         raise DemoError(f"a refusal did not happen: {refusals}")
 
     out["governed_query"] = _governed_queries(admin, keys, grants, say, clock.now().date())
+    out["billing"] = billing_flow(admin, keys, orgs, say, home, clock.now(), settings.billing_timezone)
     out["quality_feedback"] = quality_feedback(admin, keys, say)
 
     out["audit"] = _audit_trail(admin.with_key(keys["auditor"]), say, home)

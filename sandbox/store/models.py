@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -19,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from sandbox.store.types import UTCDateTime
+from sandbox.store.types import DecimalText, UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -432,9 +434,230 @@ class ReleaseCell(Base):
     operator_org_id: Mapped[str] = mapped_column(String(40))
     k: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # relationships only order the inserts (the run and a new set before the cell); never loaded
+    # the relationship only orders the inserts (a new set before the cell); never loaded. The run's row is already
+    # durable: its start is recorded before it executes.
     entity_set: Mapped[ReleaseSet | None] = relationship(lazy="raise")
-    run: Mapped[Run] = relationship(lazy="raise")
 
     __table_args__ = (ForeignKeyConstraint(["population", "digest"], ["release_sets.population", "release_sets.digest"],
                                            name="fk_release_cells_set"),)
+
+
+# --- metering: usage, prices, bills (docs/metering.md) ----------------------------------------------------------
+
+
+class UsageEventRow(Base):
+    """One metered access, append-only. The id is derived from the access, so a replay can never count twice."""
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    relation: Mapped[str] = mapped_column(String(10))
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    issuer_org_id: Mapped[str] = mapped_column(String(40))
+    payer_org_id: Mapped[str] = mapped_column(String(40))
+    operator_org_id: Mapped[str] = mapped_column(String(40), index=True)
+    grant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    purpose_class: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(20))
+    quantities: Mapped[dict[str, int]] = mapped_column(JSON)
+    datasets: Mapped[list[list[Any]]] = mapped_column(JSON)
+    product_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    entry_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    free_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source_id: Mapped[str] = mapped_column(String(160))
+    reverses: Mapped[str | None] = mapped_column(String(160), nullable=True, unique=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_usage_events_payer_issuer_time", "payer_org_id", "issuer_org_id", "event_time"),)
+
+
+class PlatformFeeVersion(Base):
+    """One version of the agency's platform fee schedule (price per billing unit of each platform meter)."""
+
+    __tablename__ = "platform_fee_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    rates: Mapped[dict[str, str]] = mapped_column(JSON)
+    vat_included: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class PriceCapVersion(Base):
+    """One version of the agency's price caps (上限收费标准): the whole table, per basis, category and unit."""
+
+    __tablename__ = "price_cap_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    caps: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    vat_included: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class ProductCategory(Base):
+    """A product category the agency keeps (statistics report, query interface, model service, ...)."""
+
+    __tablename__ = "product_categories"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class RevenueCapRow(Base):
+    """The agency's maximum allowed revenue (最高准许收入) for an operator and year; the latest row counts."""
+
+    __tablename__ = "revenue_caps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal] = mapped_column(DecimalText)
+    vat_included: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class PriceListEntry(Base):
+    """An entry in an operator's price list; its prices are versions. A product may be attached later."""
+
+    __tablename__ = "price_list_entries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(ForeignKey("product_categories.code"))
+    basis: Mapped[str] = mapped_column(String(20))
+    unit: Mapped[str] = mapped_column(String(20))
+    product_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
+class PriceListVersion(Base):
+    """One price of a price-list entry, in force from `effective_from`; checked against the cap when set."""
+
+    __tablename__ = "price_list_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("price_list_entries.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    unit_price: Mapped[Decimal] = mapped_column(DecimalText)
+    tiers: Mapped[list[dict[str, str | None]]] = mapped_column(JSON)
+    package: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    vat_included: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+    __table_args__ = (UniqueConstraint("entry_id", "version", name="uq_price_list_versions_entry_version"),)
+
+
+class BillRow(Base):
+    """A payer's bill from one issuer for one period: a draft until finalized, then immutable and hashed."""
+
+    __tablename__ = "bills"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payer_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    issuer_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    relation: Mapped[str] = mapped_column(String(10))
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    status: Mapped[str] = mapped_column(String(12))
+    revision: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    total: Mapped[Decimal] = mapped_column(DecimalText)
+    vat_included: Mapped[bool] = mapped_column(Boolean)
+    vat_rate: Mapped[Decimal] = mapped_column(DecimalText)
+    vat_amount: Mapped[Decimal] = mapped_column(DecimalText)
+    event_count: Mapped[int] = mapped_column(Integer)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finalized_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    __table_args__ = (UniqueConstraint("payer_org_id", "issuer_org_id", "period", name="uq_bills_payer_issuer_period"),)
+
+
+class BillLineRow(Base):
+    """One line of a bill (see metering.bills.BillLine)."""
+
+    __tablename__ = "bill_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(12))
+    event_period: Mapped[str] = mapped_column(String(7))
+    meter: Mapped[str] = mapped_column(String(20))
+    unit: Mapped[str] = mapped_column(String(60))
+    dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    product_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    entry_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    segment: Mapped[str] = mapped_column(String(20))
+    purpose_class: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(20))
+    quantity: Mapped[Decimal] = mapped_column(DecimalText)
+    base_quantity: Mapped[int] = mapped_column(BigInteger)
+    unit_price: Mapped[Decimal] = mapped_column(DecimalText)
+    cap: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    amount: Mapped[Decimal] = mapped_column(DecimalText)
+    event_count: Mapped[int] = mapped_column(Integer)
+    events_sha256: Mapped[str] = mapped_column(String(64))
+    schedule: Mapped[str] = mapped_column(String(200))
+    evidence: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("bill_id", "line_no", name="uq_bill_lines_bill_line"),)
+
+
+class BilledEvent(Base):
+    """Which final bill an event is on; the primary key makes sure no event is ever billed twice."""
+
+    __tablename__ = "billed_events"
+
+    event_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"), index=True)
+
+
+class BillAttribution(Base):
+    """A final bill line's amount attributed to a dataset and its provider (谁投入、谁贡献、谁收益)."""
+
+    __tablename__ = "bill_attributions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    relation: Mapped[str] = mapped_column(String(10))
+    dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    amount: Mapped[Decimal] = mapped_column(DecimalText)
+
+
+class RevenueExcess(Base):
+    """An operator's revenue above its maximum allowed revenue for a year, as recorded at a finalization."""
+
+    __tablename__ = "revenue_excesses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(DecimalText)
+    effective_max: Mapped[Decimal] = mapped_column(DecimalText)
+    excess: Mapped[Decimal] = mapped_column(DecimalText)
+    bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,4 +1,5 @@
-"""`sluice demo` runs the whole flow, taking one dataset through every registration step."""
+"""`sluice demo` runs the whole flow: one dataset through every registration step, governed queries, this month's
+bills with their exports and reconciliation, and a quality report answered."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sandbox.demo.run import run_demo
 
 
 @pytest.mark.slow
-def test_demo_walks_one_dataset_through_every_step_and_answers_a_quality_report(tmp_path: Path) -> None:
+def test_demo_walks_registration_bills_and_quality_feedback(tmp_path: Path) -> None:
     out = run_demo(tmp_path / "home", as_json=True)
     flow = out["workflow"]
     assert flow["state"] == "certified" and flow["early_issue"] == "notice_period_running"
@@ -22,3 +23,10 @@ def test_demo_walks_one_dataset_through_every_step_and_answers_a_quality_report(
     feedback = out["quality_feedback"]
     assert feedback["status"] == "not_a_defect" and feedback["foreign_read"] == "permission_denied"
     assert feedback["stats"]["resolved"] == 1
+    billing = out["billing"]
+    assert billing["bills"]["health_ops"]["total"] == "0.00"
+    assert billing["bills"]["commerce_ops"]["status"] == "finalized"
+    assert float(billing["bills"]["commerce_ops"]["total"]) > 0
+    assert billing["reconciled"] is True and billing["refused_price"] == "price_above_cap"
+    assert {Path(f).suffix for f in billing["exports"]} == {".csv", ".parquet"}
+    assert all(Path(f).exists() for f in billing["exports"])
