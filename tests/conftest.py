@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sluice_testenv
@@ -104,3 +105,17 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
     (tmp_path / "imports").mkdir()
     return Settings(home=tmp_path / "home", database_url=store_url, import_root=tmp_path / "imports",
                     public_url="https://sluice.test")
+
+
+@pytest.fixture(scope="session")
+def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark for the session: tests using it carry xdist_group("spark"), so one worker starts one JVM."""
+    sluice_testenv.require_spark()
+    from sandbox.engines.spark import SparkEngine
+    from sandbox.executor import EngineLimits
+
+    limits = EngineLimits(memory_limit_mb=1024, threads=2, timeout_ms=300_000, address_space_mb=6144)
+    engine = SparkEngine(limits, remote=None, master="local[2]", work_dir=tmp_path_factory.mktemp("spark"))
+    engine.start()
+    yield engine
+    engine.close()
