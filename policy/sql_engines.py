@@ -63,6 +63,41 @@ def to_spark(sql: str) -> str:
 
 
 def _spark_node(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Select) and _is_aggregate(node):
+        _pin_scalar_subqueries(node)
+    return _spark_leaf(node)
+
+
+def _own(expr: exp.Expr, *, into_aggregates: bool = True) -> list[exp.Expr]:
+    """The nodes of `expr` in its own query: nested queries are listed but not entered."""
+    out: list[exp.Expr] = []
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if node is not expr and isinstance(node, (exp.Subquery, exp.Query)):
+            continue
+        if not into_aggregates and isinstance(node, exp.AggFunc):
+            continue
+        stack.extend(node.iter_expressions())
+    return out
+
+
+def _is_aggregate(select: exp.Select) -> bool:
+    return bool(select.args.get("group")) or any(
+        isinstance(n, exp.AggFunc) for p in select.expressions for n in _own(p))
+
+
+def _pin_scalar_subqueries(select: exp.Select) -> None:
+    """Spark refuses a correlated scalar subquery beside the aggregates of a grouped SELECT; in an aggregate query
+    such a subquery can depend only on group keys, so it is constant per group and any_value() is exact."""
+    for projection in select.expressions:
+        for node in _own(projection, into_aggregates=False):
+            if isinstance(node, exp.Subquery) and not isinstance(node.parent, (exp.In, exp.Exists)):
+                node.replace(exp.AnyValue(this=node.copy()))
+
+
+def _spark_leaf(node: exp.Expr) -> exp.Expr:
     """One node in Spark's terms: DuckDB's top-n `max(x, n)` becomes the n largest of the collected values, the
     rewrite's entity lists `list(e)` keep a NULL entity as index 0 (what output control reads a NULL as), and a
     CTE loses DuckDB's MATERIALIZED hint. Operators cannot call list() or array_agg (sql_allowlist)."""

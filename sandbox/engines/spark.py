@@ -95,9 +95,13 @@ class SparkEngine:
                 views.append(_register(session, table))
             return normalise(self._collect(session, spec.sql, spec.params))
         finally:
-            for name in views:
-                with contextlib.suppress(Exception):  # the session is dropped anyway
-                    session.catalog.dropTempView(name)
+            if self.remote:  # a Connect session lives on the server until released
+                with contextlib.suppress(Exception):
+                    session.stop()
+            else:  # stopping a local session would stop Spark itself; its views go with it
+                for name in views:
+                    with contextlib.suppress(Exception):
+                        session.catalog.dropTempView(name)
 
     def _collect(self, session: Any, sql: str, params: Mapping[str, Any]) -> pa.Table:
         """Execute under the run's time limit: its jobs carry a tag that a timer interrupts."""
@@ -187,7 +191,7 @@ def _build_root(remote: str | None, master: str, work_dir: Path) -> tuple[Any, b
         logging.getLogger(name).disabled = True
     try:
         if remote:
-            return SparkSession.builder.remote(remote).getOrCreate(), True
+            return SparkSession.builder.remote(remote).create(), True  # getOrCreate would reuse any session
         running = SparkContext._active_spark_context is not None
         work_dir.mkdir(parents=True, exist_ok=True)
         builder = SparkSession.builder.master(master).appName("sluice")

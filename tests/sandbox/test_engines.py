@@ -19,7 +19,7 @@ from policy.output import Dominance
 from policy.sql_engines import DUCKDB, SPARK
 from sandbox.engines import CheckedQuery, DuckDBEngine, run_checked
 from sandbox.errors import Refused
-from sandbox.executor import InputTable, RunSpec, WorkerPool, scan_stats
+from sandbox.executor import EngineLimits, InputTable, RunSpec, WorkerPool, scan_stats
 
 PEOPLE_SQL = "SELECT city, count(*) AS n, sum(income) AS income FROM people GROUP BY city ORDER BY city"
 
@@ -137,6 +137,34 @@ def test_a_spark_run_past_its_time_limit_is_interrupted(
     short.close()
     assert (outcome.status, outcome.error_code) == ("timed_out", "timed_out"), outcome.internal_detail
     assert spark_engine.run(_spec(people[1], PEOPLE_SQL, tmp_path)).status == "succeeded"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")
+def test_spark_connect_runs_a_checked_query_in_a_released_session_and_refuses_a_wrong_token(
+        spark_connect_url: str, people: tuple[InputTable, InputTable], tmp_path: Path) -> None:
+    from sandbox.engines.spark import SparkEngine
+
+    pytest.importorskip("grpc")
+    limits = EngineLimits(memory_limit_mb=1024, threads=1, timeout_ms=300_000, address_space_mb=6144)
+    engine = SparkEngine(limits, remote=spark_connect_url, master="unused", work_dir=tmp_path / "c")
+    try:
+        outcome = engine.run(_spec(people[1], PEOPLE_SQL, tmp_path))
+        assert outcome.status == "succeeded", outcome.internal_detail
+        assert pq.read_table(tmp_path / "r.parquet").to_pylist() == [
+            {"city": "a", "n": 2, "income": 30}, {"city": "b", "n": 3, "income": 120}]
+        escape = engine.run(_spec(people[1], "SELECT reflect('java.lang.System', 'getenv', 'HOME') AS h", tmp_path))
+        assert (escape.status, escape.error_code) == ("failed", "binder_error")
+        alone = engine.run(RunSpec(instance_key="none", inputs=(), sql="SELECT count(*) AS n FROM people", params={},
+                                   k=1, max_rows=None, result_path=tmp_path / "r2.parquet"))
+        assert (alone.status, alone.error_code) == ("failed", "binder_error")  # each run had its own session
+    finally:
+        engine.close()
+    wrong = SparkEngine(limits, remote=spark_connect_url.rsplit("=", 1)[0] + "=wrong", master="unused",
+                        work_dir=tmp_path / "w")
+    outcome = wrong.run(_spec(people[1], PEOPLE_SQL, tmp_path))
+    wrong.close()
+    assert outcome.status == "failed" and outcome.error_code in ("engine_error", "engine_unavailable")
 
 
 def _same(a: Any, b: Any) -> bool:
