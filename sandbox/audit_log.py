@@ -214,7 +214,8 @@ def _store_batch(session: Session, base: int, event_ids: list[int], node_ids: li
         return
     connection.exec_driver_sql("UPDATE audit_events SET seq = ? WHERE id = ?",
                                [(base + i, ident) for i, ident in enumerate(event_ids)])
-    connection.exec_driver_sql("INSERT INTO audit_log_nodes (id, hash) VALUES (?, ?)", list(zip(node_ids, hashes)))
+    connection.exec_driver_sql("INSERT INTO audit_log_nodes (id, hash) VALUES (?, ?)",
+                               list(zip(node_ids, hashes, strict=True)))
 
 
 def lock_state(session: Session, now: datetime) -> TreeHead:
