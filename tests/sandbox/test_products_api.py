@@ -3,6 +3,7 @@ products, subscriptions, and calls that are authorized, audited, metered, billed
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ from product_world import CAPS, Shop, build_shop
 
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import UsageEventRow
+
+JUNE = "2026-06"  # the test clock starts on 1 June 2026, 17:00 in Asia/Shanghai
 
 
 @pytest.fixture
@@ -108,7 +111,7 @@ def test_calls_are_run_through_the_governed_path_metered_and_billed_to_the_custo
     assert [(e.payer_org_id, e.issuer_org_id, e.outcome) for e in calls] == [(w.customer, w.industry,
                                                                                "succeeded")] * 2
     assert {e.id for e in calls} == {f"call:{c['id']}" for c in api.ok("GET", "/v1/calls", shop.customer_key)}
-    period = api.clock.now().astimezone().strftime("%Y-%m")
+    period = JUNE
     bill = w.bill(w.customer, period, key=w.industry_finance)
     [line] = [ln for ln in bill["lines"] if ln["meter"] == "calls"]
     assert (line["quantity"], line["unit_price"], line["amount"], line["event_count"]) == ("2", "0.4", "0.80", 2)
@@ -129,6 +132,28 @@ def test_repeated_calls_with_one_idempotency_key_count_once(shop: Shop) -> None:
     assert len(_events(shop, "call")) == 2 and len(shop.api.ok("GET", "/v1/calls", shop.customer_key)) == 2
 
 
+def test_concurrent_calls_with_one_idempotency_key_run_and_count_once(shop: Shop) -> None:
+    product = shop.listed()
+    shop.subscribe(product["id"])
+    answers: list[Any] = []
+
+    def go() -> None:
+        headers = {"Authorization": f"Bearer {shop.customer_key}", "Idempotency-Key": "same"}
+        answers.append(shop.api.http.post(f"/v1/products/{product['id']}/invoke", headers=headers,
+                                          json={"params": {"s": "7"}}))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(answers) == 4
+    done = [a.json()["call"]["id"] for a in answers if a.status_code == 201]
+    busy = [a.json()["code"] for a in answers if a.status_code != 201]
+    assert done and len(set(done)) == 1 and set(busy) <= {"call_in_progress"}
+    assert len(_events(shop, "call")) == 1 and len(shop.api.ok("GET", "/v1/calls", shop.customer_key)) == 1
+
+
 def test_an_unlisted_product_refuses_calls_and_the_refusal_is_metered_never_charged(shop: Shop) -> None:
     api, w = shop.api, shop.w
     draft = shop.publish(name="Not yet")
@@ -144,7 +169,7 @@ def test_an_unlisted_product_refuses_calls_and_the_refusal_is_metered_never_char
     assert outcomes == ["refused", "refused", "succeeded"]
     refusals = [a for a in _audit(shop, "product:invoke") if a["decision"] == "refused"]
     assert [a["code"] for a in refusals] == ["product_not_listed", "product_not_listed"]
-    period = api.clock.now().astimezone().strftime("%Y-%m")
+    period = JUNE
     bill = w.bill(w.customer, period, key=w.industry_finance)
     assert bill["total"] == "0.40"  # the refused calls are on the bill at price 0
 
@@ -236,7 +261,7 @@ def test_a_public_interest_subscription_approved_by_the_agency_is_free(shop: Sho
     assert api.call("POST", f"/v1/subscriptions/{sub['id']}/approve-public-interest", shop.customer_key,
                     json={"reason": "x"}).status_code == 403
     assert shop.invoke(product["id"])["call"]["free"] is True
-    period = api.clock.now().astimezone().strftime("%Y-%m")
+    period = JUNE
     bill = w.bill(w.customer, period, key=w.industry_finance)
     free = [ln for ln in bill["lines"] if ln["purpose_class"] == "public_interest"]
     assert bill["total"] == "0.40" and free and free[0]["amount"] == "0.00"
@@ -261,3 +286,53 @@ def test_who_sees_which_product_subscription_and_call(shop: Shop) -> None:
     assert shop.subscribe(product["id"], expect=409)["code"] == "subscription_exists"
     assert api.call("POST", "/v1/products", shop.customer_key, json={
         "job_id": w.industry_job, "name": "x", "description": "x", "entry_id": "pe_x"}).status_code == 403
+
+
+def test_a_products_calls_pass_through_the_release_audit_as_runs_do(api) -> None:  # type: ignore[no-untyped-def]
+    """Leave-one-out through a product: the operator releases district A's total with a run; a product whose
+    parameter excludes one phone number would give that person's income by difference, so the call's cell is
+    suppressed by the release audit (the ledger is shared by runs and calls), and audited as such."""
+    from test_output_control_attacks import PEOPLE_META, _people_csv, marker
+
+    shop = build_shop(api)
+    _, steward = api.actor("provider", "data_steward")
+    api.register(steward, dataset_id="people", content=_people_csv(), **PEOPLE_META)
+    grant = api.grant(shop.w.industry, purpose_class="industry", auto_approve=True, min_group_size=10)["id"]
+    base = api.ok("POST", "/v1/jobs", shop.w.industry_key, json={
+        "grant_id": grant, "title": "A", "purpose": "p", "sql": "SELECT sum(income) AS s FROM people "
+                                                                "WHERE district = 'A'"})
+    released = api.ok("POST", f"/v1/jobs/{base['id']}/runs", shop.w.industry_key, json={"params": {}})
+    assert released["status"] == "succeeded" and released["suppressed_cells"] == 0
+    job = api.ok("POST", "/v1/jobs", shop.w.industry_key, json={
+        "grant_id": grant, "title": "A but one", "purpose": "p", "parameters": {"p": "VARCHAR"},
+        "sql": "SELECT sum(income) AS s FROM people WHERE district = 'A' AND phone <> $p"})
+    assert job["state"] == "approved"
+    phones = [f"1380000{i:04d}" for i in (1, 2)]
+    product = shop.listed(job_id=job["id"], name="A without one", parameters={"p": {"values": phones}})
+    shop.subscribe(product["id"])
+    answer = shop.invoke(product["id"], {"p": phones[0]})
+    assert answer["call"]["status"] == "succeeded"
+    [row] = answer["rows"]
+    assert row["s"] is None and marker(row) == {"s": "difference_audit"}
+    run = api.ok("GET", f"/v1/runs/{answer['call']['run_id']}", shop.w.industry_key)
+    assert run["suppression"] == {"difference_audit": 1} and run["suppressed_cells"] == 1
+    [audit] = [a for a in _audit(shop, "product:invoke") if a["decision"] == "allow"]
+    assert audit["rows"]["suppressed_cells"] == 1 and audit["detail"]["suppression"] == {"difference_audit": 1}
+
+
+def test_a_per_period_product_bills_one_period_per_subscription_and_month(shop: Shop) -> None:
+    api, w = shop.api, shop.w
+    product = shop.listed(price={"category": "statistics_report", "basis": "per_period", "unit": "month",
+                                 "unit_price": "2800"})
+    shop.subscribe(product["id"])
+    shop.invoke(product["id"])
+    shop.invoke(product["id"])
+    assert len(_events(shop, "subscription")) == 1
+    api.clock.advance(timedelta(days=32))
+    shop.invoke(product["id"])
+    periods = _events(shop, "subscription")
+    assert len(periods) == 2 and len({e.id for e in periods}) == 2
+    period = JUNE
+    bill = w.bill(w.customer, period, key=w.industry_finance)
+    [line] = [ln for ln in bill["lines"] if ln["meter"] == "periods" and ln["base_quantity"]]
+    assert (line["base_quantity"], line["amount"]) == (1, "2800.00")
