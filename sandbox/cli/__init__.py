@@ -8,15 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from sandbox.cli.client import ApiError, Client
-from sandbox.cli.output import emit, err
+from sandbox.cli.errors import CliFailure, Exit, SluiceGroup, print_failure, read_bytes, read_json, read_text
+from sandbox.cli.options import OrgKindOpt, ResultFormat, ReviewDecision, SigningContext
+from sandbox.cli.output import emit, err, write_output
 from sandbox.clock import SystemClock
 from sandbox.config import Settings, load_settings
+from sandbox.jobs import JobState
 
-app = typer.Typer(help="Sluice: authorized operation of public data.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(help="Sluice: authorized operation of public data. Exit codes: docs/cli.md.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, cls=SluiceGroup)
 db_app = typer.Typer(help="Control store migrations.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 principals_app = typer.Typer(help="Principals and API keys.", no_args_is_help=True)
@@ -54,28 +58,71 @@ def settings() -> Settings:
     return s
 
 
-def client() -> Client:
-    if not settings().api_key:
-        err.print("[red]error[/red] missing_credentials: pass --api-key or set SLUICE_API_KEY")
-        raise typer.Exit(1)
-    return Client(settings())
+def check_target(s: Settings) -> None:
+    """Fail in one line when the server URL is malformed, or the in-process SLUICE_HOME is not initialized."""
+    if s.url:
+        if not s.url.startswith(("http://", "https://")):
+            raise CliFailure("invalid_url", f"the server URL {s.url!r} has no http:// or https://",
+                             f"use e.g. --url http://{s.url.lstrip('/')}", Exit.UNREACHABLE)
+        return
+    home = s.resolved_home
+    if not home.is_dir():
+        raise CliFailure("home_missing", f"SLUICE_HOME {home} does not exist",
+                         "run `sluice init` to create it, set SLUICE_HOME to an initialized home, or SLUICE_URL "
+                         "to a server", Exit.HOME)
+    if not (home / "keys").is_dir() or (s.database_url is None and not (home / "sluice.db").is_file()):
+        raise CliFailure("home_not_initialized", f"SLUICE_HOME {home} is not initialized",
+                         "run `sluice init` (or set SLUICE_HOME to an initialized home)", Exit.HOME)
 
 
-def call(fn: Any, as_json: bool, **emit_kw: Any) -> Any:
-    """Run an API call, print problems as `code: detail` on stderr and exit 1."""
+def client(public: bool = False) -> Client:
+    """A client for the configured server or in-process API; `public` verbs need no API key."""
+    s = settings()
+    if not public and not s.api_key:
+        raise CliFailure("missing_credentials", "this command needs an API key",
+                         "pass --api-key or set SLUICE_API_KEY", Exit.REFUSED)
+    check_target(s)
+    return Client(s)
+
+
+def _problem_line(e: ApiError) -> CliFailure:
+    """One line for a problem+json answer: code, detail, the fields at fault, and where the key was checked."""
+    detail = str(e.problem.get("detail", ""))
+    hint = ""
+    if e.status == 401 and not settings().url:
+        hint = f"the key was checked against SLUICE_HOME {settings().resolved_home}"
+    return CliFailure(e.code, detail, hint, Exit.REFUSED)
+
+
+def call(fn: Any, as_json: bool, public: bool = False, **emit_kw: Any) -> Any:
+    """Run an API call, print problems as `error code: detail` on stderr and exit 1."""
     try:
-        with client() as c:
+        with client(public) as c:
             data = fn(c)
     except ApiError as e:
         if as_json:
             sys.stdout.write(json.dumps({"error": e.problem}, ensure_ascii=False, indent=2) + "\n")
         else:
-            err.print(f"[red]error[/red] {e.code}: {e.problem.get('detail', '')}")
-        raise typer.Exit(1) from None
+            print_failure(_problem_line(e))
+            print_findings(e.problem)
+        raise typer.Exit(Exit.REFUSED) from None
     if emit_kw.get("quiet"):
         return data
     emit(data, as_json, **{k: v for k, v in emit_kw.items() if k != "quiet"})
     return data
+
+
+def print_findings(problem: dict[str, Any]) -> None:
+    """A refused query's findings, one per line as `line:col code: message`, and the job id kept for review."""
+    from rich.markup import escape
+
+    context = problem.get("context") or {}
+    findings = context.get("findings") or []
+    for f in findings:
+        where = f"{f['line']}:{f.get('column') or 1} " if f.get("line") is not None else ""
+        err.print(escape(f"  {where}{f.get('code', '')}: {f.get('message', '')}"), soft_wrap=True)
+    if context.get("job_id"):
+        err.print(escape(f"  job {context['job_id']} (kept, refused)"), soft_wrap=True)
 
 
 # --- service ---------------------------------------------------------------------------------------------
@@ -162,12 +209,12 @@ def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (def
     try:
         run_demo(home or settings().home, as_json=as_json)
     except (DemoError, ApiError) as exc:
-        err.print(f"[red]demo failed[/red] {exc}")
+        err.print(f"[red]demo failed[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 @keys_app.command("rotate")
-def keys_rotate(context: Annotated[str, typer.Option(help="certificate, checkpoint or disclosure")],
+def keys_rotate(context: Annotated[SigningContext, typer.Option(help="the signing context")],
                 as_json: JsonOpt = False) -> None:
     """Make a new active signing key for a context; old public keys keep verifying (docs/certificates.md)."""
     from sandbox.bootstrap import rotate_signing_key
@@ -186,10 +233,17 @@ def keys_list(as_json: JsonOpt = False) -> None:
          as_json)
 
 
+@app.command()
+def domains(as_json: JsonOpt = False) -> None:
+    """The data domains datasets are filed under (public: no API key needed)."""
+    call(lambda c: c.get("/v1/domains"), as_json, public=True)
+
+
 # --- organizations and principals ------------------------------------------------------------------------
 
 @orgs_app.command("create")
-def orgs_create(name: str, kind: Annotated[str, typer.Option(help="agency|provider|operator|customer|regulator")],
+def orgs_create(name: Annotated[str, typer.Argument(help="the organization's name")],
+                kind: Annotated[OrgKindOpt, typer.Option(help="what the organization is")],
                 as_json: JsonOpt = False) -> None:
     """Create an organization."""
     call(lambda c: c.post("/v1/orgs", {"name": name, "kind": kind}), as_json)
@@ -246,7 +300,10 @@ def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str,
 # --- datasets --------------------------------------------------------------------------------------------
 
 def _load_meta(meta: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(meta.read_text("utf-8")) if meta else {}
+    data: dict[str, Any] = read_json(meta, "metadata file") if meta else {}
+    if not isinstance(data, dict):
+        raise CliFailure("invalid_metadata", f"metadata file {meta} must hold a JSON object", "see docs/catalogue.md",
+                         Exit.INPUT_FILE)
     data.update({k: v for k, v in extra.items() if v is not None})
     return data
 
@@ -318,7 +375,7 @@ def datasets_show(dataset_id: str, as_json: JsonOpt = False) -> None:
 def grants_create(spec: Annotated[Path, typer.Argument(help="grant JSON (see docs/grants.md)")],
                   as_json: JsonOpt = False) -> None:
     """Create a grant from a JSON file."""
-    body = json.loads(spec.read_text("utf-8"))
+    body = read_json(spec, "grant file")
     call(lambda c: c.post("/v1/grants", body), as_json)
 
 
@@ -362,34 +419,36 @@ def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option()], as_j
 @certs_app.command("show")
 def certs_show(code: str, as_json: JsonOpt = False) -> None:
     """Verify a certificate online and show it."""
-    call(lambda c: c.get(f"/v1/certificates/{code}"), as_json)
+    call(lambda c: c.get(f"/v1/certificates/{code}"), as_json, public=True)
 
 
 @certs_app.command("fetch")
 def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False
                 ) -> None:
     """Download the signed certificate file."""
-    data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, quiet=True)
-    output.write_bytes(data)
-    emit({"code": code, "file": str(output)}, as_json)
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, public=True, quiet=True)
+    if write_output(output, data) != "-":
+        emit({"code": code, "file": str(output)}, as_json)
 
 
 @certs_app.command("qr")
 def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False) -> None:
     """Save the certificate's QR code PNG."""
-    data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, quiet=True)
-    output.write_bytes(data)
-    emit({"code": code, "file": str(output)}, as_json)
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, public=True, quiet=True)
+    if write_output(output, data) != "-":
+        emit({"code": code, "file": str(output)}, as_json)
 
 
 @certs_app.command("public-key")
 def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
                      kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
     """Save the certificate signing public key (PEM) for offline verification."""
-    keys = call(lambda c: c.get("/v1/keys"), as_json, quiet=True)["certificate"]
+    keys = call(lambda c: c.get("/v1/keys"), as_json, public=True, quiet=True)["certificate"]
     chosen = kid or sorted(keys)[-1]
-    output.write_text(keys[chosen], "ascii")
-    emit({"kid": chosen, "file": str(output)}, as_json)
+    if chosen not in keys:
+        raise CliFailure("key_not_found", f"no certificate key {chosen}", f"known: {', '.join(sorted(keys))}")
+    if write_output(output, keys[chosen]) != "-":
+        emit({"kid": chosen, "file": str(output)}, as_json)
 
 
 @certs_app.command("verify")
@@ -397,9 +456,15 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
                  as_json: JsonOpt = False) -> None:
     """Verify a certificate file offline; exit 1 if it does not verify."""
     from sandbox.catalogue.certificates import kid_for, load_public_key_pem, verify_certificate_document
+    from sandbox.errors import InvalidInput
 
-    key = load_public_key_pem(public_key.read_bytes())
-    check = verify_certificate_document(file.read_bytes(), {kid_for(key): key})
+    try:
+        key = load_public_key_pem(read_bytes(public_key, "public key file"))
+    except InvalidInput as exc:
+        raise CliFailure("invalid_public_key", f"public key file {public_key} is not an Ed25519 PEM public key "
+                         f"({exc.message})", "save one with `sluice certificates public-key -o key.pem`",
+                         Exit.INPUT_FILE) from None
+    check = verify_certificate_document(read_bytes(file, "certificate file"), {kid_for(key): key})
     emit({"valid": check.valid, "reason": check.reason, "code": check.code, "kid": check.kid}, as_json)
     if not check.valid:
         raise typer.Exit(1)
@@ -412,8 +477,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            err.print(f"[red]error[/red] invalid_parameter: expected NAME=VALUE, got {pair!r}")
-            raise typer.Exit(1)
+            raise CliFailure("invalid_parameter", f"expected NAME=VALUE, got {pair!r}", "", Exit.USAGE)
         out[name] = value
     return out
 
@@ -425,13 +489,14 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
                 param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
                 = None, as_json: JsonOpt = False) -> None:
     """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
-    body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": sql_file.read_text("utf-8"),
+    body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": read_text(sql_file, "SQL file"),
             "parameters": _params(param or [])}
     call(lambda c: c.post("/v1/jobs", body), as_json)
 
 
 @jobs_app.command("list")
-def jobs_list(state: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def jobs_list(state: Annotated[JobState | None, typer.Option(help="only jobs in this state")] = None,
+              as_json: JsonOpt = False) -> None:
     """List jobs visible to the caller."""
     call(lambda c: c.get("/v1/jobs", params={"state": state} if state else {}), as_json,
          columns=["id", "grant_id", "title", "state", "reviews_required", "created_at"])
@@ -444,8 +509,10 @@ def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
 
 
 @jobs_app.command("review")
-def jobs_review(job_id: str, decision: Annotated[str, typer.Option(help="approve or reject")],
-                comment: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def jobs_review(job_id: Annotated[str, typer.Argument(help="the job to review")],
+                decision: Annotated[ReviewDecision, typer.Option(help="the decision")],
+                comment: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                as_json: JsonOpt = False) -> None:
     """Approve or reject a pending job (agency reviewers)."""
     call(lambda c: c.post(f"/v1/jobs/{job_id}/review", {"decision": decision, "comment": comment}), as_json)
 
@@ -473,13 +540,13 @@ def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
 
 @runs_app.command("download")
 def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--output")],
-                  format: Annotated[str, typer.Option(help="json, csv, parquet or arrow")] = "csv",
+                  format: Annotated[ResultFormat, typer.Option(help="the file format")] = ResultFormat.CSV,
                   as_json: JsonOpt = False) -> None:
     """Download a run's result (each download is audited)."""
     data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params={"format": format}), as_json,
                 quiet=True)
-    output.write_bytes(data)
-    emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
+    if write_output(output, data) != "-":
+        emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
 
 
 from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)

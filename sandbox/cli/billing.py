@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,8 @@ import typer
 from rich.table import Table
 
 from sandbox.cli import JsonOpt, call
-from sandbox.cli.output import emit, out
+from sandbox.cli.errors import read_json
+from sandbox.cli.output import emit, out, write_output
 
 prices_app = typer.Typer(help="Platform fees, categories, price caps and maximum allowed revenue (the agency).",
                          no_args_is_help=True)
@@ -25,7 +25,7 @@ PeriodOpt = Annotated[str, typer.Option(help="a month such as 2026-11")]
 
 
 def _load(path: Path) -> Any:
-    return json.loads(path.read_text("utf-8"))
+    return read_json(path, "JSON file")
 
 
 # --- prices -------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def bills_export(period: PeriodOpt, format: Annotated[str, typer.Option(help="cs
         data = call(lambda c, p=path: c.get(p, raw=True, params={"period": period, "format": format}), as_json,
                     quiet=True)
         target = out_dir / f"{name}-{period}.{format}"
-        target.write_bytes(data)
+        write_output(target, data)
         written[name] = str(target)
     emit({"period": period, "format": format, **written}, as_json)
 
