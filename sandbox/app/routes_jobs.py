@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -208,6 +209,8 @@ FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8",
 
 @router.get("/runs/{run_id}/result", response_model=None)
 def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv|parquet|arrow)$"),
+                    bom: bool = Query(False, description="CSV for Excel: UTF-8 with a byte-order mark and CRLF "
+                                                         "line ends (default: plain UTF-8, LF)"),
                     guard: Guard = Depends(require("result", "read")), session: Session = Depends(db_session),
                     state: AppState = Depends(app_state)) -> Response:
     """Download a succeeded run's result; every download is an audited access."""
@@ -218,14 +221,17 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
         raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
     path = state.settings.resolved_home / run.result_path
     guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)
-    headers = {"X-Result-SHA256": run.result_sha256 or "", "Content-Disposition":
+    headers = {"X-Result-Parquet-SHA256": run.result_sha256 or "", "Content-Disposition":
                f'attachment; filename="{run.id}.{format}"'}
     if format == "parquet":
         _metered(state, guard, session, run, format, path.stat().st_size)
-        return FileResponse(path, media_type=FORMATS["parquet"], headers=headers)
+        return FileResponse(path, media_type=FORMATS["parquet"],
+                            headers={**headers, "X-Result-SHA256": run.result_sha256 or ""})
     table = pq.read_table(path)
     if format == "json":
         body = json.dumps(table.to_pylist(), ensure_ascii=False, default=str).encode("utf-8")
+    elif format == "csv" and bom:
+        body = excel_csv(table)
     elif format == "csv":
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
@@ -236,7 +242,18 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
             writer.write_table(table)
         body = sink.getvalue()
     _metered(state, guard, session, run, format, len(body))
+    headers["X-Result-SHA256"] = hashlib.sha256(body).hexdigest()  # the bytes actually sent
     return Response(body, media_type=FORMATS[format], headers=headers)
+
+
+def excel_csv(table: pa.Table) -> bytes:
+    """CSV that Excel on Chinese Windows opens correctly: UTF-8 with a byte-order mark, CRLF line ends."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow(["" if row[c] is None else row[c] for c in table.column_names])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
 def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:

@@ -13,11 +13,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from sandbox.cli.client import ApiError, Client
 from sandbox.cli.errors import CliFailure, Exit, SluiceGroup, print_failure, read_bytes, read_json, read_text
-from sandbox.cli.options import OrgKindOpt, ResultFormat, ReviewDecision, SigningContext
+from sandbox.cli.options import JobStateOpt, OrgKindOpt, ResultFormat, ReviewDecision, SigningContext
 from sandbox.cli.output import emit, err, write_output
 from sandbox.clock import SystemClock
 from sandbox.config import Settings, load_settings
-from sandbox.jobs import JobState
 
 app = typer.Typer(help="Sluice: authorized operation of public data. Exit codes: docs/cli.md.", no_args_is_help=True,
                   pretty_exceptions_enable=False, cls=SluiceGroup)
@@ -145,7 +144,8 @@ def init(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None,
+def serve(host: Annotated[str | None, typer.Option(help="address to bind (else SLUICE_HOST)")] = None,
+          port: Annotated[int | None, typer.Option(help="port to bind (else SLUICE_PORT)")] = None,
           http_workers: Annotated[int | None, typer.Option(help="HTTP worker processes (else SLUICE_HTTP_WORKERS)")]
           = None) -> None:
     """Run the HTTP API with uvicorn; runs a previous crash interrupted are marked failed first."""
@@ -263,9 +263,11 @@ def orgs_show(org_id: str, as_json: JsonOpt = False) -> None:
 
 @principals_app.command("create")
 def principals_create(org: Annotated[str, typer.Option(help="organization id")],
-                      name: Annotated[str, typer.Option()],
+                      name: Annotated[str, typer.Option(help="a name people will recognise")],
                       role: Annotated[list[str], typer.Option(help="repeatable")],
-                      key_ttl_days: Annotated[int | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+                      key_ttl_days: Annotated[int | None,
+                      typer.Option(help="days until the API key expires (default: SLUICE_KEY_TTL_DAYS)")] = None,
+                      as_json: JsonOpt = False) -> None:
     """Create a principal; prints its API key once."""
     call(lambda c: c.post("/v1/principals", {"org_id": org, "name": name, "roles": role,
                                              "key_ttl_days": key_ttl_days}), as_json)
@@ -284,14 +286,16 @@ def principals_keys(principal_id: str, as_json: JsonOpt = False) -> None:
 
 
 @principals_app.command("new-key")
-def principals_new_key(principal_id: str, ttl_days: Annotated[int | None, typer.Option()] = None,
+def principals_new_key(principal_id: str, ttl_days: Annotated[int | None,
+                       typer.Option(help="days until the key expires (default: SLUICE_KEY_TTL_DAYS)")] = None,
                        as_json: JsonOpt = False) -> None:
     """Issue another key for a principal; printed once."""
     call(lambda c: c.post(f"/v1/principals/{principal_id}/keys", {"ttl_days": ttl_days}), as_json)
 
 
 @principals_app.command("revoke-key")
-def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str, typer.Option()] = "revoked",
+def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str,
+                          typer.Option(help="why (recorded and audited)")] = "revoked",
                           as_json: JsonOpt = False) -> None:
     """Revoke a key."""
     call(lambda c: c.post(f"/v1/principals/{principal_id}/keys/{key_id}/revoke", {"reason": reason}), as_json)
@@ -309,8 +313,10 @@ def _load_meta(meta: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: bool) -> None:
+    if file is not None and not file.is_file():
+        read_bytes(file, "data file")  # fails in one line: missing, a folder, or unreadable
     def run(c: Client) -> Any:
-        if file is None or as_json:
+        if file is None or as_json or not err.is_terminal:  # a progress bar only on a terminal
             return c.upload(path, metadata, file)
         total = file.stat().st_size
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -325,9 +331,10 @@ def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: boo
 def datasets_register(
     file: Annotated[Path | None, typer.Argument(help="CSV, Parquet or JSON-lines file to upload")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON (see docs/catalogue.md)")] = None,
-    dataset_id: Annotated[str | None, typer.Option("--id")] = None,
+    dataset_id: Annotated[str | None, typer.Option("--id", help="dataset id: lower-case letters, digits and _")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV field separator, e.g. ';' (default ,)")] = None,
     provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
                                                       "--certify-now)")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
@@ -335,7 +342,7 @@ def datasets_register(
     as_json: JsonOpt = False,
 ) -> None:
     """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
-    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding,
+    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding, "delimiter": delimiter,
                                  "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
@@ -345,7 +352,7 @@ def datasets_version(
     dataset_id: str,
     file: Annotated[Path | None, typer.Argument(help="new data; omit for a metadata-only version")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON")] = None,
-    server_path: Annotated[str | None, typer.Option("--server-path")] = None,
+    server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only")]
     = False,
     as_json: JsonOpt = False,
@@ -359,8 +366,7 @@ def datasets_version(
 def datasets_list(as_json: JsonOpt = False) -> None:
     """List datasets (latest versions)."""
     call(lambda c: c.get("/v1/datasets"), as_json,
-         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code",
-                  "registration_state"])
+         columns=["id", "version:v", "title", "certificate_code:certificate", "registration_state:state"])
 
 
 @datasets_app.command("show")
@@ -383,7 +389,7 @@ def grants_create(spec: Annotated[Path, typer.Argument(help="grant JSON (see doc
 def grants_list(as_json: JsonOpt = False) -> None:
     """List grants visible to the caller."""
     call(lambda c: c.get("/v1/grants"), as_json,
-         columns=["id", "operator_org_id", "scope", "purpose_class", "effective_status", "valid_until"])
+         columns=["id", "operator_org_id:operator", "effective_status:status", "valid_until"])
 
 
 @grants_app.command("show")
@@ -397,19 +403,22 @@ def _grant_action(action: str, grant_id: str, reason: str, as_json: bool) -> Non
 
 
 @grants_app.command("suspend")
-def grants_suspend(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_suspend(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                   as_json: JsonOpt = False) -> None:
     """Suspend a grant."""
     _grant_action("suspend", grant_id, reason, as_json)
 
 
 @grants_app.command("revoke")
-def grants_revoke(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_revoke(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                  as_json: JsonOpt = False) -> None:
     """Revoke a grant."""
     _grant_action("revoke", grant_id, reason, as_json)
 
 
 @grants_app.command("reinstate")
-def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                     as_json: JsonOpt = False) -> None:
     """Reinstate a suspended grant."""
     _grant_action("reinstate", grant_id, reason, as_json)
 
@@ -423,7 +432,8 @@ def certs_show(code: str, as_json: JsonOpt = False) -> None:
 
 
 @certs_app.command("fetch")
-def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False
+def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                as_json: JsonOpt = False
                 ) -> None:
     """Download the signed certificate file."""
     data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, public=True, quiet=True)
@@ -432,7 +442,8 @@ def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output"
 
 
 @certs_app.command("qr")
-def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False) -> None:
+def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+             as_json: JsonOpt = False) -> None:
     """Save the certificate's QR code PNG."""
     data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, public=True, quiet=True)
     if write_output(output, data) != "-":
@@ -440,8 +451,9 @@ def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output")],
 
 
 @certs_app.command("public-key")
-def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
-                     kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                     kid: Annotated[str | None, typer.Option(help="key id (default: the newest)")] = None,
+                     as_json: JsonOpt = False) -> None:
     """Save the certificate signing public key (PEM) for offline verification."""
     keys = call(lambda c: c.get("/v1/keys"), as_json, public=True, quiet=True)["certificate"]
     chosen = kid or sorted(keys)[-1]
@@ -460,9 +472,9 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
 
     try:
         key = load_public_key_pem(read_bytes(public_key, "public key file"))
-    except InvalidInput as exc:
-        raise CliFailure("invalid_public_key", f"public key file {public_key} is not an Ed25519 PEM public key "
-                         f"({exc.message})", "save one with `sluice certificates public-key -o key.pem`",
+    except InvalidInput:
+        raise CliFailure("invalid_public_key", f"public key file {public_key} is not an Ed25519 public key in "
+                         "PEM format", "save one with `sluice certificates public-key -o key.pem`",
                          Exit.INPUT_FILE) from None
     check = verify_certificate_document(read_bytes(file, "certificate file"), {kid_for(key): key})
     emit({"valid": check.valid, "reason": check.reason, "code": check.code, "kid": check.kid}, as_json)
@@ -485,7 +497,8 @@ def _params(pairs: list[str]) -> dict[str, str]:
 @jobs_app.command("submit")
 def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
                 sql_file: Annotated[Path, typer.Argument(help="file with one SQL query")],
-                title: Annotated[str, typer.Option()], purpose: Annotated[str, typer.Option()],
+                title: Annotated[str, typer.Option(help="a short title")], purpose: Annotated[str,
+                typer.Option(help="what the result is for (recorded and audited)")],
                 param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
                 = None, as_json: JsonOpt = False) -> None:
     """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
@@ -495,11 +508,11 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
 
 
 @jobs_app.command("list")
-def jobs_list(state: Annotated[JobState | None, typer.Option(help="only jobs in this state")] = None,
+def jobs_list(state: Annotated[JobStateOpt | None, typer.Option(help="only jobs in this state")] = None,
               as_json: JsonOpt = False) -> None:
     """List jobs visible to the caller."""
     call(lambda c: c.get("/v1/jobs", params={"state": state} if state else {}), as_json,
-         columns=["id", "grant_id", "title", "state", "reviews_required", "created_at"])
+         columns=["id", "title", "state", "created_at:created"])
 
 
 @jobs_app.command("show")
@@ -519,17 +532,20 @@ def jobs_review(job_id: Annotated[str, typer.Argument(help="the job to review")]
 
 @runs_app.command("start")
 def runs_start(job_id: str, param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
-               idempotency_key: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+               idempotency_key: Annotated[str | None,
+               typer.Option(help="retrying with the same key returns the same run")] = None,
+               as_json: JsonOpt = False) -> None:
     """Run an approved job."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     call(lambda c: c.post(f"/v1/jobs/{job_id}/runs", {"params": _params(param or [])}, headers=headers), as_json)
 
 
 @runs_app.command("list")
-def runs_list(job: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def runs_list(job: Annotated[str | None, typer.Option(help="only runs of this job")] = None,
+              as_json: JsonOpt = False) -> None:
     """List runs visible to the caller."""
     call(lambda c: c.get("/v1/runs", params={"job_id": job} if job else {}), as_json,
-         columns=["id", "job_id", "status", "result_rows", "suppressed_cells", "wall_ms", "created_at"])
+         columns=["id", "status", "result_rows:rows", "suppressed_cells:suppressed", "created_at:created"])
 
 
 @runs_app.command("show")
@@ -539,14 +555,20 @@ def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
 
 
 @runs_app.command("download")
-def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--output")],
+def runs_download(run_id: Annotated[str, typer.Argument(help="the run whose result to download")],
+                  output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
                   format: Annotated[ResultFormat, typer.Option(help="the file format")] = ResultFormat.CSV,
+                  excel: Annotated[bool, typer.Option("--excel", help="CSV for Excel: UTF-8 with BOM and CRLF, "
+                                                                      "so Chinese text opens correctly")] = False,
                   as_json: JsonOpt = False) -> None:
     """Download a run's result (each download is audited)."""
-    data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params={"format": format}), as_json,
-                quiet=True)
+    if excel and format != ResultFormat.CSV:
+        raise CliFailure("invalid_option", f"--excel applies to CSV, not {format.value}", "drop --excel or use "
+                         "--format csv", Exit.USAGE)
+    params = {"format": format.value, **({"bom": "1"} if excel else {})}
+    data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params=params), as_json, quiet=True)
     if write_output(output, data) != "-":
-        emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
+        emit({"run": run_id, "format": format.value, "file": str(output), "bytes": len(data)}, as_json)
 
 
 from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)

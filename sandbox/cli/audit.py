@@ -82,8 +82,9 @@ def audit_checkpoint(output: Annotated[Path | None, typer.Option("-o", "--output
 
 
 @audit_app.command("public-key")
-def audit_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
-                     kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def audit_public_key(output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                     kid: Annotated[str | None, typer.Option(help="key id (default: the newest)")] = None,
+                     as_json: JsonOpt = False) -> None:
     """Save the checkpoint verifier key (C2SP `name+hash+key` string) for offline verification."""
     keys = call(lambda c: c.get("/v1/keys"), as_json, public=True, quiet=True)["checkpoint_verifier_keys"]
     chosen = kid or sorted(keys)[-1]

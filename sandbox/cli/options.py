@@ -13,6 +13,15 @@ class OrgKindOpt(StrEnum):
     REGULATOR = "regulator"
 
 
+class JobStateOpt(StrEnum):
+    """`sandbox.jobs.JobState`, repeated so the CLI starts without the SQL analyser (a test keeps them equal)."""
+
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    STOPPED = "stopped"
+
+
 class ReviewDecision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"

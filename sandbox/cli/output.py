@@ -17,21 +17,23 @@ err = Console(stderr=True)
 
 
 def emit(data: Any, as_json: bool, *, columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """Print `data` as JSON or as a table / key-value list."""
+    """Print `data` as JSON or as a table / key-value list; `columns` entries are `key` or `key:header`."""
     if as_json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
         return
     if isinstance(data, list):
-        cols = list(columns or (list(data[0].keys()) if data else []))
+        specs = [c.partition(":") for c in (columns or (list(data[0].keys()) if data else []))]
+        cols = [(key, header or key) for key, _, header in specs]
         table = Table(title=escape(title) if title else None)
-        for c in cols:
-            if is_id(c):  # ids are copied by people: never cut or wrapped; other columns give way
-                width = max([len(c)] + [len(_cell(row.get(c))) for row in data])
-                table.add_column(escape(c), no_wrap=True, min_width=width, overflow="ignore")
+        for key, header in cols:
+            if is_id(key):  # ids are copied by people: never cut or wrapped; other columns give way
+                width = max([len(header)] + [len(_cell(row.get(key))) for row in data])
+                table.add_column(escape(header), no_wrap=True, min_width=width, overflow="ignore")
             else:
-                table.add_column(escape(c), overflow="fold")
+                table.add_column(escape(header), overflow="fold")
         for row in data:
-            table.add_row(*[escape(_cell(row.get(c))) for c in cols])
+            table.add_row(*[escape(_cell(row.get(key), short_time=key.endswith(("_at", "_until", "_from"))))
+                            for key, _ in cols])
         out.print(table)
     elif isinstance(data, dict):
         table = Table(show_header=False, title=escape(title) if title else None)
@@ -67,7 +69,9 @@ def write_output(output: Path, data: bytes | str) -> str:
     return str(output)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, short_time: bool = False) -> str:
+    if short_time and isinstance(value, str) and len(value) >= 16 and value[10:11] == "T":
+        return value[:16].replace("T", " ")  # minutes are enough in a table; --json has the full time
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False, default=str)
     return "" if value is None else str(value)
