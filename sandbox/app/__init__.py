@@ -89,7 +89,6 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         yield
         metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
-        state.recorder.close()
         run_service.close()
         tracing.shutdown()
         engine.dispose()
