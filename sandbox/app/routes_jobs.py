@@ -127,11 +127,12 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     job = _job(session, guard, job_id)
     caller = guard.caller.principal_id
     earlier = runs.find_idempotent(session, job, caller, idempotency_key)
-    if earlier is not None:
-        guard.note(run_id=earlier.id, idempotent_replay=True)
-        return runs.run_out(earlier)
     grant = session.get(Grant, job.grant_id)
     assert grant is not None
+    if earlier is not None:
+        guard.note(run_id=earlier.id, idempotent_replay=True, grant_id=grant.id)
+        jobs.check_grant_usable(grant, state.clock.now())  # no replay once the grant is suspended or over
+        return runs.run_out(earlier)
     guard.note(job_id=job.id, grant_id=grant.id, datasets=sorted(job.dataset_versions),
                sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
@@ -219,6 +220,9 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
                sql_sha256=run.frozen_sql_sha256)
     if run.status != RunStatus.SUCCEEDED or not run.result_path:
         raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
+    grant = session.get(Grant, run.grant_id)
+    assert grant is not None
+    jobs.check_grant_usable(grant, state.clock.now())  # the file is kept for audit, but no longer handed out
     path = state.settings.resolved_home / run.result_path
     guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)
     headers = {"X-Result-Parquet-SHA256": run.result_sha256 or "", "Content-Disposition":

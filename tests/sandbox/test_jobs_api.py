@@ -235,3 +235,27 @@ def test_run_errors_carry_no_data_values(api, world) -> None:  # type: ignore[no
     r = run(api, world["key"], job["id"])
     assert r["status"] == "failed" and r["error_code"]
     assert not any(ch.isdigit() for ch in (r["error_message"] or ""))
+
+
+@pytest.mark.parametrize(("action", "code"), [("suspend", "grant_suspended"), ("revoke", "grant_revoked"),
+                                              ("expire", "grant_expired")])
+def test_results_and_replays_are_refused_once_the_grant_is_not_usable(api, world, action: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"], headers={"Idempotency-Key": "once"})
+    assert api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"]).status_code == 200
+    if action == "expire":
+        api.clock.advance(timedelta(days=400))
+    else:
+        api.ok("POST", f"/v1/grants/{world['domain']}/{action}", api.admin_key, json={"reason": "audit"})
+    for fmt in ("csv", "parquet", "json"):
+        resp = api.call("GET", f"/v1/runs/{r['id']}/result?format={fmt}", world["key"])
+        assert resp.status_code == 422 and resp.json()["code"] == code
+    replay = run(api, world["key"], job["id"], expect=422, headers={"Idempotency-Key": "once"})
+    assert replay["code"] == code
+    result = api.ok("GET", f"/v1/runs/{r['id']}", world["key"])
+    assert (api.settings.resolved_home / "results").exists() and result["result_sha256"]  # kept for audit
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
+    refused = [a for a in audit if a["action"] == "result:read" and a["decision"] == "refused"]
+    assert len(refused) == 3 and {a["code"] for a in refused} == {code}
+
