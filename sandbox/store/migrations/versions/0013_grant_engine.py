@@ -1,14 +1,14 @@
 """a grant chooses its engine (duckdb or spark)
 
 Revision ID: 0013
-Revises: 0005
+Revises: 0010
 Create Date: 2026-11-28 11:40:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0013'
-down_revision = '0005'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
