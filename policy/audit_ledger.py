@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import array
 import bisect
+import copy
+import heapq
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -96,6 +98,7 @@ class Violation:
 class _LRow:
     row: Row  # over large atoms
     y: Row  # over released sets (indexes into Ledger.sets)
+    order: int = 0  # position in the echelon order: the row vanishes at the pivots of every row of lower order
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Ledger:
         self.size = 0  # entity indexes seen: 0 .. size-1
         self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
         self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
+        self._weights = np.zeros(1024, dtype=np.int64)  # `weight` as an array (kept in step by `_split`)
         self.lrows: dict[int, _LRow] = {}
         self.lcolumns: dict[int, set[int]] = {}
         self.vrows: dict[int, Row] = {}
@@ -123,6 +127,7 @@ class Ledger:
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._undo: _Undo | None = None
+        self._order = 0  # the highest order given to a row of L
         self._pending: list[int] = []
         self._changed: set[int] = set()  # V_s pivots changed by the current set
 
@@ -168,8 +173,8 @@ class Ledger:
         if self._undo is None:
             self._undo = _Undo()
             self._changed = set()
-        if not entities:
-            return None
+        if not entities or self.has(entities):
+            return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
         complement = self._complements(entities, budget)
@@ -182,6 +187,28 @@ class Ledger:
         budget.check()
         return (self._check(budget) or self._contained_complement(entities, budget)
                 or (self._exhaustive(budget) if self._changed else None))
+
+    def copy(self) -> Ledger:
+        """An independent copy (between cells: nothing pending)."""
+        assert self._undo is None, "copy a ledger only between cells"
+        return copy.deepcopy(self)
+
+    def has(self, entities: BitMap) -> bool:
+        """Whether this exact set was already added (released, or pending in this cell)."""
+        if not entities:
+            return False
+        size = len(entities)
+        return any(len(self.sets[i]) == size and self.sets[i] == entities
+                   for i in self._by_minimum.get(entities.min(), ()))
+
+    def add_released(self, entities: BitMap) -> None:
+        """Add a set released earlier, without checks (they passed when it was released; checks change nothing)."""
+        budget = Budget(1 << 62)
+        atoms = self.refine(entities, budget)
+        if entities and not self.has(entities):
+            self._undo = None
+            self._add_row(self._register(entities), atoms, budget)
+        self.commit()
 
     def commit(self) -> None:
         """Keep the tentatively added sets."""
@@ -267,6 +294,13 @@ class Ledger:
             self.weight.append(inside)
             if atom != 0:
                 self.weight[atom] -= inside
+        if len(self._weights) < len(self.weight):
+            grown = np.zeros(max(2 * len(self._weights), len(self.weight)), dtype=np.int64)
+            grown[: len(self._weights)] = self._weights
+            self._weights = grown
+        if len(parted):
+            self._weights[fresh] = weighed[parted]
+            self._weights[parted[parted != 0]] -= weighed[parted[parted != 0]]
         result += fresh.tolist()
         if splits:
             self.atom_of[members] = renumber[owners]
@@ -338,14 +372,26 @@ class Ledger:
         self._reinsert_l(entry, budget)
 
     def _reinsert_l(self, entry: _LRow, budget: Budget) -> None:
-        """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s."""
+        """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s.
+
+        L is kept in (unreduced) row echelon form: each basis row vanishes at the pivots of every row of lower
+        `order`. A new row is reduced against the rows whose pivots it meets, in that order (fill-in can only
+        meet pivots of higher order), and is inserted with the highest order; no existing row changes."""
         row, y = entry.row, entry.y
-        for atom in [a for a in row if a in self.lrows]:
+        lrows = self.lrows
+        heap = [(lrows[a].order, a) for a in row if a in lrows]
+        heapq.heapify(heap)
+        while heap:
+            _, atom = heapq.heappop(heap)
             factor = row.get(atom)
-            if factor:
-                reducer = self.lrows[atom]
-                _axpy(row, -factor, reducer.row, budget)
-                _axpy(y, -factor, reducer.y, budget)
+            if not factor:
+                continue
+            reducer = lrows[atom]
+            for other in reducer.row:
+                if other != atom and other in lrows and other not in row:
+                    heapq.heappush(heap, (lrows[other].order, other))
+            _axpy(row, -factor, reducer.row, budget)
+            _axpy(y, -factor, reducer.y, budget)
         if row:
             pivot = max(row)
             scale = row[pivot]
@@ -354,12 +400,8 @@ class Ledger:
                     row[key] = _div(row[key], scale)
                 for key in y:
                     y[key] = _div(y[key], scale)
-            for other in list(self.lcolumns.get(pivot, ())):
-                self._save_l(other)
-                target = self.lrows[other]
-                factor = target.row[pivot]
-                _axpy(target.row, -factor, row, budget, self.lcolumns, other)
-                _axpy(target.y, -factor, y, budget)
+            self._order += 1
+            entry.order = self._order
             self._save_l(pivot)
             self.lrows[pivot] = entry
             _index(self.lcolumns, pivot, row)
@@ -371,7 +413,7 @@ class Ledger:
     def _small_part(self, y: Row, budget: Budget) -> Row:
         """The combination `y` of released sets, over the small atoms."""
         out: Row = {}
-        weights = np.asarray(self.weight, dtype=np.int64)
+        weights = self._weights
         for index, coefficient in y.items():
             members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32).astype(np.int64)
             budget.spend(1 + len(members) // 1024)
@@ -411,7 +453,8 @@ class Ledger:
     def _save_l(self, pivot: int) -> None:
         if self._undo is not None and pivot not in self._undo.lrows:
             entry = self.lrows.get(pivot)
-            self._undo.lrows[pivot] = _LRow(dict(entry.row), dict(entry.y)) if entry is not None else None
+            self._undo.lrows[pivot] = (_LRow(dict(entry.row), dict(entry.y), entry.order) if entry is not None
+                                       else None)
 
     def _save_v(self, pivot: int) -> None:
         if self._undo is not None and pivot not in self._undo.vrows:
