@@ -27,8 +27,10 @@ fewer than k entities (docs/output-control.md says what they stop):
 2. every combination of two basis rows of V_s that cancels at least one shared column;
 3. the complement S∖S' of the new set and every released set it contains or is contained in;
 4. the part of the new set outside every released set it contains (rank test);
-5. a bounded exhaustive search: unions of small atoms in the support of V_s that total fewer than k entities, by
-   rank test, lightest first, at most `EXHAUSTIVE_TESTS` candidates (complete on small ledgers).
+5. the lightest vector of each changed component of V_s, exactly through its circuits when they are few,
+   otherwise by a search over unions of small atoms lighter than k (rank test, lightest first) of at most
+   `EXHAUSTIVE_TESTS` candidates; past that bound a strict ledger refuses, a default one accepts and counts
+   the set as `unproven` (see `_exhaustive`).
 
 `try_add` returns the violation found, if any; `commit` or `rollback` then finalizes or undoes every set added since
 the last commit. Atom splits are kept either way: a finer partition describes the same row space.
@@ -40,6 +42,8 @@ import array
 import bisect
 import copy
 import heapq
+import itertools
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -48,7 +52,8 @@ from pyroaring import BitMap
 
 Value = int | Fraction
 Row = dict[int, Value]
-EXHAUSTIVE_TESTS = 512
+EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
+CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
 _ONE = 1
 
 
@@ -84,7 +89,7 @@ class Budget:
 class Violation:
     """Why a set may not be added: the small set of entities on which a combination of releases would be known."""
 
-    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive"
+    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive" | "search_bound"
     weight: int  # entities in the support
     atoms: tuple[int, ...]
 
@@ -110,9 +115,12 @@ class _Undo:
 class Ledger:
     """The released sets of one (population, measure), audited at group size k."""
 
-    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS) -> None:
+    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS, strict: bool = False) -> None:
         self.k = k
         self.exhaustive_tests = exhaustive_tests
+        self.circuit_tests = CIRCUIT_TESTS
+        self.strict = strict  # past the search bound: refuse (True) or accept unproven (False, counted)
+        self.unproven = 0  # sets accepted after a search that reached its bound
         self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
         self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
@@ -539,34 +547,93 @@ class Ledger:
         return Violation("contained_complement", weight, support) if self.determined_on(support, budget) else None
 
     def _exhaustive(self, budget: Budget) -> Violation | None:
-        """Check 5, bounded: unions of small atoms in the support of V_s totalling fewer than k entities, by a rank
-        test, lightest first, visiting at most `exhaustive_tests` candidate sets (complete for small ledgers)."""
-        atoms = sorted({a for row in self.vrows.values() for a in row}, key=lambda a: (self.weight[a], a))
-        visited = [0]
-        chosen: list[int] = []
+        """Check 5: the lightest vector of each component of V_s that changed (rows linked by shared atoms; V_s is
+        the direct sum of their spans, on disjoint supports, so a vector of minimal support lies in one of them,
+        and components that did not change hold only vectors of earlier row spaces, which were checked then).
 
-        def search(start: int, weight: int) -> Violation | None:
-            for i in range(start, len(atoms)):
-                atom = atoms[i]
-                total = weight + self.weight[atom]
-                if total >= self.k:
-                    return None  # atoms are sorted by weight: every later one is at least as heavy
-                chosen.append(atom)
-                visited[0] += 1
-                if visited[0] > self.exhaustive_tests:
-                    raise _SearchDone
-                if any(a in self.vrows for a in chosen) and self.determined_on(tuple(chosen), budget):
-                    return Violation("exhaustive", total, tuple(sorted(chosen)))
-                found = search(i + 1, total)
-                chosen.pop()
-                if found is not None:
-                    return found
-            return None
+        Exact when it completes: through the component's circuits when there are at most `CIRCUIT_TESTS`
+        choices of d-1 atoms (d its dimension), otherwise by a depth-first search over unions of its atoms
+        lighter than k, by rank test, lightest first, for at most `exhaustive_tests` candidates. Past that bound
+        a `strict` ledger refuses the set (`search_bound`); otherwise the set is accepted unproven and counted in
+        `unproven` (the documented limit)."""
+        for pivots, atoms in self._changed_components():
+            if math.comb(len(atoms), len(pivots) - 1) <= self.circuit_tests:
+                found = self._circuits(pivots, atoms, budget)
+            else:
+                try:
+                    found = self._search(atoms, [], 0, 0, [0], budget)
+                except _SearchDone:
+                    if self.strict:
+                        return Violation("search_bound", sum(self.weight[a] for a in atoms), tuple(sorted(atoms)))
+                    self.unproven += 1
+                    found = None
+            if found is not None:
+                return found
+        return None
 
-        try:
-            return search(0, 0)
-        except _SearchDone:
-            return None
+    def _circuits(self, pivots: list[int], atoms: list[int], budget: Budget) -> Violation | None:
+        """The lightest vector of a component of V_s of dimension d, through its circuits: a vector of minimal
+        support vanishes on d-1 atoms that leave it the only direction (up to scale), so trying every d-1 atoms
+        finds every such vector, and the lightest vector is one of them."""
+        rows = [self.vrows[p] for p in pivots]
+        for zeros in itertools.combinations(atoms, len(rows) - 1):
+            budget.spend(len(rows) ** 2)
+            budget.check()
+            coefficients = _kernel_vector([[row.get(z, 0) for z in zeros] for row in rows])
+            if coefficients is None:
+                continue
+            vector: Row = {}
+            for coefficient, row in zip(coefficients, rows, strict=True):
+                if coefficient:
+                    _axpy(vector, coefficient, row, budget)
+            weight = self.support_weight(vector)
+            if vector and weight < self.k:
+                return Violation("circuit", weight, tuple(sorted(vector)))
+        return None
+
+    def _search(self, atoms: list[int], chosen: list[int], start: int, weight: int, visited: list[int],
+                budget: Budget) -> Violation | None:
+        """Depth-first over unions of `atoms` (sorted by weight) lighter than k, extending `chosen`."""
+        for i in range(start, len(atoms)):
+            atom = atoms[i]
+            total = weight + self.weight[atom]
+            if total >= self.k:
+                return None  # atoms are sorted by weight: every later one is at least as heavy
+            chosen.append(atom)
+            visited[0] += 1
+            if visited[0] > self.exhaustive_tests:
+                raise _SearchDone
+            if any(a in self.vrows for a in chosen) and self.determined_on(tuple(chosen), budget):
+                return Violation("exhaustive", total, tuple(sorted(chosen)))
+            found = self._search(atoms, chosen, i + 1, total, visited, budget)
+            chosen.pop()
+            if found is not None:
+                return found
+        return None
+
+    def _changed_components(self) -> list[tuple[list[int], list[int]]]:
+        """The pivots and atoms of each component of V's basis (rows linked by shared atoms) holding a changed row,
+        atoms sorted by weight."""
+        seen: set[int] = set()
+        components: list[tuple[list[int], list[int]]] = []
+        for start in sorted(self._changed):
+            if start not in self.vrows or start in seen:
+                continue
+            seen.add(start)
+            stack, atoms, pivots = [start], set(), []
+            while stack:
+                pivot = stack.pop()
+                pivots.append(pivot)
+                for atom in self.vrows[pivot]:
+                    if atom in atoms:
+                        continue
+                    atoms.add(atom)
+                    for other in self.vcolumns.get(atom, ()):
+                        if other not in seen:
+                            seen.add(other)
+                            stack.append(other)
+            components.append((pivots, sorted(atoms, key=lambda a: (self.weight[a], a))))
+        return components
 
     def _atoms_of(self, entities: BitMap, *, refined: bool = False) -> tuple[int, ...]:
         members = np.frombuffer(entities.to_array(), dtype=np.uint32).astype(np.int64)
@@ -632,6 +699,31 @@ def _unindex(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
         holders = columns.get(atom)
         if holders is not None:
             holders.discard(pivot)
+
+
+def _kernel_vector(matrix: list[list[Value]]) -> list[Value] | None:
+    """For a d x (d-1) matrix A of rank d-1, the non-zero c (unique up to scale) with c A = 0; else None."""
+    d = len(matrix)
+    # the columns of A become the rows of a (d-1) x d system; reduce it exactly
+    system = [[Fraction(matrix[i][j]) for i in range(d)] for j in range(d - 1)]
+    pivot_of: list[int] = []
+    for r, equation in enumerate(system):
+        column = next((c for c in range(d) if equation[c] != 0 and c not in pivot_of), None)
+        if column is None:
+            return None  # rank below d-1: more than one direction vanishes on these atoms
+        scale = equation[column]
+        system[r] = equation = [v / scale for v in equation]
+        for other in range(d - 1):
+            if other != r and system[other][column] != 0:
+                factor = system[other][column]
+                system[other] = [a - factor * b for a, b in zip(system[other], equation, strict=True)]
+        pivot_of.append(column)
+    free = next(c for c in range(d) if c not in pivot_of)
+    solution: list[Fraction] = [Fraction(0)] * d
+    solution[free] = Fraction(1)
+    for r, column in enumerate(pivot_of):
+        solution[column] = -system[r][free]
+    return [v.numerator if v.denominator == 1 else v for v in solution]
 
 
 def _rank(rows: list[Row], budget: Budget) -> int:
