@@ -507,6 +507,23 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
     call(lambda c: c.post("/v1/jobs", body), as_json)
 
 
+@jobs_app.command("check")
+def jobs_check(sql_file: Annotated[Path, typer.Argument(help="file with one SQL query")],
+               grant: Annotated[str, typer.Option(help="grant id")],
+               param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
+               = None, as_json: JsonOpt = False) -> None:
+    """Check SQL before submitting: findings and the SQL that would run; nothing is stored. Exit 1 if refused."""
+    body = {"grant_id": grant, "sql": read_text(sql_file, "SQL file"), "parameters": _params(param or [])}
+    result = call(lambda c: c.post("/v1/jobs/check", body), as_json, quiet=True)
+    if as_json:
+        emit(result, True)
+    else:
+        emit({k: result[k] for k in ("verdict", "would_be", "reviews_required", "sql")}, False)
+        print_findings({"context": {"findings": result["findings"]}})
+    if result["verdict"] != "accepted":
+        raise typer.Exit(Exit.REFUSED)
+
+
 @jobs_app.command("list")
 def jobs_list(state: Annotated[JobStateOpt | None, typer.Option(help="only jobs in this state")] = None,
               as_json: JsonOpt = False) -> None:

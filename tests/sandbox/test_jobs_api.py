@@ -259,3 +259,26 @@ def test_results_and_replays_are_refused_once_the_grant_is_not_usable(api, world
     refused = [a for a in audit if a["action"] == "result:read" and a["decision"] == "refused"]
     assert len(refused) == 3 and {a["code"] for a in refused} == {code}
 
+
+
+def test_a_check_returns_findings_and_the_sql_that_would_run_and_stores_nothing(api, world) -> None:  # type: ignore[no-untyped-def]
+    before = api.ok("GET", "/v1/jobs", world["key"])
+    refused = api.ok("POST", "/v1/jobs/check", world["key"], json={
+        "grant_id": world["domain"], "sql": "SELECT district,\n  temperature FROM read_csv('/etc/passwd')"})
+    assert refused["verdict"] == "refused" and refused["would_be"] == "rejected" and refused["sql"] is None
+    assert [(f["code"], f["line"]) for f in refused["findings"]] == [("file_access_not_allowed", 2)]
+    accepted = api.ok("POST", "/v1/jobs/check", world["key"], json={"grant_id": world["domain"], "sql": WEATHER})
+    assert accepted["verdict"] == "accepted" and accepted["findings"] == [] and accepted["would_be"] == "approved"
+    assert accepted["sql"].startswith("SELECT") and accepted["dataset_versions"] == {"weather": 1}
+    scenario = api.ok("POST", "/v1/jobs/check", world["key"], json={"grant_id": world["scenario"],
+                                                                     "sql": HEALTH_COST})
+    assert (scenario["would_be"], scenario["reviews_required"]) == ("pending_review", 2)
+    assert api.ok("GET", "/v1/jobs", world["key"]) == before  # nothing stored
+    other = api.call("POST", "/v1/jobs/check", world["other_key"], json={"grant_id": world["domain"],
+                                                                         "sql": WEATHER})
+    assert other.status_code == 404  # another operator's grant is not visible
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
+    checks = [a for a in audit if a["action"] == "job:check"]
+    assert [a["decision"] for a in checks] == ["allow", "allow", "allow", "deny"]
+    assert checks[0]["detail"]["findings"] == ["file_access_not_allowed"]
