@@ -329,12 +329,14 @@ def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: boo
 
 @datasets_app.command("register")
 def datasets_register(
-    file: Annotated[Path | None, typer.Argument(help="CSV, Parquet or JSON-lines file to upload")] = None,
+    file: Annotated[Path | None, typer.Argument(help="CSV, Parquet, JSON-lines or Excel (.xlsx) file to upload")]
+    = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON (see docs/catalogue.md)")] = None,
     dataset_id: Annotated[str | None, typer.Option("--id", help="dataset id: lower-case letters, digits and _")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV field separator, e.g. ';' (default ,)")] = None,
+    sheet: Annotated[str | None, typer.Option(help="xlsx: the sheet to register (default: the first)")] = None,
     provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
                                                       "--certify-now)")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
@@ -343,7 +345,7 @@ def datasets_register(
 ) -> None:
     """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
     metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding, "delimiter": delimiter,
-                                 "provider_org_id": provider, "certify_now": certify_now or None})
+                                 "sheet": sheet, "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
 
