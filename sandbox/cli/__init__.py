@@ -377,6 +377,18 @@ def datasets_show(dataset_id: str, as_json: JsonOpt = False) -> None:
     call(lambda c: c.get(f"/v1/datasets/{dataset_id}"), as_json)
 
 
+@datasets_app.command("usage")
+def datasets_usage(dataset_id: Annotated[str, typer.Argument(help="a dataset of your provider organization")],
+                   as_json: JsonOpt = False) -> None:
+    """Who uses a dataset: the jobs and runs that read it (metadata only; for its provider's data stewards)."""
+    data = call(lambda c: c.get(f"/v1/datasets/{dataset_id}/usage"), as_json, quiet=True)
+    if as_json:
+        emit(data, True)
+        return
+    emit([{**j, "runs": len(j["runs"])} for j in data["jobs"]], False,
+         columns=["job_id:job", "operator", "title", "state", "runs", "created_at:created"])
+
+
 # --- grants ----------------------------------------------------------------------------------------------
 
 @grants_app.command("create")

@@ -282,3 +282,22 @@ def test_a_check_returns_findings_and_the_sql_that_would_run_and_stores_nothing(
     checks = [a for a in audit if a["action"] == "job:check"]
     assert [a["decision"] for a in checks] == ["allow", "allow", "allow", "deny"]
     assert checks[0]["detail"]["findings"] == ["file_access_not_allowed"]
+
+
+def test_a_provider_sees_who_uses_its_dataset_as_metadata_only(api, world) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"])
+    usage = api.ok("GET", "/v1/datasets/weather/usage", world["steward"])
+    [entry] = usage["jobs"]
+    assert entry["job_id"] == job["id"] and entry["operator_org_id"] == world["op"]
+    assert entry["sql_sha256"] == hashlib.sha256(WEATHER.encode("utf-8")).hexdigest()
+    assert (entry["title"], entry["purpose"], entry["state"], entry["version"]) == ("t", "p", "approved", 1)
+    assert [x["run_id"] for x in entry["runs"]] == [r["id"]] and entry["runs"][0]["status"] == "succeeded"
+    text = str(usage)
+    assert "SELECT" not in text and "district" not in text and "result" not in text  # no SQL, no results
+    assert api.ok("GET", "/v1/datasets/residents/usage", world["steward"])["jobs"] == []
+    for outsider in (world["key"], api.actor("provider", "data_steward")[1]):
+        resp = api.call("GET", "/v1/datasets/weather/usage", outsider)
+        assert resp.status_code == 403 and resp.json()["code"] == "not_the_provider"
