@@ -61,6 +61,8 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/v1/prices/caps"),
     ("GET", "/v1/pricelist"),
     ("GET", "/v1/pricelist/{entry_id}"),
+    ("GET", "/v1/products"),
+    ("GET", "/v1/products/{product_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),

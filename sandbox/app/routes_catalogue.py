@@ -263,9 +263,11 @@ def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(re
 
 
 @router.get("/catalogue")
-def public_catalogue(audit: AuditDraft = Depends(public("catalogue:read")), session: Session = Depends(db_session)
-                     ) -> list[dict[str, Any]]:
-    """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data."""
+def public_catalogue(response: Response, audit: AuditDraft = Depends(public("catalogue:read")),
+                     session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+    """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data.
+    Operators' products built on them are listed at `GET /v1/products` (the `Link` header)."""
+    response.headers["Link"] = '</v1/products>; rel="related"; title="products and services"'
     names = _provider_names(session)
     owners = {d.id: d.provider_org_id for d in session.scalars(select(Dataset))}
     versions = registry.latest_certified_versions(session)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.governed import execute_governed
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
@@ -49,10 +50,6 @@ class ReviewIn(StrictModel):
 
 class RunIn(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-def _service(state: AppState) -> runs.RunService:
-    return state.runs
 
 
 @router.post("/jobs", status_code=201)
@@ -164,42 +161,9 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
-        answer = _execute_run(state, guard, session, job, grant, run, params, now)
+        done = execute_governed(state, guard, session, job, grant, run, params, now)
+        answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
-    return answer
-
-
-def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
-         params: dict[str, Any], now: Any) -> dict[str, Any]:
-    tracer = state.tracer
-    try:
-        with tracer.start_as_current_span("sluice.run.check"):
-            tables = runs.check_runnable(session, job, grant, now, _service(state))
-    except Refused as exc:
-        runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
-        exc.context["run_id"] = run.id
-        usage = state.metering.refused_run(session, run, grant, now, guard.trace_id)  # metered, never charged
-        with tracer.start_as_current_span("sluice.run.audit"):
-            raise guard.refuse_with(session, exc, [run, usage]) from None  # the refused run and its refusal, together
-    started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
-    outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now, tracer=tracer)
-    with tracer.start_as_current_span("sluice.run.start"):
-        earlier = started.wait()
-    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
-        guard.note(run_id=earlier.id, idempotent_replay=True)
-        return runs.run_out(earlier)
-    with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
-        guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
-                   dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
-                   result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
-                   suppression=run.suppression, truncated_rows=run.truncated_rows,
-                   result_sha256=run.result_sha256, error_code=outcome.error_code)
-        answer = runs.run_out(run)
-        finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now(),
-                                           guard.trace_id)
-        with tracer.start_as_current_span("sluice.run.audit"):
-            # run record, usage event, ledger rows and audit row, committed together
-            guard.commit_with(session, [*finish, *ledger], status=201)
     return answer
 
 

@@ -612,6 +612,10 @@ from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call`
 
 for _sub, _name in _billing.APPS:
     app.add_typer(_sub, name=_name)
+from sandbox.cli import products as _products  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
+
+for _sub, _name in _products.APPS:
+    app.add_typer(_sub, name=_name)
 
 
 def main() -> None:
