@@ -190,6 +190,8 @@ class _Control:
             c = component.condition
             if c is not None and not any(self.values(condition_rows(i, c))[row]
                                          for i in range(len(self.plan.instances))):
+                if component.strict:
+                    return Reason.K, ()  # "nobody" must look like "fewer than k" (see Component.strict)
                 continue  # no row contributes: the value is NULL or 0 and says nothing about anyone
             for i in range(len(self.plan.instances)):
                 count = self.values(group_count(i) if c is None else condition_count(i, c))[row]

@@ -33,17 +33,23 @@ class Component:
     condition: int | None
     measures: tuple[str, ...] = ()
     stats: tuple[int, ...] = ()
+    strict: bool = False
+    """The condition compares protected (`aggregate`) values: no contributing row at all is suppressed for k too,
+    so that "nobody in the group" cannot be told apart from "fewer than k" (a membership oracle)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
-                "stats": list(self.stats)}
+        out = {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
+               "stats": list(self.stats)}
+        if self.strict:
+            out["strict"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Component:
         """From `to_dict` output."""
         return cls(str(data["kind"]), data.get("condition"), tuple(data.get("measures", ())),
-                   tuple(int(x) for x in data.get("stats", ())))
+                   tuple(int(x) for x in data.get("stats", ())), bool(data.get("strict", False)))
 
 
 @dataclass(frozen=True)

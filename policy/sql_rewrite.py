@@ -22,12 +22,15 @@ a copy of the original FROM / JOIN / WHERE.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, walk_in_scope
 
 from policy import sql_release as R
+from policy.constraints import Constraint
+from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_model import aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
@@ -83,24 +86,58 @@ class _Builder:
         root = self.lineage.root
         select = root.scope.expression
         components: list[Component] = []
-        by_node: dict[int, int] = {}
+        by_node: dict[int, list[int]] = {}
         for aggregate in root.aggregates:
-            by_node[id(aggregate)] = len(components)
-            components.append(self._component(aggregate, len(components)))
+            parts = self._components(aggregate, len(components))
+            by_node[id(aggregate)] = list(range(len(components), len(components) + len(parts)))
+            components += parts
         cells = []
         for index, projection in enumerate(select.expressions):
-            used = sorted({by_node[id(n)] for n in walk_in_scope(projection) if id(n) in by_node})
+            used = sorted({c for n in walk_in_scope(projection) if id(n) in by_node for c in by_node[id(n)]})
             if used:
                 cells.append(Cell(index, projection.alias_or_name, tuple(used)))
         return ReleasePlan(instances=tuple(populations), conditions=len(self.conditions),
                            components=tuple(components), cells=tuple(cells), stats=tuple(self._stats),
                            columns=len(select.expressions))
 
-    def _component(self, aggregate: exp.Expr, index: int) -> Component:
+    def _components(self, aggregate: exp.Expr, start: int) -> list[Component]:
+        """One component per branch of a conditional aggregate (sql_conditional.py), else one."""
+        conditional = branches(aggregate)
+        if conditional is None:
+            return [self._component(aggregate, start)]
+        out: list[Component] = []
+        for condition, value in conditional:
+            out.append(self._component(aggregate, start + len(out), branch=condition,
+                                       arguments=[value] if value is not None else []))
+        return out
+
+    def _component(self, aggregate: exp.Expr, index: int, *, branch: exp.Expr | None = None,
+                   arguments: list[exp.Expr] | None = None) -> Component:
         filter_ = _filter_of(aggregate)
-        arguments = aggregate_arguments(aggregate)
+        if arguments is None:
+            arguments = aggregate_arguments(aggregate)
         distinct = isinstance(aggregate, exp.Count) and isinstance(aggregate.this, exp.Distinct)
         parts = [filter_] if filter_ is not None else []
+        if branch is not None:
+            parts.append(exp.paren(branch.copy(), copy=False))
+        strict = self._compares_protected([filter_, branch])
+        component = self._component_of(aggregate, index, parts, arguments, distinct)
+        return dataclasses.replace(component, strict=True) if strict else component
+
+    def _compares_protected(self, conditions: list[exp.Expr | None]) -> bool:
+        """Whether a FILTER or CASE condition (as found in the aggregate: columns resolvable in the root scope)
+        reads an `aggregate` column."""
+        root = self.lineage.root
+        for node in conditions:
+            if node is None:
+                continue
+            origins, _, _ = self.lineage.expression_origins(node, root)
+            if any(self.lineage.constraint_of(o) == Constraint.AGGREGATE for o in origins):
+                return True
+        return False
+
+    def _component_of(self, aggregate: exp.Expr, index: int, parts: list[exp.Expr], arguments: list[exp.Expr],
+                      distinct: bool) -> Component:
         if not distinct:
             parts += [exp.not_(exp.Is(this=exp.paren(a.copy(), copy=False), expression=exp.Null()))
                       for a in arguments]
@@ -112,7 +149,7 @@ class _Builder:
             if self.lineage.catalog.is_entity(origin.table, origin.column):
                 return Component("entities", condition)
             return Component("rows", condition, measures_of("rows", ()))  # distinct identifiers: like rows
-        if isinstance(aggregate, exp.Count):
+        if isinstance(aggregate, exp.Count | exp.CountIf):
             return Component("rows", condition, measures_of("rows", ()))
         scope = self.lineage.root.scope
         monomials = set().union(*(self._expand(a, scope) for a in arguments)) if arguments else set()
@@ -251,7 +288,10 @@ def _carry(child: Scope, alias: str, inner: exp.Expr, passthrough: dict[tuple[in
     if name is None:
         name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"
         passthrough[key] = name
-        child.expression.append("expressions", exp.alias_(inner.copy(), exp.to_identifier(name, quoted=True)))
+        value = inner.copy()
+        if child.expression.args.get("group") is not None:
+            value = exp.Min(this=value)  # a per-entity aggregation: constant within each group
+        child.expression.append("expressions", exp.alias_(value, exp.to_identifier(name, quoted=True)))
     return exp.column(name, table=alias, quoted=True)
 
 

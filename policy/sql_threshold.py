@@ -22,6 +22,7 @@ from sqlglot.optimizer.scope import Scope
 from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
+from policy.sql_entity_scope import per_entity_problem, per_entity_value
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
@@ -102,10 +103,20 @@ class _Planner:
                     self.plan.instances.append(EntityInstance(table, (*path, (scope, alias)), population))
                 continue
             child = self.lineage.facts(source)
-            self.reach(child, (*path, (scope, alias)), why_not or _feeding_problem(child),
+            self.reach(child, (*path, (scope, alias)), why_not or self._feeding_problem(child),
                        selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
             self.reach(self.lineage.facts(subquery), path, why_not or "inside a subquery expression", selected)
+
+
+    def _feeding_problem(self, child: ScopeFacts) -> str | None:
+        """Why a FROM-clause child cannot carry entity values up to the aggregation, or None."""
+        if child.is_aggregate and child.is_select:
+            if per_entity_problem(self.lineage, child) is None:
+                return None
+            return ("inside an aggregate below the top level that is not a per-entity aggregation (aggregate per "
+                    "entity, grouped by the entity column, then count entities per value)")
+        return _feeding_problem(child)
 
 
 def _feeding_problem(child: ScopeFacts) -> str | None:
@@ -165,6 +176,14 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
                            "window functions in a subquery feeding an aggregation of entity data compute across "
                            "groups, including groups that output control later suppresses", window)
     for aggregate in root.aggregates:
+        if not isinstance(aggregate, exp.Count) and any(
+                per_entity_value(planner.lineage, root.scope, column)
+                for column in aggregate.find_all(exp.Column)):
+            planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
+                           "a per-entity aggregate may be used by the outer query only as a group key, in predicates "
+                           "or in count(...); aggregate the base column directly in one aggregation instead",
+                           aggregate)
+            continue
         problem = _aggregate_problem(aggregate, root, planner)
         if problem is not None:
             planner.refuse(problem[0], problem[1], aggregate)

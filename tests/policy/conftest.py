@@ -78,6 +78,7 @@ def connections(tpch_dir: Path) -> Iterator[dict[str, duckdb.DuckDBPyConnection]
     cons = {
         "city": _connect(city_arrow_tables(today=CITY_TODAY), city_table_policies()),
         "tpch": _connect(tpch, tpch_table_policies()),
+        "tpch_careful": _connect(tpch, tpch_table_policies("tpch_careful")),
     }
     yield cons
     for con in cons.values():
