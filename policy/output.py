@@ -177,7 +177,7 @@ class _Control:
                     suppressed[reason] += 1
                 elif parts:
                     cells.append(CellRelease(out_row, cell.index, parts))
-        table = self.table.select(list(range(plan.columns))).take(pa.array(keep, type=pa.int64()))
+        table = self.table.select(list(range(plan.columns + len(plan.hidden)))).take(pa.array(keep, type=pa.int64()))
         table = _null_cells(table, marks)
         return ControlledOutput(table=table, suppressed=dict(suppressed), truncated_rows=0, cells=tuple(cells),
                                 marks=marks, plan=plan)
@@ -251,21 +251,58 @@ def _null_cells(table: pa.Table, marks: Marks) -> pa.Table:
     return table
 
 
-def finish(table: pa.Table, marks: Marks, later: Marks | None = None) -> pa.Table:
+def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: ReleasePlan | None = None) -> pa.Table:
     """The result as released: cells suppressed `later` (by the audit) set to NULL, and the marker column added.
 
     The marker column `sluice_suppressed` holds, per row, a JSON object mapping each suppressed column of that row
-    to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was.
+    to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was. With a plan
+    that has a shell (HAVING, LIMIT, OFFSET: policy/sql_shell.py), the rows are selected now, after the audit, and
+    the hidden columns removed.
     """
     later = later or {}
     table = _null_cells(table, later)
     names = table.schema.names
+    suppressed = {**marks, **later}
+    columns = plan.columns if plan is not None else table.num_columns
     per_row: dict[int, dict[str, str]] = {}
-    for (row, column), reason in sorted({**marks, **later}.items()):
-        per_row.setdefault(row, {})[names[column]] = str(reason)
+    for (row, column), reason in sorted(suppressed.items()):
+        if column < columns:
+            per_row.setdefault(row, {})[names[column]] = str(reason)
     marker = [json.dumps(per_row[r], ensure_ascii=False, sort_keys=True) if r in per_row else None
               for r in range(table.num_rows)]
-    return table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
+    table = table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
+    if plan is None or not plan.hidden:
+        return table
+    rows = select_rows(table, plan, suppressed)
+    return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
+
+
+def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
+    """The rows a shell keeps (see sql_release.Shell), in the query's order."""
+    shell = plan.shell
+    if shell is None:
+        return list(range(table.num_rows))
+    suppressed = suppressed or {}
+    pos = table.column(shell.pos).to_pylist()
+    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else [True] * table.num_rows
+    limit = table.column(shell.limit).to_pylist() if shell.limit is not None else None
+    offset = table.column(shell.offset).to_pylist() if shell.offset is not None else None
+    rows = []
+    for row in range(table.num_rows):
+        if not keep[row] or (shell.keep is not None and (row, shell.keep) in suppressed):
+            continue  # HAVING failed, or its value may not be used
+        first = (offset[row] or 0) if offset is not None else 0
+        if pos[row] <= first or (limit is not None and limit[row] is not None and pos[row] > first + limit[row]):
+            continue
+        if (limit is not None or offset is not None) and any((row, c) in suppressed for c in shell.order):
+            continue  # its rank depends on a value that was not released
+        rows.append(row)
+    return sorted(rows, key=lambda r: pos[r])
+
+
+def released_columns(table: pa.Table, plan: ReleasePlan) -> pa.Table:
+    """The user's columns of the rows a shell keeps, nothing suppressed (for comparing with the raw query in tests)."""
+    return table.take(pa.array(select_rows(table, plan), type=pa.int64())).select(list(range(plan.columns)))
 
 
 def strip_helpers(table: pa.Table, plan: ReleasePlan) -> pa.Table:

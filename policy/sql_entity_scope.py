@@ -45,14 +45,20 @@ def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
     if facts.windows or select.args.get("distinct") is not None or any(
             select.args.get(key) is not None for key in ("limit", "offset", "qualify")):
         return "windows, DISTINCT, LIMIT, OFFSET and QUALIFY are not allowed in a per-entity aggregation"
-    keys = {(k.table, k.name.lower()) for k in group.expressions if isinstance(k, exp.Column)}
+    anchors = anchor_aliases(lineage, facts)
+    assert isinstance(select, exp.Select)
+    equal = _entity_equalities(select)
     for alias, (_, source) in scope.selected_sources.items():
         if isinstance(source, Scope):
             if _reads_entity(lineage, source):
                 return "entity data reaches it through a subquery; join the entity dataset directly"
             continue
         column = lineage.catalog.entity_column(source.name.lower())
-        if column is not None and (alias, column.lower()) not in keys:
+        if column is None or alias in anchors:
+            continue
+        population = _population(lineage, source)
+        if not any(other in anchors and _population(lineage, scope.sources[other]) == population
+                   for other in equal.get((alias, column.lower()), set())):
             return f"it is not grouped by the entity column {alias}.{column}"
     for aggregate in facts.aggregates:
         for argument in aggregate_arguments(aggregate):
@@ -61,6 +67,43 @@ def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
                 return ("a per-entity aggregate of an aggregate-only column would group entities by their exact "
                         "protected value")
     return None
+
+
+def anchor_aliases(lineage: Lineage, facts: ScopeFacts) -> set[str]:
+    """The FROM aliases of entity datasets whose entity column is a GROUP BY key of the scope."""
+    group = facts.scope.expression.args.get("group")
+    keys = {(k.table, k.name.lower()) for k in (group.expressions if group is not None else [])
+            if isinstance(k, exp.Column)}
+    out = set()
+    for alias, (_, source) in facts.scope.selected_sources.items():
+        if isinstance(source, exp.Table):
+            column = lineage.catalog.entity_column(source.name.lower())
+            if column is not None and (alias, column.lower()) in keys:
+                out.add(alias)
+    return out
+
+
+def _population(lineage: Lineage, table: exp.Table | Scope) -> str:
+    if not isinstance(table, exp.Table):
+        return ""
+    name = table.name.lower()
+    return lineage.catalog.tables[name].entity_population or name
+
+
+def _entity_equalities(select: exp.Select) -> dict[tuple[str, str], set[str]]:
+    """(alias, column) -> aliases it is equated with by a top-level conjunct `a.x = b.y` of an ON or WHERE."""
+    out: dict[tuple[str, str], set[str]] = {}
+    conditions = [j.args.get("on") for j in select.args.get("joins") or []]
+    where = select.args.get("where")
+    conditions.append(where.this if where is not None else None)
+    for condition in conditions:
+        for conjunct in condition.flatten() if isinstance(condition, exp.And) else [condition]:
+            if isinstance(conjunct, exp.EQ):
+                left, right = conjunct.this.unnest(), conjunct.expression.unnest()
+                if isinstance(left, exp.Column) and isinstance(right, exp.Column):
+                    out.setdefault((left.table, left.name.lower()), set()).add(right.table)
+                    out.setdefault((right.table, right.name.lower()), set()).add(left.table)
+    return out
 
 
 def _reads_entity_directly(lineage: Lineage, facts: ScopeFacts) -> bool:

@@ -34,6 +34,7 @@ from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_model import aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
+from policy.sql_shell import ShellLayout, hidden_values, layout
 from policy.sql_threshold import ThresholdPlan
 from policy.sql_types import NUMERIC_TYPES
 
@@ -42,6 +43,7 @@ PASSTHROUGH_PREFIX = "__sluice_e"
 ROWS_NAME = "__sluice_rows"
 _QUERY, _STATS, _PARTIAL = "__sluice_q", "__sluice_c", "__sluice_p"
 _KEY, _VALUE, _ORDER, _ENTITY = "__sluice_k", "__sluice_v", "__sluice_o", "__sluice_entity"
+_HAVING = "__sluice_h"
 MAX_MONOMIALS = 64
 _STDDEV = (exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop)
 _NUMERIC_TYPE_NAMES = ("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -65,7 +67,7 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan | No
     passthrough: dict[tuple[int, exp.Expr], str] = {}
     entities = [_reference(lineage, i.path, i.table, passthrough) for i in plan.instances]
     builder = _Builder(lineage, passthrough)
-    release = builder.build([i.population for i in plan.instances])
+    release = builder.build([i.population for i in plan.instances], shape.shell)
     shape.apply(select, entities, builder.conditions, builder.stat_values, release)
     return release
 
@@ -82,7 +84,7 @@ class _Builder:
         self._stats: list[Stat] = []
         self._monomials: dict[tuple[int, int], frozenset[Monomial]] = {}
 
-    def build(self, populations: list[str]) -> ReleasePlan:
+    def build(self, populations: list[str], shell: ShellLayout | None) -> ReleasePlan:
         root = self.lineage.root
         select = root.scope.expression
         components: list[Component] = []
@@ -96,9 +98,16 @@ class _Builder:
             used = sorted({c for n in walk_in_scope(projection) if id(n) in by_node for c in by_node[id(n)]})
             if used:
                 cells.append(Cell(index, projection.alias_or_name, tuple(used)))
+        columns = len(select.expressions)
+        for j, (name, node) in enumerate(shell.hidden if shell is not None else []):
+            used = sorted({c for n in walk_in_scope(node) if id(n) in by_node for c in by_node[id(n)]}) \
+                if node is not None else []
+            if used:
+                cells.append(Cell(columns + j, name, tuple(used)))
         return ReleasePlan(instances=tuple(populations), conditions=len(self.conditions),
                            components=tuple(components), cells=tuple(cells), stats=tuple(self._stats),
-                           columns=len(select.expressions))
+                           columns=columns, hidden=tuple(n for n, _ in shell.hidden) if shell is not None else (),
+                           shell=shell.shell(columns, {c.index for c in cells}) if shell is not None else None)
 
     def _components(self, aggregate: exp.Expr, start: int) -> list[Component]:
         """One component per branch of a conditional aggregate (sql_conditional.py), else one."""
@@ -315,6 +324,7 @@ class _Shape:
     order: list[exp.Ordered]
     order_all: bool
     fields: dict[str, dict[str, str]] | None  # source alias -> column names (materialized form), else None
+    shell: ShellLayout | None = None  # HAVING / LIMIT / OFFSET applied after the audit (sql_shell.py)
 
     @classmethod
     def of(cls, lineage: Lineage) -> _Shape:
@@ -333,7 +343,7 @@ class _Shape:
         if order_all and len(items) != 1:
             raise UnsupportedShape("ORDER BY ALL cannot be combined with other ORDER BY items here")
         order = [] if order_all else [_with_this(o, _expanded(o.this, select, outputs)) for o in items]
-        return cls(keys, order, order_all, _fields(lineage, outputs))
+        return cls(keys, order, order_all, _fields(lineage, outputs), layout(select, items, order_all))
 
     def apply(self, select: exp.Select, entities: list[exp.Column], conditions: list[exp.Expr],
               stats: list[tuple[exp.Expr, int]], release: ReleasePlan) -> None:
@@ -365,9 +375,22 @@ class _Shape:
         hidden = [(f"{_KEY}{j}", key) for j, key in enumerate(self.keys)]
         hidden += [(f"{_VALUE}{i}", p.unalias()) for i, p in enumerate(projections)]
         hidden += [(f"{_ORDER}{i}", ordered.this) for i, ordered in enumerate(self.order)]
+        if self.shell is not None:
+            for arg in ("having", "limit", "offset"):
+                query.set(arg, None)
+            if self.shell.having is not None:
+                hidden.append((_HAVING, self.shell.having))
         for name, expression in hidden:
             query.append("expressions", exp.alias_(expression.copy(), _name(name)))
         expressions = [exp.alias_(_col(f"{_VALUE}{i}", _QUERY), _name(p.alias)) for i, p in enumerate(projections)]
+        if self.shell is not None:
+            having = _col(_HAVING, _QUERY) if self.shell.having is not None else None
+            if self.order_all:
+                desc = bool(select.args["order"].expressions[0].args.get("desc"))
+                ranked = [exp.Ordered(this=_col(f"{_VALUE}{i}", _QUERY), desc=desc) for i in range(len(projections))]
+            else:
+                ranked = [_with_this(o, _col(f"{_ORDER}{i}", _QUERY)) for i, o in enumerate(self.order)]
+            expressions += [exp.alias_(value, _name(name)) for name, value in hidden_values(self.shell, having, ranked)]
         joins = []
         for i, entity in enumerate(entities):
             alias = f"{_STATS}{i}"

@@ -22,7 +22,7 @@ from sqlglot.optimizer.scope import Scope
 from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
-from policy.sql_entity_scope import per_entity_problem, per_entity_value
+from policy.sql_entity_scope import anchor_aliases, is_per_entity, per_entity_problem, per_entity_value
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
@@ -83,11 +83,14 @@ class _Planner:
             for branch in scope.set_operation_scopes:
                 self.reach(self.lineage.facts(branch), path, why_not or "inside a set operation", selected)
             return
+        anchors = anchor_aliases(self.lineage, facts) if is_per_entity(self.lineage, facts) else None
         for alias, (node, source) in scope.selected_sources.items():
             if isinstance(source, exp.Table):
                 table = source.name.lower()
                 if self.catalog.entity_column(table) is None:
                     continue
+                if anchors is not None and alias not in anchors:
+                    continue  # the same entity as an anchor (a per-entity aggregation joins them on the entity)
                 if why_not is not None:
                     self.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                                 f"{self.catalog.name(table)} has an entity column and is read {why_not}; the group "
