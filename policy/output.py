@@ -164,9 +164,13 @@ class _Control:
         keep: list[int] = []
         marks: Marks = {}
         cells: list[CellRelease] = []
+        windows = plan.shell.windows if plan.shell is not None else ()
+        tainted: dict[int, set[Any]] = {column: set() for column, _ in windows}
         for row in range(self.table.num_rows):
             if any((self.values(group_count(i))[row] or 0) < self.k for i in instances):
                 suppressed[Reason.K] += len(plan.cells)
+                for column, partition in windows:
+                    tainted[column].add(self.values(self.table.schema.names[partition])[row])
                 continue
             out_row = len(keep)
             keep.append(row)
@@ -177,10 +181,25 @@ class _Control:
                     suppressed[reason] += 1
                 elif parts:
                     cells.append(CellRelease(out_row, cell.index, parts))
+        if windows:
+            cells = self._taint_windows(keep, windows, tainted, marks, cells, suppressed)
         table = self.table.select(list(range(plan.columns + len(plan.hidden)))).take(pa.array(keep, type=pa.int64()))
         table = _null_cells(table, marks)
         return ControlledOutput(table=table, suppressed=dict(suppressed), truncated_rows=0, cells=tuple(cells),
                                 marks=marks, plan=plan)
+
+    def _taint_windows(self, keep: list[int], windows: tuple[tuple[int, int], ...], tainted: dict[int, set[Any]],
+                       marks: Marks, cells: list[CellRelease], suppressed: Counter[str]) -> list[CellRelease]:
+        """Suppress (k) a window's cells in every partition with a group dropped or a window cell suppressed."""
+        names = self.table.schema.names
+        for column, partition in windows:
+            values = self.values(names[partition])
+            tainted[column] |= {values[keep[r]] for (r, c) in marks if c == column}
+            for out_row, row in enumerate(keep):
+                if values[row] in tainted[column] and (out_row, column) not in marks:
+                    marks[(out_row, column)] = Reason.K
+                    suppressed[Reason.K] += 1
+        return [c for c in cells if (c.row, c.column) not in marks]
 
     def _cell(self, row: int, components: tuple[int, ...]) -> tuple[Reason | None, tuple[CellSet, ...]]:
         parts: list[CellSet] = []
@@ -256,10 +275,13 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
 
     The marker column `sluice_suppressed` holds, per row, a JSON object mapping each suppressed column of that row
     to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was. With a plan
-    that has a shell (HAVING, LIMIT, OFFSET: policy/sql_shell.py), the rows are selected now, after the audit, and
-    the hidden columns removed.
+    that has a shell (HAVING, LIMIT, OFFSET, windows: policy/sql_shell.py), a window's cells are suppressed in every
+    partition where the audit suppressed one (added to `later` in place, so the caller counts them), the rows are
+    selected now, after the audit, and the hidden columns removed.
     """
-    later = later or {}
+    later = later if later is not None else {}
+    if plan is not None and plan.shell is not None and plan.shell.windows:
+        _taint_windows(table, plan.shell.windows, marks, later)
     table = _null_cells(table, later)
     names = table.schema.names
     suppressed = {**marks, **later}
@@ -275,6 +297,17 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
         return table
     rows = select_rows(table, plan, suppressed)
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
+
+
+def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks) -> None:
+    """Add to `later` (in place, so the caller counts them) the window cells of every partition in which the audit
+    suppressed a window cell."""
+    for column, partition in windows:
+        values = table.column(partition).to_pylist()
+        tainted = {values[r] for (r, c) in later if c == column}
+        for row, value in enumerate(values):
+            if value in tainted and (row, column) not in marks and (row, column) not in later:
+                later[(row, column)] = Reason.DIFFERENCE_AUDIT
 
 
 def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:

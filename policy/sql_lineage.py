@@ -225,6 +225,13 @@ class Lineage:
             return
         if isinstance(node, exp.Window):
             facts.windows.append(node)
+            if facts.is_aggregate and not ctx.in_window and ctx.agg is None:
+                # a window over aggregated rows: its arguments, partition and order are group keys and aggregates
+                for child in [*node.this.iter_expressions(), *(node.args.get("partition_by") or []),
+                              node.args.get("order")]:
+                    if child is not None:
+                        self._visit(child, ctx, facts)
+                return
             self._children(node, replace(ctx, in_window=True), facts)
             return
         if isinstance(node, exp.Filter):

@@ -92,17 +92,22 @@ class Shell:
     limit: int | None = None
     offset: int | None = None
     order: tuple[int, ...] = ()
+    windows: tuple[tuple[int, int], ...] = ()
+    """(column, partition column) of each output column with a window over the aggregated rows: its value in a row
+    depends on the cells of every group of its partition, so one suppressed cell (or a group dropped for k) in a
+    partition suppresses the window's cells in the whole partition."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"pos": self.pos, "keep": self.keep, "limit": self.limit, "offset": self.offset,
-                "order": list(self.order)}
+                "order": list(self.order), "windows": [list(w) for w in self.windows]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Shell:
         """From `to_dict` output."""
         return cls(int(data["pos"]), data.get("keep"), data.get("limit"), data.get("offset"),
-                   tuple(int(x) for x in data.get("order", ())))
+                   tuple(int(x) for x in data.get("order", ())),
+                   tuple((int(c), int(p)) for c, p in data.get("windows", ())))
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,7 @@ POS = "__sluice_pos"
 LIMIT = "__sluice_limit"
 OFFSET = "__sluice_offset"
 ORDER_CELL = "__sluice_order"
+PARTITION = "__sluice_part"
 
 
 def group_count(i: int) -> str:

@@ -34,7 +34,7 @@ from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_model import aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
-from policy.sql_shell import ShellLayout, hidden_values, layout
+from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values
 from policy.sql_threshold import ThresholdPlan
 from policy.sql_types import NUMERIC_TYPES
 
@@ -380,6 +380,7 @@ class _Shape:
                 query.set(arg, None)
             if self.shell.having is not None:
                 hidden.append((_HAVING, self.shell.having))
+            hidden += partition_values(self.shell)
         for name, expression in hidden:
             query.append("expressions", exp.alias_(expression.copy(), _name(name)))
         expressions = [exp.alias_(_col(f"{_VALUE}{i}", _QUERY), _name(p.alias)) for i, p in enumerate(projections)]

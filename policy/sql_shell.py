@@ -28,6 +28,8 @@ class ShellLayout:
     limit: exp.Expr | None = None
     offset: exp.Expr | None = None
     order: list[int] = field(default_factory=list)  # absolute column indexes (user or hidden) LIMIT cuts by
+    windows: list[tuple[int, str, list[exp.Expr]]] = field(default_factory=list)
+    """(output column, hidden partition column, partition expressions) of each output column with a window."""
 
     def index(self, columns: int, name: str) -> int | None:
         """The absolute column index of a hidden column (None when absent)."""
@@ -40,8 +42,14 @@ class ShellLayout:
         """The plan's Shell (order columns restricted to those that are cells)."""
         pos = self.index(columns, R.POS)
         assert pos is not None
+        windows = []
+        for column, name, _ in self.windows:
+            partition = self.index(columns, name)
+            assert partition is not None
+            windows.append((column, partition))
         return R.Shell(pos=pos, keep=self.index(columns, R.KEEP), limit=self.index(columns, R.LIMIT),
-                       offset=self.index(columns, R.OFFSET), order=tuple(c for c in self.order if c in cells))
+                       offset=self.index(columns, R.OFFSET), order=tuple(c for c in self.order if c in cells),
+                       windows=tuple(windows))
 
 
 def layout(select: exp.Select, order_items: list[exp.Ordered], order_all: bool) -> ShellLayout | None:
@@ -49,12 +57,18 @@ def layout(select: exp.Select, order_items: list[exp.Ordered], order_all: bool) 
     having = select.args.get("having")
     limit = select.args.get("limit")
     offset = select.args.get("offset")
-    if having is None and limit is None and offset is None:
+    windowed = [(i, list(p.find_all(exp.Window))) for i, p in enumerate(select.expressions)]
+    windowed = [(i, w) for i, w in windowed if w]
+    if having is None and limit is None and offset is None and not windowed:
         return None
     columns = len(select.expressions)
     out = ShellLayout(having=having.this if having is not None else None,
                       limit=limit.expression if limit is not None else None,
                       offset=offset.expression if offset is not None else None)
+    for index, windows in windowed:
+        partitions = {tuple(e.sql() for e in w.args.get("partition_by") or []) for w in windows}
+        partition = list(windows[0].args.get("partition_by") or []) if len(partitions) == 1 else []
+        out.windows.append((index, f"{R.PARTITION}{index}", partition))
     if having is not None:
         out.hidden.append((R.KEEP, having.this))
     if limit is not None or offset is not None:
@@ -67,11 +81,28 @@ def layout(select: exp.Select, order_items: list[exp.Ordered], order_all: bool) 
             elif ordered.this.find(exp.AggFunc) is not None:
                 out.order.append(columns + len(out.hidden))
                 out.hidden.append((f"{R.ORDER_CELL}{i}", ordered.this))
+    out.hidden += [(name, None) for _, name, _ in out.windows]
     out.hidden.append((R.POS, None))
     if limit is not None:
         out.hidden.append((R.LIMIT, None))
     if offset is not None:
         out.hidden.append((R.OFFSET, None))
+    return out
+
+
+INNER_PARTITION = "__sluice_w"
+QUERY = "__sluice_q"
+
+
+def partition_values(shell: ShellLayout) -> list[tuple[str, exp.Expr]]:
+    """Hidden columns of the wrapped aggregation: each windowed output's partition, numbered over all groups."""
+    out: list[tuple[str, exp.Expr]] = []
+    for index, _, partition in shell.windows:
+        value: exp.Expr = exp.Literal.number(1)
+        if partition:
+            value = exp.Window(this=exp.func("dense_rank"),
+                               order=exp.Order(expressions=[exp.Ordered(this=p.copy()) for p in partition]))
+        out.append((f"{INNER_PARTITION}{index}", value))
     return out
 
 
@@ -100,6 +131,8 @@ def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.O
             if not items:
                 items = [exp.Ordered(this=exp.Literal.number(1))]
             out.append((name, exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=items))))
+        elif name.startswith(R.PARTITION):
+            out.append((name, exp.column(f"{INNER_PARTITION}{name[len(R.PARTITION):]}", table=QUERY, quoted=True)))
         elif name == R.LIMIT and shell.limit is not None:
             out.append((name, exp.cast(shell.limit.copy(), "BIGINT")))
         elif name == R.OFFSET and shell.offset is not None:

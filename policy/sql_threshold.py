@@ -169,9 +169,14 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                        "SELECT DISTINCT over an aggregation of entity data is not supported", select)
     for window in root.windows:
-        planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
-                       "window functions over an aggregation of entity data see groups that output control "
-                       "later suppresses; compute them outside Sluice", window)
+        if select.args.get("having") is not None or select.args.get("qualify") is not None:
+            planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
+                           "window functions over an aggregation of entity data cannot be combined with HAVING or "
+                           "QUALIFY here; filter in an outer query over a CTE instead", window)
+        elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None:
+            planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
+                           "a window function over an aggregation of entity data may only stand in its SELECT list "
+                           "or ORDER BY, not nested in another window or a subquery", window)
     feeding = {id(scope): scope for instance in planner.plan.instances for scope, _ in instance.path[1:]}
     for scope in feeding.values():
         for window in planner.lineage.facts(scope).windows:

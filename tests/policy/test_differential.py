@@ -158,8 +158,13 @@ class Generator:
         group = ", ".join(keys)
         where_sql = f" WHERE {where}" if where else ""
         base = f"SELECT {select} FROM {source.from_}{where_sql} GROUP BY {group}"
-        shape = rng.choice(["plain", "plain", "having", "limit", "cte_rows", "shell", "shell_ratio"])
-        if shape == "having":
+        shape = rng.choice(["plain", "plain", "having", "limit", "cte_rows", "shell", "shell_ratio", "window"])
+        if shape == "window":
+            first = aggregates[0].sql
+            sql = base.replace(" FROM ", f", rank() OVER (ORDER BY {first} DESC NULLS LAST) AS rk, "
+                                         f"{first} * 1.0 / sum({first}) OVER () AS share FROM ", 1)
+            aggregates = [*aggregates, Aggregate("rk", aggregates[0].parts), Aggregate("share", aggregates[0].parts)]
+        elif shape == "having":
             sql = base + f" HAVING count(*) > {rng.choice([5, 20, 100])} ORDER BY {', '.join(names)}"
         elif shape == "limit":
             sql = base + f" ORDER BY a0 DESC NULLS LAST, {', '.join(names[:len(keys)])} LIMIT {rng.choice([3, 5])}"
@@ -198,8 +203,6 @@ class Generator:
             ("union_all_rows", "SELECT channel, count(*) AS n FROM (SELECT 'visit' AS channel, person_id "
              "FROM clinic_visits UNION ALL SELECT 'resident' AS channel, person_id FROM residents) AS u "
              "GROUP BY channel", ["channel"]),
-            ("window", "SELECT district, count(*) AS n, rank() OVER (ORDER BY count(*) DESC) AS rk FROM residents "
-             "GROUP BY district", ["district"]),
             ("rollup", "SELECT district, income_band, count(*) AS n FROM residents GROUP BY ROLLUP (district, "
              "income_band)", ["district", "income_band"]),
             ("set_operation", "SELECT district, count(*) AS n FROM residents GROUP BY district EXCEPT "
