@@ -37,8 +37,8 @@ def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
     scope, select = facts.scope, facts.scope.expression
     if not (facts.is_select and facts.is_aggregate) or scope is lineage.root.scope:
         return "not an aggregation below the top level"
-    if not (scope.is_derived_table or scope.is_cte):
-        return "not a derived table or CTE"
+    if not (scope.is_derived_table or scope.is_cte or scope.is_subquery):
+        return "not a derived table, CTE or subquery"
     group = select.args.get("group")
     if group is None or any(v for arg, v in group.args.items() if arg != "expressions"):
         return "not grouped by plain keys"
@@ -60,6 +60,11 @@ def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
         if not any(other in anchors and _population(lineage, scope.sources[other]) == population
                    for other in equal.get((alias, column.lower()), set())):
             return f"it is not grouped by the entity column {alias}.{column}"
+    if scope.is_subquery:
+        # selecting rows (EXISTS / IN): its aggregates are only compared in HAVING, never output
+        if any(p.find(exp.AggFunc) is not None for p in select.expressions):
+            return "a per-entity subquery that selects rows may not output its aggregates"
+        return None
     for aggregate in facts.aggregates:
         for argument in aggregate_arguments(aggregate):
             origins, _, _ = lineage.expression_origins(argument, facts)

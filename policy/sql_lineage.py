@@ -181,7 +181,9 @@ class Lineage:
             value = projection.unalias()
             origins, simple, bare = self.expression_origins(value, facts)
             pure = bare and self.is_pure(value, facts)
-            if facts.is_aggregate:
+            if facts.is_aggregate and not (bare and any(self.catalog.is_entity(o.table, o.column) for o in origins)):
+                # an aggregate's outputs are released figures; an entity column output by a per-entity aggregation
+                # (its group key) stays an entity column, checked where it is used
                 origins, simple, pure = frozenset(), True, False
             elif not bare:
                 origins = frozenset(Origin(o.table, o.column, False) for o in origins)

@@ -109,7 +109,42 @@ class _Planner:
             self.reach(child, (*path, (scope, alias)), why_not or self._feeding_problem(child),
                        selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
-            self.reach(self.lineage.facts(subquery), path, why_not or "inside a subquery expression", selected)
+            if why_not is None and _in_clause(subquery.expression, scope.expression) in ("where", "joins"):
+                problem = self._selector_problem(subquery)
+                if problem is None:
+                    continue  # EXISTS / IN selecting rows by what their entities did: a predicate like any other
+                why = f"inside a subquery expression that {problem}"
+            else:
+                why = "inside a subquery expression (only EXISTS / IN in WHERE or ON may read entity data)"
+            self.reach(self.lineage.facts(subquery), path, why_not or why, selected)
+
+    def _selector_problem(self, scope: Scope) -> str | None:
+        """Why a subquery in WHERE / ON that reads entity data cannot select rows, or None when it can: no
+        aggregate over entity data is evaluated in it (except per entity, grouped by the entity column), and
+        nothing picks exact rows (LIMIT, OFFSET, QUALIFY, DISTINCT ON, windows)."""
+        facts = self.lineage.facts(scope)
+        if not facts.is_select:
+            for branch in scope.set_operation_scopes:
+                problem = self._selector_problem(branch)
+                if problem is not None:
+                    return problem
+            return None
+        if _row_selection(facts) is not None or facts.windows:
+            return "picks exact rows (LIMIT, OFFSET, QUALIFY, DISTINCT ON or a window)"
+        if facts.is_aggregate and _reads_entity_table(self, scope) and \
+                per_entity_problem(self.lineage, facts) is not None:
+            return ("evaluates an aggregate over entity data (only per-entity aggregates, grouped by the entity "
+                    "column, may select rows; release other aggregates as cells of their own)")
+        for _, source in scope.selected_sources.values():
+            if isinstance(source, Scope):
+                problem = self._selector_problem(source)
+                if problem is not None:
+                    return problem
+        for child in scope.subquery_scopes:
+            problem = self._selector_problem(child)
+            if problem is not None:
+                return problem
+        return None
 
 
     def _feeding_problem(self, child: ScopeFacts) -> str | None:
@@ -120,6 +155,18 @@ class _Planner:
             return ("inside an aggregate below the top level that is not a per-entity aggregation (aggregate per "
                     "entity, grouped by the entity column, then count entities per value)")
         return _feeding_problem(child)
+
+
+def _in_clause(node: exp.Expr, select: exp.Expr) -> str | None:
+    """The argument of `select` (where, joins, expressions, ...) that holds `node`."""
+    while node.parent is not None and node.parent is not select:
+        node = node.parent
+    return node.arg_key if node.parent is select else None
+
+
+def _reads_entity_table(planner: _Planner, scope: Scope) -> bool:
+    return any(isinstance(source, exp.Table) and planner.catalog.entity_column(source.name.lower()) is not None
+               for _, source in scope.selected_sources.values())
 
 
 def _feeding_problem(child: ScopeFacts) -> str | None:
