@@ -44,6 +44,7 @@ ROWS_NAME = "__sluice_rows"
 _QUERY, _STATS, _PARTIAL = "__sluice_q", "__sluice_c", "__sluice_p"
 _KEY, _VALUE, _ORDER, _ENTITY = "__sluice_k", "__sluice_v", "__sluice_o", "__sluice_entity"
 _HAVING = "__sluice_h"
+_GROUPING = "__sluice_g"
 MAX_MONOMIALS = 64
 _STDDEV = (exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop)
 _NUMERIC_TYPE_NAMES = ("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -325,6 +326,7 @@ class _Shape:
     order_all: bool
     fields: dict[str, dict[str, str]] | None  # source alias -> column names (materialized form), else None
     shell: ShellLayout | None = None  # HAVING / LIMIT / OFFSET applied after the audit (sql_shell.py)
+    sets: list[list[int]] | None = None  # ROLLUP / CUBE / GROUPING SETS: each set's key indexes
 
     @classmethod
     def of(cls, lineage: Lineage) -> _Shape:
@@ -343,7 +345,8 @@ class _Shape:
         if order_all and len(items) != 1:
             raise UnsupportedShape("ORDER BY ALL cannot be combined with other ORDER BY items here")
         order = [] if order_all else [_with_this(o, _expanded(o.this, select, outputs)) for o in items]
-        return cls(keys, order, order_all, _fields(lineage, outputs), layout(select, items, order_all))
+        return cls(keys, order, order_all, _fields(lineage, outputs), layout(select, items, order_all),
+                   _grouping_sets(select, keys, outputs))
 
     def apply(self, select: exp.Select, entities: list[exp.Column], conditions: list[exp.Expr],
               stats: list[tuple[exp.Expr, int]], release: ReleasePlan) -> None:
@@ -373,6 +376,8 @@ class _Shape:
             query.set(arg, _copied(value))
         projections = select.expressions
         hidden = [(f"{_KEY}{j}", key) for j, key in enumerate(self.keys)]
+        if self.sets is not None:  # which grouping set a row belongs to (its NULL keys are not values)
+            hidden.append((_GROUPING, exp.Grouping(expressions=[k.copy() for k in self.keys])))
         hidden += [(f"{_VALUE}{i}", p.unalias()) for i, p in enumerate(projections)]
         hidden += [(f"{_ORDER}{i}", ordered.this) for i, ordered in enumerate(self.order)]
         if self.shell is not None:
@@ -430,6 +435,13 @@ class _Shape:
             expressions=[*(exp.alias_(k.copy(), _name(n)) for k, n in zip(self.keys, keys, strict=True)),
                          exp.alias_(entity.copy(), _name(_ENTITY)), *flags, *values],
             group=exp.Group(expressions=[*(k.copy() for k in self.keys), entity.copy()]))
+        if self.sets is not None:
+            partial.append("expressions", exp.alias_(exp.Grouping(expressions=[k.copy() for k in self.keys]),
+                                                     _name("g")))
+            partial.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=[
+                exp.Tuple(expressions=[*(self.keys[j].copy() for j in members), entity.copy()])
+                for members in self.sets])]))
+            keys = [*keys, "g"]
         for arg, value in source.items():
             partial.set(arg, _copied(value))
         entity_ref = _col(_ENTITY)
@@ -455,7 +467,8 @@ class _Shape:
                                                              alias=exp.TableAlias(this=_name(_PARTIAL)))))
         if keys:
             counts.set("group", exp.Group(expressions=[_col(n) for n in keys]))
-        on = exp.and_(*(exp.NullSafeEQ(this=_col(f"{_KEY}{j}", _QUERY), expression=_col(n, alias))
+        on = exp.and_(*(exp.NullSafeEQ(this=_col(f"{_KEY}{j}" if n != "g" else _GROUPING, _QUERY),
+                                       expression=_col(n, alias))
                         for j, n in enumerate(keys))) if keys else exp.true()
         return exp.Join(this=exp.Subquery(this=counts, alias=exp.TableAlias(this=_name(alias))), kind="LEFT", on=on)
 
@@ -512,12 +525,49 @@ def _group_keys(select: exp.Select, outputs: dict[str, list[exp.Expr]]) -> list[
     if group is None:
         return []
     if any(value for arg, value in group.args.items() if arg not in ("expressions", "all")):
-        raise UnsupportedShape("ROLLUP, CUBE and GROUPING SETS are not supported over entity data")
+        raise UnsupportedShape("this GROUP BY form is not supported over entity data; spell the grouping sets out")
     if group.args.get("all"):
         if group.expressions:
             raise UnsupportedShape("GROUP BY ALL cannot be combined with other keys")
         return [p.unalias() for p in select.expressions if not p.find(exp.AggFunc)]
-    return [_expanded(key, select, outputs) for key in group.expressions]
+    keys: list[exp.Expr] = []
+    for key in group.expressions:
+        for expression in (key.expressions if isinstance(key, _GROUPINGS) else [key]):
+            for item in (expression.expressions if isinstance(expression, exp.Tuple) else [expression.unnest()]):
+                expanded = _expanded(item, select, outputs)
+                if expanded not in keys:
+                    keys.append(expanded)
+    return keys
+
+
+_GROUPINGS = (exp.Rollup, exp.Cube, exp.GroupingSets)
+
+
+def _grouping_sets(select: exp.Select, keys: list[exp.Expr], outputs: dict[str, list[exp.Expr]]
+                   ) -> list[list[int]] | None:
+    """The grouping sets of a GROUP BY with ROLLUP / CUBE / GROUPING SETS, as indexes into `keys`; None without."""
+    group = select.args.get("group")
+    if group is None or not any(isinstance(k, _GROUPINGS) for k in group.expressions):
+        return None
+    sets: list[list[int]] = [[]]
+    for key in group.expressions:
+        if isinstance(key, exp.Rollup):
+            items = [keys.index(_expanded(e.unnest(), select, outputs)) for e in key.expressions]
+            options = [items[:n] for n in range(len(items), -1, -1)]
+        elif isinstance(key, exp.Cube):
+            items = [keys.index(_expanded(e.unnest(), select, outputs)) for e in key.expressions]
+            options = [[items[i] for i in range(len(items)) if mask >> i & 1] for mask in range(2 ** len(items))]
+        elif isinstance(key, exp.GroupingSets):
+            options = []
+            for expression in key.expressions:
+                members = expression.expressions if isinstance(expression, exp.Tuple) else [expression.unnest()]
+                options.append([keys.index(_expanded(e, select, outputs)) for e in members])
+        else:
+            options = [[keys.index(_expanded(key, select, outputs))]]
+        sets = [[*s, *o] for s in sets for o in options]
+    if len(sets) > 64:
+        raise UnsupportedShape("more than 64 grouping sets")
+    return sets
 
 
 def _expanded(node: exp.Expr, select: exp.Select, outputs: dict[str, list[exp.Expr]]) -> exp.Expr:

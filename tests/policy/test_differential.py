@@ -77,6 +77,7 @@ class Generated:
     aggregates: list[Aggregate] = field(default_factory=list)
     where: str | None = None
     coverage: str | None = None  # SQL: keys, then per aggregate per part: (entities, rows)
+    rollup: bool = False
 
 
 class Generator:
@@ -158,7 +159,11 @@ class Generator:
         group = ", ".join(keys)
         where_sql = f" WHERE {where}" if where else ""
         base = f"SELECT {select} FROM {source.from_}{where_sql} GROUP BY {group}"
-        shape = rng.choice(["plain", "plain", "having", "limit", "cte_rows", "shell", "shell_ratio", "window"])
+        shape = rng.choice(["plain", "plain", "having", "limit", "cte_rows", "shell", "shell_ratio", "window",
+                            "rollup"])
+        if shape == "rollup":
+            sql = base.replace(f"GROUP BY {group}", f"GROUP BY ROLLUP ({group})")
+            return Generated(shape, sql, source, keys, aggregates, where, rollup=True)
         if shape == "window":
             first = aggregates[0].sql
             sql = base.replace(" FROM ", f", rank() OVER (ORDER BY {first} DESC NULLS LAST) AS rk, "
@@ -203,8 +208,6 @@ class Generator:
             ("union_all_rows", "SELECT channel, count(*) AS n FROM (SELECT 'visit' AS channel, person_id "
              "FROM clinic_visits UNION ALL SELECT 'resident' AS channel, person_id FROM residents) AS u "
              "GROUP BY channel", ["channel"]),
-            ("rollup", "SELECT district, income_band, count(*) AS n FROM residents GROUP BY ROLLUP (district, "
-             "income_band)", ["district", "income_band"]),
             ("set_operation", "SELECT district, count(*) AS n FROM residents GROUP BY district EXCEPT "
              f"SELECT district, count(*) AS n FROM residents WHERE district = '{district}' GROUP BY district",
              ["district"]),
@@ -235,7 +238,8 @@ def coverage_sql(query: Generated) -> str:
         for part in aggregate.parts:
             columns += [f"count(DISTINCT {source.entity}) FILTER (WHERE {part})", f"count(*) FILTER (WHERE {part})"]
     where = f" WHERE {query.where}" if query.where else ""
-    return f"SELECT {', '.join(columns)} FROM {source.from_}{where} GROUP BY {', '.join(query.keys)}"
+    group = f"ROLLUP ({', '.join(query.keys)})" if query.rollup else ", ".join(query.keys)
+    return f"SELECT {', '.join(columns)} FROM {source.from_}{where} GROUP BY {group}"
 
 
 def _normal(value: Any) -> Any:
