@@ -50,7 +50,7 @@ SOURCES = (
            ("c.cost",),
            ("c.diagnosis_group = '呼吸系统疾病'", "c.cost BETWEEN 100 AND 900", "c.clinic <> '市妇幼保健院'"),
            (("c.cost", 20.0, 3000.0),)),
-    Source("residents AS r", "r.person_id", ("r.district", "r.income_band", "year(r.birth_date) >= 1980"), (),
+    Source("residents AS r", "r.person_id", ("r.district", "r.income_band", "year(r.birth_date) // 10 * 10"), (),
            ("r.income_band IN ('>20k', '10-20k')", "r.district = '城北区'"), ()),
     Source("enterprises AS e", "e.credit_code", ("e.industry", "e.district"), ("e.employees", "e.registered_capital"),
            ("e.employees > 50", "e.industry = '制造业'", "e.district <> '高新区'"),
