@@ -47,7 +47,7 @@ def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
         return "windows, DISTINCT, LIMIT, OFFSET and QUALIFY are not allowed in a per-entity aggregation"
     anchors = anchor_aliases(lineage, facts)
     assert isinstance(select, exp.Select)
-    equal = _entity_equalities(select)
+    equal = entity_equalities(select)
     for alias, (_, source) in scope.selected_sources.items():
         if isinstance(source, Scope):
             if _reads_entity(lineage, source):
@@ -95,7 +95,7 @@ def _population(lineage: Lineage, table: exp.Table | Scope) -> str:
     return lineage.catalog.tables[name].entity_population or name
 
 
-def _entity_equalities(select: exp.Select) -> dict[tuple[str, str], set[str]]:
+def entity_equalities(select: exp.Select) -> dict[tuple[str, str], set[str]]:
     """(alias, column) -> aliases it is equated with by a top-level conjunct `a.x = b.y` of an ON or WHERE."""
     out: dict[tuple[str, str], set[str]] = {}
     conditions = [j.args.get("on") for j in select.args.get("joins") or []]

@@ -66,7 +66,7 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan | No
     assert isinstance(select, exp.Select)
     shape = _Shape.of(lineage)
     passthrough: dict[tuple[int, exp.Expr], str] = {}
-    entities = [_reference(lineage, i.path, i.table, passthrough) for i in plan.instances]
+    entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in plan.instances]
     builder = _Builder(lineage, passthrough)
     release = builder.build([i.population for i in plan.instances], shape.shell)
     shape.apply(select, entities, builder.conditions, builder.stat_values, release)
@@ -306,14 +306,29 @@ def _carry(child: Scope, alias: str, inner: exp.Expr, passthrough: dict[tuple[in
 
 
 def _reference(lineage: Lineage, path: tuple[tuple[Scope, str], ...], table: str,
-               passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
+               passthrough: dict[tuple[int, exp.Expr], str],
+               branches: tuple[tuple[Scope, str | None], ...] = ()) -> exp.Column:
     """A column, valid in the first scope of `path`, carrying the entity index of the instance at its end."""
     scope, alias = path[0]
     if len(path) == 1:
+        if branches:
+            return _carry_union(alias, branches, passthrough)
         return exp.column(EIDX, table=alias, quoted=True)
     child = scope.sources[alias]
     assert isinstance(child, Scope) and isinstance(child.expression, exp.Select)
-    return _carry(child, alias, _reference(lineage, path[1:], table, passthrough), passthrough)
+    return _carry(child, alias, _reference(lineage, path[1:], table, passthrough, branches), passthrough)
+
+
+def _carry_union(alias: str, branches: tuple[tuple[Scope, str | None], ...],
+                 passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
+    """The entity index carried up as the last output of every branch of a UNION ALL (0 where a branch has none)."""
+    name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"
+    passthrough[(id(branches), exp.to_identifier(name))] = name
+    for branch, table_alias in branches:
+        value = exp.column(EIDX, table=table_alias, quoted=True) if table_alias is not None \
+            else exp.cast(exp.Literal.number(0), "UINTEGER")
+        branch.expression.append("expressions", exp.alias_(value, exp.to_identifier(name, quoted=True)))
+    return exp.column(name, table=alias, quoted=True)
 
 
 # --- the SQL ----------------------------------------------------------------------------------------------------

@@ -22,7 +22,13 @@ from sqlglot.optimizer.scope import Scope
 from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
-from policy.sql_entity_scope import anchor_aliases, is_per_entity, per_entity_problem, per_entity_value
+from policy.sql_entity_scope import (
+    anchor_aliases,
+    entity_equalities,
+    is_per_entity,
+    per_entity_problem,
+    per_entity_value,
+)
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
@@ -45,6 +51,9 @@ class EntityInstance:
     table: str
     path: tuple[tuple[Scope, str], ...]
     population: str = ""
+    branches: tuple[tuple[Scope, str | None], ...] = ()
+    """When the path ends at a UNION ALL of row-level branches: each branch and the alias of its entity dataset
+    (None for a branch without entity data, whose rows have no entity)."""
 
 
 @dataclass
@@ -106,6 +115,9 @@ class _Planner:
                     self.plan.instances.append(EntityInstance(table, (*path, (scope, alias)), population))
                 continue
             child = self.lineage.facts(source)
+            if not child.is_select and why_not is None and selected is None and self._union(child, (*path, (scope,
+                                                                                                          alias))):
+                continue
             self.reach(child, (*path, (scope, alias)), why_not or self._feeding_problem(child),
                        selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
@@ -117,6 +129,60 @@ class _Planner:
             else:
                 why = "inside a subquery expression (only EXISTS / IN in WHERE or ON may read entity data)"
             self.reach(self.lineage.facts(subquery), path, why_not or why, selected)
+
+    def _union(self, child: ScopeFacts, path: tuple[tuple[Scope, str], ...]) -> bool:
+        """A UNION ALL of row-level branches (several sales channels) aggregated above: one entity instance whose
+        index each branch carries. True when handled (or there is no entity data in it)."""
+        branches = _union_branches(child.scope)
+        if branches is None:
+            return False
+        entries: list[tuple[Scope, str | None]] = []
+        tables: dict[str, str] = {}
+        for branch in branches:
+            facts = self.lineage.facts(branch)
+            if facts.is_aggregate or facts.windows or _row_selection(facts) is not None or \
+                    branch.expression.args.get("distinct") is not None:
+                return False
+            if any(_reads_entity_scope(self, s) for s in [*branch.subquery_scopes,
+                                                          *(src for _, src in branch.selected_sources.values()
+                                                            if isinstance(src, Scope))]):
+                return False
+            aliases = [a for a, (_, src) in branch.selected_sources.items()
+                       if isinstance(src, exp.Table) and self.catalog.entity_column(src.name.lower()) is not None]
+            if len(aliases) > 1 and not self._same_entity(branch, aliases):
+                return False
+            if aliases:
+                _, table_node = branch.selected_sources[aliases[0]]
+                assert isinstance(table_node, exp.Table)
+                table = table_node.name.lower()
+                tables[aliases[0]] = table
+            entries.append((branch, aliases[0] if aliases else None))
+        populations = {self.catalog.tables[t].entity_population or t for t in tables.values()}
+        if not populations:
+            return True  # no entity data in the union
+        if len(populations) != 1:
+            return False
+        self.plan.instances.append(EntityInstance(next(iter(tables.values())), path, populations.pop(),
+                                                  tuple(entries)))
+        return True
+
+    def _same_entity(self, branch: Scope, aliases: list[str]) -> bool:
+        """Whether every entity dataset of a branch is joined on its entity column to the first one (same
+        population): then the branch's rows have one entity, the first dataset's."""
+        select = branch.expression
+        assert isinstance(select, exp.Select)
+        equal = entity_equalities(select)
+        first = aliases[0]
+        populations = set()
+        for alias in aliases:
+            _, table = branch.selected_sources[alias]
+            assert isinstance(table, exp.Table)
+            name = table.name.lower()
+            populations.add(self.catalog.tables[name].entity_population or name)
+            column = (self.catalog.entity_column(name) or "").lower()
+            if alias != first and first not in equal.get((alias, column), set()):
+                return False
+        return len(populations) == 1
 
     def _selector_problem(self, scope: Scope) -> str | None:
         """Why a subquery in WHERE / ON that reads entity data cannot select rows, or None when it can: no
@@ -162,6 +228,30 @@ def _in_clause(node: exp.Expr, select: exp.Expr) -> str | None:
     while node.parent is not None and node.parent is not select:
         node = node.parent
     return node.arg_key if node.parent is select else None
+
+
+def _union_branches(scope: Scope) -> list[Scope] | None:
+    """The SELECT branches of a UNION ALL (nested ones flattened), or None for any other set operation."""
+    expression = scope.expression
+    if isinstance(expression, exp.Select):
+        return [scope]
+    if not isinstance(expression, exp.Union) or expression.args.get("distinct"):
+        return None
+    out: list[Scope] = []
+    for branch in scope.set_operation_scopes:
+        inner = _union_branches(branch)
+        if inner is None:
+            return None
+        out += inner
+    return out
+
+
+def _reads_entity_scope(planner: _Planner, scope: Scope) -> bool:
+    if _reads_entity_table(planner, scope):
+        return True
+    children = [*scope.subquery_scopes, *scope.set_operation_scopes,
+                *(src for _, src in scope.selected_sources.values() if isinstance(src, Scope))]
+    return any(_reads_entity_scope(planner, c) for c in children)
 
 
 def _reads_entity_table(planner: _Planner, scope: Scope) -> bool:

@@ -215,6 +215,10 @@ class Generator:
              "clinic_visits AS c WHERE c.person_id = r.person_id AND c.cost > 1000) GROUP BY r.district",
              ["district"]),
         ])
+        if shape == "union_all_rows":
+            union = sql[sql.index("FROM (") + 5:sql.index(" AS u")]
+            coverage = f"SELECT channel, count(DISTINCT person_id), count(*) FROM {union} AS u GROUP BY channel"
+            return Generated(shape, sql, keys=keys, aggregates=[Aggregate("count(*)", ["TRUE"])], coverage=coverage)
         return Generated(shape, sql, keys=keys)
 
     def open_data(self) -> Generated:
