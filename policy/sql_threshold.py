@@ -310,10 +310,12 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
                            "window functions over an aggregation of entity data cannot be combined with HAVING or "
                            "QUALIFY here; filter in an outer query over a CTE instead", window)
-        elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None:
+        elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None or \
+                window.find_ancestor(exp.Order) is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
                            "a window function over an aggregation of entity data may only stand in its SELECT list "
-                           "or ORDER BY, not nested in another window or a subquery", window)
+                           "(ORDER BY its output name), not nested in another window, a subquery or ORDER BY",
+                           window)
     feeding = {id(scope): scope for instance in planner.plan.instances for scope, _ in instance.path[1:]}
     for scope in feeding.values():
         for window in planner.lineage.facts(scope).windows:
