@@ -28,6 +28,7 @@ from sandbox.app import (
     routes_jobs,
     routes_prices,
     routes_products,
+    routes_provider,
     routes_quality,
     routes_registrations,
     routes_system,
@@ -101,7 +102,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     app.state.sluice = state
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products,
+                   routes_provider):
         app.include_router(module.router)
     docs.install(app, PUBLIC_ROUTES)
     finalize_routes(app)

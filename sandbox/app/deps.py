@@ -333,8 +333,9 @@ def _limit(state: AppState, draft: AuditDraft) -> None:
     raise exc
 
 
-def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
-    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome.
+def require(obj: str, act: str, *, audit_action: str | None = None) -> Callable[..., AsyncIterator[Guard]]:
+    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome (as
+    `audit_action`, default `obj:act`).
 
     Async to save thread-pool hops on the run path: a cached key needs no I/O, and a cache miss or a refusal
     does one short store query on the event loop.
@@ -342,7 +343,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
                          session: Session = Depends(db_session)) -> AsyncIterator[Guard]:
-        draft = new_draft(request, f"{obj}:{act}")
+        draft = new_draft(request, audit_action or f"{obj}:{act}")
         state.audit_health.write_outage(state)
         now = state.clock.now()
         try:

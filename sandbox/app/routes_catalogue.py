@@ -60,6 +60,7 @@ class DatasetIn(StrictModel):
     encoding: str = "utf-8"
     null_markers: list[str] = Field(default_factory=lambda: [""])
     delimiter: str = ","
+    sheet: str | None = Field(None, description="xlsx: the sheet to register (default: the first)")
     header: bool = True
     column_types: dict[str, str] | None = None
 
@@ -146,7 +147,8 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
     else:
         source, source_name = None, ""
     options = ImportOptions(format=meta.format, encoding=meta.encoding, null_markers=tuple(meta.null_markers),
-                            delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types)
+                            delimiter=meta.delimiter, header=meta.header, column_types=meta.column_types,
+                            sheet=meta.sheet)
     dmeta = registry.DatasetMeta(
         title=meta.title, description=meta.description, domain=meta.domain, update_frequency=meta.update_frequency,
         grade=meta.grade, entity_column=meta.entity_column, population=meta.population, expectations=meta.expectations,

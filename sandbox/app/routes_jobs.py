@@ -37,6 +37,12 @@ class JobIn(StrictModel):
     parameters: dict[str, str] = Field(default_factory=dict, description="$name -> type, e.g. {'d': 'VARCHAR'}")
 
 
+class CheckIn(StrictModel):
+    grant_id: str
+    sql: str = Field(min_length=1)
+    parameters: dict[str, str] = Field(default_factory=dict, description="$name -> type, e.g. {'d': 'VARCHAR'}")
+
+
 class ReviewIn(StrictModel):
     decision: str = Field(description="approve or reject")
     comment: str = Field(min_length=1)
@@ -74,6 +80,22 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
         raise guard.refuse_with(session, Refused(f"query refused by analysis: {', '.join(codes)}",
                                                  code="query_refused", job_id=job.id, findings=job.findings))
     return jobs.job_out(job)
+
+
+@router.post("/jobs/check")
+def check_job(body: CheckIn, guard: Guard = Depends(require("job", "create", audit_action="job:check")),
+              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+    """Check SQL under a grant before submitting: the findings and the SQL that would run. Static analysis only:
+    no job is stored and no data is read; the check is authorized like a submission and audited."""
+    grant = session.get(Grant, body.grant_id)
+    guard.check(grant.operator_org_id if grant else None, f"grant/{body.grant_id}")
+    if grant is None:
+        raise NotFound(f"grant {body.grant_id} does not exist", code="grant_not_found")
+    result = jobs.check(session, grant=grant, sql=body.sql, parameters=body.parameters, now=state.clock.now())
+    guard.note(grant_id=grant.id, verdict=result["verdict"], findings=[f["code"] for f in result["findings"]],
+               datasets=sorted(result["dataset_versions"]),
+               sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest())
+    return result
 
 
 @router.get("/jobs")

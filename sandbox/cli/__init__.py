@@ -329,12 +329,14 @@ def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: boo
 
 @datasets_app.command("register")
 def datasets_register(
-    file: Annotated[Path | None, typer.Argument(help="CSV, Parquet or JSON-lines file to upload")] = None,
+    file: Annotated[Path | None, typer.Argument(help="CSV, Parquet, JSON-lines or Excel (.xlsx) file to upload")]
+    = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON (see docs/catalogue.md)")] = None,
     dataset_id: Annotated[str | None, typer.Option("--id", help="dataset id: lower-case letters, digits and _")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV field separator, e.g. ';' (default ,)")] = None,
+    sheet: Annotated[str | None, typer.Option(help="xlsx: the sheet to register (default: the first)")] = None,
     provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
                                                       "--certify-now)")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
@@ -343,7 +345,7 @@ def datasets_register(
 ) -> None:
     """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
     metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding, "delimiter": delimiter,
-                                 "provider_org_id": provider, "certify_now": certify_now or None})
+                                 "sheet": sheet, "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
 
@@ -373,6 +375,18 @@ def datasets_list(as_json: JsonOpt = False) -> None:
 def datasets_show(dataset_id: str, as_json: JsonOpt = False) -> None:
     """Show a dataset with its columns and versions."""
     call(lambda c: c.get(f"/v1/datasets/{dataset_id}"), as_json)
+
+
+@datasets_app.command("usage")
+def datasets_usage(dataset_id: Annotated[str, typer.Argument(help="a dataset of your provider organization")],
+                   as_json: JsonOpt = False) -> None:
+    """Who uses a dataset: the jobs and runs that read it (metadata only; for its provider's data stewards)."""
+    data = call(lambda c: c.get(f"/v1/datasets/{dataset_id}/usage"), as_json, quiet=True)
+    if as_json:
+        emit(data, True)
+        return
+    emit([{**j, "runs": len(j["runs"])} for j in data["jobs"]], False,
+         columns=["job_id:job", "operator", "title", "state", "runs", "created_at:created"])
 
 
 # --- grants ----------------------------------------------------------------------------------------------
@@ -505,6 +519,23 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
     body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": read_text(sql_file, "SQL file"),
             "parameters": _params(param or [])}
     call(lambda c: c.post("/v1/jobs", body), as_json)
+
+
+@jobs_app.command("check")
+def jobs_check(sql_file: Annotated[Path, typer.Argument(help="file with one SQL query")],
+               grant: Annotated[str, typer.Option(help="grant id")],
+               param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
+               = None, as_json: JsonOpt = False) -> None:
+    """Check SQL before submitting: findings and the SQL that would run; nothing is stored. Exit 1 if refused."""
+    body = {"grant_id": grant, "sql": read_text(sql_file, "SQL file"), "parameters": _params(param or [])}
+    result = call(lambda c: c.post("/v1/jobs/check", body), as_json, quiet=True)
+    if as_json:
+        emit(result, True)
+    else:
+        emit({k: result[k] for k in ("verdict", "would_be", "reviews_required", "sql")}, False)
+        print_findings({"context": {"findings": result["findings"]}})
+    if result["verdict"] != "accepted":
+        raise typer.Exit(Exit.REFUSED)
 
 
 @jobs_app.command("list")

@@ -259,3 +259,45 @@ def test_results_and_replays_are_refused_once_the_grant_is_not_usable(api, world
     refused = [a for a in audit if a["action"] == "result:read" and a["decision"] == "refused"]
     assert len(refused) == 3 and {a["code"] for a in refused} == {code}
 
+
+
+def test_a_check_returns_findings_and_the_sql_that_would_run_and_stores_nothing(api, world) -> None:  # type: ignore[no-untyped-def]
+    before = api.ok("GET", "/v1/jobs", world["key"])
+    refused = api.ok("POST", "/v1/jobs/check", world["key"], json={
+        "grant_id": world["domain"], "sql": "SELECT district,\n  temperature FROM read_csv('/etc/passwd')"})
+    assert refused["verdict"] == "refused" and refused["would_be"] == "rejected" and refused["sql"] is None
+    assert [(f["code"], f["line"]) for f in refused["findings"]] == [("file_access_not_allowed", 2)]
+    accepted = api.ok("POST", "/v1/jobs/check", world["key"], json={"grant_id": world["domain"], "sql": WEATHER})
+    assert accepted["verdict"] == "accepted" and accepted["findings"] == [] and accepted["would_be"] == "approved"
+    assert accepted["sql"].startswith("SELECT") and accepted["dataset_versions"] == {"weather": 1}
+    scenario = api.ok("POST", "/v1/jobs/check", world["key"], json={"grant_id": world["scenario"],
+                                                                     "sql": HEALTH_COST})
+    assert (scenario["would_be"], scenario["reviews_required"]) == ("pending_review", 2)
+    assert api.ok("GET", "/v1/jobs", world["key"]) == before  # nothing stored
+    other = api.call("POST", "/v1/jobs/check", world["other_key"], json={"grant_id": world["domain"],
+                                                                         "sql": WEATHER})
+    assert other.status_code == 404  # another operator's grant is not visible
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
+    checks = [a for a in audit if a["action"] == "job:check"]
+    assert [a["decision"] for a in checks] == ["allow", "allow", "allow", "deny"]
+    assert checks[0]["detail"]["findings"] == ["file_access_not_allowed"]
+
+
+def test_a_provider_sees_who_uses_its_dataset_as_metadata_only(api, world) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"])
+    usage = api.ok("GET", "/v1/datasets/weather/usage", world["steward"])
+    [entry] = usage["jobs"]
+    assert entry["job_id"] == job["id"] and entry["operator_org_id"] == world["op"]
+    assert entry["sql_sha256"] == hashlib.sha256(WEATHER.encode("utf-8")).hexdigest()
+    assert (entry["title"], entry["purpose"], entry["state"], entry["version"]) == ("t", "p", "approved", 1)
+    assert [x["run_id"] for x in entry["runs"]] == [r["id"]] and entry["runs"][0]["status"] == "succeeded"
+    text = str(usage)
+    assert "SELECT" not in text and "district" not in text and "result" not in text  # no SQL, no results
+    assert api.ok("GET", "/v1/datasets/residents/usage", world["steward"])["jobs"] == []
+    for outsider in (world["key"], api.actor("provider", "data_steward")[1]):
+        resp = api.call("GET", "/v1/datasets/weather/usage", outsider)
+        assert resp.status_code == 403 and resp.json()["code"] == "not_the_provider"
