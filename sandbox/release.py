@@ -113,7 +113,7 @@ class ReleaseService:
                 self._maybe_snapshot(population, state[population])
 
     def _write(self, run: Run, pending: PendingRelease, suppressed: dict[Any, Reason], plan: ReleasePlan) -> None:
-        table = finish(pending.table, pending.marks, suppressed)
+        table = finish(pending.table, pending.marks, suppressed, plan)
         path = self.home / "results" / f"{run.id}.parquet"
         written = write_result(table, path)
         run.result_path = str(path.relative_to(self.home))
