@@ -1,14 +1,14 @@
 """job replaces: a corrected job links to the job it replaces
 
 Revision ID: 0007
-Revises: 0010
+Revises: 0013
 Create Date: 2026-11-28 12:35:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0007'
-down_revision = '0010'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
