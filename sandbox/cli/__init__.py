@@ -514,10 +514,12 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
                 title: Annotated[str, typer.Option(help="a short title")], purpose: Annotated[str,
                 typer.Option(help="what the result is for (recorded and audited)")],
                 param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
-                = None, as_json: JsonOpt = False) -> None:
+                = None,
+                replaces: Annotated[str | None, typer.Option(help="the job this one corrects (same grant)")] = None,
+                as_json: JsonOpt = False) -> None:
     """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
     body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": read_text(sql_file, "SQL file"),
-            "parameters": _params(param or [])}
+            "parameters": _params(param or []), **({"replaces": replaces} if replaces else {})}
     call(lambda c: c.post("/v1/jobs", body), as_json)
 
 

@@ -348,6 +348,8 @@ class Job(Base):
     frozen_sql_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the job this one corrects (same grant); a job is replaced at most once, so the history is a chain
+    replaces: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True, index=True)
 
 
 class JobReview(Base):
