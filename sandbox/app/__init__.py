@@ -22,6 +22,7 @@ from sandbox.app import (
     routes_audit,
     routes_billing,
     routes_catalogue,
+    routes_disclosures,
     routes_grants,
     routes_identity,
     routes_jobs,
@@ -99,7 +100,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     app.state.sluice = state
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing,
+                   routes_disclosures):
         app.include_router(module.router)
     finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
