@@ -196,7 +196,8 @@ class Bar:
     width: float
 
 
-def _bars(items: list[tuple[str, float, str]]) -> list[Bar]:
+def bars(items: list[tuple[str, float, str]]) -> list[Bar]:
+    """Horizontal bars for an inline SVG chart: (label, value, text), scaled to the largest value."""
     top = max((v for _, v, _ in items), default=0.0) or 1.0
     return [Bar(name, value, text, 300.0 * value / top) for name, value, text in items]
 
@@ -208,9 +209,9 @@ def _charts(report: dict[str, Any], lang: str) -> list[tuple[str, list[Bar]]]:
         for d in o["usage"]["by_dataset"]:
             rows[d["dataset_id"]] = rows.get(d["dataset_id"], 0) + d["rows"]
     return [
-        (label("chart.runs", lang), _bars([(o["name"], float(o["usage"]["runs"]), str(o["usage"]["runs"]))
+        (label("chart.runs", lang), bars([(o["name"], float(o["usage"]["runs"]), str(o["usage"]["runs"]))
                                            for o in ops])),
-        (label("chart.rows", lang), _bars([(k, float(v), str(v)) for k, v in sorted(rows.items())])),
-        (label("chart.revenue", lang), _bars([(o["name"], float(o["revenue"]["period"]), o["revenue"]["period"])
+        (label("chart.rows", lang), bars([(k, float(v), str(v)) for k, v in sorted(rows.items())])),
+        (label("chart.revenue", lang), bars([(o["name"], float(o["revenue"]["period"]), o["revenue"]["period"])
                                               for o in ops])),
     ]

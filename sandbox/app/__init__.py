@@ -22,6 +22,7 @@ from sandbox.app import (
     routes_audit,
     routes_billing,
     routes_catalogue,
+    routes_console,
     routes_disclosures,
     routes_grants,
     routes_identity,
@@ -101,7 +102,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
                    routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing,
-                   routes_disclosures):
+                   routes_disclosures, routes_console):
         app.include_router(module.router)
     finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
