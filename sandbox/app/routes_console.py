@@ -138,11 +138,17 @@ def home(cg: ConsoleGuard = Depends(console_require("self", "read")), state: App
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(filters: Filters = Depends(), cursor: int = Query(0, ge=0),
+def audit_page(actor: str = Query("", max_length=40), org: str = Query("", max_length=40),
+               dataset: str = Query("", max_length=64), action: str = Query("", max_length=60),
+               decision: str = Query("", pattern="^(|allow|deny|refused|invalid|failed)$"),
+               since: str = Query("", max_length=40), until: str = Query("", max_length=40),
+               cursor: int = Query(0, ge=0),
                cg: ConsoleGuard = Depends(console_require("audit", "read")), session: Session = Depends(db_session),
                state: AppState = Depends(app_state)) -> HTMLResponse:
     """The audit trail, filterable and paginated, with the checkpoint history; each entry verifiable in the
     browser against the checkpoint it is shown with."""
+    filters = Filters(actor=actor or None, org=org or None, dataset=dataset or None, action=action or None,
+                      decision=decision or None, since=since or None, until=until or None)  # empty field: no filter
     checkpoint = state.audit_log.checkpoint("console")
     conditions = [*filters.where(cg.guard), _EVENTS.c.seq < checkpoint.size, _EVENTS.c.seq >= cursor]
     rows = session.execute(select(_EVENTS).where(*conditions).order_by(_EVENTS.c.seq).limit(PAGE + 1)
