@@ -153,6 +153,9 @@ def test_a_published_report_is_public_byte_identical_when_rebuilt_and_verifies_o
         rebuilt = disclosures.rebuild(s, state.audit_log, state.keyring, row,
                                       tz_name=api.settings.billing_timezone)
     assert rebuilt.data == data
+    schema = api.call("GET", "/v1/disclosures/schema", None)
+    assert schema.headers["content-type"].startswith("application/schema+json")
+    assert schema.json()["properties"]["type"] == {"const": "sluice.disclosure/v1"}
     listed = api.ok("GET", "/v1/disclosures", None)["disclosures"]
     assert [d["period"] for d in listed] == [JUNE]
 
