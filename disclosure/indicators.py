@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 PRODUCT_KINDS = frozenset({EventKind.CALL, EventKind.SUBSCRIPTION, EventKind.PACKAGE})
 REFUSED = frozenset({"deny", "refused"})
 AUDIT_REASONS = frozenset({"difference_audit", "audit_budget_exceeded"})
+# Audit actions whose records carry a release's suppression: job runs, and product calls (which run a job).
+RELEASE_ACTIONS = frozenset({"run:create", "product:invoke"})
+CALL_ACTIONS = frozenset({"product:invoke"})
 
 # name -> (dimension, formula); the order is the order of the report.
 INDICATORS: dict[str, tuple[str, str]] = {
@@ -147,7 +150,7 @@ def _subject_values(facts: Facts, events: list[UsageEvent], records: list[dict[s
     cells: Counter[str] = Counter()
     rejections: Counter[str] = Counter()
     for r in records:
-        if r["action"] == "run:create":
+        if r["action"] in RELEASE_ACTIONS:
             for reason, n in (r["detail"].get("suppression") or {}).items():
                 cells[str(reason)] += int(n)
         if r["action"] == "job:create" and r["code"] == "query_refused":

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from disclosure.facts import Facts, GrantFact, OrgFact
-from disclosure.indicators import authorized_datasets, evaluation, scenarios
+from disclosure.indicators import CALL_ACTIONS, RELEASE_ACTIONS, authorized_datasets, evaluation, scenarios
 from disclosure.signing import canonical_json
 from metering.events import EventKind, UsageEvent
 from metering.money import ZERO, fen_text
@@ -51,6 +52,15 @@ def rows_of(event: UsageEvent) -> int:
 def grant_in_force(grant: GrantFact, at: datetime) -> bool:
     """Active, and `at` inside its validity."""
     return grant.status == "active" and grant.valid_from <= at < grant.valid_until
+
+
+def status_at(facts: Facts, grant: GrantFact, at: datetime) -> str:
+    """A grant's status at `at`: the state its last change at or before `at` led to (the stored one if none)."""
+    status = None
+    for c in sorted(facts.grant_changes, key=lambda c: c.at):
+        if c.grant_id == grant.id and c.at <= at:
+            status = c.to_status
+    return status or grant.status
 
 
 def build_report(facts: Facts) -> dict[str, Any]:
@@ -108,10 +118,10 @@ def _agency(facts: Facts, names: dict[str, str]) -> dict[str, Any]:
             "id": g.id, "operator_org_id": g.operator_org_id, "operator": names.get(g.operator_org_id),
             "scope": g.scope, "domains": sorted(g.domains), "datasets": sorted(g.datasets),
             "scenario": (g.scenario or {}).get("name"), "purpose_class": g.purpose_class,
-            "valid_from": iso(g.valid_from), "valid_until": iso(g.valid_until), "status": g.status,
+            "valid_from": iso(g.valid_from), "valid_until": iso(g.valid_until), "status": status_at(facts, g, at),
             "issued_in_period": start <= g.created_at < end,
             "changed_in_period": any(c["action"] != "create" for c in changes.get(g.id, [])),
-            "in_force": grant_in_force(g, at),
+            "in_force": grant_in_force(replace(g, status=status_at(facts, g, at)), at),
             "changes": [c for c in changes.get(g.id, []) if c["action"] != "create"],
         })
     caps = [{"version": c.version, "effective_from": iso(c.effective_from), "vat_included": c.vat_included,
@@ -236,7 +246,7 @@ def suppressed_cells(records: Iterable[dict[str, Any]]) -> Counter[str]:
     """Cells suppressed per reason, from the audit records of runs."""
     out: Counter[str] = Counter()
     for r in records:
-        if r["action"] == "run:create":
+        if r["action"] in RELEASE_ACTIONS:
             for reason, cells in (r["detail"].get("suppression") or {}).items():
                 out[str(reason)] += int(cells)
     return out
@@ -252,7 +262,7 @@ def _security(facts: Facts) -> dict[str, Any]:
     return {
         "analysis_rejections": [{"code": k, "count": n} for k, n in sorted(analysis_rejections(records).items())],
         "refused_runs": sum(r["action"] == "run:create" for r in refused),
-        "refused_calls": sum(r["action"].endswith(":call") for r in refused),
+        "refused_calls": sum(r["action"] in CALL_ACTIONS or r["action"].endswith(":call") for r in refused),
         "refusals": len(refused),
         "refusals_by_code": [{"code": k, "count": n} for k, n in sorted(by_code.items())],
         "suppressed_cells": [{"reason": k, "cells": n} for k, n in sorted(cells.items())],

@@ -162,6 +162,7 @@ def audit_page(actor: str = Query("", max_length=40), org: str = Query("", max_l
     if more:
         next_link = "/console/audit?" + _query(**given, cursor=str(int(rows[PAGE]["seq"])))
     return _page(state, "audit.html.j2", cg, events=events, filters=given, next_link=next_link,
+                 export_query=_query(**given),
                  checkpoint={"size": checkpoint.size, "note": checkpoint.note},
                  history=[{"size": h.size, "timestamp": h.timestamp.isoformat(), "reason": h.reason,
                            "root": base64.b64encode(bytes(h.root)).decode("ascii")} for h in history],
@@ -335,33 +336,77 @@ def disclosures_page(cg: ConsoleGuard = Depends(console_require("self", "read"))
     return _page(state, "disclosures.html.j2", cg, published=published, drafts=drafts, base="/console/disclosures")
 
 
+@router.get("/audit/export", response_model=None)
+def audit_export(actor: str = Query("", max_length=40), org: str = Query("", max_length=40),
+                 dataset: str = Query("", max_length=64), action: str = Query("", max_length=60),
+                 decision: str = Query("", pattern="^(|allow|deny|refused|invalid|failed)$"),
+                 since: str = Query("", max_length=40), until: str = Query("", max_length=40),
+                 cg: ConsoleGuard = Depends(console_require("audit", "export")), session: Session = Depends(db_session),
+                 state: AppState = Depends(app_state)) -> Response:
+    """The audit export (JSON lines with the signed checkpoint and proofs) for `sluice audit verify`, from the
+    browser: the same document as GET /v1/audit/export."""
+    from sandbox.app.routes_audit import export
+
+    filters = Filters(actor=actor or None, org=org or None, dataset=dataset or None, action=action or None,
+                      decision=decision or None, since=since or None, until=until or None)
+    return export(filters=filters, consistency_from=[], guard=cg.guard, session=session, state=state)
+
+
+def _report_for(cg: ConsoleGuard, session: Session, state: AppState, period: str
+                ) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    parsed = disclosures.parse_period(period)
+    row = disclosures.published(session, str(parsed))
+    cg.guard.audit.resource = f"disclosure/{parsed}"
+    if row is not None:
+        return disclosures.stored_report(row), row.report.encode("utf-8"), row.signature
+    if cg.may("disclosure", "read_draft"):
+        built = disclosures.build(session, state.audit_log, state.keyring, parsed,
+                                  tz_name=state.settings.billing_timezone, now=state.clock.now())
+        return built.report, built.data, built.signature
+    raise NotFound(f"the disclosure of {parsed} is not published", code="disclosure_not_published")
+
+
+@router.get("/disclosures/{period}/file", response_model=None)
+def disclosure_file(period: str, format: str = Query("json", pattern="^(json|md|csv|sig)$"),
+                    lang: str = Query("en", pattern="^(en|zh-CN)$"),
+                    cg: ConsoleGuard = Depends(console_require("self", "read")),
+                    session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
+    """A disclosure report to download: the signed JSON, its signature, Markdown, or CSV (zip)."""
+    from sandbox.app.routes_disclosures import MEDIA, rendered
+
+    report, data, signature = _report_for(cg, session, state, period)
+    cg.guard.note(period=report["period"], status=report["status"], format=format, lang=lang)
+    stem = f"disclosure-{report['period']}"
+    if format == "sig":
+        body, media = json.dumps(signature, sort_keys=True).encode("utf-8"), "application/json"
+        name = f"{stem}.sig.json"
+    else:
+        body, media = rendered(report, data, signature, format, lang), MEDIA[format]
+        name = f"{stem}.json" if format == "json" else f"{stem}.{lang}.{'zip' if format == 'csv' else format}"
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @router.get("/disclosures/{period}", response_class=HTMLResponse)
 def disclosure_page(period: str, lang: str = Query("en", pattern="^(en|zh-CN)$"),
                     cg: ConsoleGuard = Depends(console_require("self", "read")),
                     session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> HTMLResponse:
     """A disclosure report as HTML: published, or a draft for those who may read drafts."""
-    parsed = disclosures.parse_period(period)
-    row = disclosures.published(session, str(parsed))
-    cg.guard.audit.resource = f"disclosure/{parsed}"
-    if row is not None:
-        report, signature = disclosures.stored_report(row), row.signature
-    elif cg.may("disclosure", "read_draft"):
-        built = disclosures.build(session, state.audit_log, state.keyring, parsed,
-                                  tz_name=state.settings.billing_timezone, now=state.clock.now())
-        report, signature = built.report, built.signature
-    else:
-        raise NotFound(f"the disclosure of {parsed} is not published", code="disclosure_not_published")
-    cg.guard.note(period=str(parsed), status=report["status"], lang=lang)
-    return HTMLResponse(_with_switch(to_html(report, lang, signature=signature), f"/console/disclosures/{parsed}",
-                                     lang))
+    report, _, signature = _report_for(cg, session, state, period)
+    cg.guard.note(period=report["period"], status=report["status"], lang=lang)
+    path = f"/console/disclosures/{report['period']}"
+    return HTMLResponse(_with_switch(to_html(report, lang, signature=signature), path, lang, downloads=path))
 
 
-def _with_switch(html: str, path: str, lang: str) -> str:
-    """The report page with a link to the other language and back to the console."""
+def _with_switch(html: str, path: str, lang: str, downloads: str | None = None) -> str:
+    """The report page with a link to the other language, back to the console, and (signed in) downloads."""
     other = "zh-CN" if lang == "en" else "en"
     text = "中文" if other == "zh-CN" else "English"
+    files = ""
+    if downloads:
+        files = "".join(f' · <a href="{downloads}/file?format={f}&amp;lang={lang}">{t}</a>'
+                        for f, t in (("json", "JSON"), ("sig", "signature"), ("md", "Markdown"), ("csv", "CSV")))
     nav = (f'<nav aria-label="report"><a href="/console">Console</a> · '
-           f'<a id="other-lang" hreflang="{other}" href="{path}?lang={other}">{text}</a></nav>')
+           f'<a id="other-lang" hreflang="{other}" href="{path}?lang={other}">{text}</a>{files}</nav>')
     return html.replace("<main>", nav + "<main>", 1)
 
 

@@ -4,7 +4,10 @@ public pages and the certificate page need no sign-in."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +130,35 @@ def test_a_certificate_url_serves_a_page_to_browsers_and_json_to_others(world: W
     assert page.headers["content-type"].startswith("text/html")
     assert "验证通过" in page.text and "Verified" in page.text
     assert http.get(f"/v1/certificates/{code}").json()["valid"] is True
+
+
+def test_a_regulator_downloads_the_audit_export_and_disclosure_files_without_the_cli(world: World,
+                                                                                    tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from disclosure.checkpoint import verifier_key
+    from disclosure.sealed import verify_report
+    from disclosure.signing import KeyRing
+    from sandbox.cli import app
+
+    world.run(world.industry_key, world.industry_job)
+    http = world.api.http
+    sign_in(http, world.regulator_key)
+    export = http.get("/console/audit/export", params={"action": "run:create"})
+    assert export.status_code == 200 and export.headers["content-type"].startswith("application/x-ndjson")
+    (tmp_path / "export.jsonl").write_bytes(export.content)
+    ring = KeyRing(world.api.settings.keys_dir)
+    [key] = ring.public_keys("checkpoint").values()
+    (tmp_path / "log.vkey").write_text(verifier_key(world.api.settings.resolved_log_origin, key))
+    verified = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "export.jsonl"), "--public-key",
+                                        str(tmp_path / "log.vkey")])
+    assert verified.exit_code == 0, verified.output
+    bundle = http.get("/console/disclosures/2026/file", params={"format": "csv", "lang": "zh-CN"})
+    with zipfile.ZipFile(io.BytesIO(bundle.content)) as z:  # a draft's JSON and its signature, built together
+        data, signature = z.read("report.json"), json.loads(z.read("report.sig.json"))
+        assert "运营机构" in z.read("usage.csv").decode("utf-8-sig")
+    assert verify_report(data, signature, ring.public_keys("disclosure")) == signature["signature"]["kid"]
+    assert json.loads(http.get("/console/disclosures/2026/file", params={"format": "json"}).content)["status"] == \
+        "draft"
+    sign_in(http, world.industry_key)
+    assert http.get("/console/disclosures/2026/file").json()["code"] == "disclosure_not_published"

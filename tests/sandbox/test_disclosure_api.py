@@ -22,7 +22,7 @@ from disclosure.sealed import ReportNotVerified, verify_report
 from disclosure.signing import KeyRing
 from sandbox import disclosures
 from sandbox.store.db import make_engine, session_factory
-from sandbox.store.models import AuditEvent, DisclosureRow, UsageEventRow
+from sandbox.store.models import AuditEvent, BillAttribution, DisclosureRow, UsageEventRow
 
 JUNE = "2026-06"
 
@@ -81,8 +81,11 @@ def test_an_open_period_cannot_be_published(world: World) -> None:
 def test_every_figure_matches_independent_queries_over_the_log_and_the_events(world: World) -> None:
     api = world.api
     _activity(world)
+    bill = world.bill(world.industry, JUNE)
+    api.ok("POST", f"/v1/bills/{bill['id']}/finalize", world.finance)
     report = _report(api, world.regulator_key).json()
     with _store(api)() as s:
+        shares = s.scalars(select(BillAttribution)).all()
         events = s.scalars(select(UsageEventRow)).all()
         audit = s.scalars(select(AuditEvent).where(AuditEvent.seq.is_not(None),
                                                    AuditEvent.seq < report["cut_off"]["checkpoint"]["tree_size"])
@@ -114,6 +117,11 @@ def test_every_figure_matches_independent_queries_over_the_log_and_the_events(wo
     assert {r["code"]: r["count"] for r in sec["analysis_rejections"]} == dict(rejections)
     assert sec["audit_log_verification"]["verified"] is True
     assert sec["audit_log_verification"]["records_checked"] == report["cut_off"]["checkpoint"]["tree_size"]
+    providers = {p["provider_org_id"]: p for p in report["attribution"]["providers"]}
+    assert providers[world.provider]["total"] == f"{sum(a.amount for a in shares):.2f}" != "0.00"
+    assert providers[world.provider]["platform"] == providers[world.provider]["total"]
+    assert [d["dataset_id"] for d in report["attribution"]["datasets"]] == [world.dataset]
+    assert ops[world.industry]["revenue"]["period"] == "0.00"  # platform fees are the agency's, not revenue
     grants = {g["id"]: g for g in report["agency"]["grants"]}
     assert len(grants) == 2 and all(g["in_force"] and g["issued_in_period"] for g in grants.values())
     assert report["agency"]["summary"]["issued"] == 2
