@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from policy.analysis import DEFAULT_MAX_SQL_LENGTH, Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
+from policy.sql_engines import DEFAULT_ENGINE
 from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
 from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
@@ -172,7 +173,8 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
         raise InvalidInput("a job needs a title and a purpose", code="title_and_purpose_required")
     params = validate_parameters(parameters)
     tables = grant_tables(session, grant)
-    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
+    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params,
+                       engine=grant.engine or DEFAULT_ENGINE)
     read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
     important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
     stored = sql if len(sql) <= DEFAULT_MAX_SQL_LENGTH else sql[:DEFAULT_MAX_SQL_LENGTH]  # a refused 40 MiB body

@@ -63,7 +63,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     dominance = Dominance(rule=DominanceRule(settings.dominance_rule), p=settings.dominance_p,
                           n=settings.dominance_n, k_percent=settings.dominance_k_percent)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
-                             shared_pool=pool, dominance=dominance)
+                             shared_pool=pool, dominance=dominance, spark_remote=settings.spark_remote,
+                             spark_master=settings.spark_master)
     clock = clock or SystemClock()
     metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,

@@ -233,6 +233,7 @@ class Grant(Base):
     status_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(40))
+    engine: Mapped[str] = mapped_column(String(20), default="duckdb", server_default="duckdb")
 
 
 class GrantEvent(Base):
