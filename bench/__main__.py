@@ -146,11 +146,18 @@ def main() -> None:
                         help="release-audit benchmark at ledgers of 10^3 and 3*10^3 cells only")
     parser.add_argument("--metering-events", type=int, default=1_000_000,
                         help="events in the one-bill metering benchmark (default 10^6)")
+    parser.add_argument("--products-only", action="store_true",
+                        help="only the product-call throughput benchmark (bench/products.py)")
+    parser.add_argument("--products-seconds", type=float, default=10.0, help="seconds per side and round")
+    parser.add_argument("--products-clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--metering-only", action="store_true",
                         help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
     if args.release_audit_only:
         release_audit_bench(args)
+        return
+    if args.products_only:
+        products_bench(args)
         return
     if args.log_only:
         from bench import audit_log
@@ -240,6 +247,17 @@ def main() -> None:
 
     audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
     release_audit_bench(args)
+    products_bench(args)
+
+
+def products_bench(args: argparse.Namespace) -> None:
+    """Product calls per second with 32 concurrent clients against a bare FastAPI + DuckDB endpoint."""
+    from bench import products
+
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+              **products.measure(ROOT / "bench" / "data", seconds=args.products_seconds,
+                                   clients=args.products_clients)}
+    products.write(report, args.out)
 
 
 def release_audit_bench(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from sqlglot.schema import ensure_schema
 from policy import sql_findings as F
 from policy.constraints import TablePolicy
 from policy.output import SUPPRESSED_MARKER
+from policy.sql_engines import DEFAULT_ENGINE, UnsupportedOnEngine, engine_sql
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_parse import declared_parameter_types, parse_query
@@ -58,6 +59,8 @@ class Analysis:
     entity_tables: tuple[str, ...] = ()
     parameters: tuple[str, ...] = ()
     release: ReleasePlan | None = None
+    engine_sql: Mapping[str, str] = field(default_factory=dict)
+    """The checked query in each non-default engine's dialect (policy.sql_engines), transpiled at approval."""
     timings: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
     """(phase, start, end) in epoch nanoseconds: `parse` (parse, resolve, type) then `analyse` (rules, rewrite);
     for tracing only, never frozen."""
@@ -86,6 +89,7 @@ class Analysis:
             "entity_tables": list(self.entity_tables),
             "parameters": list(self.parameters),
             "release": self.release.to_dict() if self.release is not None else None,
+            "engine_sql": dict(self.engine_sql),
         }
 
     @classmethod
@@ -103,15 +107,21 @@ class Analysis:
             entity_tables=tuple(data.get("entity_tables", ())),
             parameters=tuple(data.get("parameters", ())),
             release=ReleasePlan.from_dict(data["release"]) if data.get("release") else None,
+            engine_sql={str(k): str(v) for k, v in dict(data.get("engine_sql") or {}).items()},
         )
 
 
 def analyse(sql: str, tables: Mapping[str, TablePolicy], *, parameters: Mapping[str, str] | None = None,
-            max_sql_length: int = DEFAULT_MAX_SQL_LENGTH) -> Analysis:
-    """Analyse `sql` under a grant's tables (already tightened); refuse whatever cannot be proven safe."""
+            max_sql_length: int = DEFAULT_MAX_SQL_LENGTH, engine: str = DEFAULT_ENGINE) -> Analysis:
+    """Analyse `sql` under a grant's tables (already tightened); refuse whatever cannot be proven safe.
+
+    For an `engine` other than DuckDB, the accepted query is also transpiled to its dialect (or refused).
+    """
     marks = [time.time_ns()]
     try:
         result = _analyse(sql, tables, parameters, max_sql_length, marks)
+        if result.sql is not None and engine != DEFAULT_ENGINE:
+            result = _for_engine(result, engine)
     except RecursionError:
         result = _refused([Finding(F.QUERY_TOO_DEEP, "query is nested too deeply to analyse")])
     except TooComplex as err:
@@ -200,6 +210,17 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
         return _refused([Finding(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, str(err))], **facts)
     return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False),
                     release=release, **facts)
+
+
+def _for_engine(result: Analysis, engine: str) -> Analysis:
+    """An accepted analysis with its SQL transpiled for `engine`, or refused when that has no exact form."""
+    assert result.sql is not None
+    try:
+        return dataclasses.replace(result, engine_sql={engine: engine_sql(result.sql, engine)})
+    except UnsupportedOnEngine as err:
+        facts = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                 if f.name not in ("verdict", "findings", "sql", "release", "engine_sql", "timings")}
+        return _refused([Finding(F.UNSUPPORTED_ON_ENGINE, err.message)], **facts)
 
 
 def _type_parameters(tree: exp.Expr, types: Mapping[str, exp.DataType]) -> None:

@@ -74,6 +74,9 @@ UNSAFE_AGGREGATE_OVER_ENTITY_DATA = "unsafe_aggregate_over_entity_data"
 WINDOW_IN_AGGREGATE_QUERY = "window_in_aggregate_query"
 ROW_SELECTION_BELOW_AGGREGATION = "row_selection_below_aggregation"
 
+# --- engines ---------------------------------------------------------------------------------------
+UNSUPPORTED_ON_ENGINE = "unsupported_on_engine"
+
 # --- last resort -----------------------------------------------------------------------------------
 INTERNAL_ANALYSIS_ERROR = "internal_analysis_error"
 

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     worker_address_space_mb: int = Field(
         6144, description="RLIMIT_AS of each worker process, in MiB; a memory bomb kills one worker."
     )
+    spark_remote: str | None = Field(
+        None, description="Spark Connect URL (sc://host:15002/;token=...) for grants on the spark engine; unset runs "
+        "Spark in local mode inside the API process. Needs the optional extra sluice[spark]. See docs/engines.md."
+    )
+    spark_master: str = Field(
+        "local[2]", description="Spark master in local mode (when SPARK_REMOTE is unset), e.g. local[4]."
+    )
     dominance_rule: str = Field(
         "p_percent", pattern="^(p_percent|nk)$",
         description="Dominance rule on per-entity contributions to a protected column: p_percent or nk."

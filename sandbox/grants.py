@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from policy.constraints import Constraint, Grade, tighten
 from policy.errors import ConstraintLoosening
+from policy.sql_engines import DEFAULT_ENGINE, ENGINES
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.registry import latest_certified_version
 from sandbox.errors import Conflict, InvalidInput, NotFound, Refused
@@ -82,6 +83,7 @@ class GrantRequest:
     max_result_rows: int = 10_000
     auto_approve: bool = False
     column_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    engine: str = DEFAULT_ENGINE
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ def create_grant(session: Session, req: GrantRequest, *, now: datetime, created_
         raise InvalidInput("valid_until must be after valid_from", code="invalid_validity")
     if req.max_result_rows < 1:
         raise InvalidInput("max_result_rows must be at least 1", code="invalid_max_result_rows")
+    if req.engine not in ENGINES:
+        raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}{_nearest(req.engine, list(ENGINES))}",
+                           code="invalid_engine", engine=req.engine)
 
     domains = sorted(set(req.domains))
     for d in domains:
@@ -217,6 +222,7 @@ def create_grant(session: Session, req: GrantRequest, *, now: datetime, created_
         valid_from=req.valid_from, valid_until=req.valid_until, min_group_size=k,
         max_result_rows=req.max_result_rows, auto_approve=req.auto_approve, column_overrides=overrides,
         status=GrantStatus.ACTIVE.value, status_reason="granted", created_at=now, created_by=created_by,
+        engine=req.engine,
     )
     session.add(grant)
     session.flush()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from policy.analysis import DEFAULT_MAX_SQL_LENGTH, Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
+from policy.sql_engines import DEFAULT_ENGINE
 from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
 from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
@@ -144,6 +145,26 @@ class Submission:
     auto_approved: bool
 
 
+def check(session: Session, *, grant: Grant, sql: str, parameters: dict[str, str], now: datetime) -> dict[str, Any]:
+    """Static analysis only, nothing stored and no data read: the verdict, the findings, the SQL that would run,
+    and whether a submission would need review (and by how many reviewers)."""
+    check_grant_usable(grant, now)
+    params = validate_parameters(parameters)
+    tables = grant_tables(session, grant)
+    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
+    read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
+    important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
+    accepted = analysis.verdict == Verdict.ACCEPTED
+    auto = accepted and grant.auto_approve and not important and not analysis.joins_datasets
+    return {"grant_id": grant.id, "verdict": analysis.verdict.value,
+            "findings": [f.to_dict() for f in analysis.findings], "sql": analysis.sql, "dataset_versions": read,
+            "tables_read": list(analysis.tables_read), "joins_datasets": analysis.joins_datasets,
+            "is_aggregate": analysis.is_aggregate, "output_columns": list(analysis.output_columns),
+            "would_be": (JobState.APPROVED if auto else JobState.PENDING_REVIEW if accepted
+                         else JobState.REJECTED).value,
+            "reviews_required": 0 if auto or not accepted else IMPORTANT_REVIEWS if important else 1}
+
+
 def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, purpose: str, sql: str,
            parameters: dict[str, str], now: datetime) -> Submission:
     """Analyse the SQL against the grant's datasets and store the job (rejected, pending review or approved)."""
@@ -152,7 +173,8 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
         raise InvalidInput("a job needs a title and a purpose", code="title_and_purpose_required")
     params = validate_parameters(parameters)
     tables = grant_tables(session, grant)
-    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params)
+    analysis = analyse(sql, {name: t.policy for name, t in tables.items()}, parameters=params,
+                       engine=grant.engine or DEFAULT_ENGINE)
     read = {t: tables[t].version.version for t in analysis.tables_read if t in tables}
     important = any(tables[t].version.grade == Grade.IMPORTANT for t in read)
     stored = sql if len(sql) <= DEFAULT_MAX_SQL_LENGTH else sql[:DEFAULT_MAX_SQL_LENGTH]  # a refused 40 MiB body

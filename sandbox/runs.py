@@ -17,9 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policy.output import Dominance
+from policy.sql_engines import DUCKDB, SPARK
 from sandbox.catalogue.registry import CERTIFIED, get_version
+from sandbox.engines import CheckedQuery, DuckDBEngine, Engine, run_checked
 from sandbox.errors import Conflict, InvalidInput, Refused
-from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunSpec, RunStatus, WorkerPool, scan_stats
+from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunStatus, WorkerPool
 from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.populations import EntityIndex
@@ -106,7 +108,11 @@ class RunService:
     tables: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, GrantTable]] = field(default_factory=dict)
     regrades: dict[tuple[str, str, int, int], str | None] = field(default_factory=dict)
     dominance: Dominance = field(default_factory=Dominance)
+    spark_remote: str | None = None
+    spark_master: str = "local[2]"
     _entities: EntityIndex | None = None
+    _duckdb: DuckDBEngine | None = None
+    _spark: Engine | None = None
 
     @property
     def entities(self) -> EntityIndex:
@@ -130,11 +136,31 @@ class RunService:
                 self._pool = pool
             return self._pool
 
+    def engine(self, name: str) -> Engine:
+        """The engine a grant chose: DuckDB's worker pool, or Spark (started on first use)."""
+        if name == DUCKDB or not name:
+            duck = self._duckdb
+            if duck is None:
+                duck = self._duckdb = DuckDBEngine(self.pool)
+            return duck
+        if name != SPARK:
+            raise Conflict(f"unknown engine {name!r}", code="unknown_engine", engine=name)
+        with self._lock:
+            if self._spark is None:
+                from sandbox.engines.spark import SparkEngine
+
+                self._spark = SparkEngine(self.limits, remote=self.spark_remote, master=self.spark_master,
+                                          work_dir=self.home / "spark")
+            return self._spark
+
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+            spark, self._spark = self._spark, None
+        if spark is not None:
+            spark.close()
 
     def forget_version(self, dataset_id: str, version: int) -> None:
         """Drop cached coverage and prepared inputs of a dataset version (its registration was revoked)."""
@@ -242,6 +268,7 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
     if job.analysis.get("entity_tables") and not job.analysis.get("release"):
         raise Refused("this job was analysed before the release audit existed; submit it again",
                       code="job_reanalysis_required", job_id=job.id)
+    CheckedQuery.of_analysis(job.frozen_sql or "", job.analysis).sql_for(grant.engine or DUCKDB)  # before any input
     check_regrade(session, grant, {name: t.version for name, t in tables.items()},
                   job.analysis.get("columns_read") or {}, service.regrades if service is not None else {})
     return tables
@@ -256,18 +283,16 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     """
     tracer = tracer or NoOpTracer()
     prepared = [service.prepared(grant, tables[name]) for name in sorted(tables)]
-    inputs = tuple(p[0] for p in prepared)
-    fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i in inputs).encode()).hexdigest()[:16]
-    result_path = service.home / "results" / f"{run.id}.parquet"
-    spec = RunSpec(instance_key=f"{grant.id}:{fingerprint}", inputs=inputs, sql=job.frozen_sql or "",
-                   params=params, k=grant.min_group_size,
-                   max_rows=None if job.analysis.get("is_aggregate") else grant.max_result_rows,
-                   result_path=result_path, release=job.analysis.get("release"), dominance=service.dominance)
-    outcome = service.pool().run(spec)
+    fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i, _ in prepared).encode()).hexdigest()[:16]
+    engine = service.engine(grant.engine or DUCKDB)
+    ran = run_checked(engine, CheckedQuery.of_analysis(job.frozen_sql or "", job.analysis),
+                      instance_key=f"{grant.id}:{fingerprint}", inputs=prepared, params=params,
+                      k=grant.min_group_size, max_rows=grant.max_result_rows,
+                      result_path=service.home / "results" / f"{run.id}.parquet", dominance=service.dominance)
+    outcome, stats = ran.outcome, ran.usage
     phase_spans(tracer, outcome.phases, prefix="sluice.run.")
     with tracer.start_as_current_span("sluice.run.meter") as span:
-        stats = scan_stats([p[1] for p in prepared],
-                           {t: list(c) for t, c in (job.analysis.get("columns_read") or {}).items()})
+        span.set_attribute("sluice.engine", engine.name)
         span.set_attribute("sluice.rows_scanned", stats.rows)
         span.set_attribute("sluice.bytes_scanned", stats.bytes)
     set_status(run, RunStatus(outcome.status), now=now_fn(), error_code=outcome.error_code,

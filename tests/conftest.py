@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sluice_testenv
@@ -104,3 +105,61 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
     (tmp_path / "imports").mkdir()
     return Settings(home=tmp_path / "home", database_url=store_url, import_root=tmp_path / "imports",
                     public_url="https://sluice.test")
+
+
+@pytest.fixture(scope="session")
+def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark for the session: tests using it carry xdist_group("spark"), so one worker starts one JVM."""
+    sluice_testenv.require_spark()
+    from sandbox.engines.spark import SparkEngine
+    from sandbox.executor import EngineLimits
+
+    limits = EngineLimits(memory_limit_mb=1024, threads=2, timeout_ms=300_000, address_space_mb=6144)
+    engine = SparkEngine(limits, remote=None, master="local[2]", work_dir=tmp_path_factory.mktemp("spark"))
+    engine.start()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Spark Connect server with a token and the static hardening, started from the pip package."""
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    sluice_testenv.require_spark()
+    import pyspark
+
+    from sandbox.engines.spark import STATIC_HARDENING
+
+    home = Path(pyspark.__file__).parent
+    work = tmp_path_factory.mktemp("spark-connect")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOG_DIR": str(work / "log"),
+           "SPARK_PID_DIR": str(work / "pid"), "SPARK_LOCAL_IP": "127.0.0.1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    confs = {**STATIC_HARDENING, "spark.connect.grpc.binding.address": "127.0.0.1",
+             "spark.connect.grpc.binding.port": str(port), "spark.connect.authenticate.token": token}
+    args = [a for key, value in confs.items() for a in ("--conf", f"{key}={value}")]
+    subprocess.run(["bash", str(home / "sbin" / "start-connect-server.sh"), "--master", "local[1]", *args],
+                   env=env, check=True, capture_output=True, cwd=work)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("the Spark Connect server did not start in 180 s")
+            time.sleep(0.5)
+        yield f"sc://localhost:{port}/;token={token}"
+    finally:
+        subprocess.run(["bash", str(home / "sbin" / "stop-connect-server.sh")], env=env, capture_output=True,
+                       cwd=work)

@@ -22,3 +22,15 @@ def require_debian_package(binary: str, package: str) -> str:
     if in_ci():
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def require_spark() -> None:
+    """Skip unless pyspark (the optional extra sluice[spark]) and Java are installed; fail under CI=true."""
+    import importlib.util
+
+    require_debian_package("java", "openjdk-17-jre-headless")
+    if importlib.util.find_spec("pyspark") is None:
+        msg = "pyspark not installed: make installs requirements-spark.lock when java is on PATH"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)

@@ -18,6 +18,7 @@ from metering.money import Vat
 from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
 from sandbox.app import (
+    docs,
     problems,
     routes_audit,
     routes_billing,
@@ -28,11 +29,13 @@ from sandbox.app import (
     routes_identity,
     routes_jobs,
     routes_prices,
+    routes_products,
+    routes_provider,
     routes_quality,
     routes_registrations,
     routes_system,
 )
-from sandbox.app.deps import AppState, finalize_routes, record_unaudited
+from sandbox.app.deps import PUBLIC_ROUTES, AppState, finalize_routes, record_unaudited
 from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
@@ -62,7 +65,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     dominance = Dominance(rule=DominanceRule(settings.dominance_rule), p=settings.dominance_p,
                           n=settings.dominance_n, k_percent=settings.dominance_k_percent)
     run_service = RunService(home=settings.resolved_home, pool_size=settings.workers, limits=limits,
-                             shared_pool=pool, dominance=dominance)
+                             shared_pool=pool, dominance=dominance, spark_remote=settings.spark_remote,
+                             spark_master=settings.spark_master)
     clock = clock or SystemClock()
     metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,
@@ -91,19 +95,19 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         yield
         metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
-        state.recorder.close()
         run_service.close()
         tracing.shutdown()
         engine.dispose()
 
-    app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing,
-                   routes_disclosures, routes_console):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products,
+                   routes_provider, routes_disclosures, routes_console):
         app.include_router(module.router)
+    docs.install(app, PUBLIC_ROUTES)
     finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)

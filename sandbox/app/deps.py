@@ -70,20 +70,22 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/console/catalogue"),
     ("GET", "/console/published"),
     ("GET", "/console/published/{period}"),
+    ("GET", "/v1/products"),
+    ("GET", "/v1/products/{product_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("HEAD", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
-    ("HEAD", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
-    ("HEAD", "/redoc"),
+    ("GET", "/docs/swagger-ui-bundle.js"),
+    ("GET", "/docs/swagger-ui.css"),
+    ("GET", "/docs/favicon-32x32.png"),
     ("HEAD", "/openapi.json"),
 })
 
 # Infrastructure routes that write no audit record: probes, the metrics scrape and the API's own documents are
 # neither access decisions nor governance changes, and recording every probe would bury the log in noise.
 NOT_AUDITED: frozenset[str] = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                                         "/redoc"})
+                                         "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css",
+                                         "/docs/favicon-32x32.png"})
 
 
 class AuditHealth:
@@ -340,8 +342,9 @@ def _limit(state: AppState, draft: AuditDraft) -> None:
     raise exc
 
 
-def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
-    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome.
+def require(obj: str, act: str, *, audit_action: str | None = None) -> Callable[..., AsyncIterator[Guard]]:
+    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome (as
+    `audit_action`, default `obj:act`).
 
     Async to save thread-pool hops on the run path: a cached key needs no I/O, and a cache miss or a refusal
     does one short store query on the event loop.
@@ -349,7 +352,7 @@ def require(obj: str, act: str) -> Callable[..., AsyncIterator[Guard]]:
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
                          session: Session = Depends(db_session)) -> AsyncIterator[Guard]:
-        draft = new_draft(request, f"{obj}:{act}")
+        draft = new_draft(request, audit_action or f"{obj}:{act}")
         state.audit_health.write_outage(state)
         now = state.clock.now()
         try:

@@ -39,6 +39,7 @@ class GrantIn(StrictModel):
     max_result_rows: int = Field(10_000, ge=1)
     auto_approve: bool = False
     column_overrides: dict[str, dict[str, str]] = Field(default_factory=dict)
+    engine: str = Field("duckdb", description="engine the grant's runs use: duckdb (default) or spark")
 
 
 class ReasonIn(StrictModel):
@@ -52,7 +53,8 @@ def grant_out(g: Grant, now: datetime, events: list[GrantEvent] | None = None) -
         "datasets": g.datasets, "scenario": g.scenario, "purpose_class": g.purpose_class,
         "valid_from": g.valid_from.isoformat(), "valid_until": g.valid_until.isoformat(),
         "min_group_size": g.min_group_size, "max_result_rows": g.max_result_rows, "auto_approve": g.auto_approve,
-        "column_overrides": g.column_overrides, "status": g.status, "status_reason": g.status_reason,
+        "column_overrides": g.column_overrides, "engine": g.engine or "duckdb", "status": g.status,
+        "status_reason": g.status_reason,
         "effective_status": grants.effective_status(g, now), "created_at": g.created_at.isoformat(),
         "created_by": g.created_by,
     }
@@ -80,7 +82,7 @@ def create_grant(body: GrantIn, guard: Guard = Depends(require("grant", "create"
         domains=body.domains, datasets=body.datasets,
         scenario=grants.Scenario(**body.scenario.model_dump()) if body.scenario else None,
         min_group_size=body.min_group_size, max_result_rows=body.max_result_rows, auto_approve=body.auto_approve,
-        column_overrides=body.column_overrides)
+        column_overrides=body.column_overrides, engine=body.engine)
     guard.note(request=body.model_dump(mode="json"))
     g = grants.create_grant(session, req, now=now, created_by=guard.caller.principal_id)
     guard.note(grant_id=g.id, datasets=list(body.datasets))

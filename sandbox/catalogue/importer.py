@@ -40,9 +40,10 @@ from sandbox.catalogue.import_parquet import convert_parquet
 from sandbox.catalogue.import_sink import Converted, ParquetSink, fsync_path, sha256_file
 from sandbox.catalogue.import_text import Progress, ProgressCallback, codec_for
 from sandbox.catalogue.import_types import duckdb_type_name
+from sandbox.catalogue.import_xlsx import convert_xlsx
 
 PARQUET_NAME = "data.parquet"
-FORMATS = ("csv", "parquet", "jsonl")
+FORMATS = ("csv", "parquet", "jsonl", "xlsx")
 _FORMAT_ALIASES = {
     "csv": "csv",
     "tsv": "csv",
@@ -50,6 +51,7 @@ _FORMAT_ALIASES = {
     "pq": "parquet",
     "jsonl": "jsonl",
     "ndjson": "jsonl",
+    "xlsx": "xlsx",
 }
 _SUFFIXES = {f".{alias}": name for alias, name in _FORMAT_ALIASES.items()}
 
@@ -58,12 +60,13 @@ _SUFFIXES = {f".{alias}": name for alias, name in _FORMAT_ALIASES.items()}
 class ImportOptions:
     """How to read a dataset file (null markers, delimiter, header: CSV; encoding: CSV and JSON lines)."""
 
-    format: str | None = None  # 'csv' | 'parquet' | 'jsonl'; None: from the suffix
+    format: str | None = None  # 'csv' | 'parquet' | 'jsonl' | 'xlsx'; None: from the suffix
     encoding: str = "utf-8"
     null_markers: tuple[str, ...] = ("",)
     delimiter: str = ","
     header: bool = True
     column_types: Mapping[str, str] | None = None
+    sheet: str | None = None  # xlsx: the sheet to read; None: the first
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def detect_format(source: Path, options: ImportOptions) -> tuple[str, str]:
     if suffix not in _SUFFIXES:
         raise UnsupportedFormat(
             f"Cannot tell the format of {source.name!r} from its suffix; name it .csv, .tsv, .parquet, .pq, "
-            f".jsonl or .ndjson, or pass the format option.",
+            f".jsonl, .ndjson or .xlsx, or pass the format option.",
             suffix=suffix,
         )
     if suffix == ".tsv" and delimiter == ",":
@@ -203,6 +206,10 @@ def _convert(
             column_types=options.column_types,
         )
         return convert_csv(source, csv_format, sink, progress)
+    if fmt == "xlsx":
+        xlsx_format = CsvFormat(codec="utf-8", delimiter=",", header=options.header,
+                                null_markers=tuple(options.null_markers), column_types=options.column_types)
+        return convert_xlsx(source, xlsx_format, options.sheet, sink, progress)
     if fmt == "jsonl":
         return convert_jsonl(source, codec, options.column_types, sink, progress)
     return convert_parquet(source, options.column_types, sink, progress)

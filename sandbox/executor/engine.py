@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from policy.output import apply_output_control
-from policy.sql_release import ReleasePlan
+from sandbox.executor.control import RunClock, control_output
 from sandbox.executor.errors import ExecutorError, StatementRefused
 from sandbox.executor.failures import classify_failure
 from sandbox.executor.instances import InstanceCache
 from sandbox.executor.lockdown import Instance
-from sandbox.executor.results import write_result
 from sandbox.executor.statement import single_select
-from sandbox.executor.types import SUCCEEDED, EngineLimits, PendingRelease, RunOutcome, RunSpec
+from sandbox.executor.types import EngineLimits, RunOutcome, RunSpec
 from sandbox.executor.watchdog import Watchdog
 
 DEFAULT_MAX_INSTANCES = 8
@@ -58,42 +55,17 @@ class LockedEngine:
 
     def run(self, spec: RunSpec) -> RunOutcome:
         """Run `spec` to an outcome; every failure becomes a status, a stable code and a generic message."""
-        wall0 = time.perf_counter()
-        cpu0 = time.process_time()
-        marks = [time.time_ns()]
+        clock = RunClock()
         try:
             statement = single_select(spec.sql)  # refuse before opening any input
             instance = self.instances.get(spec.instance_key, spec.inputs)
             table = run_locked(instance, statement, spec.params, timeout_ms=self.limits.timeout_ms,
                                watchdog=self._watchdog)
-            marks.append(time.time_ns())
-            plan = ReleasePlan.from_dict(spec.release) if spec.release else None
-            controlled = apply_output_control(table, k=spec.k, max_rows=spec.max_rows, plan=plan,
-                                              dominance=spec.dominance)
-            del table
-            marks.append(time.time_ns())
-            if plan is not None:  # the API process audits the cells, then writes the result
-                return RunOutcome(
-                    status=SUCCEEDED, result_path=None, result_sha256=None, result_rows=controlled.table.num_rows,
-                    result_bytes=0, suppressed_cells=controlled.suppressed_cells,
-                    truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
-                    wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
-                    phases=tuple(zip(("execute", "output_control"), marks, marks[1:], strict=False)),
-                    suppression=dict(controlled.suppressed),
-                    pending=PendingRelease(controlled.table, controlled.cells, controlled.marks))
-            written = write_result(controlled.table, spec.result_path)
-            marks.append(time.time_ns())
+            clock.mark()
+            return control_output(table, spec, clock)
         except Exception as exc:
             error = classify_failure(exc, timeout_ms=self.limits.timeout_ms)
-            return failed_outcome(error, cpu_ms=_ms_since(cpu0, time.process_time()),
-                                  wall_ms=_ms_since(wall0, time.perf_counter()))
-        return RunOutcome(
-            status=SUCCEEDED, result_path=written.path, result_sha256=written.sha256,
-            result_rows=written.rows, result_bytes=written.bytes, suppressed_cells=controlled.suppressed_cells,
-            truncated_rows=controlled.truncated_rows, cpu_ms=_ms_since(cpu0, time.process_time()),
-            wall_ms=_ms_since(wall0, time.perf_counter()), error_code=None, error_message=None,
-            phases=tuple(zip(("execute", "output_control", "write"), marks, marks[1:], strict=False)),
-        )
+            return failed_outcome(error, cpu_ms=clock.cpu_ms(), wall_ms=clock.wall_ms())
 
     def warm_up(self) -> None:
         """Open, lock and query an instance without inputs: pays DuckDB's first-connection cost up front."""
@@ -116,7 +88,5 @@ def failed_outcome(error: ExecutorError, *, cpu_ms: float = 0.0, wall_ms: float 
     )
 
 
-def _ms_since(start: float, end: float) -> float:
-    return (end - start) * 1000.0
 
 

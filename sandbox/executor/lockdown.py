@@ -59,7 +59,7 @@ def open_instance(inputs: Sequence[InputTable], limits: EngineLimits) -> Instanc
     The views scan `pyarrow.dataset` objects: no file path appears in view text or settings, and SQL has no
     way to open a file itself.
     """
-    names = [_checked_name(table.name) for table in inputs]
+    names = [checked_name(table.name) for table in inputs]
     if len({name.lower() for name in names}) != len(names):
         raise InputUnavailable("two inputs of a run share a name", code="duplicate_input")
     datasets = tuple(_open_dataset(table) for table in inputs)
@@ -75,7 +75,7 @@ def open_instance(inputs: Sequence[InputTable], limits: EngineLimits) -> Instanc
     return Instance(con=con, datasets=datasets)
 
 
-def _checked_name(name: str) -> str:
+def checked_name(name: str) -> str:
     """`name` if it is a plain SQL identifier."""
     if not _NAME.fullmatch(name):
         raise InputUnavailable("an input name must be a plain identifier (letters, digits, underscore)",

@@ -48,11 +48,16 @@ def with_entity_index(table: pa.Table, policy: TablePolicy, index: dict[str, pa.
     return table.append_column(EIDX, pc.add(position, 1).cast(pa.uint32()).fill_null(0))
 
 
-def _connect(tables: dict[str, pa.Table], policies: dict[str, TablePolicy]) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def prepared_tables(tables: dict[str, pa.Table], policies: dict[str, TablePolicy]) -> dict[str, pa.Table]:
+    """Every dataset as a run sees it: visible columns only, plus the entity index column."""
     index = entity_indexes(tables, policies)
-    for name, policy in policies.items():
-        con.register(name, with_entity_index(_visible(tables[name], policy), policy, index))
+    return {name: with_entity_index(_visible(tables[name], policy), policy, index) for name, policy in policies.items()}
+
+
+def _connect(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for name, table in tables.items():
+        con.register(name, table)
     return con
 
 
@@ -70,15 +75,19 @@ def tpch_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
-def connections(tpch_dir: Path) -> Iterator[dict[str, duckdb.DuckDBPyConnection]]:
-    """One in-memory DuckDB per schema, with every dataset registered from Arrow (visible columns only)."""
+def schema_tables(tpch_dir: Path) -> dict[str, dict[str, pa.Table]]:
+    """Per schema, every dataset as a run sees it (prepared_tables), from Arrow."""
     tpch = {t: pq.read_table(tpch_dir / f"{t}.parquet") for t in TPCH_TABLES}
     tpch = {t: table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f
                                      for f in table.schema])) for t, table in tpch.items()}
-    cons = {
-        "city": _connect(city_arrow_tables(today=CITY_TODAY), city_table_policies()),
-        "tpch": _connect(tpch, tpch_table_policies()),
-    }
+    return {"city": prepared_tables(city_arrow_tables(today=CITY_TODAY), city_table_policies()),
+            "tpch": prepared_tables(tpch, tpch_table_policies())}
+
+
+@pytest.fixture(scope="session")
+def connections(schema_tables: dict[str, dict[str, pa.Table]]) -> Iterator[dict[str, duckdb.DuckDBPyConnection]]:
+    """One in-memory DuckDB per schema, with every dataset registered from Arrow (visible columns only)."""
+    cons = {schema: _connect(tables) for schema, tables in schema_tables.items()}
     yield cons
     for con in cons.values():
         con.close()

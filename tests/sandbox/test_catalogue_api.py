@@ -61,8 +61,7 @@ def test_malformed_csv_is_refused_and_leaves_nothing_behind(api) -> None:  # typ
     bad = CSV + "p99,城东区,1,2,3,EXTRA\n"
     body = api.register(steward, dataset_id="broken", content=bad, expect=400)
     assert body["code"] == "malformed_file" and body["context"]["line"] == 27
-    assert not (api.settings.resolved_home / "data" / "broken").exists() or not any(
-        (api.settings.resolved_home / "data" / "broken").iterdir())
+    assert not (api.settings.resolved_home / "data" / "broken").exists()  # not even an empty folder
     assert _count(api, "datasets") == 0 and _count(api, "certificates") == 0
     assert not any((api.settings.resolved_home / "uploads").iterdir())
     assert api.call("GET", "/v1/datasets/broken", steward).status_code == 404
@@ -91,6 +90,36 @@ def test_server_side_path_under_the_import_root_is_accepted(api) -> None:  # typ
         "id": "weather", "title": "w", "domain": "meteorology", "update_frequency": "daily", "grade": "general",
         "path": "weather.csv"})})
     assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["row_count"] == 2 and [(c["name"], c["type"]) for c in body["columns"]] == [
+        ("district", "VARCHAR"), ("temp", "DOUBLE")]
+    assert _rows(api, "weather") == [("A", 1.5), ("B", 2.5)]
+
+
+def _rows(api, dataset_id: str) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    """The rows a dataset's version 1 stores (its Parquet file), in order."""
+    import pyarrow.parquet as pq
+
+    folder = api.settings.resolved_home / "data" / dataset_id / "1"
+    table = pq.read_table(next(folder.glob("*.parquet")))
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def test_a_semicolon_separated_file_suggests_the_delimiter_and_leaves_no_folder(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    body = api.register(steward, dataset_id="t_semi", content="district;temp\nA;1.5\nB;2.5\n", expect=400)
+    assert body["code"] == "wrong_delimiter" and body["context"]["delimiter"] == ";"
+    assert "--delimiter ';'" in body["detail"]
+    assert not (api.settings.resolved_home / "data" / "t_semi").exists()
+    ok = api.register(steward, dataset_id="t_semi", content="district;temp\nA;1.5\nB;2.5\n", delimiter=";")
+    assert ok["row_count"] == 2 and _rows(api, "t_semi") == [("A", 1.5), ("B", 2.5)]
+
+
+def test_an_import_error_names_the_uploaded_file_not_a_temporary_one(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    body = api.register(steward, dataset_id="sheet", content=b"PK\x03\x04", filename="人口 2026.dat", expect=400)
+    assert "'人口 2026.dat'" in body["detail"] and "tmp" not in body["detail"]
+    assert not any((api.settings.resolved_home / "uploads").iterdir())
 
 
 def test_path_outside_the_import_root_is_refused(api) -> None:  # type: ignore[no-untyped-def]
@@ -188,3 +217,51 @@ def test_online_verification_flags_a_registry_that_no_longer_matches(api) -> Non
     engine.dispose()
     online = api.http.get(f"/v1/certificates/{code}").json()
     assert online["signature_valid"] is True and online["matches_registry"] is False and online["valid"] is False
+
+
+def _workbook(sheets: dict[str, list[list[object]]]) -> bytes:
+    import io
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+def test_an_excel_workbook_registers_like_csv_with_types_and_null_markers(api) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    _, steward = _steward(api)
+    rows: list[list[object]] = [["district", "day", "visits", "cost"]]
+    rows += [["东区" if i % 2 else "西区", date(2026, 5, 1 + i), i, "NA" if i == 3 else 10.5 + i] for i in range(6)]
+    content = _workbook({"2026": rows, "2025": [["district", "visits"], ["东区", 1], ["西区", 2]]})
+    body = api.register(steward, dataset_id="visits_xlsx", content=content, filename="门诊 2026.xlsx",
+                        null_markers=["NA", ""])
+    assert body["row_count"] == 6
+    assert {c["name"]: c["type"] for c in body["columns"]} == {
+        "district": "VARCHAR", "day": "DATE", "visits": "BIGINT", "cost": "DOUBLE"}
+    stored = _rows(api, "visits_xlsx")
+    assert stored[0] == ("西区", date(2026, 5, 1), 0, 10.5) and stored[3][3] is None
+    named = api.register(steward, dataset_id="visits_2025", content=content, filename="visits.xlsx", sheet="2025")
+    assert named["row_count"] == 2 and _rows(api, "visits_2025") == [("东区", 1), ("西区", 2)]
+
+
+def test_excel_errors_name_the_workbook_the_sheet_and_the_row(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    content = _workbook({"data": [["district", "visits"], ["东区", 1], ["西区", 2], ["南区", "many"]]})
+    missing = api.register(steward, dataset_id="x1", content=content, filename="v.xlsx", sheet="2024", expect=400)
+    assert missing["code"] == "sheet_not_found" and missing["context"]["sheets"] == ["data"]
+    assert "'v.xlsx' has no sheet '2024'" in missing["detail"]
+    typed = api.register(steward, dataset_id="x2", content=content, filename="v.xlsx",
+                         column_types={"visits": "BIGINT"}, expect=400)
+    assert typed["context"]["line"] == 4  # the sheet's row 4 (the header is row 1)
+    broken = api.register(steward, dataset_id="x3", content=b"not a workbook", filename="v.xlsx", expect=400)
+    assert broken["code"] == "malformed_file" and "'v.xlsx' is not a readable .xlsx workbook" in broken["detail"]
+    assert not any((api.settings.resolved_home / "data").glob("x*"))
