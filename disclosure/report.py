@@ -19,7 +19,7 @@ from disclosure.facts import Facts, GrantFact, OrgFact
 from disclosure.indicators import CALL_ACTIONS, RELEASE_ACTIONS, authorized_datasets, evaluation, scenarios
 from disclosure.signing import canonical_json
 from metering.events import EventKind, UsageEvent
-from metering.money import ZERO, fen_text
+from metering.money import ZERO, fen_text, text
 from metering.revenue import positions
 
 REPORT_TYPE = "sluice.disclosure/v1"
@@ -167,7 +167,7 @@ def _operator(facts: Facts, name: str, op: str, events: list[UsageEvent]) -> dic
                           "certificate_code": fact.certificate_code if fact else None,
                           "certificate_revoked": fact.certificate_revoked if fact else None})
     catalogue = [{"id": c.id, "name": c.name, "category": c.category, "basis": c.basis, "unit": c.unit,
-                  "unit_price": None if c.unit_price is None else format(c.unit_price, "f"),
+                  "unit_price": None if c.unit_price is None else text(c.unit_price),
                   "vat_included": c.vat_included, "product_id": c.product_id, "product_name": c.product_name}
                  for c in sorted(facts.catalogue, key=lambda c: c.id) if c.operator_org_id == op]
     free = [e for e in mine if e.free]

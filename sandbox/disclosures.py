@@ -60,6 +60,7 @@ from sandbox.store.models import (
     PriceCapVersion,
     PriceListEntry,
     PriceListVersion,
+    Product,
     RevenueCapRow,
     UsageEventRow,
 )
@@ -213,10 +214,20 @@ def _catalogue(session: Session, cut_off: datetime) -> tuple[CatalogueItem, ...]
             PriceListVersion.entry_id == e.id, PriceListVersion.created_at <= cut_off,
             PriceListVersion.effective_from <= cut_off).order_by(PriceListVersion.effective_from.desc(),
                                                                  PriceListVersion.version.desc()).limit(1))
+        product = _listed_product(session, e.id, cut_off)
         out.append(CatalogueItem(e.operator_org_id, e.id, e.name, e.category, e.basis, e.unit,
                                  price.unit_price if price else None, price.vat_included if price else False,
-                                 e.product_id, None))
+                                 product.id if product else e.product_id, product.name if product else None))
     return tuple(out)
+
+
+def _listed_product(session: Session, entry_id: str, cut_off: datetime) -> Product | None:
+    """The product an entry prices that was listed at the cut-off (listed by then, and not taken off before)."""
+    for p in session.scalars(select(Product).where(Product.entry_id == entry_id, Product.listed_at.is_not(None),
+                                                   Product.listed_at <= cut_off).order_by(Product.id)):
+        if p.status == "listed" or p.updated_at > cut_off:
+            return p
+    return None
 
 
 def _price_caps(session: Session, start: datetime, end: datetime, cut_off: datetime) -> tuple[PriceCapFact, ...]:

@@ -40,6 +40,7 @@ from sandbox.store.models import (
     Job,
     Organization,
     PriceListEntry,
+    Product,
     Run,
     UsageEventRow,
 )
@@ -424,8 +425,11 @@ def catalogue_page(draft: AuditDraft = Depends(public("catalogue:console")), ses
     for e in session.scalars(select(PriceListEntry).order_by(PriceListEntry.operator_org_id, PriceListEntry.id)):
         current = [v for v in entry_versions(session, e) if v.effective_from <= now]
         price = current[-1].unit_price if current else None
+        listed = session.scalars(select(Product).where(Product.entry_id == e.id, Product.status == "listed")
+                                 .order_by(Product.id)).all()
         rows.append([names.get(e.operator_org_id, e.operator_org_id), e.name, e.category, e.basis, e.unit,
-                     "—" if price is None else format(price, "f"), e.product_id or ""])
+                     "—" if price is None else format(price, "f"),
+                     ", ".join(f"{p.name} ({p.id})" for p in listed)])
     from sandbox.catalogue.registry import latest_certified_versions
 
     datasets = [[v.dataset_id, v.title, v.domain, v.grade, {"href": f"/v1/certificates/{v.certificate_code}",
@@ -435,7 +439,8 @@ def catalogue_page(draft: AuditDraft = Depends(public("catalogue:console")), ses
     return _page(state, "table.html.j2", None, title="Product and service catalogue (产品和服务能力清单)",
                  public=True, tables=[
                      {"caption": "Products and services with their prices (CNY)",
-                      "headers": ["Operator", "Name", "Category", "Basis", "Unit", "Unit price", "Product"],
+                      "headers": ["Operator", "Price-list entry", "Category", "Basis", "Unit", "Unit price",
+                                  "Listed products"],
                       "rows": rows},
                      {"caption": "Registered data resources (certified)",
                       "headers": ["Dataset", "Title", "Domain", "Grade", "Certificate"], "rows": datasets}])

@@ -162,3 +162,19 @@ def test_a_regulator_downloads_the_audit_export_and_disclosure_files_without_the
         "draft"
     sign_in(http, world.industry_key)
     assert http.get("/console/disclosures/2026/file").json()["code"] == "disclosure_not_published"
+
+
+def test_the_public_catalogue_lists_listed_products_with_their_prices(settings: Settings, clock: ManualClock,
+                                                                      tmp_path: Path, worker_pool: WorkerPool) -> None:
+    from product_world import build_shop
+
+    init = init_home(settings, clock)
+    app = create_app(settings, clock, pool=worker_pool)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        api = Api(settings=settings, clock=clock, http=http, admin_key=str(init.api_key),
+                  platform_org_id=init.org_id, tmp=tmp_path)
+        shop = build_shop(api)
+        product = shop.listed()
+        page = http.get("/console/catalogue").text
+    app.state.sluice.engine.dispose()
+    assert f"District income ({product['id']})" in page and "0.4" in page

@@ -185,3 +185,29 @@ def test_every_format_renders_in_both_languages(world: World) -> None:
     assert "场景按季度调度报告 2026-Q2" in quarter
     sig = json.loads(base64.b64decode(_report(api, world.regulator_key).headers["x-disclosure-signature"]))
     assert sig["status"] == "draft"
+
+
+def test_products_calls_customers_and_revenue_match_the_events_and_the_bills(api: Api) -> None:
+    from product_world import build_shop
+
+    shop = build_shop(api)
+    w = shop.w
+    product = shop.listed()
+    shop.subscribe(product["id"])
+    for s in ("7", "8", "7"):
+        shop.invoke(product["id"], {"s": s})
+    bill = w.bill(w.customer, JUNE, key=w.industry_finance)
+    api.ok("POST", f"/v1/bills/{bill['id']}/finalize", w.industry_finance)
+    report = _report(api, w.regulator_key).json()
+    with _store(api)() as s:
+        calls = s.scalars(select(UsageEventRow).where(UsageEventRow.kind == "call")).all()
+    op = next(o for o in report["operators"] if o["org_id"] == w.industry)
+    [item] = [c for c in op["catalogue"] if c["product_id"] == product["id"]]
+    assert item["product_name"] == "District income" and item["unit_price"] == "0.4"
+    assert op["usage"]["calls"] == len(calls) == 3
+    [by_product] = op["usage"]["by_product"]
+    assert (by_product["calls"], by_product["customers"]) == (3, 1)
+    assert by_product["rows"] == sum(d[1] for e in calls for d in e.datasets)
+    assert op["revenue"]["period"] == bill["total"] != "0.00"
+    ind = {i["name"]: i["value"] for e in report["evaluation"] if e["id"] == w.industry for i in e["indicators"]}
+    assert (ind["products"], ind["customers"], ind["calls"]) == (1, 1, 3)

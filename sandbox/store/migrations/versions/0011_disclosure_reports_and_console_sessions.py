@@ -1,7 +1,7 @@
 """disclosure reports and console sessions
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0013
 Create Date: 2026-11-28 11:30:00.000000
 """
 from alembic import op
@@ -25,7 +25,7 @@ _casbin = sa.table(
 
 # revision identifiers, used by Alembic.
 revision = '0011'
-down_revision = '0005'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
