@@ -25,6 +25,7 @@ from policy.output import SUPPRESSED_MARKER
 from policy.sql_engines import DEFAULT_ENGINE, UnsupportedOnEngine, engine_sql
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage, TooComplex
+from policy.sql_normalize import inline_aggregated_source
 from policy.sql_parse import declared_parameter_types, parse_query
 from policy.sql_release import ReleasePlan
 from policy.sql_resolve import Catalog, resolve
@@ -168,6 +169,7 @@ def _prepare(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
     tree, findings = resolve(parsed.tree, catalog, positions, schema)
     if tree is None:
         return _Prepared(findings, used, positions)
+    tree = inline_aggregated_source(tree)
     _type_parameters(tree, param_types)
     annotate_types(tree, schema=schema, dialect="duckdb")
     return _Prepared([], used, positions, tree, Lineage(tree, catalog, positions))

@@ -27,8 +27,10 @@ fewer than k entities (docs/output-control.md says what they stop):
 2. every combination of two basis rows of V_s that cancels at least one shared column;
 3. the complement S∖S' of the new set and every released set it contains or is contained in;
 4. the part of the new set outside every released set it contains (rank test);
-5. a bounded exhaustive search: unions of small atoms in the support of V_s that total fewer than k entities, by
-   rank test, lightest first, at most `EXHAUSTIVE_TESTS` candidates (complete on small ledgers).
+5. the lightest vector of each changed component of V_s, exactly through its circuits when they are few,
+   otherwise by a search over unions of small atoms lighter than k (rank test, lightest first) of at most
+   `EXHAUSTIVE_TESTS` candidates; past that bound a strict ledger refuses, a default one accepts and counts
+   the set as `unproven` (see `_exhaustive`).
 
 `try_add` returns the violation found, if any; `commit` or `rollback` then finalizes or undoes every set added since
 the last commit. Atom splits are kept either way: a finer partition describes the same row space.
@@ -38,6 +40,10 @@ from __future__ import annotations
 
 import array
 import bisect
+import copy
+import heapq
+import itertools
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -46,7 +52,8 @@ from pyroaring import BitMap
 
 Value = int | Fraction
 Row = dict[int, Value]
-EXHAUSTIVE_TESTS = 512
+EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
+CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
 _ONE = 1
 
 
@@ -82,7 +89,7 @@ class Budget:
 class Violation:
     """Why a set may not be added: the small set of entities on which a combination of releases would be known."""
 
-    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive"
+    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive" | "search_bound"
     weight: int  # entities in the support
     atoms: tuple[int, ...]
 
@@ -96,6 +103,7 @@ class Violation:
 class _LRow:
     row: Row  # over large atoms
     y: Row  # over released sets (indexes into Ledger.sets)
+    order: int = 0  # position in the echelon order: the row vanishes at the pivots of every row of lower order
 
 
 @dataclass
@@ -107,13 +115,17 @@ class _Undo:
 class Ledger:
     """The released sets of one (population, measure), audited at group size k."""
 
-    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS) -> None:
+    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS, strict: bool = False) -> None:
         self.k = k
         self.exhaustive_tests = exhaustive_tests
+        self.circuit_tests = CIRCUIT_TESTS
+        self.strict = strict  # past the search bound: refuse (True) or accept unproven (False, counted)
+        self.unproven = 0  # sets accepted after a search that reached its bound
         self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
         self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
         self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
+        self._weights = np.zeros(1024, dtype=np.int64)  # `weight` as an array (kept in step by `_split`)
         self.lrows: dict[int, _LRow] = {}
         self.lcolumns: dict[int, set[int]] = {}
         self.vrows: dict[int, Row] = {}
@@ -123,6 +135,7 @@ class Ledger:
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._undo: _Undo | None = None
+        self._order = 0  # the highest order given to a row of L
         self._pending: list[int] = []
         self._changed: set[int] = set()  # V_s pivots changed by the current set
 
@@ -168,8 +181,8 @@ class Ledger:
         if self._undo is None:
             self._undo = _Undo()
             self._changed = set()
-        if not entities:
-            return None
+        if not entities or self.has(entities):
+            return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
         complement = self._complements(entities, budget)
@@ -182,6 +195,28 @@ class Ledger:
         budget.check()
         return (self._check(budget) or self._contained_complement(entities, budget)
                 or (self._exhaustive(budget) if self._changed else None))
+
+    def copy(self) -> Ledger:
+        """An independent copy (between cells: nothing pending)."""
+        assert self._undo is None, "copy a ledger only between cells"
+        return copy.deepcopy(self)
+
+    def has(self, entities: BitMap) -> bool:
+        """Whether this exact set was already added (released, or pending in this cell)."""
+        if not entities:
+            return False
+        size = len(entities)
+        return any(len(self.sets[i]) == size and self.sets[i] == entities
+                   for i in self._by_minimum.get(entities.min(), ()))
+
+    def add_released(self, entities: BitMap) -> None:
+        """Add a set released earlier, without checks (they passed when it was released; checks change nothing)."""
+        budget = Budget(1 << 62)
+        atoms = self.refine(entities, budget)
+        if entities and not self.has(entities):
+            self._undo = None
+            self._add_row(self._register(entities), atoms, budget)
+        self.commit()
 
     def commit(self) -> None:
         """Keep the tentatively added sets."""
@@ -267,6 +302,13 @@ class Ledger:
             self.weight.append(inside)
             if atom != 0:
                 self.weight[atom] -= inside
+        if len(self._weights) < len(self.weight):
+            grown = np.zeros(max(2 * len(self._weights), len(self.weight)), dtype=np.int64)
+            grown[: len(self._weights)] = self._weights
+            self._weights = grown
+        if len(parted):
+            self._weights[fresh] = weighed[parted]
+            self._weights[parted[parted != 0]] -= weighed[parted[parted != 0]]
         result += fresh.tolist()
         if splits:
             self.atom_of[members] = renumber[owners]
@@ -338,14 +380,26 @@ class Ledger:
         self._reinsert_l(entry, budget)
 
     def _reinsert_l(self, entry: _LRow, budget: Budget) -> None:
-        """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s."""
+        """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s.
+
+        L is kept in (unreduced) row echelon form: each basis row vanishes at the pivots of every row of lower
+        `order`. A new row is reduced against the rows whose pivots it meets, in that order (fill-in can only
+        meet pivots of higher order), and is inserted with the highest order; no existing row changes."""
         row, y = entry.row, entry.y
-        for atom in [a for a in row if a in self.lrows]:
+        lrows = self.lrows
+        heap = [(lrows[a].order, a) for a in row if a in lrows]
+        heapq.heapify(heap)
+        while heap:
+            _, atom = heapq.heappop(heap)
             factor = row.get(atom)
-            if factor:
-                reducer = self.lrows[atom]
-                _axpy(row, -factor, reducer.row, budget)
-                _axpy(y, -factor, reducer.y, budget)
+            if not factor:
+                continue
+            reducer = lrows[atom]
+            for other in reducer.row:
+                if other != atom and other in lrows and other not in row:
+                    heapq.heappush(heap, (lrows[other].order, other))
+            _axpy(row, -factor, reducer.row, budget)
+            _axpy(y, -factor, reducer.y, budget)
         if row:
             pivot = max(row)
             scale = row[pivot]
@@ -354,12 +408,8 @@ class Ledger:
                     row[key] = _div(row[key], scale)
                 for key in y:
                     y[key] = _div(y[key], scale)
-            for other in list(self.lcolumns.get(pivot, ())):
-                self._save_l(other)
-                target = self.lrows[other]
-                factor = target.row[pivot]
-                _axpy(target.row, -factor, row, budget, self.lcolumns, other)
-                _axpy(target.y, -factor, y, budget)
+            self._order += 1
+            entry.order = self._order
             self._save_l(pivot)
             self.lrows[pivot] = entry
             _index(self.lcolumns, pivot, row)
@@ -371,7 +421,7 @@ class Ledger:
     def _small_part(self, y: Row, budget: Budget) -> Row:
         """The combination `y` of released sets, over the small atoms."""
         out: Row = {}
-        weights = np.asarray(self.weight, dtype=np.int64)
+        weights = self._weights
         for index, coefficient in y.items():
             members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32).astype(np.int64)
             budget.spend(1 + len(members) // 1024)
@@ -411,7 +461,8 @@ class Ledger:
     def _save_l(self, pivot: int) -> None:
         if self._undo is not None and pivot not in self._undo.lrows:
             entry = self.lrows.get(pivot)
-            self._undo.lrows[pivot] = _LRow(dict(entry.row), dict(entry.y)) if entry is not None else None
+            self._undo.lrows[pivot] = (_LRow(dict(entry.row), dict(entry.y), entry.order) if entry is not None
+                                       else None)
 
     def _save_v(self, pivot: int) -> None:
         if self._undo is not None and pivot not in self._undo.vrows:
@@ -496,34 +547,93 @@ class Ledger:
         return Violation("contained_complement", weight, support) if self.determined_on(support, budget) else None
 
     def _exhaustive(self, budget: Budget) -> Violation | None:
-        """Check 5, bounded: unions of small atoms in the support of V_s totalling fewer than k entities, by a rank
-        test, lightest first, visiting at most `exhaustive_tests` candidate sets (complete for small ledgers)."""
-        atoms = sorted({a for row in self.vrows.values() for a in row}, key=lambda a: (self.weight[a], a))
-        visited = [0]
-        chosen: list[int] = []
+        """Check 5: the lightest vector of each component of V_s that changed (rows linked by shared atoms; V_s is
+        the direct sum of their spans, on disjoint supports, so a vector of minimal support lies in one of them,
+        and components that did not change hold only vectors of earlier row spaces, which were checked then).
 
-        def search(start: int, weight: int) -> Violation | None:
-            for i in range(start, len(atoms)):
-                atom = atoms[i]
-                total = weight + self.weight[atom]
-                if total >= self.k:
-                    return None  # atoms are sorted by weight: every later one is at least as heavy
-                chosen.append(atom)
-                visited[0] += 1
-                if visited[0] > self.exhaustive_tests:
-                    raise _SearchDone
-                if any(a in self.vrows for a in chosen) and self.determined_on(tuple(chosen), budget):
-                    return Violation("exhaustive", total, tuple(sorted(chosen)))
-                found = search(i + 1, total)
-                chosen.pop()
-                if found is not None:
-                    return found
-            return None
+        Exact when it completes: through the component's circuits when there are at most `CIRCUIT_TESTS`
+        choices of d-1 atoms (d its dimension), otherwise by a depth-first search over unions of its atoms
+        lighter than k, by rank test, lightest first, for at most `exhaustive_tests` candidates. Past that bound
+        a `strict` ledger refuses the set (`search_bound`); otherwise the set is accepted unproven and counted in
+        `unproven` (the documented limit)."""
+        for pivots, atoms in self._changed_components():
+            if math.comb(len(atoms), len(pivots) - 1) <= self.circuit_tests:
+                found = self._circuits(pivots, atoms, budget)
+            else:
+                try:
+                    found = self._search(atoms, [], 0, 0, [0], budget)
+                except _SearchDone:
+                    if self.strict:
+                        return Violation("search_bound", sum(self.weight[a] for a in atoms), tuple(sorted(atoms)))
+                    self.unproven += 1
+                    found = None
+            if found is not None:
+                return found
+        return None
 
-        try:
-            return search(0, 0)
-        except _SearchDone:
-            return None
+    def _circuits(self, pivots: list[int], atoms: list[int], budget: Budget) -> Violation | None:
+        """The lightest vector of a component of V_s of dimension d, through its circuits: a vector of minimal
+        support vanishes on d-1 atoms that leave it the only direction (up to scale), so trying every d-1 atoms
+        finds every such vector, and the lightest vector is one of them."""
+        rows = [self.vrows[p] for p in pivots]
+        for zeros in itertools.combinations(atoms, len(rows) - 1):
+            budget.spend(len(rows) ** 2)
+            budget.check()
+            coefficients = _kernel_vector([[row.get(z, 0) for z in zeros] for row in rows])
+            if coefficients is None:
+                continue
+            vector: Row = {}
+            for coefficient, row in zip(coefficients, rows, strict=True):
+                if coefficient:
+                    _axpy(vector, coefficient, row, budget)
+            weight = self.support_weight(vector)
+            if vector and weight < self.k:
+                return Violation("circuit", weight, tuple(sorted(vector)))
+        return None
+
+    def _search(self, atoms: list[int], chosen: list[int], start: int, weight: int, visited: list[int],
+                budget: Budget) -> Violation | None:
+        """Depth-first over unions of `atoms` (sorted by weight) lighter than k, extending `chosen`."""
+        for i in range(start, len(atoms)):
+            atom = atoms[i]
+            total = weight + self.weight[atom]
+            if total >= self.k:
+                return None  # atoms are sorted by weight: every later one is at least as heavy
+            chosen.append(atom)
+            visited[0] += 1
+            if visited[0] > self.exhaustive_tests:
+                raise _SearchDone
+            if any(a in self.vrows for a in chosen) and self.determined_on(tuple(chosen), budget):
+                return Violation("exhaustive", total, tuple(sorted(chosen)))
+            found = self._search(atoms, chosen, i + 1, total, visited, budget)
+            chosen.pop()
+            if found is not None:
+                return found
+        return None
+
+    def _changed_components(self) -> list[tuple[list[int], list[int]]]:
+        """The pivots and atoms of each component of V's basis (rows linked by shared atoms) holding a changed row,
+        atoms sorted by weight."""
+        seen: set[int] = set()
+        components: list[tuple[list[int], list[int]]] = []
+        for start in sorted(self._changed):
+            if start not in self.vrows or start in seen:
+                continue
+            seen.add(start)
+            stack, atoms, pivots = [start], set(), []
+            while stack:
+                pivot = stack.pop()
+                pivots.append(pivot)
+                for atom in self.vrows[pivot]:
+                    if atom in atoms:
+                        continue
+                    atoms.add(atom)
+                    for other in self.vcolumns.get(atom, ()):
+                        if other not in seen:
+                            seen.add(other)
+                            stack.append(other)
+            components.append((pivots, sorted(atoms, key=lambda a: (self.weight[a], a))))
+        return components
 
     def _atoms_of(self, entities: BitMap, *, refined: bool = False) -> tuple[int, ...]:
         members = np.frombuffer(entities.to_array(), dtype=np.uint32).astype(np.int64)
@@ -589,6 +699,31 @@ def _unindex(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
         holders = columns.get(atom)
         if holders is not None:
             holders.discard(pivot)
+
+
+def _kernel_vector(matrix: list[list[Value]]) -> list[Value] | None:
+    """For a d x (d-1) matrix A of rank d-1, the non-zero c (unique up to scale) with c A = 0; else None."""
+    d = len(matrix)
+    # the columns of A become the rows of a (d-1) x d system; reduce it exactly
+    system = [[Fraction(matrix[i][j]) for i in range(d)] for j in range(d - 1)]
+    pivot_of: list[int] = []
+    for r, equation in enumerate(system):
+        column = next((c for c in range(d) if equation[c] != 0 and c not in pivot_of), None)
+        if column is None:
+            return None  # rank below d-1: more than one direction vanishes on these atoms
+        scale = equation[column]
+        system[r] = equation = [v / scale for v in equation]
+        for other in range(d - 1):
+            if other != r and system[other][column] != 0:
+                factor = system[other][column]
+                system[other] = [a - factor * b for a, b in zip(system[other], equation, strict=True)]
+        pivot_of.append(column)
+    free = next(c for c in range(d) if c not in pivot_of)
+    solution: list[Fraction] = [Fraction(0)] * d
+    solution[free] = Fraction(1)
+    for r, column in enumerate(pivot_of):
+        solution[column] = -system[r][free]
+    return [v.numerator if v.denominator == 1 else v for v in solution]
 
 
 def _rank(rows: list[Row], budget: Budget) -> int:

@@ -164,9 +164,13 @@ class _Control:
         keep: list[int] = []
         marks: Marks = {}
         cells: list[CellRelease] = []
+        windows = plan.shell.windows if plan.shell is not None else ()
+        tainted: dict[int, set[Any]] = {column: set() for column, _ in windows}
         for row in range(self.table.num_rows):
             if any((self.values(group_count(i))[row] or 0) < self.k for i in instances):
                 suppressed[Reason.K] += len(plan.cells)
+                for column, partition in windows:
+                    tainted[column].add(self.values(self.table.schema.names[partition])[row])
                 continue
             out_row = len(keep)
             keep.append(row)
@@ -177,10 +181,25 @@ class _Control:
                     suppressed[reason] += 1
                 elif parts:
                     cells.append(CellRelease(out_row, cell.index, parts))
-        table = self.table.select(list(range(plan.columns))).take(pa.array(keep, type=pa.int64()))
+        if windows:
+            cells = self._taint_windows(keep, windows, tainted, marks, cells, suppressed)
+        table = self.table.select(list(range(plan.columns + len(plan.hidden)))).take(pa.array(keep, type=pa.int64()))
         table = _null_cells(table, marks)
         return ControlledOutput(table=table, suppressed=dict(suppressed), truncated_rows=0, cells=tuple(cells),
                                 marks=marks, plan=plan)
+
+    def _taint_windows(self, keep: list[int], windows: tuple[tuple[int, int], ...], tainted: dict[int, set[Any]],
+                       marks: Marks, cells: list[CellRelease], suppressed: Counter[str]) -> list[CellRelease]:
+        """Suppress (k) a window's cells in every partition with a group dropped or a window cell suppressed."""
+        names = self.table.schema.names
+        for column, partition in windows:
+            values = self.values(names[partition])
+            tainted[column] |= {values[keep[r]] for (r, c) in marks if c == column}
+            for out_row, row in enumerate(keep):
+                if values[row] in tainted[column] and (out_row, column) not in marks:
+                    marks[(out_row, column)] = Reason.K
+                    suppressed[Reason.K] += 1
+        return [c for c in cells if (c.row, c.column) not in marks]
 
     def _cell(self, row: int, components: tuple[int, ...]) -> tuple[Reason | None, tuple[CellSet, ...]]:
         parts: list[CellSet] = []
@@ -190,6 +209,8 @@ class _Control:
             c = component.condition
             if c is not None and not any(self.values(condition_rows(i, c))[row]
                                          for i in range(len(self.plan.instances))):
+                if component.strict:
+                    return Reason.K, ()  # "nobody" must look like "fewer than k" (see Component.strict)
                 continue  # no row contributes: the value is NULL or 0 and says nothing about anyone
             for i in range(len(self.plan.instances)):
                 count = self.values(group_count(i) if c is None else condition_count(i, c))[row]
@@ -249,21 +270,72 @@ def _null_cells(table: pa.Table, marks: Marks) -> pa.Table:
     return table
 
 
-def finish(table: pa.Table, marks: Marks, later: Marks | None = None) -> pa.Table:
+def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: ReleasePlan | None = None) -> pa.Table:
     """The result as released: cells suppressed `later` (by the audit) set to NULL, and the marker column added.
 
     The marker column `sluice_suppressed` holds, per row, a JSON object mapping each suppressed column of that row
-    to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was.
+    to its reason (`k`, `dominance`, `difference_audit`, `audit_budget_exceeded`), or NULL when none was. With a plan
+    that has a shell (HAVING, LIMIT, OFFSET, windows: policy/sql_shell.py), a window's cells are suppressed in every
+    partition where the audit suppressed one (added to `later` in place, so the caller counts them), the rows are
+    selected now, after the audit, and the hidden columns removed.
     """
-    later = later or {}
+    later = later if later is not None else {}
+    if plan is not None and plan.shell is not None and plan.shell.windows:
+        _taint_windows(table, plan.shell.windows, marks, later)
     table = _null_cells(table, later)
     names = table.schema.names
+    suppressed = {**marks, **later}
+    columns = plan.columns if plan is not None else table.num_columns
     per_row: dict[int, dict[str, str]] = {}
-    for (row, column), reason in sorted({**marks, **later}.items()):
-        per_row.setdefault(row, {})[names[column]] = str(reason)
+    for (row, column), reason in sorted(suppressed.items()):
+        if column < columns:
+            per_row.setdefault(row, {})[names[column]] = str(reason)
     marker = [json.dumps(per_row[r], ensure_ascii=False, sort_keys=True) if r in per_row else None
               for r in range(table.num_rows)]
-    return table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
+    table = table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
+    if plan is None or not plan.hidden:
+        return table
+    rows = select_rows(table, plan, suppressed)
+    return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
+
+
+def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks) -> None:
+    """Add to `later` (in place, so the caller counts them) the window cells of every partition in which the audit
+    suppressed a window cell."""
+    for column, partition in windows:
+        values = table.column(partition).to_pylist()
+        tainted = {values[r] for (r, c) in later if c == column}
+        for row, value in enumerate(values):
+            if value in tainted and (row, column) not in marks and (row, column) not in later:
+                later[(row, column)] = Reason.DIFFERENCE_AUDIT
+
+
+def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
+    """The rows a shell keeps (see sql_release.Shell), in the query's order."""
+    shell = plan.shell
+    if shell is None:
+        return list(range(table.num_rows))
+    suppressed = suppressed or {}
+    pos = table.column(shell.pos).to_pylist()
+    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else [True] * table.num_rows
+    limit = table.column(shell.limit).to_pylist() if shell.limit is not None else None
+    offset = table.column(shell.offset).to_pylist() if shell.offset is not None else None
+    rows = []
+    for row in range(table.num_rows):
+        if not keep[row] or (shell.keep is not None and (row, shell.keep) in suppressed):
+            continue  # HAVING failed, or its value may not be used
+        first = (offset[row] or 0) if offset is not None else 0
+        if pos[row] <= first or (limit is not None and limit[row] is not None and pos[row] > first + limit[row]):
+            continue
+        if (limit is not None or offset is not None) and any((row, c) in suppressed for c in shell.order):
+            continue  # its rank depends on a value that was not released
+        rows.append(row)
+    return sorted(rows, key=lambda r: pos[r])
+
+
+def released_columns(table: pa.Table, plan: ReleasePlan) -> pa.Table:
+    """The user's columns of the rows a shell keeps, nothing suppressed (for comparing with the raw query in tests)."""
+    return table.take(pa.array(select_rows(table, plan), type=pa.int64())).select(list(range(plan.columns)))
 
 
 def strip_helpers(table: pa.Table, plan: ReleasePlan) -> pa.Table:

@@ -71,7 +71,11 @@ class AuditResult:
 
 
 class PopulationAudit:
-    """The ledgers of one population (one per measure), audited at the population's k."""
+    """The ledgers of one population (one per measure), audited at the population's k.
+
+    Measures released over the same sequence of entity sets have the same linear system, so they share one
+    `Ledger` object; the first release that treats them differently gives each its own copy (`_separate`).
+    """
 
     def __init__(self, population: str, k: int) -> None:
         self.population = population
@@ -87,6 +91,26 @@ class PopulationAudit:
             ledger = self.ledgers[measure] = Ledger(self.k)
         return ledger
 
+    def _separate(self, releases: Mapping[str, tuple[int, ...]]) -> None:
+        """Before a cell: measures that share a ledger but receive different sets in it (`releases`: measure → the
+        cell's parts it is released over; measures not in the cell receive none) stop sharing it."""
+        fresh: dict[tuple[int, ...], Ledger] = {}
+        for measure, parts in releases.items():
+            if measure not in self.ledgers:
+                self.ledgers[measure] = fresh.setdefault(parts, Ledger(self.k))
+        groups: dict[int, dict[tuple[int, ...], list[str]]] = {}
+        for measure, ledger in self.ledgers.items():
+            groups.setdefault(id(ledger), {}).setdefault(releases.get(measure, ()), []).append(measure)
+        for by_parts in groups.values():
+            if len(by_parts) < 2:
+                continue
+            keep = () if () in by_parts else next(iter(by_parts))
+            for parts, measures in by_parts.items():
+                if parts != keep:
+                    copy = self.ledgers[measures[0]].copy()
+                    for measure in measures:
+                        self.ledgers[measure] = copy
+
     def raise_k(self, k: int) -> None:
         """Judge determinacy at a larger k from now on (the largest k of any grant that released)."""
         if k <= self.k:
@@ -96,13 +120,24 @@ class PopulationAudit:
         self.replay(history)
 
     def replay(self, releases: Iterable[tuple[str, BitMap]]) -> None:
-        """Add earlier releases without checks (they were checked when released)."""
-        budget = Budget(1 << 62)
+        """Add earlier releases without checks (they were checked when released). Consecutive releases of one set
+        (the measures of one cell) are added once to the ledger they share."""
+        batch: list[str] = []
+        current: BitMap | None = None
         for measure, entities in releases:
-            ledger = self.ledger(measure)
-            ledger.try_add(entities, budget)
-            ledger.commit()
+            if current is not None and ((entities is not current and entities != current) or measure in batch):
+                self._replay_one(batch, current)
+                batch = []
+            current = entities
+            batch.append(measure)
             self.history.append((measure, entities))
+        if current is not None:
+            self._replay_one(batch, current)
+
+    def _replay_one(self, measures: list[str], entities: BitMap) -> None:
+        self._separate(dict.fromkeys(measures, (0,)))
+        for ledger in {id(self.ledgers[m]): self.ledgers[m] for m in measures}.values():
+            ledger.add_released(entities)
 
     @property
     def cells(self) -> int:
@@ -120,20 +155,27 @@ def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell]
         if exhausted:
             result.suppressed[cell.key] = Reason.AUDIT_BUDGET_EXCEEDED
             continue
-        tentative: list[tuple[PopulationAudit, str, Ledger, BitMap]] = []
+        releases: dict[str, dict[str, tuple[int, ...]]] = {}
+        for index, part in enumerate(cell.parts):
+            for measure in part.measures:
+                by_measure = releases.setdefault(part.population, {})
+                by_measure[measure] = (*by_measure.get(measure, ()), index)
+        for name, by_measure in releases.items():
+            populations[name]._separate(by_measure)
+        adds: list[tuple[PopulationAudit, Ledger, AuditPart]] = []
+        for part in cell.parts:
+            population = populations[part.population]
+            shared = {id(population.ledgers[m]): population.ledgers[m] for m in part.measures}
+            adds += [(population, ledger, part) for ledger in shared.values()]
+        tentative: list[Ledger] = []
         violation: Violation | None = None
         try:
-            for part in cell.parts:
-                for measure in part.measures:
-                    populations[part.population].ledger(measure).refine(part.entities, work)
-            for part in cell.parts:
-                population = populations[part.population]
-                for measure in part.measures:
-                    ledger = population.ledger(measure)
-                    tentative.append((population, measure, ledger, part.entities))
-                    violation = ledger.try_add(part.entities, work)
-                    if violation is not None:
-                        break
+            if len(adds) > 1:  # a single set is refined by try_add itself
+                for _, ledger, part in adds:
+                    ledger.refine(part.entities, work)
+            for _, ledger, part in adds:
+                tentative.append(ledger)
+                violation = ledger.try_add(part.entities, work)
                 if violation is not None:
                     break
         except BudgetExceeded:
@@ -146,15 +188,18 @@ def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell]
             result.suppressed[cell.key] = Reason.DIFFERENCE_AUDIT
             result.violations[cell.key] = violation
             continue
-        for population, measure, ledger, entities in tentative:
+        for ledger in tentative:
             ledger.commit()
-            population.history.append((measure, entities))
-            result.accepted.append(Accepted(population.population, measure, entities, cell.key))
+        for part in cell.parts:
+            population = populations[part.population]
+            for measure in part.measures:
+                population.history.append((measure, part.entities))
+                result.accepted.append(Accepted(population.population, measure, part.entities, cell.key))
     result.spent = budget - work.remaining
     return result
 
 
-def _rollback(tentative: list[tuple[PopulationAudit, str, Ledger, BitMap]]) -> None:
-    for _, _, ledger, _ in tentative:
+def _rollback(tentative: list[Ledger]) -> None:
+    for ledger in tentative:
         if ledger.pending:
             ledger.rollback()

@@ -20,6 +20,7 @@ STRUCTURAL_NODES: frozenset[type[exp.Expr]] = frozenset({
     exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery, exp.With, exp.CTE, exp.TableAlias,
     exp.From, exp.Join, exp.Table, exp.Where, exp.Group, exp.Having, exp.Qualify, exp.Order, exp.Ordered,
     exp.Limit, exp.Offset, exp.Distinct, exp.Alias, exp.Identifier, exp.Column, exp.Star, exp.Window,
+    exp.Rollup, exp.Cube, exp.GroupingSets,
     exp.WindowSpec, exp.Filter, exp.Paren, exp.Tuple, exp.Literal, exp.Null, exp.Boolean, exp.Placeholder,
     exp.DataType, exp.DataTypeParam, exp.Interval, exp.Var, exp.Exists, exp.Any, exp.All, exp.In,
     exp.Between, exp.Is, exp.Not, exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,
@@ -169,4 +170,4 @@ def allowed_function(node: exp.Expr) -> bool:
     """Whether a function node is on the allowlist (aggregates, window functions and scalars)."""
     if isinstance(node, exp.Anonymous):
         return function_name(node) in ANONYMOUS_SCALARS
-    return type(node) in SCALAR_FUNCTIONS or isinstance(node, (*AGGREGATES, *WINDOW_FUNCTIONS))
+    return type(node) in SCALAR_FUNCTIONS or isinstance(node, (*AGGREGATES, *WINDOW_FUNCTIONS, exp.Grouping))

@@ -18,6 +18,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope, walk_in_scope
 from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
+from policy.sql_conditional import branches
 from policy.sql_findings import Finding, Positions
 from policy.sql_model import ColumnUse, Derived, EquiJoin, Origin, Role, ScopeFacts, aggregate_arguments
 from policy.sql_resolve import Catalog
@@ -69,6 +70,7 @@ class _Ctx:
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In,
                 exp.Between)
+MAX_PROTECTED_DEGREE = 2  # price * (1 - discount): a product of two protected values at most (like a variance)
 _SIMPLE_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Add,
                  exp.Sub, exp.Mul, exp.Div, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
                  exp.Coalesce, exp.Placeholder, exp.Star, exp.Distinct)
@@ -87,6 +89,7 @@ class Lineage:
         self.error_prone: list[tuple[exp.Expr, frozenset[Origin], str]] = []
         self._facts: dict[int, ScopeFacts] = {}
         self._origins: dict[tuple[int, int], tuple[frozenset[Origin], bool]] = {}
+        self._degrees: dict[tuple[int, int], int] = {}
         self.budget = budget or WorkBudget(DEFAULT_WORK_BUDGET)
         scopes = traverse_scope(tree)
         self.root_scope = scopes[-1]
@@ -107,6 +110,12 @@ class Lineage:
     def output_scopes(self) -> list[ScopeFacts]:
         """The SELECTs whose rows are the final result (the root, or every branch of a root set operation)."""
         return [f for f in self.scopes if id(f.scope) in self._outputs and f.is_select]
+
+    def enclosing(self, node: exp.Expr) -> ScopeFacts | None:
+        """The facts of the SELECT scope a node is evaluated in (None when not found)."""
+        select = node.find_ancestor(exp.Select)
+        scope = self._by_expression.get(id(select)) if select is not None else None
+        return self.facts(scope) if scope is not None else None
 
     def facts(self, scope: Scope) -> ScopeFacts:
         """The facts of a scope, computed on first use."""
@@ -172,7 +181,9 @@ class Lineage:
             value = projection.unalias()
             origins, simple, bare = self.expression_origins(value, facts)
             pure = bare and self.is_pure(value, facts)
-            if facts.is_aggregate:
+            if facts.is_aggregate and not (bare and any(self.catalog.is_entity(o.table, o.column) for o in origins)):
+                # an aggregate's outputs are released figures; an entity column output by a per-entity aggregation
+                # (its group key) stays an entity column, checked where it is used
                 origins, simple, pure = frozenset(), True, False
             elif not bare:
                 origins = frozenset(Origin(o.table, o.column, False) for o in origins)
@@ -216,6 +227,13 @@ class Lineage:
             return
         if isinstance(node, exp.Window):
             facts.windows.append(node)
+            if facts.is_aggregate and not ctx.in_window and ctx.agg is None:
+                # a window over aggregated rows: its arguments, partition and order are group keys and aggregates
+                for child in [*node.this.iter_expressions(), *(node.args.get("partition_by") or []),
+                              node.args.get("order")]:
+                    if child is not None:
+                        self._visit(child, ctx, facts)
+                return
             self._children(node, replace(ctx, in_window=True), facts)
             return
         if isinstance(node, exp.Filter):
@@ -265,8 +283,10 @@ class Lineage:
         inner = replace(ctx, agg="safe" if A.is_safe_aggregate(node) else "unsafe", in_condition=False)
         if isinstance(node, exp.CountIf):
             inner = replace(inner, in_condition=True)
-        arguments = aggregate_arguments(node)
-        if isinstance(node, exp.CountIf) or not all(self.expression_origins(a, facts)[1] for a in arguments):
+        conditional = branches(node)
+        values = [v for _, v in conditional if v is not None] if conditional is not None else \
+            aggregate_arguments(node)
+        if not all(self.expression_origins(v, facts)[1] for v in values):
             facts.complex_aggregates.append(node)
         distinct = node.this if isinstance(node, exp.Count) else None
         if isinstance(distinct, exp.Distinct):
@@ -287,7 +307,7 @@ class Lineage:
             return Role.UNSAFE_AGGREGATE_ARG
         if ctx.agg == "safe":
             if ctx.in_condition:
-                return Role.CASE_CONDITION
+                return Role.AGGREGATE_CONDITION
             return Role.COUNT_DISTINCT if ctx.distinct_bare else Role.AGGREGATE_ARG
         if ctx.equi:
             return Role.EQUI_JOIN
@@ -304,7 +324,8 @@ class Lineage:
         return Role.OUTPUT if facts.is_output else Role.PASSTHROUGH
 
     def _record(self, origins: frozenset[Origin], role: Role, node: exp.Expr) -> None:
-        compared = role in (Role.PREDICATE, Role.CASE_CONDITION, Role.FILTER_CONDITION) and _compared_with_value(
+        compared = role in (Role.PREDICATE, Role.CASE_CONDITION, Role.AGGREGATE_CONDITION,
+                            Role.FILTER_CONDITION) and _compared_with_value(
             node)
         for origin in origins:
             actual = role
@@ -432,12 +453,61 @@ class Lineage:
         return len(outputs) == 1 and outputs[0].pure and len(outputs[0].origins) == 1
 
     def _weights_protected(self, product: exp.Mul, facts: ScopeFacts) -> bool:
-        """Whether a product multiplies a protected (non-open) value by another column (a row weight)."""
+        """Whether a product multiplies a protected (non-open) value by another column (a row weight).
+
+        A product of `aggregate` columns only (`price * (1 - discount)` with both protected) is no weight: each
+        monomial is a protected value of its own, released and audited as a measure of its own."""
         left, right = product.this, product.expression
         if not (_has_column(left) and _has_column(right)):
             return False
-        return any(self.constraint_of(o) != Constraint.OPEN
-                   for side in (left, right) for o in self.expression_origins(side, facts)[0])
+        constraints = {self.constraint_of(o) for side in (left, right) for o in self.expression_origins(side, facts)[0]}
+        if constraints == {Constraint.AGGREGATE}:
+            return self.protected_degree(product, facts) > MAX_PROTECTED_DEGREE
+        return any(c != Constraint.OPEN for c in constraints)
+
+    def protected_degree(self, node: exp.Expr, facts: ScopeFacts) -> int:
+        """The polynomial degree of `node` in protected (non-open) base columns, traced through row-level scopes."""
+        key = (id(node), -id(facts.scope))
+        known = self._degrees.get(key)
+        if known is not None:
+            return known
+        self.budget.spend()
+        degree = 0
+        if isinstance(node, exp.Column) and node.table:
+            degree = self._column_degree(facts.scope, node.table, node.name)
+        elif isinstance(node, exp.Mul):
+            degree = self.protected_degree(node.this, facts) + self.protected_degree(node.expression, facts)
+        elif isinstance(node, exp.Div):
+            degree = self.protected_degree(node.this, facts)
+        elif not isinstance(node, exp.Query):
+            degree = max((self.protected_degree(c, facts) for c in node.iter_expressions()), default=0)
+        self._degrees[key] = degree
+        return degree
+
+    def _column_degree(self, scope: Scope, alias: str, name: str) -> int:
+        current: Scope | None = scope
+        while current is not None:
+            source = current.sources.get(alias)
+            if isinstance(source, exp.Table):
+                column = self.catalog.column(source.name.lower(), name)
+                return 1 if column is not None and self.catalog.constraint(
+                    source.name.lower(), column.name.lower()) != Constraint.OPEN else 0
+            if isinstance(source, Scope):
+                return self._scope_degree(source, name)
+            current = current.parent
+        return 0
+
+    def _scope_degree(self, scope: Scope, name: str) -> int:
+        expression = scope.expression
+        if not isinstance(expression, exp.Select):
+            return max((self._scope_degree(b, name) for b in scope.set_operation_scopes), default=0)
+        child = self.facts(scope)
+        if child.is_aggregate:
+            return 0  # an aggregate's outputs are released figures, not row values
+        for projection in expression.expressions:
+            if projection.alias_or_name.lower() == name.lower():
+                return self.protected_degree(projection.unalias(), child)
+        return 0
 
     def _derived(self, scope: Scope, alias: str, name: str) -> Derived | None:
         current: Scope | None = scope

@@ -21,6 +21,7 @@ class Role(StrEnum):
     PREDICATE = "predicate"  # WHERE / JOIN ON / HAVING / QUALIFY outside aggregates
     EQUI_JOIN = "equi_join"  # a bare side of a conjunctive `a.col = b.col` (or `col IN (SELECT col ...)`)
     CASE_CONDITION = "case_condition"  # a CASE/IF condition, or a comparison, outside WHERE
+    AGGREGATE_CONDITION = "aggregate_condition"  # a CASE/IF condition or comparison inside a safe aggregate
     FILTER_CONDITION = "filter_condition"  # an aggregate's FILTER (WHERE ...)
     WINDOW = "window"  # inside OVER (...) or a window function
     ORDER_BY = "order_by"  # ORDER BY / DISTINCT ON of a row-level scope

@@ -123,9 +123,8 @@ def _node_problem(node: exp.Expr, parsed: Parsed) -> tuple[str, str] | None:
         return F.POSITIONAL_REFERENCE_NOT_ALLOWED, "positional column references (#n) are not allowed"
     if isinstance(node, exp.Pivot) or type(node).__name__ in ("Unpivot", "UnpivotColumns"):
         return F.PIVOT_NOT_ALLOWED, "PIVOT and UNPIVOT are not allowed"
-    if isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets)):
-        return F.GROUPING_SETS_NOT_ALLOWED, ("ROLLUP, CUBE and GROUPING SETS are not allowed: subtotals let "
-                                             "suppressed groups be recovered by subtraction")
+    if isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets)) and not isinstance(node.parent, exp.Group):
+        return F.GROUPING_SETS_NOT_ALLOWED, "ROLLUP, CUBE and GROUPING SETS may only stand in GROUP BY"
     if isinstance(node, exp.Placeholder):
         return _placeholder_problem(node, parsed)
     if isinstance(node, exp.Table):

@@ -33,17 +33,23 @@ class Component:
     condition: int | None
     measures: tuple[str, ...] = ()
     stats: tuple[int, ...] = ()
+    strict: bool = False
+    """The condition compares protected (`aggregate`) values: no contributing row at all is suppressed for k too,
+    so that "nobody in the group" cannot be told apart from "fewer than k" (a membership oracle)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
-                "stats": list(self.stats)}
+        out = {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
+               "stats": list(self.stats)}
+        if self.strict:
+            out["strict"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Component:
         """From `to_dict` output."""
         return cls(str(data["kind"]), data.get("condition"), tuple(data.get("measures", ())),
-                   tuple(int(x) for x in data.get("stats", ())))
+                   tuple(int(x) for x in data.get("stats", ())), bool(data.get("strict", False)))
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,39 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Shell:
+    """How the top-level clauses that select rows (HAVING, LIMIT, OFFSET) are applied after the release audit.
+
+    Every group is evaluated, so every group's aggregates (in the output, in HAVING, in an ORDER BY that LIMIT
+    cuts) are cells that output control and the audit decide on; the rows are selected afterwards (`finish`): a row
+    is kept when HAVING holds and its HAVING cell was released, its rank (`pos`, over all groups, HAVING-passing
+    ones first: the raw query's order) lies within OFFSET / LIMIT, and, when LIMIT or OFFSET cut by an order,
+    none of its `order` cells was suppressed. Values are column indexes of the result before `finish`."""
+
+    pos: int
+    keep: int | None = None
+    limit: int | None = None
+    offset: int | None = None
+    order: tuple[int, ...] = ()
+    windows: tuple[tuple[int, int], ...] = ()
+    """(column, partition column) of each output column with a window over the aggregated rows: its value in a row
+    depends on the cells of every group of its partition, so one suppressed cell (or a group dropped for k) in a
+    partition suppresses the window's cells in the whole partition."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"pos": self.pos, "keep": self.keep, "limit": self.limit, "offset": self.offset,
+                "order": list(self.order), "windows": [list(w) for w in self.windows]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Shell:
+        """From `to_dict` output."""
+        return cls(int(data["pos"]), data.get("keep"), data.get("limit"), data.get("offset"),
+                   tuple(int(x) for x in data.get("order", ())),
+                   tuple((int(c), int(p)) for c, p in data.get("windows", ())))
+
+
+@dataclass(frozen=True)
 class ReleasePlan:
     """What a query over entity data releases, for output control (worker) and the release audit (API)."""
 
@@ -81,6 +120,8 @@ class ReleasePlan:
     cells: tuple[Cell, ...]
     stats: tuple[Stat, ...]
     columns: int  # user output columns
+    hidden: tuple[str, ...] = ()  # hidden columns after the user's (HAVING, order cells, rank, LIMIT, OFFSET)
+    shell: Shell | None = None
 
     @property
     def populations(self) -> tuple[str, ...]:
@@ -91,7 +132,8 @@ class ReleasePlan:
         """JSON form (what is frozen at approval)."""
         return {"instances": list(self.instances), "conditions": self.conditions,
                 "components": [c.to_dict() for c in self.components], "cells": [c.to_dict() for c in self.cells],
-                "stats": [s.to_dict() for s in self.stats], "columns": self.columns}
+                "stats": [s.to_dict() for s in self.stats], "columns": self.columns, "hidden": list(self.hidden),
+                "shell": self.shell.to_dict() if self.shell is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
@@ -101,11 +143,18 @@ class ReleasePlan:
             components=tuple(Component.from_dict(c) for c in data["components"]),
             cells=tuple(Cell(int(c["index"]), str(c["name"]), tuple(c["components"])) for c in data["cells"]),
             stats=tuple(Stat(int(s["component"]), str(s["column"])) for s in data["stats"]),
-            columns=int(data["columns"]))
+            columns=int(data["columns"]), hidden=tuple(data.get("hidden", ())),
+            shell=Shell.from_dict(data["shell"]) if data.get("shell") else None)
 
 
 # helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------
 HELPER_PREFIX = "__sluice_i"
+KEEP = "__sluice_keep"
+POS = "__sluice_pos"
+LIMIT = "__sluice_limit"
+OFFSET = "__sluice_offset"
+ORDER_CELL = "__sluice_order"
+PARTITION = "__sluice_part"
 
 
 def group_count(i: int) -> str:

@@ -22,15 +22,19 @@ a copy of the original FROM / JOIN / WHERE.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, walk_in_scope
 
 from policy import sql_release as R
+from policy.constraints import Constraint
+from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_model import aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
+from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values
 from policy.sql_threshold import ThresholdPlan
 from policy.sql_types import NUMERIC_TYPES
 
@@ -39,6 +43,8 @@ PASSTHROUGH_PREFIX = "__sluice_e"
 ROWS_NAME = "__sluice_rows"
 _QUERY, _STATS, _PARTIAL = "__sluice_q", "__sluice_c", "__sluice_p"
 _KEY, _VALUE, _ORDER, _ENTITY = "__sluice_k", "__sluice_v", "__sluice_o", "__sluice_entity"
+_HAVING = "__sluice_h"
+_GROUPING = "__sluice_g"
 MAX_MONOMIALS = 64
 _STDDEV = (exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop)
 _NUMERIC_TYPE_NAMES = ("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -60,9 +66,9 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan | No
     assert isinstance(select, exp.Select)
     shape = _Shape.of(lineage)
     passthrough: dict[tuple[int, exp.Expr], str] = {}
-    entities = [_reference(lineage, i.path, i.table, passthrough) for i in plan.instances]
+    entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in plan.instances]
     builder = _Builder(lineage, passthrough)
-    release = builder.build([i.population for i in plan.instances])
+    release = builder.build([i.population for i in plan.instances], shape.shell)
     shape.apply(select, entities, builder.conditions, builder.stat_values, release)
     return release
 
@@ -79,28 +85,69 @@ class _Builder:
         self._stats: list[Stat] = []
         self._monomials: dict[tuple[int, int], frozenset[Monomial]] = {}
 
-    def build(self, populations: list[str]) -> ReleasePlan:
+    def build(self, populations: list[str], shell: ShellLayout | None) -> ReleasePlan:
         root = self.lineage.root
         select = root.scope.expression
         components: list[Component] = []
-        by_node: dict[int, int] = {}
+        by_node: dict[int, list[int]] = {}
         for aggregate in root.aggregates:
-            by_node[id(aggregate)] = len(components)
-            components.append(self._component(aggregate, len(components)))
+            parts = self._components(aggregate, len(components))
+            by_node[id(aggregate)] = list(range(len(components), len(components) + len(parts)))
+            components += parts
         cells = []
         for index, projection in enumerate(select.expressions):
-            used = sorted({by_node[id(n)] for n in walk_in_scope(projection) if id(n) in by_node})
+            used = sorted({c for n in walk_in_scope(projection) if id(n) in by_node for c in by_node[id(n)]})
             if used:
                 cells.append(Cell(index, projection.alias_or_name, tuple(used)))
+        columns = len(select.expressions)
+        for j, (name, node) in enumerate(shell.hidden if shell is not None else []):
+            used = sorted({c for n in walk_in_scope(node) if id(n) in by_node for c in by_node[id(n)]}) \
+                if node is not None else []
+            if used:
+                cells.append(Cell(columns + j, name, tuple(used)))
         return ReleasePlan(instances=tuple(populations), conditions=len(self.conditions),
                            components=tuple(components), cells=tuple(cells), stats=tuple(self._stats),
-                           columns=len(select.expressions))
+                           columns=columns, hidden=tuple(n for n, _ in shell.hidden) if shell is not None else (),
+                           shell=shell.shell(columns, {c.index for c in cells}) if shell is not None else None)
 
-    def _component(self, aggregate: exp.Expr, index: int) -> Component:
+    def _components(self, aggregate: exp.Expr, start: int) -> list[Component]:
+        """One component per branch of a conditional aggregate (sql_conditional.py), else one."""
+        conditional = branches(aggregate)
+        if conditional is None:
+            return [self._component(aggregate, start)]
+        out: list[Component] = []
+        for condition, value in conditional:
+            out.append(self._component(aggregate, start + len(out), branch=condition,
+                                       arguments=[value] if value is not None else []))
+        return out
+
+    def _component(self, aggregate: exp.Expr, index: int, *, branch: exp.Expr | None = None,
+                   arguments: list[exp.Expr] | None = None) -> Component:
         filter_ = _filter_of(aggregate)
-        arguments = aggregate_arguments(aggregate)
+        if arguments is None:
+            arguments = aggregate_arguments(aggregate)
         distinct = isinstance(aggregate, exp.Count) and isinstance(aggregate.this, exp.Distinct)
         parts = [filter_] if filter_ is not None else []
+        if branch is not None:
+            parts.append(exp.paren(branch.copy(), copy=False))
+        strict = self._compares_protected([filter_, branch])
+        component = self._component_of(aggregate, index, parts, arguments, distinct)
+        return dataclasses.replace(component, strict=True) if strict else component
+
+    def _compares_protected(self, conditions: list[exp.Expr | None]) -> bool:
+        """Whether a FILTER or CASE condition (as found in the aggregate: columns resolvable in the root scope)
+        reads an `aggregate` column."""
+        root = self.lineage.root
+        for node in conditions:
+            if node is None:
+                continue
+            origins, _, _ = self.lineage.expression_origins(node, root)
+            if any(self.lineage.constraint_of(o) == Constraint.AGGREGATE for o in origins):
+                return True
+        return False
+
+    def _component_of(self, aggregate: exp.Expr, index: int, parts: list[exp.Expr], arguments: list[exp.Expr],
+                      distinct: bool) -> Component:
         if not distinct:
             parts += [exp.not_(exp.Is(this=exp.paren(a.copy(), copy=False), expression=exp.Null()))
                       for a in arguments]
@@ -112,7 +159,7 @@ class _Builder:
             if self.lineage.catalog.is_entity(origin.table, origin.column):
                 return Component("entities", condition)
             return Component("rows", condition, measures_of("rows", ()))  # distinct identifiers: like rows
-        if isinstance(aggregate, exp.Count):
+        if isinstance(aggregate, exp.Count | exp.CountIf):
             return Component("rows", condition, measures_of("rows", ()))
         scope = self.lineage.root.scope
         monomials = set().union(*(self._expand(a, scope) for a in arguments)) if arguments else set()
@@ -251,19 +298,37 @@ def _carry(child: Scope, alias: str, inner: exp.Expr, passthrough: dict[tuple[in
     if name is None:
         name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"
         passthrough[key] = name
-        child.expression.append("expressions", exp.alias_(inner.copy(), exp.to_identifier(name, quoted=True)))
+        value = inner.copy()
+        if child.expression.args.get("group") is not None:
+            value = exp.Min(this=value)  # a per-entity aggregation: constant within each group
+        child.expression.append("expressions", exp.alias_(value, exp.to_identifier(name, quoted=True)))
     return exp.column(name, table=alias, quoted=True)
 
 
 def _reference(lineage: Lineage, path: tuple[tuple[Scope, str], ...], table: str,
-               passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
+               passthrough: dict[tuple[int, exp.Expr], str],
+               branches: tuple[tuple[Scope, str | None], ...] = ()) -> exp.Column:
     """A column, valid in the first scope of `path`, carrying the entity index of the instance at its end."""
     scope, alias = path[0]
     if len(path) == 1:
+        if branches:
+            return _carry_union(alias, branches, passthrough)
         return exp.column(EIDX, table=alias, quoted=True)
     child = scope.sources[alias]
     assert isinstance(child, Scope) and isinstance(child.expression, exp.Select)
-    return _carry(child, alias, _reference(lineage, path[1:], table, passthrough), passthrough)
+    return _carry(child, alias, _reference(lineage, path[1:], table, passthrough, branches), passthrough)
+
+
+def _carry_union(alias: str, branches: tuple[tuple[Scope, str | None], ...],
+                 passthrough: dict[tuple[int, exp.Expr], str]) -> exp.Column:
+    """The entity index carried up as the last output of every branch of a UNION ALL (0 where a branch has none)."""
+    name = f"{PASSTHROUGH_PREFIX}{len(passthrough)}"
+    passthrough[(id(branches), exp.to_identifier(name))] = name
+    for branch, table_alias in branches:
+        value = exp.column(EIDX, table=table_alias, quoted=True) if table_alias is not None \
+            else exp.cast(exp.Literal.number(0), "UINTEGER")
+        branch.expression.append("expressions", exp.alias_(value, exp.to_identifier(name, quoted=True)))
+    return exp.column(name, table=alias, quoted=True)
 
 
 # --- the SQL ----------------------------------------------------------------------------------------------------
@@ -275,6 +340,8 @@ class _Shape:
     order: list[exp.Ordered]
     order_all: bool
     fields: dict[str, dict[str, str]] | None  # source alias -> column names (materialized form), else None
+    shell: ShellLayout | None = None  # HAVING / LIMIT / OFFSET applied after the audit (sql_shell.py)
+    sets: list[list[int]] | None = None  # ROLLUP / CUBE / GROUPING SETS: each set's key indexes
 
     @classmethod
     def of(cls, lineage: Lineage) -> _Shape:
@@ -293,7 +360,8 @@ class _Shape:
         if order_all and len(items) != 1:
             raise UnsupportedShape("ORDER BY ALL cannot be combined with other ORDER BY items here")
         order = [] if order_all else [_with_this(o, _expanded(o.this, select, outputs)) for o in items]
-        return cls(keys, order, order_all, _fields(lineage, outputs))
+        return cls(keys, order, order_all, _fields(lineage, outputs), layout(select, items, order_all),
+                   _grouping_sets(select, keys, outputs))
 
     def apply(self, select: exp.Select, entities: list[exp.Column], conditions: list[exp.Expr],
               stats: list[tuple[exp.Expr, int]], release: ReleasePlan) -> None:
@@ -323,11 +391,27 @@ class _Shape:
             query.set(arg, _copied(value))
         projections = select.expressions
         hidden = [(f"{_KEY}{j}", key) for j, key in enumerate(self.keys)]
+        if self.sets is not None:  # which grouping set a row belongs to (its NULL keys are not values)
+            hidden.append((_GROUPING, exp.Grouping(expressions=[k.copy() for k in self.keys])))
         hidden += [(f"{_VALUE}{i}", p.unalias()) for i, p in enumerate(projections)]
         hidden += [(f"{_ORDER}{i}", ordered.this) for i, ordered in enumerate(self.order)]
+        if self.shell is not None:
+            for arg in ("having", "limit", "offset"):
+                query.set(arg, None)
+            if self.shell.having is not None:
+                hidden.append((_HAVING, self.shell.having))
+            hidden += partition_values(self.shell)
         for name, expression in hidden:
             query.append("expressions", exp.alias_(expression.copy(), _name(name)))
         expressions = [exp.alias_(_col(f"{_VALUE}{i}", _QUERY), _name(p.alias)) for i, p in enumerate(projections)]
+        if self.shell is not None:
+            having = _col(_HAVING, _QUERY) if self.shell.having is not None else None
+            if self.order_all:
+                desc = bool(select.args["order"].expressions[0].args.get("desc"))
+                ranked = [exp.Ordered(this=_col(f"{_VALUE}{i}", _QUERY), desc=desc) for i in range(len(projections))]
+            else:
+                ranked = [_with_this(o, _col(f"{_ORDER}{i}", _QUERY)) for i, o in enumerate(self.order)]
+            expressions += [exp.alias_(value, _name(name)) for name, value in hidden_values(self.shell, having, ranked)]
         joins = []
         for i, entity in enumerate(entities):
             alias = f"{_STATS}{i}"
@@ -366,6 +450,13 @@ class _Shape:
             expressions=[*(exp.alias_(k.copy(), _name(n)) for k, n in zip(self.keys, keys, strict=True)),
                          exp.alias_(entity.copy(), _name(_ENTITY)), *flags, *values],
             group=exp.Group(expressions=[*(k.copy() for k in self.keys), entity.copy()]))
+        if self.sets is not None:
+            partial.append("expressions", exp.alias_(exp.Grouping(expressions=[k.copy() for k in self.keys]),
+                                                     _name("g")))
+            partial.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=[
+                exp.Tuple(expressions=[*(self.keys[j].copy() for j in members), entity.copy()])
+                for members in self.sets])]))
+            keys = [*keys, "g"]
         for arg, value in source.items():
             partial.set(arg, _copied(value))
         entity_ref = _col(_ENTITY)
@@ -391,7 +482,8 @@ class _Shape:
                                                              alias=exp.TableAlias(this=_name(_PARTIAL)))))
         if keys:
             counts.set("group", exp.Group(expressions=[_col(n) for n in keys]))
-        on = exp.and_(*(exp.NullSafeEQ(this=_col(f"{_KEY}{j}", _QUERY), expression=_col(n, alias))
+        on = exp.and_(*(exp.NullSafeEQ(this=_col(f"{_KEY}{j}" if n != "g" else _GROUPING, _QUERY),
+                                       expression=_col(n, alias))
                         for j, n in enumerate(keys))) if keys else exp.true()
         return exp.Join(this=exp.Subquery(this=counts, alias=exp.TableAlias(this=_name(alias))), kind="LEFT", on=on)
 
@@ -448,12 +540,49 @@ def _group_keys(select: exp.Select, outputs: dict[str, list[exp.Expr]]) -> list[
     if group is None:
         return []
     if any(value for arg, value in group.args.items() if arg not in ("expressions", "all")):
-        raise UnsupportedShape("ROLLUP, CUBE and GROUPING SETS are not supported over entity data")
+        raise UnsupportedShape("this GROUP BY form is not supported over entity data; spell the grouping sets out")
     if group.args.get("all"):
         if group.expressions:
             raise UnsupportedShape("GROUP BY ALL cannot be combined with other keys")
         return [p.unalias() for p in select.expressions if not p.find(exp.AggFunc)]
-    return [_expanded(key, select, outputs) for key in group.expressions]
+    keys: list[exp.Expr] = []
+    for key in group.expressions:
+        for expression in (key.expressions if isinstance(key, _GROUPINGS) else [key]):
+            for item in (expression.expressions if isinstance(expression, exp.Tuple) else [expression.unnest()]):
+                expanded = _expanded(item, select, outputs)
+                if expanded not in keys:
+                    keys.append(expanded)
+    return keys
+
+
+_GROUPINGS = (exp.Rollup, exp.Cube, exp.GroupingSets)
+
+
+def _grouping_sets(select: exp.Select, keys: list[exp.Expr], outputs: dict[str, list[exp.Expr]]
+                   ) -> list[list[int]] | None:
+    """The grouping sets of a GROUP BY with ROLLUP / CUBE / GROUPING SETS, as indexes into `keys`; None without."""
+    group = select.args.get("group")
+    if group is None or not any(isinstance(k, _GROUPINGS) for k in group.expressions):
+        return None
+    sets: list[list[int]] = [[]]
+    for key in group.expressions:
+        if isinstance(key, exp.Rollup):
+            items = [keys.index(_expanded(e.unnest(), select, outputs)) for e in key.expressions]
+            options = [items[:n] for n in range(len(items), -1, -1)]
+        elif isinstance(key, exp.Cube):
+            items = [keys.index(_expanded(e.unnest(), select, outputs)) for e in key.expressions]
+            options = [[items[i] for i in range(len(items)) if mask >> i & 1] for mask in range(2 ** len(items))]
+        elif isinstance(key, exp.GroupingSets):
+            options = []
+            for expression in key.expressions:
+                members = expression.expressions if isinstance(expression, exp.Tuple) else [expression.unnest()]
+                options.append([keys.index(_expanded(e, select, outputs)) for e in members])
+        else:
+            options = [[keys.index(_expanded(key, select, outputs))]]
+        sets = [[*s, *o] for s in sets for o in options]
+    if len(sets) > 64:
+        raise UnsupportedShape("more than 64 grouping sets")
+    return sets
 
 
 def _expanded(node: exp.Expr, select: exp.Select, outputs: dict[str, list[exp.Expr]]) -> exp.Expr:

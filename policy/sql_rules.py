@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from policy import sql_findings as F
 from policy.constraints import Constraint
+from policy.sql_entity_scope import is_per_entity
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ColumnUse, Origin, Role
@@ -25,10 +26,10 @@ _R = Role
 ALLOWED_ROLES: dict[Constraint, frozenset[Role]] = {
     Constraint.OPEN: frozenset(Role),
     Constraint.GROUP: frozenset({_R.GROUP_OUTPUT, _R.GROUP_KEY, _R.AGGREGATE_ARG, _R.COUNT_DISTINCT,
-                                 _R.PREDICATE, _R.EQUI_JOIN, _R.CASE_CONDITION, _R.FILTER_CONDITION,
-                                 _R.PASSTHROUGH}),
+                                 _R.PREDICATE, _R.EQUI_JOIN, _R.CASE_CONDITION, _R.AGGREGATE_CONDITION,
+                                 _R.FILTER_CONDITION, _R.PASSTHROUGH}),
     Constraint.AGGREGATE: frozenset({_R.AGGREGATE_ARG, _R.COUNT_DISTINCT, _R.PREDICATE, _R.EQUI_JOIN,
-                                     _R.PASSTHROUGH}),
+                                     _R.AGGREGATE_CONDITION, _R.FILTER_CONDITION, _R.PASSTHROUGH}),
     Constraint.JOIN: frozenset({_R.EQUI_JOIN, _R.COUNT_DISTINCT, _R.PASSTHROUGH}),
     Constraint.HIDDEN: frozenset(),
 }
@@ -44,6 +45,7 @@ ROLE_CODES: dict[Role, str] = {
     _R.PREDICATE: F.COLUMN_NOT_ALLOWED_IN_PREDICATE,
     _R.EQUI_JOIN: F.COLUMN_NOT_ALLOWED_IN_PREDICATE,
     _R.CASE_CONDITION: F.COLUMN_NOT_ALLOWED_IN_CONDITION,
+    _R.AGGREGATE_CONDITION: F.COLUMN_NOT_ALLOWED_IN_CONDITION,
     _R.FILTER_CONDITION: F.COLUMN_NOT_ALLOWED_IN_FILTER,
     _R.WINDOW: F.COLUMN_NOT_ALLOWED_IN_WINDOW,
     _R.ORDER_BY: F.COLUMN_NOT_ALLOWED_IN_ORDER_BY,
@@ -52,8 +54,8 @@ ROLE_CODES: dict[Role, str] = {
 
 _WHERE_ALLOWED: dict[Constraint, str] = {
     Constraint.GROUP: "only as a GROUP BY key of an aggregate query, in predicates and inside safe aggregates",
-    Constraint.AGGREGATE: "only inside a safe aggregate (count, sum, avg, stddev, ...) or in WHERE / ON "
-                          "predicates; never in a group key, CASE or FILTER condition",
+    Constraint.AGGREGATE: "only inside a safe aggregate (count, sum, avg, stddev, ...), in its CASE or FILTER "
+                          "conditions, or in WHERE / ON predicates; never in a group key or an output",
     Constraint.JOIN: "only in an equi-join `a.col = b.col` with another join column, or in count(DISTINCT col)",
     Constraint.HIDDEN: "nowhere",
     Constraint.OPEN: "anywhere",
@@ -63,6 +65,7 @@ _ROLE_TEXT: dict[Role, str] = {
     _R.AGGREGATE_ARG: "inside an aggregate", _R.COUNT_DISTINCT: "in count(DISTINCT ...)",
     _R.UNSAFE_AGGREGATE_ARG: "inside an aggregate that returns an individual value",
     _R.PREDICATE: "in a predicate", _R.EQUI_JOIN: "in an equi-join", _R.CASE_CONDITION: "in a condition",
+    _R.AGGREGATE_CONDITION: "in a condition",
     _R.FILTER_CONDITION: "in a FILTER condition", _R.WINDOW: "in a window", _R.ORDER_BY: "in ORDER BY",
     _R.PASSTHROUGH: "in a subquery output",
 }
@@ -115,12 +118,16 @@ class Rules:
     def _check_entity_use(self, use: ColumnUse, label: str) -> None:
         if use.role in ENTITY_ROLES:
             return
+        if use.role in (Role.GROUP_KEY, Role.GROUP_OUTPUT) and isinstance(use.node, exp.Column) and use.node.table:
+            enclosing = self.lineage.enclosing(use.node)
+            if enclosing is not None and is_per_entity(self.lineage, enclosing):
+                return  # a per-entity aggregation (sql_entity_scope.py): checked where its outputs are used
         self._refused_columns.add((use.table, use.column))
         if use.role in (Role.OUTPUT, Role.GROUP_OUTPUT):
             code, why = F.ENTITY_COLUMN_IN_OUTPUT, "is never output"
         elif use.role == Role.GROUP_KEY:
             code, why = F.ENTITY_COLUMN_IN_GROUP_KEY, "is never a group key (every group would be one entity)"
-        elif use.role in (Role.PREDICATE, Role.CASE_CONDITION, Role.FILTER_CONDITION):
+        elif use.role in (Role.PREDICATE, Role.CASE_CONDITION, Role.AGGREGATE_CONDITION, Role.FILTER_CONDITION):
             code = F.ENTITY_COLUMN_COMPARED
             why = ("is never compared with a literal or a parameter (that singles out one entity)"
                    if use.compared_with_value else "may only be compared with another join column in an equi-join")
@@ -178,6 +185,9 @@ class Rules:
             if key in self._refused_columns:
                 continue
             constraint = self.catalog.constraint(use.table, use.column)
+            enclosing = self.lineage.enclosing(use.node)
+            if enclosing is not None and enclosing.is_aggregate and enclosing.scope is not self.lineage.root.scope:
+                continue  # inside an aggregation below the row-level output: checked by role like any aggregate
             if constraint != Constraint.OPEN:
                 label = self._label(use.table, use.column)
                 self._refused_columns.add(key)

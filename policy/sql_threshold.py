@@ -22,6 +22,13 @@ from sqlglot.optimizer.scope import Scope
 from policy import sql_allowlist as A
 from policy import sql_findings as F
 from policy.constraints import Constraint
+from policy.sql_entity_scope import (
+    anchor_aliases,
+    entity_equalities,
+    is_per_entity,
+    per_entity_problem,
+    per_entity_value,
+)
 from policy.sql_findings import Finding, Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
@@ -44,6 +51,9 @@ class EntityInstance:
     table: str
     path: tuple[tuple[Scope, str], ...]
     population: str = ""
+    branches: tuple[tuple[Scope, str | None], ...] = ()
+    """When the path ends at a UNION ALL of row-level branches: each branch and the alias of its entity dataset
+    (None for a branch without entity data, whose rows have no entity)."""
 
 
 @dataclass
@@ -82,11 +92,14 @@ class _Planner:
             for branch in scope.set_operation_scopes:
                 self.reach(self.lineage.facts(branch), path, why_not or "inside a set operation", selected)
             return
+        anchors = anchor_aliases(self.lineage, facts) if is_per_entity(self.lineage, facts) else None
         for alias, (node, source) in scope.selected_sources.items():
             if isinstance(source, exp.Table):
                 table = source.name.lower()
                 if self.catalog.entity_column(table) is None:
                     continue
+                if anchors is not None and alias not in anchors:
+                    continue  # the same entity as an anchor (a per-entity aggregation joins them on the entity)
                 if why_not is not None:
                     self.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                                 f"{self.catalog.name(table)} has an entity column and is read {why_not}; the group "
@@ -102,10 +115,148 @@ class _Planner:
                     self.plan.instances.append(EntityInstance(table, (*path, (scope, alias)), population))
                 continue
             child = self.lineage.facts(source)
-            self.reach(child, (*path, (scope, alias)), why_not or _feeding_problem(child),
+            if not child.is_select and why_not is None and selected is None and self._union(child, (*path, (scope,
+                                                                                                          alias))):
+                continue
+            self.reach(child, (*path, (scope, alias)), why_not or self._feeding_problem(child),
                        selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
-            self.reach(self.lineage.facts(subquery), path, why_not or "inside a subquery expression", selected)
+            if why_not is None and _in_clause(subquery.expression, scope.expression) in ("where", "joins"):
+                problem = self._selector_problem(subquery)
+                if problem is None:
+                    continue  # EXISTS / IN selecting rows by what their entities did: a predicate like any other
+                why = f"inside a subquery expression that {problem}"
+            else:
+                why = "inside a subquery expression (only EXISTS / IN in WHERE or ON may read entity data)"
+            self.reach(self.lineage.facts(subquery), path, why_not or why, selected)
+
+    def _union(self, child: ScopeFacts, path: tuple[tuple[Scope, str], ...]) -> bool:
+        """A UNION ALL of row-level branches (several sales channels) aggregated above: one entity instance whose
+        index each branch carries. True when handled (or there is no entity data in it)."""
+        branches = _union_branches(child.scope)
+        if branches is None:
+            return False
+        entries: list[tuple[Scope, str | None]] = []
+        tables: dict[str, str] = {}
+        for branch in branches:
+            facts = self.lineage.facts(branch)
+            if facts.is_aggregate or facts.windows or _row_selection(facts) is not None or \
+                    branch.expression.args.get("distinct") is not None:
+                return False
+            if any(_reads_entity_scope(self, s) for s in [*branch.subquery_scopes,
+                                                          *(src for _, src in branch.selected_sources.values()
+                                                            if isinstance(src, Scope))]):
+                return False
+            aliases = [a for a, (_, src) in branch.selected_sources.items()
+                       if isinstance(src, exp.Table) and self.catalog.entity_column(src.name.lower()) is not None]
+            if len(aliases) > 1 and not self._same_entity(branch, aliases):
+                return False
+            if aliases:
+                _, table_node = branch.selected_sources[aliases[0]]
+                assert isinstance(table_node, exp.Table)
+                table = table_node.name.lower()
+                tables[aliases[0]] = table
+            entries.append((branch, aliases[0] if aliases else None))
+        populations = {self.catalog.tables[t].entity_population or t for t in tables.values()}
+        if not populations:
+            return True  # no entity data in the union
+        if len(populations) != 1:
+            return False
+        self.plan.instances.append(EntityInstance(next(iter(tables.values())), path, populations.pop(),
+                                                  tuple(entries)))
+        return True
+
+    def _same_entity(self, branch: Scope, aliases: list[str]) -> bool:
+        """Whether every entity dataset of a branch is joined on its entity column to the first one (same
+        population): then the branch's rows have one entity, the first dataset's."""
+        select = branch.expression
+        assert isinstance(select, exp.Select)
+        equal = entity_equalities(select)
+        first = aliases[0]
+        populations = set()
+        for alias in aliases:
+            _, table = branch.selected_sources[alias]
+            assert isinstance(table, exp.Table)
+            name = table.name.lower()
+            populations.add(self.catalog.tables[name].entity_population or name)
+            column = (self.catalog.entity_column(name) or "").lower()
+            if alias != first and first not in equal.get((alias, column), set()):
+                return False
+        return len(populations) == 1
+
+    def _selector_problem(self, scope: Scope) -> str | None:
+        """Why a subquery in WHERE / ON that reads entity data cannot select rows, or None when it can: no
+        aggregate over entity data is evaluated in it (except per entity, grouped by the entity column), and
+        nothing picks exact rows (LIMIT, OFFSET, QUALIFY, DISTINCT ON, windows)."""
+        facts = self.lineage.facts(scope)
+        if not facts.is_select:
+            for branch in scope.set_operation_scopes:
+                problem = self._selector_problem(branch)
+                if problem is not None:
+                    return problem
+            return None
+        if _row_selection(facts) is not None or facts.windows:
+            return "picks exact rows (LIMIT, OFFSET, QUALIFY, DISTINCT ON or a window)"
+        if facts.is_aggregate and _reads_entity_table(self, scope) and \
+                per_entity_problem(self.lineage, facts) is not None:
+            return ("evaluates an aggregate over entity data (only per-entity aggregates, grouped by the entity "
+                    "column, may select rows; release other aggregates as cells of their own)")
+        for _, source in scope.selected_sources.values():
+            if isinstance(source, Scope):
+                problem = self._selector_problem(source)
+                if problem is not None:
+                    return problem
+        for child in scope.subquery_scopes:
+            problem = self._selector_problem(child)
+            if problem is not None:
+                return problem
+        return None
+
+
+    def _feeding_problem(self, child: ScopeFacts) -> str | None:
+        """Why a FROM-clause child cannot carry entity values up to the aggregation, or None."""
+        if child.is_aggregate and child.is_select:
+            if per_entity_problem(self.lineage, child) is None:
+                return None
+            return ("inside an aggregate below the top level that is not a per-entity aggregation (aggregate per "
+                    "entity, grouped by the entity column, then count entities per value)")
+        return _feeding_problem(child)
+
+
+def _in_clause(node: exp.Expr, select: exp.Expr) -> str | None:
+    """The argument of `select` (where, joins, expressions, ...) that holds `node`."""
+    while node.parent is not None and node.parent is not select:
+        node = node.parent
+    return node.arg_key if node.parent is select else None
+
+
+def _union_branches(scope: Scope) -> list[Scope] | None:
+    """The SELECT branches of a UNION ALL (nested ones flattened), or None for any other set operation."""
+    expression = scope.expression
+    if isinstance(expression, exp.Select):
+        return [scope]
+    if not isinstance(expression, exp.Union) or expression.args.get("distinct"):
+        return None
+    out: list[Scope] = []
+    for branch in scope.set_operation_scopes:
+        inner = _union_branches(branch)
+        if inner is None:
+            return None
+        out += inner
+    return out
+
+
+def _reads_entity_scope(planner: _Planner, scope: Scope) -> bool:
+    if _reads_entity_table(planner, scope):
+        return True
+    children = [*scope.subquery_scopes, *scope.set_operation_scopes,
+                *(src for _, src in scope.selected_sources.values() if isinstance(src, Scope))]
+    return any(_reads_entity_scope(planner, c) for c in children)
+
+
+def _reads_entity_table(planner: _Planner, scope: Scope) -> bool:
+    return any(isinstance(source, exp.Table) and planner.catalog.entity_column(source.name.lower()) is not None
+               for _, source in scope.selected_sources.values())
 
 
 def _feeding_problem(child: ScopeFacts) -> str | None:
@@ -155,9 +306,16 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                        "SELECT DISTINCT over an aggregation of entity data is not supported", select)
     for window in root.windows:
-        planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
-                       "window functions over an aggregation of entity data see groups that output control "
-                       "later suppresses; compute them outside Sluice", window)
+        if select.args.get("having") is not None or select.args.get("qualify") is not None:
+            planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
+                           "window functions over an aggregation of entity data cannot be combined with HAVING or "
+                           "QUALIFY here; filter in an outer query over a CTE instead", window)
+        elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None or \
+                window.find_ancestor(exp.Order) is not None:
+            planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
+                           "a window function over an aggregation of entity data may only stand in its SELECT list "
+                           "(ORDER BY its output name), not nested in another window, a subquery or ORDER BY",
+                           window)
     feeding = {id(scope): scope for instance in planner.plan.instances for scope, _ in instance.path[1:]}
     for scope in feeding.values():
         for window in planner.lineage.facts(scope).windows:
@@ -165,6 +323,14 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
                            "window functions in a subquery feeding an aggregation of entity data compute across "
                            "groups, including groups that output control later suppresses", window)
     for aggregate in root.aggregates:
+        if not isinstance(aggregate, exp.Count) and any(
+                per_entity_value(planner.lineage, root.scope, column)
+                for column in aggregate.find_all(exp.Column)):
+            planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
+                           "a per-entity aggregate may be used by the outer query only as a group key, in predicates "
+                           "or in count(...); aggregate the base column directly in one aggregation instead",
+                           aggregate)
+            continue
         problem = _aggregate_problem(aggregate, root, planner)
         if problem is not None:
             planner.refuse(problem[0], problem[1], aggregate)

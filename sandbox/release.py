@@ -36,8 +36,10 @@ from metering.metrics import Metrics
 from policy.output import Reason, finish
 from policy.release_audit import DEFAULT_BUDGET, AuditCell, AuditPart, PopulationAudit, audit
 from policy.sql_release import ReleasePlan
+from sandbox import release_snapshot
 from sandbox.executor import PendingRelease, RunOutcome
 from sandbox.executor.results import write_result
+from sandbox.release_snapshot import Fingerprint
 from sandbox.store.models import Base, Grant, Job, ReleaseCell, ReleaseSet, ReleaseThreshold, Run
 
 
@@ -49,6 +51,8 @@ class _Population:
     last_cell: int = 0
     operators: set[str] = field(default_factory=set)
     bitmaps: dict[str, BitMap] = field(default_factory=dict)
+    fingerprint: Fingerprint = field(default_factory=Fingerprint)  # of the ledger rows read (release_snapshot)
+    snapshot_cells: int = 0  # ledger cells in the last snapshot written or read
 
 
 class ReleaseService:
@@ -100,13 +104,16 @@ class ReleaseService:
                     (self.home / run.result_path).unlink(missing_ok=True)
                 raise
             for population in populations:
-                cells_in = [r.id for r in rows if isinstance(r, ReleaseCell) and r.population == population]
+                cells_in = sorted((r.id, r.measure, r.digest) for r in rows
+                                  if isinstance(r, ReleaseCell) and r.population == population)
                 if cells_in:
-                    state[population].last_cell = max(state[population].last_cell, *cells_in)
+                    state[population].last_cell = max(state[population].last_cell, cells_in[-1][0])
+                    state[population].fingerprint.update(cells_in)
                 state[population].operators.add(grant.operator_org_id)
+                self._maybe_snapshot(population, state[population])
 
     def _write(self, run: Run, pending: PendingRelease, suppressed: dict[Any, Reason], plan: ReleasePlan) -> None:
-        table = finish(pending.table, pending.marks, suppressed)
+        table = finish(pending.table, pending.marks, suppressed, plan)
         path = self.home / "results" / f"{run.id}.parquet"
         written = write_result(table, path)
         run.result_path = str(path.relative_to(self.home))
@@ -168,7 +175,7 @@ class ReleaseService:
                                       .where(ReleaseThreshold.population == population)) or 0
             target = max(stored_k, k)
             if entry is None:
-                entry = _Population(PopulationAudit(population, target))
+                entry = self._restore(session, population, target) or _Population(PopulationAudit(population, target))
                 self._populations[population] = entry
             entry.audit.stored_k = stored_k
             if target > entry.audit.k:
@@ -186,7 +193,34 @@ class ReleaseService:
         if new:
             entry.last_cell = new[-1][0]
             entry.operators.update(operator for _, _, _, operator in new)
+            entry.fingerprint.update((cell_id, measure, digest) for cell_id, measure, digest, _ in new)
         return entry
+
+    def _restore(self, session: Session, population: str, k: int) -> _Population | None:
+        """The population's snapshot (sandbox/release_snapshot.py), if it matches the store's ledger rows."""
+        snapshot = release_snapshot.load(self.home, population)
+        if snapshot is None or snapshot.audit.k > k:
+            return None
+        fingerprint = Fingerprint().update((cell_id, measure, digest) for cell_id, measure, digest in session.execute(
+            select(ReleaseCell.id, ReleaseCell.measure, ReleaseCell.digest)
+            .where(ReleaseCell.population == population, ReleaseCell.id <= snapshot.last_cell)
+            .order_by(ReleaseCell.id)))
+        if fingerprint.hexdigest() != snapshot.fingerprint:
+            return None
+        return _Population(snapshot.audit, snapshot.last_cell, snapshot.operators, snapshot.bitmaps, fingerprint,
+                           snapshot.audit.cells)
+
+    def _maybe_snapshot(self, population: str, entry: _Population) -> None:
+        """(Lock held, ledger rows committed.) Write a snapshot once enough cells were added since the last one."""
+        if entry.audit.cells - entry.snapshot_cells < release_snapshot.SNAPSHOT_EVERY:
+            return
+        try:
+            release_snapshot.save(self.home, release_snapshot.Snapshot(
+                population, entry.last_cell, entry.fingerprint.hexdigest(), entry.audit, entry.operators,
+                entry.bitmaps))
+        except OSError:
+            return  # a cache: the next start replays from the store instead
+        entry.snapshot_cells = entry.audit.cells
 
     def _forget(self, populations: Sequence[str]) -> None:
         for population in populations:

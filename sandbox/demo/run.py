@@ -18,6 +18,7 @@ from sandbox.clock import Clock, SystemClock
 from sandbox.config import Settings, load_settings
 from sandbox.demo.billing import billing_flow
 from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
+from sandbox.demo.differencing import differencing_attack
 from sandbox.demo.disclosure import disclosure_flow
 from sandbox.demo.registration import (
     DEMO_NOTICE_SECONDS,
@@ -228,6 +229,7 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
         raise DemoError(f"a refusal did not happen: {refusals}")
 
     out["governed_query"] = _governed_queries(admin, keys, grants, say, clock.now().date())
+    out["difference_audit"] = differencing_attack(admin, keys, grants["health_scenario"], files, say)
     out["billing"] = billing_flow(admin, keys, orgs, say, home, clock.now(), settings.billing_timezone)
     out["quality_feedback"] = quality_feedback(admin, keys, say)
     out["disclosure"] = disclosure_flow(admin.with_key(keys["auditor"]), say, home, clock.now(),

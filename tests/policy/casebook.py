@@ -15,7 +15,8 @@ and one `[[case]]` table per case:
     audit_suppressed = 0         # cells the release audit suppresses over a fresh ledger (each named in a test)
     name      = "q5"             # optional short name (TPC-H query number)
 
-The TPC-H grant lives in fixtures/tpch/policy.json; the city grant is sandbox.demo.city.city_table_policies().
+The TPC-H grant lives in fixtures/tpch/policy.json, the careful TPC-H grant (prices aggregate-only) in
+fixtures/tpch_careful/policy.json; the city grant is sandbox.demo.city.city_table_policies().
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sandbox.demo.city import city_table_policies
 FIXTURES = Path(__file__).parent / "fixtures"
 TPCH_POLICY = FIXTURES / "tpch" / "policy.json"
 TPCH_QUERIES = FIXTURES / "tpch" / "queries.toml"
+TPCH_CAREFUL_POLICY = FIXTURES / "tpch_careful" / "policy.json"
+TPCH_SCHEMAS = {"tpch": TPCH_POLICY, "tpch_careful": TPCH_CAREFUL_POLICY}
 CITY_K = 10
 
 
@@ -89,15 +92,15 @@ def load_cases(root: Path = FIXTURES) -> list[Case]:
     return cases
 
 
-def tpch_policy_document() -> dict[str, Any]:
-    """The raw TPC-H grant document (policy.json)."""
-    document: dict[str, Any] = json.loads(TPCH_POLICY.read_text(encoding="utf-8"))
+def tpch_policy_document(schema: str = "tpch") -> dict[str, Any]:
+    """The raw TPC-H grant document (policy.json; `tpch_careful`: the careful grant, prices aggregate-only)."""
+    document: dict[str, Any] = json.loads(TPCH_SCHEMAS[schema].read_text(encoding="utf-8"))
     return document
 
 
-def tpch_table_policies() -> dict[str, TablePolicy]:
+def tpch_table_policies(schema: str = "tpch") -> dict[str, TablePolicy]:
     """The TPC-H grant as TablePolicies, by table name."""
-    document = tpch_policy_document()
+    document = tpch_policy_document(schema)
     policies = {}
     for name, spec in document["tables"].items():
         columns = tuple(ColumnPolicy(c[0], c[1], Constraint(c[2])) for c in spec["columns"])
@@ -116,11 +119,11 @@ def policies_for(schema: str) -> dict[str, TablePolicy]:
     """The grant a casebook's schema names."""
     if schema == "city":
         return city_table_policies()
-    if schema == "tpch":
-        return tpch_table_policies()
+    if schema in TPCH_SCHEMAS:
+        return tpch_table_policies(schema)
     raise ValueError(f"unknown schema {schema!r}")
 
 
 def k_for(schema: str) -> int:
     """The group threshold for a schema."""
-    return CITY_K if schema == "city" else tpch_k()
+    return CITY_K if schema == "city" else int(tpch_policy_document(schema)["k"])

@@ -81,7 +81,8 @@ def schema_tables(tpch_dir: Path) -> dict[str, dict[str, pa.Table]]:
     tpch = {t: table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f
                                      for f in table.schema])) for t, table in tpch.items()}
     return {"city": prepared_tables(city_arrow_tables(today=CITY_TODAY), city_table_policies()),
-            "tpch": prepared_tables(tpch, tpch_table_policies())}
+            "tpch": prepared_tables(tpch, tpch_table_policies()),
+            "tpch_careful": prepared_tables(tpch, tpch_table_policies("tpch_careful"))}
 
 
 @pytest.fixture(scope="session")

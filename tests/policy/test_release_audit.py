@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from itertools import combinations
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
@@ -142,3 +143,86 @@ def test_past_the_work_budget_cells_are_suppressed_and_the_audit_stops() -> None
     assert exceeded and exceeded == keys[keys.index(exceeded[0]):]  # from the first one on, every later cell
     # the ledger stayed consistent: more cells can still be audited with a fresh budget
     assert audit({"p": population}, [_cell("next", range(200, 260))]).suppressed == {}
+
+
+def _determined_small_sets(released: list[set[int]], n: int, k: int) -> bool:
+    """Slow reference (vectorised): does any set T of fewer than k entities (index 0 weighs nothing) carry a non-zero
+    combination of the released sums, i.e. rank(M) > rank(M without T's columns)? Entries are 0/1 over at most 13
+    columns, so floating-point ranks of these small matrices are exact."""
+    if not released:
+        return False
+    matrix = np.array([[float(e in s) for e in range(n)] for s in released])
+    full = np.linalg.matrix_rank(matrix)
+    masks = [subset for size in range(1, n + 1) for subset in combinations(range(n), size)
+             if sum(1 for e in subset if e != 0) < k]
+    stacked = np.repeat(matrix[None, :, :], len(masks), axis=0)
+    for i, subset in enumerate(masks):
+        stacked[i][:, list(subset)] = 0.0
+    return bool((np.linalg.matrix_rank(stacked) < full).any())
+
+
+def _dense_ledger_run(rng: np.random.Generator) -> tuple[int, int]:
+    """Release random dense sets over 13 entities one by one; the audit must refuse exactly what the reference
+    refuses (no bound on this path). Returns (sets, refused)."""
+    n, k = 13, int(rng.integers(2, 5))
+    population = PopulationAudit("p", k)
+    released: list[set[int]] = []
+    refused = 0
+    for i in range(int(rng.integers(4, 25))):
+        entities = {e for e in range(n) if rng.random() < rng.choice((0.3, 0.5, 0.7))} or {1}
+        result = audit({"p": population}, [_cell(i, entities)])
+        reference = _determined_small_sets([*released, entities], n, k)
+        if i in result.suppressed:
+            assert result.violations[i].check != "search_bound"
+            assert reference, f"refused {sorted(entities)} after {released} at k={k}, reference releases it"
+            refused += 1
+        else:
+            assert not reference, f"released {sorted(entities)} after {released} at k={k}: a small set is determined"
+            released.append(entities)
+    return i + 1, refused
+
+
+def test_on_dense_thirteen_entity_ledgers_the_audit_refuses_exactly_what_brute_force_refuses() -> None:
+    rng = np.random.default_rng(20261128)
+    totals = [_dense_ledger_run(rng) for _ in range(50)]
+    assert sum(refused for _, refused in totals) > 0  # the property is not vacuous
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_audit_and_the_brute_force_reference_agree_on_every_release(data: st.DataObject) -> None:
+    n = data.draw(st.integers(3, 11), label="entities")
+    k = data.draw(st.integers(2, 4), label="k")
+    sets = data.draw(st.lists(st.sets(st.integers(0, n - 1), min_size=1), min_size=1, max_size=16), label="sets")
+    population = PopulationAudit("p", k)
+    released: list[set[int]] = []
+    for run, entities in enumerate(sets):
+        result = audit({"p": population}, [_cell(run, entities)])
+        expected = _determined_small_sets([*released, entities], n, k)
+        assert (run in result.suppressed) == expected
+        if not expected:
+            released.append(entities)
+
+
+def test_past_the_search_bound_a_strict_ledger_refuses_and_a_default_one_counts_the_set_unproven() -> None:
+    population = PopulationAudit("p", 10)
+    # a and b leave the small atoms A1 = 1..8, A2 = 9..16; d and e leave A3 = 31..38, A4 = 39..46: V_s holds
+    # A1 + A2 and A3 + A4 (16 entities each)
+    for key, entities in (("a", range(1, 17)), ("b", range(9, 31)), ("d", range(31, 47)), ("e", range(39, 61))):
+        assert not audit({"p": population}, [_cell(key, entities)]).suppressed
+    # f = A1 + (17..30) + A3 + (47..60) adds A1 + A3 - A2 - A4 to V_s: no combination isolates fewer than 10
+    # entities (each needs two atoms, 16 entities), but proving it takes a search, and this one has no room
+    f = {*range(1, 9), *range(17, 31), *range(31, 39), *range(47, 61)}
+    population.ledger("m").exhaustive_tests = population.ledger("m").circuit_tests = 0
+    population.ledger("m").strict = True
+    result = audit({"p": population}, [_cell("f", f)])
+    assert result.suppressed == {"f": Reason.DIFFERENCE_AUDIT}
+    assert result.violations["f"].check == "search_bound"
+    population.ledger("m").strict = False  # the default: accepted, and counted as unproven
+    assert not audit({"p": population}, [_cell("f again", f)]).suppressed
+    assert population.ledger("m").unproven == 1
+    fresh = PopulationAudit("p", 10)  # with the default bound, the same releases are proven safe
+    for key, entities in (("a", range(1, 17)), ("b", range(9, 31)), ("d", range(31, 47)), ("e", range(39, 61)),
+                          ("f", f)):
+        assert not audit({"p": fresh}, [_cell(key, entities)]).suppressed
+    assert fresh.ledger("m").unproven == 0

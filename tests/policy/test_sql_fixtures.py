@@ -3,6 +3,7 @@ DuckDB, through output control and the release audit over a fresh ledger."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from casebook import Case, k_for, load_cases, policies_for
 
 from policy.analysis import Verdict, analyse
-from policy.output import Reason, apply_output_control, finish, strip_helpers
+from policy.output import Reason, apply_output_control, finish, released_columns, strip_helpers
 from policy.release_audit import AuditCell, AuditPart, AuditResult, PopulationAudit, audit
 
 CASES = load_cases()
@@ -76,6 +77,11 @@ def test_accepted_fixture_runs_under_output_control(case: Case, connections: dic
     original = _run(con, case.sql, case)
     assert bool(result.release) == bool(result.entity_tables)
     plain = strip_helpers(governed, result.release) if result.release else governed
+    shell = result.release is not None and result.release.shell is not None
+    if shell:
+        # HAVING / LIMIT / OFFSET select rows after the audit: every group is evaluated (and audited)
+        assert result.release is not None
+        plain = released_columns(plain, result.release)
 
     # The rewrite only adds helper columns: without them, the governed result is the original result.
     assert plain.num_columns == original.num_columns
@@ -88,19 +94,26 @@ def test_accepted_fixture_runs_under_output_control(case: Case, connections: dic
         return
     assert case.check_sql, "accepted fixtures over entity data need a check_sql"
     assert result.release is not None
-    dropped = governed.num_rows - controlled.table.num_rows
-    # Rows dropped for k match an independent count written by hand for each case.
-    assert dropped == con.sql(case.check_sql, params=case.parameter_values or None).fetchall()[0][0]
-    cells_k = controlled.suppressed.get(Reason.K, 0) - dropped * len(result.release.cells)
-    expected_cells = (con.sql(case.check_cells_sql, params=case.parameter_values or None).fetchall()[0][0]
-                      if case.check_cells_sql else 0)
-    assert cells_k == expected_cells
-    assert controlled.suppressed.get(Reason.DOMINANCE, 0) == case.dominance_suppressed
-
     decision = fresh_audit(audit_cells(controlled), result.release.populations, k)
     assert Counter(decision.suppressed.values()) == Counter({Reason.DIFFERENCE_AUDIT: case.audit_suppressed}
                                                              if case.audit_suppressed else {})
-    released = finish(controlled.table, controlled.marks, dict(decision.suppressed))
+    released = finish(controlled.table, controlled.marks, dict(decision.suppressed), result.release)
+    expected_cells = (con.sql(case.check_cells_sql, params=case.parameter_values or None).fetchall()[0][0]
+                      if case.check_cells_sql else 0)
+    expected_dropped = con.sql(case.check_sql, params=case.parameter_values or None).fetchall()[0][0]
+    if shell:
+        # Rows of the raw result that are not released, and cells suppressed for k in released rows, match
+        # independent counts written by hand for each case.
+        assert original.num_rows - released.num_rows == expected_dropped
+        markers = [json.loads(m) for m in released.column("sluice_suppressed").to_pylist() if m]
+        assert sum(1 for m in markers for reason in m.values() if reason == Reason.K) == expected_cells
+    else:
+        dropped = governed.num_rows - controlled.table.num_rows
+        # Rows dropped for k match an independent count written by hand for each case.
+        assert dropped == expected_dropped
+        cells_k = controlled.suppressed.get(Reason.K, 0) - dropped * len(result.release.cells)
+        assert cells_k == expected_cells
+        assert controlled.suppressed.get(Reason.DOMINANCE, 0) == case.dominance_suppressed
     assert released.num_rows >= case.min_rows
     if case.min_rows == 0:
         assert released.num_rows == 0, "a case that expects no rows must lose them all"

@@ -77,7 +77,7 @@ def test_case_condition_inside_a_group_key_is_a_group_key_use(city: dict[str, Ta
 
 def test_case_condition_inside_an_aggregate_is_a_condition_use(city: dict[str, TablePolicy]) -> None:
     sql = "SELECT district, sum(CASE WHEN income_band = '>20k' THEN 1 ELSE 0 END) FROM residents GROUP BY 1"
-    assert Role.CASE_CONDITION in _roles(_trace(sql, city), "residents", "income_band")
+    assert Role.AGGREGATE_CONDITION in _roles(_trace(sql, city), "residents", "income_band")
 
 
 def test_filter_clause_columns_are_filter_conditions(city: dict[str, TablePolicy]) -> None:

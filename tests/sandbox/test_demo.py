@@ -20,6 +20,11 @@ def test_demo_walks_registration_bills_and_quality_feedback(tmp_path: Path) -> N
                                           "certified_at"))
     assert flow["dates"]["certified_at"] >= flow["dates"]["notice_ends_at"]  # waited, never back-dated
     assert len(out["certificates"]) == 5
+    first, second = out["difference_audit"]["runs"]  # two queries that differ by one patient
+    assert first["suppression"] == {} and first["row"]["total_cost"] is not None
+    assert second["suppression"] == {"difference_audit": 2}
+    assert second["row"]["total_cost"] is None and second["row"]["visits"] is None
+    assert second["row"]["patients"] == first["row"]["patients"] + 1
     feedback = out["quality_feedback"]
     assert feedback["status"] == "not_a_defect" and feedback["foreign_read"] == "permission_denied"
     assert feedback["stats"]["resolved"] == 1

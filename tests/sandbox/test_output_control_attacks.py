@@ -14,6 +14,7 @@ import pytest
 from sluice_api import Api
 from starlette.testclient import TestClient
 
+from sandbox import release_snapshot
 from sandbox.app import create_app
 
 K = 10
@@ -296,6 +297,48 @@ def test_the_ledger_survives_a_restart(api: Api, attack: dict[str, Any]) -> None
         rows = http.get(f"/v1/runs/{resp.json()['id']}/result", headers=api.as_(attack["key"])).json()
     again.state.sluice.engine.dispose()
     assert rows[0]["s"] is None and marker(rows[0]) == {"s": "difference_audit"}
+
+
+def _restart_and_run(api: Api, key: str, job: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    again = create_app(api.settings, api.clock, pool=api.http.app.state.sluice.runs.shared_pool)  # type: ignore[attr-defined]
+    with TestClient(again, raise_server_exceptions=False) as http:
+        resp = http.post(f"/v1/jobs/{job}/runs", json={"params": {}}, headers=api.as_(key))
+        assert resp.status_code == 201, resp.text
+        rows = http.get(f"/v1/runs/{resp.json()['id']}/result", headers=api.as_(key)).json()
+    populations = dict(again.state.sluice.releases._populations)
+    again.state.sluice.engine.dispose()
+    return rows, populations
+
+
+def test_after_a_restart_the_ledger_is_read_from_its_snapshot(api: Api, attack: dict[str, Any],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(release_snapshot, "SNAPSHOT_EVERY", 1)
+    released(api, attack["key"], attack["grant"], "SELECT sum(income) AS s FROM people WHERE district = 'A'")
+    assert list((api.settings.resolved_home / "ledgers").glob("*.pickle"))
+    job = submit(api, attack["key"], attack["grant"],
+                 "SELECT sum(income) AS s FROM people WHERE district = 'A' AND phone <> '13800000009'")
+    rows, populations = _restart_and_run(api, attack["key"], job["id"])
+    assert rows[0]["s"] is None and marker(rows[0]) == {"s": "difference_audit"}
+    assert populations and all(entry.snapshot_cells > 0 for entry in populations.values())  # not replayed
+
+
+def test_a_snapshot_that_does_not_match_the_store_is_ignored(api: Api, attack: dict[str, Any],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(release_snapshot, "SNAPSHOT_EVERY", 1)
+    released(api, attack["key"], attack["grant"], "SELECT sum(income) AS s FROM people WHERE district = 'A'")
+    assert len(list((api.settings.resolved_home / "ledgers").glob("*.pickle"))) == 1
+    snapshot = release_snapshot.load(api.settings.resolved_home, next(iter(
+        api.http.app.state.sluice.releases._populations)))  # type: ignore[attr-defined]
+    assert snapshot is not None
+    snapshot.fingerprint = "0" * 64  # as if the store had been restored from an older backup
+    release_snapshot.save(api.settings.resolved_home, snapshot)
+    job = submit(api, attack["key"], attack["grant"],
+                 "SELECT sum(income) AS s FROM people WHERE district = 'A' AND phone <> '13800000009'")
+    rows, populations = _restart_and_run(api, attack["key"], job["id"])
+    assert rows[0]["s"] is None and marker(rows[0]) == {"s": "difference_audit"}  # rebuilt from the store
+    rewritten = release_snapshot.load(api.settings.resolved_home, snapshot.population)
+    assert rewritten is not None and rewritten.fingerprint != "0" * 64  # replaced by one that matches the store
+    assert rewritten.fingerprint == populations[snapshot.population].fingerprint.hexdigest()
 
 
 def test_concurrent_releases_cannot_both_pass_against_a_ledger_that_lacks_the_other(
