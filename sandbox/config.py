@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     billing_timezone: str = Field(
         "Asia/Shanghai", description="Time zone of billing periods: a bill for 2026-11 covers November in this zone."
     )
+    console_allow_http: bool = Field(
+        False, description="Send the console's session cookie without `Secure`, so plain HTTP on localhost works "
+        "(tests, local demos); never in production."
+    )
+    console_session_minutes: int = Field(480, description="How long a console sign-in lasts (minutes).")
+    console_checkpoint_key: str | None = Field(
+        None, description="The audit log's checkpoint verifier key (C2SP, `origin+hash+key`) the console pins for "
+        "in-browser verification; default: this home's checkpoint keys, read when the server starts."
+    )
     test_database_url: str | None = Field(
         None, description="Tests only: a PostgreSQL URL; store tests then also run against it."
     )

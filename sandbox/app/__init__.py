@@ -23,6 +23,8 @@ from sandbox.app import (
     routes_audit,
     routes_billing,
     routes_catalogue,
+    routes_console,
+    routes_disclosures,
     routes_grants,
     routes_identity,
     routes_jobs,
@@ -103,7 +105,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
                    routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products,
-                   routes_provider):
+                   routes_provider, routes_disclosures, routes_console):
         app.include_router(module.router)
     docs.install(app, PUBLIC_ROUTES)
     finalize_routes(app)

@@ -614,6 +614,9 @@ from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call`
 
 for _sub, _name in _billing.APPS:
     app.add_typer(_sub, name=_name)
+from sandbox.cli import disclose as _disclose  # noqa: E402  (its verbs use `call` and `client` from above)
+
+app.add_typer(_disclose.disclose_app, name="disclose")
 from sandbox.cli import products as _products  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
 
 for _sub, _name in _products.APPS:

@@ -666,6 +666,36 @@ class RevenueExcess(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+# --- disclosure reports (docs/disclosure.md) --------------------------------------------------------------------
+
+
+class DisclosureRow(Base):
+    """A published disclosure report: its canonical JSON exactly as signed, its cut-off and its signature."""
+
+    __tablename__ = "disclosures"
+
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
+    cut_off: Mapped[datetime] = mapped_column(UTCDateTime)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)
+    report: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_by: Mapped[str] = mapped_column(String(40))
+
+
+class ConsoleSession(Base):
+    """A console sign-in: the cookie holds the token, the store only its SHA-256; ends with its API key."""
+
+    __tablename__ = "console_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    principal_id: Mapped[str] = mapped_column(String(40))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 # --- products and services (docs/products.md) -------------------------------------------------------------------
 
 
