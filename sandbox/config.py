@@ -93,9 +93,10 @@ class Settings(BaseSettings):
         "as overdue."
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
-    http_workers: int = Field(
-        1, description="HTTP worker processes of `sluice serve`; above 1, Prometheus metrics use multi-process mode "
-        "(PROMETHEUS_MULTIPROC_DIR, default HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    processes: int = Field(
+        1, ge=1, description="API processes of `sluice serve` on one control store (PostgreSQL only above 1; SQLite "
+        "is refused). Above 1, Prometheus metrics use multi-process mode (PROMETHEUS_MULTIPROC_DIR, default "
+        "HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
     )
     prices_include_vat: bool = Field(
         True, description="Whether every price, cap, maximum allowed revenue and bill amount includes VAT; schedules "

@@ -43,6 +43,7 @@ from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
+from sandbox.server_lease import ServerLease
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 from sandbox.tracing import make_tracing
 
@@ -68,11 +69,13 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     tracing = make_tracing(span_exporter)
     audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
     scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
-                             checkpoint_seconds=settings.checkpoint_interval_seconds)
+                             checkpoint_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
     recorder = Recorder(sessions)
     metering = Metering(recorder=recorder, sessions=sessions, clock=clock, metrics=metrics,
                         vat=Vat(settings.prices_include_vat, Decimal(settings.vat_rate)),
                         tz=ZoneInfo(settings.billing_timezone))
+    lease = ServerLease(engine, settings.resolved_home)  # this process's instance, held while it serves
+    run_service.instance = lease.id
     state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
@@ -83,6 +86,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(lease.acquire)
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         scheduler.start()
@@ -91,6 +95,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         await anyio.to_thread.run_sync(scheduler.stop)
         state.recorder.close()
         run_service.close()
+        lease.release()
         tracing.shutdown()
         engine.dispose()
 
