@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         "is refused). Above 1, Prometheus metrics use multi-process mode (PROMETHEUS_MULTIPROC_DIR, default "
         "HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
     )
+    db_pool_size: int = Field(
+        12, ge=1, description="Control-store connections per API process for requests: at most this many requests "
+        "use the store at once in one process, the others wait without holding a connection; the pool may grow by "
+        "as many again plus 8 for run-start records, release locks and the audit sequencer."
+    )
     prices_include_vat: bool = Field(
         True, description="Whether every price, cap, maximum allowed revenue and bill amount includes VAT; schedules "
         "record it and one convention holds everywhere."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,7 +52,10 @@ from sandbox.tracing import make_tracing
 def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None,
                span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the app over an initialized SLUICE_HOME (see `sluice init`); `pool` shares an existing worker pool."""
-    engine = make_engine(settings.resolved_database_url)
+    # requests hold at most db_pool_size connections (deps.db_session); as many again cover run-start records,
+    # release locks, the sequencer and refusal records made while a request's own session is open
+    engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_pool_size + 8)
     sessions = session_factory(engine)
     with sessions() as s:
         rows = load_policy_rows(s)
@@ -86,6 +90,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.db_slots = asyncio.Semaphore(settings.db_pool_size)
         await anyio.to_thread.run_sync(lease.acquire)
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving

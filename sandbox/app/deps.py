@@ -9,6 +9,7 @@ own transaction when it is refused, or together with what it refuses (`Guard.ref
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -146,6 +147,7 @@ class AppState:
     limiter: RateLimiter
     metering: Metering
     audit_health: AuditHealth = field(default_factory=AuditHealth)
+    db_slots: asyncio.Semaphore | None = None  # made in the serving event loop (lifespan); see db_session
 
 
 async def app_state(request: Request) -> AppState:
@@ -160,7 +162,14 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
 
     Async on purpose: creating a session does no I/O, and the commit is a short local write, so this saves
     two thread-pool hops per request.
+
+    At most `db_slots` requests per process hold a session at once (SLUICE_DB_POOL_SIZE); the others wait here,
+    on the event loop, holding no connection. Without the gate, queued requests would hold every pooled
+    connection while the loop blocked checking out one more (authentication and refusal records run on it).
     """
+    slots = state.db_slots
+    if slots is not None:
+        await slots.acquire()
     session = state.sessions()
     try:
         yield session
@@ -180,6 +189,8 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
         raise
     finally:
         session.close()
+        if slots is not None:
+            slots.release()
 
 
 def on_rollback(session: Session, cleanup: Callable[[], None]) -> None:

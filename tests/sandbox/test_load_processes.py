@@ -1,0 +1,253 @@
+"""Under load: 3 real `sluice serve` processes on one PostgreSQL store take 500 concurrent requests (runs over
+entity data with the release audit, reviews racing on the same jobs, result downloads, replayed Idempotency-Keys),
+then the store is checked: the audit log verifies with no sequence gaps, the bill equals the successful runs and
+downloads, no job or run changed state twice, and the release ledger holds every released cell exactly once.
+
+(Data products are not on this branch yet; their calls join the mix when they are.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import sluice_testenv
+from sqlalchemy import func, make_url, select, text
+
+from bench.server import Server
+from disclosure.checkpoint import load_verifier_key
+from disclosure.export import verify_export
+from sandbox.config import load_settings
+from sandbox.store.db import make_engine, session_factory
+from sandbox.store.models import AuditEvent, Job, JobReview, ReleaseCell, Run, UsageEventRow
+
+SERVERS = 3
+REQUESTS = 500
+K = 5
+PARAMS = [1000 + 10 * i for i in range(15)]
+JOB_SQL = "SELECT district, count(*) AS n, sum(income) AS income FROM people WHERE income >= $m GROUP BY district"
+PRICES = {"runs": Decimal("0.50"), "downloads": Decimal("0.10")}
+
+
+@pytest.fixture
+def load_store_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test alone (`sluice init` migrates it)."""
+    url = load_settings().test_database_url
+    if not url:
+        if sluice_testenv.in_ci():
+            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
+    base = make_url(url)
+    name = f"{base.database}_load"
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def ok(resp: httpx.Response) -> Any:
+    assert resp.status_code < 400, f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}"
+    return resp.json()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def people_csv() -> str:
+    """400 people in 4 districts; incomes spread so that each `income >= $m` filter selects another entity set."""
+    rows = ["person_id,district,income"]
+    rows += [f"p{i:04d},d{i % 4},{1000 + (i * 7) % 400}" for i in range(400)]
+    return "\n".join(rows) + "\n"
+
+
+def set_up(base: str, admin_key: str) -> dict[str, Any]:
+    """An entity dataset, an operator with an auto-approving grant and one needing review, two reviewers,
+    platform prices, 40 jobs pending review and 10 succeeded runs to download."""
+    admin = bearer(admin_key)
+    with httpx.Client(base_url=base, timeout=120) as http:
+        me = ok(http.get("/v1/me", headers=admin))
+
+        def key(org: str, role: str) -> str:
+            return str(ok(http.post("/v1/principals", headers=admin, json={
+                "org_id": org, "name": f"{role}-{org[-4:]}-{len(role)}", "roles": [role]}))["api_key"])
+
+        provider = ok(http.post("/v1/orgs", headers=admin, json={"name": "Provider", "kind": "provider"}))["id"]
+        operator = ok(http.post("/v1/orgs", headers=admin, json={"name": "Operator", "kind": "operator"}))["id"]
+        steward, analyst, finance = key(provider, "data_steward"), key(operator, "operator"), key(me["org_id"],
+                                                                                                   "finance")
+        reviewers = [str(ok(http.post("/v1/principals", headers=admin, json={
+            "org_id": me["org_id"], "name": f"reviewer-{i}", "roles": ["reviewer"]}))["api_key"]) for i in (1, 2)]
+        meta = {"id": "people", "title": "people", "domain": "other", "update_frequency": "daily", "grade": "general",
+                "entity_column": "person_id", "population": "load_people",
+                "columns": {"person_id": {"constraint": "join"}, "district": {"constraint": "group"},
+                            "income": {"constraint": "aggregate"}},
+                "column_types": {"person_id": "VARCHAR", "district": "VARCHAR", "income": "BIGINT"}}
+        ok(http.post("/v1/datasets", headers=bearer(steward), data={"metadata": json.dumps(meta)},
+                     files={"file": ("people.csv", people_csv().encode())}))
+        ok(http.post("/v1/registrations/people/1/certify-now", headers=admin,
+                     json={"reason": "test set-up: certified through the shortcut"}))
+        until = datetime(2099, 1, 1, tzinfo=UTC).isoformat()
+        grants = [ok(http.post("/v1/grants", headers=admin, json={
+            "operator_org_id": operator, "scope": "whole", "purpose_class": "industry", "auto_approve": auto,
+            "min_group_size": K, "valid_until": until}))["id"] for auto in (True, False)]
+        job = ok(http.post("/v1/jobs", headers=bearer(analyst), json={
+            "grant_id": grants[0], "title": "income by district", "purpose": "p", "sql": JOB_SQL,
+            "parameters": {"m": "BIGINT"}}))
+        assert job["state"] == "approved", job
+        pending = []
+        for i in range(40):
+            j = ok(http.post("/v1/jobs", headers=bearer(analyst), json={
+                "grant_id": grants[1], "title": f"review {i}", "purpose": "p", "sql": JOB_SQL,
+                "parameters": {"m": "BIGINT"}}))
+            assert j["state"] == "pending_review", j
+            pending.append(j["id"])
+        ok(http.post("/v1/prices/platform", headers=bearer(finance),
+                     json={"rates": {k: str(v) for k, v in PRICES.items()}}))
+        downloadable = []
+        for m in PARAMS[:10]:
+            run = ok(http.post(f"/v1/jobs/{job['id']}/runs", headers=bearer(analyst), json={"params": {"m": m}}))
+            assert run["status"] == "succeeded", run
+            downloadable.append(run["id"])
+    return {"operator": operator, "analyst": bearer(analyst), "finance": bearer(finance), "job": job["id"],
+            "reviewers": [bearer(r) for r in reviewers], "pending": pending, "downloadable": downloadable}
+
+
+def requests(world: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The mix: 300 runs (50 of them replays of 25 Idempotency-Keys), 80 racing reviews, 120 downloads."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for i in range(300):
+        headers = dict(world["analyst"])
+        if i < 50:
+            headers["Idempotency-Key"] = f"replayed-{i // 2}"
+        out.append(("run", f"/v1/jobs/{world['job']}/runs",
+                    {"headers": headers, "json": {"params": {"m": PARAMS[i % len(PARAMS)]}}}))
+    for job in world["pending"]:
+        for reviewer, decision in zip(world["reviewers"], ("approve", "reject"), strict=True):
+            out.append(("review", f"/v1/jobs/{job}/review",
+                        {"headers": reviewer, "json": {"decision": decision, "comment": "load test"}}))
+    formats = itertools.cycle(["json", "csv", "parquet"])
+    for i in range(120):
+        run = world["downloadable"][i % len(world["downloadable"])]
+        out.append(("download", f"/v1/runs/{run}/result", {"headers": world["analyst"],
+                                                           "params": {"format": next(formats)}}))
+    assert len(out) == REQUESTS
+    return out
+
+
+async def fire(bases: list[str], mix: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, int, Any]]:
+    """Every request at once, spread over the servers; (kind, status, body or None)."""
+    limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        async def one(i: int, kind: str, path: str, kw: dict[str, Any]) -> tuple[str, int, Any]:
+            method = "GET" if kind == "download" else "POST"
+            resp = await client.request(method, bases[i % len(bases)] + path, **kw)
+            body = resp.json() if kind != "download" or resp.status_code >= 400 else None
+            return kind, resp.status_code, body
+
+        return await asyncio.gather(*(one(i, *m) for i, m in enumerate(mix)))
+
+
+@pytest.mark.slow
+def test_three_servers_on_one_postgresql_stay_correct_under_500_concurrent_requests(
+        tmp_path: Path, load_store_url: str) -> None:
+    home = tmp_path / "home"
+    settings = {"SLUICE_DATABASE_URL": load_store_url, "SLUICE_WORKERS": "1", "SLUICE_RUN_THREADS": "1",
+                "SLUICE_LOG_INTEGRATE_INTERVAL_MS": "200", "SLUICE_CHECKPOINT_INTERVAL_SECONDS": "5",
+                "SLUICE_UNAUTHENTICATED_RATE_PER_MINUTE": "0"}
+    servers = [Server(home, settings) for _ in range(SERVERS)]
+    admin_key = servers[0].init()
+    try:
+        for server in servers:
+            server.start()
+        world = set_up(servers[0].base, admin_key)
+        results = asyncio.run(fire([s.base for s in servers], requests(world)))
+        with httpx.Client(base_url=servers[1].base, timeout=120) as http:
+            export = http.get("/v1/audit/export", headers=bearer(admin_key))
+            assert export.status_code == 200, export.text
+            keys = ok(http.get("/v1/keys"))["checkpoint_verifier_keys"]
+            zone = ZoneInfo("Asia/Shanghai")
+            period = datetime.now(UTC).astimezone(zone).strftime("%Y-%m")
+            bill = ok(http.post("/v1/bills", headers=world["finance"],
+                                json={"payer_org_id": world["operator"], "period": period}))
+    finally:
+        for server in servers:
+            server.stop()
+
+    # every request got a definite answer; only racing reviews may lose, and they lose with 409
+    statuses = Counter((kind, status) for kind, status, _ in results)
+    assert set(statuses) <= {("run", 201), ("review", 200), ("review", 409), ("download", 200)}, statuses
+    assert statuses[("run", 201)] == 300 and statuses[("download", 200)] == 120
+    assert statuses[("review", 200)] == 40 and statuses[("review", 409)] == 40
+
+    engine = make_engine(load_store_url)
+    with session_factory(engine)() as s:
+        # --- the audit log verifies, and its sequence has no gaps
+        report = verify_export(export.content, [load_verifier_key(next(iter(keys.values())).encode())])
+        assert report.ok, report.problems
+        total = s.scalar(select(func.count()).select_from(AuditEvent))
+        seqs = s.scalars(select(AuditEvent.seq).where(AuditEvent.seq.is_not(None)).order_by(AuditEvent.seq)).all()
+        assert seqs == list(range(total))  # every record sequenced (the servers integrate the rest as they stop)
+        assert total - 3 <= report.tree_size <= total  # only the export's own record and the bill's came after it
+
+        # --- no run changed state twice: every run final, one allowed run:create record each, nothing recovered
+        runs = {r.id: r for r in s.scalars(select(Run))}
+        answered = {body["id"] for kind, _, body in results if kind == "run"}
+        assert len(answered) == 300 - 25  # each replayed key answered with one run, on whichever server
+        assert answered | set(world["downloadable"]) == set(runs)
+        assert {r.status for r in runs.values()} == {"succeeded"}
+        created = Counter(s.scalars(select(AuditEvent.resource).where(AuditEvent.action == "run:create",
+                                                                       AuditEvent.decision == "allow")).all())
+        assert sum(created.values()) == 300 + 10  # one record per request, replays included
+        for run_id in runs:
+            assert created[f"run/{run_id}"] >= 1, run_id
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "run:recover")) == 0
+
+        # --- no job changed state twice: each raced job decided once, by the review that was kept
+        for job_id in world["pending"]:
+            job = s.get(Job, job_id)
+            reviews = s.scalars(select(JobReview).where(JobReview.job_id == job_id)).all()
+            assert job is not None and len(reviews) == 1, job_id
+            assert job.state == {"approve": "approved", "reject": "rejected"}[reviews[0].decision]
+            decided = s.scalars(select(AuditEvent.detail).where(AuditEvent.action == "job:review",
+                                                                AuditEvent.resource == f"job/{job_id}",
+                                                                AuditEvent.status == 200)).all()
+            assert len(decided) == 1
+
+        # --- the bill equals the successful runs and downloads (each usage event recorded once)
+        events = Counter(s.scalars(select(UsageEventRow.kind)).all())
+        assert events["run"] == len(runs) and events["download"] == 120
+        billed: dict[tuple[str, str], list[Decimal]] = {}
+        for ln in bill["lines"]:
+            got = billed.setdefault((ln["meter"], ln["outcome"]), [Decimal(0), Decimal(0)])
+            got[0] += Decimal(ln["quantity"])
+            got[1] += Decimal(ln["amount"])
+        assert billed[("runs", "succeeded")] == [len(runs), PRICES["runs"] * len(runs)]
+        assert billed[("downloads", "succeeded")] == [120, PRICES["downloads"] * 120]
+        assert {outcome for _, outcome in billed} == {"succeeded"}
+
+        # --- the release ledger holds every released cell exactly once
+        cells = s.execute(select(ReleaseCell.run_id, ReleaseCell.population, ReleaseCell.measure,
+                                 ReleaseCell.digest)).all()
+        assert len(cells) == len(set(cells)), "a released cell was recorded twice"
+        by_run = Counter(c.run_id for c in cells)
+        assert set(by_run) <= set(runs)
+        for run in runs.values():
+            released = run.result_rows * 2 - run.suppressed_cells  # two measures per row: n and income
+            assert by_run[run.id] == released, (run.id, by_run[run.id], run.result_rows, run.suppressed_cells)
+        assert sum(r.suppression.get("difference_audit", 0) for r in runs.values()) > 0  # the audit did work
+    engine.dispose()
