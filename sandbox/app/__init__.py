@@ -118,7 +118,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
 
 def app_from_environment() -> FastAPI:
-    """The app built from SLUICE_* settings: the factory each `sluice serve --http-workers N` process calls."""
+    """The app built from SLUICE_* settings: the factory each `sluice serve --processes N` process calls."""
     from sandbox.config import load_settings
     from sandbox.logs import configure_json_logging
 

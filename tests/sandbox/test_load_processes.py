@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,13 +20,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import sluice_testenv
-from sqlalchemy import func, make_url, select, text
+from sqlalchemy import func, select
 
 from bench.server import Server
 from disclosure.checkpoint import load_verifier_key
 from disclosure.export import verify_export
-from sandbox.config import load_settings
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent, Job, JobReview, ReleaseCell, Run, UsageEventRow
 
@@ -37,26 +34,6 @@ K = 5
 PARAMS = [1000 + 10 * i for i in range(15)]
 JOB_SQL = "SELECT district, count(*) AS n, sum(income) AS income FROM people WHERE income >= $m GROUP BY district"
 PRICES = {"runs": Decimal("0.50"), "downloads": Decimal("0.10")}
-
-
-@pytest.fixture
-def load_store_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test alone (`sluice init` migrates it)."""
-    url = load_settings().test_database_url
-    if not url:
-        if sluice_testenv.in_ci():
-            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
-    base = make_url(url)
-    name = f"{base.database}_load"
-    admin = make_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def ok(resp: httpx.Response) -> Any:
@@ -164,9 +141,9 @@ async def fire(bases: list[str], mix: list[tuple[str, str, dict[str, Any]]]) -> 
 
 @pytest.mark.slow
 def test_three_servers_on_one_postgresql_stay_correct_under_500_concurrent_requests(
-        tmp_path: Path, load_store_url: str) -> None:
+        tmp_path: Path, fresh_postgres_url: str) -> None:
     home = tmp_path / "home"
-    settings = {"SLUICE_DATABASE_URL": load_store_url, "SLUICE_WORKERS": "1", "SLUICE_RUN_THREADS": "1",
+    settings = {"SLUICE_DATABASE_URL": fresh_postgres_url, "SLUICE_WORKERS": "1", "SLUICE_RUN_THREADS": "1",
                 "SLUICE_LOG_INTEGRATE_INTERVAL_MS": "200", "SLUICE_CHECKPOINT_INTERVAL_SECONDS": "5",
                 "SLUICE_UNAUTHENTICATED_RATE_PER_MINUTE": "0"}
     servers = [Server(home, settings) for _ in range(SERVERS)]
@@ -194,7 +171,7 @@ def test_three_servers_on_one_postgresql_stay_correct_under_500_concurrent_reque
     assert statuses[("run", 201)] == 300 and statuses[("download", 200)] == 120
     assert statuses[("review", 200)] == 40 and statuses[("review", 409)] == 40
 
-    engine = make_engine(load_store_url)
+    engine = make_engine(fresh_postgres_url)
     with session_factory(engine)() as s:
         # --- the audit log verifies, and its sequence has no gaps
         report = verify_export(export.content, [load_verifier_key(next(iter(keys.values())).encode())])
