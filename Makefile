@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench serve clean-venv
+.PHONY: demo test lint bench serve clean-venv mutants
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Mutation testing of the security-critical functions (not part of `make test`; about an hour on 2 cores).
+# Configuration in pyproject.toml [tool.mutmut]; kill rate and run time in docs/testing.md.
+MUTANTS ?= 'policy.output.x_apply_output_control__mutmut_*' 'policy.output.xǁ_Controlǁ*' \
+	'policy.sql_rules.*' 'policy.sql_allowlist.*' 'sandbox.jobs.x_review__mutmut_*' \
+	'sandbox.jobs.x_submit__mutmut_*' 'sandbox.jobs.x_check_grant_usable__mutmut_*' \
+	'sandbox.runs.x_check_runnable__mutmut_*' 'sandbox.grants.x_effective_status__mutmut_*' \
+	'sandbox.identity.x_authenticate__mutmut_*' 'sandbox.identity.xǁKeyCacheǁ*' \
+	'sandbox.executor.lockdown.x_lockdown_statements__mutmut_*'
+
+mutants: $(STAMP)
+	rm -rf mutants
+	time $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
 
 serve: $(STAMP)
 	$(BIN)/sluice serve

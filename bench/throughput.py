@@ -137,7 +137,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         profiler = None
         if args.profile:  # py-spy (a dev tool, not pinned) samples the API process and its workers meanwhile
             assert server.proc is not None
-            profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.proc.pid), "--subprocesses",
+            spy = str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
                                          "--duration", str(int(args.seconds)), "--format", "raw", "--output",
                                          str(args.profile), "--nonblocking"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -45,7 +45,9 @@ def rfc3339(when: datetime) -> str:
     """An aware time as RFC 3339 UTC with microseconds: 2026-06-01T09:00:00.000000Z."""
     if when.tzinfo is None:
         raise CheckpointError("times must be aware (UTC)", code="naive_time")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = when.astimezone(UTC) if when.utcoffset() else when
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}" \
+           f".{utc.microsecond:06d}Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

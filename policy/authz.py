@@ -53,6 +53,14 @@ def subjects_for(kind: str, roles: Iterable[str], *, is_platform: bool) -> list[
     return subs
 
 
+def _in_words(subject: str) -> str:
+    if subject == "platform.admin":
+        return "the platform agency's admin"
+    kind, _, role = subject.partition(".")
+    article = "an" if kind[:1] in "aeiou" else "a"
+    return f"a {role} of {article} {kind} organization"
+
+
 class Authorizer:
     """Checks (subjects, object, action, scope) against the permission matrix.
 
@@ -84,7 +92,14 @@ class Authorizer:
             reason = f"{'/'.join(subjects) or 'nobody'} may {act} {obj} only for its own organization"
         else:
             reason = f"no rule lets {'/'.join(subjects) or 'nobody'} {act} {obj}"
+        who = self.who_may(obj, act)
+        reason += f"; this is done by {' or '.join(who)}" if who else "; no role may do this"
         return Decision(False, "deny-by-default", reason, scope.value)
+
+    def who_may(self, obj: str, act: str) -> list[str]:
+        """The principals the matrix lets `act` on `obj`, in words: `a data_steward of a provider organization`."""
+        subjects = sorted({row[0] for row in self._enforcer.get_policy() if row[1] == obj and row[2] == act})
+        return [_in_words(s) for s in subjects]
 
     def widest_scope(self, subjects: Sequence[str], obj: str, act: str) -> Scope | None:
         """`OTHER` if the caller may act on any organization's data, `OWN` if only its own, else None."""

@@ -117,17 +117,3 @@ class TablePolicy:
     def visible_columns(self) -> tuple[ColumnPolicy, ...]:
         """Columns that exist in the sandbox (everything but `hidden`)."""
         return tuple(c for c in self.columns if c.constraint != Constraint.HIDDEN)
-
-
-def effective_columns(
-    columns: Iterable[ColumnPolicy], overrides: Mapping[str, Constraint] | None = None
-) -> tuple[ColumnPolicy, ...]:
-    """Columns with a grant's overrides applied (tightening only)."""
-    overrides = overrides or {}
-    out = []
-    for col in columns:
-        if col.name in overrides:
-            col = ColumnPolicy(col.name, col.type, tighten(col.constraint, overrides[col.name], column=col.name),
-                               col.tags, col.mask)
-        out.append(col)
-    return tuple(out)

@@ -37,8 +37,3 @@ ROLE_KINDS: dict[Role, frozenset[OrgKind]] = {
     Role.CUSTOMER: frozenset({OrgKind.CUSTOMER}),
     Role.REGULATOR: frozenset({OrgKind.REGULATOR}),
 }
-
-PLATFORM_ADMIN = "platform.admin"
-
-Rule = tuple[str, str, str, str]
-"""(subject, object, action, scope): one row of the permission matrix."""

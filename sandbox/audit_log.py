@@ -119,10 +119,8 @@ class AuditLog:
         leaves = [leaf_hash(canonical_json(leaf_record(row, head.size + i), checked=True))
                   for i, row in enumerate(pending)]
         done = append_leaves(head.size, frontier, leaves)
-        _executemany(session, "UPDATE audit_events SET seq = {p} WHERE id = {p}",
-                     [(head.size + i, row["id"]) for i, row in enumerate(pending)])
-        _executemany(session, "INSERT INTO audit_log_nodes (id, hash) VALUES ({p}, {p})",
-                     [(node_id(*key), value) for key, value in done.nodes])
+        _store_batch(session, head.size, [row["id"] for row in pending],
+                     [node_id(*key) for key, _ in done.nodes], [value for _, value in done.nodes])
         session.execute(update(AuditLogState).where(AuditLogState.id == STATE_ID)
                         .values(size=done.size, root=done.root, updated_at=self.clock.now()))
         return len(pending)
@@ -199,11 +197,26 @@ class AuditLog:
                            code="tree_size_not_reached", tree_size=current)
 
 
-def _executemany(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """A plain DB-API executemany (the sequencer's bulk writes skip SQLAlchemy's per-row processing)."""
+def _store_batch(session: Session, base: int, event_ids: list[int], node_ids: list[int],
+                 hashes: list[bytes]) -> None:
+    """Number the batch's records `base`, `base + 1`, … in the order given and store its new nodes.
+
+    Plain DB-API calls skip SQLAlchemy's per-row processing. On PostgreSQL each write is one statement over
+    arrays (a round trip per batch, not per row); SQLite, in process, takes executemany.
+    """
     connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    connection.exec_driver_sql(sql.format(p=marker), rows)
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "UPDATE audit_events AS e SET seq = %s + n.ord - 1 "
+            "FROM unnest(%s::bigint[]) WITH ORDINALITY AS n(id, ord) WHERE e.id = n.id", (base, event_ids))
+        connection.exec_driver_sql(
+            "INSERT INTO audit_log_nodes (id, hash) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+            (node_ids, hashes))
+        return
+    connection.exec_driver_sql("UPDATE audit_events SET seq = ? WHERE id = ?",
+                               [(base + i, ident) for i, ident in enumerate(event_ids)])
+    connection.exec_driver_sql("INSERT INTO audit_log_nodes (id, hash) VALUES (?, ?)",
+                               list(zip(node_ids, hashes, strict=True)))
 
 
 def lock_state(session: Session, now: datetime) -> TreeHead:

@@ -65,9 +65,6 @@ class Recorder:
             self._lead(session)
         done.result(timeout=timeout)
 
-    def close(self) -> None:
-        """Nothing runs in the background; kept so owners can release the recorder uniformly."""
-
     def _lead(self, session: Session | None) -> None:
         while True:
             with self._lock:

@@ -19,6 +19,7 @@ from metering.money import Vat
 from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
 from sandbox.app import (
+    docs,
     problems,
     routes_audit,
     routes_billing,
@@ -27,11 +28,12 @@ from sandbox.app import (
     routes_identity,
     routes_jobs,
     routes_prices,
+    routes_products,
     routes_quality,
     routes_registrations,
     routes_system,
 )
-from sandbox.app.deps import AppState, finalize_routes, record_unaudited
+from sandbox.app.deps import PUBLIC_ROUTES, AppState, finalize_routes, record_unaudited
 from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
@@ -98,19 +100,19 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         yield
         metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
-        state.recorder.close()
         run_service.close()
         lease.release()
         tracing.shutdown()
         engine.dispose()
 
-    app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Authorized operation of public data: governed queries, audit, metering.")
     app.state.sluice = state
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
-                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing):
+                   routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products):
         app.include_router(module.router)
+    docs.install(app, PUBLIC_ROUTES)
     finalize_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)

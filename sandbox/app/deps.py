@@ -71,20 +71,22 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/v1/prices/caps"),
     ("GET", "/v1/pricelist"),
     ("GET", "/v1/pricelist/{entry_id}"),
+    ("GET", "/v1/products"),
+    ("GET", "/v1/products/{product_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("HEAD", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
-    ("HEAD", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
-    ("HEAD", "/redoc"),
+    ("GET", "/docs/swagger-ui-bundle.js"),
+    ("GET", "/docs/swagger-ui.css"),
+    ("GET", "/docs/favicon-32x32.png"),
     ("HEAD", "/openapi.json"),
 })
 
 # Infrastructure routes that write no audit record: probes, the metrics scrape and the API's own documents are
 # neither access decisions nor governance changes, and recording every probe would bury the log in noise.
 NOT_AUDITED: frozenset[str] = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                                         "/redoc"})
+                                         "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css",
+                                         "/docs/favicon-32x32.png"})
 
 
 class AuditHealth:

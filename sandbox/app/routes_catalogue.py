@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,19 +78,22 @@ def _parse_meta(raw: str) -> DatasetIn:
 
 
 def _spool(upload: UploadFile, dest_dir: Path, max_bytes: int) -> Path:
+    """Save an upload under its own name in a fresh folder (errors then name the user's file, not a temp name)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest_dir, suffix=Path(upload.filename or "upload").suffix)
+    folder = Path(tempfile.mkdtemp(dir=dest_dir))
+    name = Path(upload.filename or "upload").name or "upload"
+    target = folder / name
     total = 0
-    with open(fd, "wb") as out:
+    with open(target, "wb") as out:
         while chunk := upload.file.read(1 << 20):
             total += len(chunk)
             if total > max_bytes:
                 out.close()
-                Path(name).unlink(missing_ok=True)
+                shutil.rmtree(folder, ignore_errors=True)
                 raise InvalidInput(f"file exceeds SLUICE_MAX_UPLOAD_BYTES ({max_bytes} bytes)",
                                    code="file_too_large")
             out.write(chunk)
-    return Path(name)
+    return target
 
 
 def sees_applications(guard: Guard, owner_org_id: str | None) -> bool:
@@ -157,7 +161,7 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
             on_rollback=lambda f: on_rollback(session, f))
     finally:
         if spooled is not None:
-            spooled.unlink(missing_ok=True)
+            shutil.rmtree(spooled.parent, ignore_errors=True)
     guard.note(dataset=dataset_id, version=version.version, state=version.registration_state,
                path=version.registration_path, parquet_sha256=version.parquet_sha256,
                findings=len(version.quality.get("findings", [])))
@@ -257,9 +261,11 @@ def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(re
 
 
 @router.get("/catalogue")
-def public_catalogue(audit: AuditDraft = Depends(public("catalogue:read")), session: Session = Depends(db_session)
-                     ) -> list[dict[str, Any]]:
-    """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data."""
+def public_catalogue(response: Response, audit: AuditDraft = Depends(public("catalogue:read")),
+                     session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+    """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data.
+    Operators' products built on them are listed at `GET /v1/products` (the `Link` header)."""
+    response.headers["Link"] = '</v1/products>; rel="related"; title="products and services"'
     names = _provider_names(session)
     owners = {d.id: d.provider_org_id for d in session.scalars(select(Dataset))}
     versions = registry.latest_certified_versions(session)

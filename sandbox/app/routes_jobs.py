@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
 from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.governed import execute_governed
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
@@ -42,10 +44,6 @@ class ReviewIn(StrictModel):
 
 class RunIn(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-def _service(state: AppState) -> runs.RunService:
-    return state.runs
 
 
 @router.post("/jobs", status_code=201)
@@ -126,11 +124,12 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     job = _job(session, guard, job_id)
     caller = guard.caller.principal_id
     earlier = runs.find_idempotent(session, job, caller, idempotency_key)
-    if earlier is not None:
-        guard.note(run_id=earlier.id, idempotent_replay=True)
-        return runs.run_out(earlier)
     grant = session.get(Grant, job.grant_id)
     assert grant is not None
+    if earlier is not None:
+        guard.note(run_id=earlier.id, idempotent_replay=True, grant_id=grant.id)
+        jobs.check_grant_usable(grant, state.clock.now())  # no replay once the grant is suspended or over
+        return runs.run_out(earlier)
     guard.note(job_id=job.id, grant_id=grant.id, datasets=sorted(job.dataset_versions),
                sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
@@ -141,42 +140,9 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
-        answer = _execute_run(state, guard, session, job, grant, run, params, now)
+        done = execute_governed(state, guard, session, job, grant, run, params, now)
+        answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
-    return answer
-
-
-def _execute_run(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
-         params: dict[str, Any], now: Any) -> dict[str, Any]:
-    tracer = state.tracer
-    try:
-        with tracer.start_as_current_span("sluice.run.check"):
-            tables = runs.check_runnable(session, job, grant, now, _service(state))
-    except Refused as exc:
-        runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
-        exc.context["run_id"] = run.id
-        usage = state.metering.refused_run(session, run, grant, now, guard.trace_id)  # metered, never charged
-        with tracer.start_as_current_span("sluice.run.audit"):
-            raise guard.refuse_with(session, exc, [run, usage]) from None  # the refused run and its refusal, together
-    started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
-    outcome = runs.execute(_service(state), run, job, grant, tables, params, state.clock.now, tracer=tracer)
-    with tracer.start_as_current_span("sluice.run.start"):
-        earlier = started.wait()
-    if earlier is not None:  # a concurrent request with the same Idempotency-Key won
-        guard.note(run_id=earlier.id, idempotent_replay=True)
-        return runs.run_out(earlier)
-    with state.releases.releasing(run, job, grant, outcome, now) as ledger:  # audit, under the population lock
-        guard.note(run_id=run.id, job_id=job.id, status=outcome.status, sql_sha256=job.frozen_sql_sha256,
-                   dataset_versions=job.dataset_versions, rows_scanned=run.rows_scanned,
-                   result_rows=run.result_rows, suppressed_cells=run.suppressed_cells,
-                   suppression=run.suppression, truncated_rows=run.truncated_rows,
-                   result_sha256=run.result_sha256, error_code=outcome.error_code)
-        answer = runs.run_out(run)
-        finish = state.metering.finish_run(session, run, grant, tables, job, _service(state), state.clock.now(),
-                                           guard.trace_id)
-        with tracer.start_as_current_span("sluice.run.audit"):
-            # run record, usage event, ledger rows and audit row, committed together
-            guard.commit_with(session, [*finish, *ledger], status=201)
     return answer
 
 
@@ -209,6 +175,8 @@ FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8",
 
 @router.get("/runs/{run_id}/result", response_model=None)
 def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv|parquet|arrow)$"),
+                    bom: bool = Query(False, description="CSV for Excel: UTF-8 with a byte-order mark and CRLF "
+                                                         "line ends (default: plain UTF-8, LF)"),
                     guard: Guard = Depends(require("result", "read")), session: Session = Depends(db_session),
                     state: AppState = Depends(app_state)) -> Response:
     """Download a succeeded run's result; every download is an audited access."""
@@ -217,16 +185,22 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
                sql_sha256=run.frozen_sql_sha256)
     if run.status != RunStatus.SUCCEEDED or not run.result_path:
         raise NotFound(f"run {run_id} has no result (status {run.status})", code="result_not_available")
+    grant = session.get(Grant, run.grant_id)
+    assert grant is not None
+    jobs.check_grant_usable(grant, state.clock.now())  # the file is kept for audit, but no longer handed out
     path = state.settings.resolved_home / run.result_path
     guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)
-    headers = {"X-Result-SHA256": run.result_sha256 or "", "Content-Disposition":
+    headers = {"X-Result-Parquet-SHA256": run.result_sha256 or "", "Content-Disposition":
                f'attachment; filename="{run.id}.{format}"'}
     if format == "parquet":
         _metered(state, guard, session, run, format, path.stat().st_size)
-        return FileResponse(path, media_type=FORMATS["parquet"], headers=headers)
+        return FileResponse(path, media_type=FORMATS["parquet"],
+                            headers={**headers, "X-Result-SHA256": run.result_sha256 or ""})
     table = pq.read_table(path)
     if format == "json":
         body = json.dumps(table.to_pylist(), ensure_ascii=False, default=str).encode("utf-8")
+    elif format == "csv" and bom:
+        body = excel_csv(table)
     elif format == "csv":
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
@@ -237,7 +211,18 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
             writer.write_table(table)
         body = sink.getvalue()
     _metered(state, guard, session, run, format, len(body))
+    headers["X-Result-SHA256"] = hashlib.sha256(body).hexdigest()  # the bytes actually sent
     return Response(body, media_type=FORMATS[format], headers=headers)
+
+
+def excel_csv(table: pa.Table) -> bytes:
+    """CSV that Excel on Chinese Windows opens correctly: UTF-8 with a byte-order mark, CRLF line ends."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow(["" if row[c] is None else row[c] for c in table.column_names])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
 def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:

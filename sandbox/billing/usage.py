@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -201,15 +201,17 @@ class Metering:
             self._starter = None
 
     def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
-                   service: runs.RunService, now: datetime, trace_id: str | None = None) -> list[Any]:
-        """The writes that end a run, to commit with its audit row: its final record and its usage event."""
+                   service: runs.RunService, now: datetime, trace_id: str | None = None,
+                   also: Callable[[Sequence[DatasetUse]], list[Any]] | None = None) -> list[Any]:
+        """The writes that end a run, to commit with its audit row: its final record and its usage event, then
+        `also(rows read per dataset)` (a product call adds its record and product-fee event)."""
         datasets = scans_by_dataset(service, grant, tables, job)
         event = run_event(run, grant, self.platform_org_id(session), datasets, now, trace_id)
         m = self.metrics
         m.runs.labels(run.status).inc()
         m.run_seconds.labels(run.status).observe(run.wall_ms / 1000)
         m.scanned_rows.inc(run.rows_scanned)
-        return [_run_update(run), event_insert(event)]
+        return [_run_update(run), event_insert(event), *(also(datasets) if also is not None else [])]
 
     def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime,
                  trace_id: str | None = None) -> Execute:

@@ -47,6 +47,12 @@ class InvalidColumnName(FileRejected):
     code = "invalid_column_name"
 
 
+class WrongDelimiter(FileRejected):
+    """The header holds another delimiter than the one given: the file is, e.g., `;`-separated."""
+
+    code = "wrong_delimiter"
+
+
 class UnsupportedColumnType(FileRejected):
     """A column holds nested or exotic values; Sluice datasets are flat tables."""
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from sandbox.catalogue.errors import EmptyFile, MalformedFile
+from sandbox.catalogue.errors import EmptyFile, MalformedFile, WrongDelimiter
 from sandbox.catalogue.import_sink import Converted, ParquetSink
 from sandbox.catalogue.import_text import Progress, SourceStream, TextLines
 from sandbox.catalogue.import_types import check_column_names, resolve_column_types, storage_type
@@ -46,6 +46,7 @@ class _Widen:
 def convert_csv(source: Path, fmt: CsvFormat, sink: ParquetSink, progress: Progress) -> Converted:
     """Stream a CSV file into `sink`; refuses it with the 1-based line of the first problem."""
     arrow_names, names = _peek_columns(source, fmt)
+    _refuse_other_delimiter(names, fmt)
     check_column_names(names)
     explicit = resolve_column_types(fmt.column_types, names)
     overrides = {name: pa.string() for name in _leading_zero_columns(source, fmt, arrow_names, names)}
@@ -56,6 +57,22 @@ def convert_csv(source: Path, fmt: CsvFormat, sink: ParquetSink, progress: Progr
             return outcome
         overrides[outcome.column] = outcome.wider
     raise MalformedFile("Column types kept changing while reading the file; pass column_types.", line=None)
+
+
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def _refuse_other_delimiter(names: list[str], fmt: CsvFormat) -> None:
+    """A header read as one column that holds `;` (or tab, `|`) means the file uses that delimiter: say so."""
+    if not fmt.header:
+        return
+    for candidate in OTHER_DELIMITERS:
+        if candidate != fmt.delimiter and any(candidate in name for name in names):
+            shown = "\\t" if candidate == "\t" else candidate
+            raise WrongDelimiter(
+                f"The header {names[0][:60]!r} looks {shown!r}-separated, not {fmt.delimiter!r}-separated: pass "
+                f"--delimiter '{shown}' (metadata \"delimiter\": \"{shown}\").",
+                column=names[0], delimiter=candidate)
 
 
 def _read_options(fmt: CsvFormat) -> pacsv.ReadOptions:

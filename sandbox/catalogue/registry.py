@@ -6,6 +6,7 @@ and issues its certificate. `latest_certified_version` is the one way grants, jo
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -209,7 +210,8 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
     go through `registration.submit`, which puts the version in the workflow.
     """
     if provider.kind != "provider":
-        raise Forbidden("datasets are registered by provider organizations", code="not_a_provider")
+        raise Forbidden("datasets are registered by a data_steward of a provider organization (an agency admin may "
+                        "file for a provider with provider_org_id and certify_now)", code="not_a_provider")
     if not DATASET_ID_RE.match(dataset_id):
         raise InvalidInput("dataset id must match ^[a-z][a-z0-9_]{0,62}$", code="invalid_dataset_id")
     _validate_meta(meta)
@@ -230,13 +232,17 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
         raise Conflict(f"storage for {dataset_id} v{number} already exists; another registration is running?",
                        code="version_storage_exists")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        normalized = normalize(source, target, options, max_bytes=max_bytes, progress=progress)
-    else:
-        assert previous is not None
-        normalized = _reuse(paths, previous, target)
+    try:
+        if source is not None:
+            normalized = normalize(source, target, options, max_bytes=max_bytes, progress=progress)
+        else:
+            assert previous is not None
+            normalized = _reuse(paths, previous, target)
+    except BaseException:
+        _remove_version_dir(target)
+        raise
     if on_rollback is not None:
-        on_rollback(lambda: shutil.rmtree(target, ignore_errors=True))
+        on_rollback(lambda: _remove_version_dir(target))
     try:
         columns = build_columns(meta, normalized)
         expectations = parse_expectations(meta.expectations, columns)
@@ -266,9 +272,16 @@ def register(session: Session, *, paths: Paths, provider: Organization, dataset_
         session.add(version)
         session.flush()
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        _remove_version_dir(target)
         raise
     return version
+
+
+def _remove_version_dir(target: Path) -> None:
+    """Remove a refused version's folder, and its dataset folder when nothing else is in it (no empty folders)."""
+    shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):  # other versions (or another registration) live there
+        target.parent.rmdir()
 
 
 def _same(previous: DatasetVersion, meta: DatasetMeta, columns: list[dict[str, Any]],

@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from sandbox.cli.client import ApiError, Client
-from sandbox.cli.output import emit, err
+from sandbox.cli.errors import CliFailure, Exit, SluiceGroup, print_failure, read_bytes, read_json, read_text
+from sandbox.cli.options import JobStateOpt, OrgKindOpt, ResultFormat, ReviewDecision, SigningContext
+from sandbox.cli.output import emit, err, write_output
 from sandbox.clock import SystemClock
 from sandbox.config import Settings, load_settings
 
-app = typer.Typer(help="Sluice: authorized operation of public data.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(help="Sluice: authorized operation of public data. Exit codes: docs/cli.md.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, cls=SluiceGroup)
 db_app = typer.Typer(help="Control store migrations.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 principals_app = typer.Typer(help="Principals and API keys.", no_args_is_help=True)
@@ -54,28 +57,71 @@ def settings() -> Settings:
     return s
 
 
-def client() -> Client:
-    if not settings().api_key:
-        err.print("[red]error[/red] missing_credentials: pass --api-key or set SLUICE_API_KEY")
-        raise typer.Exit(1)
-    return Client(settings())
+def check_target(s: Settings) -> None:
+    """Fail in one line when the server URL is malformed, or the in-process SLUICE_HOME is not initialized."""
+    if s.url:
+        if not s.url.startswith(("http://", "https://")):
+            raise CliFailure("invalid_url", f"the server URL {s.url!r} has no http:// or https://",
+                             f"use e.g. --url http://{s.url.lstrip('/')}", Exit.UNREACHABLE)
+        return
+    home = s.resolved_home
+    if not home.is_dir():
+        raise CliFailure("home_missing", f"SLUICE_HOME {home} does not exist",
+                         "run `sluice init` to create it, set SLUICE_HOME to an initialized home, or SLUICE_URL "
+                         "to a server", Exit.HOME)
+    if not (home / "keys").is_dir() or (s.database_url is None and not (home / "sluice.db").is_file()):
+        raise CliFailure("home_not_initialized", f"SLUICE_HOME {home} is not initialized",
+                         "run `sluice init` (or set SLUICE_HOME to an initialized home)", Exit.HOME)
 
 
-def call(fn: Any, as_json: bool, **emit_kw: Any) -> Any:
-    """Run an API call, print problems as `code: detail` on stderr and exit 1."""
+def client(public: bool = False) -> Client:
+    """A client for the configured server or in-process API; `public` verbs need no API key."""
+    s = settings()
+    if not public and not s.api_key:
+        raise CliFailure("missing_credentials", "this command needs an API key",
+                         "pass --api-key or set SLUICE_API_KEY", Exit.REFUSED)
+    check_target(s)
+    return Client(s)
+
+
+def _problem_line(e: ApiError) -> CliFailure:
+    """One line for a problem+json answer: code, detail, the fields at fault, and where the key was checked."""
+    detail = str(e.problem.get("detail", ""))
+    hint = ""
+    if e.status == 401 and not settings().url:
+        hint = f"the key was checked against SLUICE_HOME {settings().resolved_home}"
+    return CliFailure(e.code, detail, hint, Exit.REFUSED)
+
+
+def call(fn: Any, as_json: bool, public: bool = False, **emit_kw: Any) -> Any:
+    """Run an API call, print problems as `error code: detail` on stderr and exit 1."""
     try:
-        with client() as c:
+        with client(public) as c:
             data = fn(c)
     except ApiError as e:
         if as_json:
             sys.stdout.write(json.dumps({"error": e.problem}, ensure_ascii=False, indent=2) + "\n")
         else:
-            err.print(f"[red]error[/red] {e.code}: {e.problem.get('detail', '')}")
-        raise typer.Exit(1) from None
+            print_failure(_problem_line(e))
+            print_findings(e.problem)
+        raise typer.Exit(Exit.REFUSED) from None
     if emit_kw.get("quiet"):
         return data
     emit(data, as_json, **{k: v for k, v in emit_kw.items() if k != "quiet"})
     return data
+
+
+def print_findings(problem: dict[str, Any]) -> None:
+    """A refused query's findings, one per line as `line:col code: message`, and the job id kept for review."""
+    from rich.markup import escape
+
+    context = problem.get("context") or {}
+    findings = context.get("findings") or []
+    for f in findings:
+        where = f"{f['line']}:{f.get('column') or 1} " if f.get("line") is not None else ""
+        err.print(escape(f"  {where}{f.get('code', '')}: {f.get('message', '')}"), soft_wrap=True)
+    if context.get("job_id"):
+        err.print(escape(f"  job {context['job_id']} (kept, refused)"), soft_wrap=True)
 
 
 # --- service ---------------------------------------------------------------------------------------------
@@ -98,7 +144,8 @@ def init(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def serve(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None,
+def serve(host: Annotated[str | None, typer.Option(help="address to bind (else SLUICE_HOST)")] = None,
+          port: Annotated[int | None, typer.Option(help="port to bind (else SLUICE_PORT)")] = None,
           processes: Annotated[int | None, typer.Option("--processes", "--http-workers", min=1,
                                                         help="API processes on one store (else SLUICE_PROCESSES); "
                                                              "above 1 needs PostgreSQL")] = None) -> None:
@@ -191,12 +238,12 @@ def demo(home: Annotated[Path | None, typer.Option(help="Fresh state folder (def
     try:
         run_demo(home or settings().home, as_json=as_json)
     except (DemoError, ApiError) as exc:
-        err.print(f"[red]demo failed[/red] {exc}")
+        err.print(f"[red]demo failed[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 @keys_app.command("rotate")
-def keys_rotate(context: Annotated[str, typer.Option(help="certificate, checkpoint or disclosure")],
+def keys_rotate(context: Annotated[SigningContext, typer.Option(help="the signing context")],
                 as_json: JsonOpt = False) -> None:
     """Make a new active signing key for a context; old public keys keep verifying (docs/certificates.md)."""
     from sandbox.bootstrap import rotate_signing_key
@@ -215,10 +262,17 @@ def keys_list(as_json: JsonOpt = False) -> None:
          as_json)
 
 
+@app.command()
+def domains(as_json: JsonOpt = False) -> None:
+    """The data domains datasets are filed under (public: no API key needed)."""
+    call(lambda c: c.get("/v1/domains"), as_json, public=True)
+
+
 # --- organizations and principals ------------------------------------------------------------------------
 
 @orgs_app.command("create")
-def orgs_create(name: str, kind: Annotated[str, typer.Option(help="agency|provider|operator|customer|regulator")],
+def orgs_create(name: Annotated[str, typer.Argument(help="the organization's name")],
+                kind: Annotated[OrgKindOpt, typer.Option(help="what the organization is")],
                 as_json: JsonOpt = False) -> None:
     """Create an organization."""
     call(lambda c: c.post("/v1/orgs", {"name": name, "kind": kind}), as_json)
@@ -238,9 +292,11 @@ def orgs_show(org_id: str, as_json: JsonOpt = False) -> None:
 
 @principals_app.command("create")
 def principals_create(org: Annotated[str, typer.Option(help="organization id")],
-                      name: Annotated[str, typer.Option()],
+                      name: Annotated[str, typer.Option(help="a name people will recognise")],
                       role: Annotated[list[str], typer.Option(help="repeatable")],
-                      key_ttl_days: Annotated[int | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+                      key_ttl_days: Annotated[int | None,
+                      typer.Option(help="days until the API key expires (default: SLUICE_KEY_TTL_DAYS)")] = None,
+                      as_json: JsonOpt = False) -> None:
     """Create a principal; prints its API key once."""
     call(lambda c: c.post("/v1/principals", {"org_id": org, "name": name, "roles": role,
                                              "key_ttl_days": key_ttl_days}), as_json)
@@ -259,14 +315,16 @@ def principals_keys(principal_id: str, as_json: JsonOpt = False) -> None:
 
 
 @principals_app.command("new-key")
-def principals_new_key(principal_id: str, ttl_days: Annotated[int | None, typer.Option()] = None,
+def principals_new_key(principal_id: str, ttl_days: Annotated[int | None,
+                       typer.Option(help="days until the key expires (default: SLUICE_KEY_TTL_DAYS)")] = None,
                        as_json: JsonOpt = False) -> None:
     """Issue another key for a principal; printed once."""
     call(lambda c: c.post(f"/v1/principals/{principal_id}/keys", {"ttl_days": ttl_days}), as_json)
 
 
 @principals_app.command("revoke-key")
-def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str, typer.Option()] = "revoked",
+def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str,
+                          typer.Option(help="why (recorded and audited)")] = "revoked",
                           as_json: JsonOpt = False) -> None:
     """Revoke a key."""
     call(lambda c: c.post(f"/v1/principals/{principal_id}/keys/{key_id}/revoke", {"reason": reason}), as_json)
@@ -275,14 +333,19 @@ def principals_revoke_key(principal_id: str, key_id: str, reason: Annotated[str,
 # --- datasets --------------------------------------------------------------------------------------------
 
 def _load_meta(meta: Path | None, extra: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(meta.read_text("utf-8")) if meta else {}
+    data: dict[str, Any] = read_json(meta, "metadata file") if meta else {}
+    if not isinstance(data, dict):
+        raise CliFailure("invalid_metadata", f"metadata file {meta} must hold a JSON object", "see docs/catalogue.md",
+                         Exit.INPUT_FILE)
     data.update({k: v for k, v in extra.items() if v is not None})
     return data
 
 
 def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: bool) -> None:
+    if file is not None and not file.is_file():
+        read_bytes(file, "data file")  # fails in one line: missing, a folder, or unreadable
     def run(c: Client) -> Any:
-        if file is None or as_json:
+        if file is None or as_json or not err.is_terminal:  # a progress bar only on a terminal
             return c.upload(path, metadata, file)
         total = file.stat().st_size
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -297,9 +360,10 @@ def _upload(path: str, metadata: dict[str, Any], file: Path | None, as_json: boo
 def datasets_register(
     file: Annotated[Path | None, typer.Argument(help="CSV, Parquet or JSON-lines file to upload")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON (see docs/catalogue.md)")] = None,
-    dataset_id: Annotated[str | None, typer.Option("--id")] = None,
+    dataset_id: Annotated[str | None, typer.Option("--id", help="dataset id: lower-case letters, digits and _")] = None,
     server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     encoding: Annotated[str | None, typer.Option(help="utf-8 or gbk")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV field separator, e.g. ';' (default ,)")] = None,
     provider: Annotated[str | None, typer.Option(help="provider organization id (agency admin with "
                                                       "--certify-now)")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only: "
@@ -307,7 +371,7 @@ def datasets_register(
     as_json: JsonOpt = False,
 ) -> None:
     """File a registration application from a file (uploaded) or a server-side path; it starts as `applied`."""
-    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding,
+    metadata = _load_meta(meta, {"id": dataset_id, "path": server_path, "encoding": encoding, "delimiter": delimiter,
                                  "provider_org_id": provider, "certify_now": certify_now or None})
     _upload("/v1/datasets", metadata, file, as_json)
 
@@ -317,7 +381,7 @@ def datasets_version(
     dataset_id: str,
     file: Annotated[Path | None, typer.Argument(help="new data; omit for a metadata-only version")] = None,
     meta: Annotated[Path | None, typer.Option(help="metadata JSON")] = None,
-    server_path: Annotated[str | None, typer.Option("--server-path")] = None,
+    server_path: Annotated[str | None, typer.Option("--server-path", help="file under SLUICE_IMPORT_ROOT")] = None,
     certify_now: Annotated[bool, typer.Option("--certify-now", help="demo/test shortcut, agency admin only")]
     = False,
     as_json: JsonOpt = False,
@@ -331,8 +395,7 @@ def datasets_version(
 def datasets_list(as_json: JsonOpt = False) -> None:
     """List datasets (latest versions)."""
     call(lambda c: c.get("/v1/datasets"), as_json,
-         columns=["id", "version", "title", "domain", "grade", "row_count", "certificate_code",
-                  "registration_state"])
+         columns=["id", "version:v", "title", "certificate_code:certificate", "registration_state:state"])
 
 
 @datasets_app.command("show")
@@ -347,7 +410,7 @@ def datasets_show(dataset_id: str, as_json: JsonOpt = False) -> None:
 def grants_create(spec: Annotated[Path, typer.Argument(help="grant JSON (see docs/grants.md)")],
                   as_json: JsonOpt = False) -> None:
     """Create a grant from a JSON file."""
-    body = json.loads(spec.read_text("utf-8"))
+    body = read_json(spec, "grant file")
     call(lambda c: c.post("/v1/grants", body), as_json)
 
 
@@ -355,7 +418,7 @@ def grants_create(spec: Annotated[Path, typer.Argument(help="grant JSON (see doc
 def grants_list(as_json: JsonOpt = False) -> None:
     """List grants visible to the caller."""
     call(lambda c: c.get("/v1/grants"), as_json,
-         columns=["id", "operator_org_id", "scope", "purpose_class", "effective_status", "valid_until"])
+         columns=["id", "operator_org_id:operator", "effective_status:status", "valid_until"])
 
 
 @grants_app.command("show")
@@ -369,19 +432,22 @@ def _grant_action(action: str, grant_id: str, reason: str, as_json: bool) -> Non
 
 
 @grants_app.command("suspend")
-def grants_suspend(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_suspend(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                   as_json: JsonOpt = False) -> None:
     """Suspend a grant."""
     _grant_action("suspend", grant_id, reason, as_json)
 
 
 @grants_app.command("revoke")
-def grants_revoke(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_revoke(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                  as_json: JsonOpt = False) -> None:
     """Revoke a grant."""
     _grant_action("revoke", grant_id, reason, as_json)
 
 
 @grants_app.command("reinstate")
-def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                     as_json: JsonOpt = False) -> None:
     """Reinstate a suspended grant."""
     _grant_action("reinstate", grant_id, reason, as_json)
 
@@ -391,34 +457,39 @@ def grants_reinstate(grant_id: str, reason: Annotated[str, typer.Option()], as_j
 @certs_app.command("show")
 def certs_show(code: str, as_json: JsonOpt = False) -> None:
     """Verify a certificate online and show it."""
-    call(lambda c: c.get(f"/v1/certificates/{code}"), as_json)
+    call(lambda c: c.get(f"/v1/certificates/{code}"), as_json, public=True)
 
 
 @certs_app.command("fetch")
-def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False
+def certs_fetch(code: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                as_json: JsonOpt = False
                 ) -> None:
     """Download the signed certificate file."""
-    data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, quiet=True)
-    output.write_bytes(data)
-    emit({"code": code, "file": str(output)}, as_json)
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/document", raw=True), as_json, public=True, quiet=True)
+    if write_output(output, data) != "-":
+        emit({"code": code, "file": str(output)}, as_json)
 
 
 @certs_app.command("qr")
-def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output")], as_json: JsonOpt = False) -> None:
+def certs_qr(code: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+             as_json: JsonOpt = False) -> None:
     """Save the certificate's QR code PNG."""
-    data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, quiet=True)
-    output.write_bytes(data)
-    emit({"code": code, "file": str(output)}, as_json)
+    data = call(lambda c: c.get(f"/v1/certificates/{code}/qr.png"), as_json, public=True, quiet=True)
+    if write_output(output, data) != "-":
+        emit({"code": code, "file": str(output)}, as_json)
 
 
 @certs_app.command("public-key")
-def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
-                     kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def certs_public_key(output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                     kid: Annotated[str | None, typer.Option(help="key id (default: the newest)")] = None,
+                     as_json: JsonOpt = False) -> None:
     """Save the certificate signing public key (PEM) for offline verification."""
-    keys = call(lambda c: c.get("/v1/keys"), as_json, quiet=True)["certificate"]
+    keys = call(lambda c: c.get("/v1/keys"), as_json, public=True, quiet=True)["certificate"]
     chosen = kid or sorted(keys)[-1]
-    output.write_text(keys[chosen], "ascii")
-    emit({"kid": chosen, "file": str(output)}, as_json)
+    if chosen not in keys:
+        raise CliFailure("key_not_found", f"no certificate key {chosen}", f"known: {', '.join(sorted(keys))}")
+    if write_output(output, keys[chosen]) != "-":
+        emit({"kid": chosen, "file": str(output)}, as_json)
 
 
 @certs_app.command("verify")
@@ -426,9 +497,15 @@ def certs_verify(file: Path, public_key: Annotated[Path, typer.Option("--public-
                  as_json: JsonOpt = False) -> None:
     """Verify a certificate file offline; exit 1 if it does not verify."""
     from sandbox.catalogue.certificates import kid_for, load_public_key_pem, verify_certificate_document
+    from sandbox.errors import InvalidInput
 
-    key = load_public_key_pem(public_key.read_bytes())
-    check = verify_certificate_document(file.read_bytes(), {kid_for(key): key})
+    try:
+        key = load_public_key_pem(read_bytes(public_key, "public key file"))
+    except InvalidInput:
+        raise CliFailure("invalid_public_key", f"public key file {public_key} is not an Ed25519 public key in "
+                         "PEM format", "save one with `sluice certificates public-key -o key.pem`",
+                         Exit.INPUT_FILE) from None
+    check = verify_certificate_document(read_bytes(file, "certificate file"), {kid_for(key): key})
     emit({"valid": check.valid, "reason": check.reason, "code": check.code, "kid": check.kid}, as_json)
     if not check.valid:
         raise typer.Exit(1)
@@ -441,8 +518,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            err.print(f"[red]error[/red] invalid_parameter: expected NAME=VALUE, got {pair!r}")
-            raise typer.Exit(1)
+            raise CliFailure("invalid_parameter", f"expected NAME=VALUE, got {pair!r}", "", Exit.USAGE)
         out[name] = value
     return out
 
@@ -450,20 +526,22 @@ def _params(pairs: list[str]) -> dict[str, str]:
 @jobs_app.command("submit")
 def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
                 sql_file: Annotated[Path, typer.Argument(help="file with one SQL query")],
-                title: Annotated[str, typer.Option()], purpose: Annotated[str, typer.Option()],
+                title: Annotated[str, typer.Option(help="a short title")], purpose: Annotated[str,
+                typer.Option(help="what the result is for (recorded and audited)")],
                 param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
                 = None, as_json: JsonOpt = False) -> None:
     """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
-    body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": sql_file.read_text("utf-8"),
+    body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": read_text(sql_file, "SQL file"),
             "parameters": _params(param or [])}
     call(lambda c: c.post("/v1/jobs", body), as_json)
 
 
 @jobs_app.command("list")
-def jobs_list(state: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def jobs_list(state: Annotated[JobStateOpt | None, typer.Option(help="only jobs in this state")] = None,
+              as_json: JsonOpt = False) -> None:
     """List jobs visible to the caller."""
     call(lambda c: c.get("/v1/jobs", params={"state": state} if state else {}), as_json,
-         columns=["id", "grant_id", "title", "state", "reviews_required", "created_at"])
+         columns=["id", "title", "state", "created_at:created"])
 
 
 @jobs_app.command("show")
@@ -473,25 +551,30 @@ def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
 
 
 @jobs_app.command("review")
-def jobs_review(job_id: str, decision: Annotated[str, typer.Option(help="approve or reject")],
-                comment: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def jobs_review(job_id: Annotated[str, typer.Argument(help="the job to review")],
+                decision: Annotated[ReviewDecision, typer.Option(help="the decision")],
+                comment: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                as_json: JsonOpt = False) -> None:
     """Approve or reject a pending job (agency reviewers)."""
     call(lambda c: c.post(f"/v1/jobs/{job_id}/review", {"decision": decision, "comment": comment}), as_json)
 
 
 @runs_app.command("start")
 def runs_start(job_id: str, param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
-               idempotency_key: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+               idempotency_key: Annotated[str | None,
+               typer.Option(help="retrying with the same key returns the same run")] = None,
+               as_json: JsonOpt = False) -> None:
     """Run an approved job."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     call(lambda c: c.post(f"/v1/jobs/{job_id}/runs", {"params": _params(param or [])}, headers=headers), as_json)
 
 
 @runs_app.command("list")
-def runs_list(job: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def runs_list(job: Annotated[str | None, typer.Option(help="only runs of this job")] = None,
+              as_json: JsonOpt = False) -> None:
     """List runs visible to the caller."""
     call(lambda c: c.get("/v1/runs", params={"job_id": job} if job else {}), as_json,
-         columns=["id", "job_id", "status", "result_rows", "suppressed_cells", "wall_ms", "created_at"])
+         columns=["id", "status", "result_rows:rows", "suppressed_cells:suppressed", "created_at:created"])
 
 
 @runs_app.command("show")
@@ -501,14 +584,20 @@ def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
 
 
 @runs_app.command("download")
-def runs_download(run_id: str, output: Annotated[Path, typer.Option("-o", "--output")],
-                  format: Annotated[str, typer.Option(help="json, csv, parquet or arrow")] = "csv",
+def runs_download(run_id: Annotated[str, typer.Argument(help="the run whose result to download")],
+                  output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                  format: Annotated[ResultFormat, typer.Option(help="the file format")] = ResultFormat.CSV,
+                  excel: Annotated[bool, typer.Option("--excel", help="CSV for Excel: UTF-8 with BOM and CRLF, "
+                                                                      "so Chinese text opens correctly")] = False,
                   as_json: JsonOpt = False) -> None:
     """Download a run's result (each download is audited)."""
-    data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params={"format": format}), as_json,
-                quiet=True)
-    output.write_bytes(data)
-    emit({"run": run_id, "format": format, "file": str(output), "bytes": len(data)}, as_json)
+    if excel and format != ResultFormat.CSV:
+        raise CliFailure("invalid_option", f"--excel applies to CSV, not {format.value}", "drop --excel or use "
+                         "--format csv", Exit.USAGE)
+    params = {"format": format.value, **({"bom": "1"} if excel else {})}
+    data = call(lambda c: c.get(f"/v1/runs/{run_id}/result", raw=True, params=params), as_json, quiet=True)
+    if write_output(output, data) != "-":
+        emit({"run": run_id, "format": format.value, "file": str(output), "bytes": len(data)}, as_json)
 
 
 from sandbox.cli import audit as audit  # noqa: E402  (registers the audit verbs on audit_app)
@@ -520,6 +609,10 @@ app.add_typer(_quality.app, name="quality")
 from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
 
 for _sub, _name in _billing.APPS:
+    app.add_typer(_sub, name=_name)
+from sandbox.cli import products as _products  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
+
+for _sub, _name in _products.APPS:
     app.add_typer(_sub, name=_name)
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from sandbox.cli import JsonOpt, audit_app, call, client
 from sandbox.cli.client import ApiError
-from sandbox.cli.output import emit, err, out
+from sandbox.cli.errors import CliFailure, Exit, read_bytes, read_json, read_text
+from sandbox.cli.output import emit, err, out, write_output
 
 
 def _filters(actor: str | None, org: str | None, dataset: str | None, action: str | None, decision: str | None,
@@ -72,7 +74,7 @@ def audit_checkpoint(output: Annotated[Path | None, typer.Option("-o", "--output
     """The latest signed checkpoint (made now if the log grew)."""
     data = call(lambda c: c.get("/v1/audit/checkpoint"), as_json, quiet=True)
     if output is not None:
-        output.write_text(data["note"], "utf-8")
+        write_output(output, data["note"])
     if as_json:
         emit(data, True)
     else:
@@ -80,22 +82,25 @@ def audit_checkpoint(output: Annotated[Path | None, typer.Option("-o", "--output
 
 
 @audit_app.command("public-key")
-def audit_public_key(output: Annotated[Path, typer.Option("-o", "--output")],
-                     kid: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def audit_public_key(output: Annotated[Path, typer.Option("-o", "--output", help="file to write; - for stdout")],
+                     kid: Annotated[str | None, typer.Option(help="key id (default: the newest)")] = None,
+                     as_json: JsonOpt = False) -> None:
     """Save the checkpoint verifier key (C2SP `name+hash+key` string) for offline verification."""
-    keys = call(lambda c: c.get("/v1/keys"), as_json, quiet=True)["checkpoint_verifier_keys"]
+    keys = call(lambda c: c.get("/v1/keys"), as_json, public=True, quiet=True)["checkpoint_verifier_keys"]
     chosen = kid or sorted(keys)[-1]
-    output.write_text(keys[chosen] + "\n", "utf-8")
-    emit({"kid": chosen, "verifier_key": keys[chosen], "file": str(output)}, as_json)
+    if chosen not in keys:
+        raise CliFailure("key_not_found", f"no checkpoint key {chosen}", f"known: {', '.join(sorted(keys))}")
+    if write_output(output, keys[chosen] + "\n") != "-":
+        emit({"kid": chosen, "verifier_key": keys[chosen], "file": str(output)}, as_json)
 
 
 def _checkpoint_sizes(files: list[Path]) -> list[int]:
     sizes = []
     for f in files:
-        lines = f.read_text("utf-8").split("\n")
+        lines = read_text(f, "checkpoint file").split("\n")
         if len(lines) < 2 or not lines[1].isdigit():
-            err.print(f"[red]error[/red] checkpoint_malformed: {f} is not a checkpoint")
-            raise typer.Exit(1)
+            raise CliFailure("checkpoint_malformed", f"{f} is not a checkpoint",
+                             "save one with `sluice audit checkpoint -o FILE`", Exit.INPUT_FILE)
         sizes.append(int(lines[1]))
     return sizes
 
@@ -111,8 +116,9 @@ def audit_export(output: Annotated[Path, typer.Option("-o", "--output", help="JS
     params: dict[str, Any] = {**_filters(actor, org, dataset, action, decision, since, until),
                               "consistency_from": _checkpoint_sizes(checkpoint or [])}
     data = call(lambda c: c.get("/v1/audit/export", raw=True, params=params), as_json, quiet=True)
-    output.write_bytes(data)
     header = json.loads(data.split(b"\n", 1)[0])
+    if write_output(output, data) == "-":
+        return
     emit({"file": str(output), "tree_size": header["tree_size"], "filtered": header["filtered"],
           "records": data.count(b"\n") - 1}, as_json)
 
@@ -121,10 +127,19 @@ def _keys(public_key: Path, origin: str | None) -> list[Any]:
     from disclosure.checkpoint import CheckpointError, load_verifier_key
 
     try:
-        return [load_verifier_key(public_key.read_bytes(), origin)]
-    except (CheckpointError, OSError, ValueError) as exc:
-        err.print(f"[red]error[/red] invalid_public_key: {getattr(exc, 'message', exc)}")
-        raise typer.Exit(2) from None
+        return [load_verifier_key(read_bytes(public_key, "verifier key file"), origin)]
+    except (CheckpointError, ValueError) as exc:
+        raise CliFailure("invalid_public_key", f"verifier key file {public_key} is not valid "
+                         f"({getattr(exc, 'message', exc)})", "save one with `sluice audit public-key -o FILE`",
+                         Exit.INPUT_FILE) from None
+
+
+def _proof(path: Path) -> list[str]:
+    data = read_json(path, "proof file")
+    if not isinstance(data, dict) or not isinstance(data.get("proof"), list):
+        raise CliFailure("proof_malformed", f"proof file {path} has no `proof` list",
+                         "save the JSON of /v1/audit/proofs/consistency", Exit.INPUT_FILE)
+    return [str(p) for p in data["proof"]]
 
 
 def _export_origin(data: bytes) -> str | None:
@@ -145,9 +160,9 @@ def audit_verify(export_file: Annotated[Path, typer.Argument(help="an export fro
     """Verify an export fully offline: signatures, the tree, proofs, consistency; exit 1 on any failure."""
     from disclosure.export import verify_export
 
-    data = export_file.read_bytes()
+    data = read_bytes(export_file, "export file")
     keys = _keys(public_key, origin or _export_origin(data))
-    notes = [p.read_text("utf-8") for p in checkpoint or []]
+    notes = [read_text(p, "checkpoint file") for p in checkpoint or []]
     report = verify_export(data, keys, notes, origin=origin)
     if as_json:
         emit(report.as_dict(), True)
@@ -160,7 +175,7 @@ def audit_verify(export_file: Annotated[Path, typer.Argument(help="an export fro
                  if report.first_bad_entry is not None else "")
         err.print(f"[red]FAILED[/red]{where}")
         for problem in report.problems:
-            err.print(f"  {problem}")
+            err.print(escape(f"  {problem}"), soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -182,11 +197,12 @@ def audit_witness(state: Annotated[Path, typer.Option(help="file holding the las
     try:
         previous = witness.last()
     except (CheckpointError, ValueError, KeyError) as exc:
-        err.print(f"[red]error[/red] witness_state_invalid: {state}: {getattr(exc, 'message', exc)}")
-        raise typer.Exit(2) from None
+        raise CliFailure("witness_state_invalid", f"witness state {state} is not valid "
+                         f"({getattr(exc, 'message', exc)})", "restore it from a backup or start a new one",
+                         Exit.INPUT_FILE) from None
     if checkpoint is not None:
-        note = checkpoint.read_text("utf-8")
-        proof_b64 = json.loads(proof.read_text("utf-8"))["proof"] if proof else []
+        note = read_text(checkpoint, "checkpoint file")
+        proof_b64 = _proof(proof) if proof else []
     else:
         try:
             with client() as c:
@@ -197,8 +213,7 @@ def audit_witness(state: Annotated[Path, typer.Option(help="file holding the las
                     proof_b64 = c.get("/v1/audit/proofs/consistency",
                                       params={"first": previous.size, "second": size})["proof"]
         except ApiError as e:
-            err.print(f"[red]error[/red] {e.code}: {e.problem.get('detail', '')}")
-            raise typer.Exit(1) from None
+            raise CliFailure(e.code, str(e.problem.get("detail", "")), "", Exit.REFUSED) from None
     result = witness.accept(note, [base64.b64decode(p) for p in proof_b64])
     data = {"accepted": result.accepted, "reason": result.reason,
             "previous_size": result.previous.size if result.previous else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,8 @@ import typer
 from rich.table import Table
 
 from sandbox.cli import JsonOpt, call
-from sandbox.cli.output import emit, out
+from sandbox.cli.errors import read_json
+from sandbox.cli.output import emit, out, write_output
 
 prices_app = typer.Typer(help="Platform fees, categories, price caps and maximum allowed revenue (the agency).",
                          no_args_is_help=True)
@@ -25,7 +25,7 @@ PeriodOpt = Annotated[str, typer.Option(help="a month such as 2026-11")]
 
 
 def _load(path: Path) -> Any:
-    return json.loads(path.read_text("utf-8"))
+    return read_json(path, "JSON file")
 
 
 # --- prices -------------------------------------------------------------------------------------------------
@@ -37,15 +37,18 @@ def prices_show(as_json: JsonOpt = False) -> None:
 
 
 @prices_app.command("add-category")
-def prices_add_category(code: str, name: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def prices_add_category(code: str, name: Annotated[str, typer.Option(help="a name people will recognise")],
+                        as_json: JsonOpt = False) -> None:
     """Add a product category (e.g. statistics_report)."""
     call(lambda c: c.post("/v1/prices/categories", {"code": code, "name": name}), as_json)
 
 
 @prices_app.command("set-platform")
 def prices_set_platform(rates: Annotated[Path, typer.Argument(help='JSON {"runs": "0.50", ...}')],
-                        effective_from: Annotated[str | None, typer.Option()] = None,
-                        note: Annotated[str, typer.Option()] = "", as_json: JsonOpt = False) -> None:
+                        effective_from: Annotated[str | None,
+                        typer.Option(help="RFC 3339 time it applies from (default: now)")] = None,
+                        note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                        as_json: JsonOpt = False) -> None:
     """A new version of the platform fee schedule (CNY per billing unit of each meter)."""
     body = {"rates": _load(rates), "effective_from": effective_from, "note": note}
     call(lambda c: c.post("/v1/prices/platform", body), as_json)
@@ -53,8 +56,10 @@ def prices_set_platform(rates: Annotated[Path, typer.Argument(help='JSON {"runs"
 
 @prices_app.command("set-caps")
 def prices_set_caps(caps: Annotated[Path, typer.Argument(help="JSON list of {basis, category, unit, price}")],
-                    effective_from: Annotated[str | None, typer.Option()] = None,
-                    note: Annotated[str, typer.Option()] = "", as_json: JsonOpt = False) -> None:
+                    effective_from: Annotated[str | None,
+                    typer.Option(help="RFC 3339 time it applies from (default: now)")] = None,
+                    note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                    as_json: JsonOpt = False) -> None:
     """A new version of the price caps; prints the listed prices it suspends."""
     body = {"caps": _load(caps), "effective_from": effective_from, "note": note}
     call(lambda c: c.post("/v1/prices/caps", body), as_json)
@@ -62,8 +67,10 @@ def prices_set_caps(caps: Annotated[Path, typer.Argument(help="JSON list of {bas
 
 @prices_app.command("set-revenue-cap")
 def prices_set_revenue_cap(operator: Annotated[str, typer.Option(help="operator organization id")],
-                           year: Annotated[int, typer.Option()], amount: Annotated[str, typer.Option()],
-                           note: Annotated[str, typer.Option()] = "", as_json: JsonOpt = False) -> None:
+                           year: Annotated[int, typer.Option(help="a calendar year such as 2026")],
+                           amount: Annotated[str, typer.Option(help="yuan, e.g. 1000000.00")],
+                           note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                           as_json: JsonOpt = False) -> None:
     """Set an operator's maximum allowed revenue (最高准许收入) for a year."""
     body = {"operator_org_id": operator, "year": year, "amount": amount, "note": note}
     call(lambda c: c.post("/v1/prices/revenue-caps", body), as_json)
@@ -80,7 +87,8 @@ def pricelist_add(entry: Annotated[Path, typer.Argument(help="JSON entry (see do
 
 
 @pricelist_app.command("list")
-def pricelist_list(operator: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def pricelist_list(operator: Annotated[str | None, typer.Option(help="operator organization id")] = None,
+                   as_json: JsonOpt = False) -> None:
     """Price lists with each entry's status under the caps in force."""
     call(lambda c: c.get("/v1/pricelist", params={"operator_org_id": operator} if operator else {}), as_json,
          columns=["id", "operator_org_id", "name", "category", "basis", "unit", "status", "cap"])
@@ -103,9 +111,10 @@ def pricelist_reprice(entry_id: str, price: Annotated[Path, typer.Argument(help=
 # --- usage ----------------------------------------------------------------------------------------------------
 
 @usage_app.command("list")
-def usage_list(period: Annotated[str | None, typer.Option()] = None,
-               payer: Annotated[str | None, typer.Option()] = None,
-               limit: Annotated[int, typer.Option()] = 200, as_json: JsonOpt = False) -> None:
+def usage_list(period: Annotated[str | None, typer.Option(help="a month such as 2026-11")] = None,
+               payer: Annotated[str | None, typer.Option(help="payer organization id")] = None,
+               limit: Annotated[int, typer.Option(help="at most this many rows")] = 200,
+               as_json: JsonOpt = False) -> None:
     """Usage events you may see (as payer or issuer)."""
     params = {k: v for k, v in {"period": period, "payer_org_id": payer, "limit": limit}.items() if v}
     data = call(lambda c: c.get("/v1/usage", params=params), as_json, quiet=True)
@@ -115,7 +124,8 @@ def usage_list(period: Annotated[str | None, typer.Option()] = None,
 
 
 @usage_app.command("reverse")
-def usage_reverse(event_id: str, reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+def usage_reverse(event_id: str, reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+                  as_json: JsonOpt = False) -> None:
     """Correct an event by appending its reversal (the issuer)."""
     call(lambda c: c.post(f"/v1/usage/{event_id}/reverse", {"reason": reason}), as_json)
 
@@ -151,7 +161,9 @@ def print_bill(bill: dict[str, Any]) -> None:
 
 @bills_app.command("create")
 def bills_create(payer: Annotated[str, typer.Option(help="payer organization id")], period: PeriodOpt,
-                 issuer: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+                 issuer: Annotated[str | None,
+                 typer.Option(help="issuer organization id (default: the platform)")] = None,
+                 as_json: JsonOpt = False) -> None:
     """Draft (or redraft) a payer's bill for a month."""
     body = {"payer_org_id": payer, "period": period, **({"issuer_org_id": issuer} if issuer else {})}
     data = call(lambda c: c.post("/v1/bills", body), as_json, quiet=True)
@@ -159,7 +171,7 @@ def bills_create(payer: Annotated[str, typer.Option(help="payer organization id"
 
 
 @bills_app.command("list")
-def bills_list(period: Annotated[str | None, typer.Option()] = None,
+def bills_list(period: Annotated[str | None, typer.Option(help="a month such as 2026-11")] = None,
                status: Annotated[str | None, typer.Option(help="draft or finalized")] = None,
                as_json: JsonOpt = False) -> None:
     """Bills you may see."""
@@ -193,7 +205,7 @@ def bills_export(period: PeriodOpt, format: Annotated[str, typer.Option(help="cs
         data = call(lambda c, p=path: c.get(p, raw=True, params={"period": period, "format": format}), as_json,
                     quiet=True)
         target = out_dir / f"{name}-{period}.{format}"
-        target.write_bytes(data)
+        write_output(target, data)
         written[name] = str(target)
     emit({"period": period, "format": format, **written}, as_json)
 
@@ -231,7 +243,8 @@ def bills_attribution(period: Annotated[str, typer.Option(help="a month or a yea
 
 
 @revenue_app.command("show")
-def revenue_show(year: Annotated[int, typer.Option()], operator: Annotated[str | None, typer.Option()] = None,
+def revenue_show(year: Annotated[int, typer.Option(help="a calendar year such as 2026")],
+                 operator: Annotated[str | None, typer.Option(help="operator organization id")] = None,
                  as_json: JsonOpt = False) -> None:
     """Revenue, maximum allowed revenue, carried excess and excess for a year."""
     params: dict[str, Any] = {"year": year, **({"operator_org_id": operator} if operator else {})}

@@ -27,9 +27,10 @@ def profile(dataset_id: str, version: int, as_json: JsonOpt = False) -> None:
 def report(dataset_id: str,
            category: Annotated[str, typer.Option(help="missing_values, wrong_values, duplicates, stale_data, "
                                                       "schema, documentation or other")],
-           description: Annotated[str, typer.Option()],
+           description: Annotated[str, typer.Option(help="what is wrong, in words")],
            version: Annotated[int | None, typer.Option(help="default: latest certified")] = None,
-           column: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+           column: Annotated[str | None, typer.Option(help="the column concerned")] = None,
+           as_json: JsonOpt = False) -> None:
     """File a quality problem found in use (operators, customers); you get a receipt, not the answer."""
     body = {"dataset": dataset_id, "version": version, "category": category, "column": column,
             "description": description}
@@ -37,9 +38,10 @@ def report(dataset_id: str,
 
 
 @app.command("list")
-def list_(status: Annotated[str | None, typer.Option()] = None,
+def list_(status: Annotated[str | None, typer.Option(help="only this status")] = None,
           overdue: Annotated[bool, typer.Option("--overdue", help="only open reports past their deadline")] = False,
-          dataset: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+          dataset: Annotated[str | None, typer.Option(help="only this dataset")] = None,
+          as_json: JsonOpt = False) -> None:
     """Reports the caller may read (providers: their datasets'; agency: all)."""
     params: dict[str, Any] = {"overdue": overdue}
     if status:
@@ -59,8 +61,9 @@ def show(report_id: str, as_json: JsonOpt = False) -> None:
 @app.command("answer")
 def answer(report_id: str, answer: Annotated[str, typer.Option(help="acknowledged, fixed_in_version or "
                                                                     "not_a_defect")],
-           reason: Annotated[str, typer.Option()] = "",
-           fixed_in_version: Annotated[int | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+           reason: Annotated[str, typer.Option(help="why (recorded and audited)")] = "",
+           fixed_in_version: Annotated[int | None, typer.Option(help="the version that fixes it")] = None,
+           as_json: JsonOpt = False) -> None:
     """Answer a report about your dataset (provider)."""
     body = {"answer": answer, "reason": reason, "fixed_in_version": fixed_in_version}
     _call(lambda c: c.post(f"/v1/quality/reports/{report_id}/answer", body), as_json)
@@ -68,7 +71,7 @@ def answer(report_id: str, answer: Annotated[str, typer.Option(help="acknowledge
 
 @app.command("stats")
 def stats(since: Annotated[str | None, typer.Option(help="ISO time with offset")] = None,
-          until: Annotated[str | None, typer.Option()] = None,
+          until: Annotated[str | None, typer.Option(help="RFC 3339 time (exclusive)")] = None,
           provider: Annotated[str | None, typer.Option(help="provider organization id")] = None,
           as_json: JsonOpt = False) -> None:
     """Counts and median time to resolve (what disclosure reports publish)."""

@@ -55,7 +55,7 @@ def _post(dataset_id: str, version: int, action: str, body: dict[str, Any] | Non
 
 
 @app.command("accept")
-def accept(dataset_id: str, version: int, comment: Annotated[str, typer.Option()] = "",
+def accept(dataset_id: str, version: int, comment: Annotated[str, typer.Option(help="why (recorded and audited)")] = "",
            as_json: JsonOpt = False) -> None:
     """受理: accept an application (agency)."""
     _post(dataset_id, version, "accept", {"comment": comment}, as_json)
@@ -77,7 +77,7 @@ def start_review(dataset_id: str, version: int, as_json: JsonOpt = False) -> Non
 
 
 @app.command("approve")
-def approve(dataset_id: str, version: int, comment: Annotated[str, typer.Option()],
+def approve(dataset_id: str, version: int, comment: Annotated[str, typer.Option(help="why (recorded and audited)")],
             acknowledge_findings: Annotated[bool, typer.Option("--acknowledge-findings",
                                                                help="I have read the quality findings")] = False,
             as_json: JsonOpt = False) -> None:

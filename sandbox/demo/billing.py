@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sandbox.cli.billing import print_bill
 from sandbox.cli.client import ApiError, Client
+from sandbox.demo.products import products_flow
 
 PLATFORM_FEES = {"runs": "0.50", "rows_scanned": "0.02", "bytes_scanned": "1.00", "cpu_seconds": "0.01",
                  "downloads": "0.20", "download_bytes": "2.00"}
@@ -116,6 +117,9 @@ def billing_flow(admin: Client, keys: dict[str, str], orgs: dict[str, str], say:
     data = analyst.get(f"/v1/runs/{runs[0]['id']}/result", raw=True, params={"format": "csv"})
     say.detail(f"{len(runs)} runs ({', '.join(sorted({r['status'] for r in runs}))}), one download of "
                f"{len(data)} bytes")
+
+    out["products"] = products_flow(admin, keys, orgs, say, lookup_entry=lookup["id"], report_entry=report["id"],
+                                    grant=grant, now=now, billing_tz=billing_tz)
 
     period = now.astimezone(ZoneInfo(billing_tz)).strftime("%Y-%m")
     say.step(f"The agency issues this month's platform bills ({period}), prints and finalizes them")

@@ -99,7 +99,16 @@ def run_demo(home: Path, *, as_json: bool = False, clock: Clock | None = None) -
         sys.stdout.write(json.dumps(say.summary, ensure_ascii=False, indent=2) + "\n")
     else:
         say.console.print("[bold green]Demo complete.[/bold green] State is in " + str(home))
+        _print_keys(say, home, init.api_key, say.summary.get("api_keys", {}))
     return say.summary
+
+
+def _print_keys(say: Narrator, home: Path, admin_key: str, keys: dict[str, str]) -> None:
+    """The demo's API keys in a labelled block, so that a newcomer can keep exploring with the CLI."""
+    say.console.print("[bold]Demo API keys[/bold] (synthetic demo home only; never reuse them):")
+    for name, key in [("admin", admin_key), *sorted(keys.items())]:
+        say.verbatim(f"  {name:16} {key}")
+    say.verbatim(f"Try: SLUICE_HOME={home} sluice datasets list --api-key {keys.get('steward', admin_key)}")
 
 
 def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: Path) -> dict[str, Any]:

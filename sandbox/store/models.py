@@ -670,3 +670,79 @@ class RevenueExcess(Base):
     excess: Mapped[Decimal] = mapped_column(DecimalText)
     bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- products and services (docs/products.md) -------------------------------------------------------------------
+
+
+class Product(Base):
+    """A data product or service an operator publishes, backed by one of its approved jobs (docs/products.md)."""
+
+    __tablename__ = "products"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    entry_id: Mapped[str] = mapped_column(ForeignKey("price_list_entries.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON)  # name -> {type, values | grid}
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("operator_org_id", "name", name="uq_products_operator_name"),)
+
+
+class Subscription(Base):
+    """A customer organization's subscription to a listed product; free once the agency approves it for
+    public-interest use (`free_reason`)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), index=True)
+    customer_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    operator_org_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    public_interest_purpose: Mapped[str | None] = mapped_column(Text, nullable=True)
+    free_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    free_approved_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    free_approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ProductCall(Base):
+    """One call of a product by a customer: authorized, audited and metered (`usage_events` id `call:<id>`).
+
+    A call that ran has its run (`run_id`, the same governed path as jobs); a call refused before running has none.
+    """
+
+    __tablename__ = "product_calls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    customer_org_id: Mapped[str] = mapped_column(String(40), index=True)
+    operator_org_id: Mapped[str] = mapped_column(String(40), index=True)
+    requested_by: Mapped[str] = mapped_column(String(40))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
+    entry_id: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    free_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (UniqueConstraint("product_id", "requested_by", "idempotency_key",
+                                       name="uq_product_calls_idempotency"),)

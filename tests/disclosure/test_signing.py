@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from disclosure.signing import (
     CONTEXTS,
@@ -216,6 +219,29 @@ def test_signature_json_round_trips_and_refuses_extra_fields() -> None:
 def test_canonical_json_sorts_keys_drops_whitespace_and_keeps_utf8() -> None:
     data = {"b": 1, "a": [True, None, "中文"], "c": {"z": -2, "y": ""}}
     assert canonical_json(data) == '{"a":[true,null,"中文"],"b":1,"c":{"y":"","z":-2}}'.encode()
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]))
+_PLAIN = st.recursive(st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | _TEXT,
+                      lambda inner: st.lists(inner) | st.dictionaries(_TEXT, inner), max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_PLAIN)
+def test_canonical_json_bytes_are_those_of_sorted_compact_utf8_json_dumps(value: Any) -> None:
+    # Leaves logged before canonical_json moved to orjson must hash the same: the bytes never change.
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert canonical_json(value) == expected.encode("utf-8")
+
+
+def test_canonical_json_escapes_controls_and_quotes_as_json_dumps_does() -> None:
+    assert canonical_json({"k": "\x1f\"\\\n\u2028/"}) == b'{"k":"\\u001f\\"\\\\\\n\xe2\x80\xa8/"}'
+
+
+def test_canonical_json_refuses_lone_surrogates() -> None:
+    with pytest.raises(SigningError) as info:
+        canonical_json({"v": "\ud800"})
+    assert info.value.code == "not_canonical_json"
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,7 @@ def test_malformed_csv_is_refused_and_leaves_nothing_behind(api) -> None:  # typ
     bad = CSV + "p99,城东区,1,2,3,EXTRA\n"
     body = api.register(steward, dataset_id="broken", content=bad, expect=400)
     assert body["code"] == "malformed_file" and body["context"]["line"] == 27
-    assert not (api.settings.resolved_home / "data" / "broken").exists() or not any(
-        (api.settings.resolved_home / "data" / "broken").iterdir())
+    assert not (api.settings.resolved_home / "data" / "broken").exists()  # not even an empty folder
     assert _count(api, "datasets") == 0 and _count(api, "certificates") == 0
     assert not any((api.settings.resolved_home / "uploads").iterdir())
     assert api.call("GET", "/v1/datasets/broken", steward).status_code == 404
@@ -91,6 +90,36 @@ def test_server_side_path_under_the_import_root_is_accepted(api) -> None:  # typ
         "id": "weather", "title": "w", "domain": "meteorology", "update_frequency": "daily", "grade": "general",
         "path": "weather.csv"})})
     assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["row_count"] == 2 and [(c["name"], c["type"]) for c in body["columns"]] == [
+        ("district", "VARCHAR"), ("temp", "DOUBLE")]
+    assert _rows(api, "weather") == [("A", 1.5), ("B", 2.5)]
+
+
+def _rows(api, dataset_id: str) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    """The rows a dataset's version 1 stores (its Parquet file), in order."""
+    import pyarrow.parquet as pq
+
+    folder = api.settings.resolved_home / "data" / dataset_id / "1"
+    table = pq.read_table(next(folder.glob("*.parquet")))
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def test_a_semicolon_separated_file_suggests_the_delimiter_and_leaves_no_folder(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    body = api.register(steward, dataset_id="t_semi", content="district;temp\nA;1.5\nB;2.5\n", expect=400)
+    assert body["code"] == "wrong_delimiter" and body["context"]["delimiter"] == ";"
+    assert "--delimiter ';'" in body["detail"]
+    assert not (api.settings.resolved_home / "data" / "t_semi").exists()
+    ok = api.register(steward, dataset_id="t_semi", content="district;temp\nA;1.5\nB;2.5\n", delimiter=";")
+    assert ok["row_count"] == 2 and _rows(api, "t_semi") == [("A", 1.5), ("B", 2.5)]
+
+
+def test_an_import_error_names_the_uploaded_file_not_a_temporary_one(api) -> None:  # type: ignore[no-untyped-def]
+    _, steward = _steward(api)
+    body = api.register(steward, dataset_id="sheet", content=b"PK\x03\x04", filename="人口 2026.dat", expect=400)
+    assert "'人口 2026.dat'" in body["detail"] and "tmp" not in body["detail"]
+    assert not any((api.settings.resolved_home / "uploads").iterdir())
 
 
 def test_path_outside_the_import_root_is_refused(api) -> None:  # type: ignore[no-untyped-def]

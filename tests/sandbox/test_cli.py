@@ -169,4 +169,4 @@ def test_audit_verbs_list_export_verify_and_witness(cli, tmp_path: Path) -> None
     assert failed["first_bad_entry"] == 2 and failed["first_bad_line"] == 4
     other = tmp_path / "other.vkey"
     other.write_text(key.read_text("utf-8").replace("+", "x", 1), "utf-8")
-    cli("audit", "verify", str(export), "--public-key", str(other), code=2)
+    cli("audit", "verify", str(export), "--public-key", str(other), code=3)  # Exit.INPUT_FILE (docs/cli.md)

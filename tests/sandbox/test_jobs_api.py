@@ -133,12 +133,12 @@ def test_reviewer_rejection_is_final(api, world) -> None:  # type: ignore[no-unt
     assert resp.status_code == 409 and resp.json()["code"] == "job_not_approved"
 
 
-@pytest.mark.parametrize("action", ["suspend", "revoke"])
-def test_run_with_a_suspended_or_revoked_grant_is_refused(api, world, action: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("action", "code"), [("suspend", "grant_suspended"), ("revoke", "grant_revoked")])
+def test_run_with_a_suspended_or_revoked_grant_is_refused(api, world, action: str, code: str) -> None:  # type: ignore[no-untyped-def]
     job = submit(api, world["key"], world["domain"], WEATHER)
     api.ok("POST", f"/v1/grants/{world['domain']}/{action}", api.admin_key, json={"reason": "audit"})
     body = run(api, world["key"], job["id"], expect=422)
-    assert body["code"] == f"grant_{action}ed".replace("suspended", "suspended").replace("revokeed", "revoked")
+    assert body["code"] == code
     runs = api.ok("GET", f"/v1/runs?job_id={job['id']}", world["key"])
     assert [r["status"] for r in runs] == ["refused"]
 
@@ -187,8 +187,12 @@ def test_results_download_in_every_format_and_each_download_is_audited(api, worl
 
     assert hashlib.sha256(pq_bytes.content).hexdigest() == r["result_sha256"]
     assert pq.read_table(io.BytesIO(pq_bytes.content)).num_rows == 9
-    csv = api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"]).text
-    assert csv.count("\n") == 10
+    csv_resp = api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"])
+    csv = csv_resp.text
+    assert csv.count("\n") == 10 and "\r" not in csv and not csv_resp.content.startswith(b"\xef\xbb\xbf")
+    # the hash header is the hash of the bytes sent; the stored Parquet's hash is named separately
+    assert csv_resp.headers["X-Result-SHA256"] == hashlib.sha256(csv_resp.content).hexdigest()
+    assert csv_resp.headers["X-Result-Parquet-SHA256"] == r["result_sha256"]
     arrow = api.call("GET", f"/v1/runs/{r['id']}/result?format=arrow", world["key"])
     import pyarrow as pa
 
@@ -197,6 +201,24 @@ def test_results_download_in_every_format_and_each_download_is_audited(api, worl
     audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
     downloads = [a for a in audit if a["action"] == "result:read" and a["decision"] == "allow"]
     assert [d["detail"]["format"] for d in downloads] == ["parquet", "csv", "arrow"]
+
+
+def test_csv_for_excel_has_a_bom_crlf_and_keeps_chinese_text(api, world) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"])
+    plain = api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"]).content
+    excel = api.call("GET", f"/v1/runs/{r['id']}/result?format=csv&bom=1", world["key"])
+    body = excel.content
+    assert body.startswith(b"\xef\xbb\xbf") and body.count(b"\r\n") == 10 and body.count(b"\n") == 10
+    text = body[3:].decode("utf-8")
+    assert text.split("\r\n")[0] == "district,t"
+    # the same districts (Chinese names) as the plain CSV, only the encoding details differ
+    assert [line.split(",")[0] for line in text.split("\r\n")[1:-1]] == [
+        line.split(",")[0].strip('"') for line in plain.decode("utf-8").split("\n")[1:-1]]
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    assert excel.headers["X-Result-SHA256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_another_operator_cannot_run_or_read_the_job(api, world) -> None:  # type: ignore[no-untyped-def]
@@ -213,3 +235,27 @@ def test_run_errors_carry_no_data_values(api, world) -> None:  # type: ignore[no
     r = run(api, world["key"], job["id"])
     assert r["status"] == "failed" and r["error_code"]
     assert not any(ch.isdigit() for ch in (r["error_message"] or ""))
+
+
+@pytest.mark.parametrize(("action", "code"), [("suspend", "grant_suspended"), ("revoke", "grant_revoked"),
+                                              ("expire", "grant_expired")])
+def test_results_and_replays_are_refused_once_the_grant_is_not_usable(api, world, action: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    r = run(api, world["key"], job["id"], headers={"Idempotency-Key": "once"})
+    assert api.call("GET", f"/v1/runs/{r['id']}/result?format=csv", world["key"]).status_code == 200
+    if action == "expire":
+        api.clock.advance(timedelta(days=400))
+    else:
+        api.ok("POST", f"/v1/grants/{world['domain']}/{action}", api.admin_key, json={"reason": "audit"})
+    for fmt in ("csv", "parquet", "json"):
+        resp = api.call("GET", f"/v1/runs/{r['id']}/result?format={fmt}", world["key"])
+        assert resp.status_code == 422 and resp.json()["code"] == code
+    replay = run(api, world["key"], job["id"], expect=422, headers={"Idempotency-Key": "once"})
+    assert replay["code"] == code
+    result = api.ok("GET", f"/v1/runs/{r['id']}", world["key"])
+    assert (api.settings.resolved_home / "results").exists() and result["result_sha256"]  # kept for audit
+    _, reg = api.actor("regulator", "regulator")
+    audit = api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"]
+    refused = [a for a in audit if a["action"] == "result:read" and a["decision"] == "refused"]
+    assert len(refused) == 3 and {a["code"] for a in refused} == {code}
+

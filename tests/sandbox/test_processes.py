@@ -33,7 +33,7 @@ def _serve(home: Path, *args: str, url: str | None = None) -> subprocess.Complet
     if url:
         env["SLUICE_DATABASE_URL"] = url
     return subprocess.run([sys.executable, "-m", "sandbox.cli", "serve", "--port", "1", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_sqlite_refuses_several_processes_with_a_clear_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -19,25 +20,47 @@ def _audit(i: int) -> AuditEvent:
 
 
 def test_concurrent_records_are_committed_in_shared_batches(store_url: str) -> None:
+    """Deterministic: the first caller's commit is held until the 15 others have queued; they then share one."""
     engine = make_engine(store_url)
     sessions = session_factory(engine)
-    recorder = Recorder(sessions)
-    start = threading.Barrier(16)
+    queued = threading.Semaphore(0)
+    release = threading.Event()
+
+    class HeldFirstCommit:
+        """The session factory the recorder sees: its first transaction waits until every other call queued."""
+
+        calls = 0
+
+        def begin(self) -> Any:
+            HeldFirstCommit.calls += 1
+            if HeldFirstCommit.calls == 1:
+                assert release.wait(60)
+            return sessions.begin()
+
+    recorder = Recorder(HeldFirstCommit())  # type: ignore[arg-type]
 
     def worker(i: int) -> None:
-        start.wait()
-        for j in range(10):
-            recorder.record([_audit(i * 100 + j)])
+        if i > 0:
+            queued.release()
+        recorder.record([_audit(i)])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-    for t in threads:
+    first = threading.Thread(target=worker, args=(0,))
+    first.start()
+    while not HeldFirstCommit.calls:  # the first caller leads and is now held inside its commit
+        threading.Event().wait(0.01)
+    others = [threading.Thread(target=worker, args=(i,)) for i in range(1, 16)]
+    for t in others:
         t.start()
-    for t in threads:
+    for _ in others:
+        assert queued.acquire(timeout=60)
+    while len(recorder._pending) < 15:  # each has queued its rows behind the held commit
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [first, *others]:
         t.join()
-    recorder.close()
     with sessions() as s:
-        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 160
-    assert recorder.items == 160 and recorder.batches < 160
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 16
+    assert (recorder.items, recorder.batches) == (16, 2)  # the held one alone, then the 15 others together
     engine.dispose()
 
 
@@ -67,7 +90,6 @@ def test_a_failing_call_fails_alone_and_the_others_commit(store_url: str) -> Non
         t.start()
     for t in threads:
         t.join()
-    recorder.close()
     assert len(errors) == 1
     with sessions() as s:
         resources = set(s.scalars(select(AuditEvent.resource)))
@@ -75,15 +97,12 @@ def test_a_failing_call_fails_alone_and_the_others_commit(store_url: str) -> Non
     engine.dispose()
 
 
-def test_record_after_close_still_commits(store_url: str) -> None:
+def test_records_commit_one_after_another(store_url: str) -> None:
     engine = make_engine(store_url)
     recorder = Recorder(session_factory(engine))
     recorder.record([_audit(1)])
-    recorder.close()
     recorder.record([_audit(2)])
-    recorder.close()
     with session_factory(engine)() as s:
         assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
+    assert (recorder.items, recorder.batches) == (2, 2)
     engine.dispose()
-
-

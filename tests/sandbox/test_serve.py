@@ -36,3 +36,19 @@ def test_openapi_document_lists_every_v1_route(api) -> None:  # type: ignore[no-
                      "/healthz"]:
         assert expected in paths, expected
 
+
+
+def test_swagger_ui_is_served_offline_and_the_openapi_document_declares_bearer_auth(api) -> None:  # type: ignore[no-untyped-def]
+    page = api.http.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    assert '"/docs/swagger-ui-bundle.js"' in page.text and '"/docs/swagger-ui.css"' in page.text
+    js = api.http.get("/docs/swagger-ui-bundle.js")
+    assert js.status_code == 200 and "SwaggerUIBundle" in js.text and len(js.content) > 100_000
+    assert api.http.get("/docs/swagger-ui.css").status_code == 200
+    doc = api.http.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "an API key: sk_<id>_<secret>"}
+    assert doc["security"] == [{"bearerAuth": []}]
+    assert doc["paths"]["/v1/domains"]["get"]["security"] == []  # public routes need no key
+    assert "security" not in doc["paths"]["/v1/jobs"]["post"]  # the document-wide bearer requirement applies

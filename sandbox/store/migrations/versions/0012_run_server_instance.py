@@ -1,14 +1,14 @@
 """runs record the server instance that executes them (start-up recovery with several servers)
 
 Revision ID: 0012
-Revises: 0005
+Revises: 0010
 Create Date: 2026-11-28 11:50:00.000000
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0012"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

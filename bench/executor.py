@@ -1,4 +1,4 @@
-"""Measure the executor's costs against raw DuckDB: `python -m sandbox.executor.bench [--runs N]`."""
+"""Measure the executor's costs against raw DuckDB: `python -m bench.executor [--runs N]`."""
 
 from __future__ import annotations
 
