@@ -100,9 +100,15 @@ class Settings(BaseSettings):
         "as overdue."
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
-    http_workers: int = Field(
-        1, description="HTTP worker processes of `sluice serve`; above 1, Prometheus metrics use multi-process mode "
-        "(PROMETHEUS_MULTIPROC_DIR, default HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    processes: int = Field(
+        1, ge=1, description="API processes of `sluice serve` on one control store (PostgreSQL only above 1; SQLite "
+        "is refused). Above 1, Prometheus metrics use multi-process mode (PROMETHEUS_MULTIPROC_DIR, default "
+        "HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    )
+    db_pool_size: int = Field(
+        12, ge=1, description="Control-store connections per API process for requests: at most this many requests "
+        "use the store at once in one process, the others wait without holding a connection; the pool may grow by "
+        "as many again plus 8 for run-start records, release locks and the audit sequencer."
     )
     prices_include_vat: bool = Field(
         True, description="Whether every price, cap, maximum allowed revenue and bill amount includes VAT; schedules "

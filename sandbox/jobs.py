@@ -200,7 +200,12 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
 
 
 def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comment: str, now: datetime) -> Job:
-    """Record a reviewer's decision; important data needs two different approving reviewers."""
+    """Record a reviewer's decision; important data needs two different approving reviewers.
+
+    The job's row is locked first (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer), so concurrent
+    reviews of one job are decided one after the other, each seeing the reviews committed before it.
+    """
+    session.refresh(job, with_for_update=True)
     if JobState(job.state) != JobState.PENDING_REVIEW:
         raise Conflict(f"job {job.id} is {job.state}; only pending_review jobs are reviewed",
                        code="job_not_pending_review", state=job.state)

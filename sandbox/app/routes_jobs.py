@@ -158,7 +158,8 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
                sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
     now = state.clock.now()
-    run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
+    run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now,
+                       instance=state.runs.instance)
     guard.audit.resource = f"run/{run.id}"
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,

@@ -351,6 +351,10 @@ class Job(Base):
     # the job this one corrects (same grant); a job is replaced at most once, so the history is a chain
     replaces: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True, index=True)
 
+    # Every UPDATE of a job says `WHERE state = <the state it was read in>`: a concurrent change of state makes the
+    # flush fail (StaleDataError, answered 409) instead of overwriting it, so a job changes state at most once.
+    __mapper_args__ = {"version_id_col": state, "version_id_generator": False}  # noqa: RUF012
+
 
 class JobReview(Base):
     __tablename__ = "job_reviews"
@@ -395,8 +399,13 @@ class Run(Base):
     result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The `sluice serve` process executing the run (sandbox/server_lease.py): start-up recovery fails a `running`
+    # run only when this instance is gone, so several servers can share one store. NULL: recovered at any start.
+    server_instance: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
     __table_args__ = (UniqueConstraint("job_id", "requested_by", "idempotency_key", name="uq_runs_idempotency"),)
+    # As for jobs: ORM updates are conditional on the status read (the run path's Core UPDATE checks it too).
+    __mapper_args__ = {"version_id_col": status, "version_id_generator": False}  # noqa: RUF012
 
 
 class ReleaseThreshold(Base):
