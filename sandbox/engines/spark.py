@@ -29,6 +29,7 @@ from sandbox.executor.errors import ExecutorError, InputUnavailable, QueryTimedO
 from sandbox.executor.lockdown import checked_name
 from sandbox.executor.types import EngineLimits, InputTable, RunOutcome, RunSpec
 
+CANCEL_REPEAT_S: Final = 0.25
 # Static settings: fixed when the JVM starts (local mode); a Connect server must be started with them.
 STATIC_HARDENING: Final[Mapping[str, str]] = {
     "spark.sql.reflect.allowList": "^$",  # no reflect/java_method
@@ -104,17 +105,37 @@ class SparkEngine:
                         session.catalog.dropTempView(name)
 
     def _collect(self, session: Any, sql: str, params: Mapping[str, Any]) -> pa.Table:
-        """Execute under the run's time limit: its jobs carry a tag that a timer interrupts."""
+        """Execute under the run's time limit: its jobs carry a tag that a timer cancels.
+
+        Locally the tag is a SparkContext job tag (a thread-local property that the threads Spark starts for the
+        Arrow collection inherit); over Connect it is the session's operation tag.
+        """
         tag = f"sluice-{uuid.uuid4().hex}"
         fired = threading.Event()
+        context = None if self.remote else session.sparkContext
+        if context is not None:
+            context.addJobTag(tag)
+            context.setInterruptOnCancel(True)
+        else:
+            session.addTag(tag)
 
-        def interrupt() -> None:
+        def cancel() -> None:
+            if context is not None:
+                context.cancelJobsWithTag(tag)
+            else:
+                session.interruptTag(tag)
+
+        def watchdog() -> None:  # a cancel reaches running jobs only: repeat it until the run gives up
+            if done.wait(self.limits.timeout_ms / 1000.0):
+                return
             fired.set()
-            session.interruptTag(tag)
+            while not done.is_set():
+                with contextlib.suppress(Exception):
+                    cancel()
+                done.wait(CANCEL_REPEAT_S)
 
-        session.addTag(tag)
-        timer = threading.Timer(self.limits.timeout_ms / 1000.0, interrupt)
-        timer.daemon = True
+        done = threading.Event()
+        timer = threading.Thread(target=watchdog, name=f"sluice-spark-watchdog-{tag[-8:]}", daemon=True)
         timer.start()
         try:
             frame = session.sql(sql, args=dict(params)) if params else session.sql(sql)
@@ -122,11 +143,14 @@ class SparkEngine:
         except Exception:
             if fired.is_set():
                 raise QueryTimedOut(f"the query ran past the time limit of {self.limits.timeout_ms} ms and was "
-                                    "stopped", detail="spark jobs interrupted") from None
+                                    "stopped", detail="spark jobs cancelled") from None
             raise
         finally:
-            timer.cancel()
-            session.removeTag(tag)
+            done.set()
+            if context is not None:
+                context.removeJobTag(tag)
+            else:
+                session.removeTag(tag)
         return table
 
     def close(self) -> None:

@@ -17,9 +17,17 @@ from test_jobs_api import HEALTH_COST, SCENARIO, approve, city_files, run, submi
 
 from policy.output import Dominance
 from policy.sql_engines import DUCKDB, SPARK
+from sandbox.config import Settings
 from sandbox.engines import CheckedQuery, DuckDBEngine, run_checked
 from sandbox.errors import Refused
 from sandbox.executor import EngineLimits, InputTable, RunSpec, WorkerPool, scan_stats
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings with room for a first Spark run on a loaded machine (JVM start, cold planning)."""
+    return settings.model_copy(update={"run_timeout_ms": 600_000})
+
 
 PEOPLE_SQL = "SELECT city, count(*) AS n, sum(income) AS income FROM people GROUP BY city ORDER BY city"
 
@@ -89,6 +97,9 @@ def test_spark_runs_a_checked_query_over_temp_views_with_bound_parameters(
                                      "GROUP BY city ORDER BY city", tmp_path, min_age=40))
     assert outcome.status == "succeeded", outcome.internal_detail
     assert pq.read_table(tmp_path / "r.parquet").to_pylist() == [{"city": "a", "s": 20}, {"city": "b", "s": 120}]
+    capped = spark_engine.run(dataclasses.replace(_spec(people[1], "SELECT city, age FROM people ORDER BY age",
+                                                        tmp_path), max_rows=2))
+    assert (capped.status, capped.result_rows, capped.truncated_rows) == ("succeeded", 2, 3)  # the grant's row cap
 
 
 @pytest.mark.slow
@@ -142,10 +153,14 @@ def test_a_spark_run_past_its_time_limit_is_interrupted(
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_spark_connect_runs_a_checked_query_in_a_released_session_and_refuses_a_wrong_token(
-        spark_connect_url: str, people: tuple[InputTable, InputTable], tmp_path: Path) -> None:
+        spark_connect_url: str, people: tuple[InputTable, InputTable], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from sandbox.engines.spark import SparkEngine
 
     pytest.importorskip("grpc")
+    # pyspark switches the whole process to Connect mode with this variable; a server process uses one mode, this
+    # test process goes back to local mode afterwards.
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
     limits = EngineLimits(memory_limit_mb=1024, threads=1, timeout_ms=300_000, address_space_mb=6144)
     engine = SparkEngine(limits, remote=spark_connect_url, master="unused", work_dir=tmp_path / "c")
     try:
@@ -188,7 +203,7 @@ def test_a_spark_grant_runs_the_health_cost_job_with_the_same_release_usage_and_
         job = submit(api, world["key"], grant, HEALTH_COST)
         approve(api, job["id"], world["r1"], world["r2"])
         runs[grant] = run(api, world["key"], job["id"])
-        assert runs[grant]["status"] == "succeeded", runs[grant]
+        assert runs[grant]["status"] == "succeeded", (runs[grant]["error_code"], runs[grant]["error_message"])
         rows[grant] = sorted(api.ok("GET", f"/v1/runs/{runs[grant]['id']}/result?format=json", world["key"]),
                              key=lambda r: str(r["district"]))
     duck, spark = runs[world["scenario"]], runs[on_spark]

@@ -1,7 +1,7 @@
 """a grant chooses its engine (duckdb or spark)
 
 Revision ID: 0013
-Revises: 0005
+Revises: 0010
 Create Date: 2026-11-28 11:40:00
 """
 from alembic import op
