@@ -1,7 +1,7 @@
 """disclosure reports and console sessions
 
 Revision ID: 0011
-Revises: 0013
+Revises: 0007
 Create Date: 2026-11-28 11:30:00.000000
 """
 from alembic import op
