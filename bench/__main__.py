@@ -41,7 +41,7 @@ def _ok(resp: httpx.Response) -> Any:
     return resp.json()
 
 
-def setup(server: Server, admin_key: str, data_dir: Path) -> dict[str, Any]:
+def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...] = tpch.TABLES) -> dict[str, Any]:
     """Organizations, principals, the TPC-H datasets (server-side import) and a scenario grant."""
     http = httpx.Client(base_url=server.base, timeout=3600)
     admin = {"Authorization": f"Bearer {admin_key}"}
@@ -58,7 +58,7 @@ def setup(server: Server, admin_key: str, data_dir: Path) -> dict[str, Any]:
     reviewers = [principal(me["org_id"], f"reviewer-{i}", "reviewer") for i in (1, 2)]
     doc = tpch.policy()
     import_seconds = {}
-    for name in tpch.TABLES:
+    for name in tables:
         spec = doc["tables"][name]
         meta = {"id": name, "title": f"TPC-H {name}", "domain": "economy", "update_frequency": "static",
                 "grade": spec["grade"], "entity_column": spec["entity_column"], "path": f"{name}.parquet",
@@ -71,7 +71,7 @@ def setup(server: Server, admin_key: str, data_dir: Path) -> dict[str, Any]:
     until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     grant = _ok(http.post("/v1/grants", headers=admin, json={
         "operator_org_id": operator, "scope": "scenario", "purpose_class": "industry", "valid_until": until,
-        "datasets": list(tpch.TABLES), "max_result_rows": 1_000_000,
+        "datasets": list(tables), "max_result_rows": 1_000_000,
         "scenario": {"name": "TPC-H benchmark", "data_used": "TPC-H tables", "supply": "governed runs",
                      "problem": "measure the governed path against raw DuckDB"}}))["id"]
     return {"http": http, "op": op, "reviewers": reviewers, "grant": grant, "import_seconds": import_seconds}

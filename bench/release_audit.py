@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import random
 import statistics
 import time
@@ -73,48 +75,66 @@ def measure(population_size: int, sizes: list[int], timed_runs: int) -> dict[str
     out: dict[str, Any] = {"population": population_size, "k": K, "cells_per_run": CELLS_PER_RUN, "sizes": []}
     key = 0
 
-    def one_run(sets: list[BitMap]) -> tuple[float, int, int]:
+    def one_run(sets: list[BitMap]) -> tuple[float, float, int, int]:
         nonlocal key
         cells = []
         for entities in sets:
             key += 1
             cells.append(AuditCell(key, (AuditPart("bench", entities, MEASURES),)))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = audit({"bench": state}, cells)
-        return (time.perf_counter() - start) * 1000, len(cells), len(result.suppressed)
+        return ((time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000, len(cells),
+                len(result.suppressed))
 
     grow_ms: list[float] = []
     for target in sorted(sizes):
         while released < target:
-            ms, count, _ = one_run(next(stream))
+            ms, _, count, _ = one_run(next(stream))
             grow_ms.append(ms)
             released += count * len(MEASURES)
-        times, suppressed, cells = [], 0, 0
+        times, cpus, suppressed, cells = [], [], 0, 0
         for _ in range(timed_runs):
-            ms, count, blocked = one_run(next(stream))
+            ms, cpu_ms, count, blocked = one_run(next(stream))
             times.append(ms)
+            cpus.append(cpu_ms)
             cells += count
             suppressed += blocked
             released += count * len(MEASURES)
         distinct = {bytes(b.serialize()) for _, b in state.history}
         bitmap_bytes = sum(len(b) for b in distinct)
         ledger = state.ledger("value")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         replayed = PopulationAudit("bench", K)
         replayed.replay(state.history)
-        reload_s = time.perf_counter() - start
+        reload_s, reload_cpu = time.perf_counter() - start, time.process_time() - cpu
+        start = time.perf_counter()
+        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        save_s = time.perf_counter() - start
+        start = time.perf_counter()
+        pickle.loads(blob)
+        restore_s = time.perf_counter() - start
         row = {"ledger_cells": released, "distinct_sets": len(distinct), "bitmap_bytes": bitmap_bytes,
                "ledger_rows_bytes_estimate": released * 160, "atoms": ledger.atoms,
                "v_s_dimension": len(ledger.vrows), "audit_ms_median": round(statistics.median(times), 3),
-               "audit_ms_p95": round(sorted(times)[max(0, int(0.95 * len(times)) - 1)], 3),
-               "cells_audited": cells, "suppressed": suppressed, "reload_seconds": round(reload_s, 2)}
+               "audit_ms_p95": round(_p95(times), 3), "audit_cpu_ms_median": round(statistics.median(cpus), 3),
+               "audit_cpu_ms_p95": round(_p95(cpus), 3), "cells_audited": cells, "suppressed": suppressed,
+               "reload_seconds": round(reload_s, 2), "reload_cpu_seconds": round(reload_cpu, 2),
+               "snapshot_bytes": len(blob), "snapshot_save_seconds": round(save_s, 3),
+               "snapshot_load_seconds": round(restore_s, 3), "load_average": round(os.getloadavg()[0], 1)}
         out["sizes"].append(row)
         print(f"ledger {released:>7} cells: audit median {row['audit_ms_median']} ms/run "
-              f"(p95 {row['audit_ms_p95']}), {row['distinct_sets']} sets, {bitmap_bytes / 1e6:.1f} MB bitmaps, "
+              f"(p95 {row['audit_ms_p95']}; CPU median {row['audit_cpu_ms_median']}, p95 {row['audit_cpu_ms_p95']}), "
+              f"{row['distinct_sets']} sets, {bitmap_bytes / 1e6:.1f} MB bitmaps, "
               f"{row['atoms']} atoms, dim V_s {row['v_s_dimension']}, {suppressed}/{cells} suppressed, "
-              f"reload {row['reload_seconds']} s", flush=True)
+              f"replay {row['reload_seconds']} s (CPU {row['reload_cpu_seconds']} s), snapshot "
+              f"{len(blob) / 1e6:.1f} MB saved in {row['snapshot_save_seconds']} s, loaded in "
+              f"{row['snapshot_load_seconds']} s, load average {row['load_average']}", flush=True)
     out["grow_ms_median"] = round(statistics.median(grow_ms), 3) if grow_ms else None
     return out
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, int(0.95 * len(values)) - 1)]
 
 
 def write(result: dict[str, Any], out: Path) -> None:
@@ -127,13 +147,16 @@ def write(result: dict[str, Any], out: Path) -> None:
              f"Population {result['population']:,} entities, k = {result['k']}, runs of up to "
              f"{result['cells_per_run']} cells (a GROUP BY under a WHERE), two measures per cell. Time is the audit "
              "alone (in the API process, under the population lock), per run.", "",
-             "| ledger cells | distinct sets | bitmaps MB | ledger rows MB (est.) | atoms | dim V_s | audit ms/run "
-             "median | p95 | suppressed | reload s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| ledger cells | distinct sets | bitmaps MB | atoms | dim V_s | audit ms/run median (p95) | CPU ms/run "
+             "median (p95) | suppressed | replay s (CPU) | snapshot MB, save / load s | load avg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["sizes"]:
         lines.append(f"| {row['ledger_cells']:,} | {row['distinct_sets']:,} | {row['bitmap_bytes'] / 1e6:.1f} | "
-                     f"{row['ledger_rows_bytes_estimate'] / 1e6:.1f} | {row['atoms']:,} | {row['v_s_dimension']} | "
-                     f"{row['audit_ms_median']} | {row['audit_ms_p95']} | {row['suppressed']}/{row['cells_audited']} "
-                     f"| {row['reload_seconds']} |")
+                     f"{row['atoms']:,} | {row['v_s_dimension']} | {row['audit_ms_median']} ({row['audit_ms_p95']}) | "
+                     f"{row['audit_cpu_ms_median']} ({row['audit_cpu_ms_p95']}) | "
+                     f"{row['suppressed']}/{row['cells_audited']} | {row['reload_seconds']} "
+                     f"({row['reload_cpu_seconds']}) | {row['snapshot_bytes'] / 1e6:.1f}, "
+                     f"{row['snapshot_save_seconds']} / {row['snapshot_load_seconds']} | {row['load_average']} |")
     lines += ["", "Target: at most 5 ms added per run of up to 50 cells with a ledger of 10^4 cells.", ""]
     (out / f"{stem}.md").write_text("\n".join(lines), "utf-8")
 

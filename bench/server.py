@@ -24,8 +24,9 @@ def free_port() -> int:
 class Server:
     """`sluice init` and `sluice serve` in subprocesses, with SLUICE_* settings given as `settings`."""
 
-    def __init__(self, home: Path, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(self, home: Path, settings: Mapping[str, str] | None = None, log: Path | None = None) -> None:
         self.port = free_port()
+        self.log = log  # the server's stderr (its JSON log lines) goes here when given
         dropped = ("SLUICE_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
         inherited = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env = {**inherited, "SLUICE_HOME": str(home), **(settings or {})}  # SQLite in home unless given
@@ -40,8 +41,9 @@ class Server:
 
     def start(self) -> None:
         """Start serving and wait until /healthz answers."""
+        stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(self.port)],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
         for _ in range(200):
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:

@@ -41,6 +41,11 @@ class Metrics:
     analysis_rejections: Counter
     audit_append_seconds: Histogram
     downloads: Counter
+    audit_append_failures: Counter
+    log_sequencing_failures: Counter
+    log_pending: Gauge
+    checkpoint_timestamp: Gauge
+    reconciliations: Counter
     multiprocess_dir: str | None = None
 
     def render(self) -> tuple[bytes, str]:
@@ -92,5 +97,16 @@ def make_metrics(multiprocess_dir: str | None = None) -> Metrics:
                                        "Latency of committing audit records, by path (group commit, request, "
                                        "refusal)", ["path"], buckets=COMMIT_BUCKETS, registry=reg),
         downloads=Counter("sluice_result_downloads", "Result downloads by format", ["format"], registry=reg),
+        audit_append_failures=Counter("sluice_audit_append_failures", "Audit records (or the transactions carrying "
+                                      "them) that failed to commit, by path", ["path"], registry=reg),
+        log_sequencing_failures=Counter("sluice_audit_log_sequencing_failures", "Failed ticks of the audit log's "
+                                        "sequencer or checkpoint schedule (records stay committed)", registry=reg),
+        log_pending=Gauge("sluice_audit_log_uncheckpointed_records", "Committed audit records not yet covered by a "
+                          "signed checkpoint, as last seen by the sequencer", registry=reg,
+                          multiprocess_mode="mostrecent"),
+        checkpoint_timestamp=Gauge("sluice_audit_checkpoint_timestamp_seconds", "Unix time of the newest signed "
+                                   "checkpoint of the audit log", registry=reg, multiprocess_mode="max"),
+        reconciliations=Counter("sluice_bill_reconciliations", "Bills checked against their usage events, by result "
+                                "(ok, differences)", ["result"], registry=reg),
         multiprocess_dir=multiprocess_dir,
     )

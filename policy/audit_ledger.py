@@ -8,7 +8,7 @@ set T of entities exactly when the row space of M holds a non-zero vector suppor
   (`atom_of[entity]`; atom 0 holds the entities no released set contains) and each atom's *weight*, its number of
   entities (rows without an entity, index 0, weigh nothing). Rows of M are constant on atoms, so vectors are kept
   over atoms. Atoms of weight ≥ k are *large*, the others *small*;
-- `L`: the released sets restricted to the large atoms, in reduced row echelon form, each basis row with the
+- `L`: the released sets restricted to the large atoms, in (unreduced) row echelon form, each basis row with the
   combination `y` of released sets it stands for;
 - `V`: a basis, in reduced row echelon form, of V_s = rowspace(M) ∩ R^{small atoms}, the vectors of the row space
   supported on small atoms only. A vector supported on fewer than k entities has only small atoms, so it lies in V_s.

@@ -130,7 +130,12 @@ def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.O
             items = ([exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []) + [o.copy() for o in order]
             if not items:
                 items = [exp.Ordered(this=exp.Literal.number(1))]
-            out.append((name, exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=items))))
+            rank: exp.Expr = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=items))
+            if not order and shell.limit is None and shell.offset is None:
+                rank = exp.Literal.number(1)  # no order and nothing cut: every selected row ranks the same
+            if keep is not None:  # groups failing HAVING are never selected: no rank (no engine-dependent ties)
+                rank = exp.Case(ifs=[exp.If(this=keep.copy(), true=rank)])
+            out.append((name, rank))
         elif name.startswith(R.PARTITION):
             out.append((name, exp.column(f"{INNER_PARTITION}{name[len(R.PARTITION):]}", table=QUERY, quoted=True)))
         elif name == R.LIMIT and shell.limit is not None:

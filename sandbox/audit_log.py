@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -35,6 +35,7 @@ from disclosure.proofs import (
     node_key,
 )
 from disclosure.signing import KeyRing, canonical_json
+from metering.metrics import Metrics
 from sandbox.audit import leaf_record
 from sandbox.clock import Clock
 from sandbox.errors import Conflict, InvalidInput
@@ -253,8 +254,11 @@ class LogScheduler:
     `checkpoint_seconds` when the log grew. Failures are logged and kept in `last_error` (see /healthz); the
     records stay committed and are integrated on the next tick, and no checkpoint omits a committed record."""
 
-    def __init__(self, log_: AuditLog, *, integrate_ms: int, checkpoint_seconds: float) -> None:
+    def __init__(self, log_: AuditLog, *, integrate_ms: int, checkpoint_seconds: float,
+                 metrics: Metrics | None = None) -> None:
         self.log = log_
+        self.metrics = metrics
+        self._observed = float("-inf")
         self.integrate_s = max(integrate_ms, 10) / 1000.0
         self.checkpoint_s = checkpoint_seconds
         self.last_error: str | None = None
@@ -290,6 +294,23 @@ class LogScheduler:
             else:
                 self.log.integrate()
             self.last_error = None
+            self._observe()
         except Exception as exc:  # keep serving; the records are durable and integrate on a later tick
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.exception("audit log sequencing failed")
+            if self.metrics is not None:
+                self.metrics.log_sequencing_failures.inc()
+
+    def _observe(self) -> None:
+        """Export how far the signed checkpoints lag the log (for the checkpoint-staleness alert)."""
+        import time
+
+        if self.metrics is None or time.monotonic() < self._observed + 5.0:
+            return
+        self._observed = time.monotonic()
+        latest = self.log.latest()
+        size = self.log.head().size
+        self.metrics.log_pending.set(size - (latest.size if latest else 0))
+        if latest is not None:
+            stamp = latest.timestamp if latest.timestamp.tzinfo else latest.timestamp.replace(tzinfo=UTC)
+            self.metrics.checkpoint_timestamp.set(stamp.timestamp())

@@ -100,9 +100,15 @@ class Settings(BaseSettings):
         "as overdue."
     )
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
-    http_workers: int = Field(
-        1, description="HTTP worker processes of `sluice serve`; above 1, Prometheus metrics use multi-process mode "
-        "(PROMETHEUS_MULTIPROC_DIR, default HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    processes: int = Field(
+        1, ge=1, description="API processes of `sluice serve` on one control store (PostgreSQL only above 1; SQLite "
+        "is refused). Above 1, Prometheus metrics use multi-process mode (PROMETHEUS_MULTIPROC_DIR, default "
+        "HOME/metrics). Each process has its own SLUICE_WORKERS sandbox workers."
+    )
+    db_pool_size: int = Field(
+        12, ge=1, description="Control-store connections per API process for requests: at most this many requests "
+        "use the store at once in one process, the others wait without holding a connection; the pool may grow by "
+        "as many again plus 8 for run-start records, release locks and the audit sequencer."
     )
     prices_include_vat: bool = Field(
         True, description="Whether every price, cap, maximum allowed revenue and bill amount includes VAT; schedules "
@@ -111,6 +117,15 @@ class Settings(BaseSettings):
     vat_rate: Decimal = Field(Decimal("0.06"), description="VAT rate stated on bills (6% for modern services).")
     billing_timezone: str = Field(
         "Asia/Shanghai", description="Time zone of billing periods: a bill for 2026-11 covers November in this zone."
+    )
+    console_allow_http: bool = Field(
+        False, description="Send the console's session cookie without `Secure`, so plain HTTP on localhost works "
+        "(tests, local demos); never in production."
+    )
+    console_session_minutes: int = Field(480, description="How long a console sign-in lasts (minutes).")
+    console_checkpoint_key: str | None = Field(
+        None, description="The audit log's checkpoint verifier key (C2SP, `origin+hash+key`) the console pins for "
+        "in-browser verification; default: this home's checkpoint keys, read when the server starts."
     )
     test_database_url: str | None = Field(
         None, description="Tests only: a PostgreSQL URL; store tests then also run against it."

@@ -15,7 +15,7 @@ from policy.analysis import DEFAULT_MAX_SQL_LENGTH, Analysis, Verdict, analyse
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
 from policy.sql_engines import DEFAULT_ENGINE
 from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
-from sandbox.errors import Conflict, Forbidden, InvalidInput, Refused
+from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
 from sandbox.store.models import DatasetVersion, Grant, Job, JobReview
 from sandbox.store.types import new_id
@@ -166,9 +166,12 @@ def check(session: Session, *, grant: Grant, sql: str, parameters: dict[str, str
 
 
 def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, purpose: str, sql: str,
-           parameters: dict[str, str], now: datetime) -> Submission:
-    """Analyse the SQL against the grant's datasets and store the job (rejected, pending review or approved)."""
+           parameters: dict[str, str], now: datetime, replaces: str | None = None) -> Submission:
+    """Analyse the SQL against the grant's datasets and store the job (rejected, pending review or approved);
+    `replaces` links it to the job it corrects (same grant, replaced at most once)."""
     check_grant_usable(grant, now)
+    if replaces is not None:
+        check_replaceable(session, grant, replaces)
     if not title.strip() or not purpose.strip():
         raise InvalidInput("a job needs a title and a purpose", code="title_and_purpose_required")
     params = validate_parameters(parameters)
@@ -181,7 +184,8 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
     job = Job(id=new_id("job"), grant_id=grant.id, operator_org_id=grant.operator_org_id, submitted_by=submitted_by,
               title=title.strip(), purpose=purpose.strip(), sql=stored, parameters=params, state="",
               findings=[f.to_dict() for f in analysis.findings], analysis=analysis.to_dict(),
-              dataset_versions=read, reviews_required=IMPORTANT_REVIEWS if important else 1, created_at=now)
+              dataset_versions=read, reviews_required=IMPORTANT_REVIEWS if important else 1, created_at=now,
+              replaces=replaces)
     session.add(job)
     auto = False
     if analysis.verdict == Verdict.REFUSED:
@@ -196,7 +200,12 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
 
 
 def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comment: str, now: datetime) -> Job:
-    """Record a reviewer's decision; important data needs two different approving reviewers."""
+    """Record a reviewer's decision; important data needs two different approving reviewers.
+
+    The job's row is locked first (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer), so concurrent
+    reviews of one job are decided one after the other, each seeing the reviews committed before it.
+    """
+    session.refresh(job, with_for_update=True)
     if JobState(job.state) != JobState.PENDING_REVIEW:
         raise Conflict(f"job {job.id} is {job.state}; only pending_review jobs are reviewed",
                        code="job_not_pending_review", state=job.state)
@@ -224,6 +233,36 @@ def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comme
     return job
 
 
+def check_replaceable(session: Session, grant: Grant, replaces: str) -> Job:
+    """The job a correction replaces: one of the same grant, not replaced already."""
+    earlier = session.get(Job, replaces)
+    if earlier is None or earlier.grant_id != grant.id:
+        raise NotFound(f"job {replaces} does not exist under grant {grant.id}", code="replaced_job_not_found",
+                       job_id=replaces)
+    later = session.scalar(select(Job.id).where(Job.replaces == replaces))
+    if later is not None:
+        raise Conflict(f"job {replaces} was already replaced by {later}; replace {later} instead",
+                       code="job_already_replaced", job_id=replaces, replaced_by=later)
+    return earlier
+
+
+def history(session: Session, job: Job) -> list[dict[str, Any]]:
+    """The chain of corrections this job belongs to, oldest first (each replaces the one before)."""
+    chain = [job]
+    while chain[0].replaces is not None:
+        earlier = session.get(Job, chain[0].replaces)
+        if earlier is None or earlier in chain:
+            break
+        chain.insert(0, earlier)
+    while True:
+        later = session.scalar(select(Job).where(Job.replaces == chain[-1].id))
+        if later is None or later in chain:
+            break
+        chain.append(later)
+    return [{"id": j.id, "state": j.state, "title": j.title, "replaces": j.replaces,
+             "created_at": j.created_at.isoformat()} for j in chain]
+
+
 def job_out(job: Job, reviews: list[JobReview] | None = None) -> dict[str, Any]:
     """A job as the API shows it."""
     out: dict[str, Any] = {
@@ -234,7 +273,7 @@ def job_out(job: Job, reviews: list[JobReview] | None = None) -> dict[str, Any]:
         "findings": job.findings, "dataset_versions": job.dataset_versions,
         "reviews_required": job.reviews_required, "frozen_sql": job.frozen_sql,
         "frozen_sql_sha256": job.frozen_sql_sha256, "created_at": job.created_at.isoformat(),
-        "decided_at": job.decided_at.isoformat() if job.decided_at else None,
+        "decided_at": job.decided_at.isoformat() if job.decided_at else None, "replaces": job.replaces,
         "analysis": {k: job.analysis.get(k) for k in ("verdict", "tables_read", "joins_datasets", "is_aggregate",
                                                       "output_columns", "entity_tables")},
     }

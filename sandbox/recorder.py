@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
 from sandbox.store.models import Base
@@ -18,10 +19,15 @@ from sandbox.store.models import Base
 log = logging.getLogger("sluice.recorder")
 
 class Execute(NamedTuple):
-    """A statement to run in the batch with its parameters (e.g. the UPDATE that ends a started run)."""
+    """A statement to run in the batch with its parameters (e.g. the UPDATE that ends a started run).
+
+    With `expect_rows`, a different row count fails the call (StaleDataError): a conditional UPDATE such as
+    `... WHERE status = 'running'` that matched nothing means another process changed the row first.
+    """
 
     statement: Executable
     params: dict[str, Any]
+    expect_rows: int | None = None
 
 
 Write = Base | Executable | Execute
@@ -107,7 +113,11 @@ class Recorder:
 def _apply(session: Session, rows: Sequence[Write]) -> None:
     for row in rows:
         if isinstance(row, Execute):
-            session.execute(row.statement, row.params)
+            result = session.execute(row.statement, row.params)
+            count = getattr(result, "rowcount", None)
+            if row.expect_rows is not None and count != row.expect_rows:
+                raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
+                                     "changed concurrently")
         elif isinstance(row, Executable):
             session.execute(row)
         else:

@@ -113,6 +113,7 @@ class RunService:
     _entities: EntityIndex | None = None
     _duckdb: DuckDBEngine | None = None
     _spark: Engine | None = None
+    instance: str | None = None  # this process's server instance (sandbox/server_lease.py), stamped on its runs
 
     @property
     def entities(self) -> EntityIndex:
@@ -226,14 +227,14 @@ def find_idempotent(session: Session, job: Job, requested_by: str, key: str | No
 
 
 def new_run(job: Job, *, requested_by: str, idempotency_key: str | None, params: dict[str, Any],
-            now: datetime) -> Run:
-    """A run row for `job`, before execution."""
+            now: datetime, instance: str | None = None) -> Run:
+    """A run row for `job`, before execution, owned by server `instance` (see sandbox/server_lease.py)."""
     return Run(id=new_id("run"), job_id=job.id, grant_id=job.grant_id, operator_org_id=job.operator_org_id,
                requested_by=requested_by, idempotency_key=idempotency_key,
                params={k: (v.isoformat() if isinstance(v, date | datetime) else str(v) if isinstance(v, Decimal)
                            else v) for k, v in params.items()},
                status=RunStatus.RUNNING.value, frozen_sql_sha256=job.frozen_sql_sha256 or "",
-               dataset_versions=dict(job.dataset_versions), created_at=now)
+               dataset_versions=dict(job.dataset_versions), created_at=now, server_instance=instance)
 
 
 def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,

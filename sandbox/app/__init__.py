@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from sandbox.app import (
     routes_audit,
     routes_billing,
     routes_catalogue,
+    routes_console,
+    routes_disclosures,
     routes_grants,
     routes_identity,
     routes_jobs,
@@ -46,6 +49,7 @@ from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
+from sandbox.server_lease import ServerLease
 from sandbox.store.db import load_policy_rows, make_engine, session_factory
 from sandbox.tracing import make_tracing
 
@@ -53,7 +57,10 @@ from sandbox.tracing import make_tracing
 def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPool | None = None,
                span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the app over an initialized SLUICE_HOME (see `sluice init`); `pool` shares an existing worker pool."""
-    engine = make_engine(settings.resolved_database_url)
+    # requests hold at most db_pool_size connections (deps.db_session); as many again cover run-start records,
+    # release locks, the sequencer and refusal records made while a request's own session is open
+    engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_pool_size + 8)
     sessions = session_factory(engine)
     with sessions() as s:
         rows = load_policy_rows(s)
@@ -72,11 +79,13 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     tracing = make_tracing(span_exporter)
     audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
     scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,
-                             checkpoint_seconds=settings.checkpoint_interval_seconds)
+                             checkpoint_seconds=settings.checkpoint_interval_seconds, metrics=metrics)
     recorder = Recorder(sessions)
     metering = Metering(recorder=recorder, sessions=sessions, clock=clock, metrics=metrics,
                         vat=Vat(settings.prices_include_vat, Decimal(settings.vat_rate)),
                         tz=ZoneInfo(settings.billing_timezone))
+    lease = ServerLease(engine, settings.resolved_home)  # this process's instance, held while it serves
+    run_service.instance = lease.id
     state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
@@ -87,6 +96,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.db_slots = asyncio.Semaphore(settings.db_pool_size)
+        await anyio.to_thread.run_sync(lease.acquire)
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         scheduler.start()
@@ -94,6 +105,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
         run_service.close()
+        lease.release()
         tracing.shutdown()
         engine.dispose()
 
@@ -103,7 +115,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     problems.install(app, record_unaudited)
     for module in (routes_system, routes_identity, routes_catalogue, routes_registrations, routes_quality,
                    routes_grants, routes_jobs, routes_audit, routes_prices, routes_billing, routes_products,
-                   routes_provider):
+                   routes_provider, routes_disclosures, routes_console):
         app.include_router(module.router)
     docs.install(app, PUBLIC_ROUTES)
     finalize_routes(app)
@@ -113,7 +125,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
 
 def app_from_environment() -> FastAPI:
-    """The app built from SLUICE_* settings: the factory each `sluice serve --http-workers N` process calls."""
+    """The app built from SLUICE_* settings: the factory each `sluice serve --processes N` process calls."""
     from sandbox.config import load_settings
     from sandbox.logs import configure_json_logging
 

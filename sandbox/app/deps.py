@@ -9,6 +9,7 @@ own transaction when it is refused, or together with what it refuses (`Guard.ref
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from fastapi.routing import APIRoute
 from opentelemetry.trace import Tracer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from disclosure.signing import KeyRing
 from metering.metrics import Metrics
@@ -34,7 +36,15 @@ from sandbox.audit_log import AuditLog, LogScheduler
 from sandbox.billing.usage import Metering
 from sandbox.clock import Clock
 from sandbox.config import Settings
-from sandbox.errors import Forbidden, NotFound, NotFoundOrNotYours, RateLimited, SluiceError, Unauthenticated
+from sandbox.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotFoundOrNotYours,
+    RateLimited,
+    SluiceError,
+    Unauthenticated,
+)
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.ratelimit import RateLimiter
 from sandbox.recorder import Recorder
@@ -61,6 +71,15 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/v1/prices/caps"),
     ("GET", "/v1/pricelist"),
     ("GET", "/v1/pricelist/{entry_id}"),
+    ("GET", "/v1/disclosures"),
+    ("GET", "/v1/disclosures/schema"),
+    ("GET", "/v1/disclosures/{period}"),
+    ("GET", "/v1/disclosures/{period}/signature"),
+    ("GET", "/console/sign-in"),
+    ("POST", "/console/sign-in"),
+    ("GET", "/console/catalogue"),
+    ("GET", "/console/published"),
+    ("GET", "/console/published/{period}"),
     ("GET", "/v1/products"),
     ("GET", "/v1/products/{product_id}"),
     ("GET", "/openapi.json"),
@@ -139,6 +158,7 @@ class AppState:
     limiter: RateLimiter
     metering: Metering
     audit_health: AuditHealth = field(default_factory=AuditHealth)
+    db_slots: asyncio.Semaphore | None = None  # made in the serving event loop (lifespan); see db_session
 
 
 async def app_state(request: Request) -> AppState:
@@ -153,7 +173,14 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
 
     Async on purpose: creating a session does no I/O, and the commit is a short local write, so this saves
     two thread-pool hops per request.
+
+    At most `db_slots` requests per process hold a session at once (SLUICE_DB_POOL_SIZE); the others wait here,
+    on the event loop, holding no connection. Without the gate, queued requests would hold every pooled
+    connection while the loop blocked checking out one more (authentication and refusal records run on it).
     """
+    slots = state.db_slots
+    if slots is not None:
+        await slots.acquire()
     session = state.sessions()
     try:
         yield session
@@ -164,6 +191,7 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
                 state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
         except Exception as exc:
             state.audit_health.failed(state.clock.now(), exc)
+            state.metrics.audit_append_failures.labels("request").inc()
             raise
     except BaseException:
         session.rollback()
@@ -172,6 +200,8 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
         raise
     finally:
         session.close()
+        if slots is not None:
+            slots.release()
 
 
 def on_rollback(session: Session, cleanup: Callable[[], None]) -> None:
@@ -243,7 +273,12 @@ class Guard:
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
         started = time.perf_counter()
-        self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+        try:
+            self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.audit_append_failures.labels("group_commit").inc()
+            raise
         if self.metrics is not None:
             self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
         self.recorded = True
@@ -264,6 +299,15 @@ class Guard:
             session.commit()
         self.recorded = True
         return exc
+
+
+def concurrent_conflict(exc: Exception) -> Exception:
+    """A conditional UPDATE that lost a race (a job or run changed state in another request or process) as a 409
+    `concurrent_state_change`; any other exception unchanged."""
+    if isinstance(exc, StaleDataError):
+        return Conflict("the record changed state in another request while this one ran; read it again",
+                        code="concurrent_state_change")
+    return exc
 
 
 def _bearer(request: Request) -> str:
@@ -310,6 +354,7 @@ def _write_refusal(state: AppState, draft: AuditDraft, exc: BaseException) -> No
         state.metrics.audit_append_seconds.labels("refusal").observe(time.perf_counter() - started)
     except Exception as error:
         state.audit_health.failed(now, error)
+        state.metrics.audit_append_failures.labels("refusal").inc()
     state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
 
@@ -369,15 +414,18 @@ def require(obj: str, act: str, *, audit_action: str | None = None) -> Callable[
                       now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
         try:
             yield guard
-        except Exception as exc:
+        except Exception as raised:
             session.rollback()
+            ended = concurrent_conflict(raised)
             if guard.recorded:
                 state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
             else:
-                if isinstance(exc, Forbidden):
+                if isinstance(ended, Forbidden):
                     draft.decision = Outcome.DENY
-                draft.status = status_for(exc) if isinstance(exc, SluiceError) else 0
-                _write_refusal(state, draft, exc)
+                draft.status = status_for(ended) if isinstance(ended, SluiceError) else 0
+                _write_refusal(state, draft, ended)
+            if ended is not raised:
+                raise ended from raised
             raise
         else:
             draft.status = draft.status or _route_status(request)

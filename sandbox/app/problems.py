@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -122,7 +123,11 @@ def install(app: FastAPI, on_unaudited: Unaudited | None = None) -> None:
             on_unaudited(request, exc)
 
     @app.exception_handler(SluiceError)
-    async def _sluice(request: Request, exc: SluiceError) -> JSONResponse:
+    async def _sluice(request: Request, exc: SluiceError) -> Response:
+        if isinstance(exc, Unauthenticated) and request.url.path.startswith("/console"):
+            # the console's pages send a browser without a valid session to the sign-in page
+            target = "/console/sign-in?" + urlencode({"next": request.url.path, "why": exc.code})
+            return RedirectResponse(target, status_code=303)
         status = status_for(exc)
         return problem(status, exc.code, type(exc).__name__, exc.message, request.url.path,
                        context=_jsonable(exc.context))

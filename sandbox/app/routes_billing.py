@@ -184,6 +184,7 @@ def reconcile(period: str = Query(...), guard: Guard = Depends(require("bill", "
     report = []
     for r in rows:
         diffs = ledger.reconcile_bill(session, r, state.metering.tz)
+        state.metrics.reconciliations.labels("differences" if diffs else "ok").inc()
         report.append({"bill_id": r.id, "payer_org_id": r.payer_org_id, "issuer_org_id": r.issuer_org_id,
                        "status": r.status, "total": str(r.total), "events": r.event_count,
                        "differences": [str(d) for d in diffs]})

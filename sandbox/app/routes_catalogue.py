@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import Field, ValidationError
 from sqlalchemy import select
@@ -291,11 +291,12 @@ def _certificate(session: Session, code: str) -> Certificate:
     return cert
 
 
-@router.get("/certificates/{code}")
-def verify_certificate_online(code: str, audit: AuditDraft = Depends(public("certificate:verify")),
+@router.get("/certificates/{code}", response_model=None)
+def verify_certificate_online(code: str, request: Request, audit: AuditDraft = Depends(public("certificate:verify")),
                               session: Session = Depends(db_session), state: AppState = Depends(app_state)
-                              ) -> dict[str, Any]:
-    """Verify a certificate online: signature, key, agreement with the registry, and revocation."""
+                              ) -> dict[str, Any] | Response:
+    """Verify a certificate online: signature, key, agreement with the registry, and revocation. A browser
+    (Accept: text/html, as when a printed QR code is scanned) gets the bilingual certificate page."""
     audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
     keyring = state.keyring
@@ -312,12 +313,18 @@ def verify_certificate_online(code: str, audit: AuditDraft = Depends(public("cer
     audit.note(dataset=cert.dataset_id, version=cert.version, valid=bool(check.valid and matches and not revoked),
                status=status, check=check.reason)
     audit.resource_org_id = ds.provider_org_id if ds else None
-    return {"code": code, "valid": bool(check.valid and matches and not revoked), "status": status,
-            "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
-            "revoked": revoked, "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
-            "revoked_reason": cert.revoked_reason, "registration_state": version.registration_state,
-            "kid": cert.kid, "issued_at": cert.issued_at.isoformat(), "dataset": cert.dataset_id,
-            "version": cert.version, "body": check.body}
+    result = {"code": code, "valid": bool(check.valid and matches and not revoked), "status": status,
+              "signature_valid": check.valid, "matches_registry": matches, "reason": check.reason,
+              "revoked": revoked, "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
+              "revoked_reason": cert.revoked_reason, "registration_state": version.registration_state,
+              "kid": cert.kid, "issued_at": cert.issued_at.isoformat(), "dataset": cert.dataset_id,
+              "version": cert.version, "body": check.body}
+    if "text/html" in request.headers.get("accept", ""):
+        from sandbox.app.routes_console import certificate_page
+
+        audit.note(page="html")
+        return certificate_page(result, state)
+    return result
 
 
 @router.get("/certificates/{code}/document")

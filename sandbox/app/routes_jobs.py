@@ -35,6 +35,7 @@ class JobIn(StrictModel):
     purpose: str = Field(min_length=1)
     sql: str = Field(min_length=1)
     parameters: dict[str, str] = Field(default_factory=dict, description="$name -> type, e.g. {'d': 'VARCHAR'}")
+    replaces: str | None = Field(None, description="the job this one corrects (same grant)")
 
 
 class CheckIn(StrictModel):
@@ -62,14 +63,15 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
         raise NotFound(f"grant {body.grant_id} does not exist", code="grant_not_found")
     with state.tracer.start_as_current_span("sluice.job.submit", attributes={"sluice.grant_id": grant.id}) as span:
         sub = jobs.submit(session, grant=grant, submitted_by=guard.caller.principal_id, title=body.title,
-                          purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now())
+                          purpose=body.purpose, sql=body.sql, parameters=body.parameters, now=state.clock.now(),
+                          replaces=body.replaces)
         span.set_attribute("sluice.job_id", sub.job.id)
         span.set_attribute("sluice.job_state", sub.job.state)
         phase_spans(state.tracer, sub.analysis.timings)
     job = sub.job
     guard.note(job_id=job.id, grant_id=grant.id, state=job.state, findings=[f["code"] for f in job.findings],
                auto_approved=sub.auto_approved, datasets=sorted(job.dataset_versions), title=job.title,
-               purpose=job.purpose,
+               purpose=job.purpose, replaces=job.replaces,
                sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest())
     guard.audit.resource = f"job/{job.id}"
     if job.state == jobs.JobState.REJECTED:
@@ -121,9 +123,9 @@ def _reviews(session: Session, job: Job) -> list[JobReview]:
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, guard: Guard = Depends(require("job", "read")), session: Session = Depends(db_session)
             ) -> dict[str, Any]:
-    """One job with its findings and reviews."""
+    """One job with its findings, reviews and history (the chain of corrections it belongs to)."""
     job = _job(session, guard, job_id)
-    return jobs.job_out(job, _reviews(session, job))
+    return {**jobs.job_out(job, _reviews(session, job)), "history": jobs.history(session, job)}
 
 
 @router.post("/jobs/{job_id}/review")
@@ -156,7 +158,8 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
                sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
     now = state.clock.now()
-    run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now)
+    run = runs.new_run(job, requested_by=caller, idempotency_key=idempotency_key, params=params, now=now,
+                       instance=state.runs.instance)
     guard.audit.resource = f"run/{run.id}"
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,

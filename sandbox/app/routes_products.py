@@ -310,7 +310,7 @@ def invoke_product(product_id: str, body: InvokeIn | None = None,
         raise guard.refuse_with(session, exc, [call, event_row(event)]) from None
     if sub is not None:
         calls.record_period(session, product, sub, now, state.metering.tz)
-    run = runs.new_run(job, requested_by=caller, params=params, now=now,
+    run = runs.new_run(job, requested_by=caller, params=params, now=now, instance=state.runs.instance,
                        idempotency_key=f"{product.id}/{idempotency_key}" if idempotency_key else None)
     call.params = dict(run.params)
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))

@@ -117,7 +117,7 @@ def _run_update(run: Run) -> Execute:
     """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
     params = {f"v_{k}": v for k, v in _run_values(run).items() if k != "id"}
     params.update(run_id=run.id, from_status=RunStatus.RUNNING.value)
-    return Execute(_RUN_UPDATE, params)
+    return Execute(_RUN_UPDATE, params, expect_rows=1)  # fails if the run is no longer `running` (recovered)
 
 
 @dataclass

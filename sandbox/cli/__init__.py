@@ -146,8 +146,9 @@ def init(as_json: JsonOpt = False) -> None:
 @app.command()
 def serve(host: Annotated[str | None, typer.Option(help="address to bind (else SLUICE_HOST)")] = None,
           port: Annotated[int | None, typer.Option(help="port to bind (else SLUICE_PORT)")] = None,
-          http_workers: Annotated[int | None, typer.Option(help="HTTP worker processes (else SLUICE_HTTP_WORKERS)")]
-          = None) -> None:
+          processes: Annotated[int | None, typer.Option("--processes", "--http-workers", min=1,
+                                                        help="API processes on one store (else SLUICE_PROCESSES); "
+                                                             "above 1 needs PostgreSQL")] = None) -> None:
     """Run the HTTP API with uvicorn; runs a previous crash interrupted are marked failed first."""
     import uvicorn
 
@@ -156,17 +157,45 @@ def serve(host: Annotated[str | None, typer.Option(help="address to bind (else S
     from sandbox.logs import configure_json_logging
 
     s = settings()
+    count = processes or s.processes
+    single = _sqlite_single_server(s, count)  # held until this command exits
     configure_json_logging()  # one JSON line per record, with the trace id (uvicorn's access log is replaced)
     recovered = recover_interrupted_runs(s, SystemClock())
     if recovered:
         err.print(f"marked {len(recovered)} interrupted run(s) failed: {', '.join(recovered)}")
-    workers = http_workers or s.http_workers
-    if workers <= 1:
-        uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
-        return
-    _multiprocess_metrics_dir(s)
-    uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=workers, host=host or s.host,
-                port=port or s.port, log_config=None, access_log=False)
+    try:
+        if count <= 1:
+            uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
+            return
+        _multiprocess_metrics_dir(s)
+        uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=count, host=host or s.host,
+                    port=port or s.port, log_config=None, access_log=False)
+    finally:
+        if single is not None:
+            single.close()
+
+
+def _sqlite_single_server(s: Settings, count: int) -> Any:
+    """SQLite serves one API process: refuse more, and refuse a second `sluice serve` on the same store (a lock
+    file in SLUICE_HOME held while serving). Returns the held lock file, or None on PostgreSQL."""
+    import fcntl
+
+    if not s.resolved_database_url.startswith("sqlite"):
+        return None
+    if count > 1:
+        err.print(f"[red]error[/red] processes_need_postgresql: --processes {count} needs PostgreSQL "
+                  "(SLUICE_DATABASE_URL=postgresql+psycopg://...); the SQLite store serves one process")
+        raise typer.Exit(2)
+    s.resolved_home.mkdir(parents=True, exist_ok=True)
+    handle = open(s.resolved_home / "serve.lock", "a+b")  # noqa: SIM115 - held while serving
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        err.print(f"[red]error[/red] store_in_use: another `sluice serve` already serves the SQLite store in "
+                  f"{s.resolved_home}; SQLite supports one server process (use PostgreSQL for several)")
+        raise typer.Exit(2) from None
+    return handle
 
 
 def _multiprocess_metrics_dir(s: Settings) -> None:
@@ -514,10 +543,12 @@ def jobs_submit(grant: Annotated[str, typer.Option(help="grant id")],
                 title: Annotated[str, typer.Option(help="a short title")], purpose: Annotated[str,
                 typer.Option(help="what the result is for (recorded and audited)")],
                 param: Annotated[list[str] | None, typer.Option(help="declared parameter NAME=TYPE, repeatable")]
-                = None, as_json: JsonOpt = False) -> None:
+                = None,
+                replaces: Annotated[str | None, typer.Option(help="the job this one corrects (same grant)")] = None,
+                as_json: JsonOpt = False) -> None:
     """Submit SQL under a grant; refused SQL prints its findings and exits 1."""
     body = {"grant_id": grant, "title": title, "purpose": purpose, "sql": read_text(sql_file, "SQL file"),
-            "parameters": _params(param or [])}
+            "parameters": _params(param or []), **({"replaces": replaces} if replaces else {})}
     call(lambda c: c.post("/v1/jobs", body), as_json)
 
 
@@ -612,6 +643,9 @@ from sandbox.cli import billing as _billing  # noqa: E402  (its verbs use `call`
 
 for _sub, _name in _billing.APPS:
     app.add_typer(_sub, name=_name)
+from sandbox.cli import disclose as _disclose  # noqa: E402  (its verbs use `call` and `client` from above)
+
+app.add_typer(_disclose.disclose_app, name="disclose")
 from sandbox.cli import products as _products  # noqa: E402  (its verbs use `call` and `JsonOpt` from above)
 
 for _sub, _name in _products.APPS:

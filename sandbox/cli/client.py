@@ -97,6 +97,17 @@ class Client:
             return resp.json()
         return resp.content
 
+    def fetch(self, path: str, **kwargs: Any) -> tuple[bytes, dict[str, str]]:
+        """GET the raw body and the response headers, raising ApiError on a problem."""
+        resp = self._http.request("GET", path, headers=self._headers, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"code": "http_error", "detail": resp.text[:500]}
+            raise ApiError(resp.status_code, problem)
+        return resp.content, {k.lower(): v for k, v in resp.headers.items()}
+
     def get(self, path: str, raw: bool = False, **kwargs: Any) -> Any:
         return self.request("GET", path, raw=raw, **kwargs)
 

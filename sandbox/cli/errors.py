@@ -126,6 +126,18 @@ class SluiceGroup(typer.core.TyperGroup):
 
     GLOBAL_OPTIONS = ("--api-key", "--url")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _flags_as_flags(self)
+
+    def get_params(self, ctx: _click.Context) -> list[Any]:
+        """The root's parameters, flags shown as flags (completion options are added after construction)."""
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_bool_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
     def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
         """Move the global options to the front, so that `sluice jobs list --api-key K` works too."""
         front: list[str] = []
@@ -157,6 +169,24 @@ class SluiceGroup(typer.core.TyperGroup):
             failure = failure_for(exc, _where())
             print_failure(failure)
             raise typer.Exit(failure.exit_code) from None
+
+
+def _flags_as_flags(command: Any) -> None:
+    """Show boolean flags as flags in --help (`--json`), not as `--json <bool>`."""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_as_flags(sub)
+    for param in command.params:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+    original = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
 
 
 def _where() -> str:

@@ -24,10 +24,6 @@ class _Say(Protocol):
     def detail(self, text: str) -> None: ...
 
 
-class DifferencingDemoError(Exception):
-    """The differencing step did not behave as the guarantee says."""
-
-
 SQL = """SELECT count(DISTINCT v.person_id) AS patients, count(*) AS visits, sum(v.cost) AS total_cost
 FROM clinic_visits AS v
 JOIN residents AS r ON v.person_id = r.person_id
@@ -55,7 +51,8 @@ def lone_birth_month(files: dict[str, Path], k: int) -> tuple[str, date, date]:
     finally:
         con.close()
     if row is None:
-        raise DifferencingDemoError("no district has a lone patient in a birth month")
+        from sandbox.demo.run import DemoError  # a promise the demo shows did not hold
+        raise DemoError("no district has a lone patient in a birth month")
     return str(row[0]), row[1], row[2]
 
 
@@ -83,11 +80,12 @@ def differencing_attack(admin: Client, keys: dict[str, str], grant: str, files: 
                    f"patients={row['patients']} visits={visits} total_cost={cost}; "
                    f"suppression {run['suppression'] or {}} marker {row.get('sluice_suppressed')}")
         runs.append({"job": job["id"], "run": run["id"], "row": row, "suppression": run["suppression"] or {}})
+    from sandbox.demo.run import DemoError  # a promise the demo shows did not hold
     first, second = runs
     if first["row"]["total_cost"] is None or first["suppression"]:
-        raise DifferencingDemoError(f"the first query should be released in full: {first}")
+        raise DemoError(f"the first query should be released in full: {first}")
     if second["row"]["total_cost"] is not None or second["suppression"].get("difference_audit", 0) < 1:
-        raise DifferencingDemoError(f"the second query's differing cells were not suppressed: {second}")
+        raise DemoError(f"the second query's differing cells were not suppressed: {second}")
     say.detail("the difference would have been that one person's visits and total cost; the release audit "
                "suppressed the second release's differing cells (difference_audit), whichever came second")
     return {"district": district, "month": month.isoformat(), "runs": runs}

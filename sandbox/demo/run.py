@@ -19,6 +19,7 @@ from sandbox.config import Settings, load_settings
 from sandbox.demo.billing import billing_flow
 from sandbox.demo.city import CITY_DATASETS, DatasetSpec, generate_city
 from sandbox.demo.differencing import differencing_attack
+from sandbox.demo.disclosure import disclosure_flow
 from sandbox.demo.registration import (
     DEMO_NOTICE_SECONDS,
     EXPECTATIONS,
@@ -231,6 +232,8 @@ def _flow(admin: Client, settings: Settings, clock: Clock, say: Narrator, home: 
     out["difference_audit"] = differencing_attack(admin, keys, grants["health_scenario"], files, say)
     out["billing"] = billing_flow(admin, keys, orgs, say, home, clock.now(), settings.billing_timezone)
     out["quality_feedback"] = quality_feedback(admin, keys, say)
+    out["disclosure"] = disclosure_flow(admin.with_key(keys["auditor"]), say, home, clock.now(),
+                                        settings.billing_timezone)
 
     out["audit"] = _audit_trail(admin.with_key(keys["auditor"]), say, home)
     return out

@@ -348,6 +348,12 @@ class Job(Base):
     frozen_sql_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the job this one corrects (same grant); a job is replaced at most once, so the history is a chain
+    replaces: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True, index=True)
+
+    # Every UPDATE of a job says `WHERE state = <the state it was read in>`: a concurrent change of state makes the
+    # flush fail (StaleDataError, answered 409) instead of overwriting it, so a job changes state at most once.
+    __mapper_args__ = {"version_id_col": state, "version_id_generator": False}  # noqa: RUF012
 
 
 class JobReview(Base):
@@ -393,8 +399,13 @@ class Run(Base):
     result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The `sluice serve` process executing the run (sandbox/server_lease.py): start-up recovery fails a `running`
+    # run only when this instance is gone, so several servers can share one store. NULL: recovered at any start.
+    server_instance: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
     __table_args__ = (UniqueConstraint("job_id", "requested_by", "idempotency_key", name="uq_runs_idempotency"),)
+    # As for jobs: ORM updates are conditional on the status read (the run path's Core UPDATE checks it too).
+    __mapper_args__ = {"version_id_col": status, "version_id_generator": False}  # noqa: RUF012
 
 
 class ReleaseThreshold(Base):
@@ -664,6 +675,36 @@ class RevenueExcess(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+# --- disclosure reports (docs/disclosure.md) --------------------------------------------------------------------
+
+
+class DisclosureRow(Base):
+    """A published disclosure report: its canonical JSON exactly as signed, its cut-off and its signature."""
+
+    __tablename__ = "disclosures"
+
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
+    cut_off: Mapped[datetime] = mapped_column(UTCDateTime)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)
+    report: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_by: Mapped[str] = mapped_column(String(40))
+
+
+class ConsoleSession(Base):
+    """A console sign-in: the cookie holds the token, the store only its SHA-256; ends with its API key."""
+
+    __tablename__ = "console_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    principal_id: Mapped[str] = mapped_column(String(40))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 # --- products and services (docs/products.md) -------------------------------------------------------------------
 
 

@@ -125,3 +125,12 @@ def test_output_dash_writes_the_download_to_stdout(tmp_path: Path) -> None:
         assert write_output(Path("-"), "a,b\r\n") == "-"
         assert out.getvalue() == b"a,b\r\n"
     assert not target.exists()
+
+
+def test_flags_are_shown_as_flags_in_help() -> None:
+    runner = CliRunner()
+    for args in (["--help"], ["audit", "list", "--help"], ["runs", "download", "--help"]):
+        result = runner.invoke(app, args, prog_name="sluice")
+        assert result.exit_code == 0 and "<bool>" not in result.output, args
+    listed = runner.invoke(app, ["jobs", "list", "--help"], prog_name="sluice").output
+    assert "pending_review" in listed and "stopped" in listed  # the allowed values are listed

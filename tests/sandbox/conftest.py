@@ -35,3 +35,32 @@ def api(settings: Settings, clock: ManualClock, tmp_path: Path, worker_pool: Wor
         yield Api(settings=settings, clock=clock, http=http, admin_key=result.api_key,
                   platform_org_id=result.org_id, tmp=tmp_path)
     app.state.sluice.engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own, for real `sluice serve` processes (`sluice init` migrates
+    it); dropped afterwards. Skips without SLUICE_TEST_DATABASE_URL (fails under CI)."""
+    import os
+
+    import sluice_testenv
+    from sqlalchemy import make_url, text
+
+    from sandbox.config import load_settings
+    from sandbox.store.db import make_engine
+
+    url = load_settings().test_database_url
+    if not url:
+        if sluice_testenv.in_ci():
+            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
+    base = make_url(url)
+    name = f"{base.database}_{request.node.name[:20].lower()}_{os.getpid()}"
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

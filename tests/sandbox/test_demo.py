@@ -35,3 +35,24 @@ def test_demo_walks_registration_bills_and_quality_feedback(tmp_path: Path) -> N
     assert billing["reconciled"] is True and billing["refused_price"] == "price_above_cap"
     assert {Path(f).suffix for f in billing["exports"]} == {".csv", ".parquet"}
     assert all(Path(f).exists() for f in billing["exports"])
+    disclosure = out["disclosure"]
+    assert len(disclosure) == 2 and any("-Q" in p for p in disclosure)  # the year and the current quarter
+    for period, built in disclosure.items():
+        assert built["status"] == "draft"
+        names = {Path(f).name for f in built["files"]}
+        for lang in ("en", "zh-CN"):
+            assert {f"disclosure-{period}.{lang}.{ext}" for ext in ("html", "md", "csv")} <= names
+        assert f"disclosure-{period}.json" in names and all(Path(f).exists() for f in built["files"])
+
+
+def test_the_human_demo_output_ends_with_its_keys_in_a_labelled_block(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from sandbox.demo.run import Narrator, _print_keys
+
+    _print_keys(Narrator(as_json=False), tmp_path, "sk_admin_key", {"steward": "sk_steward_key",
+                                                                    "auditor": "sk_auditor_key"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Demo API keys")
+    assert [line.split() for line in lines[1:4]] == [["admin", "sk_admin_key"], ["auditor", "sk_auditor_key"],
+                                                    ["steward", "sk_steward_key"]]
+    assert lines[4] == f"Try: SLUICE_HOME={tmp_path} sluice datasets list --api-key sk_steward_key"

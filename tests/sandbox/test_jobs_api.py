@@ -301,3 +301,17 @@ def test_a_provider_sees_who_uses_its_dataset_as_metadata_only(api, world) -> No
     for outsider in (world["key"], api.actor("provider", "data_steward")[1]):
         resp = api.call("GET", "/v1/datasets/weather/usage", outsider)
         assert resp.status_code == 403 and resp.json()["code"] == "not_the_provider"
+
+
+def test_a_corrected_job_replaces_the_refused_one_and_the_history_shows_the_chain(api, world) -> None:  # type: ignore[no-untyped-def]
+    first = submit(api, world["key"], world["domain"], "SELECT * FROM read_csv('/etc/passwd')", expect=422)
+    first_id = first["context"]["job_id"]
+    second = submit(api, world["key"], world["domain"], WEATHER, replaces=first_id)
+    assert second["replaces"] == first_id and second["state"] == "approved"
+    shown = api.ok("GET", f"/v1/jobs/{first_id}", world["key"])
+    assert [(h["id"], h["replaces"]) for h in shown["history"]] == [(first_id, None), (second["id"], first_id)]
+    assert api.ok("GET", f"/v1/jobs/{second['id']}", world["key"])["history"] == shown["history"]
+    again = submit(api, world["key"], world["domain"], WEATHER, replaces=first_id, expect=409)
+    assert again["code"] == "job_already_replaced" and again["context"]["replaced_by"] == second["id"]
+    elsewhere = submit(api, world["key"], world["scenario"], HEALTH_COST, replaces=second["id"], expect=404)
+    assert elsewhere["code"] == "replaced_job_not_found"  # a correction stays under the same grant

@@ -50,8 +50,9 @@ def test_metrics_cover_runs_rejections_and_audit_and_pass_promtool(api) -> None:
 
 
 @pytest.mark.slow
-def test_multiprocess_metrics_aggregate_every_worker_process(tmp_path: Path) -> None:
-    server = Server(tmp_path / "home", {"SLUICE_HTTP_WORKERS": "3", "SLUICE_WORKERS": "1"})
+def test_multiprocess_metrics_aggregate_every_worker_process(tmp_path: Path, fresh_postgres_url: str) -> None:
+    server = Server(tmp_path / "home", {"SLUICE_PROCESSES": "3", "SLUICE_WORKERS": "1",
+                                        "SLUICE_DATABASE_URL": fresh_postgres_url})
     server.init()
     server.start()
     try:

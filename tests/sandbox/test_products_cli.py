@@ -37,8 +37,9 @@ def test_a_product_is_published_listed_subscribed_and_called_from_the_cli(shop: 
     assert product["status"] == "draft"
     sluice("products", "submit", product["id"], key=shop.w.industry_key)
     sluice("products", "review", product["id"], "--decision", "approve", "--comment", "ok", key=shop.agency_reviewer)
-    listed = sluice("products", "list", key=shop.customer_key).stdout
-    assert "Lookup" in listed and "0.4 CNY / call" in listed
+    [listed] = json.loads(sluice("products", "list", "--json", key=shop.customer_key).stdout)
+    assert (listed["name"], listed["price"]["unit_price"], listed["price"]["unit"]) == ("Lookup", "0.4", "call")
+    assert "per_call" in sluice("products", "list", key=shop.customer_key).stdout  # the table (wrapped to width)
     sluice("products", "subscribe", product["id"], key=shop.customer_key)
     answer = json.loads(sluice("products", "call", product["id"], "--param", "s=7", "--idempotency-key", "k1",
                                "--json", key=shop.customer_key).stdout)

@@ -1,0 +1,195 @@
+"""Throughput on one machine: governed small-query runs per second against a bare FastAPI + DuckDB endpoint with
+the same number of processes, both driven by wrk; and TPC-H Q1 governed (with its result download) against raw
+DuckDB over the same Parquet.
+
+    python -m bench.throughput [--sf 1] [--processes 1] [--connections 32] [--seconds 10]
+                               [--database-url postgresql+psycopg://...]   (needed for --processes > 1)
+
+The small query is an approved aggregate over the open dataset `nation`; each governed run includes its audit
+record and its usage event. `--entity` also measures an aggregate over the entity dataset `customer`, whose
+releases the release audit serialises per population.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from bench import tpch
+from bench.server import Server, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SQL = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY 1"
+ENTITY_SQL = "SELECT c_mktsegment, count(*) AS n, sum(c_acctbal) AS balance FROM customer GROUP BY 1"
+
+
+def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds: float) -> dict[str, Any]:
+    """Drive POST `url` with wrk; requests per second, latency percentiles and the count of failed answers."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    threads = min(2, connections)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
+                          script.name, url], capture_output=True, text=True, check=True).stdout
+    Path(script.name).unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    latency = {p: m.group(2) for p in ("50", "99") if (m := re.search(rf"\s{p}(\.000)?%\s+(\S+)", out))}
+    return {"rps": round(rps, 1), "non_2xx": int(failed.group(1)) if failed else 0,
+            "socket_errors": errors.group(0) if errors else "", "latency": latency}
+
+
+class Bare:
+    """The bare FastAPI + DuckDB endpoint in `processes` uvicorn processes."""
+
+    def __init__(self, parquet: Path, sql: str, processes: int) -> None:
+        self.port = free_port()
+        env = {"BENCH_BARE_PARQUET": str(parquet), "BENCH_BARE_SQL": sql, "PATH": "/usr/bin:/bin"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", str(self.port),
+                                      "--workers", str(processes), "--log-level", "warning", "--no-access-log"],
+                                     env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/run"
+        for _ in range(400):
+            try:
+                if httpx.post(self.url, json={}, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("bare endpoint did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def q1_with_download(ctx: dict[str, Any], job_id: str, con: duckdb.DuckDBPyConnection, sql: str, reps: int
+                     ) -> dict[str, Any]:
+    """Q1 governed (run POST + Arrow result download) against raw DuckDB fetching the same result to Arrow."""
+    http: httpx.Client = ctx["http"]
+
+    def governed() -> float:
+        start = time.perf_counter()
+        run = http.post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}).json()
+        assert run["status"] == "succeeded", run
+        got = http.get(f"/v1/runs/{run['id']}/result", headers=ctx["op"], params={"format": "arrow"})
+        assert got.status_code == 200, got.text
+        return (time.perf_counter() - start) * 1000
+
+    def raw() -> float:
+        start = time.perf_counter()
+        con.sql(sql).to_arrow_table()
+        return (time.perf_counter() - start) * 1000
+
+    governed()
+    raw()
+    g, r = [], []
+    for _ in range(reps):
+        g.append(governed())
+        r.append(raw())
+    return {"governed_ms": round(statistics.median(g), 1), "raw_ms": round(statistics.median(r), 1),
+            "ratio": round(statistics.median(g) / statistics.median(r), 3)}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up a server over TPC-H nation, customer and lineitem, then run both measurements."""
+    from bench.__main__ import approved_job, setup
+
+    work = ROOT / "bench" / "data"
+    data_dir = tpch.generate(args.sf, work / f"tpch-sf{args.sf:g}")
+    home = work / "home-throughput"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = {"SLUICE_IMPORT_ROOT": str(data_dir), "SLUICE_WORKERS": str(args.workers),
+                "SLUICE_PROCESSES": str(args.processes), "SLUICE_RUN_TIMEOUT_MS": "600000",
+                "SLUICE_RUN_MEMORY_LIMIT_MB": "4096", "SLUICE_WORKER_ADDRESS_SPACE_MB": "16384",
+                "SLUICE_MAX_UPLOAD_BYTES": str(64 * 1024**3)}
+    if args.database_url:
+        settings["SLUICE_DATABASE_URL"] = args.database_url
+    server = Server(home, settings)
+    admin_key = server.init()
+    server.start()
+    report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "sf": args.sf,
+                              "processes": args.processes, "workers_per_process": args.workers,
+                              "connections": args.connections, "seconds": args.seconds,
+                              "store": "postgresql" if args.database_url else "sqlite"}
+    try:
+        ctx = setup(server, admin_key, data_dir, ("nation", "customer", "lineitem"))
+        small, _ = approved_job(ctx, "small aggregate", SMALL_SQL)
+        url = f"{server.base}/v1/jobs/{small}/runs"
+        for _ in range(20):
+            httpx.post(url, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
+        profiler = None
+        if args.profile:  # py-spy (a dev tool, not pinned) samples the API process and its workers meanwhile
+            assert server.proc is not None
+            spy = str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
+                                         "--duration", str(int(args.seconds)), "--format", "raw", "--output",
+                                         str(args.profile), "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds)
+        if profiler is not None:
+            profiler.wait(timeout=120)
+        print(f"governed small query: {governed}", flush=True)
+        if args.entity:
+            entity, _ = approved_job(ctx, "entity aggregate", ENTITY_SQL)
+            eurl = f"{server.base}/v1/jobs/{entity}/runs"
+            httpx.post(eurl, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
+            report["governed_entity"] = wrk(eurl, ctx["op"], '{"params":{}}', args.connections, args.seconds)
+            print(f"governed entity query: {report['governed_entity']}", flush=True)
+        q1 = next(q for q in tpch.accepted_queries() if q.name == "q1")
+        q1_job, _ = approved_job(ctx, q1.title, q1.sql)
+        con = duckdb.connect()
+        con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{data_dir / 'lineitem.parquet'}')")
+        report["q1"] = q1_with_download(ctx, q1_job, con, q1.sql, args.reps)
+        print(f"TPC-H Q1 with download: {report['q1']}", flush=True)
+    finally:
+        server.stop()
+    bare = Bare(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes)
+    try:
+        for _ in range(20):
+            httpx.post(bare.url, json={}, timeout=10).raise_for_status()
+        baseline = wrk(bare.url, {}, "{}", args.connections, args.seconds)
+        print(f"bare FastAPI + DuckDB: {baseline}", flush=True)
+    finally:
+        bare.stop()
+    report.update(governed=governed, bare=baseline, ratio=round(governed["rps"] / baseline["rps"], 3))
+    print(f"throughput ratio governed/bare: {report['ratio']}", flush=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sf", type=float, default=1.0, help="TPC-H scale factor for Q1 (default 1)")
+    parser.add_argument("--processes", type=int, default=1, help="API processes, and bare uvicorn workers")
+    parser.add_argument("--workers", type=int, default=2, help="sandbox workers per API process")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
+    parser.add_argument("--reps", type=int, default=5, help="Q1 repetitions per side")
+    parser.add_argument("--entity", action="store_true", help="also measure an aggregate over entity data")
+    parser.add_argument("--database-url", default="", help="PostgreSQL store (required above one process)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server during the governed run")
+    args = parser.parse_args()
+    report = measure(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput-latest.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+
+
+if __name__ == "__main__":
+    main()
