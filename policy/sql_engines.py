@@ -104,6 +104,16 @@ def _spark_leaf(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
         node.set("materialized", None)  # Spark plans CTEs itself; MATERIALIZED is a DuckDB hint only
         return node
+    if isinstance(node, exp.Grouping) and len(node.expressions) > 1:
+        # DuckDB's grouping(a, b) is the bitmask grouping(a) * 2 + grouping(b); Spark's grouping_id() would have to
+        # name exactly the GROUP BY columns, so the mask is built from one-column grouping() calls.
+        n = len(node.expressions)
+        terms = [exp.Mul(this=exp.Grouping(expressions=[e.copy()]), expression=exp.Literal.number(1 << (n - 1 - i)))
+                 for i, e in enumerate(node.expressions)]
+        total: exp.Expr = terms[0]
+        for term in terms[1:]:
+            total = exp.Add(this=total, expression=term)
+        return exp.Paren(this=total)
     if isinstance(node, exp.ArrayAgg):  # the rewrite's entity sets: DuckDB's list keeps NULLs, collect_list drops them
         entity = exp.Coalesce(this=node.this.copy(), expressions=[exp.Literal.number(0)])
         return exp.Anonymous(this="collect_list", expressions=[entity])

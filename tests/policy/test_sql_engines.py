@@ -64,3 +64,8 @@ def test_the_spark_sql_of_an_accepted_query_is_frozen_with_its_analysis() -> Non
     assert frozen["engine_sql"] == {SPARK: result.engine_sql[SPARK]}
     assert type(result).from_dict(frozen).engine_sql == result.engine_sql
     assert len(sqlglot.parse(result.engine_sql[SPARK], dialect="spark")) == 1
+
+
+def test_duckdbs_multi_column_grouping_is_the_same_bitmask_of_one_column_groupings() -> None:
+    assert to_spark("SELECT grouping(a, b) AS g, grouping(a) AS h FROM t GROUP BY ROLLUP (a, b)") == \
+        "SELECT (GROUPING(a) * 2 + GROUPING(b) * 1) AS g, GROUPING(a) AS h FROM t GROUP BY ROLLUP (a, b)"
