@@ -199,22 +199,28 @@ def submit(session: Session, *, grant: Grant, submitted_by: str, title: str, pur
     return Submission(job, analysis, auto)
 
 
-def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comment: str, now: datetime) -> Job:
-    """Record a reviewer's decision; important data needs two different approving reviewers.
-
-    The job's row is locked first (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer), so concurrent
-    reviews of one job are decided one after the other, each seeing the reviews committed before it.
-    """
-    session.refresh(job, with_for_update=True)
+def _check_pending(job: Job) -> None:
     if JobState(job.state) != JobState.PENDING_REVIEW:
         raise Conflict(f"job {job.id} is {job.state}; only pending_review jobs are reviewed",
                        code="job_not_pending_review", state=job.state)
+
+
+def review(session: Session, job: Job, *, reviewer_id: str, decision: str, comment: str, now: datetime) -> Job:
+    """Record a reviewer's decision; important data needs two different approving reviewers.
+
+    Once the request is valid, the job's row is locked (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one
+    writer) and its state read again, so concurrent reviews of one job are decided one after the other, each
+    seeing the reviews committed before it.
+    """
+    _check_pending(job)
     if decision not in ("approve", "reject"):
         raise InvalidInput("decision must be approve or reject", code="invalid_review_decision")
     if not comment.strip():
         raise InvalidInput("a review needs a comment", code="comment_required")
     if job.submitted_by == reviewer_id:
         raise Forbidden("a reviewer may not review their own job", code="self_review")
+    session.refresh(job, with_for_update=True)
+    _check_pending(job)  # another reviewer may have decided it meanwhile
     done = session.scalar(select(JobReview.id).where(JobReview.job_id == job.id, JobReview.reviewer_id == reviewer_id))
     if done is not None:
         raise Conflict("this reviewer has already reviewed the job; a second approval needs a different reviewer",
