@@ -247,8 +247,12 @@ def test_without_a_header_columns_are_numbered_from_zero(tmp_path: Path) -> None
 
 
 def test_unknown_suffix_or_format_is_unsupported(tmp_path: Path) -> None:
-    assert refused(tmp_path, write(tmp_path, "a\n1\n", "data.xlsx")).code == "unsupported_format"
+    assert refused(tmp_path, write(tmp_path, "a\n1\n", "data.xml")).code == "unsupported_format"
     assert refused(tmp_path, write(tmp_path, "a\n1\n"), options(format="xml")).code == "unsupported_format"
+
+
+def test_a_text_file_named_xlsx_is_a_malformed_workbook(tmp_path: Path) -> None:
+    assert refused(tmp_path, write(tmp_path, "a\n1\n", "data.xlsx")).code == "malformed_file"
 
 
 def test_explicit_format_wins_over_the_suffix(tmp_path: Path) -> None:
