@@ -66,10 +66,10 @@ class SparkEngine:
 
     def _session(self) -> Any:
         root = self._root
-        if root is not None:
+        if root is not None and not _stopped(root):
             return root
         with self._lock:
-            if self._root is None:
+            if self._root is None or _stopped(self._root):  # a shared local Spark stopped elsewhere is rebuilt
                 self._root, self._owned = _build_root(self.remote, self.master, self.work_dir)
             return self._root
 
@@ -159,6 +159,12 @@ class SparkEngine:
             root, self._root = self._root, None
         if root is not None and self._owned:
             root.stop()
+
+
+def _stopped(root: Any) -> bool:
+    """Whether a local root session's SparkContext has been stopped (Connect sessions have none here)."""
+    context = getattr(root, "_sc", None)
+    return context is not None and getattr(context, "_jsc", None) is None
 
 
 def single_spark_query(sql: str) -> None:
