@@ -255,6 +255,9 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
     cached = service.tables.get(key) if service is not None else None
     tables = cached if cached is not None else grant_tables(session, grant, pinned=job.dataset_versions)
     if service is not None and cached is None:
+        for table in tables.values():  # cached across requests: a later rollback in this session must not expire
+            if table.version in session:  # the (immutable) versions it holds, so take them out of the session
+                session.expunge(table.version)
         service.tables[key] = tables
     missing = sorted(set(job.dataset_versions) - set(tables))
     if missing:
