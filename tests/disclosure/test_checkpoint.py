@@ -114,3 +114,12 @@ def test_verifier_keys_load_from_pem_or_c2sp_string(tmp_path: Path) -> None:
         load_verifier_key(pem)
     with pytest.raises(CheckpointError):
         parse_verifier_key(verifier_key(ORIGIN, from_pem.key).replace(ORIGIN, "other", 1))
+
+
+def test_rfc3339_writes_an_offset_time_as_its_utc_instant() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from disclosure.checkpoint import rfc3339
+
+    when = datetime(2026, 6, 1, 8, 0, 0, 5, tzinfo=timezone(timedelta(hours=8)))
+    assert rfc3339(when) == "2026-06-01T00:00:00.000005Z"
