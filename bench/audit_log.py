@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _store(url: str | None, folder: Path, name: str) -> str:
     if url:
         engine = make_engine(url)
+        upgrade(engine)
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM audit_log_nodes"))
             conn.execute(text("DELETE FROM audit_log_state"))
