@@ -29,28 +29,23 @@ import httpx
 import pyarrow as pa
 
 from bench import metering, tpch
+from bench.http import ok
 from bench.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SQL = "SELECT s_nationkey, count(*) AS suppliers, sum(s_acctbal) AS balance FROM supplier GROUP BY s_nationkey"
 
 
-def _ok(resp: httpx.Response) -> Any:
-    if resp.status_code >= 400:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
-    return resp.json()
-
-
 def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...] = tpch.TABLES) -> dict[str, Any]:
     """Organizations, principals, the TPC-H datasets (server-side import) and a scenario grant."""
     http = httpx.Client(base_url=server.base, timeout=3600)
     admin = {"Authorization": f"Bearer {admin_key}"}
-    provider = _ok(http.post("/v1/orgs", headers=admin, json={"name": "TPC-H Provider", "kind": "provider"}))["id"]
-    operator = _ok(http.post("/v1/orgs", headers=admin, json={"name": "Bench Operator", "kind": "operator"}))["id"]
-    me = _ok(http.get("/v1/me", headers=admin))
+    provider = ok(http.post("/v1/orgs", headers=admin, json={"name": "TPC-H Provider", "kind": "provider"}))["id"]
+    operator = ok(http.post("/v1/orgs", headers=admin, json={"name": "Bench Operator", "kind": "operator"}))["id"]
+    me = ok(http.get("/v1/me", headers=admin))
 
     def principal(org: str, name: str, role: str) -> dict[str, str]:
-        key = _ok(http.post("/v1/principals", headers=admin, json={"org_id": org, "name": name, "roles": [role]}))
+        key = ok(http.post("/v1/principals", headers=admin, json={"org_id": org, "name": name, "roles": [role]}))
         return {"Authorization": f"Bearer {key['api_key']}"}
 
     steward = principal(provider, "steward", "data_steward")
@@ -64,12 +59,12 @@ def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...
                 "grade": spec["grade"], "entity_column": spec["entity_column"], "path": f"{name}.parquet",
                 "columns": {c[0]: {"constraint": c[2]} for c in spec["columns"]}}
         start = time.perf_counter()
-        _ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
+        ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
         import_seconds[name] = round(time.perf_counter() - start, 3)  # import + quality profile
-        _ok(http.post(f"/v1/registrations/{name}/1/certify-now", headers=admin,
+        ok(http.post(f"/v1/registrations/{name}/1/certify-now", headers=admin,
                       json={"reason": "benchmark set-up (shortcut)"}))
     until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    grant = _ok(http.post("/v1/grants", headers=admin, json={
+    grant = ok(http.post("/v1/grants", headers=admin, json={
         "operator_org_id": operator, "scope": "scenario", "purpose_class": "industry", "valid_until": until,
         "datasets": list(tables), "max_result_rows": 1_000_000,
         "scenario": {"name": "TPC-H benchmark", "data_used": "TPC-H tables", "supply": "governed runs",
@@ -80,12 +75,12 @@ def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...
 def approved_job(ctx: dict[str, Any], title: str, sql: str) -> tuple[str, str]:
     """Submit and (if needed) review a job until it is approved."""
     http: httpx.Client = ctx["http"]
-    job = _ok(http.post("/v1/jobs", headers=ctx["op"], json={"grant_id": ctx["grant"], "title": title,
+    job = ok(http.post("/v1/jobs", headers=ctx["op"], json={"grant_id": ctx["grant"], "title": title,
                                                                  "purpose": "benchmark", "sql": sql}))
     for reviewer in ctx["reviewers"]:
         if job["state"] == "approved":
             break
-        job = _ok(http.post(f"/v1/jobs/{job['id']}/review", headers=reviewer,
+        job = ok(http.post(f"/v1/jobs/{job['id']}/review", headers=reviewer,
                             json={"decision": "approve", "comment": "benchmark"}))
     if job["state"] != "approved":
         raise RuntimeError(f"job {title} not approved: {job['state']}")
@@ -95,7 +90,7 @@ def approved_job(ctx: dict[str, Any], title: str, sql: str) -> tuple[str, str]:
 def governed(ctx: dict[str, Any], job_id: str) -> tuple[float, dict[str, Any]]:
     """One governed run, timed at the client (ms)."""
     start = time.perf_counter()
-    run = _ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
+    run = ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
     elapsed = (time.perf_counter() - start) * 1000
     if run["status"] != "succeeded":
         raise RuntimeError(f"run failed: {run}")
