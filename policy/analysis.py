@@ -32,6 +32,7 @@ from policy.sql_resolve import Catalog, resolve
 from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
 from policy.sql_threshold import plan_threshold
+from policy.sql_type_rules import numeric_aggregates_over_text
 
 __all__ = ["Analysis", "Finding", "Verdict", "analyse"]
 
@@ -193,6 +194,7 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
     facts = _facts(lineage, lineage.catalog, is_aggregate, prepared.parameters)
     findings = list(lineage.problems)
     findings += Rules(lineage, prepared.positions).check(row_level=not is_aggregate)
+    findings += numeric_aggregates_over_text(lineage)
     if not is_aggregate and facts["entity_tables"]:
         findings.append(Finding(
             F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
