@@ -31,6 +31,7 @@ from policy.sql_release import ReleasePlan
 from policy.sql_resolve import Catalog, resolve
 from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
+from policy.sql_setop import plan_set_operation, rewrite_set_operation
 from policy.sql_threshold import plan_threshold
 
 __all__ = ["Analysis", "Finding", "Verdict", "analyse"]
@@ -202,15 +203,16 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
         if name.lower() == SUPPRESSED_MARKER:
             findings.append(Finding(F.RESERVED_IDENTIFIER, f"the output column name {SUPPRESSED_MARKER} is reserved "
                                                            "for the suppression marker; rename the column"))
-    plan = plan_threshold(lineage, prepared.positions)
+    plan = plan_set_operation(lineage, prepared.positions) or plan_threshold(lineage, prepared.positions)
     findings += plan.findings
     if findings:
         return _refused(findings, **facts)
     try:
-        release = rewrite_threshold(lineage, plan)
+        release = rewrite_set_operation(lineage, plan) if plan.set_kind else rewrite_threshold(lineage, plan)
     except UnsupportedShape as err:
         return _refused([Finding(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, str(err))], **facts)
-    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False),
+    query = plan.rewritten if plan.rewritten is not None else tree
+    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=query.sql(dialect="duckdb", comments=False),
                     release=release, **facts)
 
 

@@ -57,11 +57,24 @@ class EntityInstance:
 
 
 @dataclass
+class Branch:
+    """One aggregation of a set operation (sql_setop.py) and the entity instances it reads."""
+
+    facts: ScopeFacts
+    instances: list[EntityInstance]
+
+
+@dataclass
 class ThresholdPlan:
     """Entity instances the top-level aggregation must count, and the findings that refuse the shape."""
 
     instances: list[EntityInstance] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    set_kind: str | None = None
+    """A set operation of aggregations (sql_setop.py): its kind, and each branch with its instances."""
+    branches: list[Branch] = field(default_factory=list)
+    rewritten: exp.Query | None = None
+    """The query that replaces the tree's root after the rewrite (a set operation becomes one UNION ALL)."""
 
     @property
     def populations(self) -> tuple[str, ...]:
