@@ -204,9 +204,11 @@ class _Control:
                        marks: Marks, cells: list[CellRelease], suppressed: Counter[str]) -> list[CellRelease]:
         """Suppress (k) a window's cells in every partition with a group dropped or a window cell suppressed."""
         names = self.table.schema.names
+        having = self.plan.shell.keep if self.plan.shell is not None else None
         for column, partition in windows:
             values = self.values(names[partition])
-            tainted[column] |= {values[keep[r]] for (r, c) in marks if c == column}
+            # a suppressed HAVING cell leaves unknown which groups the window saw
+            tainted[column] |= {values[keep[r]] for (r, c) in marks if c in (column, having)}
             for out_row, row in enumerate(keep):
                 if values[row] in tainted[column] and (out_row, column) not in marks:
                     marks[(out_row, column)] = Reason.K
@@ -296,7 +298,7 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     """
     later = later if later is not None else {}
     if plan is not None and plan.shell is not None and plan.shell.windows:
-        _taint_windows(table, plan.shell.windows, marks, later)
+        _taint_windows(table, plan.shell.windows, marks, later, plan.shell.keep)
     settled: list[int] | None = None
     if plan is not None and plan.setop is not None:
         settled, undecided = settle(table, plan, {**marks, **later})
@@ -321,12 +323,13 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
 
 
-def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks) -> None:
+def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks,
+                   having: int | None = None) -> None:
     """Add to `later` (in place, so the caller counts them) the window cells of every partition in which the audit
-    suppressed a window cell."""
+    suppressed a window cell or a HAVING cell (which groups the window saw would then be unknown)."""
     for column, partition in windows:
         values = table.column(partition).to_pylist()
-        tainted = {values[r] for (r, c) in later if c == column}
+        tainted = {values[r] for (r, c) in later if c in (column, having)}
         for row, value in enumerate(values):
             if value in tainted and (row, column) not in marks and (row, column) not in later:
                 later[(row, column)] = Reason.DIFFERENCE_AUDIT

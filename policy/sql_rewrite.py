@@ -34,7 +34,7 @@ from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_model import ScopeFacts, aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
-from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values
+from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values, within_having
 from policy.sql_threshold import ThresholdPlan
 from policy.sql_types import NUMERIC_TYPES
 
@@ -405,8 +405,12 @@ class _Shape:
         if self.shell is not None:
             for arg in ("having", "limit", "offset"):
                 query.set(arg, None)
-            if self.shell.having is not None:
-                hidden.append((_HAVING, self.shell.having))
+            having = self.shell.having
+            if having is not None:
+                if self.shell.windows:  # windows see only the groups HAVING keeps, as in the raw query
+                    hidden = [(name, within_having(value, having)) for name, value in hidden]
+                    query.set("expressions", [within_having(e, having) for e in query.expressions])
+                hidden.append((_HAVING, having))
             hidden += partition_values(self.shell)
         for name, expression in hidden:
             query.append("expressions", exp.alias_(expression.copy(), _name(name)))

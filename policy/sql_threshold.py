@@ -319,10 +319,11 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                        "SELECT DISTINCT over an aggregation of entity data is not supported", select)
     for window in root.windows:
-        if select.args.get("having") is not None or select.args.get("qualify") is not None:
+        if select.args.get("qualify") is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
-                           "window functions over an aggregation of entity data cannot be combined with HAVING or "
-                           "QUALIFY here; filter in an outer query over a CTE instead", window)
+                           "window functions over an aggregation of entity data cannot be combined with QUALIFY "
+                           "(it selects groups by a value computed across groups); use HAVING, or ORDER BY and LIMIT",
+                           window)
         elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None or \
                 window.find_ancestor(exp.Order) is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
