@@ -221,26 +221,32 @@ class _Control:
         dominated = False
         for index in components:
             component = self.plan.components[index]
-            if component.branch is not None and component.branch != branch:
-                continue  # a set operation: the component feeds another branch's rows
+            own = mine
+            if component.branch is not None:
+                if self.plan.setop is not None and component.branch != branch:
+                    continue  # a set operation: the component feeds another branch's rows
+                # joined aggregations: the component is counted over its own source's instances only
+                own = [i for i in mine if self.plan.branches[i] == component.branch]
+                if not own:
+                    return Reason.K, ()  # fail closed: a component with no entity instance to count
             c = component.condition
-            if c is not None and not any(self.values(condition_rows(i, c))[row] for i in mine):
+            if c is not None and not any(self.values(condition_rows(i, c))[row] for i in own):
                 if component.strict:
                     return Reason.K, ()  # "nobody" must look like "fewer than k" (see Component.strict)
                 continue  # no row contributes: the value is NULL or 0 and says nothing about anyone
-            for i in mine:
+            for i in own:
                 count = self.values(group_count(i) if c is None else condition_count(i, c))[row]
                 if (count or 0) < self.k:
                     return Reason.K, ()
             for j in component.stats:
-                for i in mine:
+                for i in own:
                     top = self.values(stat_top(i, j))[row]
                     total = self.values(stat_total(i, j))[row]
                     if top is not None and total is not None and self.dominance.sensitive(
                             [float(x) for x in top if x is not None], float(total)):
                         dominated = True
             if component.kind != "entities":
-                parts += self._parts(row, c, component.measures, mine)
+                parts += self._parts(row, c, component.measures, own)
         if dominated:
             return Reason.DOMINANCE, ()
         return None, tuple(parts)

@@ -137,7 +137,7 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         shape = _Shape.of(lineage, branch.facts, materialize=False)
         shape.apply(select, entities, builder.conditions, builder.stat_values, release)
         local.append(release)
-    whole = _compose(local, columns, names, plan.set_kind)
+    whole = compose(local, columns, names, plan.set_kind)
     selects = []
     for b, branch in enumerate(plan.branches):
         select = branch.facts.scope.expression
@@ -156,9 +156,10 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     return whole
 
 
-def _compose(local: list[ReleasePlan | None], columns: int, names: list[str], kind: str) -> ReleasePlan:
-    """One release plan over every branch: instances, conditions, components and statistics numbered in branch
-    order, each component marked with its branch; a column's cells depend on every branch's components for it."""
+def compose(local: list[ReleasePlan | None], columns: int, names: list[str], kind: str | None) -> ReleasePlan:
+    """One release plan over every branch (or joined source): instances, conditions, components and statistics
+    numbered in branch order, each component marked with its branch; a column's cells depend on every branch's
+    components for it. With a set operation `kind`, a hidden branch column follows the user's columns."""
     instances: list[str] = []
     branches: list[int] = []
     components: list[Component] = []
@@ -182,23 +183,34 @@ def _compose(local: list[ReleasePlan | None], columns: int, names: list[str], ki
             cells.setdefault(cell.index, []).extend(c + start for c in cell.components)
     return ReleasePlan(instances=tuple(instances), conditions=conditions, components=tuple(components),
                        cells=tuple(Cell(j, names[j], tuple(sorted(c))) for j, c in sorted(cells.items())),
-                       stats=tuple(stats), columns=columns, hidden=(R.BRANCH,),
-                       setop=SetOp(kind, columns, len(local)), branches=tuple(branches))
+                       stats=tuple(stats), columns=columns, hidden=(R.BRANCH,) if kind is not None else (),
+                       setop=SetOp(kind, columns, len(local)) if kind is not None else None,
+                       branches=tuple(branches))
 
 
 def _branch_columns(select: exp.Select, columns: int, b: int, local: list[ReleasePlan | None],
                     whole: ReleasePlan) -> list[exp.Expr]:
-    """A branch's output: the user's columns, its branch number, then every helper column of the whole plan (its
-    own instances' renamed from the branch's rewrite, NULL for other branches')."""
+    """A branch's output: the user's columns, its branch number, then every helper column of the whole plan."""
     own = {e.alias: e.unalias() for e in select.expressions[columns:]}
+    return [*select.expressions[:columns],
+            exp.alias_(exp.cast(exp.Literal.number(b), "INTEGER"), exp.to_identifier(R.BRANCH, quoted=True)),
+            *helper_columns(b, local, whole, own, every_instance=True)]
+
+
+def helper_columns(b: int, local: list[ReleasePlan | None], whole: ReleasePlan, own: dict[str, exp.Expr], *,
+                   every_instance: bool = False) -> list[exp.Expr]:
+    """The whole plan's helper columns for branch `b`'s instances (every instance's, NULL for other branches', with
+    `every_instance`), each renamed from `own` (the branch's rewrite, by its local helper name); conditions and
+    statistics of other branches are NULL."""
     release = local[b]
-    out = [*select.expressions[:columns],
-           exp.alias_(exp.cast(exp.Literal.number(b), "INTEGER"), exp.to_identifier(R.BRANCH, quoted=True))]
     first_instance = whole.branches.index(b) if b in whole.branches else 0
     first_condition = sum(r.conditions for r in local[:b] if r is not None)
     first_stat = sum(len(r.stats) for r in local[:b] if r is not None)
+    out: list[exp.Expr] = []
     for i in range(len(whole.instances)):
         li = i - first_instance if whole.branches[i] == b else None
+        if li is None and not every_instance:
+            continue
         pairs = [(R.group_count(i), R.group_count(li) if li is not None else None),
                  (R.group_set(i), R.group_set(li) if li is not None else None)]
         for c in range(whole.conditions):

@@ -62,6 +62,7 @@ class Branch:
 
     facts: ScopeFacts
     instances: list[EntityInstance]
+    alias: str | None = None  # aggregations joined at the top (sql_joined.py): the alias it is read through
 
 
 @dataclass
@@ -73,6 +74,8 @@ class ThresholdPlan:
     set_kind: str | None = None
     """A set operation of aggregations (sql_setop.py): its kind, and each branch with its instances."""
     branches: list[Branch] = field(default_factory=list)
+    joined: bool = False
+    """Aggregations joined at the top (sql_joined.py): `branches` are the aggregated sources, one per alias."""
     rewritten: exp.Query | None = None
     """The query that replaces the tree's root after the rewrite (a set operation becomes one UNION ALL)."""
 
