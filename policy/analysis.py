@@ -32,6 +32,7 @@ from policy.sql_release import ReleasePlan
 from policy.sql_resolve import Catalog, resolve
 from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
+from policy.sql_scalar import rewrite_with_scalars
 from policy.sql_setop import plan_set_operation, rewrite_set_operation
 from policy.sql_threshold import plan_threshold
 
@@ -215,6 +216,8 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
             release = rewrite_joined(lineage, plan)
         elif plan.set_kind:
             release = rewrite_set_operation(lineage, plan)
+        elif plan.scalars:
+            release = rewrite_with_scalars(lineage, plan)
         else:
             release = rewrite_threshold(lineage, plan)
     except UnsupportedShape as err:
