@@ -83,6 +83,8 @@ def test_health_cost_by_district_is_reviewed_twice_and_suppresses_the_small_dist
     again = api.call("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "approve",
                                                                                  "comment": "again"})
     assert again.status_code == 409 and again.json()["code"] == "already_reviewed"
+    assert again.json()["detail"] == ("this reviewer has already reviewed the job; a second approval needs a "
+                                      "different reviewer")
     twice = approve(api, job["id"], world["r2"])
     assert twice["state"] == "approved" and len(twice["frozen_sql_sha256"]) == 64
     assert twice["dataset_versions"] == {"clinic_visits": 1, "residents": 1}
@@ -129,6 +131,7 @@ def test_reviewer_rejection_is_final(api, world) -> None:  # type: ignore[no-unt
     out = api.ok("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "reject",
                                                                             "comment": "too fine"})
     assert out["state"] == "rejected" and out["rejection_source"] == "reviewer"
+    assert out["decided_at"] == api.clock.now().isoformat()
     resp = api.http.post(f"/v1/jobs/{job['id']}/runs", json={}, headers=api.as_(world["key"]))
     assert resp.status_code == 409 and resp.json()["code"] == "job_not_approved"
 

@@ -126,6 +126,18 @@ def test_auto_approval_never_covers_a_query_that_joins_datasets(api, weather_gra
     assert joined.json()["analysis"]["joins_datasets"] is True and joined.json()["state"] == "pending_review"
 
 
+def test_a_reviewer_who_approved_one_job_may_approve_another(api, weather_grant) -> None:  # type: ignore[no-untyped-def]
+    """`already_reviewed` is per job: it must not stop a reviewer's decision on a different job."""
+    grant = api.grant(weather_grant["op"], scope="domain", domains=["meteorology"])["id"]
+    reviewer = api.principal(api.platform_org_id, "reviewer")
+    for sql in ("SELECT station, avg(temp) AS t FROM readings GROUP BY 1", "SELECT count(*) AS n FROM readings"):
+        job = _submit(api, weather_grant["key"], grant, sql)
+        assert job.status_code == 201 and job.json()["state"] == "pending_review", job.text
+        decided = api.ok("POST", f"/v1/jobs/{job.json()['id']}/review", reviewer,
+                         json={"decision": "approve", "comment": "fine"})
+        assert decided["state"] == "approved"
+
+
 def test_a_grant_is_unusable_before_it_is_valid(api, weather_grant) -> None:  # type: ignore[no-untyped-def]
     start = api.clock.now() + timedelta(days=7)
     grant = api.grant(weather_grant["op"], scope="domain", domains=["meteorology"], auto_approve=True,
