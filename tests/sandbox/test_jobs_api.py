@@ -119,6 +119,14 @@ def test_single_dataset_job_on_an_auto_approve_grant_is_approved_at_once(api, wo
     assert r["status"] == "succeeded" and r["suppressed_cells"] == 0 and r["result_rows"] == 9
 
 
+def test_important_data_needs_two_approvals_of_this_job_not_of_others(api, world) -> None:  # type: ignore[no-untyped-def]
+    first = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    approve(api, first["id"], world["r1"], world["r2"])
+    second = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    once = approve(api, second["id"], world["r1"])
+    assert once["state"] == "pending_review" and once["frozen_sql"] is None
+
+
 def test_only_agency_reviewers_review(api, world) -> None:  # type: ignore[no-untyped-def]
     job = submit(api, world["key"], world["scenario"], HEALTH_COST)
     resp = api.call("POST", f"/v1/jobs/{job['id']}/review", world["key"], json={"decision": "approve",
