@@ -87,6 +87,7 @@ def test_health_cost_by_district_is_reviewed_twice_and_suppresses_the_small_dist
                                       "different reviewer")
     twice = approve(api, job["id"], world["r2"])
     assert twice["state"] == "approved" and len(twice["frozen_sql_sha256"]) == 64
+    assert twice["decided_at"] == api.clock.now().isoformat()
     assert twice["dataset_versions"] == {"clinic_visits": 1, "residents": 1}
     r = run(api, world["key"], job["id"])
     assert r["status"] == "succeeded", r
