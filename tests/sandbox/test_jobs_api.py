@@ -83,8 +83,11 @@ def test_health_cost_by_district_is_reviewed_twice_and_suppresses_the_small_dist
     again = api.call("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "approve",
                                                                                  "comment": "again"})
     assert again.status_code == 409 and again.json()["code"] == "already_reviewed"
+    assert again.json()["detail"] == ("this reviewer has already reviewed the job; a second approval needs a "
+                                      "different reviewer")
     twice = approve(api, job["id"], world["r2"])
     assert twice["state"] == "approved" and len(twice["frozen_sql_sha256"]) == 64
+    assert twice["decided_at"] == api.clock.now().isoformat()
     assert twice["dataset_versions"] == {"clinic_visits": 1, "residents": 1}
     r = run(api, world["key"], job["id"])
     assert r["status"] == "succeeded", r
@@ -117,6 +120,14 @@ def test_single_dataset_job_on_an_auto_approve_grant_is_approved_at_once(api, wo
     assert r["status"] == "succeeded" and r["suppressed_cells"] == 0 and r["result_rows"] == 9
 
 
+def test_important_data_needs_two_approvals_of_this_job_not_of_others(api, world) -> None:  # type: ignore[no-untyped-def]
+    first = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    approve(api, first["id"], world["r1"], world["r2"])
+    second = submit(api, world["key"], world["scenario"], HEALTH_COST)
+    once = approve(api, second["id"], world["r1"])
+    assert once["state"] == "pending_review" and once["frozen_sql"] is None
+
+
 def test_only_agency_reviewers_review(api, world) -> None:  # type: ignore[no-untyped-def]
     job = submit(api, world["key"], world["scenario"], HEALTH_COST)
     resp = api.call("POST", f"/v1/jobs/{job['id']}/review", world["key"], json={"decision": "approve",
@@ -129,6 +140,7 @@ def test_reviewer_rejection_is_final(api, world) -> None:  # type: ignore[no-unt
     out = api.ok("POST", f"/v1/jobs/{job['id']}/review", world["r1"], json={"decision": "reject",
                                                                             "comment": "too fine"})
     assert out["state"] == "rejected" and out["rejection_source"] == "reviewer"
+    assert out["decided_at"] == api.clock.now().isoformat()
     resp = api.http.post(f"/v1/jobs/{job['id']}/runs", json={}, headers=api.as_(world["key"]))
     assert resp.status_code == 409 and resp.json()["code"] == "job_not_approved"
 

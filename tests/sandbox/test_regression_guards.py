@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from sandbox import jobs
-from sandbox.errors import Forbidden
+from sandbox.errors import Forbidden, InvalidInput
 from sandbox.executor.lockdown import lockdown_statements, open_instance
 from sandbox.executor.types import EngineLimits
 from sandbox.identity import Caller, KeyCache
@@ -82,7 +82,21 @@ def test_self_review_is_refused_by_the_service() -> None:
     with pytest.raises(Forbidden) as refused:
         jobs.review(None, job, reviewer_id="prn_same", decision="approve", comment="looks fine",  # type: ignore[arg-type]
                     now=datetime(2026, 6, 1, tzinfo=UTC))
-    assert refused.value.code == "self_review"
+    assert (refused.value.code, refused.value.message) == ("self_review", "a reviewer may not review their own job")
+
+
+@pytest.mark.parametrize(("decision", "comment", "code", "message"), [
+    ("maybe", "looks fine", "invalid_review_decision", "decision must be approve or reject"),
+    ("approve", "  \t ", "comment_required", "a review needs a comment"),
+])
+def test_a_review_with_an_unknown_decision_or_a_blank_comment_is_refused_saying_what_to_fix(
+        decision: str, comment: str, code: str, message: str) -> None:
+    """The API schema lets both through (any string; a comment of one character), so the service decides."""
+    job = Job(id="job_x", state=jobs.JobState.PENDING_REVIEW.value, submitted_by="prn_op", reviews_required=1)
+    with pytest.raises(InvalidInput) as refused:
+        jobs.review(None, job, reviewer_id="prn_reviewer", decision=decision, comment=comment,  # type: ignore[arg-type]
+                    now=datetime(2026, 6, 1, tzinfo=UTC))
+    assert (refused.value.code, refused.value.message) == (code, message)
 
 
 STATIONS = "station,district\n" + "".join(f"s{i},{'东区' if i % 2 else '西区'}\n" for i in range(40))
@@ -110,6 +124,18 @@ def test_auto_approval_never_covers_a_query_that_joins_datasets(api, weather_gra
                      "JOIN stations s ON r.station = s.station GROUP BY s.district")
     assert joined.status_code == 201, joined.text
     assert joined.json()["analysis"]["joins_datasets"] is True and joined.json()["state"] == "pending_review"
+
+
+def test_a_reviewer_who_approved_one_job_may_approve_another(api, weather_grant) -> None:  # type: ignore[no-untyped-def]
+    """`already_reviewed` is per job: it must not stop a reviewer's decision on a different job."""
+    grant = api.grant(weather_grant["op"], scope="domain", domains=["meteorology"])["id"]
+    reviewer = api.principal(api.platform_org_id, "reviewer")
+    for sql in ("SELECT station, avg(temp) AS t FROM readings GROUP BY 1", "SELECT count(*) AS n FROM readings"):
+        job = _submit(api, weather_grant["key"], grant, sql)
+        assert job.status_code == 201 and job.json()["state"] == "pending_review", job.text
+        decided = api.ok("POST", f"/v1/jobs/{job.json()['id']}/review", reviewer,
+                         json={"decision": "approve", "comment": "fine"})
+        assert decided["state"] == "approved"
 
 
 def test_a_grant_is_unusable_before_it_is_valid(api, weather_grant) -> None:  # type: ignore[no-untyped-def]
