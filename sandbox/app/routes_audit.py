@@ -17,12 +17,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from disclosure.checkpoint import verifier_key
 from disclosure.export import EXPORT_TYPE
-from disclosure.proofs import node_id
 from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.audit import leaf_record
-from sandbox.audit_log import checkpoint_of
+from sandbox.audit_log import SqlNodes, checkpoint_of
 from sandbox.errors import InvalidInput
-from sandbox.store.models import AuditCheckpoint, AuditEvent, AuditLogNode
+from sandbox.store.models import AuditCheckpoint, AuditEvent
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 _EVENTS = AuditEvent.__table__
@@ -158,7 +157,7 @@ def inclusion_proof(index: int = Query(..., ge=0), tree_size: int = Query(..., g
     """RFC 9162 inclusion proof of entry `index` in the tree of `tree_size`."""
     proof = state.audit_log.inclusion(session, index, tree_size)
     guard.note(index=index, tree_size=tree_size)
-    leaf = session.scalar(select(AuditLogNode.hash).where(AuditLogNode.id == node_id(0, index)))
+    leaf = SqlNodes(session).read_nodes([(0, index)]).get((0, index))
     return {"index": index, "tree_size": tree_size, "leaf_hash": _b64(bytes(leaf)) if leaf else None,
             "proof": [_b64(p) for p in proof]}
 
@@ -216,17 +215,13 @@ def _export_lines(session: Session, state: AppState, conditions: list[ColumnElem
         if not rows:
             return
         seqs = [int(r["seq"]) for r in rows]
-        leaves = {}
-        if not filtered:
-            ids = [node_id(0, s) for s in seqs]
-            leaves = {i: bytes(h) for i, h in session.execute(select(AuditLogNode.id, AuditLogNode.hash)
-                                                              .where(AuditLogNode.id.in_(ids)))}
+        leaves = {} if filtered else SqlNodes(session).read_nodes([(0, s) for s in seqs])
         for seq, row in zip(seqs, rows, strict=True):
             item: dict[str, Any] = {"record": leaf_record(row, seq)}
             if filtered:
                 item["proof"] = [_b64(p) for p in state.audit_log.inclusion(session, seq, size)]
             else:
-                leaf = leaves.get(node_id(0, seq))
+                leaf = leaves.get((0, seq))
                 item["leaf_hash"] = _b64(leaf) if leaf else None
             yield json.dumps(item, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8") + b"\n"
         after = seqs[-1]
