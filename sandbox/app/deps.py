@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from opentelemetry.trace import Tracer
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -47,10 +47,9 @@ from sandbox.errors import (
 )
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.ratelimit import RateLimiter
-from sandbox.recorder import Execute, Recorder
+from sandbox.recorder import Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
-from sandbox.store.models import AuditEvent
 
 T = TypeVar("T")
 log = logging.getLogger("sluice.audit")
@@ -281,7 +280,7 @@ class Guard:
         self.audit.status = status
         started = time.perf_counter()
         try:
-            self.recorder.record([*rows, audit_insert(self.audit.to_row(self.now_fn()))], session=session)
+            self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
         except Exception:
             if self.metrics is not None:
                 self.metrics.audit_append_failures.labels("group_commit").inc()
@@ -306,17 +305,6 @@ class Guard:
             session.commit()
         self.recorded = True
         return exc
-
-
-_AUDIT_TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
-_AUDIT_COLUMNS = tuple(c.key for c in _AUDIT_TABLE.columns if c.key not in ("id", "seq"))
-_AUDIT_INSERT = insert(_AUDIT_TABLE)
-
-
-def audit_insert(row: AuditEvent) -> Execute:
-    """An audit row as a Core INSERT (the run path's batch skips the ORM unit of work; `seq` stays unset for the
-    sequencer, `id` comes from the database)."""
-    return Execute(_AUDIT_INSERT, {key: getattr(row, key) for key in _AUDIT_COLUMNS})
 
 
 def concurrent_conflict(exc: Exception) -> Exception:
