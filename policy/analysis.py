@@ -35,6 +35,7 @@ from policy.sql_rules import Rules
 from policy.sql_scalar import rewrite_with_scalars
 from policy.sql_setop import plan_set_operation, rewrite_set_operation
 from policy.sql_threshold import plan_threshold
+from policy.sql_type_rules import numeric_aggregates_over_text
 
 __all__ = ["Analysis", "Finding", "Verdict", "analyse"]
 
@@ -197,6 +198,7 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
     facts = _facts(lineage, lineage.catalog, is_aggregate or joined is not None, prepared.parameters)
     findings = list(lineage.problems)
     findings += Rules(lineage, prepared.positions).check(row_level=not is_aggregate)
+    findings += numeric_aggregates_over_text(lineage)
     if not is_aggregate and joined is None and facts["entity_tables"]:
         findings.append(Finding(
             F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
