@@ -28,10 +28,12 @@ from sqlglot.optimizer.scope import Scope, walk_in_scope
 
 from policy import sql_findings as F
 from policy import sql_release as R
+from policy.sql_components import Components
 from policy.sql_findings import Positions
 from policy.sql_lineage import Lineage
+from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, ReleasePlan
-from policy.sql_rewrite import _Builder, _reference, _Shape
+from policy.sql_rewrite import Shape
 from policy.sql_setop import compose, helper_columns
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
@@ -146,10 +148,10 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         if id(scope) not in rewritten:
             inner = scope.expression
             assert isinstance(inner, exp.Select)
-            entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
-            builder = _Builder(lineage, passthrough, branch.facts)
+            entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
+            builder = Components(lineage, passthrough, branch.facts)
             release = builder.build([i.population for i in branch.instances], None)
-            _Shape.of(lineage, branch.facts, materialize=False).apply(
+            Shape.of(lineage, branch.facts, materialize=False).apply(
                 inner, entities, builder.conditions, builder.stat_values, release)
             rewritten[id(scope)] = release
         local.append(rewritten[id(scope)])

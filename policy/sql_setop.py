@@ -24,11 +24,13 @@ from sqlglot.optimizer.scope import Scope
 
 from policy import sql_findings as F
 from policy import sql_release as R
+from policy.sql_components import Components
 from policy.sql_findings import Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
+from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, Component, ReleasePlan, SetOp, Stat
-from policy.sql_rewrite import _Builder, _reference, _Shape
+from policy.sql_rewrite import Shape
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
 _ALL_OPERATIONS = "INTERSECT ALL and EXCEPT ALL are not supported over entity data; use INTERSECT or EXCEPT"
@@ -131,10 +133,10 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         if not branch.instances:
             local.append(None)
             continue
-        entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
-        builder = _Builder(lineage, passthrough, branch.facts)
+        entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
+        builder = Components(lineage, passthrough, branch.facts)
         release = builder.build([i.population for i in branch.instances], None)
-        shape = _Shape.of(lineage, branch.facts, materialize=False)
+        shape = Shape.of(lineage, branch.facts, materialize=False)
         shape.apply(select, entities, builder.conditions, builder.stat_values, release)
         local.append(release)
     whole = compose(local, columns, names, plan.set_kind)
