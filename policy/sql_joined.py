@@ -14,9 +14,10 @@ ratio or growth rate of two aggregations releases both, and the audit sees both.
 
 Supported: INNER (or CROSS) joins whose conditions read only group keys of the sources; sources that are aggregations
 over entity data without HAVING, LIMIT, OFFSET, QUALIFY, DISTINCT or windows, or datasets / aggregations without
-entity data; a WHERE on group keys; ORDER BY. Refused with `unsupported_query_shape_for_threshold` (what to write
-instead in the message): outer joins, a join or WHERE on aggregated values (row selection by a value: filter in
-HAVING of one aggregation), LIMIT / OFFSET, windows, DISTINCT, aggregates at the top, and row-level entity data.
+entity data; a WHERE on group keys or on aggregated values (the latter, like HAVING, selects rows after the audit:
+its value is a hidden cell, and a row is kept when it holds and was released); ORDER BY. Refused with
+`unsupported_query_shape_for_threshold` (what to write instead in the message): outer joins, a join condition on
+aggregated values, LIMIT / OFFSET, windows, DISTINCT, aggregates at the top, and row-level entity data.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _source_problem(select: exp.Expr, windows: list[exp.Window]) -> str | None:
 
 
 def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Planner) -> None:
-    """The top SELECT only combines the sources' rows: inner joins on group keys, a WHERE on group keys."""
+    """The top SELECT only combines the sources' rows: inner joins on group keys (its WHERE is a hidden cell)."""
     def refuse(message: str, node: exp.Expr) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, message, node)
 
@@ -117,9 +118,6 @@ def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Plann
         on = join.args.get("on")
         if on is not None:
             _keys_only(on, aggregated, refuse)
-    where = select.args.get("where")
-    if where is not None:
-        _keys_only(where.this, aggregated, refuse)
 
 
 def _keys_only(condition: exp.Expr, aggregated: dict[str, Scope], refuse: Callable[[str, exp.Expr], None]) -> None:
@@ -156,12 +154,14 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
             rewritten[id(scope)] = release
         local.append(rewritten[id(scope)])
     names = [p.alias_or_name for p in select.expressions]
-    whole = compose(local, len(names), names, None)
-    cells: list[Cell] = []
+    columns = len(names)
+    whole = compose(local, columns, names, None)
     starts = _component_starts(local)
-    for index, projection in enumerate(select.expressions):
+
+    def read(node: exp.Expr) -> set[int]:
+        """The components of every aggregated value `node` reads."""
         used: set[int] = set()
-        for column in [n for n in walk_in_scope(projection) if isinstance(n, exp.Column)]:
+        for column in [n for n in walk_in_scope(node) if isinstance(n, exp.Column)]:
             for b, branch in enumerate(plan.branches):
                 part = local[b]
                 if part is None or column.table != branch.alias:
@@ -169,10 +169,23 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
                 for cell in part.cells:
                     if cell.name.lower() == column.name.lower():
                         used |= {c + starts[b] for c in cell.components}
-        if used:
-            cells.append(Cell(index, names[index], tuple(sorted(used))))
+        return used
+
+    cells = [Cell(i, names[i], tuple(sorted(read(p)))) for i, p in enumerate(select.expressions) if read(p)]
+    where = select.args.get("where")
+    hidden: list[exp.Expr] = []
+    shell = None
+    if where is not None and read(where.this):
+        # a filter on aggregated values selects rows after the audit: a hidden cell, like HAVING (sql_shell.py)
+        select.set("where", None)
+        cells.append(Cell(columns, R.KEEP, tuple(sorted(read(where.this)))))
+        hidden = [exp.alias_(exp.func("coalesce", exp.paren(where.this.copy(), copy=False), exp.false()),
+                             exp.to_identifier(R.KEEP, quoted=True)),
+                  exp.alias_(exp.Literal.number(1), exp.to_identifier(R.POS, quoted=True))]
+        shell = R.Shell(pos=columns + 1, keep=columns)
     whole = ReleasePlan(instances=whole.instances, conditions=whole.conditions, components=whole.components,
-                        cells=tuple(cells), stats=whole.stats, columns=whole.columns, branches=whole.branches)
+                        cells=tuple(cells), stats=whole.stats, columns=columns, branches=whole.branches,
+                        hidden=(R.KEEP, R.POS) if shell is not None else (), shell=shell)
     extra: list[exp.Expr] = []
     for b, branch in enumerate(plan.branches):
         source = local[b]
@@ -183,8 +196,7 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
                                     for name in R.helper_names(source)}
         extra += helper_columns(b, local, whole, own)
     by_name = {e.alias: e for e in extra}
-    select.set("expressions", [*select.expressions,
-                               *(by_name[n] for n in R.helper_names(whole))])
+    select.set("expressions", [*select.expressions, *hidden, *(by_name[n] for n in R.helper_names(whole))])
     return whole
 
 

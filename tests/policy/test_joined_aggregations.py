@@ -65,3 +65,16 @@ def test_each_joined_value_is_counted_over_its_own_source(connections: dict[str,
     for district, tumours in zip(released.column("district").to_pylist(), released.column("tumours").to_pylist(),
                                  strict=True):
         assert (tumours is None) == (visitors[district] < CITY_K), district
+
+
+def test_a_filter_comparing_a_group_with_itself_without_four_people_selects_no_row(
+        connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents WHERE district = '湖滨区' GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE district = '湖滨区' AND income_band <> '<3k'
+               GROUP BY district)
+    SELECT a.district, a.n FROM a JOIN b ON a.district = b.district WHERE a.n > b.m"""
+    assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15)]  # raw: 15 > 11
+    released, later, _ = _run(sql, connections["city"])
+    # the filter's value is made of both counts (a hidden cell): suppressed, so the row is not selected
+    assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
