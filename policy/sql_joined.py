@@ -17,7 +17,9 @@ over entity data without HAVING, LIMIT, OFFSET, QUALIFY, DISTINCT or windows, or
 entity data; a WHERE on group keys or on aggregated values (the latter, like HAVING, selects rows after the audit:
 its value is a hidden cell, and a row is kept when it holds and was released); ORDER BY. Refused with
 `unsupported_query_shape_for_threshold` (what to write instead in the message): outer joins, a join condition on
-aggregated values, LIMIT / OFFSET, windows, DISTINCT, aggregates at the top, and row-level entity data.
+aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at the top, and row-level entity data. LIMIT and
+OFFSET rank every joined row by the ORDER BY after the audit (a row whose order value was suppressed is not
+selected), like LIMIT over one aggregation.
 """
 
 from __future__ import annotations
@@ -105,10 +107,13 @@ def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Plann
     def refuse(message: str, node: exp.Expr) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, message, node)
 
-    for key in ("limit", "offset", "qualify", "distinct"):
+    for key in ("qualify", "distinct"):
         if select.args.get(key) is not None:
             refuse(f"{key.upper()} over {_WHY} is not supported over entity data (it selects rows by their "
-                   "values); ORDER BY without it, or LIMIT one aggregation", select.args[key])
+                   "values); use WHERE, or ORDER BY and LIMIT", select.args[key])
+    order = select.args.get("order")
+    if order is not None and any(isinstance(o.this, exp.Var) for o in order.expressions):
+        refuse(f"ORDER BY ALL over {_WHY} is not supported over entity data; name the columns", order)
     if any(isinstance(n, exp.Window) for p in select.expressions for n in walk_in_scope(p)):
         refuse(f"window functions over {_WHY} are not supported over entity data", select)
     for join in select.args.get("joins") or []:
@@ -155,7 +160,7 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         local.append(rewritten[id(scope)])
     names = [p.alias_or_name for p in select.expressions]
     columns = len(names)
-    whole = compose(local, columns, names, None)
+    whole = compose(local, columns, None, None)
     starts = _component_starts(local)
 
     def read(node: exp.Expr) -> set[int]:
@@ -172,20 +177,10 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         return used
 
     cells = [Cell(i, names[i], tuple(sorted(read(p)))) for i, p in enumerate(select.expressions) if read(p)]
-    where = select.args.get("where")
-    hidden: list[exp.Expr] = []
-    shell = None
-    if where is not None and read(where.this):
-        # a filter on aggregated values selects rows after the audit: a hidden cell, like HAVING (sql_shell.py)
-        select.set("where", None)
-        cells.append(Cell(columns, R.KEEP, tuple(sorted(read(where.this)))))
-        hidden = [exp.alias_(exp.func("coalesce", exp.paren(where.this.copy(), copy=False), exp.false()),
-                             exp.to_identifier(R.KEEP, quoted=True)),
-                  exp.alias_(exp.Literal.number(1), exp.to_identifier(R.POS, quoted=True))]
-        shell = R.Shell(pos=columns + 1, keep=columns)
+    hidden, shell = _selection(select, columns, read, cells)
     whole = ReleasePlan(instances=whole.instances, conditions=whole.conditions, components=whole.components,
                         cells=tuple(cells), stats=whole.stats, columns=columns, branches=whole.branches,
-                        hidden=(R.KEEP, R.POS) if shell is not None else (), shell=shell)
+                        hidden=tuple(e.alias for e in hidden), shell=shell)
     extra: list[exp.Expr] = []
     for b, branch in enumerate(plan.branches):
         source = local[b]
@@ -198,6 +193,66 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     by_name = {e.alias: e for e in extra}
     select.set("expressions", [*select.expressions, *hidden, *(by_name[n] for n in R.helper_names(whole))])
     return whole
+
+
+def _selection(select: exp.Select, columns: int, read: Callable[[exp.Expr], set[int]], cells: list[Cell]
+               ) -> tuple[list[exp.Expr], R.Shell | None]:
+    """Row selection after the audit (sql_shell.py's Shell): a WHERE on aggregated values is a hidden cell (`keep`),
+    LIMIT / OFFSET rank the rows by the ORDER BY over every row (its values that are not output columns are hidden
+    cells); the clauses are taken out of the SQL. Appends the hidden cells to `cells`; returns the hidden columns."""
+    where, limit, offset = (select.args.get(k) for k in ("where", "limit", "offset"))
+    filtered = where is not None and bool(read(where.this))
+    if not filtered and limit is None and offset is None:
+        return [], None
+    outputs = {p.alias_or_name.lower(): i for i, p in enumerate(select.expressions)}
+    names: list[tuple[str, exp.Expr]] = []
+    keep = None
+    if filtered:
+        assert where is not None
+        select.set("where", None)
+        keep = exp.func("coalesce", exp.paren(where.this.copy(), copy=False), exp.false())
+        cells.append(Cell(columns, R.KEEP, tuple(sorted(read(where.this)))))
+        names.append((R.KEEP, keep))
+    order_node = select.args.get("order")
+    items: list[exp.Ordered] = list(order_node.expressions) if order_node is not None else []
+    ranked: list[exp.Ordered] = []
+    order_cells: list[int] = []
+    for i, ordered in enumerate(items):
+        target = ordered.this
+        index = None
+        if isinstance(target, exp.Literal) and target.is_number:
+            index = int(target.name) - 1
+        elif isinstance(target, exp.Column) and not target.table:
+            index = outputs.get(target.name.lower())
+        value = select.expressions[index].unalias().copy() if index is not None else target.copy()
+        item = ordered.copy()
+        item.set("this", value)
+        ranked.append(item)
+        if limit is None and offset is None:
+            continue
+        if index is not None:
+            order_cells.append(index)
+        elif read(target):
+            order_cells.append(columns + len(names))
+            cells.append(Cell(columns + len(names), f"{R.ORDER_CELL}{i}", tuple(sorted(read(target)))))
+            names.append((f"{R.ORDER_CELL}{i}", target.copy()))
+    rank: exp.Expr = exp.Literal.number(1)
+    if limit is not None or offset is not None:
+        first = [exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []
+        rank = exp.Window(this=exp.RowNumber(),
+                          order=exp.Order(expressions=[*first, *ranked] or [exp.Ordered(this=exp.Literal.number(1))]))
+        if keep is not None:
+            rank = exp.Case(ifs=[exp.If(this=keep.copy(), true=rank)])
+    names.append((R.POS, rank))
+    shell = {"pos": columns + len(names) - 1, "keep": columns if keep is not None else None,
+             "order": tuple(c for c in order_cells if any(cell.index == c for cell in cells))}
+    for key, clause, name in (("limit", limit, R.LIMIT), ("offset", offset, R.OFFSET)):
+        if clause is not None:
+            shell[key] = columns + len(names)
+            names.append((name, exp.cast(clause.expression.copy(), "BIGINT")))
+            select.set(key, None)
+    hidden = [exp.alias_(value, exp.to_identifier(name, quoted=True)) for name, value in names]
+    return hidden, R.Shell(**shell)  # type: ignore[arg-type]
 
 
 def _component_starts(local: list[ReleasePlan | None]) -> list[int]:

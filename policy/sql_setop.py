@@ -158,10 +158,11 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     return whole
 
 
-def compose(local: list[ReleasePlan | None], columns: int, names: list[str], kind: str | None) -> ReleasePlan:
+def compose(local: list[ReleasePlan | None], columns: int, names: list[str] | None, kind: str | None) -> ReleasePlan:
     """One release plan over every branch (or joined source): instances, conditions, components and statistics
     numbered in branch order, each component marked with its branch; a column's cells depend on every branch's
-    components for it. With a set operation `kind`, a hidden branch column follows the user's columns."""
+    components for it (no cells without `names`: the caller makes them). With a set operation `kind`, a hidden
+    branch column follows the user's columns."""
     instances: list[str] = []
     branches: list[int] = []
     components: list[Component] = []
@@ -184,7 +185,8 @@ def compose(local: list[ReleasePlan | None], columns: int, names: list[str], kin
         for cell in release.cells:
             cells.setdefault(cell.index, []).extend(c + start for c in cell.components)
     return ReleasePlan(instances=tuple(instances), conditions=conditions, components=tuple(components),
-                       cells=tuple(Cell(j, names[j], tuple(sorted(c))) for j, c in sorted(cells.items())),
+                       cells=tuple(Cell(j, names[j], tuple(sorted(c))) for j, c in sorted(cells.items()))
+                       if names is not None else (),
                        stats=tuple(stats), columns=columns, hidden=(R.BRANCH,) if kind is not None else (),
                        setop=SetOp(kind, columns, len(local)) if kind is not None else None,
                        branches=tuple(branches))

@@ -78,3 +78,17 @@ def test_a_filter_comparing_a_group_with_itself_without_four_people_selects_no_r
     released, later, _ = _run(sql, connections["city"])
     # the filter's value is made of both counts (a hidden cell): suppressed, so the row is not selected
     assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_a_top_n_ordered_by_a_difference_that_isolates_four_residents_never_selects_that_row(
+        connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE income_band <> '<3k' GROUP BY district)
+    SELECT a.district FROM a JOIN b ON a.district = b.district ORDER BY a.n - b.m LIMIT 3"""
+    raw = [d for (d,) in connections["city"].sql(sql).fetchall()]
+    assert raw[0] == "湖滨区"  # four low-income residents: the smallest difference
+    released, later, _ = _run(sql, connections["city"])
+    # its order value (a hidden cell) is suppressed, so its rank may not be used: the row is not selected
+    assert released.column("district").to_pylist() == raw[1:]
+    assert list(later.values()) == [Reason.DIFFERENCE_AUDIT]
