@@ -15,7 +15,8 @@ ratio or growth rate of two aggregations releases both, and the audit sees both.
 Supported: INNER (or CROSS) joins whose conditions read only group keys of the sources; sources that are aggregations
 over entity data without HAVING, LIMIT, OFFSET, QUALIFY, DISTINCT or windows, or datasets / aggregations without
 entity data; a WHERE on group keys or on aggregated values (the latter, like HAVING, selects rows after the audit:
-its value is a hidden cell, and a row is kept when it holds and was released); ORDER BY. Refused with
+its value is a hidden cell, and a row is kept when it holds and was released); a HAVING inside a source (moved out as
+an output of its own, `__sluice_having`, and joined to that filter); ORDER BY. Refused with
 `unsupported_query_shape_for_threshold` (what to write instead in the message): outer joins, a join condition on
 aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at the top, and row-level entity data. LIMIT and
 OFFSET rank every joined row by the ORDER BY after the audit (a row whose order value was suppressed is not
@@ -36,11 +37,12 @@ from policy.sql_findings import Positions
 from policy.sql_lineage import Lineage
 from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, ReleasePlan
-from policy.sql_rewrite import Shape
+from policy.sql_rewrite import Shape, UnsupportedShape
 from policy.sql_setop import compose, helper_columns
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
 _WHY = "aggregations joined at the top"
+_HAVING = "__sluice_having"
 
 
 def _is_key(select: exp.Expr, name: str) -> bool:
@@ -91,12 +93,10 @@ def plan_joined(lineage: Lineage, positions: Positions) -> ThresholdPlan | None:
 
 
 def _source_problem(select: exp.Expr, windows: list[exp.Window]) -> str | None:
-    for key, what in (("having", "HAVING"), ("limit", "LIMIT"), ("offset", "OFFSET"), ("qualify", "QUALIFY"),
-                      ("distinct", "DISTINCT")):
+    for key, what in (("limit", "LIMIT"), ("offset", "OFFSET"), ("qualify", "QUALIFY"), ("distinct", "DISTINCT")):
         if select.args.get(key) is not None:
             return (f"{what} inside an aggregation joined to another is not supported over entity data (rows are "
-                    "selected after the release audit, for one aggregation only); filter in the outer query's "
-                    "HAVING of a single aggregation, or run it as its own query")
+                    "selected after the release audit, for the joined rows only); use LIMIT in the outer query")
     if windows:
         return "window functions inside an aggregation joined to another are not supported over entity data"
     return None
@@ -142,6 +142,7 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     assert isinstance(select, exp.Select)
     passthrough: dict[tuple[int, exp.Expr], str] = {}
     rewritten: dict[int, ReleasePlan] = {}
+    filters: set[int] = set()  # sources with a HAVING, moved to the joined rows' filter
     local: list[ReleasePlan | None] = []
     for branch in plan.branches:
         scope = branch.facts.scope
@@ -151,13 +152,28 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         if id(scope) not in rewritten:
             inner = scope.expression
             assert isinstance(inner, exp.Select)
+            having = inner.args.get("having")
+            if having is not None:  # an output of its own, a filter of the joined rows (after the audit)
+                inner.set("having", None)
+                value = exp.Coalesce(this=having.this, expressions=[exp.false()])  # the same aggregate nodes
+                inner.append("expressions", exp.Alias(this=value, alias=exp.to_identifier(_HAVING, quoted=True)))
+                filters.add(id(scope))
             entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
             builder = Components(lineage, passthrough, branch.facts)
             release = builder.build([i.population for i in branch.instances], None)
             Shape.of(lineage, branch.facts, materialize=False).apply(
                 inner, entities, builder.conditions, builder.stat_values, release)
+            if having is not None and not any(c.name == _HAVING for c in release.cells):
+                # fail closed: a filter of the joined rows that would not be audited as a cell
+                raise UnsupportedShape("a HAVING without an aggregate over entity data inside an aggregation joined "
+                                       "to another is not supported; filter on the group keys in WHERE")
             rewritten[id(scope)] = release
         local.append(rewritten[id(scope)])
+    kept = [exp.column(_HAVING, table=b.alias, quoted=True) for b in plan.branches
+            if id(b.facts.scope) in filters and b.alias is not None]
+    if kept:
+        where = select.args.get("where")
+        select.set("where", exp.Where(this=exp.and_(*([where.this] if where is not None else []), *kept)))
     names = [p.alias_or_name for p in select.expressions]
     columns = len(names)
     whole = compose(local, columns, None, None)

@@ -92,3 +92,15 @@ def test_a_top_n_ordered_by_a_difference_that_isolates_four_residents_never_sele
     # its order value (a hidden cell) is suppressed, so its rank may not be used: the row is not selected
     assert released.column("district").to_pylist() == raw[1:]
     assert list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_a_having_inside_a_joined_aggregation_is_audited_as_a_cell(connections: dict[str, Any]) -> None:
+    # the HAVING counts the small district without its four low-income residents; the other side counts all 15
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents WHERE district = '湖滨区' GROUP BY district
+               HAVING count(*) FILTER (WHERE income_band <> '<3k') > 10),
+         b AS (SELECT district, count(*) AS m FROM residents GROUP BY district)
+    SELECT a.district, b.m FROM a JOIN b ON a.district = b.district"""
+    assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15)]
+    released, later, _ = _run(sql, connections["city"])
+    assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
