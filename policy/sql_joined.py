@@ -14,9 +14,13 @@ ratio or growth rate of two aggregations releases both, and the audit sees both.
 
 Supported: INNER (or CROSS) joins whose conditions read only group keys of the sources; sources that are aggregations
 over entity data without HAVING, LIMIT, OFFSET, QUALIFY, DISTINCT or windows, or datasets / aggregations without
-entity data; a WHERE on group keys; ORDER BY. Refused with `unsupported_query_shape_for_threshold` (what to write
-instead in the message): outer joins, a join or WHERE on aggregated values (row selection by a value: filter in
-HAVING of one aggregation), LIMIT / OFFSET, windows, DISTINCT, aggregates at the top, and row-level entity data.
+entity data; a WHERE on group keys or on aggregated values (the latter, like HAVING, selects rows after the audit:
+its value is a hidden cell, and a row is kept when it holds and was released); a HAVING inside a source (moved out as
+an output of its own, `__sluice_having`, and joined to that filter); ORDER BY. Refused with
+`unsupported_query_shape_for_threshold` (what to write instead in the message): outer joins, a join condition on
+aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at the top, and row-level entity data. LIMIT and
+OFFSET rank every joined row by the ORDER BY after the audit (a row whose order value was suppressed is not
+selected), like LIMIT over one aggregation.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from sqlglot.optimizer.scope import Scope, walk_in_scope
 
 from policy import sql_findings as F
 from policy import sql_release as R
+from policy.sql_components import Components
 from policy.sql_findings import Positions
 from policy.sql_lineage import Lineage
+from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, ReleasePlan
-from policy.sql_rewrite import _Builder, _reference, _Shape
+from policy.sql_rewrite import Shape, UnsupportedShape
 from policy.sql_setop import compose, helper_columns
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
 _WHY = "aggregations joined at the top"
+_HAVING = "__sluice_having"
 
 
 def _is_key(select: exp.Expr, name: str) -> bool:
@@ -86,26 +93,27 @@ def plan_joined(lineage: Lineage, positions: Positions) -> ThresholdPlan | None:
 
 
 def _source_problem(select: exp.Expr, windows: list[exp.Window]) -> str | None:
-    for key, what in (("having", "HAVING"), ("limit", "LIMIT"), ("offset", "OFFSET"), ("qualify", "QUALIFY"),
-                      ("distinct", "DISTINCT")):
+    for key, what in (("limit", "LIMIT"), ("offset", "OFFSET"), ("qualify", "QUALIFY"), ("distinct", "DISTINCT")):
         if select.args.get(key) is not None:
             return (f"{what} inside an aggregation joined to another is not supported over entity data (rows are "
-                    "selected after the release audit, for one aggregation only); filter in the outer query's "
-                    "HAVING of a single aggregation, or run it as its own query")
+                    "selected after the release audit, for the joined rows only); use LIMIT in the outer query")
     if windows:
         return "window functions inside an aggregation joined to another are not supported over entity data"
     return None
 
 
 def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Planner) -> None:
-    """The top SELECT only combines the sources' rows: inner joins on group keys, a WHERE on group keys."""
+    """The top SELECT only combines the sources' rows: inner joins on group keys (its WHERE is a hidden cell)."""
     def refuse(message: str, node: exp.Expr) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, message, node)
 
-    for key in ("limit", "offset", "qualify", "distinct"):
+    for key in ("qualify", "distinct"):
         if select.args.get(key) is not None:
             refuse(f"{key.upper()} over {_WHY} is not supported over entity data (it selects rows by their "
-                   "values); ORDER BY without it, or LIMIT one aggregation", select.args[key])
+                   "values); use WHERE, or ORDER BY and LIMIT", select.args[key])
+    order = select.args.get("order")
+    if order is not None and any(isinstance(o.this, exp.Var) for o in order.expressions):
+        refuse(f"ORDER BY ALL over {_WHY} is not supported over entity data; name the columns", order)
     if any(isinstance(n, exp.Window) for p in select.expressions for n in walk_in_scope(p)):
         refuse(f"window functions over {_WHY} are not supported over entity data", select)
     for join in select.args.get("joins") or []:
@@ -115,9 +123,6 @@ def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Plann
         on = join.args.get("on")
         if on is not None:
             _keys_only(on, aggregated, refuse)
-    where = select.args.get("where")
-    if where is not None:
-        _keys_only(where.this, aggregated, refuse)
 
 
 def _keys_only(condition: exp.Expr, aggregated: dict[str, Scope], refuse: Callable[[str, exp.Expr], None]) -> None:
@@ -137,6 +142,7 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     assert isinstance(select, exp.Select)
     passthrough: dict[tuple[int, exp.Expr], str] = {}
     rewritten: dict[int, ReleasePlan] = {}
+    filters: set[int] = set()  # sources with a HAVING, moved to the joined rows' filter
     local: list[ReleasePlan | None] = []
     for branch in plan.branches:
         scope = branch.facts.scope
@@ -146,20 +152,37 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         if id(scope) not in rewritten:
             inner = scope.expression
             assert isinstance(inner, exp.Select)
-            entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
-            builder = _Builder(lineage, passthrough, branch.facts)
+            having = inner.args.get("having")
+            if having is not None:  # an output of its own, a filter of the joined rows (after the audit)
+                inner.set("having", None)
+                value = exp.Coalesce(this=having.this, expressions=[exp.false()])  # the same aggregate nodes
+                inner.append("expressions", exp.Alias(this=value, alias=exp.to_identifier(_HAVING, quoted=True)))
+                filters.add(id(scope))
+            entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
+            builder = Components(lineage, passthrough, branch.facts)
             release = builder.build([i.population for i in branch.instances], None)
-            _Shape.of(lineage, branch.facts, materialize=False).apply(
+            Shape.of(lineage, branch.facts, materialize=False).apply(
                 inner, entities, builder.conditions, builder.stat_values, release)
+            if having is not None and not any(c.name == _HAVING for c in release.cells):
+                # fail closed: a filter of the joined rows that would not be audited as a cell
+                raise UnsupportedShape("a HAVING without an aggregate over entity data inside an aggregation joined "
+                                       "to another is not supported; filter on the group keys in WHERE")
             rewritten[id(scope)] = release
         local.append(rewritten[id(scope)])
+    kept = [exp.column(_HAVING, table=b.alias, quoted=True) for b in plan.branches
+            if id(b.facts.scope) in filters and b.alias is not None]
+    if kept:
+        where = select.args.get("where")
+        select.set("where", exp.Where(this=exp.and_(*([where.this] if where is not None else []), *kept)))
     names = [p.alias_or_name for p in select.expressions]
-    whole = compose(local, len(names), names, None)
-    cells: list[Cell] = []
+    columns = len(names)
+    whole = compose(local, columns, None, None)
     starts = _component_starts(local)
-    for index, projection in enumerate(select.expressions):
+
+    def read(node: exp.Expr) -> set[int]:
+        """The components of every aggregated value `node` reads."""
         used: set[int] = set()
-        for column in [n for n in walk_in_scope(projection) if isinstance(n, exp.Column)]:
+        for column in [n for n in walk_in_scope(node) if isinstance(n, exp.Column)]:
             for b, branch in enumerate(plan.branches):
                 part = local[b]
                 if part is None or column.table != branch.alias:
@@ -167,10 +190,13 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
                 for cell in part.cells:
                     if cell.name.lower() == column.name.lower():
                         used |= {c + starts[b] for c in cell.components}
-        if used:
-            cells.append(Cell(index, names[index], tuple(sorted(used))))
+        return used
+
+    cells = [Cell(i, names[i], tuple(sorted(read(p)))) for i, p in enumerate(select.expressions) if read(p)]
+    hidden, shell = _selection(select, columns, read, cells)
     whole = ReleasePlan(instances=whole.instances, conditions=whole.conditions, components=whole.components,
-                        cells=tuple(cells), stats=whole.stats, columns=whole.columns, branches=whole.branches)
+                        cells=tuple(cells), stats=whole.stats, columns=columns, branches=whole.branches,
+                        hidden=tuple(e.alias for e in hidden), shell=shell)
     extra: list[exp.Expr] = []
     for b, branch in enumerate(plan.branches):
         source = local[b]
@@ -181,9 +207,68 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
                                     for name in R.helper_names(source)}
         extra += helper_columns(b, local, whole, own)
     by_name = {e.alias: e for e in extra}
-    select.set("expressions", [*select.expressions,
-                               *(by_name[n] for n in R.helper_names(whole))])
+    select.set("expressions", [*select.expressions, *hidden, *(by_name[n] for n in R.helper_names(whole))])
     return whole
+
+
+def _selection(select: exp.Select, columns: int, read: Callable[[exp.Expr], set[int]], cells: list[Cell]
+               ) -> tuple[list[exp.Expr], R.Shell | None]:
+    """Row selection after the audit (sql_shell.py's Shell): a WHERE on aggregated values is a hidden cell (`keep`),
+    LIMIT / OFFSET rank the rows by the ORDER BY over every row (its values that are not output columns are hidden
+    cells); the clauses are taken out of the SQL. Appends the hidden cells to `cells`; returns the hidden columns."""
+    where, limit, offset = (select.args.get(k) for k in ("where", "limit", "offset"))
+    filtered = where is not None and bool(read(where.this))
+    if not filtered and limit is None and offset is None:
+        return [], None
+    outputs = {p.alias_or_name.lower(): i for i, p in enumerate(select.expressions)}
+    names: list[tuple[str, exp.Expr]] = []
+    keep = None
+    if filtered:
+        assert where is not None
+        select.set("where", None)
+        keep = exp.func("coalesce", exp.paren(where.this.copy(), copy=False), exp.false())
+        cells.append(Cell(columns, R.KEEP, tuple(sorted(read(where.this)))))
+        names.append((R.KEEP, keep))
+    order_node = select.args.get("order")
+    items: list[exp.Ordered] = list(order_node.expressions) if order_node is not None else []
+    ranked: list[exp.Ordered] = []
+    order_cells: list[int] = []
+    for i, ordered in enumerate(items):
+        target = ordered.this
+        index = None
+        if isinstance(target, exp.Literal) and target.is_number:
+            index = int(target.name) - 1
+        elif isinstance(target, exp.Column) and not target.table:
+            index = outputs.get(target.name.lower())
+        value = select.expressions[index].unalias().copy() if index is not None else target.copy()
+        item = ordered.copy()
+        item.set("this", value)
+        ranked.append(item)
+        if limit is None and offset is None:
+            continue
+        if index is not None:
+            order_cells.append(index)
+        elif read(target):
+            order_cells.append(columns + len(names))
+            cells.append(Cell(columns + len(names), f"{R.ORDER_CELL}{i}", tuple(sorted(read(target)))))
+            names.append((f"{R.ORDER_CELL}{i}", target.copy()))
+    rank: exp.Expr = exp.Literal.number(1)
+    if limit is not None or offset is not None:
+        first = [exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []
+        rank = exp.Window(this=exp.RowNumber(),
+                          order=exp.Order(expressions=[*first, *ranked] or [exp.Ordered(this=exp.Literal.number(1))]))
+        if keep is not None:
+            rank = exp.Case(ifs=[exp.If(this=keep.copy(), true=rank)])
+    names.append((R.POS, rank))
+    shell = {"pos": columns + len(names) - 1, "keep": columns if keep is not None else None,
+             "order": tuple(c for c in order_cells if any(cell.index == c for cell in cells))}
+    for key, clause, name in (("limit", limit, R.LIMIT), ("offset", offset, R.OFFSET)):
+        if clause is not None:
+            shell[key] = columns + len(names)
+            names.append((name, exp.cast(clause.expression.copy(), "BIGINT")))
+            select.set(key, None)
+    hidden = [exp.alias_(value, exp.to_identifier(name, quoted=True)) for name, value in names]
+    return hidden, R.Shell(**shell)  # type: ignore[arg-type]
 
 
 def _component_starts(local: list[ReleasePlan | None]) -> list[int]:

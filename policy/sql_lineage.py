@@ -4,7 +4,8 @@ it is used (output, group key, aggregate argument, predicate, equi-join, conditi
 `sqlglot.lineage` only traces output columns, so this walks every clause of every scope itself. Each scope's
 output columns are summarised as `Derived` values (the base columns they carry, whether they carry one of them
 unchanged, and whether they are "simple" arithmetic). A reference to a derived column in an outer scope is
-checked against the base columns it carries, in the role of the outer reference.
+checked against the base columns it carries, in the role of the outer reference. Which base columns an expression
+carries, and its degree in protected columns, are answered by sql_origins.py (the `Origins` base class).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from sqlglot.optimizer.scope import Scope, traverse_scope, walk_in_scope
 
 from policy import sql_allowlist as A
 from policy import sql_findings as F
-from policy.constraints import Constraint
 from policy.sql_conditional import branches
 from policy.sql_findings import Finding, Positions
 from policy.sql_model import ColumnUse, Derived, EquiJoin, Origin, Role, ScopeFacts, aggregate_arguments
+from policy.sql_origins import Origins
 from policy.sql_resolve import Catalog
 from policy.sql_types import cast_can_fail, implicitly_cast_text
 
@@ -70,13 +71,9 @@ class _Ctx:
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In,
                 exp.Between)
-MAX_PROTECTED_DEGREE = 2  # price * (1 - discount): a product of two protected values at most (like a variance)
-_SIMPLE_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Add,
-                 exp.Sub, exp.Mul, exp.Div, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
-                 exp.Coalesce, exp.Placeholder, exp.Star, exp.Distinct)
 
 
-class Lineage:
+class Lineage(Origins):
     """Lineage of a qualified, allowlisted query: scopes, column uses, equi-joins and problems found."""
 
     def __init__(self, tree: exp.Query, catalog: Catalog, positions: Positions, *,
@@ -386,141 +383,6 @@ class Lineage:
         self._record(origins, self._role(ctx, facts), node)
         return origins
 
-    # --- resolution --------------------------------------------------------------------------------
-    def resolve(self, scope: Scope, alias: str, name: str) -> frozenset[Origin] | None:
-        """The base columns `alias.name` carries, looking outwards for correlated references."""
-        current: Scope | None = scope
-        while current is not None:
-            source = current.sources.get(alias)
-            if isinstance(source, exp.Table):
-                table = source.name.lower()
-                column = self.catalog.column(table, name) if table in self.catalog.tables else None
-                return frozenset({Origin(table, column.name.lower(), True)}) if column else None
-            if isinstance(source, Scope):
-                derived = self.facts(source).output(name)
-                return derived.origins if derived else None
-            current = current.parent
-        return None
-
-    def expression_origins(self, node: exp.Expr, facts: ScopeFacts) -> tuple[frozenset[Origin], bool, bool]:
-        """(base columns, simple, bare) of an expression evaluated in `facts`' scope.
-
-        Computed bottom-up and memoised per (node, scope), so the cost is linear in the tree (a product of many
-        factors once took exponential time).
-        """
-        origins, simple = self._origins_of(node, facts)
-        bare = isinstance(node, exp.Column) and len(origins) == 1 and next(iter(origins)).bare
-        return origins, simple, bare
-
-    def _origins_of(self, node: exp.Expr, facts: ScopeFacts) -> tuple[frozenset[Origin], bool]:
-        key = (id(node), id(facts.scope))
-        known = self._origins.get(key)
-        if known is not None:
-            return known
-        self.budget.spend()
-        result: tuple[frozenset[Origin], bool]
-        if isinstance(node, exp.Query):
-            scope = self._by_expression.get(id(node)) or self._by_expression.get(id(node.unnest()))
-            carried = frozenset(o for d in self.facts(scope).outputs for o in d.origins) if scope else frozenset()
-            result = (carried, False)
-        elif isinstance(node, exp.Column) and node.table:
-            resolved = self._derived(facts.scope, node.table, node.name)
-            result = (resolved.origins, resolved.simple) if resolved is not None else (frozenset(), True)
-        else:
-            origins: set[Origin] = set()
-            simple = isinstance(node, _SIMPLE_NODES) and not (
-                isinstance(node, exp.Div) and _has_column(node.expression))
-            for child in node.iter_expressions():
-                child_origins, child_simple = self._origins_of(child, facts)
-                origins.update(child_origins)
-                simple = simple and child_simple
-            if simple and isinstance(node, exp.Mul) and self._weights_protected(node, facts):
-                simple = False
-            result = (frozenset(origins), simple)
-        self._origins[key] = result
-        return result
-
-    def is_pure(self, node: exp.Expr, facts: ScopeFacts) -> bool:
-        """Whether every value of `node` is a base column's value unchanged (a bare column, carried bare)."""
-        if not (isinstance(node, exp.Column) and node.table):
-            return False
-        resolved = self._derived(facts.scope, node.table, node.name)
-        return resolved is not None and resolved.pure and len(resolved.origins) == 1
-
-    def _pure_subquery(self, query: exp.Expr) -> bool:
-        scope = self._by_expression.get(id(query))
-        outputs = self.facts(scope).outputs if scope is not None else []
-        return len(outputs) == 1 and outputs[0].pure and len(outputs[0].origins) == 1
-
-    def _weights_protected(self, product: exp.Mul, facts: ScopeFacts) -> bool:
-        """Whether a product multiplies a protected (non-open) value by another column (a row weight).
-
-        A product of `aggregate` columns only (`price * (1 - discount)` with both protected) is no weight: each
-        monomial is a protected value of its own, released and audited as a measure of its own."""
-        left, right = product.this, product.expression
-        if not (_has_column(left) and _has_column(right)):
-            return False
-        constraints = {self.constraint_of(o) for side in (left, right) for o in self.expression_origins(side, facts)[0]}
-        if constraints == {Constraint.AGGREGATE}:
-            return self.protected_degree(product, facts) > MAX_PROTECTED_DEGREE
-        return any(c != Constraint.OPEN for c in constraints)
-
-    def protected_degree(self, node: exp.Expr, facts: ScopeFacts) -> int:
-        """The polynomial degree of `node` in protected (non-open) base columns, traced through row-level scopes."""
-        key = (id(node), -id(facts.scope))
-        known = self._degrees.get(key)
-        if known is not None:
-            return known
-        self.budget.spend()
-        degree = 0
-        if isinstance(node, exp.Column) and node.table:
-            degree = self._column_degree(facts.scope, node.table, node.name)
-        elif isinstance(node, exp.Mul):
-            degree = self.protected_degree(node.this, facts) + self.protected_degree(node.expression, facts)
-        elif isinstance(node, exp.Div):
-            degree = self.protected_degree(node.this, facts)
-        elif not isinstance(node, exp.Query):
-            degree = max((self.protected_degree(c, facts) for c in node.iter_expressions()), default=0)
-        self._degrees[key] = degree
-        return degree
-
-    def _column_degree(self, scope: Scope, alias: str, name: str) -> int:
-        current: Scope | None = scope
-        while current is not None:
-            source = current.sources.get(alias)
-            if isinstance(source, exp.Table):
-                column = self.catalog.column(source.name.lower(), name)
-                return 1 if column is not None and self.catalog.constraint(
-                    source.name.lower(), column.name.lower()) != Constraint.OPEN else 0
-            if isinstance(source, Scope):
-                return self._scope_degree(source, name)
-            current = current.parent
-        return 0
-
-    def _scope_degree(self, scope: Scope, name: str) -> int:
-        expression = scope.expression
-        if not isinstance(expression, exp.Select):
-            return max((self._scope_degree(b, name) for b in scope.set_operation_scopes), default=0)
-        child = self.facts(scope)
-        if child.is_aggregate:
-            return 0  # an aggregate's outputs are released figures, not row values
-        for projection in expression.expressions:
-            if projection.alias_or_name.lower() == name.lower():
-                return self.protected_degree(projection.unalias(), child)
-        return 0
-
-    def _derived(self, scope: Scope, alias: str, name: str) -> Derived | None:
-        current: Scope | None = scope
-        while current is not None:
-            source = current.sources.get(alias)
-            if isinstance(source, exp.Table):
-                origins = self.resolve(current, alias, name)
-                return Derived(name, origins, True, True) if origins is not None else None
-            if isinstance(source, Scope):
-                return self.facts(source).output(name)
-            current = current.parent
-        return None
-
     # --- error channels ----------------------------------------------------------------------------
     def _error_prone(self, node: exp.Expr, facts: ScopeFacts) -> None:
         """CAST to a non-text type, `//` and `%` raise errors that can carry a protected value."""
@@ -540,10 +402,6 @@ class Lineage:
             origins = self.expression_origins(operand, facts)[0]
             if origins:
                 self.error_prone.append((node, origins, "comparing text with a non-text value casts the text"))
-
-    def constraint_of(self, origin: Origin) -> Constraint:
-        """The effective constraint of an origin's base column."""
-        return self.catalog.constraint(origin.table, origin.column)
 
 
 def _is_aggregate_select(select: exp.Select) -> bool:
@@ -567,10 +425,6 @@ def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
         else:
             out.append(node)
     return out
-
-
-def _has_column(node: exp.Expr) -> bool:
-    return any(isinstance(n, exp.Column | exp.Query) for n in node.walk())
 
 
 def _compared_with_value(node: exp.Expr) -> bool:

@@ -18,9 +18,11 @@ from __future__ import annotations
 from sqlglot import exp
 
 from policy import sql_release as R
+from policy.sql_components import Components
 from policy.sql_lineage import Lineage
+from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, ReleasePlan
-from policy.sql_rewrite import UnsupportedShape, _Builder, _reference, _Shape
+from policy.sql_rewrite import Shape, UnsupportedShape
 from policy.sql_setop import compose, helper_columns
 from policy.sql_threshold import ThresholdPlan
 
@@ -39,23 +41,23 @@ def rewrite_with_scalars(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     if not plan.instances:
         raise UnsupportedShape("a scalar subquery over entity data needs an aggregation over entity data around it; "
                                "release the subquery's aggregate as a query of its own")
-    shape = _Shape.of(lineage)
+    shape = Shape.of(lineage)
     hidden = shape.shell.hidden if shape.shell is not None else []
     nodes: list[exp.Expr | None] = [*select.expressions, *(n for _, n in hidden)]
     names = [*(p.alias_or_name for p in select.expressions), *(n for n, _ in hidden)]
     columns = len(select.expressions)
     passthrough: dict[tuple[int, exp.Expr], str] = {}
-    entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in plan.instances]
-    builder = _Builder(lineage, passthrough)
+    entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in plan.instances]
+    builder = Components(lineage, passthrough)
     top = builder.build([i.population for i in plan.instances], shape.shell)
     shape.apply(select, entities, builder.conditions, builder.stat_values, top)
     local: list[ReleasePlan | None] = [top]
     for scalar, copy in zip(plan.scalars, copies, strict=True):
-        inner = [_reference(lineage, i.path, i.table, passthrough) for i in scalar.instances]
-        sub = _Builder(lineage, passthrough, scalar.facts)
+        inner = [entity_reference(lineage, i.path, i.table, passthrough) for i in scalar.instances]
+        sub = Components(lineage, passthrough, scalar.facts)
         part = sub.build([i.population for i in scalar.instances], None)
         assert isinstance(copy, exp.Select)
-        _Shape.of(lineage, scalar.facts, materialize=False).apply(copy, inner, sub.conditions, sub.stat_values, part)
+        Shape.of(lineage, scalar.facts, materialize=False).apply(copy, inner, sub.conditions, sub.stat_values, part)
         local.append(part)
     whole = compose(local, columns, names, None)
     starts, total = [], 0

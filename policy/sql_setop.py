@@ -24,11 +24,13 @@ from sqlglot.optimizer.scope import Scope
 
 from policy import sql_findings as F
 from policy import sql_release as R
+from policy.sql_components import Components
 from policy.sql_findings import Positions
 from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
+from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, Component, ReleasePlan, SetOp, Stat
-from policy.sql_rewrite import _Builder, _reference, _Shape
+from policy.sql_rewrite import Shape
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
 _ALL_OPERATIONS = "INTERSECT ALL and EXCEPT ALL are not supported over entity data; use INTERSECT or EXCEPT"
@@ -131,10 +133,10 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         if not branch.instances:
             local.append(None)
             continue
-        entities = [_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
-        builder = _Builder(lineage, passthrough, branch.facts)
+        entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in branch.instances]
+        builder = Components(lineage, passthrough, branch.facts)
         release = builder.build([i.population for i in branch.instances], None)
-        shape = _Shape.of(lineage, branch.facts, materialize=False)
+        shape = Shape.of(lineage, branch.facts, materialize=False)
         shape.apply(select, entities, builder.conditions, builder.stat_values, release)
         local.append(release)
     whole = compose(local, columns, names, plan.set_kind)
@@ -156,10 +158,11 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     return whole
 
 
-def compose(local: list[ReleasePlan | None], columns: int, names: list[str], kind: str | None) -> ReleasePlan:
+def compose(local: list[ReleasePlan | None], columns: int, names: list[str] | None, kind: str | None) -> ReleasePlan:
     """One release plan over every branch (or joined source): instances, conditions, components and statistics
     numbered in branch order, each component marked with its branch; a column's cells depend on every branch's
-    components for it. With a set operation `kind`, a hidden branch column follows the user's columns."""
+    components for it (no cells without `names`: the caller makes them). With a set operation `kind`, a hidden
+    branch column follows the user's columns."""
     instances: list[str] = []
     branches: list[int] = []
     components: list[Component] = []
@@ -182,7 +185,8 @@ def compose(local: list[ReleasePlan | None], columns: int, names: list[str], kin
         for cell in release.cells:
             cells.setdefault(cell.index, []).extend(c + start for c in cell.components)
     return ReleasePlan(instances=tuple(instances), conditions=conditions, components=tuple(components),
-                       cells=tuple(Cell(j, names[j], tuple(sorted(c))) for j, c in sorted(cells.items())),
+                       cells=tuple(Cell(j, names[j], tuple(sorted(c))) for j, c in sorted(cells.items()))
+                       if names is not None else (),
                        stats=tuple(stats), columns=columns, hidden=(R.BRANCH,) if kind is not None else (),
                        setop=SetOp(kind, columns, len(local)) if kind is not None else None,
                        branches=tuple(branches))

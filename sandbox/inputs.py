@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from policy.constraints import ColumnPolicy, Constraint, MaskKind, masked_type
-from policy.sql_rewrite import EIDX as ENTITY_INDEX_COLUMN
+from policy.sql_passthrough import EIDX as ENTITY_INDEX_COLUMN
 from sandbox.errors import SluiceError
 
 HASH_HEX_CHARS = 32

@@ -16,7 +16,7 @@ import pytest
 from casebook import tpch_policy_document, tpch_table_policies
 
 from policy.constraints import TablePolicy
-from policy.sql_rewrite import EIDX
+from policy.sql_passthrough import EIDX
 from sandbox.demo.city import city_arrow_tables, city_table_policies
 
 CITY_TODAY = date(2026, 6, 1)

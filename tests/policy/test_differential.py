@@ -1,5 +1,10 @@
 """Differential test: seeded random aggregate queries of issue 12's shapes over the city, against raw DuckDB.
 
+Shapes include windows with HAVING, set operations of two aggregations (UNION [ALL], INTERSECT, EXCEPT), two
+aggregations joined on their key (with a ratio of both) and shares of a scalar subquery total; for set operations
+and joins every released row must be a raw row and every released cell a value of a branch's group whose parts
+cover at least k entities.
+
 Each generated query is either refused with a finding, or run for real through the governed path (rewrite, output
 control at k = 10, the release audit over a fresh ledger, row selection) and then every released cell must equal
 the raw query's value for its group, and every part of it (each aggregate it is computed from) must cover at least
@@ -14,6 +19,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -78,6 +84,7 @@ class Generated:
     where: str | None = None
     coverage: str | None = None  # SQL: keys, then per aggregate per part: (entities, rows)
     rollup: bool = False
+    branches: list[Generated] = field(default_factory=list)  # set operations and joins: each aggregation
 
 
 class Generator:
@@ -149,6 +156,8 @@ class Generator:
             return self.per_entity()
         if roll < 0.24:
             return self.other_shape()
+        if roll < 0.38:
+            return self.combined()
         source = rng.choice(SOURCES)
         keys = rng.sample(source.keys, rng.choice([1, 1, 2]))
         aggregates = [self.aggregate(source) for _ in range(rng.choice([1, 2, 3]))]
@@ -160,15 +169,17 @@ class Generator:
         where_sql = f" WHERE {where}" if where else ""
         base = f"SELECT {select} FROM {source.from_}{where_sql} GROUP BY {group}"
         shape = rng.choice(["plain", "plain", "having", "limit", "cte_rows", "shell", "shell_ratio", "window",
-                            "rollup"])
+                            "window_having", "rollup"])
         if shape == "rollup":
             sql = base.replace(f"GROUP BY {group}", f"GROUP BY ROLLUP ({group})")
             return Generated(shape, sql, source, keys, aggregates, where, rollup=True)
-        if shape == "window":
+        if shape in ("window", "window_having"):
             first = aggregates[0].sql
             sql = base.replace(" FROM ", f", rank() OVER (ORDER BY {first} DESC NULLS LAST) AS rk, "
                                          f"{first} * 1.0 / sum({first}) OVER () AS share FROM ", 1)
             aggregates = [*aggregates, Aggregate("rk", aggregates[0].parts), Aggregate("share", aggregates[0].parts)]
+            if shape == "window_having":
+                sql += f" HAVING count(*) > {rng.choice([5, 20, 100])}"
         elif shape == "having":
             sql = base + f" HAVING count(*) > {rng.choice([5, 20, 100])} ORDER BY {', '.join(names)}"
         elif shape == "limit":
@@ -189,6 +200,43 @@ class Generator:
         else:
             sql = base
         return Generated(shape, sql, source, keys, aggregates, where)
+
+    def branch(self, source: Source, key: str) -> Generated:
+        """One aggregation of a combined shape: one key, one or two aggregates, an optional WHERE."""
+        aggregates = [self.aggregate(source) for _ in range(self.rng.choice([1, 2]))]
+        where = self.where(source)
+        select = ", ".join([f"{key} AS k0"] + [f"{a.sql} AS a{j}" for j, a in enumerate(aggregates)])
+        where_sql = f" WHERE {where}" if where else ""
+        return Generated("branch", f"SELECT {select} FROM {source.from_}{where_sql} GROUP BY {key}", source, [key],
+                         aggregates, where)
+
+    def combined(self) -> Generated:
+        """A set operation of two aggregations, two aggregations joined on their key, or a share of a scalar total."""
+        rng = self.rng
+        source = rng.choice(SOURCES)
+        key = rng.choice(source.keys)
+        first, second = self.branch(source, key), self.branch(source, key)
+        second.aggregates = second.aggregates[:len(first.aggregates)]
+        while len(second.aggregates) < len(first.aggregates):
+            second.aggregates.append(self.aggregate(source))
+        select = ", ".join([f"{key} AS k0"] + [f"{a.sql} AS a{j}" for j, a in enumerate(second.aggregates)])
+        second.sql = f"SELECT {select} FROM {source.from_}" + (f" WHERE {second.where}" if second.where else "") + \
+            f" GROUP BY {key}"
+        kind = rng.choice(["UNION ALL", "UNION", "INTERSECT", "EXCEPT", "join", "scalar"])
+        if kind == "join":
+            sql = (f"WITH a AS ({first.sql}), b AS ({second.sql}) SELECT a.k0, a.a0, b.a0 AS b0, "
+                   "a.a0 * 1.0 / nullif(b.a0, 0) AS ratio FROM a JOIN b ON a.k0 = b.k0")
+            return Generated("joined", sql, keys=["k0"], branches=[first, second])
+        if kind == "scalar":
+            total = f"(SELECT count(*) FROM {source.from_})"
+            sql = first.sql.replace(" FROM ", f", count(*) * 1.0 / {total} AS share FROM ", 1)
+            first.aggregates = [*first.aggregates, Aggregate("share", ["TRUE"])]
+            return Generated("scalar", sql, source, first.keys, first.aggregates, first.where,
+                             branches=[first, Generated("total", f"SELECT 'all' AS k0, count(*) AS a0 FROM "
+                                                                 f"{source.from_}", source, ["'all'"],
+                                                        [Aggregate("count(*)", ["TRUE"])])])
+        return Generated(kind.lower().replace(" ", "_"), f"{first.sql} {kind} {second.sql}", keys=["k0"],
+                         branches=[first, second])
 
     def per_entity(self) -> Generated:
         clinic = self.rng.choice(["市第一人民医院", "城东区社区卫生服务中心", "市中医医院"])
@@ -271,6 +319,8 @@ def _check(query: Generated, con: duckdb.DuckDBPyConnection) -> tuple[bool, int]
     decision = audit({p: PopulationAudit(p, CITY_K) for p in result.release.populations}, cells)
     released = finish(controlled.table, controlled.marks, dict(decision.suppressed), result.release)
     assert released.num_columns == raw.num_columns + 1, query.sql
+    if query.branches and query.shape != "scalar":
+        return True, _check_combined(query, con, raw, released)
     keys = len(query.keys)
     raw_rows = {tuple(_normal(v) for v in row[:keys]): row for row in (tuple(r.values()) for r in raw.to_pylist())}
     cover: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -300,6 +350,53 @@ def _check(query: Generated, con: duckdb.DuckDBPyConnection) -> tuple[bool, int]
                 assert rows == 0 or entities >= CITY_K, (query.sql, key, j, entities, rows)
             checked += 1
     return True, checked
+
+
+def _number(value: Any) -> Any:
+    """A value as a set operation's column of unified type would show it (decimals beside doubles are doubles)."""
+    numeric = isinstance(value, Decimal | float | int) and not isinstance(value, bool)
+    return _normal(float(value)) if numeric else _normal(value)
+
+
+def _covered(branch: Generated, con: duckdb.DuckDBPyConnection) -> dict[Any, tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Per key of one aggregation: (its raw values, its coverage counts)."""
+    raw = {_number(r[0]): r[1:] for r in con.sql(branch.sql).fetchall()}
+    cover = {_number(r[0]): r[1:] for r in con.sql(coverage_sql(branch)).fetchall()}
+    return {key: (values, cover[key]) for key, values in raw.items()}
+
+
+def _parts_ok(branch: Generated, counts: tuple[Any, ...], j: int) -> bool:
+    """Whether every part of aggregate j of a branch covers at least k entities or has no row."""
+    offset = sum(2 * len(a.parts) for a in branch.aggregates[:j])
+    parts = counts[offset:offset + 2 * len(branch.aggregates[j].parts)]
+    return all(rows == 0 or entities >= CITY_K for entities, rows in zip(parts[::2], parts[1::2], strict=True))
+
+
+def _check_combined(query: Generated, con: duckdb.DuckDBPyConnection, raw: Any, released: Any) -> int:
+    """Set operations and joins: every released row is a raw row (suppressed cells aside), and every released cell
+    is a value of a branch's group whose parts cover at least k entities."""
+    branches = [_covered(b, con) for b in query.branches]
+    raw_rows = [tuple(_number(v) for v in r.values()) for r in raw.to_pylist()]
+    checked = 0
+    for row in released.drop_columns(["sluice_suppressed"]).to_pylist():
+        values = tuple(_number(v) for v in row.values())
+        assert any(all(v is None or v == o for v, o in zip(values, full, strict=True)) for full in raw_rows), \
+            (query.sql, values)
+        key = values[0]
+        if query.shape == "joined":  # k0, a0 (first), b0 (second), ratio (both)
+            (first, cover_a), (second, cover_b) = branches[0][key], branches[1][key]
+            assert values[1] is None or (values[1] == _number(first[0]) and _parts_ok(query.branches[0], cover_a, 0))
+            assert values[2] is None or (values[2] == _number(second[0]) and _parts_ok(query.branches[1], cover_b, 0))
+            assert values[3] is None or (_parts_ok(query.branches[0], cover_a, 0) and
+                                         _parts_ok(query.branches[1], cover_b, 0))
+            checked += sum(v is not None for v in values[1:])
+            continue
+        candidates = [(b, found) for b, covered in enumerate(branches) if (found := covered.get(key)) is not None and
+                      all(v is None or v == _number(o) for v, o in zip(values[1:], found[0], strict=True))]
+        assert any(all(values[1 + j] is None or _parts_ok(query.branches[b], cover, j)
+                       for j in range(len(values) - 1)) for b, (_, cover) in candidates), (query.sql, values)
+        checked += sum(v is not None for v in values[1:])
+    return checked
 
 
 @pytest.mark.slow

@@ -65,3 +65,42 @@ def test_each_joined_value_is_counted_over_its_own_source(connections: dict[str,
     for district, tumours in zip(released.column("district").to_pylist(), released.column("tumours").to_pylist(),
                                  strict=True):
         assert (tumours is None) == (visitors[district] < CITY_K), district
+
+
+def test_a_filter_comparing_a_group_with_itself_without_four_people_selects_no_row(
+        connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents WHERE district = '湖滨区' GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE district = '湖滨区' AND income_band <> '<3k'
+               GROUP BY district)
+    SELECT a.district, a.n FROM a JOIN b ON a.district = b.district WHERE a.n > b.m"""
+    assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15)]  # raw: 15 > 11
+    released, later, _ = _run(sql, connections["city"])
+    # the filter's value is made of both counts (a hidden cell): suppressed, so the row is not selected
+    assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_a_top_n_ordered_by_a_difference_that_isolates_four_residents_never_selects_that_row(
+        connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE income_band <> '<3k' GROUP BY district)
+    SELECT a.district FROM a JOIN b ON a.district = b.district ORDER BY a.n - b.m LIMIT 3"""
+    raw = [d for (d,) in connections["city"].sql(sql).fetchall()]
+    assert raw[0] == "湖滨区"  # four low-income residents: the smallest difference
+    released, later, _ = _run(sql, connections["city"])
+    # its order value (a hidden cell) is suppressed, so its rank may not be used: the row is not selected
+    assert released.column("district").to_pylist() == raw[1:]
+    assert list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_a_having_inside_a_joined_aggregation_is_audited_as_a_cell(connections: dict[str, Any]) -> None:
+    # the HAVING counts the small district without its four low-income residents; the other side counts all 15
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents WHERE district = '湖滨区' GROUP BY district
+               HAVING count(*) FILTER (WHERE income_band <> '<3k') > 10),
+         b AS (SELECT district, count(*) AS m FROM residents GROUP BY district)
+    SELECT a.district, b.m FROM a JOIN b ON a.district = b.district"""
+    assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15)]
+    released, later, _ = _run(sql, connections["city"])
+    assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
