@@ -3,7 +3,12 @@
 The audit-log benchmark (bench/audit_log.py: appends/s, proof latency at 10^4..10^6, the log's cost per run)
 runs after the TPC-H part, or alone with `--log-only`; then the release-audit benchmark (bench/release_audit.py:
 audit time per run and ledger size at 10^3, 10^4 and 10^5 released cells over 10^6 entities), or alone with
-`--release-audit-only` (`--release-audit-reduced` for a quick check).
+`--release-audit-only` (`--release-audit-reduced` for a quick check); then product calls (bench/products.py,
+`--products-only`); then the preparation-lock benchmark (bench/prepare_lock.py: two grants' run latency with and
+without a third grant's large input preparation in flight, as ratios), or alone with `--prepare-lock-only`; last
+the throughput benchmark (bench/throughput.py, `--throughput-only`): governed small-query runs/s against a bare
+FastAPI + DuckDB endpoint with the same number of processes (target >= 0.7x) and TPC-H Q1 with its result
+download against raw DuckDB (target <= 1.10x).
 
 Governed runs go through the full path (HTTP, authentication, grant check, worker, output control and
 recording) of a real `sluice serve`; raw runs execute the same SQL in plain DuckDB over the same Parquet
@@ -145,6 +150,17 @@ def main() -> None:
                         help="only the product-call throughput benchmark (bench/products.py)")
     parser.add_argument("--products-seconds", type=float, default=10.0, help="seconds per side and round")
     parser.add_argument("--products-clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--prepare-lock-only", action="store_true",
+                        help="only the preparation-lock benchmark (bench/prepare_lock.py)")
+    parser.add_argument("--prepare-lock-rows", type=int, default=1_000_000,
+                        help="rows of the large input the third grant prepares (default 10^6)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the throughput benchmark (bench/throughput.py: governed vs bare runs/s, Q1)")
+    parser.add_argument("--throughput-processes", type=int, default=1,
+                        help="API processes for the throughput benchmark (and bare uvicorn workers); above 1 "
+                             "needs --throughput-database-url")
+    parser.add_argument("--throughput-database-url", default="",
+                        help="PostgreSQL store for the throughput benchmark (a database it may clear)")
     parser.add_argument("--metering-only", action="store_true",
                         help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
@@ -153,6 +169,12 @@ def main() -> None:
         return
     if args.products_only:
         products_bench(args)
+        return
+    if args.prepare_lock_only:
+        prepare_lock_bench(args)
+        return
+    if args.throughput_only:
+        throughput_bench(args)
         return
     if args.log_only:
         from bench import audit_log
@@ -243,6 +265,25 @@ def main() -> None:
     audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
     release_audit_bench(args)
     products_bench(args)
+    prepare_lock_bench(args)
+    throughput_bench(args)
+
+
+def prepare_lock_bench(args: argparse.Namespace) -> None:
+    """Two grants' run latency while a third prepares a large input (bench/prepare_lock.py)."""
+    from bench import prepare_lock
+
+    prepare_lock.write(prepare_lock.measure(ROOT / "bench" / "data", big_rows=args.prepare_lock_rows), args.out)
+
+
+def throughput_bench(args: argparse.Namespace) -> None:
+    """Governed small-query runs/s against a bare FastAPI + DuckDB endpoint, and Q1 with its download."""
+    from bench import throughput
+
+    options = argparse.Namespace(sf=args.sf, processes=args.throughput_processes, workers=2, connections=32,
+                                 seconds=args.seconds, reps=args.reps, entity=False, skip_q1=False,
+                                 database_url=args.throughput_database_url, profile=None)
+    throughput.write(throughput.measure(options), args.out)
 
 
 def products_bench(args: argparse.Namespace) -> None:

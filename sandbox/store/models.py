@@ -288,13 +288,14 @@ class AuditEvent(Base):
     __table_args__ = (UniqueConstraint("seq", name="uq_audit_events_seq"),)
 
 
-class AuditLogNode(Base):
-    """A perfect-subtree hash of the audit log's Merkle tree; `id` = level << 56 | index (disclosure.proofs)."""
+class AuditLogTile(Base):
+    """Stored hashes of the audit log's Merkle tree: tile (t, n) holds the nodes at level 4t, indices 16n …
+    16n + 15, concatenated (the last tile of a level is partial); `id` = t << 56 | n (disclosure.tiles)."""
 
-    __tablename__ = "audit_log_nodes"
+    __tablename__ = "audit_log_tiles"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditLogState(Base):
