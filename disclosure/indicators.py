@@ -141,28 +141,45 @@ def _indicators(values: dict[str, Any]) -> list[dict[str, Any]]:
             for name in INDICATORS]
 
 
+def refusals(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit records of refused or denied requests."""
+    return [r for r in records if r["decision"] in REFUSED]
+
+
+def analysis_rejections(records: Iterable[dict[str, Any]]) -> Counter[str]:
+    """Finding codes of queries refused by analysis (job:create refused with `query_refused`)."""
+    out: Counter[str] = Counter()
+    for r in records:
+        if r["action"] == "job:create" and r["code"] == "query_refused":
+            for code in set(r["detail"].get("findings") or []):
+                out[str(code)] += 1
+    return out
+
+
+def suppressed_cells(records: Iterable[dict[str, Any]]) -> Counter[str]:
+    """Cells suppressed per reason, from the audit records of runs."""
+    out: Counter[str] = Counter()
+    for r in records:
+        if r["action"] in RELEASE_ACTIONS:
+            for reason, cells in (r["detail"].get("suppression") or {}).items():
+                out[str(reason)] += int(cells)
+    return out
+
+
 def _subject_values(facts: Facts, events: list[UsageEvent], records: list[dict[str, Any]], authorized: list[str],
                     grant_ids: set[str]) -> dict[str, Any]:
     runs = [e for e in events if e.kind == EventKind.RUN]
     used = {d.dataset_id for e in runs for d in e.datasets if d.rows > 0 or e.outcome == "succeeded"}
     used &= set(authorized)
     products, customers, calls = _product_figures(events)
-    cells: Counter[str] = Counter()
-    rejections: Counter[str] = Counter()
-    for r in records:
-        if r["action"] in RELEASE_ACTIONS:
-            for reason, n in (r["detail"].get("suppression") or {}).items():
-                cells[str(reason)] += int(n)
-        if r["action"] == "job:create" and r["code"] == "query_refused":
-            for code in set(r["detail"].get("findings") or []):
-                rejections[str(code)] += 1
+    cells, rejections = suppressed_cells(records), analysis_rejections(records)
     changes = [c for c in facts.grant_changes
                if c.grant_id in grant_ids and facts.period_start <= c.at <= facts.cut_off]
     return {
         "authorized_datasets": len(authorized), "used_datasets": len(used),
         "scope_use": ratio(len(used), len(authorized)),
         "run_success_rate": ratio(sum(e.outcome == "succeeded" for e in runs), len(runs)),
-        "refusals": sum(r["decision"] in REFUSED for r in records),
+        "refusals": len(refusals(records)),
         "audit_check_findings": sum(n for k, n in cells.items() if k in AUDIT_REASONS),
         "suspensions": sum(c.to_status == "suspended" for c in changes),
         "revocations": sum(c.to_status == "revoked" for c in changes),

@@ -16,7 +16,16 @@ from decimal import Decimal
 from typing import Any
 
 from disclosure.facts import Facts, GrantFact, OrgFact
-from disclosure.indicators import CALL_ACTIONS, RELEASE_ACTIONS, authorized_datasets, evaluation, scenarios
+from disclosure.indicators import (
+    CALL_ACTIONS,
+    PRODUCT_KINDS,
+    analysis_rejections,
+    authorized_datasets,
+    evaluation,
+    refusals,
+    scenarios,
+    suppressed_cells,
+)
 from disclosure.signing import canonical_json
 from metering.canonical import utc_text
 from metering.events import EventKind, UsageEvent
@@ -24,8 +33,6 @@ from metering.money import ZERO, fen_text, text
 from metering.revenue import positions
 
 REPORT_TYPE = "sluice.disclosure/v1"
-PRODUCT_KINDS = frozenset({EventKind.CALL, EventKind.SUBSCRIPTION, EventKind.PACKAGE})
-REFUSED = frozenset({"deny", "refused"})
 
 
 def counted(events: Iterable[UsageEvent]) -> list[UsageEvent]:
@@ -222,31 +229,6 @@ def _attribution(facts: Facts, names: dict[str, str]) -> dict[str, Any]:
                       "platform": fen_text(v["platform"]), "product": fen_text(v["product"]),
                       "total": fen_text(v["platform"] + v["product"])} for k, v in sorted(datasets.items())],
     }
-
-
-def refusals(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Audit records of refused or denied requests."""
-    return [r for r in records if r["decision"] in REFUSED]
-
-
-def analysis_rejections(records: Iterable[dict[str, Any]]) -> Counter[str]:
-    """Finding codes of queries refused by analysis (job:create refused with `query_refused`)."""
-    out: Counter[str] = Counter()
-    for r in records:
-        if r["action"] == "job:create" and r["code"] == "query_refused":
-            for code in set(r["detail"].get("findings") or []):
-                out[str(code)] += 1
-    return out
-
-
-def suppressed_cells(records: Iterable[dict[str, Any]]) -> Counter[str]:
-    """Cells suppressed per reason, from the audit records of runs."""
-    out: Counter[str] = Counter()
-    for r in records:
-        if r["action"] in RELEASE_ACTIONS:
-            for reason, cells in (r["detail"].get("suppression") or {}).items():
-                out[str(reason)] += int(cells)
-    return out
 
 
 def _security(facts: Facts) -> dict[str, Any]:

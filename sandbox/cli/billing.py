@@ -27,10 +27,6 @@ EffectiveFromOpt = Annotated[str | None, typer.Option(help="RFC 3339 time it app
 NoteOpt = Annotated[str, typer.Option(help="a note kept with the change")]
 
 
-def _load(path: Path) -> Any:
-    return read_json(path, "JSON file")
-
-
 # --- prices -------------------------------------------------------------------------------------------------
 
 @prices_app.command("show")
@@ -51,7 +47,7 @@ def prices_set_platform(rates: Annotated[Path, typer.Argument(help='JSON {"runs"
                         effective_from: EffectiveFromOpt = None, note: NoteOpt = "",
                         as_json: JsonOpt = False) -> None:
     """A new version of the platform fee schedule (CNY per billing unit of each meter)."""
-    body = {"rates": _load(rates), "effective_from": effective_from, "note": note}
+    body = {"rates": read_json(rates), "effective_from": effective_from, "note": note}
     call(lambda c: c.post("/v1/prices/platform", body), as_json)
 
 
@@ -60,7 +56,7 @@ def prices_set_caps(caps: Annotated[Path, typer.Argument(help="JSON list of {bas
                     effective_from: EffectiveFromOpt = None, note: NoteOpt = "",
                     as_json: JsonOpt = False) -> None:
     """A new version of the price caps; prints the listed prices it suspends."""
-    body = {"caps": _load(caps), "effective_from": effective_from, "note": note}
+    body = {"caps": read_json(caps), "effective_from": effective_from, "note": note}
     call(lambda c: c.post("/v1/prices/caps", body), as_json)
 
 
@@ -81,7 +77,7 @@ def prices_set_revenue_cap(operator: Annotated[str, typer.Option(help="operator 
 def pricelist_add(entry: Annotated[Path, typer.Argument(help="JSON entry (see docs/metering.md)")],
                   as_json: JsonOpt = False) -> None:
     """Publish an entry in your price list; a price above its cap is refused with the cap."""
-    body = _load(entry)
+    body = read_json(entry)
     call(lambda c: c.post("/v1/pricelist", body), as_json)
 
 
@@ -103,7 +99,7 @@ def pricelist_show(entry_id: str, as_json: JsonOpt = False) -> None:
 def pricelist_reprice(entry_id: str, price: Annotated[Path, typer.Argument(help='JSON {"unit_price": "0.4"}')],
                       as_json: JsonOpt = False) -> None:
     """A new price for an entry (e.g. after the agency lowered its cap)."""
-    body = _load(price)
+    body = read_json(price)
     call(lambda c: c.post(f"/v1/pricelist/{entry_id}/versions", body), as_json)
 
 

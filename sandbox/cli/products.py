@@ -17,10 +17,6 @@ APPS: tuple[tuple[typer.Typer, str], ...] = ((products_app, "products"), (subscr
 _COLUMNS = ["id", "name", "status", "job_id", "created_at"]
 
 
-def _load(path: Path) -> Any:
-    return read_json(path)
-
-
 @products_app.command("publish")
 def products_publish(job: Annotated[str, typer.Option(help="an approved job of your organization")],
                      name: Annotated[str, typer.Option(help="the product's public name")],
@@ -32,11 +28,11 @@ def products_publish(job: Annotated[str, typer.Option(help="an approved job of y
                      = None, as_json: JsonOpt = False) -> None:
     """Publish a product (a draft) backed by an approved job, priced by a capped price-list entry."""
     body: dict[str, Any] = {"job_id": job, "name": name, "description": description,
-                            "parameters": _load(params) if params else {}}
+                            "parameters": read_json(params) if params else {}}
     if entry:
         body["entry_id"] = entry
     if price:
-        body["price"] = _load(price)
+        body["price"] = read_json(price)
     call(lambda c: c.post("/v1/products", body), as_json)
 
 

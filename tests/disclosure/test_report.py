@@ -240,6 +240,8 @@ def test_a_report_verifies_only_as_its_canonical_bytes_and_as_the_period_and_sta
     with pytest.raises(ReportNotVerified, match="canonical"):
         verify_report(pretty, sign_report(ring, pretty), keys)
     envelope = sign_report(ring, data)
+    with pytest.raises(ReportNotVerified, match="SHA-256 differs"):  # the reason names what was changed
+        verify_report(data.replace(b'"period"', b'"period" '), envelope, keys)
     other_status = "draft" if report["status"] == "final" else "final"
     for field, value in (("period", "2099"), ("status", other_status)):
         with pytest.raises(ReportNotVerified, match="another period or status"):

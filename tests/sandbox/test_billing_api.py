@@ -15,7 +15,7 @@ from billing_world import World, build_world
 from sqlalchemy import select, update
 
 from sandbox.store.db import make_engine, session_factory
-from sandbox.store.models import BillLineRow, UsageEventRow
+from sandbox.store.models import BillAttribution, BillLineRow, BillRow, UsageEventRow
 
 JUNE, JULY = "2026-06", "2026-07"
 
@@ -172,6 +172,37 @@ def test_reconciliation_passes_and_catches_a_tampered_line(world: World) -> None
     report = api.ok("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})
     assert report["ok"] is False
     assert any("amount expected 1.00, found 0.99" in d for d in report["bills"][0]["differences"])
+
+
+def test_reconciliation_catches_a_final_bill_whose_seal_event_count_or_attribution_was_altered(world: World) -> None:
+    api = world.api
+    for s in ("7", "x"):
+        world.run(world.industry_key, world.industry_job, s=s)
+    bill = world.bill(world.industry, JUNE)
+    api.ok("POST", f"/v1/bills/{bill['id']}/finalize", world.finance)
+    engine = make_engine(api.settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        stored = s.get(BillRow, bill["id"])
+        first = s.scalars(select(BillAttribution).where(BillAttribution.bill_id == bill["id"])).first()
+        assert stored is not None and first is not None and first.amount > 0
+        by, count, share, amount = stored.finalized_by, stored.event_count, first.id, first.amount
+    this_bill, this_share = update(BillRow).where(BillRow.id == bill["id"]), \
+        update(BillAttribution).where(BillAttribution.id == share)
+    tampering = [  # (what changes, how it is undone, the check that must name it)
+        (this_bill.values(finalized_by="someone-else"), this_bill.values(finalized_by=by), "bill hash"),
+        (this_bill.values(event_count=count + 1), this_bill.values(event_count=count), "events on the bill"),
+        (this_share.values(amount=amount + Decimal("0.01")), this_share.values(amount=amount), "attributed amount"),
+    ]
+    for change, undo, check in tampering:
+        with engine.begin() as conn:
+            conn.execute(change)
+        report = api.ok("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})
+        assert report["ok"] is False
+        assert any(f": {check} expected" in d for d in report["bills"][0]["differences"]), (check, report)
+        with engine.begin() as conn:
+            conn.execute(undo)
+        assert api.ok("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})["ok"] is True
+    engine.dispose()
 
 
 def test_attribution_gives_each_provider_its_share_exactly(world: World) -> None:
