@@ -3,9 +3,10 @@
 Requests commit audit records with no sequence number. `AuditLog.integrate` (the sequencer) locks the one
 `audit_log_state` row (a row lock on PostgreSQL, the write lock on SQLite, so any number of API processes may
 run it), takes committed records without a `seq` in id order, gives them the next gapless numbers, appends
-their canonical JSON to the tree and stores the new perfect-subtree nodes, all in one transaction.
+their canonical JSON to the tree and stores the tiles that changed, all in one transaction.
 `checkpoint` integrates everything committed, then signs the tree head, so every record committed before a
-checkpoint is made is in it. Proofs read O(log n) nodes in one query (`SqlNodes.reads` counts them).
+checkpoint is made is in it. The tree is stored as tiles (disclosure.tiles: levels 0, 4, 8, … sixteen hashes to a
+row); proofs read O(log n) tiles in one query (`SqlNodes.reads` counts them).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from disclosure.checkpoint import Checkpoint, sign_checkpoint
 from disclosure.merkle import EMPTY_ROOT, leaf_hash
 from disclosure.proofs import (
-    NodeKey,
     ProofError,
     append_leaves,
     consistency_plan,
@@ -34,33 +34,38 @@ from disclosure.proofs import (
     node_id,
     node_key,
 )
-from disclosure.signing import KeyRing, canonical_json
+from disclosure.signing import KeyRing
+from disclosure.tiles import TiledNodes, TileKey, changed_tiles
 from metering.metrics import Metrics
 from sandbox.audit import leaf_record
+from sandbox.audit_sequence import leaf_bytes, number_pending
 from sandbox.clock import Clock
 from sandbox.errors import Conflict, InvalidInput
-from sandbox.store.models import AuditCheckpoint, AuditEvent, AuditLogNode, AuditLogState
+from sandbox.store.models import AuditCheckpoint, AuditEvent, AuditLogState, AuditLogTile
 
 log = logging.getLogger("sluice.audit_log")
 STATE_ID = 1
 _EVENTS = AuditEvent.__table__
-_NODES = AuditLogNode.__table__
+_TILES = AuditLogTile.__table__
+_STATE = cast(Table, AuditLogState.__table__)
 
 
-class SqlNodes:
-    """Reads stored nodes with one `IN` query per proof, counting nodes and queries (tests check both)."""
+class SqlNodes(TiledNodes):
+    """Reads stored nodes from their tiles with one `IN` query per proof, counting tiles read and queries (tests
+    check both)."""
 
     def __init__(self, session: Session) -> None:
+        super().__init__(self)
         self.session = session
         self.reads = 0
         self.queries = 0
 
-    def read_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
-        """The stored hashes of `keys`."""
+    def read_tiles(self, keys: Sequence[TileKey]) -> Mapping[TileKey, bytes]:
+        """The stored tiles among `keys`."""
         self.reads += len(keys)
         self.queries += 1
         ids = [node_id(level, index) for level, index in keys]
-        rows = self.session.execute(select(_NODES.c.id, _NODES.c.hash).where(_NODES.c.id.in_(ids)))
+        rows = self.session.execute(select(_TILES.c.id, _TILES.c.hashes).where(_TILES.c.id.in_(ids)))
         return {node_key(i): bytes(h) for i, h in rows}
 
 
@@ -108,20 +113,18 @@ class AuditLog:
 
     def _integrate_batch(self, session: Session) -> int:
         head = lock_state(session, self.clock.now())
-        pending = session.execute(select(_EVENTS).where(_EVENTS.c.seq.is_(None)).order_by(_EVENTS.c.id)
-                                  .limit(self.batch)).mappings().all()
+        pending = number_pending(session.connection(), head.size, self.batch)
         if not pending:
             return 0
-        border = SqlNodes(session).read_nodes(frontier_keys(head.size))
+        stored = SqlNodes(session)
+        border = stored.read_nodes(frontier_keys(head.size))
+        missing = [key for key in frontier_keys(head.size) if key not in border]
+        if missing:
+            raise ProofError(f"the log store lacks node(s) {missing[:3]} of the tree's right border")
         frontier = {level: border[(level, index)] for level, index in frontier_keys(head.size)}
-        # Records were made canonical-safe when written (AuditDraft.to_row), and leaf_record builds the rest
-        # from typed columns, so the value check is skipped: the bytes are canonical_json's either way.
-        leaves = [leaf_hash(canonical_json(leaf_record(row, head.size + i), checked=True))
-                  for i, row in enumerate(pending)]
-        done = append_leaves(head.size, frontier, leaves)
-        _store_batch(session, head.size, [row["id"] for row in pending],
-                     [node_id(*key) for key, _ in done.nodes], [value for _, value in done.nodes])
-        session.execute(update(AuditLogState).where(AuditLogState.id == STATE_ID)
+        done = append_leaves(head.size, frontier, [leaf_hash(leaf_bytes(row)) for row in pending])
+        _store_tiles(session, changed_tiles(done.nodes, stored.tiles))
+        session.execute(update(_STATE).where(_STATE.c.id == STATE_ID)
                         .values(size=done.size, root=done.root, updated_at=self.clock.now()))
         return len(pending)
 
@@ -197,37 +200,40 @@ class AuditLog:
                            code="tree_size_not_reached", tree_size=current)
 
 
-def _store_batch(session: Session, base: int, event_ids: list[int], node_ids: list[int],
-                 hashes: list[bytes]) -> None:
-    """Number the batch's records `base`, `base + 1`, … in the order given and store its new nodes.
+def _store_tiles(session: Session, tiles: Mapping[TileKey, bytes]) -> None:
+    """Write the tiles a batch changed (new ones inserted, the partial ones it extended replaced) in one statement.
 
-    Plain DB-API calls skip SQLAlchemy's per-row processing. On PostgreSQL each write is one statement over
-    arrays (a round trip per batch, not per row); SQLite, in process, takes executemany.
+    Plain DB-API calls skip SQLAlchemy's per-row processing. PostgreSQL gets the ids and lengths as arrays and the
+    hashes as one concatenated bytea that the server slices (escaping a bytea array element by element costs
+    more than the write); SQLite, in process, takes executemany.
     """
+    ids = [node_id(*key) for key in tiles]
+    blobs = list(tiles.values())
     connection = session.connection()
     if connection.dialect.name == "postgresql":
+        starts, at = [], 1
+        for blob in blobs:
+            starts.append(at)
+            at += len(blob)
         connection.exec_driver_sql(
-            "UPDATE audit_events AS e SET seq = %s + n.ord - 1 "
-            "FROM unnest(%s::bigint[]) WITH ORDINALITY AS n(id, ord) WHERE e.id = n.id", (base, event_ids))
-        connection.exec_driver_sql(
-            "INSERT INTO audit_log_nodes (id, hash) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
-            (node_ids, hashes))
+            "INSERT INTO audit_log_tiles (id, hashes) SELECT t.id, substring(%s::bytea FROM t.start FOR t.length) "
+            "FROM unnest(%s::bigint[], %s::int[], %s::int[]) AS t(id, start, length) "
+            "ON CONFLICT (id) DO UPDATE SET hashes = EXCLUDED.hashes",
+            (b"".join(blobs), ids, starts, [len(b) for b in blobs]))
         return
-    connection.exec_driver_sql("UPDATE audit_events SET seq = ? WHERE id = ?",
-                               [(base + i, ident) for i, ident in enumerate(event_ids)])
-    connection.exec_driver_sql("INSERT INTO audit_log_nodes (id, hash) VALUES (?, ?)",
-                               list(zip(node_ids, hashes, strict=True)))
+    connection.exec_driver_sql("INSERT INTO audit_log_tiles (id, hashes) VALUES (?, ?) "
+                               "ON CONFLICT (id) DO UPDATE SET hashes = excluded.hashes",
+                               list(zip(ids, blobs, strict=True)))
 
 
 def lock_state(session: Session, now: datetime) -> TreeHead:
     """Lock the log-state row (creating it for an empty log) and return the tree it describes."""
-    touched = session.execute(update(AuditLogState).where(AuditLogState.id == STATE_ID)
-                              .values(size=AuditLogState.size))
-    if touched.rowcount == 0:  # type: ignore[attr-defined]
+    state = session.execute(update(_STATE).where(_STATE.c.id == STATE_ID).values(size=_STATE.c.size)
+                            .returning(_STATE.c.size, _STATE.c.root)).first()
+    if state is None:
         session.add(AuditLogState(id=STATE_ID, size=0, root=EMPTY_ROOT, updated_at=now))
         session.flush()
-    state = session.execute(select(AuditLogState.size, AuditLogState.root)
-                            .where(AuditLogState.id == STATE_ID)).one()
+        return TreeHead(0, EMPTY_ROOT)
     return TreeHead(int(state.size), bytes(state.root))
 
 

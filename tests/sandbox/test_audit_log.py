@@ -4,7 +4,7 @@ checkpoints that include every committed record and move forward in time, proofs
 from __future__ import annotations
 
 import multiprocessing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -155,3 +155,13 @@ def test_several_processes_append_and_integrate_concurrently(store_url: str, tmp
     assert checkpoints and [c.size for c in checkpoints] == sorted(c.size for c in checkpoints)
     roots = roots_at(leaves, {c.size for c in checkpoints})
     assert all(bytes(c.root) == roots[c.size] for c in checkpoints)
+
+
+def test_the_sequencer_writes_stored_times_as_rfc3339_utc_whatever_form_the_store_returns() -> None:
+    from sandbox.audit_sequence import _time
+
+    expected = "2026-06-01T09:00:00.000001Z"
+    assert _time("2026-06-01 09:00:00.000001") == expected  # SQLite, as SQLAlchemy stores it
+    assert _time(expected) == expected  # PostgreSQL's to_char
+    assert _time("2026-06-01 09:00:00") == "2026-06-01T09:00:00.000000Z"
+    assert _time(datetime(2026, 6, 1, 11, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))) == expected
