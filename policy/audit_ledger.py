@@ -99,7 +99,8 @@ class Budget:
 class Violation:
     """Why a set may not be added: the small set of entities on which a combination of releases would be known."""
 
-    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive" | "search_bound"
+    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "circuit" | "exhaustive"
+    #             | "search_bound" | "unconfirmed" (a dependency modulo the prime that exact arithmetic did not confirm)
     weight: int  # entities in the support
     atoms: tuple[int, ...]
 
