@@ -223,6 +223,9 @@ class Ledger:
         state = self.__dict__.copy()
         state["_set_atoms"] = {}
         state["lcolumns"] = state["vcolumns"] = None
+        atoms = len(self.weight)
+        state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
+        state["count"], state["_weights"] = self.count[:atoms].copy(), self._weights[:atoms].copy()
         if self.modulus is not None and self._undo is None:
             pivots = list(self.lrows)
             entries = [self.lrows[p] for p in pivots]
@@ -237,6 +240,11 @@ class Ledger:
             pivots, orders, rows, ys = packed
             state["lrows"] = {pivot: _LRow(row, y, order) for pivot, order, row, y
                               in zip(pivots.tolist(), orders.tolist(), _unpack(*rows), _unpack(*ys), strict=True)}
+        for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
+            array = state[name]
+            grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
+            grown[: len(array)] = array
+            state[name] = grown
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
         for pivot, entry in self.lrows.items():
@@ -843,6 +851,8 @@ def _pack(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of integers below 2^63 as (lengths, keys, values) arrays."""
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     keys = np.fromiter((k for r in rows for k in r), dtype=np.int64, count=int(lengths.sum()))
+    if not len(keys) or keys.max() < 1 << 31:
+        keys = keys.astype(np.int32)
     values = np.fromiter((v for r in rows for v in r.values()), dtype=np.int64, count=int(lengths.sum()))
     return lengths, keys, values
 
