@@ -66,13 +66,14 @@ def runs(attributes: dict[str, np.ndarray], seed: int = 11) -> Any:
         yield sets[:CELLS_PER_RUN]
 
 
-def measure(population_size: int, sizes: list[int], timed_runs: int) -> dict[str, Any]:
-    """Grow one population's ledger to each size; time further runs there; report time per run and size."""
+def measure(population_size: int, sizes: list[int], timed_runs: int, out: Path | None = None) -> dict[str, Any]:
+    """Grow one population's ledger to each size; time further runs there; report time per run and size (written
+    to `out` after each size, so that a long run leaves its smaller sizes behind)."""
     attributes = population(population_size)
     stream = runs(attributes)
     state = PopulationAudit("bench", K)
     released = 0
-    out: dict[str, Any] = {"population": population_size, "k": K, "cells_per_run": CELLS_PER_RUN, "sizes": []}
+    result: dict[str, Any] = {"population": population_size, "k": K, "cells_per_run": CELLS_PER_RUN, "sizes": []}
     key = 0
 
     def one_run(sets: list[BitMap]) -> tuple[float, float, int, int]:
@@ -82,11 +83,12 @@ def measure(population_size: int, sizes: list[int], timed_runs: int) -> dict[str
             key += 1
             cells.append(AuditCell(key, (AuditPart("bench", entities, MEASURES),)))
         start, cpu = time.perf_counter(), time.process_time()
-        result = audit({"bench": state}, cells)
+        decision = audit({"bench": state}, cells)
         return ((time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000, len(cells),
-                len(result.suppressed))
+                len(decision.suppressed))
 
     grow_ms: list[float] = []
+    started_cpu = time.process_time()
     for target in sorted(sizes):
         while released < target:
             ms, _, count, _ = one_run(next(stream))
@@ -120,17 +122,23 @@ def measure(population_size: int, sizes: list[int], timed_runs: int) -> dict[str
                "audit_cpu_ms_p95": round(_p95(cpus), 3), "cells_audited": cells, "suppressed": suppressed,
                "reload_seconds": round(reload_s, 2), "reload_cpu_seconds": round(reload_cpu, 2),
                "snapshot_bytes": len(blob), "snapshot_save_seconds": round(save_s, 3),
-               "snapshot_load_seconds": round(restore_s, 3), "load_average": round(os.getloadavg()[0], 1)}
-        out["sizes"].append(row)
+               "snapshot_load_seconds": round(restore_s, 3), "load_average": round(os.getloadavg()[0], 1),
+               "grow_cpu_seconds": round(time.process_time() - started_cpu, 1),
+               "unconfirmed": sum(ledger.unconfirmed for ledger in {id(x): x for x in state.ledgers.values()}.values()),
+               "exact": any(x.modulus is None for x in state.ledgers.values())}
+        result["sizes"].append(row)
         print(f"ledger {released:>7} cells: audit median {row['audit_ms_median']} ms/run "
               f"(p95 {row['audit_ms_p95']}; CPU median {row['audit_cpu_ms_median']}, p95 {row['audit_cpu_ms_p95']}), "
               f"{row['distinct_sets']} sets, {bitmap_bytes / 1e6:.1f} MB bitmaps, "
               f"{row['atoms']} atoms, dim V_s {row['v_s_dimension']}, {suppressed}/{cells} suppressed, "
               f"replay {row['reload_seconds']} s (CPU {row['reload_cpu_seconds']} s), snapshot "
               f"{len(blob) / 1e6:.1f} MB saved in {row['snapshot_save_seconds']} s, loaded in "
-              f"{row['snapshot_load_seconds']} s, load average {row['load_average']}", flush=True)
-    out["grow_ms_median"] = round(statistics.median(grow_ms), 3) if grow_ms else None
-    return out
+              f"{row['snapshot_load_seconds']} s, load average {row['load_average']}, "
+              f"{row['unconfirmed']} unconfirmed, CPU so far {row['grow_cpu_seconds']} s", flush=True)
+        if out is not None:
+            write(result, out)
+    result["grow_ms_median"] = round(statistics.median(grow_ms), 3) if grow_ms else None
+    return result
 
 
 def _p95(values: list[float]) -> float:
@@ -171,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.reduced:
         args.population, args.sizes, args.runs = 1_000_000, "1000,3000", 5
-    result = measure(args.population, [int(s) for s in args.sizes.split(",")], args.runs)
+    result = measure(args.population, [int(s) for s in args.sizes.split(",")], args.runs, args.out)
     write(result, args.out)
     print(json.dumps(result, indent=2))
 

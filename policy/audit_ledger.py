@@ -15,9 +15,12 @@ set T of entities exactly when the row space of M holds a non-zero vector suppor
   dim V_s = rank(M) − rank(M restricted to large atoms): a new set adds to V_s exactly when its restriction to the
   large atoms is a combination of earlier ones (its `y`), and the small part of that combination is the new vector.
 
-Exact rational arithmetic (`Fraction`) throughout. Rows over large atoms are short (a set of n entities has at most
-n/k large atoms) and V_s is usually empty or small, so the work follows the structure of what was released rather
-than the number of entities.
+L is computed modulo a secret random 61-bit prime per ledger (`modulus`; None computes it exactly). "Independent
+modulo p" is exact (a rank modulo p never exceeds the rational rank); a dependency modulo p is lifted to the
+rationals and confirmed exactly before it is used, and a set whose dependency is not confirmed is refused
+(`unconfirmed`), so that the modular arithmetic can only ever cause a refusal. V_s and every check are exact
+(`Fraction`). Rows over large atoms are short (a set of n entities has at most n/k large atoms) and V_s is usually
+empty or small, so the work follows the structure of what was released rather than the number of entities.
 
 A set may be added only if, afterwards, none of these finds a vector of the row space supported on atoms that total
 fewer than k entities (docs/output-control.md says what they stop):
@@ -47,6 +50,7 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -95,7 +99,8 @@ class Budget:
 class Violation:
     """Why a set may not be added: the small set of entities on which a combination of releases would be known."""
 
-    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "exhaustive" | "search_bound"
+    check: str  # "own" | "basis_row" | "pair" | "complement" | "contained_complement" | "circuit" | "exhaustive"
+    #             | "search_bound" | "unconfirmed" (a dependency modulo the prime that exact arithmetic did not confirm)
     weight: int  # entities in the support
     atoms: tuple[int, ...]
 
@@ -178,7 +183,7 @@ class Ledger:
         first of them is added, so that a rollback restores rows over the current atoms."""
         if not entities:
             return []
-        members = np.frombuffer(entities.to_array(), dtype=np.uint32).astype(np.int64)
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted
         budget.spend(1 + len(members) // 1024)
         return self._split(members, budget)
 
@@ -212,6 +217,40 @@ class Ledger:
         budget.check()
         return (self._check(budget) or self._contained_complement(entities, budget)
                 or (self._exhaustive(budget) if self._changed else None))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state (snapshots): modular rows of L as flat arrays; column indexes and caches are rebuilt."""
+        state = self.__dict__.copy()
+        state["_set_atoms"] = {}
+        state["lcolumns"] = state["vcolumns"] = None
+        atoms = len(self.weight)
+        state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
+        state["count"], state["_weights"] = self.count[:atoms].copy(), self._weights[:atoms].copy()
+        if self.modulus is not None and self._undo is None:
+            pivots = list(self.lrows)
+            entries = [self.lrows[p] for p in pivots]
+            state["lrows"] = (np.array(pivots, dtype=np.int64), np.array([e.order for e in entries], dtype=np.int64),
+                              _pack([e.row for e in entries]), _pack([e.y for e in entries]))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled ledger (see __getstate__)."""
+        packed = state["lrows"]
+        if isinstance(packed, tuple):
+            pivots, orders, rows, ys = packed
+            state["lrows"] = {pivot: _LRow(row, y, order) for pivot, order, row, y
+                              in zip(pivots.tolist(), orders.tolist(), _unpack(*rows), _unpack(*ys), strict=True)}
+        for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
+            array = state[name]
+            grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
+            grown[: len(array)] = array
+            state[name] = grown
+        self.__dict__.update(state)
+        self.lcolumns, self.vcolumns = {}, {}
+        for pivot, entry in self.lrows.items():
+            _index(self.lcolumns, pivot, entry.row)
+        for pivot, vector in self.vrows.items():
+            _index(self.vcolumns, pivot, vector)
 
     def copy(self) -> Ledger:
         """An independent copy (between cells: nothing pending)."""
@@ -297,7 +336,9 @@ class Ledger:
         self.size = max(self.size, top)
         owners = self.atom_of[members]
         counts = np.bincount(owners, minlength=len(self.weight))
-        weighed = np.bincount(owners[members != 0], minlength=len(self.weight))
+        weighed = counts.copy()
+        if members[0] == 0:  # the "no entity" index weighs nothing
+            weighed[owners[0]] -= 1
         atoms = len(self.weight)
         touched = np.flatnonzero(counts)
         budget.spend(len(touched))
@@ -515,7 +556,9 @@ class Ledger:
         if cached is not None and cached[0] == self._epoch:
             return cached[1]
         members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32)
-        atoms = np.unique(self.atom_of[members])
+        mark = np.zeros(len(self.weight), dtype=bool)
+        mark[self.atom_of[members]] = True
+        atoms = np.flatnonzero(mark)
         self._set_atoms[index] = (self._epoch, atoms)
         return atoms
 
@@ -802,6 +845,22 @@ def _axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budge
             target[key] = updated
         else:
             target.pop(key, None)
+
+
+def _pack(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of integers below 2^63 as (lengths, keys, values) arrays."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    keys = np.fromiter((k for r in rows for k in r), dtype=np.int64, count=int(lengths.sum()))
+    if not len(keys) or keys.max() < 1 << 31:
+        keys = keys.astype(np.int32)
+    values = np.fromiter((v for r in rows for v in r.values()), dtype=np.int64, count=int(lengths.sum()))
+    return lengths, keys, values
+
+
+def _unpack(lengths: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[Row]:
+    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    key_list, value_list = keys.tolist(), values.tolist()
+    return [dict(zip(key_list[a:b], value_list[a:b], strict=True)) for a, b in itertools.pairwise(bounds)]
 
 
 def _div(a: Value, b: Value) -> Value:

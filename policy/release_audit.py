@@ -77,19 +77,35 @@ class PopulationAudit:
     `Ledger` object; the first release that treats them differently gives each its own copy (`_separate`).
     """
 
-    def __init__(self, population: str, k: int) -> None:
+    def __init__(self, population: str, k: int, *, strict: bool = False, modulus: int | None = 0) -> None:
         self.population = population
         self.k = k
+        self._strict = strict  # past the search bound, refuse (see Ledger)
+        self.modulus = modulus  # each new ledger's arithmetic over large atoms (0: a secret random prime; see Ledger)
         self.stored_k = 0  # the largest k recorded in the store for this population (the caller keeps it)
         self.ledgers: dict[str, Ledger] = {}
         self.history: list[tuple[str, BitMap]] = []  # (measure, set) in release order, for rebuilding at a new k
+
+    @property
+    def strict(self) -> bool:
+        """Whether a set whose search reaches its bound is refused (True) or accepted unproven (False)."""
+        return self._strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._strict = value
+        for ledger in self.ledgers.values():
+            ledger.strict = value
 
     def ledger(self, measure: str) -> Ledger:
         """The ledger of one measure (created empty)."""
         ledger = self.ledgers.get(measure)
         if ledger is None:
-            ledger = self.ledgers[measure] = Ledger(self.k)
+            ledger = self.ledgers[measure] = self._new_ledger()
         return ledger
+
+    def _new_ledger(self) -> Ledger:
+        return Ledger(self.k, strict=self._strict, modulus=self.modulus)
 
     def _separate(self, releases: Mapping[str, tuple[int, ...]]) -> None:
         """Before a cell: measures that share a ledger but receive different sets in it (`releases`: measure → the
@@ -97,7 +113,7 @@ class PopulationAudit:
         fresh: dict[tuple[int, ...], Ledger] = {}
         for measure, parts in releases.items():
             if measure not in self.ledgers:
-                self.ledgers[measure] = fresh.setdefault(parts, Ledger(self.k))
+                self.ledgers[measure] = fresh.setdefault(parts, self._new_ledger())
         groups: dict[int, dict[tuple[int, ...], list[str]]] = {}
         for measure, ledger in self.ledgers.items():
             groups.setdefault(id(ledger), {}).setdefault(releases.get(measure, ()), []).append(measure)

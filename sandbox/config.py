@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         2_000_000, description="Work units the release audit may spend on one run; cells past it are suppressed "
         "with audit_budget_exceeded."
     )
+    audit_strict: bool = Field(
+        False, description="Release audit: refuse a cell whose exact search for a small determined set reaches its "
+        "bound (difference_audit), instead of releasing it unproven (counted per ledger, Ledger.unproven)."
+    )
     max_request_bytes: int = Field(
         1024 * 1024, description="Largest request body other than a dataset upload, in bytes (413 beyond)."
     )

@@ -59,11 +59,12 @@ class ReleaseService:
     """Per-population ledgers, locks and the release decision for runs over entity data."""
 
     def __init__(self, sessions: sessionmaker[Session], engine: Engine, home: Path, *, budget: int = DEFAULT_BUDGET,
-                 metrics: Metrics | None = None) -> None:
+                 strict: bool = False, metrics: Metrics | None = None) -> None:
         self.sessions = sessions
         self.engine = engine
         self.home = home
         self.budget = budget
+        self.strict = strict  # SLUICE_AUDIT_STRICT: refuse past the search bound instead of releasing unproven
         self.metrics = metrics
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
@@ -175,7 +176,9 @@ class ReleaseService:
                                       .where(ReleaseThreshold.population == population)) or 0
             target = max(stored_k, k)
             if entry is None:
-                entry = self._restore(session, population, target) or _Population(PopulationAudit(population, target))
+                entry = self._restore(session, population, target) or _Population(
+                    PopulationAudit(population, target, strict=self.strict))
+                entry.audit.strict = self.strict  # a snapshot keeps the mode it was written under
                 self._populations[population] = entry
             entry.audit.stored_k = stored_k
             if target > entry.audit.k:

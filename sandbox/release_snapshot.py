@@ -24,7 +24,7 @@ from pyroaring import BitMap
 from policy.release_audit import PopulationAudit
 
 SNAPSHOT_EVERY = 2000
-FORMAT = 1
+FORMAT = 2  # 2: ledgers modulo a prime, strict mode
 
 
 @dataclass

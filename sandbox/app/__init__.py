@@ -75,7 +75,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     clock = clock or SystemClock()
     metrics = make_metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     releases = ReleaseService(sessions, engine, settings.resolved_home, budget=settings.audit_budget,
-                              metrics=metrics)
+                              strict=settings.audit_strict, metrics=metrics)
     tracing = make_tracing(span_exporter)
     audit_log = AuditLog(sessions, keyring, settings.resolved_log_origin, clock)
     scheduler = LogScheduler(audit_log, integrate_ms=settings.log_integrate_interval_ms,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from fractions import Fraction
 from itertools import combinations
 
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
+from policy.audit_ledger import is_prime
 from policy.output import Reason
 from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
 
@@ -226,3 +228,63 @@ def test_past_the_search_bound_a_strict_ledger_refuses_and_a_default_one_counts_
                           ("f", f)):
         assert not audit({"p": fresh}, [_cell(key, entities)]).suppressed
     assert fresh.ledger("m").unproven == 0
+
+
+def test_modular_errors_only_ever_refuse_even_with_a_tiny_prime() -> None:
+    """L's arithmetic is modulo a secret random prime; with a prime as small as 2, 3 or 5 its answers are often
+    wrong, and every wrong answer must end in a refusal (or an exact rebuild), never in a release that determines a
+    small set. Dense random ledgers over 9 entities, checked against the brute-force reference."""
+    rng = np.random.default_rng(61)
+    unconfirmed = over_refused = 0
+    for trial in range(40):
+        n, k = 9, int(rng.integers(2, 4))
+        population = PopulationAudit("p", k, modulus=int(rng.choice((2, 3, 5))))
+        released: list[set[int]] = []
+        for i in range(int(rng.integers(4, 16))):
+            entities = {e for e in range(n) if rng.random() < rng.choice((0.3, 0.5, 0.7))} or {1}
+            result = audit({"p": population}, [_cell(i, entities)])
+            if i not in result.suppressed:
+                assert not _determined_small_sets([*released, entities], n, k), f"trial {trial}: released {entities}"
+                released.append(entities)
+            elif not _determined_small_sets([*released, entities], n, k):
+                over_refused += 1
+        unconfirmed += population.ledger("m").unconfirmed
+    assert unconfirmed > 0 and over_refused > 0  # the tiny primes did err, and their errors were refusals
+
+
+def test_the_default_ledger_computes_modulo_a_secret_61_bit_prime() -> None:
+    first, second = PopulationAudit("p", 10).ledger("m"), PopulationAudit("p", 10).ledger("m")
+    assert first.modulus is not None and first.modulus.bit_length() == 61 and is_prime(first.modulus)
+    assert first.modulus != second.modulus  # drawn per ledger
+    assert PopulationAudit("p", 10, modulus=None).ledger("m").modulus is None  # exact arithmetic on request
+
+
+def test_a_strict_population_makes_strict_ledgers_and_can_be_switched() -> None:
+    population = PopulationAudit("p", 10, strict=True)
+    assert population.ledger("m").strict
+    population.strict = False
+    assert not population.ledger("m").strict and not population.ledger("n").strict
+
+
+def test_a_pickled_population_decides_exactly_as_the_original() -> None:
+    """Snapshots pickle the ledgers with L packed into arrays; the restored ledger must go on deciding the same."""
+    rng = np.random.default_rng(5)
+    population = PopulationAudit("p", 3)
+    released: list[set[int]] = []
+    for r in range(8):
+        entities = {int(e) for e in rng.choice(40, int(rng.integers(5, 25)), replace=False)}
+        if not audit({"p": population}, [_cell(r, entities)]).suppressed:
+            released.append(entities)
+    restored = pickle.loads(pickle.dumps(population))
+    assert restored.ledger("m").modulus == population.ledger("m").modulus
+    refused = 0
+    for r in range(8):
+        fresh = {int(e) for e in rng.choice(40, int(rng.integers(5, 25)), replace=False)}
+        leave_one_out = released[r % len(released)] - {min(released[r % len(released)])}
+        cells = [_cell(("fresh", r), fresh), _cell(("loo", r), leave_one_out)]
+        first, second = audit({"p": population}, cells), audit({"p": restored}, cells)
+        assert first.suppressed == second.suppressed
+        refused += len(first.suppressed)
+    assert refused > 0  # the comparison covers refusals too
+    assert {p: (e.row, e.y) for p, e in restored.ledger("m").lrows.items()} == {
+        p: (e.row, e.y) for p, e in population.ledger("m").lrows.items()}
