@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+# A loaded CI machine can take tens of seconds to import the app and start its sandbox workers.
+START_TIMEOUT_S = 120.0
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
@@ -44,14 +47,17 @@ class Server:
         stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(self.port)],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
-        for _ in range(200):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
+        exited = self.proc.poll()
         self.stop()
-        raise RuntimeError("sluice serve did not start")
+        raise RuntimeError("sluice serve did not start" + (f" (it exited with {exited})" if exited is not None
+                                                            else f" within {START_TIMEOUT_S:.0f} s"))
 
     def kill(self) -> None:
         """SIGKILL the server (a crash: no shutdown, no flush); its sandbox workers exit when their pipe closes."""
