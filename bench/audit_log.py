@@ -117,7 +117,7 @@ def _committer(url: str, go: Any, offset: int, count: int, threads: int, out: An
             recorder.record([_draft(offset + t * per_thread + i).to_row(datetime.now(UTC))])
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    go.wait()
+    go.wait()  # a barrier: every process has started and connected
     cpu, start = time.process_time(), time.monotonic()
     for w in workers:
         w.start()
@@ -137,7 +137,7 @@ def _sequencer(url: str, keys: str, go: Any, stop: Any, total: int, backlog_firs
     server = ServerCpu(engine)
     log = AuditLog(session_factory(engine), KeyRing(Path(keys)), "bench.sluice/audit-log", SystemClock())
     log.integrate()
-    go.wait()
+    go.wait()  # a barrier: nothing is committed before every process is ready
     while log.pending() < backlog_first and not stop.is_set():
         time.sleep(0.02)
     server_start = server.seconds()
@@ -153,7 +153,7 @@ def _sequencer(url: str, keys: str, go: Any, stop: Any, total: int, backlog_firs
         stopping = stop.is_set()  # set once every committer has finished: the last pass drains
         if done >= total and complete is None:
             complete = time.monotonic()
-        if stopping and done >= total:
+        if stopping and (done >= total or log.pending() == 0):  # the latter only if someone else integrated
             break
         time.sleep(interval)
         wall, start = time.monotonic(), time.process_time()
@@ -175,7 +175,7 @@ def appends(url: str, keys: Path, records: int, processes: int, threads: int,
     process integrating every `interval` s. Reports the sequencer's rate while it works (capacity), the end-to-end
     rate (committed and integrated per second of wall time), CPU per record on each side, and the load average."""
     ctx = multiprocessing.get_context("spawn")
-    go, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    go, stop, out = ctx.Barrier(processes + 2), ctx.Event(), ctx.Queue()
     per_process = records // processes // threads * threads
     total = per_process * processes
     sequencer = ctx.Process(target=_sequencer, args=(url, str(keys), go, stop, total, total // 2, interval, out))
@@ -183,10 +183,9 @@ def appends(url: str, keys: Path, records: int, processes: int, threads: int,
                   for p in range(processes)]
     for proc in [sequencer, *committers]:
         proc.start()
-    time.sleep(3.0)  # let the spawned processes import and connect before the clock starts
+    go.wait(timeout=600)
     load_before = os.getloadavg()
     start = time.monotonic()
-    go.set()
     reports = [out.get(timeout=3600) for _ in committers]
     stop.set()
     seq = out.get(timeout=3600)
