@@ -3,7 +3,12 @@
 The audit-log benchmark (bench/audit_log.py: appends/s, proof latency at 10^4..10^6, the log's cost per run)
 runs after the TPC-H part, or alone with `--log-only`; then the release-audit benchmark (bench/release_audit.py:
 audit time per run and ledger size at 10^3, 10^4 and 10^5 released cells over 10^6 entities), or alone with
-`--release-audit-only` (`--release-audit-reduced` for a quick check).
+`--release-audit-only` (`--release-audit-reduced` for a quick check); then product calls (bench/products.py,
+`--products-only`); then the preparation-lock benchmark (bench/prepare_lock.py: two grants' run latency with and
+without a third grant's large input preparation in flight, as ratios), or alone with `--prepare-lock-only`; last
+the throughput benchmark (bench/throughput.py, `--throughput-only`): governed small-query runs/s against a bare
+FastAPI + DuckDB endpoint with the same number of processes (target >= 0.7x) and TPC-H Q1 with its result
+download against raw DuckDB (target <= 1.10x).
 
 Governed runs go through the full path (HTTP, authentication, grant check, worker, output control and
 recording) of a real `sluice serve`; raw runs execute the same SQL in plain DuckDB over the same Parquet
@@ -29,28 +34,23 @@ import httpx
 import pyarrow as pa
 
 from bench import metering, tpch
+from bench.http import ok
 from bench.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SQL = "SELECT s_nationkey, count(*) AS suppliers, sum(s_acctbal) AS balance FROM supplier GROUP BY s_nationkey"
 
 
-def _ok(resp: httpx.Response) -> Any:
-    if resp.status_code >= 400:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
-    return resp.json()
-
-
 def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...] = tpch.TABLES) -> dict[str, Any]:
     """Organizations, principals, the TPC-H datasets (server-side import) and a scenario grant."""
     http = httpx.Client(base_url=server.base, timeout=3600)
     admin = {"Authorization": f"Bearer {admin_key}"}
-    provider = _ok(http.post("/v1/orgs", headers=admin, json={"name": "TPC-H Provider", "kind": "provider"}))["id"]
-    operator = _ok(http.post("/v1/orgs", headers=admin, json={"name": "Bench Operator", "kind": "operator"}))["id"]
-    me = _ok(http.get("/v1/me", headers=admin))
+    provider = ok(http.post("/v1/orgs", headers=admin, json={"name": "TPC-H Provider", "kind": "provider"}))["id"]
+    operator = ok(http.post("/v1/orgs", headers=admin, json={"name": "Bench Operator", "kind": "operator"}))["id"]
+    me = ok(http.get("/v1/me", headers=admin))
 
     def principal(org: str, name: str, role: str) -> dict[str, str]:
-        key = _ok(http.post("/v1/principals", headers=admin, json={"org_id": org, "name": name, "roles": [role]}))
+        key = ok(http.post("/v1/principals", headers=admin, json={"org_id": org, "name": name, "roles": [role]}))
         return {"Authorization": f"Bearer {key['api_key']}"}
 
     steward = principal(provider, "steward", "data_steward")
@@ -64,12 +64,12 @@ def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...
                 "grade": spec["grade"], "entity_column": spec["entity_column"], "path": f"{name}.parquet",
                 "columns": {c[0]: {"constraint": c[2]} for c in spec["columns"]}}
         start = time.perf_counter()
-        _ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
+        ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)}))
         import_seconds[name] = round(time.perf_counter() - start, 3)  # import + quality profile
-        _ok(http.post(f"/v1/registrations/{name}/1/certify-now", headers=admin,
+        ok(http.post(f"/v1/registrations/{name}/1/certify-now", headers=admin,
                       json={"reason": "benchmark set-up (shortcut)"}))
     until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    grant = _ok(http.post("/v1/grants", headers=admin, json={
+    grant = ok(http.post("/v1/grants", headers=admin, json={
         "operator_org_id": operator, "scope": "scenario", "purpose_class": "industry", "valid_until": until,
         "datasets": list(tables), "max_result_rows": 1_000_000,
         "scenario": {"name": "TPC-H benchmark", "data_used": "TPC-H tables", "supply": "governed runs",
@@ -80,12 +80,12 @@ def setup(server: Server, admin_key: str, data_dir: Path, tables: tuple[str, ...
 def approved_job(ctx: dict[str, Any], title: str, sql: str) -> tuple[str, str]:
     """Submit and (if needed) review a job until it is approved."""
     http: httpx.Client = ctx["http"]
-    job = _ok(http.post("/v1/jobs", headers=ctx["op"], json={"grant_id": ctx["grant"], "title": title,
+    job = ok(http.post("/v1/jobs", headers=ctx["op"], json={"grant_id": ctx["grant"], "title": title,
                                                                  "purpose": "benchmark", "sql": sql}))
     for reviewer in ctx["reviewers"]:
         if job["state"] == "approved":
             break
-        job = _ok(http.post(f"/v1/jobs/{job['id']}/review", headers=reviewer,
+        job = ok(http.post(f"/v1/jobs/{job['id']}/review", headers=reviewer,
                             json={"decision": "approve", "comment": "benchmark"}))
     if job["state"] != "approved":
         raise RuntimeError(f"job {title} not approved: {job['state']}")
@@ -95,7 +95,7 @@ def approved_job(ctx: dict[str, Any], title: str, sql: str) -> tuple[str, str]:
 def governed(ctx: dict[str, Any], job_id: str) -> tuple[float, dict[str, Any]]:
     """One governed run, timed at the client (ms)."""
     start = time.perf_counter()
-    run = _ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
+    run = ok(ctx["http"].post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}))
     elapsed = (time.perf_counter() - start) * 1000
     if run["status"] != "succeeded":
         raise RuntimeError(f"run failed: {run}")
@@ -150,6 +150,17 @@ def main() -> None:
                         help="only the product-call throughput benchmark (bench/products.py)")
     parser.add_argument("--products-seconds", type=float, default=10.0, help="seconds per side and round")
     parser.add_argument("--products-clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--prepare-lock-only", action="store_true",
+                        help="only the preparation-lock benchmark (bench/prepare_lock.py)")
+    parser.add_argument("--prepare-lock-rows", type=int, default=1_000_000,
+                        help="rows of the large input the third grant prepares (default 10^6)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the throughput benchmark (bench/throughput.py: governed vs bare runs/s, Q1)")
+    parser.add_argument("--throughput-processes", type=int, default=1,
+                        help="API processes for the throughput benchmark (and bare uvicorn workers); above 1 "
+                             "needs --throughput-database-url")
+    parser.add_argument("--throughput-database-url", default="",
+                        help="PostgreSQL store for the throughput benchmark (a database it may clear)")
     parser.add_argument("--metering-only", action="store_true",
                         help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
@@ -158,6 +169,12 @@ def main() -> None:
         return
     if args.products_only:
         products_bench(args)
+        return
+    if args.prepare_lock_only:
+        prepare_lock_bench(args)
+        return
+    if args.throughput_only:
+        throughput_bench(args)
         return
     if args.log_only:
         from bench import audit_log
@@ -248,6 +265,25 @@ def main() -> None:
     audit_log.write(audit_log.run(args.log_sizes, args.log_records, 16, 500), args.out)
     release_audit_bench(args)
     products_bench(args)
+    prepare_lock_bench(args)
+    throughput_bench(args)
+
+
+def prepare_lock_bench(args: argparse.Namespace) -> None:
+    """Two grants' run latency while a third prepares a large input (bench/prepare_lock.py)."""
+    from bench import prepare_lock
+
+    prepare_lock.write(prepare_lock.measure(ROOT / "bench" / "data", big_rows=args.prepare_lock_rows), args.out)
+
+
+def throughput_bench(args: argparse.Namespace) -> None:
+    """Governed small-query runs/s against a bare FastAPI + DuckDB endpoint, and Q1 with its download."""
+    from bench import throughput
+
+    options = argparse.Namespace(sf=args.sf, processes=args.throughput_processes, workers=2, connections=32,
+                                 seconds=args.seconds, reps=args.reps, entity=False, skip_q1=False,
+                                 database_url=args.throughput_database_url, profile=None)
+    throughput.write(throughput.measure(options), args.out)
 
 
 def products_bench(args: argparse.Namespace) -> None:

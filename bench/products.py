@@ -25,18 +25,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from bench.http import ok, wait_healthy
 from bench.server import Server, free_port
 
 DISTRICTS = ["东区", "西区", "南区", "北区", "中区", "高新区"]
 INDUSTRIES = ["制造业", "批发和零售业", "建筑业", "住宿和餐饮业"]
 SQL = ("SELECT industry, count(*) AS firms, sum(employees) AS employees FROM {table} WHERE district = $district "
        "GROUP BY industry")
-
-
-def _ok(resp: httpx.Response) -> Any:
-    if resp.status_code >= 400:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
-    return resp.json()
 
 
 def _csv(rows: int, seed: int = 7) -> str:
@@ -51,13 +46,13 @@ def setup(server: Server, admin_key: str, rows: int) -> dict[str, Any]:
     """A provider's small dataset, an industry operator's product on it (listed), a subscribed customer."""
     http = httpx.Client(base_url=server.base, timeout=600)
     admin = {"Authorization": f"Bearer {admin_key}"}
-    me = _ok(http.get("/v1/me", headers=admin))
+    me = ok(http.get("/v1/me", headers=admin))
 
     def org(name: str, kind: str) -> str:
-        return str(_ok(http.post("/v1/orgs", headers=admin, json={"name": name, "kind": kind}))["id"])
+        return str(ok(http.post("/v1/orgs", headers=admin, json={"name": name, "kind": kind}))["id"])
 
     def principal(org_id: str, name: str, role: str) -> dict[str, str]:
-        key = _ok(http.post("/v1/principals", headers=admin, json={"org_id": org_id, "name": name, "roles": [role]}))
+        key = ok(http.post("/v1/principals", headers=admin, json={"org_id": org_id, "name": name, "roles": [role]}))
         return {"Authorization": f"Bearer {key['api_key']}"}
 
     provider, operator, customer = org("Bench Provider", "provider"), org("Bench Operator", "operator"), \
@@ -71,29 +66,29 @@ def setup(server: Server, admin_key: str, rows: int) -> dict[str, Any]:
             "grade": "general", "columns": {"firm_id": {"constraint": "hidden"}, "district": {"constraint": "group"},
                                             "industry": {"constraint": "group"},
                                             "employees": {"constraint": "aggregate"}}}
-    _ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)},
+    ok(http.post("/v1/datasets", headers=steward, data={"metadata": json.dumps(meta)},
                   files={"file": ("firms.csv", _csv(rows).encode("utf-8"))}))
-    _ok(http.post("/v1/registrations/firms/1/certify-now", headers=admin, json={"reason": "benchmark set-up"}))
+    ok(http.post("/v1/registrations/firms/1/certify-now", headers=admin, json={"reason": "benchmark set-up"}))
     until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    grant = _ok(http.post("/v1/grants", headers=admin, json={
+    grant = ok(http.post("/v1/grants", headers=admin, json={
         "operator_org_id": operator, "scope": "whole", "purpose_class": "industry", "valid_until": until,
         "auto_approve": True}))["id"]
-    _ok(http.post("/v1/prices/categories", headers=agency_finance, json={"code": "query_interface",
+    ok(http.post("/v1/prices/categories", headers=agency_finance, json={"code": "query_interface",
                                                                         "name": "查询接口 query interface"}))
-    _ok(http.post("/v1/prices/caps", headers=agency_finance, json={"caps": [
+    ok(http.post("/v1/prices/caps", headers=agency_finance, json={"caps": [
         {"basis": "per_call", "category": "query_interface", "unit": "call", "price": "0.50"}]}))
-    job = _ok(http.post("/v1/jobs", headers=analyst, json={
+    job = ok(http.post("/v1/jobs", headers=analyst, json={
         "grant_id": grant, "title": "firms by industry in a district", "purpose": "benchmark",
         "sql": SQL.format(table="firms"), "parameters": {"district": "VARCHAR"}}))
     if job["state"] != "approved":
         raise RuntimeError(f"benchmark job not approved: {job['state']} {job['findings']}")
-    product = _ok(http.post("/v1/products", headers=analyst, json={
+    product = ok(http.post("/v1/products", headers=analyst, json={
         "job_id": job["id"], "name": "Firms by industry", "description": "benchmark product",
         "parameters": {"district": {"values": DISTRICTS}},
         "price": {"category": "query_interface", "basis": "per_call", "unit": "call", "unit_price": "0.10"}}))
-    _ok(http.post(f"/v1/products/{product['id']}/submit", headers=analyst))
-    _ok(http.post(f"/v1/products/{product['id']}/review", headers=reviewer, json={"decision": "approve"}))
-    _ok(http.post(f"/v1/products/{product['id']}/subscriptions", headers=buyer))
+    ok(http.post(f"/v1/products/{product['id']}/submit", headers=analyst))
+    ok(http.post(f"/v1/products/{product['id']}/review", headers=reviewer, json={"decision": "approve"}))
+    ok(http.post(f"/v1/products/{product['id']}/subscriptions", headers=buyer))
     return {"http": http, "product": product["id"], "buyer": buyer, "op_finance": op_finance,
             "agency_finance": agency_finance, "customer": customer}
 
@@ -111,14 +106,11 @@ class Bare:
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench.bare_app:create_app",
                                       "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("bare endpoint did not start")
+        try:
+            wait_healthy(self.proc, f"{self.base}/healthz", "bare endpoint")
+        except RuntimeError:
+            self.proc = None
+            raise
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -171,12 +163,12 @@ def measure(work: Path, *, rows: int = 20_000, clients: int = 32, seconds: float
         ctx = setup(server, admin_key, rows)
         governed_url = f"{server.base}/v1/products/{ctx['product']}/invoke"
         for d in DISTRICTS:  # warm: prepares the grant's input, opens the instance in the workers
-            _ok(ctx["http"].post(governed_url, headers=ctx["buyer"], json={"params": {"district": d}}))
+            ok(ctx["http"].post(governed_url, headers=ctx["buyer"], json={"params": {"district": d}}))
         parquet = sorted((home / "prepared").glob("*/firms/v1.e.parquet"))[0]
         bare = Bare(parquet)
         bare.start()
         for d in DISTRICTS:
-            _ok(httpx.post(f"{bare.base}/invoke", json={"params": {"district": d}}, timeout=60))
+            ok(httpx.post(f"{bare.base}/invoke", json={"params": {"district": d}}, timeout=60))
         governed_rounds, bare_rounds = [], []
         for _ in range(rounds):
             bare_rounds.append(asyncio.run(_load(f"{bare.base}/invoke", {}, clients, seconds)))
@@ -200,12 +192,12 @@ def _check(ctx: dict[str, Any], succeeded: int) -> dict[str, Any]:
     """Every succeeded call has one call event and one line quantity on the customer's bill, which reconciles."""
     http: httpx.Client = ctx["http"]
     period = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")  # the default timezone
-    bill = _ok(http.post("/v1/bills", headers=ctx["op_finance"], json={"payer_org_id": ctx["customer"],
+    bill = ok(http.post("/v1/bills", headers=ctx["op_finance"], json={"payer_org_id": ctx["customer"],
                                                                          "period": period}))
     billed = sum(int(ln["base_quantity"]) for ln in bill["lines"]
                  if ln["meter"] == "calls" and ln["outcome"] == "succeeded")
-    reconciled = _ok(http.get("/v1/reconciliation", headers=ctx["agency_finance"], params={"period": period}))["ok"]
-    calls = _ok(http.get("/v1/calls", headers=ctx["buyer"], params={"limit": 10_000}))
+    reconciled = ok(http.get("/v1/reconciliation", headers=ctx["agency_finance"], params={"period": period}))["ok"]
+    calls = ok(http.get("/v1/calls", headers=ctx["buyer"], params={"limit": 10_000}))
     out = {"succeeded_calls_seen": succeeded, "calls_on_bill": billed, "call_records": len(calls),
            "bill_total": bill["total"], "reconciled": reconciled}
     if billed != succeeded or not reconciled:

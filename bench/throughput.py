@@ -2,8 +2,14 @@
 the same number of processes, both driven by wrk; and TPC-H Q1 governed (with its result download) against raw
 DuckDB over the same Parquet.
 
-    python -m bench.throughput [--sf 1] [--processes 1] [--connections 32] [--seconds 10]
+    python -m bench.throughput [--sf 1] [--processes 1] [--connections 32] [--seconds 10] [--skip-q1]
                                [--database-url postgresql+psycopg://...]   (needed for --processes > 1)
+                               [--profile stacks.txt]                      (py-spy --gil, a dev tool, not pinned)
+
+`make bench` runs it last (`make bench BENCH_ARGS="--throughput-only"` alone; `--throughput-processes 2
+--throughput-database-url ...` for several processes). The PostgreSQL database given is emptied first. wrk must be
+installed (Debian: `apt-get install wrk`). Besides runs/s, it reports the server's CPU per request (its
+processes' user + system time over the wrk run) and the load average, since the machine may be shared.
 
 The small query is an approved aggregate over the open dataset `nation`; each governed run includes its audit
 record and its usage event. `--entity` also measures an aggregate over the entity dataset `customer`, whose
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -36,23 +43,58 @@ SMALL_SQL = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY 1"
 ENTITY_SQL = "SELECT c_mktsegment, count(*) AS n, sum(c_acctbal) AS balance FROM customer GROUP BY 1"
 
 
-def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds: float) -> dict[str, Any]:
-    """Drive POST `url` with wrk; requests per second, latency percentiles and the count of failed answers."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo += children.get(current, [])
+    return total
+
+
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds: float, pid: int | None = None
+        ) -> dict[str, Any]:
+    """Drive POST `url` with wrk; requests per second, latency percentiles, the count of failed answers, and the
+    CPU the server (process `pid` and its children) used per request, with the load average at the end."""
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}",
              'wrk.headers["Content-Type"] = "application/json"']
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     threads = min(2, connections)
+    cpu0, wall0 = (tree_cpu(pid) if pid else 0.0), time.perf_counter()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
                           script.name, url], capture_output=True, text=True, check=True).stdout
+    cpu, wall = (tree_cpu(pid) - cpu0 if pid else 0.0), time.perf_counter() - wall0
     Path(script.name).unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     latency = {p: m.group(2) for p in ("50", "99") if (m := re.search(rf"\s{p}(\.000)?%\s+(\S+)", out))}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {"rps": round(rps, 1), "non_2xx": int(failed.group(1)) if failed else 0,
-            "socket_errors": errors.group(0) if errors else "", "latency": latency}
+            "socket_errors": errors.group(0) if errors else "", "latency": latency,
+            "server_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 2),
+            "server_cpu_cores": round(cpu / wall, 2), "load": loadavg()}
 
 
 class Bare:
@@ -77,6 +119,17 @@ class Bare:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def clear_store(url: str) -> None:
+    """Empty the PostgreSQL database at `url` (the benchmark's own), so `sluice init` starts from nothing."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as con:
+        con.exec_driver_sql("DROP SCHEMA public CASCADE")
+        con.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
 
 
 def q1_with_download(ctx: dict[str, Any], job_id: str, con: duckdb.DuckDBPyConnection, sql: str, reps: int
@@ -121,6 +174,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "SLUICE_MAX_UPLOAD_BYTES": str(64 * 1024**3)}
     if args.database_url:
         settings["SLUICE_DATABASE_URL"] = args.database_url
+        clear_store(args.database_url)
     server = Server(home, settings)
     admin_key = server.init()
     server.start()
@@ -129,7 +183,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                               "connections": args.connections, "seconds": args.seconds,
                               "store": "postgresql" if args.database_url else "sqlite"}
     try:
-        ctx = setup(server, admin_key, data_dir, ("nation", "customer", "lineitem"))
+        tables = ("nation",) if args.skip_q1 and not args.entity else ("nation", "customer", "lineitem")
+        ctx = setup(server, admin_key, data_dir, tables)
         small, _ = approved_job(ctx, "small aggregate", SMALL_SQL)
         url = f"{server.base}/v1/jobs/{small}/runs"
         for _ in range(20):
@@ -139,10 +194,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             assert server.proc is not None
             spy = str(Path(sys.executable).parent / "py-spy")
             profiler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
-                                         "--duration", str(int(args.seconds)), "--format", "raw", "--output",
+                                         "--duration", str(int(args.seconds)), "--format", "raw", "--gil", "--output",
                                          str(args.profile), "--nonblocking"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds)
+        governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds, server.proc.pid)
         if profiler is not None:
             profiler.wait(timeout=120)
         print(f"governed small query: {governed}", flush=True)
@@ -150,21 +205,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             entity, _ = approved_job(ctx, "entity aggregate", ENTITY_SQL)
             eurl = f"{server.base}/v1/jobs/{entity}/runs"
             httpx.post(eurl, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
-            report["governed_entity"] = wrk(eurl, ctx["op"], '{"params":{}}', args.connections, args.seconds)
+            report["governed_entity"] = wrk(eurl, ctx["op"], '{"params":{}}', args.connections, args.seconds,
+                                            server.proc.pid)
             print(f"governed entity query: {report['governed_entity']}", flush=True)
-        q1 = next(q for q in tpch.accepted_queries() if q.name == "q1")
-        q1_job, _ = approved_job(ctx, q1.title, q1.sql)
-        con = duckdb.connect()
-        con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{data_dir / 'lineitem.parquet'}')")
-        report["q1"] = q1_with_download(ctx, q1_job, con, q1.sql, args.reps)
-        print(f"TPC-H Q1 with download: {report['q1']}", flush=True)
+        if not args.skip_q1:
+            q1 = next(q for q in tpch.accepted_queries() if q.name == "q1")
+            q1_job, _ = approved_job(ctx, q1.title, q1.sql)
+            con = duckdb.connect()
+            con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{data_dir / 'lineitem.parquet'}')")
+            report["q1"] = q1_with_download(ctx, q1_job, con, q1.sql, args.reps)
+            print(f"TPC-H Q1 with download: {report['q1']}", flush=True)
     finally:
         server.stop()
     bare = Bare(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes)
     try:
         for _ in range(20):
             httpx.post(bare.url, json={}, timeout=10).raise_for_status()
-        baseline = wrk(bare.url, {}, "{}", args.connections, args.seconds)
+        baseline = wrk(bare.url, {}, "{}", args.connections, args.seconds, bare.proc.pid)
         print(f"bare FastAPI + DuckDB: {baseline}", flush=True)
     finally:
         bare.stop()
@@ -182,13 +239,45 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
     parser.add_argument("--reps", type=int, default=5, help="Q1 repetitions per side")
     parser.add_argument("--entity", action="store_true", help="also measure an aggregate over entity data")
+    parser.add_argument("--skip-q1", action="store_true", help="only the throughput figures (imports nation only)")
     parser.add_argument("--database-url", default="", help="PostgreSQL store (required above one process)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server during the governed run")
     args = parser.parse_args()
-    report = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput-latest.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    write(measure(args), args.out)
+
+
+TARGET_RATIO_MIN = 0.7  # governed runs/s over bare runs/s
+TARGET_Q1_MAX = 1.10  # governed Q1 (with download) over raw DuckDB
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    """throughput-latest.json and .md (one table, the targets and whether they were met)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report["targets"] = {"ratio_min": TARGET_RATIO_MIN, "q1_ratio_max": TARGET_Q1_MAX,
+                         "ratio_met": report["ratio"] >= TARGET_RATIO_MIN,
+                         "q1_met": "q1" in report and report["q1"]["ratio"] <= TARGET_Q1_MAX}
+    (out / "throughput-latest.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    g, b = report["governed"], report["bare"]
+    lines = [f"# Throughput {report['date']} — {report['processes']} process(es), {report['store']}", "",
+             f"wrk, {report['connections']} connections, {report['seconds']:g} s per side; "
+             f"{report['workers_per_process']} sandbox workers per API process. Server CPU = user + system time of "
+             "the server's processes (not wrk, not PostgreSQL) per request.", "",
+             "| side | runs/s | p50 | p99 | server CPU ms/request | server cores busy | load average |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, side in (("governed", g), ("bare FastAPI + DuckDB", b)):
+        lines.append(f"| {name} | {side['rps']} | {side['latency'].get('50', '')} | {side['latency'].get('99', '')} "
+                     f"| {side['server_cpu_ms_per_request']} | {side['server_cpu_cores']} | {side['load']} |")
+    t = report["targets"]
+    lines += ["", f"governed / bare: **{report['ratio']}** (target ≥ {TARGET_RATIO_MIN}: "
+              f"{'met' if t['ratio_met'] else 'not met'})."]
+    if "q1" in report:
+        q = report["q1"]
+        lines.append(f"TPC-H Q1 SF {report['sf']:g} with download: governed {q['governed_ms']} ms, raw "
+                     f"{q['raw_ms']} ms: **{q['ratio']}** (target ≤ {TARGET_Q1_MAX}: "
+                     f"{'met' if t['q1_met'] else 'not met'}).")
+    (out / "throughput-latest.md").write_text("\n".join(lines) + "\n", "utf-8")
+    print(f"wrote {out / 'throughput-latest'}.json and .md", flush=True)
 
 
 if __name__ == "__main__":

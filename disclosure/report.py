@@ -11,13 +11,14 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from disclosure.facts import Facts, GrantFact, OrgFact
 from disclosure.indicators import CALL_ACTIONS, RELEASE_ACTIONS, authorized_datasets, evaluation, scenarios
 from disclosure.signing import canonical_json
+from metering.canonical import utc_text
 from metering.events import EventKind, UsageEvent
 from metering.money import ZERO, fen_text, text
 from metering.revenue import positions
@@ -25,11 +26,6 @@ from metering.revenue import positions
 REPORT_TYPE = "sluice.disclosure/v1"
 PRODUCT_KINDS = frozenset({EventKind.CALL, EventKind.SUBSCRIPTION, EventKind.PACKAGE})
 REFUSED = frozenset({"deny", "refused"})
-
-
-def iso(at: datetime) -> str:
-    """RFC 3339 UTC with a Z, to the microsecond when there is one."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def counted(events: Iterable[UsageEvent]) -> list[UsageEvent]:
@@ -72,8 +68,8 @@ def build_report(facts: Facts) -> dict[str, Any]:
         "type": REPORT_TYPE,
         "period": str(facts.period),
         "period_kind": facts.period.kind,
-        "from": iso(facts.period_start),
-        "until": iso(facts.period_end),
+        "from": utc_text(facts.period_start),
+        "until": utc_text(facts.period_end),
         "time_zone": facts.time_zone,
         "status": "draft" if facts.draft else "final",
         "cut_off": _cut_off(facts),
@@ -92,9 +88,9 @@ def build_report(facts: Facts) -> dict[str, Any]:
 def _cut_off(facts: Facts) -> dict[str, Any]:
     cp = facts.checkpoint
     return {
-        "time": iso(facts.cut_off),
+        "time": utc_text(facts.cut_off),
         "checkpoint": {"origin": cp.origin, "tree_size": cp.tree_size, "root_hash": cp.root_hash,
-                       "timestamp": iso(cp.timestamp), "kid": cp.kid, "note": cp.note},
+                       "timestamp": utc_text(cp.timestamp), "kid": cp.kid, "note": cp.note},
         "audit_records": len(facts.audit),
         "audit_records_sha256": ids_digest(str(r["seq"]) for r in facts.audit),
         "usage_events": len(facts.events),
@@ -107,7 +103,7 @@ def _agency(facts: Facts, names: dict[str, str]) -> dict[str, Any]:
     changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in sorted(facts.grant_changes, key=lambda c: (c.at, c.grant_id, c.action)):
         if start <= c.at <= facts.cut_off:
-            changes[c.grant_id].append({"at": iso(c.at), "action": c.action, "from": c.from_status,
+            changes[c.grant_id].append({"at": utc_text(c.at), "action": c.action, "from": c.from_status,
                                         "to": c.to_status, "reason": c.reason})
     at = min(facts.cut_off, end - _EPSILON)
     grants = []
@@ -118,13 +114,14 @@ def _agency(facts: Facts, names: dict[str, str]) -> dict[str, Any]:
             "id": g.id, "operator_org_id": g.operator_org_id, "operator": names.get(g.operator_org_id),
             "scope": g.scope, "domains": sorted(g.domains), "datasets": sorted(g.datasets),
             "scenario": (g.scenario or {}).get("name"), "purpose_class": g.purpose_class,
-            "valid_from": iso(g.valid_from), "valid_until": iso(g.valid_until), "status": status_at(facts, g, at),
+            "valid_from": utc_text(g.valid_from), "valid_until": utc_text(g.valid_until),
+            "status": status_at(facts, g, at),
             "issued_in_period": start <= g.created_at < end,
             "changed_in_period": any(c["action"] != "create" for c in changes.get(g.id, [])),
             "in_force": grant_in_force(replace(g, status=status_at(facts, g, at)), at),
             "changes": [c for c in changes.get(g.id, []) if c["action"] != "create"],
         })
-    caps = [{"version": c.version, "effective_from": iso(c.effective_from), "vat_included": c.vat_included,
+    caps = [{"version": c.version, "effective_from": utc_text(c.effective_from), "vat_included": c.vat_included,
              "caps": sorted(c.caps, key=lambda x: (x.get("basis", ""), x.get("category", ""), x.get("unit", "")))}
             for c in sorted(facts.price_caps, key=lambda c: c.version)]
     years = range(facts.period.year, facts.period.year + 1)

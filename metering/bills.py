@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
+from metering.canonical import canonical_sha256, utc_text
 from metering.errors import InvalidPricing
 from metering.events import UsageEvent, dedupe
 from metering.meters import METERS, PurposeClass, Relation
@@ -98,7 +98,7 @@ class Bill:
         """The bill's content as canonical JSON-able values: what its hash covers."""
         return {
             "payer_org_id": self.payer_org_id, "issuer_org_id": self.issuer_org_id, "relation": self.relation,
-            "period": self.period, "as_of": self.as_of.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "period": self.period, "as_of": utc_text(self.as_of),
             "currency": CURRENCY, "vat_included": self.vat.included, "vat_rate": text(self.vat.rate),
             "total": fen_text(self.total), "vat_amount": fen_text(self.vat_amount), "gross": fen_text(self.gross),
             "lines": [line.record() for line in self.lines],
@@ -107,12 +107,6 @@ class Bill:
     def sha256(self) -> str:
         """SHA-256 of the canonical content: two builds from the same events and schedules hash alike."""
         return canonical_sha256(self.record())
-
-
-def canonical_sha256(value: Any) -> str:
-    """SHA-256 of sorted-key, compact, UTF-8 JSON."""
-    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 def ids_sha256(ids: Sequence[str]) -> str:
@@ -124,7 +118,7 @@ def seal(bill: Bill, *, bill_id: str, finalized_at: datetime, finalized_by: str,
          attributions: Iterable[Mapping[str, Any]]) -> str:
     """The hash of a finalized bill: its content, identity, finalization and revenue attribution."""
     return canonical_sha256({"bill_id": bill_id, "content": bill.record(), "finalized_by": finalized_by,
-                             "finalized_at": finalized_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                             "finalized_at": utc_text(finalized_at),
                              "attribution": sorted((dict(a) for a in attributions),
                                                    key=lambda a: (a["line_no"], str(a["dataset_id"])))})
 

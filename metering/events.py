@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from metering.canonical import canonical_sha256, utc_text
 from metering.errors import InvalidPricing, UsageConflict
 from metering.meters import METERS, Outcome, PurposeClass, Relation
 
@@ -101,7 +100,7 @@ def quantities(values: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
 def _iso(at: datetime) -> str:
     if at.tzinfo is None:
         raise InvalidPricing("usage times must be aware datetimes", code="invalid_usage_event")
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(at)
 
 
 def to_record(event: UsageEvent) -> dict[str, Any]:
@@ -123,8 +122,7 @@ def payload_digest(event: UsageEvent) -> str:
     """SHA-256 of the access itself (every field but `ingested_at` and `trace_id`): replays compare on it."""
     record = to_record(event)
     del record["ingested_at"], record["trace_id"]
-    raw = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    return canonical_sha256(record)
 
 
 def validate(event: UsageEvent) -> UsageEvent:

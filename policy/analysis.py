@@ -24,6 +24,7 @@ from policy.constraints import TablePolicy
 from policy.output import SUPPRESSED_MARKER
 from policy.sql_engines import DEFAULT_ENGINE, UnsupportedOnEngine, engine_sql
 from policy.sql_findings import Finding, Positions
+from policy.sql_joined import plan_joined, rewrite_joined
 from policy.sql_lineage import Lineage, TooComplex
 from policy.sql_normalize import inline_aggregated_source
 from policy.sql_parse import declared_parameter_types, parse_query
@@ -31,7 +32,10 @@ from policy.sql_release import ReleasePlan
 from policy.sql_resolve import Catalog, resolve
 from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
+from policy.sql_scalar import rewrite_with_scalars
+from policy.sql_setop import plan_set_operation, rewrite_set_operation
 from policy.sql_threshold import plan_threshold
+from policy.sql_type_rules import numeric_aggregates_over_text
 
 __all__ = ["Analysis", "Finding", "Verdict", "analyse"]
 
@@ -190,10 +194,12 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
         return _refused(prepared.findings, parameters=prepared.parameters)
     output_scopes = lineage.output_scopes()
     is_aggregate = bool(output_scopes) and all(s.is_aggregate for s in output_scopes)
-    facts = _facts(lineage, lineage.catalog, is_aggregate, prepared.parameters)
+    joined = plan_joined(lineage, prepared.positions)  # aggregations joined at the top: rows of aggregates
+    facts = _facts(lineage, lineage.catalog, is_aggregate or joined is not None, prepared.parameters)
     findings = list(lineage.problems)
     findings += Rules(lineage, prepared.positions).check(row_level=not is_aggregate)
-    if not is_aggregate and facts["entity_tables"]:
+    findings += numeric_aggregates_over_text(lineage)
+    if not is_aggregate and joined is None and facts["entity_tables"]:
         findings.append(Finding(
             F.ROW_LEVEL_QUERY_ON_ENTITY_DATA,
             f"{', '.join(facts['entity_tables'])} hold(s) data about individual entities; a row-level query "
@@ -202,15 +208,24 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
         if name.lower() == SUPPRESSED_MARKER:
             findings.append(Finding(F.RESERVED_IDENTIFIER, f"the output column name {SUPPRESSED_MARKER} is reserved "
                                                            "for the suppression marker; rename the column"))
-    plan = plan_threshold(lineage, prepared.positions)
+    plan = joined or plan_set_operation(lineage, prepared.positions) or plan_threshold(lineage, prepared.positions)
     findings += plan.findings
     if findings:
         return _refused(findings, **facts)
     try:
-        release = rewrite_threshold(lineage, plan)
+        release: ReleasePlan | None
+        if plan.joined:
+            release = rewrite_joined(lineage, plan)
+        elif plan.set_kind:
+            release = rewrite_set_operation(lineage, plan)
+        elif plan.scalars:
+            release = rewrite_with_scalars(lineage, plan)
+        else:
+            release = rewrite_threshold(lineage, plan)
     except UnsupportedShape as err:
         return _refused([Finding(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, str(err))], **facts)
-    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=tree.sql(dialect="duckdb", comments=False),
+    query = plan.rewritten if plan.rewritten is not None else tree
+    return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=query.sql(dialect="duckdb", comments=False),
                     release=release, **facts)
 
 

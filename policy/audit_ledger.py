@@ -44,6 +44,7 @@ import copy
 import heapq
 import itertools
 import math
+import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -54,6 +55,7 @@ Value = int | Fraction
 Row = dict[int, Value]
 EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
 CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
+PRIME_BITS = 61  # size of each ledger's secret random prime
 _ONE = 1
 
 
@@ -63,6 +65,10 @@ class _SearchDone(Exception):
 
 class BudgetExceeded(Exception):
     """The audit spent its work budget for this run."""
+
+
+class _Unconfirmed(Exception):
+    """A dependency found modulo the ledger's prime could not be confirmed over the rationals."""
 
 
 @dataclass
@@ -115,11 +121,18 @@ class _Undo:
 class Ledger:
     """The released sets of one (population, measure), audited at group size k."""
 
-    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS, strict: bool = False) -> None:
+    def __init__(self, k: int, *, exhaustive_tests: int = EXHAUSTIVE_TESTS, strict: bool = False,
+                 modulus: int | None = 0) -> None:
         self.k = k
         self.exhaustive_tests = exhaustive_tests
         self.circuit_tests = CIRCUIT_TESTS
         self.strict = strict  # past the search bound: refuse (True) or accept unproven (False, counted)
+        # L's arithmetic: modulo this prime (0: a fresh secret random one), or exact (None); V is always exact
+        self.modulus: int | None = random_prime(PRIME_BITS) if modulus == 0 else modulus
+        self.unconfirmed = 0  # dependencies found modulo the prime that exact arithmetic did not confirm
+        self._low = 0  # the lowest order given to a row of L (rows inserted first in the elimination order)
+        self._epoch = 0  # incremented at every atom split (invalidates `_set_atoms`)
+        self._set_atoms: dict[int, tuple[int, np.ndarray]] = {}  # set index -> (epoch, its atoms)
         self.unproven = 0  # sets accepted after a search that reached its bound
         self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
@@ -191,7 +204,11 @@ class Ledger:
             return Violation("own", weight, tuple(sorted(atoms)))
         if complement is not None:
             return complement
-        self._add_row(index, list(atoms), budget)
+        try:
+            self._add_row(index, list(atoms), budget)
+        except _Unconfirmed:
+            self.unconfirmed += 1  # the set is refused: an error of the modular arithmetic only ever refuses
+            return Violation("unconfirmed", weight, tuple(sorted(atoms)))
         budget.check()
         return (self._check(budget) or self._contained_complement(entities, budget)
                 or (self._exhaustive(budget) if self._changed else None))
@@ -260,6 +277,7 @@ class Ledger:
     def _unregister(self, index: int) -> None:
         entities = self.sets.pop(index)
         assert index == len(self.sets), "pending sets are the last ones"
+        self._set_atoms.pop(index, None)
         self._sizes.remove((len(entities), index))
         low = entities.min()
         holders = self._by_minimum[low]
@@ -311,11 +329,27 @@ class Ledger:
             self._weights[parted[parted != 0]] -= weighed[parted[parted != 0]]
         result += fresh.tolist()
         if splits:
+            self._epoch += 1
             self.atom_of[members] = renumber[owners]
             leaving = [old for old, new, was_small in splits if old != 0 and self._split_columns(old, new, was_small,
                                                                                                  budget)]
-            self._leave_l(leaving, budget)
+            try:
+                self._leave_l(leaving, budget)
+            except _Unconfirmed:  # a row of L lost its last column but the dependency is not confirmed: go exact
+                self.unconfirmed += 1
+                self._rebuild_exact()
         return result
+
+    def _rebuild_exact(self) -> None:
+        """Recompute L and V from the released sets with exact rational arithmetic (only between cells, after a
+        dependency found modulo the prime was not confirmed: the price of a prime that divides a determinant)."""
+        assert not self._pending, "rebuild only between cells"
+        self.modulus = None
+        self.lrows, self.lcolumns, self.vrows, self.vcolumns = {}, {}, {}, {}
+        self._order = self._low = 0
+        budget = Budget(1 << 62)
+        for index, entities in enumerate(self.sets):
+            self._add_row(index, list(self._atoms_of(entities)), budget)
 
     def _split_columns(self, old: int, new: int, was_small: bool, budget: Budget) -> bool:
         """Atom `old` split off `new` (same column of M): duplicate or move the column in L (large atoms) or V
@@ -383,10 +417,18 @@ class Ledger:
         """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s.
 
         L is kept in (unreduced) row echelon form: each basis row vanishes at the pivots of every row of lower
-        `order`. A new row is reduced against the rows whose pivots it meets, in that order (fill-in can only
-        meet pivots of higher order), and is inserted with the highest order; no existing row changes."""
+        `order`. A row with an entry in a column no row of L touches is inserted unreduced, with the lowest order,
+        pivoted there (every other row vanishes at that column). Otherwise it is reduced against the rows whose
+        pivots it meets, in order (fill-in can only meet pivots of higher order), and inserted with the highest
+        order; no existing row changes. The pivot is the row's entry in the column fewest rows of L touch
+        (Markowitz's choice: it keeps fill-in low). Arithmetic is modulo the ledger's prime, or exact."""
         row, y = entry.row, entry.y
-        lrows = self.lrows
+        lrows, lcolumns, modulus = self.lrows, self.lcolumns, self.modulus
+        fresh = next((a for a in row if not lcolumns.get(a)), None)
+        if fresh is not None:
+            self._low -= 1
+            self._insert_l(entry, fresh, self._low)
+            return
         heap = [(lrows[a].order, a) for a in row if a in lrows]
         heapq.heapify(heap)
         while heap:
@@ -398,41 +440,84 @@ class Ledger:
             for other in reducer.row:
                 if other != atom and other in lrows and other not in row:
                     heapq.heappush(heap, (lrows[other].order, other))
-            _axpy(row, -factor, reducer.row, budget)
-            _axpy(y, -factor, reducer.y, budget)
+            if modulus is None:
+                _axpy(row, -factor, reducer.row, budget)
+                _axpy(y, -factor, reducer.y, budget)
+            else:
+                _axpy_mod(row, modulus - int(factor), reducer.row, modulus, budget)
+                _axpy_mod(y, modulus - int(factor), reducer.y, modulus, budget)
         if row:
-            pivot = max(row)
-            scale = row[pivot]
-            if scale != 1:
+            self._order += 1
+            self._insert_l(entry, min(row, key=lambda a: (len(lcolumns.get(a, ())), a)), self._order)
+            return
+        vector = self._dependency(y, budget)
+        if vector:
+            self._insert_v(vector, budget)
+
+    def _insert_l(self, entry: _LRow, pivot: int, order: int) -> None:
+        row, y = entry.row, entry.y
+        scale = row[pivot]
+        if scale != 1:
+            if self.modulus is None:
                 for key in row:
                     row[key] = _div(row[key], scale)
                 for key in y:
                     y[key] = _div(y[key], scale)
-            self._order += 1
-            entry.order = self._order
-            self._save_l(pivot)
-            self.lrows[pivot] = entry
-            _index(self.lcolumns, pivot, row)
-            return
-        vector = self._small_part(y, budget)
-        if vector:
-            self._insert_v(vector, budget)
+            else:
+                modulus = self.modulus
+                inverse = pow(int(scale), -1, modulus)
+                for key in row:
+                    row[key] = row[key] * inverse % modulus
+                for key in y:
+                    y[key] = y[key] * inverse % modulus
+        entry.order = order
+        self._save_l(pivot)
+        self.lrows[pivot] = entry
+        _index(self.lcolumns, pivot, row)
 
-    def _small_part(self, y: Row, budget: Budget) -> Row:
-        """The combination `y` of released sets, over the small atoms."""
+    def _dependency(self, y: Row, budget: Budget) -> Row:
+        """The vector of V_s a dependency of L stands for: the combination `y` of released sets, which vanishes on
+        the large atoms, over the small atoms (exact). Modulo the prime, `y` is first lifted to the rationals
+        (rational reconstruction) and the vanishing on large atoms is checked exactly; raises _Unconfirmed when
+        either fails, so that a wrong modular answer can only ever refuse."""
+        if self.modulus is not None:
+            lifted: Row = {}
+            for index, value in y.items():
+                rational = _lift(int(value), self.modulus)
+                if rational is None:
+                    raise _Unconfirmed
+                lifted[index] = rational
+            y = lifted
+        denominator = math.lcm(*(v.denominator if type(v) is Fraction else 1 for v in y.values()))
+        scaled = {index: int(v * denominator) for index, v in y.items()}
+        if sum(abs(v) for v in scaled.values()) >= 1 << 62:
+            raise _Unconfirmed  # beyond int64 accumulation: not expected from 0/1 rows
+        total = np.zeros(len(self.weight), dtype=np.int64)
+        for index, coefficient in scaled.items():
+            atoms = self._atoms_of_set(index)
+            budget.spend(1 + len(atoms) // 256)
+            total[atoms] += coefficient
+        weights = self._weights[: len(self.weight)]
+        large = weights >= self.k
+        large[0] = False
+        if total[large].any():
+            if self.modulus is None:
+                raise AssertionError("an exact dependency of L that does not vanish on the large atoms")
+            raise _Unconfirmed
         out: Row = {}
-        weights = self._weights
-        for index, coefficient in y.items():
-            members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32).astype(np.int64)
-            budget.spend(1 + len(members) // 1024)
-            atoms = np.unique(self.atom_of[members])
-            for atom in atoms[weights[atoms] < self.k].tolist():
-                value = out.get(atom, 0) + coefficient
-                if value:
-                    out[atom] = value
-                else:
-                    out.pop(atom)
+        for atom in np.flatnonzero(total).tolist():
+            out[atom] = _div(int(total[atom]), denominator)
         return out
+
+    def _atoms_of_set(self, index: int) -> np.ndarray:
+        """The atoms released set `index` is the union of (cached until the next atom split)."""
+        cached = self._set_atoms.get(index)
+        if cached is not None and cached[0] == self._epoch:
+            return cached[1]
+        members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32)
+        atoms = np.unique(self.atom_of[members])
+        self._set_atoms[index] = (self._epoch, atoms)
+        return atoms
 
     # --- V: the row space over small atoms ---------------------------------------------------------------------
     def _insert_v(self, vector: Row, budget: Budget) -> None:
@@ -659,6 +744,64 @@ class Ledger:
         restricted = [{a: v for a, v in row.items() if a not in inside} for row in rows]
         budget.spend(sum(len(r) for r in restricted) + 1)
         return _rank(restricted, budget) < len(restricted)
+
+
+def random_prime(bits: int) -> int:
+    """A uniformly drawn secret prime of exactly `bits` bits (Miller-Rabin, deterministic below 2^64)."""
+    while True:
+        candidate = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+        if is_prime(candidate):
+            return candidate
+
+
+def is_prime(n: int) -> bool:
+    """Primality, exact for n < 3.3e24 (Miller-Rabin with the first 13 primes as bases)."""
+    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    if n < 2:
+        return False
+    for q in bases:
+        if n % q == 0:
+            return n == q
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in bases:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _lift(value: int, modulus: int) -> Value | None:
+    """The rational a/b with |a|, |b| <= sqrt(modulus / 2) congruent to `value`, if any (rational reconstruction
+    by the extended Euclidean algorithm; unique when it exists)."""
+    bound = math.isqrt(modulus // 2)
+    r0, r1, s0, s1 = modulus, value % modulus, 0, 1
+    while r1 > bound:
+        q = r0 // r1
+        r0, r1 = r1, r0 - q * r1
+        s0, s1 = s1, s0 - q * s1
+    if s1 == 0 or abs(s1) > bound or math.gcd(r1, s1) != 1:
+        return None
+    return _div(r1, s1)
+
+
+def _axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget) -> None:
+    """target += factor * source modulo `modulus`, dropping zeros."""
+    budget.spend(len(source))
+    get = target.get
+    for key, value in source.items():
+        updated = (get(key, 0) + factor * value) % modulus
+        if updated:
+            target[key] = updated
+        else:
+            target.pop(key, None)
 
 
 def _div(a: Value, b: Value) -> Value:

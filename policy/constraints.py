@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar, overload
 
 from policy.errors import ConstraintLoosening
 
@@ -33,6 +34,25 @@ class MaskKind(StrEnum):
     HASH = "hash"  # keyed HMAC, key scoped to the grant
     PARTIAL = "partial"  # 13812341234 -> 138****1234
     GENERALIZE = "generalize"  # date -> month, integer age -> 5-year band
+
+
+TEXT_TYPE = "VARCHAR"  # the DuckDB type of a `hash` or `partial` masked column
+_TEXT_MASKS = frozenset({MaskKind.HASH, MaskKind.PARTIAL})
+_TypeT = TypeVar("_TypeT")
+
+
+@overload
+def masked_type(source_type: str, mask: MaskKind | None) -> str: ...
+@overload
+def masked_type(source_type: _TypeT, mask: MaskKind | None, text: _TypeT) -> _TypeT: ...
+def masked_type(source_type: object, mask: MaskKind | None, text: object = TEXT_TYPE) -> object:
+    """A column's type after its mask: text for `hash` and `partial`; `generalize` and no mask keep the type.
+
+    The one rule shared by SQL analysis (`ColumnPolicy.type`), the catalogue (`query_type`) and input preparation
+    (the prepared file's column type). `text` is the caller's text type: DuckDB's VARCHAR by default, or
+    `pyarrow.string()` for input preparation.
+    """
+    return text if mask in _TEXT_MASKS else source_type
 
 
 SENSITIVE_PERSONAL = "sensitive_personal"
@@ -76,13 +96,20 @@ def tighten(base: Constraint, override: Constraint, *, column: str = "") -> Cons
 
 @dataclass(frozen=True)
 class ColumnPolicy:
-    """One column as SQL analysis sees it: name, DuckDB type, effective constraint, tags and mask."""
+    """One column as SQL analysis sees it: name, DuckDB type, effective constraint, tags and mask.
+
+    `type` is the type queries see, after the mask (`masked_type`): a BIGINT column with `mask: hash` is VARCHAR
+    here, as it is in the prepared input. Give the catalogue type; the mask's type replaces it.
+    """
 
     name: str
     type: str
     constraint: Constraint
     tags: tuple[str, ...] = ()
     mask: MaskKind | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", masked_type(self.type, self.mask))
 
 
 @dataclass(frozen=True)

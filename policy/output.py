@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
+from policy.output_sets import settle
 from policy.sql_release import (
     ReleasePlan,
     condition_count,
@@ -166,16 +167,27 @@ class _Control:
         cells: list[CellRelease] = []
         windows = plan.shell.windows if plan.shell is not None else ()
         tainted: dict[int, set[Any]] = {column: set() for column, _ in windows}
+        setop = plan.setop
+        branches = self.values(self.table.schema.names[setop.column]) if setop is not None else None
         for row in range(self.table.num_rows):
-            if any((self.values(group_count(i))[row] or 0) < self.k for i in instances):
+            branch = branches[row] if branches is not None else None
+            mine = plan.instances_of(branch) if branches is not None else list(instances)
+            if any((self.values(group_count(i))[row] or 0) < self.k for i in mine):
                 suppressed[Reason.K] += len(plan.cells)
                 for column, partition in windows:
                     tainted[column].add(self.values(self.table.schema.names[partition])[row])
+                if setop is not None:
+                    # kept, every value NULL, until `finish`: a row of another branch that an INTERSECT / EXCEPT
+                    # row might equal (the mark on the hidden branch column says it was dropped)
+                    out_row = len(keep)
+                    keep.append(row)
+                    for column in (*range(plan.columns), setop.column):
+                        marks[(out_row, column)] = Reason.K
                 continue
             out_row = len(keep)
             keep.append(row)
             for cell in plan.cells:
-                reason, parts = self._cell(row, cell.components)
+                reason, parts = self._cell(row, cell.components, branch, mine)
                 if reason is not None:
                     marks[(out_row, cell.index)] = reason
                     suppressed[reason] += 1
@@ -184,7 +196,7 @@ class _Control:
         if windows:
             cells = self._taint_windows(keep, windows, tainted, marks, cells, suppressed)
         table = self.table.select(list(range(plan.columns + len(plan.hidden)))).take(pa.array(keep, type=pa.int64()))
-        table = _null_cells(table, marks)
+        table = _null_cells(table, {m: r for m, r in marks.items() if setop is None or m[1] != setop.column})
         return ControlledOutput(table=table, suppressed=dict(suppressed), truncated_rows=0, cells=tuple(cells),
                                 marks=marks, plan=plan)
 
@@ -192,46 +204,57 @@ class _Control:
                        marks: Marks, cells: list[CellRelease], suppressed: Counter[str]) -> list[CellRelease]:
         """Suppress (k) a window's cells in every partition with a group dropped or a window cell suppressed."""
         names = self.table.schema.names
+        having = self.plan.shell.keep if self.plan.shell is not None else None
         for column, partition in windows:
             values = self.values(names[partition])
-            tainted[column] |= {values[keep[r]] for (r, c) in marks if c == column}
+            # a suppressed HAVING cell leaves unknown which groups the window saw
+            tainted[column] |= {values[keep[r]] for (r, c) in marks if c in (column, having)}
             for out_row, row in enumerate(keep):
                 if values[row] in tainted[column] and (out_row, column) not in marks:
                     marks[(out_row, column)] = Reason.K
                     suppressed[Reason.K] += 1
         return [c for c in cells if (c.row, c.column) not in marks]
 
-    def _cell(self, row: int, components: tuple[int, ...]) -> tuple[Reason | None, tuple[CellSet, ...]]:
+    def _cell(self, row: int, components: tuple[int, ...], branch: Any, mine: list[int]
+              ) -> tuple[Reason | None, tuple[CellSet, ...]]:
         parts: list[CellSet] = []
         dominated = False
         for index in components:
             component = self.plan.components[index]
+            own = mine
+            if component.branch is not None:
+                if self.plan.setop is not None and component.branch != branch:
+                    continue  # a set operation: the component feeds another branch's rows
+                # joined aggregations: the component is counted over its own source's instances only
+                own = [i for i in mine if self.plan.branches[i] == component.branch]
+                if not own:
+                    return Reason.K, ()  # fail closed: a component with no entity instance to count
             c = component.condition
-            if c is not None and not any(self.values(condition_rows(i, c))[row]
-                                         for i in range(len(self.plan.instances))):
+            if c is not None and not any(self.values(condition_rows(i, c))[row] for i in own):
                 if component.strict:
                     return Reason.K, ()  # "nobody" must look like "fewer than k" (see Component.strict)
                 continue  # no row contributes: the value is NULL or 0 and says nothing about anyone
-            for i in range(len(self.plan.instances)):
+            for i in own:
                 count = self.values(group_count(i) if c is None else condition_count(i, c))[row]
                 if (count or 0) < self.k:
                     return Reason.K, ()
             for j in component.stats:
-                for i in range(len(self.plan.instances)):
+                for i in own:
                     top = self.values(stat_top(i, j))[row]
                     total = self.values(stat_total(i, j))[row]
                     if top is not None and total is not None and self.dominance.sensitive(
                             [float(x) for x in top if x is not None], float(total)):
                         dominated = True
             if component.kind != "entities":
-                parts += self._parts(row, c, component.measures)
+                parts += self._parts(row, c, component.measures, own)
         if dominated:
             return Reason.DOMINANCE, ()
         return None, tuple(parts)
 
-    def _parts(self, row: int, c: int | None, measures: tuple[str, ...]) -> list[CellSet]:
+    def _parts(self, row: int, c: int | None, measures: tuple[str, ...], mine: list[int]) -> list[CellSet]:
         sets: dict[str, BitMap] = {}
-        for i, population in enumerate(self.plan.instances):
+        for i in mine:
+            population = self.plan.instances[i]
             values = self.entities(group_set(i) if c is None else condition_set(i, c))(row)
             bitmap = BitMap(array.array("I", values.astype(np.uint32).tobytes())) if values is not None else BitMap()
             sets[population] = sets[population] | bitmap if population in sets else bitmap
@@ -281,7 +304,14 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     """
     later = later if later is not None else {}
     if plan is not None and plan.shell is not None and plan.shell.windows:
-        _taint_windows(table, plan.shell.windows, marks, later)
+        _taint_windows(table, plan.shell.windows, marks, later, plan.shell.keep)
+    settled: list[int] | None = None
+    if plan is not None and plan.setop is not None:
+        settled, undecided = settle(table, plan, {**marks, **later})
+        for row in undecided:  # its fate depends on a value that was not released: dropped, cells counted
+            for cell in plan.cells:
+                if (row, cell.index) not in marks and (row, cell.index) not in later:
+                    later[(row, cell.index)] = Reason.K
     table = _null_cells(table, later)
     names = table.schema.names
     suppressed = {**marks, **later}
@@ -295,16 +325,17 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     table = table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
     if plan is None or not plan.hidden:
         return table
-    rows = select_rows(table, plan, suppressed)
+    rows = settled if settled is not None else select_rows(table, plan, suppressed)
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
 
 
-def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks) -> None:
+def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks,
+                   having: int | None = None) -> None:
     """Add to `later` (in place, so the caller counts them) the window cells of every partition in which the audit
-    suppressed a window cell."""
+    suppressed a window cell or a HAVING cell (which groups the window saw would then be unknown)."""
     for column, partition in windows:
         values = table.column(partition).to_pylist()
-        tainted = {values[r] for (r, c) in later if c == column}
+        tainted = {values[r] for (r, c) in later if c in (column, having)}
         for row, value in enumerate(values):
             if value in tainted and (row, column) not in marks and (row, column) not in later:
                 later[(row, column)] = Reason.DIFFERENCE_AUDIT
@@ -312,6 +343,8 @@ def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks:
 
 def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
     """The rows a shell keeps (see sql_release.Shell), in the query's order."""
+    if plan.setop is not None:
+        return settle(table, plan, suppressed or {})[0]
     shell = plan.shell
     if shell is None:
         return list(range(table.num_rows))

@@ -35,7 +35,7 @@ def is_per_entity(lineage: Lineage, facts: ScopeFacts) -> bool:
 def per_entity_problem(lineage: Lineage, facts: ScopeFacts) -> str | None:
     """Why an aggregate scope grouped by an entity column is not a per-entity aggregation, or None when it is."""
     scope, select = facts.scope, facts.scope.expression
-    if not (facts.is_select and facts.is_aggregate) or scope is lineage.root.scope:
+    if not (facts.is_select and facts.is_aggregate) or scope is lineage.root.scope or facts.is_output:
         return "not an aggregation below the top level"
     if not (scope.is_derived_table or scope.is_cte or scope.is_subquery):
         return "not a derived table, CTE or subquery"

@@ -61,6 +61,9 @@ JOIN_COLUMN_JOINED_WITH_NON_JOIN_COLUMN = "join_column_joined_with_non_join_colu
 ERROR_PRONE_EXPRESSION_ON_PROTECTED_COLUMN = "error_prone_expression_on_protected_column"
 NON_OPEN_COLUMN_IN_ROW_LEVEL_QUERY = "non_open_column_in_row_level_query"
 
+# --- types (after masking) -------------------------------------------------------------------------
+NUMERIC_AGGREGATE_OVER_TEXT = "numeric_aggregate_over_text"
+
 # --- entity columns --------------------------------------------------------------------------------
 ENTITY_COLUMN_IN_OUTPUT = "entity_column_in_output"
 ENTITY_COLUMN_IN_GROUP_KEY = "entity_column_in_group_key"

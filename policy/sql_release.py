@@ -36,20 +36,26 @@ class Component:
     strict: bool = False
     """The condition compares protected (`aggregate`) values: no contributing row at all is suppressed for k too,
     so that "nobody in the group" cannot be told apart from "fewer than k" (a membership oracle)."""
+    branch: int | None = None
+    """In a set operation of aggregations (SetOp): the branch whose rows this component feeds; None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        out = {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
-               "stats": list(self.stats)}
+        out: dict[str, Any] = {"kind": self.kind, "condition": self.condition, "measures": list(self.measures),
+                               "stats": list(self.stats)}
         if self.strict:
             out["strict"] = True
+        if self.branch is not None:
+            out["branch"] = self.branch
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Component:
         """From `to_dict` output."""
+        branch = data.get("branch")
         return cls(str(data["kind"]), data.get("condition"), tuple(data.get("measures", ())),
-                   tuple(int(x) for x in data.get("stats", ())), bool(data.get("strict", False)))
+                   tuple(int(x) for x in data.get("stats", ())), bool(data.get("strict", False)),
+                   int(branch) if branch is not None else None)
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,38 @@ class Shell:
                    tuple((int(c), int(p)) for c, p in data.get("windows", ())))
 
 
+SET_KINDS = ("union_all", "union", "intersect", "except")
+
+
+@dataclass(frozen=True)
+class SetOp:
+    """A set operation of aggregations over entity data (sql_setop.py), applied after the release audit.
+
+    The SQL runs every branch (as UNION ALL) with a hidden column holding each row's branch number; each branch has
+    its own entity instances and components (`ReleasePlan.branches`, `Component.branch`), so a row is checked only
+    against its own branch's. Every cell of every branch is audited, output or not (an INTERSECT / EXCEPT compares
+    the first branch's rows with the others' values); `policy.output.finish` then applies the set operation to the
+    released values: `union` drops duplicate rows, `intersect` keeps a first-branch row equal to a released row of
+    every other branch, `except` one that no row of another branch could equal. A row whose fate depends on a value
+    that was not released is dropped and its cells counted as suppressed."""
+
+    kind: str
+    column: int  # the hidden branch column
+    branches: int  # how many branches (numbered from 0, the first)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"kind": self.kind, "column": self.column, "branches": self.branches}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SetOp:
+        """From `to_dict` output."""
+        kind = str(data["kind"])
+        if kind not in SET_KINDS:
+            raise ValueError(f"unknown set operation {kind!r}")
+        return cls(kind, int(data["column"]), int(data["branches"]))
+
+
 @dataclass(frozen=True)
 class ReleasePlan:
     """What a query over entity data releases, for output control (worker) and the release audit (API)."""
@@ -122,6 +160,14 @@ class ReleasePlan:
     columns: int  # user output columns
     hidden: tuple[str, ...] = ()  # hidden columns after the user's (HAVING, order cells, rank, LIMIT, OFFSET)
     shell: Shell | None = None
+    setop: SetOp | None = None
+    branches: tuple[int, ...] = ()  # with a set operation: the branch of each entity instance
+
+    def instances_of(self, branch: Any) -> list[int]:
+        """The entity instances that count for a row of `branch` (every instance without a set operation)."""
+        if self.setop is None:
+            return list(range(len(self.instances)))
+        return [i for i, b in enumerate(self.branches) if b == branch]
 
     @property
     def populations(self) -> tuple[str, ...]:
@@ -133,7 +179,8 @@ class ReleasePlan:
         return {"instances": list(self.instances), "conditions": self.conditions,
                 "components": [c.to_dict() for c in self.components], "cells": [c.to_dict() for c in self.cells],
                 "stats": [s.to_dict() for s in self.stats], "columns": self.columns, "hidden": list(self.hidden),
-                "shell": self.shell.to_dict() if self.shell is not None else None}
+                "shell": self.shell.to_dict() if self.shell is not None else None,
+                "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
@@ -144,7 +191,9 @@ class ReleasePlan:
             cells=tuple(Cell(int(c["index"]), str(c["name"]), tuple(c["components"])) for c in data["cells"]),
             stats=tuple(Stat(int(s["component"]), str(s["column"])) for s in data["stats"]),
             columns=int(data["columns"]), hidden=tuple(data.get("hidden", ())),
-            shell=Shell.from_dict(data["shell"]) if data.get("shell") else None)
+            shell=Shell.from_dict(data["shell"]) if data.get("shell") else None,
+            setop=SetOp.from_dict(data["setop"]) if data.get("setop") else None,
+            branches=tuple(int(b) for b in data.get("branches", ())))
 
 
 # helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------
@@ -155,6 +204,7 @@ LIMIT = "__sluice_limit"
 OFFSET = "__sluice_offset"
 ORDER_CELL = "__sluice_order"
 PARTITION = "__sluice_part"
+BRANCH = "__sluice_branch"
 
 
 def group_count(i: int) -> str:

@@ -32,9 +32,9 @@ from policy import sql_release as R
 from policy.constraints import Constraint
 from policy.sql_conditional import branches
 from policy.sql_lineage import Lineage, TooComplex
-from policy.sql_model import aggregate_arguments
+from policy.sql_model import ScopeFacts, aggregate_arguments
 from policy.sql_release import Cell, Component, ReleasePlan, Stat, measures_of
-from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values
+from policy.sql_shell import ShellLayout, hidden_values, layout, partition_values, within_having
 from policy.sql_threshold import ThresholdPlan
 from policy.sql_types import NUMERIC_TYPES
 
@@ -75,10 +75,13 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan | No
 
 # --- the release plan -------------------------------------------------------------------------------------------
 class _Builder:
-    """Components, conditions, measures and dominance statistics of the top-level aggregation."""
+    """Components, conditions, measures and dominance statistics of the top-level aggregation (or of one branch of a
+    set operation of aggregations, `root`)."""
 
-    def __init__(self, lineage: Lineage, passthrough: dict[tuple[int, exp.Expr], str]) -> None:
+    def __init__(self, lineage: Lineage, passthrough: dict[tuple[int, exp.Expr], str],
+                 root: ScopeFacts | None = None) -> None:
         self.lineage = lineage
+        self.root = root if root is not None else lineage.root
         self.passthrough = passthrough
         self.conditions: list[exp.Expr] = []  # structural equality dedupes them
         self.stat_values: list[tuple[exp.Expr, int]] = []  # (base column reference, condition index)
@@ -86,7 +89,8 @@ class _Builder:
         self._monomials: dict[tuple[int, int], frozenset[Monomial]] = {}
 
     def build(self, populations: list[str], shell: ShellLayout | None) -> ReleasePlan:
-        root = self.lineage.root
+        """The release plan of the aggregation's cells (helper-column layout of its own instances)."""
+        root = self.root
         select = root.scope.expression
         components: list[Component] = []
         by_node: dict[int, list[int]] = {}
@@ -137,7 +141,7 @@ class _Builder:
     def _compares_protected(self, conditions: list[exp.Expr | None]) -> bool:
         """Whether a FILTER or CASE condition (as found in the aggregate: columns resolvable in the root scope)
         reads an `aggregate` column."""
-        root = self.lineage.root
+        root = self.root
         for node in conditions:
             if node is None:
                 continue
@@ -154,14 +158,14 @@ class _Builder:
         condition = self._condition(parts)
         if distinct:
             argument = arguments[0]
-            origins, _, _ = self.lineage.expression_origins(argument, self.lineage.root)
+            origins, _, _ = self.lineage.expression_origins(argument, self.root)
             origin = next(iter(origins))
             if self.lineage.catalog.is_entity(origin.table, origin.column):
                 return Component("entities", condition)
             return Component("rows", condition, measures_of("rows", ()))  # distinct identifiers: like rows
         if isinstance(aggregate, exp.Count | exp.CountIf):
             return Component("rows", condition, measures_of("rows", ()))
-        scope = self.lineage.root.scope
+        scope = self.root.scope
         monomials = set().union(*(self._expand(a, scope) for a in arguments)) if arguments else set()
         squares: frozenset[Monomial] = frozenset()
         if isinstance(aggregate, _STDDEV):
@@ -344,9 +348,11 @@ class _Shape:
     sets: list[list[int]] | None = None  # ROLLUP / CUBE / GROUPING SETS: each set's key indexes
 
     @classmethod
-    def of(cls, lineage: Lineage) -> _Shape:
-        """The shape of the top-level SELECT; raises UnsupportedShape when keys or order cannot be resolved."""
-        select = lineage.root.scope.expression
+    def of(cls, lineage: Lineage, root: ScopeFacts | None = None, *, materialize: bool = True) -> _Shape:
+        """The shape of the top-level SELECT (or `root`); raises UnsupportedShape when keys or order cannot be
+        resolved. Without `materialize`, the statistics read a copy of the FROM / JOIN / WHERE (no CTE added)."""
+        root = root if root is not None else lineage.root
+        select = root.scope.expression
         assert isinstance(select, exp.Select)
         if not all(isinstance(p, exp.Alias) for p in select.expressions):
             raise UnsupportedShape("every output column of an aggregation over entity data needs a name")
@@ -360,7 +366,8 @@ class _Shape:
         if order_all and len(items) != 1:
             raise UnsupportedShape("ORDER BY ALL cannot be combined with other ORDER BY items here")
         order = [] if order_all else [_with_this(o, _expanded(o.this, select, outputs)) for o in items]
-        return cls(keys, order, order_all, _fields(lineage, outputs), layout(select, items, order_all),
+        fields = _fields(root, outputs) if materialize else None
+        return cls(keys, order, order_all, fields, layout(select, items, order_all),
                    _grouping_sets(select, keys, outputs))
 
     def apply(self, select: exp.Select, entities: list[exp.Column], conditions: list[exp.Expr],
@@ -398,8 +405,12 @@ class _Shape:
         if self.shell is not None:
             for arg in ("having", "limit", "offset"):
                 query.set(arg, None)
-            if self.shell.having is not None:
-                hidden.append((_HAVING, self.shell.having))
+            having = self.shell.having
+            if having is not None:
+                if self.shell.windows:  # windows see only the groups HAVING keeps, as in the raw query
+                    hidden = [(name, within_having(value, having)) for name, value in hidden]
+                    query.set("expressions", [within_having(e, having) for e in query.expressions])
+                hidden.append((_HAVING, having))
             hidden += partition_values(self.shell)
         for name, expression in hidden:
             query.append("expressions", exp.alias_(expression.copy(), _name(name)))
@@ -502,11 +513,11 @@ def _copied(value: object) -> exp.Expr | list[exp.Expr] | None:
     return value.copy() if isinstance(value, exp.Expr) else None
 
 
-def _fields(lineage: Lineage, outputs: dict[str, list[exp.Expr]]) -> dict[str, dict[str, str]] | None:
+def _fields(root: ScopeFacts, outputs: dict[str, list[exp.Expr]]) -> dict[str, dict[str, str]] | None:
     """Columns per source alias for the materialized form, or None when the top-level clauses need the FROM."""
-    select = lineage.root.scope.expression
+    select = root.scope.expression
     assert isinstance(select, exp.Select)
-    sources = {alias.lower(): alias for alias in lineage.root.scope.selected_sources}
+    sources = {alias.lower(): alias for alias in root.scope.selected_sources}
     if not sources:
         return None
     fields: dict[str, dict[str, str]] = {}

@@ -106,6 +106,16 @@ def partition_values(shell: ShellLayout) -> list[tuple[str, exp.Expr]]:
     return out
 
 
+def within_having(node: exp.Expr, having: exp.Expr) -> exp.Expr:
+    """`node` (a copy) with every window partitioned first by whether its group passes HAVING: every group is
+    evaluated, but a window of the raw query only sees the groups HAVING keeps."""
+    out = node.copy()
+    for window in list(out.find_all(exp.Window)):
+        passes = exp.func("coalesce", exp.paren(having.copy(), copy=False), exp.false())
+        window.set("partition_by", [passes, *(window.args.get("partition_by") or [])])
+    return out
+
+
 def _output_index(node: exp.Expr, select: exp.Select) -> int | None:
     """The output column an ORDER BY item names (a position or an output alias), or None."""
     if isinstance(node, exp.Literal) and node.is_number:

@@ -57,11 +57,29 @@ class EntityInstance:
 
 
 @dataclass
+class Branch:
+    """One aggregation of a set operation (sql_setop.py) and the entity instances it reads."""
+
+    facts: ScopeFacts
+    instances: list[EntityInstance]
+    alias: str | None = None  # aggregations joined at the top (sql_joined.py): the alias it is read through
+
+
+@dataclass
 class ThresholdPlan:
     """Entity instances the top-level aggregation must count, and the findings that refuse the shape."""
 
     instances: list[EntityInstance] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    set_kind: str | None = None
+    """A set operation of aggregations (sql_setop.py): its kind, and each branch with its instances."""
+    branches: list[Branch] = field(default_factory=list)
+    scalars: list[Branch] = field(default_factory=list)
+    """Scalar subqueries of global aggregations over entity data in the top level (sql_scalar.py)."""
+    joined: bool = False
+    """Aggregations joined at the top (sql_joined.py): `branches` are the aggregated sources, one per alias."""
+    rewritten: exp.Query | None = None
+    """The query that replaces the tree's root after the rewrite (a set operation becomes one UNION ALL)."""
 
     @property
     def populations(self) -> tuple[str, ...]:
@@ -121,14 +139,40 @@ class _Planner:
             self.reach(child, (*path, (scope, alias)), why_not or self._feeding_problem(child),
                        selected or _row_selection(child))
         for subquery in scope.subquery_scopes:
+            if not path and why_not is None and facts is self.lineage.root and self._scalar(subquery):
+                continue  # a global aggregate compared with or combined into the top level's (sql_scalar.py)
             if why_not is None and _in_clause(subquery.expression, scope.expression) in ("where", "joins"):
                 problem = self._selector_problem(subquery)
                 if problem is None:
                     continue  # EXISTS / IN selecting rows by what their entities did: a predicate like any other
                 why = f"inside a subquery expression that {problem}"
             else:
-                why = "inside a subquery expression (only EXISTS / IN in WHERE or ON may read entity data)"
+                why = ("inside a subquery expression (only EXISTS / IN in WHERE or ON, or an uncorrelated scalar "
+                       "subquery of one global aggregation over datasets it reads directly, may read entity data)")
             self.reach(self.lineage.facts(subquery), path, why_not or why, selected)
+
+    def _scalar(self, subquery: Scope) -> bool:
+        """Whether a subquery of the top level is an uncorrelated scalar subquery of a global aggregation over entity
+        datasets read directly (`HAVING sum(x) > (SELECT avg(x) ...)`); if so it is planned as a source of its own."""
+        select = subquery.expression
+        parent = select.parent
+        if not isinstance(select, exp.Select) or not isinstance(parent, exp.Subquery) or \
+                isinstance(parent.parent, exp.In | exp.Any | exp.All | exp.Exists) or subquery.external_columns:
+            return False
+        facts = self.lineage.facts(subquery)
+        if not facts.is_aggregate or len(select.expressions) != 1 or facts.windows or any(
+                select.args.get(k) is not None for k in ("group", "having", "limit", "offset", "qualify", "distinct",
+                                                         "with_", "order")):
+            return False
+        planner = _Planner(self.lineage, self.positions)
+        planner.reach(facts, (), None)
+        if not planner.plan.instances or any(len(i.path) != 1 or i.branches for i in planner.plan.instances):
+            return False  # only entity datasets read directly (FROM / JOIN) by the subquery
+        _check_aggregation(facts, planner)
+        for finding in planner.plan.findings:
+            self.refuse(finding.code, finding.message, select)
+        self.plan.scalars.append(Branch(facts, planner.plan.instances))
+        return True
 
     def _union(self, child: ScopeFacts, path: tuple[tuple[Scope, str], ...]) -> bool:
         """A UNION ALL of row-level branches (several sales channels) aggregated above: one entity instance whose
@@ -306,10 +350,11 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                        "SELECT DISTINCT over an aggregation of entity data is not supported", select)
     for window in root.windows:
-        if select.args.get("having") is not None or select.args.get("qualify") is not None:
+        if select.args.get("qualify") is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
-                           "window functions over an aggregation of entity data cannot be combined with HAVING or "
-                           "QUALIFY here; filter in an outer query over a CTE instead", window)
+                           "window functions over an aggregation of entity data cannot be combined with QUALIFY "
+                           "(it selects groups by a value computed across groups); use HAVING, or ORDER BY and LIMIT",
+                           window)
         elif window.find_ancestor(exp.Select) is not select or window.find_ancestor(exp.Window) is not None or \
                 window.find_ancestor(exp.Order) is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,

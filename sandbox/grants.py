@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from metering.meters import PurposeClass
 from policy.constraints import Constraint, Grade, tighten
 from policy.errors import ConstraintLoosening
 from policy.sql_engines import DEFAULT_ENGINE, ENGINES
@@ -28,11 +29,6 @@ class GrantScope(StrEnum):
     WHOLE = "whole"
     DOMAIN = "domain"
     SCENARIO = "scenario"
-
-
-class PurposeClass(StrEnum):
-    PUBLIC_INTEREST = "public_interest"
-    INDUSTRY = "industry"
 
 
 class GrantStatus(StrEnum):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from policy.constraints import ColumnPolicy, Constraint, MaskKind
+from policy.constraints import ColumnPolicy, Constraint, MaskKind, masked_type
 from policy.sql_rewrite import EIDX as ENTITY_INDEX_COLUMN
 from sandbox.errors import SluiceError
 
@@ -163,19 +163,23 @@ class _Masker:
 
 
 def _masker(column: ColumnPolicy, dtype: pa.DataType, key: bytes) -> _Masker:
-    """How to transform one source column, checked against its type before any row is read."""
+    """How to transform one source column, checked against its type before any row is read.
+
+    The output type is `masked_type`'s, the rule SQL analysis and the catalogue use too.
+    """
     empty = pa.array([], type=dtype)
+    out_type = masked_type(dtype, column.mask, pa.string())
     if column.mask is None:
-        return _Masker(dtype, lambda array: array)
+        return _Masker(out_type, lambda array: array)
     if column.mask == MaskKind.GENERALIZE:
         generalize_array(empty, column=column.name)  # refuses unsupported types before reading rows
-        return _Masker(dtype, lambda array: generalize_array(array, column=column.name))
+        return _Masker(out_type, lambda array: generalize_array(array, column=column.name))
     if column.mask == MaskKind.HASH:
         _hash_array(empty, key, column.name)
-        return _Masker(pa.string(), lambda array: _hash_array(array, key, column.name))
+        return _Masker(out_type, lambda array: _hash_array(array, key, column.name))
     if column.mask == MaskKind.PARTIAL:
         _text_array(empty, column.name)
-        return _Masker(pa.string(),
+        return _Masker(out_type,
                        lambda array: _map_distinct(_text_array(array, column.name), partial_text))
     raise MaskNotApplicable(f"unknown mask {column.mask} on column {column.name}", column=column.name)
 

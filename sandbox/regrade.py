@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from policy.constraints import Constraint, Grade, tighten
@@ -24,6 +24,12 @@ from sandbox.grants import covers, effective_constraints
 from sandbox.store.models import DatasetVersion, Grant
 
 _GRADE_ORDER = {Grade.GENERAL.value: 0, Grade.IMPORTANT.value: 1, Grade.CORE.value: 2}
+_VERSIONS = DatasetVersion.__table__.c
+# Built once (a Core statement: no ORM compile step per run); run on every run, so never cached in the process.
+_LATEST = (select(_VERSIONS.dataset_id, func.max(_VERSIONS.version))
+           .where(_VERSIONS.dataset_id.in_(bindparam("ids", expanding=True)),
+                  _VERSIONS.registration_state == CERTIFIED)
+           .group_by(_VERSIONS.dataset_id))
 
 
 def latest_bounding_version(session: Session, dataset_ids: Sequence[str]) -> dict[str, int]:
@@ -32,10 +38,7 @@ def latest_bounding_version(session: Session, dataset_ids: Sequence[str]) -> dic
     A version still in registration (applied, in review, in public notice, rejected) bounds nothing yet; the
     same rule as `catalogue.registry.latest_certified_version`, for several datasets in one query.
     """
-    rows = session.execute(
-        select(DatasetVersion.dataset_id, func.max(DatasetVersion.version))
-        .where(DatasetVersion.dataset_id.in_(list(dataset_ids)), DatasetVersion.registration_state == CERTIFIED)
-        .group_by(DatasetVersion.dataset_id))
+    rows = session.connection().execute(_LATEST, {"ids": list(dataset_ids)})
     return {dataset_id: int(version) for dataset_id, version in rows}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,23 +49,13 @@ def postgres_url(worker_id: str) -> Iterator[str | None]:
     if not url:
         yield None
         return
-    own = None
-    if worker_id != "master":
-        base = make_url(url)
-        own = f"{base.database}_{worker_id}"
-        admin = make_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{own}"'))
-        url = base.set(database=own).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    if own is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
-        admin.dispose()
+    with ExitStack() as stack:
+        if worker_id != "master":
+            url = stack.enter_context(sluice_testenv.own_database(url, f"{make_url(url).database}_{worker_id}"))
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def _truncate(url: str) -> None:
@@ -84,13 +75,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: P
         shutil.copy(sqlite_template, db)
         yield f"sqlite:///{db}"
         return
-    if postgres_url is None:
-        if sluice_testenv.in_ci():
-            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set; .ci/run must provide PostgreSQL")
-        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
-    _truncate(postgres_url)
-    yield postgres_url
-    _truncate(postgres_url)
+    url = sluice_testenv.require_postgres(postgres_url)
+    _truncate(url)
+    yield url
+    _truncate(url)
 
 
 @pytest.fixture

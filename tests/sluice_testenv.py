@@ -1,9 +1,12 @@
-"""Test-environment helpers: CI detection and Debian-package requirements (skip locally, fail under CI)."""
+"""Test-environment helpers: CI detection, Debian-package and PostgreSQL requirements (skip locally, fail under CI),
+and PostgreSQL databases of a test's own."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -34,3 +37,32 @@ def require_spark() -> None:
         if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def require_postgres(url: str | None) -> str:
+    """The PostgreSQL test URL (SLUICE_TEST_DATABASE_URL); skip without one, fail under CI=true."""
+    if not url:
+        if in_ci():
+            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set; .ci/run must provide PostgreSQL")
+        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
+    return url
+
+
+@contextmanager
+def own_database(url: str, name: str) -> Iterator[str]:
+    """An empty PostgreSQL database `name` on `url`'s server (a leftover one is dropped first), dropped afterwards;
+    yields its URL."""
+    from sqlalchemy import make_url, text
+
+    from sandbox.store.db import make_engine
+
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

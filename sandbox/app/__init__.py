@@ -36,7 +36,7 @@ from sandbox.app import (
     routes_registrations,
     routes_system,
 )
-from sandbox.app.deps import PUBLIC_ROUTES, AppState, finalize_routes, record_unaudited
+from sandbox.app.deps import PUBLIC_ROUTES, AppState, check_function_scope, record_unaudited
 from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
@@ -118,7 +118,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
                    routes_provider, routes_disclosures, routes_console):
         app.include_router(module.router)
     docs.install(app, PUBLIC_ROUTES)
-    finalize_routes(app)
+    check_function_scope(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
     return app

@@ -4,15 +4,16 @@ is authorized and audited (`via` = console); a missing or ended session is audit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from policy.authz import Scope
 from sandbox import console
-from sandbox.app.deps import AppState, Guard, _limit, _write_refusal, app_state, db_session, new_draft
+from sandbox.app.deps import SESSION, AppState, Guard, _limit, _write_refusal, app_state, new_draft
 from sandbox.app.problems import status_for
 from sandbox.audit import Outcome, record
 from sandbox.errors import Forbidden, SluiceError, Unauthenticated
@@ -31,11 +32,12 @@ class ConsoleGuard:
         return self.guard.authorizer.widest_scope(self.guard.caller.subjects, obj, act)
 
 
-def console_require(obj: str, act: str) -> Callable[..., AsyncIterator[ConsoleGuard]]:
-    """Dependency factory: the console session's caller, authorized for (obj, act), the view audited."""
+def console_require(obj: str, act: str) -> Any:
+    """The gate of a console page (a `Depends` in function scope, like `deps.require`): the console session's
+    caller, authorized for (obj, act), the view audited."""
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
-                         session: Session = Depends(db_session)) -> AsyncIterator[ConsoleGuard]:
+                         session: Session = SESSION) -> AsyncIterator[ConsoleGuard]:
         draft = new_draft(request, f"{obj}:{act}")
         draft.via = "console"
         now = state.clock.now()
@@ -73,4 +75,4 @@ def console_require(obj: str, act: str) -> Callable[..., AsyncIterator[ConsoleGu
             state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]
-    return dependency
+    return Depends(dependency, scope="function")

@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from opentelemetry.trace import Tracer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -47,9 +47,10 @@ from sandbox.errors import (
 )
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.ratelimit import RateLimiter
-from sandbox.recorder import Recorder
+from sandbox.recorder import Execute, Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
+from sandbox.store.models import AuditEvent
 
 T = TypeVar("T")
 log = logging.getLogger("sluice.audit")
@@ -204,6 +205,12 @@ async def db_session(state: AppState = Depends(app_state)) -> AsyncIterator[Sess
             slots.release()
 
 
+SESSION: Any = Depends(db_session, scope="function")
+"""The request's session, as a dependency in function scope: its commit runs before the response is sent, so a
+failed commit (and the audit record in it) fails the request instead of following a 2xx. Every route and gate
+takes its session through this one marker, so they share one session per request."""
+
+
 def on_rollback(session: Session, cleanup: Callable[[], None]) -> None:
     """Run `cleanup` if this request's transaction is rolled back (e.g. remove files written for it)."""
     session.info.setdefault("on_rollback", []).append(cleanup)
@@ -274,7 +281,7 @@ class Guard:
         self.audit.status = status
         started = time.perf_counter()
         try:
-            self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+            self.recorder.record([*rows, audit_insert(self.audit.to_row(self.now_fn()))], session=session)
         except Exception:
             if self.metrics is not None:
                 self.metrics.audit_append_failures.labels("group_commit").inc()
@@ -299,6 +306,17 @@ class Guard:
             session.commit()
         self.recorded = True
         return exc
+
+
+_AUDIT_TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
+_AUDIT_COLUMNS = tuple(c.key for c in _AUDIT_TABLE.columns if c.key not in ("id", "seq"))
+_AUDIT_INSERT = insert(_AUDIT_TABLE)
+
+
+def audit_insert(row: AuditEvent) -> Execute:
+    """An audit row as a Core INSERT (the run path's batch skips the ORM unit of work; `seq` stays unset for the
+    sequencer, `id` comes from the database)."""
+    return Execute(_AUDIT_INSERT, {key: getattr(row, key) for key in _AUDIT_COLUMNS})
 
 
 def concurrent_conflict(exc: Exception) -> Exception:
@@ -378,16 +396,19 @@ def _limit(state: AppState, draft: AuditDraft) -> None:
     raise exc
 
 
-def require(obj: str, act: str, *, audit_action: str | None = None) -> Callable[..., AsyncIterator[Guard]]:
-    """Dependency factory: authenticate, authorize (obj, act) and audit the request and its outcome (as
-    `audit_action`, default `obj:act`).
+def require(obj: str, act: str, *, audit_action: str | None = None) -> Any:
+    """The gate of a route, as `guard: Guard = require(obj, act)`: authenticate, authorize (obj, act) and audit the
+    request and its outcome (as `audit_action`, default `obj:act`).
+
+    A `Depends` in function scope: the audit record is written (and committed with the session) before the
+    response is sent.
 
     Async to save thread-pool hops on the run path: a cached key needs no I/O, and a cache miss or a refusal
     does one short store query on the event loop.
     """
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
-                         session: Session = Depends(db_session)) -> AsyncIterator[Guard]:
+                         session: Session = SESSION) -> AsyncIterator[Guard]:
         draft = new_draft(request, audit_action or f"{obj}:{act}")
         state.audit_health.write_outage(state)
         now = state.clock.now()
@@ -435,14 +456,15 @@ def require(obj: str, act: str, *, audit_action: str | None = None) -> Callable[
             state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]
-    return dependency
+    return Depends(dependency, scope="function")
 
 
-def public(action: str) -> Callable[..., AsyncIterator[AuditDraft]]:
-    """Dependency factory for routes that need no credential: rate-limit per client address, and audit."""
+def public(action: str) -> Any:
+    """The gate of a route that needs no credential, as `draft: AuditDraft = public(action)`: rate-limit per client
+    address, and audit (a `Depends` in function scope, like `require`)."""
 
     async def dependency(request: Request, state: AppState = Depends(app_state),
-                         session: Session = Depends(db_session)) -> AsyncIterator[AuditDraft]:
+                         session: Session = SESSION) -> AsyncIterator[AuditDraft]:
         draft = new_draft(request, action)
         state.audit_health.write_outage(state)
         _limit(state, draft)
@@ -459,7 +481,7 @@ def public(action: str) -> Callable[..., AsyncIterator[AuditDraft]]:
             state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
 
     dependency.__sluice_public__ = action  # type: ignore[attr-defined]
-    return dependency
+    return Depends(dependency, scope="function")
 
 
 def route_gate(route: APIRoute) -> tuple[str, str] | None:
@@ -501,21 +523,20 @@ def record_unaudited(request: Request, exc: BaseException) -> None:
     _write_refusal(state, draft, exc)
 
 
-def finalize_routes(app: FastAPI) -> None:
-    """Run every dependency with `yield` in function scope: its exit code (the audit record, the commit) then
-    runs before the response is sent, so a failed commit fails the request instead of following a 2xx.
+def check_function_scope(app: FastAPI) -> None:
+    """Refuse to serve if any route's dependency with `yield` would end after the response is sent.
 
-    FastAPI takes a dependency's scope from its `Depends(...)` marker, so the markers in every endpoint's
-    signature (and in its dependencies' signatures) are switched before the app serves its first request.
+    Its exit code (the audit record, the commit) must run before the response, so that a failed commit fails the
+    request instead of following a 2xx; `SESSION`, `require` and `public` declare `scope="function"`. A route
+    that declared `Depends(db_session)` itself would also get a second session, so this is checked at start-up.
     """
-    seen: set[int] = set()
     for route in _all_routes(list(app.routes)):
-        _function_scope(route.endpoint, seen)
         stack = list(route.dependant.dependencies)
         while stack:
             dep = stack.pop()
-            if _is_generator(dep.call):
-                dep.scope = "function"
+            if _is_generator(dep.call) and dep.scope != "function":
+                raise RuntimeError(f"{route.path}: dependency {getattr(dep.call, '__qualname__', dep.call)} has "
+                                   f"yield but not scope='function'; use SESSION / require / public")
             stack.extend(dep.dependencies)
 
 
@@ -528,33 +549,6 @@ def _all_routes(routes: list[Any]) -> list[APIRoute]:
         elif isinstance(route, APIRoute):
             out.append(route)
     return out
-
-
-def _function_scope(call: Any, seen: set[int]) -> None:
-    import inspect
-    import typing
-
-    from fastapi import params
-
-    if call is None or id(call) in seen:
-        return
-    seen.add(id(call))
-    target = call.__init__ if inspect.isclass(call) else call
-    try:
-        signature = inspect.signature(target)
-        hints = typing.get_type_hints(target, include_extras=True)
-    except (TypeError, ValueError, NameError):
-        return
-    for name, parameter in signature.parameters.items():
-        markers = [parameter.default, *getattr(hints.get(name), "__metadata__", ())]
-        for marker in markers:
-            if isinstance(marker, params.Depends):
-                dependency = marker.dependency
-                if dependency is None and inspect.isclass(hints.get(name)):
-                    dependency = hints[name]
-                if _is_generator(dependency) and marker.scope != "function":
-                    object.__setattr__(marker, "scope", "function")  # frozen marker, read when routes build
-                _function_scope(dependency, seen)
 
 
 def _is_generator(call: Any) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from disclosure.checkpoint import verifier_key
 from disclosure.export import EXPORT_TYPE
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.audit import leaf_record
 from sandbox.audit_log import SqlNodes, checkpoint_of
 from sandbox.errors import InvalidInput
@@ -102,7 +102,7 @@ def _checkpoint_out(row: AuditCheckpoint, state: AppState) -> dict[str, Any]:
 def list_events(filters: Filters = Depends(), cursor: int = Query(0, ge=0, description="next_cursor of a page"),
                 limit: int = Query(100, ge=1, le=MAX_PAGE), latest: int | None = Query(None, ge=1, le=MAX_PAGE),
                 proofs: bool = Query(False, description="inclusion proof per record (always for operators)"),
-                guard: Guard = Depends(require("audit", "read")), session: Session = Depends(db_session),
+                guard: Guard = require("audit", "read"), session: Session = SESSION,
                 state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Audit records in sequence order with filters and a cursor; `latest=N` gives the newest N."""
     with_proofs = proofs or not guard.any_org
@@ -140,7 +140,7 @@ def list_events(filters: Filters = Depends(), cursor: int = Query(0, ge=0, descr
 
 @router.get("/checkpoint", response_model=None)
 def get_checkpoint(format: str = Query("json", pattern="^(json|note)$"),
-                   guard: Guard = Depends(require("audit", "read")), state: AppState = Depends(app_state)
+                   guard: Guard = require("audit", "read"), state: AppState = Depends(app_state)
                    ) -> dict[str, Any] | Response:
     """The latest checkpoint, signed now if the log grew since the last one (`format=note`: the signed note)."""
     row = state.audit_log.checkpoint("on demand")
@@ -152,7 +152,7 @@ def get_checkpoint(format: str = Query("json", pattern="^(json|note)$"),
 
 @router.get("/proofs/inclusion")
 def inclusion_proof(index: int = Query(..., ge=0), tree_size: int = Query(..., ge=1),
-                    guard: Guard = Depends(require("audit", "read")), session: Session = Depends(db_session),
+                    guard: Guard = require("audit", "read"), session: Session = SESSION,
                     state: AppState = Depends(app_state)) -> dict[str, Any]:
     """RFC 9162 inclusion proof of entry `index` in the tree of `tree_size`."""
     proof = state.audit_log.inclusion(session, index, tree_size)
@@ -164,7 +164,7 @@ def inclusion_proof(index: int = Query(..., ge=0), tree_size: int = Query(..., g
 
 @router.get("/proofs/consistency")
 def consistency_proof(first: int = Query(..., ge=0), second: int = Query(..., ge=0),
-                      guard: Guard = Depends(require("audit", "read")), session: Session = Depends(db_session),
+                      guard: Guard = require("audit", "read"), session: Session = SESSION,
                       state: AppState = Depends(app_state)) -> dict[str, Any]:
     """RFC 9162 consistency proof from the tree of size `first` to the tree of size `second`."""
     proof = state.audit_log.consistency(session, first, second)
@@ -176,7 +176,7 @@ def consistency_proof(first: int = Query(..., ge=0), second: int = Query(..., ge
 def export(filters: Filters = Depends(),
            consistency_from: list[int] = Query([], description="tree sizes of checkpoints you hold: the export "
                                                                "carries a consistency proof from each"),
-           guard: Guard = Depends(require("audit", "export")), session: Session = Depends(db_session),
+           guard: Guard = require("audit", "export"), session: Session = SESSION,
            state: AppState = Depends(app_state)) -> Response:
     """JSON lines: a header with the signed checkpoint, then one record per line. A filtered export (any
     filter, or an operator's) carries an inclusion proof per record; a full one carries each leaf hash."""

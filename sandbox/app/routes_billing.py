@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from metering.events import to_record
 from metering.exports import export_bills, export_usage
 from metering.periods import Period
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.schemas import StrictModel
 from sandbox.billing import ledger
 from sandbox.billing.convert import event_columns, event_from_values
@@ -54,7 +54,7 @@ def _owner(guard: Guard, payer: str, issuer: str) -> str:
 @router.get("/usage")
 def list_usage(period: str | None = Query(None), payer_org_id: str | None = Query(None),
                limit: int = Query(200, ge=1, le=5000), after: str = Query(""),
-               guard: Guard = Depends(require("usage", "read")), session: Session = Depends(db_session),
+               guard: Guard = require("usage", "read"), session: Session = SESSION,
                state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Usage events the caller may see (as payer or issuer), by id, paged with `after`."""
     q = _visible(guard, select(*event_columns()), UsageEventRow.payer_org_id, UsageEventRow.issuer_org_id)
@@ -71,8 +71,8 @@ def list_usage(period: str | None = Query(None), payer_org_id: str | None = Quer
 
 
 @router.post("/usage/{event_id}/reverse", status_code=201)
-def reverse_usage(event_id: str, body: ReverseIn, guard: Guard = Depends(require("usage", "reverse")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def reverse_usage(event_id: str, body: ReverseIn, guard: Guard = require("usage", "reverse"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Correct an event by appending its reversal, with a reason (the issuer); never edits or deletes."""
     original = session.get(UsageEventRow, event_id)
     guard.check(original.issuer_org_id if original else None, f"usage/{event_id}")
@@ -83,8 +83,8 @@ def reverse_usage(event_id: str, body: ReverseIn, guard: Guard = Depends(require
 
 
 @router.post("/bills", status_code=201)
-def create_bill(body: BillIn, guard: Guard = Depends(require("bill", "create")),
-                session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def create_bill(body: BillIn, guard: Guard = require("bill", "create"),
+                session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Draft (or redraft) a payer's bill for a month: every unbilled event rated under the schedule in force."""
     period = _period(body.period)
     platform = state.metering.platform_org_id(session)
@@ -105,7 +105,7 @@ def create_bill(body: BillIn, guard: Guard = Depends(require("bill", "create")),
 @router.get("/bills")
 def list_bills(period: str | None = Query(None), payer_org_id: str | None = Query(None),
                status: str | None = Query(None, pattern="^(draft|finalized)$"),
-               guard: Guard = Depends(require("bill", "read")), session: Session = Depends(db_session)
+               guard: Guard = require("bill", "read"), session: Session = SESSION
                ) -> list[dict[str, Any]]:
     """Bills the caller may see: its own as payer, an operator's customer bills, every bill for agency and
     regulators."""
@@ -128,7 +128,7 @@ def _period_rows(guard: Guard, session: Session, period: Period) -> list[BillRow
 
 @router.get("/bills/export", response_model=None)
 def export(period: str = Query(...), format: str = Query("csv", pattern="^(csv|json|parquet)$"),
-           guard: Guard = Depends(require("bill", "export")), session: Session = Depends(db_session)) -> Response:
+           guard: Guard = require("bill", "export"), session: Session = SESSION) -> Response:
     """Finance export of the period's bills: CSV (UTF-8 with BOM), JSON or Parquet, one row per line."""
     p = _period(period)
     rows = _period_rows(guard, session, p)
@@ -140,7 +140,7 @@ def export(period: str = Query(...), format: str = Query("csv", pattern="^(csv|j
 
 @router.get("/bills/export/usage", response_model=None)
 def export_usage_detail(period: str = Query(...), format: str = Query("csv", pattern="^(csv|json|parquet)$"),
-                        guard: Guard = Depends(require("bill", "export")), session: Session = Depends(db_session),
+                        guard: Guard = require("bill", "export"), session: Session = SESSION,
                         state: AppState = Depends(app_state)) -> Response:
     """The usage detail behind the period's bills: one row per (bill, event), quantities in base units."""
     p = _period(period)
@@ -158,15 +158,15 @@ def _bill(guard: Guard, session: Session, bill_id: str) -> BillRow:
 
 
 @router.get("/bills/{bill_id}")
-def get_bill(bill_id: str, guard: Guard = Depends(require("bill", "read")), session: Session = Depends(db_session)
+def get_bill(bill_id: str, guard: Guard = require("bill", "read"), session: Session = SESSION
              ) -> dict[str, Any]:
     """One bill with its lines."""
     return ledger.bill_out(session, _bill(guard, session, bill_id), ledger.org_names(session))
 
 
 @router.post("/bills/{bill_id}/finalize")
-def finalize_bill(bill_id: str, guard: Guard = Depends(require("bill", "finalize")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def finalize_bill(bill_id: str, guard: Guard = require("bill", "finalize"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Finalize a draft (its issuer only): immutable, hashed; later events go to the next bill."""
     row = guard.owned(session, BillRow, bill_id, owner=lambda b: b.issuer_org_id, kind="bill")
     ledger.finalize(session, row, now=state.clock.now(), actor=guard.caller.principal_id, tz=state.metering.tz)
@@ -176,8 +176,8 @@ def finalize_bill(bill_id: str, guard: Guard = Depends(require("bill", "finalize
 
 
 @router.get("/reconciliation")
-def reconcile(period: str = Query(...), guard: Guard = Depends(require("bill", "reconcile")),
-              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def reconcile(period: str = Query(...), guard: Guard = require("bill", "reconcile"),
+              session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Check every visible bill of a month against its events; `ok` is false on any difference."""
     p = _period(period)
     rows = _period_rows(guard, session, p)
@@ -194,8 +194,8 @@ def reconcile(period: str = Query(...), guard: Guard = Depends(require("bill", "
 
 
 @router.get("/attribution")
-def attribution(period: str = Query(...), guard: Guard = Depends(require("attribution", "read")),
-                session: Session = Depends(db_session)) -> dict[str, Any]:
+def attribution(period: str = Query(...), guard: Guard = require("attribution", "read"),
+                session: Session = SESSION) -> dict[str, Any]:
     """Revenue attributed to providers and datasets on final bills (providers see their own share)."""
     p = _period(period)
     return ledger.attribution_totals(session, p, None if guard.any_org else guard.caller.org_id)
@@ -203,7 +203,7 @@ def attribution(period: str = Query(...), guard: Guard = Depends(require("attrib
 
 @router.get("/revenue")
 def revenue(year: int = Query(..., ge=2000, le=2200), operator_org_id: str | None = Query(None),
-            guard: Guard = Depends(require("revenue", "read")), session: Session = Depends(db_session)
+            guard: Guard = require("revenue", "read"), session: Session = SESSION
             ) -> list[dict[str, Any]]:
     """Operators' revenue against their maximum allowed revenue, with excess carried into the next year."""
     if not guard.any_org:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from disclosure.checkpoint import verifier_key
 from policy.authz import Scope
-from sandbox.app.deps import AppState, Guard, app_state, db_session, on_rollback, public, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, on_rollback, public, require
 from sandbox.app.schemas import StrictModel, describe_error, describe_errors
 from sandbox.audit import AuditDraft
 from sandbox.catalogue import certificates, registration, registry
@@ -178,8 +178,8 @@ def _register(session: Session, state: AppState, guard: Guard, meta: DatasetIn, 
 
 @router.post("/datasets", status_code=201)
 def register_dataset(metadata: str = Form(..., description="DatasetIn as JSON"),
-                     file: UploadFile | None = File(None), guard: Guard = Depends(require("dataset", "create")),
-                     session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                     file: UploadFile | None = File(None), guard: Guard = require("dataset", "create"),
+                     session: Session = SESSION, state: AppState = Depends(app_state)
                      ) -> dict[str, Any]:
     """File a registration application for a new dataset (state `applied`); `certify_now` is the admin shortcut."""
     meta = _parse_meta(metadata)
@@ -193,7 +193,7 @@ def register_dataset(metadata: str = Form(..., description="DatasetIn as JSON"),
 
 @router.post("/datasets/{dataset_id}/versions", status_code=201)
 def register_version(dataset_id: str, metadata: str = Form(...), file: UploadFile | None = File(None),
-                     guard: Guard = Depends(require("dataset", "create")), session: Session = Depends(db_session),
+                     guard: Guard = require("dataset", "create"), session: Session = SESSION,
                      state: AppState = Depends(app_state)) -> dict[str, Any]:
     """File an application for a new version: new data and/or changed grade, constraints or metadata."""
     meta = _parse_meta(metadata)
@@ -207,7 +207,7 @@ def _provider_names(session: Session) -> dict[str, str]:
 
 
 @router.get("/datasets")
-def list_datasets(guard: Guard = Depends(require("dataset", "read")), session: Session = Depends(db_session)
+def list_datasets(guard: Guard = require("dataset", "read"), session: Session = SESSION
                   ) -> list[dict[str, Any]]:
     """Every dataset's latest certified version, with column constraints (no data values).
 
@@ -228,8 +228,8 @@ def _visible_versions(session: Session, guard: Guard, ds: Dataset) -> list[Datas
 
 
 @router.get("/datasets/{dataset_id}")
-def get_dataset(dataset_id: str, guard: Guard = Depends(require("dataset", "read")),
-                session: Session = Depends(db_session)) -> dict[str, Any]:
+def get_dataset(dataset_id: str, guard: Guard = require("dataset", "read"),
+                session: Session = SESSION) -> dict[str, Any]:
     """A dataset's latest certified version (else its newest visible one) plus its version history.
 
     The provider, the agency and regulators see every version; others see certified, revoked and noticed ones.
@@ -250,8 +250,8 @@ def get_dataset(dataset_id: str, guard: Guard = Depends(require("dataset", "read
 
 
 @router.get("/datasets/{dataset_id}/versions/{version}")
-def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(require("dataset", "read")),
-                        session: Session = Depends(db_session)) -> dict[str, Any]:
+def get_dataset_version(dataset_id: str, version: int, guard: Guard = require("dataset", "read"),
+                        session: Session = SESSION) -> dict[str, Any]:
     """One immutable version (applications only for their provider, the agency and regulators)."""
     ds = session.get(Dataset, dataset_id)
     guard.check(ds.provider_org_id if ds else None, f"dataset/{dataset_id}/{version}")
@@ -263,8 +263,8 @@ def get_dataset_version(dataset_id: str, version: int, guard: Guard = Depends(re
 
 
 @router.get("/catalogue")
-def public_catalogue(response: Response, audit: AuditDraft = Depends(public("catalogue:read")),
-                     session: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def public_catalogue(response: Response, audit: AuditDraft = public("catalogue:read"),
+                     session: Session = SESSION) -> list[dict[str, Any]]:
     """The public catalogue: certified datasets, their grade and certificate; no schemas' values, no data.
     Operators' products built on them are listed at `GET /v1/products` (the `Link` header)."""
     response.headers["Link"] = '</v1/products>; rel="related"; title="products and services"'
@@ -279,7 +279,7 @@ def public_catalogue(response: Response, audit: AuditDraft = Depends(public("cat
 
 
 @router.get("/domains")
-def domains(audit: AuditDraft = Depends(public("domains:read"))) -> list[dict[str, str]]:
+def domains(audit: AuditDraft = public("domains:read")) -> list[dict[str, str]]:
     """Data domains (codes with English and Chinese names)."""
     return [{"code": k, "name": en, "name_zh": zh} for k, (en, zh) in DOMAINS.items()]
 
@@ -292,8 +292,8 @@ def _certificate(session: Session, code: str) -> Certificate:
 
 
 @router.get("/certificates/{code}", response_model=None)
-def verify_certificate_online(code: str, request: Request, audit: AuditDraft = Depends(public("certificate:verify")),
-                              session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def verify_certificate_online(code: str, request: Request, audit: AuditDraft = public("certificate:verify"),
+                              session: Session = SESSION, state: AppState = Depends(app_state)
                               ) -> dict[str, Any] | Response:
     """Verify a certificate online: signature, key, agreement with the registry, and revocation. A browser
     (Accept: text/html, as when a printed QR code is scanned) gets the bilingual certificate page."""
@@ -328,8 +328,8 @@ def verify_certificate_online(code: str, request: Request, audit: AuditDraft = D
 
 
 @router.get("/certificates/{code}/document")
-def certificate_document(code: str, audit: AuditDraft = Depends(public("certificate:read")),
-                         session: Session = Depends(db_session)) -> Response:
+def certificate_document(code: str, audit: AuditDraft = public("certificate:read"),
+                         session: Session = SESSION) -> Response:
     """The signed certificate file, for offline verification."""
     audit.resource = f"certificate/{code}"
     cert = _certificate(session, code)
@@ -339,8 +339,8 @@ def certificate_document(code: str, audit: AuditDraft = Depends(public("certific
 
 
 @router.get("/certificates/{code}/qr.png")
-def certificate_qr(code: str, audit: AuditDraft = Depends(public("certificate:read")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
+def certificate_qr(code: str, audit: AuditDraft = public("certificate:read"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> Response:
     """A QR code with the certificate code and its public verification URL."""
     audit.resource = f"certificate/{code}/qr.png"
     cert = _certificate(session, code)
@@ -349,7 +349,7 @@ def certificate_qr(code: str, audit: AuditDraft = Depends(public("certificate:re
 
 
 @router.get("/keys")
-def public_keys(audit: AuditDraft = Depends(public("keys:read")), state: AppState = Depends(app_state)
+def public_keys(audit: AuditDraft = public("keys:read"), state: AppState = Depends(app_state)
                 ) -> dict[str, Any]:
     """Public verification keys by signing context and key id (PEM); `checkpoint_verifier_keys` gives the
     checkpoint keys as C2SP verifier key strings named by the log's origin."""

@@ -23,7 +23,7 @@ from disclosure.signing import canonical_json
 from metering.money import fen_text
 from sandbox import console, disclosures
 from sandbox.app.console_deps import ConsoleGuard, console_require
-from sandbox.app.deps import AppState, app_state, db_session, public
+from sandbox.app.deps import SESSION, AppState, app_state, public
 from sandbox.app.routes_audit import Filters
 from sandbox.audit import AuditDraft, leaf_record
 from sandbox.catalogue import certificates
@@ -71,7 +71,7 @@ def _names(session: Session) -> dict[str, str]:
 
 @router.get("/sign-in", response_class=HTMLResponse)
 def sign_in_page(next: str = Query("/console", max_length=300), why: str | None = Query(None, max_length=60),
-                 draft: AuditDraft = Depends(public("console:sign_in_page")),
+                 draft: AuditDraft = public("console:sign_in_page"),
                  state: AppState = Depends(app_state)) -> HTMLResponse:
     """The sign-in form: an API key, exchanged for a session cookie."""
     token = console.new_csrf()
@@ -92,8 +92,8 @@ def _cookie(response: Response, state: AppState, name: str, value: str, *, max_a
 
 @router.post("/sign-in")
 def sign_in(request: Request, api_key: str = Form(..., max_length=200), csrf: str = Form(..., max_length=100),
-            next: str = Form("/console", max_length=300), draft: AuditDraft = Depends(public("console:sign_in")),
-            session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
+            next: str = Form("/console", max_length=300), draft: AuditDraft = public("console:sign_in"),
+            session: Session = SESSION, state: AppState = Depends(app_state)) -> Response:
     """Check the key; on success set the HTTP-only session cookie and go on."""
     console.check_csrf(request.cookies.get(console.CSRF_COOKIE), csrf)
     now = state.clock.now()
@@ -118,7 +118,7 @@ def _query(**params: str) -> str:
 
 
 @router.post("/sign-out")
-def sign_out(csrf: str = Form(..., max_length=100), cg: ConsoleGuard = Depends(console_require("self", "read")),
+def sign_out(csrf: str = Form(..., max_length=100), cg: ConsoleGuard = console_require("self", "read"),
              state: AppState = Depends(app_state)) -> Response:
     """End this console session."""
     console.check_csrf(cg.session_row.csrf_token, csrf)
@@ -132,7 +132,7 @@ def sign_out(csrf: str = Form(..., max_length=100), cg: ConsoleGuard = Depends(c
 # --- signed-in pages ---------------------------------------------------------------------------------------------
 
 @router.get("", response_class=HTMLResponse)
-def home(cg: ConsoleGuard = Depends(console_require("self", "read")), state: AppState = Depends(app_state)
+def home(cg: ConsoleGuard = console_require("self", "read"), state: AppState = Depends(app_state)
          ) -> HTMLResponse:
     """Where the console's pages are."""
     return _page(state, "home.html.j2", cg, regulator=cg.guard.caller.org_kind == "regulator")
@@ -144,7 +144,7 @@ def audit_page(actor: str = Query("", max_length=40), org: str = Query("", max_l
                decision: str = Query("", pattern="^(|allow|deny|refused|invalid|failed)$"),
                since: str = Query("", max_length=40), until: str = Query("", max_length=40),
                cursor: int = Query(0, ge=0),
-               cg: ConsoleGuard = Depends(console_require("audit", "read")), session: Session = Depends(db_session),
+               cg: ConsoleGuard = console_require("audit", "read"), session: Session = SESSION,
                state: AppState = Depends(app_state)) -> HTMLResponse:
     """The audit trail, filterable and paginated, with the checkpoint history; each entry verifiable in the
     browser against the checkpoint it is shown with."""
@@ -184,7 +184,7 @@ def _pinned_keys(state: AppState) -> list[str]:
 
 @router.get("/audit/proof")
 def audit_proof(seq: int = Query(..., ge=0), size: int = Query(..., ge=1),
-                cg: ConsoleGuard = Depends(console_require("audit", "read")), session: Session = Depends(db_session),
+                cg: ConsoleGuard = console_require("audit", "read"), session: Session = SESSION,
                 state: AppState = Depends(app_state)) -> dict[str, Any]:
     """An entry's exact leaf bytes and its inclusion proof in the checkpoint of `size`, for the browser to check."""
     if seq >= size:
@@ -205,7 +205,7 @@ def audit_proof(seq: int = Query(..., ge=0), size: int = Query(..., ge=1),
 
 
 @router.get("/grants", response_class=HTMLResponse)
-def grants_page(cg: ConsoleGuard = Depends(console_require("grant", "read")), session: Session = Depends(db_session),
+def grants_page(cg: ConsoleGuard = console_require("grant", "read"), session: Session = SESSION,
                 state: AppState = Depends(app_state)) -> HTMLResponse:
     """Grants with scope, scenario, purpose class, validity and status."""
     q = select(Grant).order_by(Grant.created_at, Grant.id)
@@ -224,8 +224,8 @@ def grants_page(cg: ConsoleGuard = Depends(console_require("grant", "read")), se
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets_page(cg: ConsoleGuard = Depends(console_require("dataset", "read")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> HTMLResponse:
+def datasets_page(cg: ConsoleGuard = console_require("dataset", "read"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> HTMLResponse:
     """Dataset versions with their certificates and QR codes."""
     names = _names(session)
     from sandbox.store.models import Dataset
@@ -251,7 +251,7 @@ def datasets_page(cg: ConsoleGuard = Depends(console_require("dataset", "read"))
 
 
 @router.get("/jobs", response_class=HTMLResponse)
-def jobs_page(cg: ConsoleGuard = Depends(console_require("job", "read")), session: Session = Depends(db_session),
+def jobs_page(cg: ConsoleGuard = console_require("job", "read"), session: Session = SESSION,
               state: AppState = Depends(app_state)) -> HTMLResponse:
     """Jobs and their runs."""
     q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(200)
@@ -272,8 +272,8 @@ def jobs_page(cg: ConsoleGuard = Depends(console_require("job", "read")), sessio
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: str, cg: ConsoleGuard = Depends(console_require("run", "read")),
-             session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> HTMLResponse:
+def run_page(run_id: str, cg: ConsoleGuard = console_require("run", "read"),
+             session: Session = SESSION, state: AppState = Depends(app_state)) -> HTMLResponse:
     """One run with its job's frozen SQL and findings."""
     run = cg.guard.owned(session, Run, run_id, owner=lambda r: r.operator_org_id, kind="run")
     job = session.get(Job, run.job_id)
@@ -283,7 +283,7 @@ def run_page(run_id: str, cg: ConsoleGuard = Depends(console_require("run", "rea
 
 
 @router.get("/usage", response_class=HTMLResponse)
-def usage_page(cg: ConsoleGuard = Depends(console_require("usage", "read")), session: Session = Depends(db_session),
+def usage_page(cg: ConsoleGuard = console_require("usage", "read"), session: Session = SESSION,
                state: AppState = Depends(app_state)) -> HTMLResponse:
     """Usage and revenue charts by month, operator and dataset."""
     from zoneinfo import ZoneInfo
@@ -326,8 +326,8 @@ def _periods(now: datetime, tz_name: str) -> list[str]:
 
 
 @router.get("/disclosures", response_class=HTMLResponse)
-def disclosures_page(cg: ConsoleGuard = Depends(console_require("self", "read")),
-                     session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> HTMLResponse:
+def disclosures_page(cg: ConsoleGuard = console_require("self", "read"),
+                     session: Session = SESSION, state: AppState = Depends(app_state)) -> HTMLResponse:
     """Published disclosures, and (for the agency and regulators) the drafts of the current periods."""
     published = [{"period": r.period, "sha256": r.sha256, "published_at": r.published_at.isoformat()}
                  for r in session.scalars(select(DisclosureRow).order_by(DisclosureRow.published_at.desc()))]
@@ -342,7 +342,7 @@ def audit_export(actor: str = Query("", max_length=40), org: str = Query("", max
                  dataset: str = Query("", max_length=64), action: str = Query("", max_length=60),
                  decision: str = Query("", pattern="^(|allow|deny|refused|invalid|failed)$"),
                  since: str = Query("", max_length=40), until: str = Query("", max_length=40),
-                 cg: ConsoleGuard = Depends(console_require("audit", "export")), session: Session = Depends(db_session),
+                 cg: ConsoleGuard = console_require("audit", "export"), session: Session = SESSION,
                  state: AppState = Depends(app_state)) -> Response:
     """The audit export (JSON lines with the signed checkpoint and proofs) for `sluice audit verify`, from the
     browser: the same document as GET /v1/audit/export."""
@@ -370,8 +370,8 @@ def _report_for(cg: ConsoleGuard, session: Session, state: AppState, period: str
 @router.get("/disclosures/{period}/file", response_model=None)
 def disclosure_file(period: str, format: str = Query("json", pattern="^(json|md|csv|sig)$"),
                     lang: str = Query("en", pattern="^(en|zh-CN)$"),
-                    cg: ConsoleGuard = Depends(console_require("self", "read")),
-                    session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> Response:
+                    cg: ConsoleGuard = console_require("self", "read"),
+                    session: Session = SESSION, state: AppState = Depends(app_state)) -> Response:
     """A disclosure report to download: the signed JSON, its signature, Markdown, or CSV (zip)."""
     from sandbox.app.routes_disclosures import MEDIA, rendered
 
@@ -389,8 +389,8 @@ def disclosure_file(period: str, format: str = Query("json", pattern="^(json|md|
 
 @router.get("/disclosures/{period}", response_class=HTMLResponse)
 def disclosure_page(period: str, lang: str = Query("en", pattern="^(en|zh-CN)$"),
-                    cg: ConsoleGuard = Depends(console_require("self", "read")),
-                    session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> HTMLResponse:
+                    cg: ConsoleGuard = console_require("self", "read"),
+                    session: Session = SESSION, state: AppState = Depends(app_state)) -> HTMLResponse:
     """A disclosure report as HTML: published, or a draft for those who may read drafts."""
     report, _, signature = _report_for(cg, session, state, period)
     cg.guard.note(period=report["period"], status=report["status"], lang=lang)
@@ -414,7 +414,7 @@ def _with_switch(html: str, path: str, lang: str, downloads: str | None = None) 
 # --- public pages ----------------------------------------------------------------------------------------------
 
 @router.get("/catalogue", response_class=HTMLResponse)
-def catalogue_page(draft: AuditDraft = Depends(public("catalogue:console")), session: Session = Depends(db_session),
+def catalogue_page(draft: AuditDraft = public("catalogue:console"), session: Session = SESSION,
                    state: AppState = Depends(app_state)) -> HTMLResponse:
     """The product and service catalogue: operators' listed products and prices, and certified datasets."""
     from sandbox.billing.prices import entry_versions
@@ -447,7 +447,7 @@ def catalogue_page(draft: AuditDraft = Depends(public("catalogue:console")), ses
 
 
 @router.get("/published", response_class=HTMLResponse)
-def published_page(draft: AuditDraft = Depends(public("disclosure:list")), session: Session = Depends(db_session),
+def published_page(draft: AuditDraft = public("disclosure:list"), session: Session = SESSION,
                    state: AppState = Depends(app_state)) -> HTMLResponse:
     """Published disclosure reports."""
     published = [{"period": r.period, "sha256": r.sha256, "published_at": r.published_at.isoformat()}
@@ -459,7 +459,7 @@ def published_page(draft: AuditDraft = Depends(public("disclosure:list")), sessi
 
 @router.get("/published/{period}", response_class=HTMLResponse)
 def published_report(period: str, lang: str = Query("en", pattern="^(en|zh-CN)$"),
-                     draft: AuditDraft = Depends(public("disclosure:read")), session: Session = Depends(db_session)
+                     draft: AuditDraft = public("disclosure:read"), session: Session = SESSION
                      ) -> HTMLResponse:
     """A published disclosure report as HTML."""
     parsed = disclosures.parse_period(period)

@@ -20,7 +20,7 @@ from disclosure.render import to_csv, to_html, to_markdown
 from disclosure.signing import canonical_json
 from policy.authz import Scope
 from sandbox import disclosures
-from sandbox.app.deps import AppState, Guard, _bearer, app_state, db_session, public, require
+from sandbox.app.deps import SESSION, AppState, Guard, _bearer, app_state, public, require
 from sandbox.audit import AuditDraft
 from sandbox.errors import Forbidden, NotFound
 from sandbox.identity import authenticate
@@ -87,8 +87,8 @@ def report_for(request: Request, state: AppState, session: Session, draft: Audit
 
 
 @router.get("")
-def list_disclosures(draft: AuditDraft = Depends(public("disclosure:list")),
-                     session: Session = Depends(db_session)) -> dict[str, Any]:
+def list_disclosures(draft: AuditDraft = public("disclosure:list"),
+                     session: Session = SESSION) -> dict[str, Any]:
     """Published disclosure reports, newest first."""
     rows = session.scalars(select(DisclosureRow).order_by(DisclosureRow.published_at.desc()))
     out = [{"period": r.period, "sha256": r.sha256, "cut_off": r.cut_off.isoformat(),
@@ -98,14 +98,14 @@ def list_disclosures(draft: AuditDraft = Depends(public("disclosure:list")),
 
 
 @router.get("/schema")
-def get_schema(_: AuditDraft = Depends(public("disclosure:schema"))) -> Response:
+def get_schema(_: AuditDraft = public("disclosure:schema")) -> Response:
     """The JSON Schema of the report document."""
     return Response(schema_text(), media_type="application/schema+json")
 
 
 @router.get("/{period}", response_model=None)
 def get_disclosure(period: str, request: Request, format: str = FORMAT, lang: str = LANG,
-                   draft: AuditDraft = Depends(public("disclosure:read")), session: Session = Depends(db_session),
+                   draft: AuditDraft = public("disclosure:read"), session: Session = SESSION,
                    state: AppState = Depends(app_state)) -> Response:
     """A period's report: public once published; a draft otherwise, for the agency and regulators only."""
     report, data, signature = report_for(request, state, session, draft, period)
@@ -118,15 +118,15 @@ def get_disclosure(period: str, request: Request, format: str = FORMAT, lang: st
 
 
 @router.get("/{period}/signature")
-def get_signature(period: str, request: Request, draft: AuditDraft = Depends(public("disclosure:read")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def get_signature(period: str, request: Request, draft: AuditDraft = public("disclosure:read"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The signature document of a period's report (verify it with the `disclosure` keys of /v1/keys)."""
     return report_for(request, state, session, draft, period)[2]
 
 
 @router.post("/{period}/publish", status_code=201)
-def publish(period: str, guard: Guard = Depends(require("disclosure", "publish")),
-            session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def publish(period: str, guard: Guard = require("disclosure", "publish"),
+            session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Publish a closed period's report: its cut-off is now; the signed JSON is stored and served as it is."""
     parsed = disclosures.parse_period(period)
     guard.check(guard.caller.org_id, f"disclosure/{parsed}")

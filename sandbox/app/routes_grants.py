@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox import grants
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import InvalidInput
 from sandbox.store.models import Grant, GrantEvent
@@ -71,8 +71,8 @@ def _aware(value: datetime) -> datetime:
 
 
 @router.post("/grants", status_code=201)
-def create_grant(body: GrantIn, guard: Guard = Depends(require("grant", "create")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def create_grant(body: GrantIn, guard: Guard = require("grant", "create"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Grant an operator organization authorized operation (agency admin)."""
     guard.check(body.operator_org_id, f"org/{body.operator_org_id}")
     now = state.clock.now()
@@ -91,7 +91,7 @@ def create_grant(body: GrantIn, guard: Guard = Depends(require("grant", "create"
 
 
 @router.get("/grants")
-def list_grants(guard: Guard = Depends(require("grant", "read")), session: Session = Depends(db_session),
+def list_grants(guard: Guard = require("grant", "read"), session: Session = SESSION,
                 state: AppState = Depends(app_state)) -> list[dict[str, Any]]:
     """Grants the caller may see: operators see only their own organization's."""
     q = select(Grant).order_by(Grant.created_at, Grant.id)
@@ -106,8 +106,8 @@ def _grant(session: Session, guard: Guard, grant_id: str) -> Grant:
 
 
 @router.get("/grants/{grant_id}")
-def get_grant(grant_id: str, guard: Guard = Depends(require("grant", "read")),
-              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def get_grant(grant_id: str, guard: Guard = require("grant", "read"),
+              session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """One grant with its state history."""
     g = _grant(session, guard, grant_id)
     events = list(session.scalars(select(GrantEvent).where(GrantEvent.grant_id == g.id).order_by(GrantEvent.id)))
@@ -124,22 +124,22 @@ def _transition(action: grants.GrantAction, grant_id: str, body: ReasonIn, guard
 
 
 @router.post("/grants/{grant_id}/suspend")
-def suspend_grant(grant_id: str, body: ReasonIn, guard: Guard = Depends(require("grant", "change")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def suspend_grant(grant_id: str, body: ReasonIn, guard: Guard = require("grant", "change"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Suspend an active grant, with a reason."""
     return _transition(grants.GrantAction.SUSPEND, grant_id, body, guard, session, state)
 
 
 @router.post("/grants/{grant_id}/revoke")
-def revoke_grant(grant_id: str, body: ReasonIn, guard: Guard = Depends(require("grant", "change")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def revoke_grant(grant_id: str, body: ReasonIn, guard: Guard = require("grant", "change"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Revoke a grant for good, with a reason."""
     return _transition(grants.GrantAction.REVOKE, grant_id, body, guard, session, state)
 
 
 @router.post("/grants/{grant_id}/reinstate")
-def reinstate_grant(grant_id: str, body: ReasonIn, guard: Guard = Depends(require("grant", "change")),
-                    session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def reinstate_grant(grant_id: str, body: ReasonIn, guard: Guard = require("grant", "change"),
+                    session: Session = SESSION, state: AppState = Depends(app_state)
                     ) -> dict[str, Any]:
     """Reinstate a suspended grant, with a reason."""
     return _transition(grants.GrantAction.REINSTATE, grant_id, body, guard, session, state)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox import identity
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound
 from sandbox.store.models import ApiKey, Organization, Principal
@@ -101,7 +101,7 @@ def _ttl(days: int | None, state: AppState) -> timedelta | None:
 
 
 @router.get("/me", response_model=MeOut)
-def me(guard: Guard = Depends(require("self", "read"))) -> MeOut:
+def me(guard: Guard = require("self", "read")) -> MeOut:
     """Who the presented key belongs to."""
     c = guard.caller
     guard.check(c.org_id)
@@ -110,8 +110,8 @@ def me(guard: Guard = Depends(require("self", "read"))) -> MeOut:
 
 
 @router.post("/orgs", response_model=OrgOut, status_code=201)
-def create_org(body: OrgIn, guard: Guard = Depends(require("org", "create")),
-               session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> OrgOut:
+def create_org(body: OrgIn, guard: Guard = require("org", "create"),
+               session: Session = SESSION, state: AppState = Depends(app_state)) -> OrgOut:
     """Create an organization (platform admin)."""
     guard.check(None)
     org = identity.create_org(session, name=body.name, kind=body.kind, now=state.clock.now())
@@ -121,7 +121,7 @@ def create_org(body: OrgIn, guard: Guard = Depends(require("org", "create")),
 
 
 @router.get("/orgs", response_model=list[OrgOut])
-def list_orgs(guard: Guard = Depends(require("org", "read")), session: Session = Depends(db_session)
+def list_orgs(guard: Guard = require("org", "read"), session: Session = SESSION
               ) -> list[OrgOut]:
     """Organizations the caller may see: all for the platform admin and regulators, else its own."""
     q = select(Organization).order_by(Organization.created_at, Organization.name)
@@ -131,7 +131,7 @@ def list_orgs(guard: Guard = Depends(require("org", "read")), session: Session =
 
 
 @router.get("/orgs/{org_id}", response_model=OrgOut)
-def get_org(org_id: str, guard: Guard = Depends(require("org", "read")), session: Session = Depends(db_session)
+def get_org(org_id: str, guard: Guard = require("org", "read"), session: Session = SESSION
             ) -> OrgOut:
     """One organization."""
     guard.check(org_id, f"org/{org_id}")
@@ -142,8 +142,8 @@ def get_org(org_id: str, guard: Guard = Depends(require("org", "read")), session
 
 
 @router.post("/principals", response_model=PrincipalCreated, status_code=201)
-def create_principal(body: PrincipalIn, guard: Guard = Depends(require("principal", "create")),
-                     session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def create_principal(body: PrincipalIn, guard: Guard = require("principal", "create"),
+                     session: Session = SESSION, state: AppState = Depends(app_state)
                      ) -> PrincipalCreated:
     """Create a principal and its first API key (returned once)."""
     guard.check(body.org_id, f"org/{body.org_id}")
@@ -160,8 +160,8 @@ def create_principal(body: PrincipalIn, guard: Guard = Depends(require("principa
 
 
 @router.get("/principals", response_model=list[PrincipalOut])
-def list_principals(guard: Guard = Depends(require("principal", "read")),
-                    session: Session = Depends(db_session)) -> list[PrincipalOut]:
+def list_principals(guard: Guard = require("principal", "read"),
+                    session: Session = SESSION) -> list[PrincipalOut]:
     """Principals the caller may see."""
     q = select(Principal).order_by(Principal.created_at, Principal.name)
     if not guard.any_org:
@@ -174,8 +174,8 @@ def _principal(session: Session, guard: Guard, principal_id: str) -> Principal:
 
 
 @router.get("/principals/{principal_id}/keys", response_model=list[KeyOut])
-def list_keys(principal_id: str, guard: Guard = Depends(require("principal", "read")),
-              session: Session = Depends(db_session)) -> list[KeyOut]:
+def list_keys(principal_id: str, guard: Guard = require("principal", "read"),
+              session: Session = SESSION) -> list[KeyOut]:
     """A principal's API keys (never their secrets)."""
     _principal(session, guard, principal_id)
     keys = session.scalars(select(ApiKey).where(ApiKey.principal_id == principal_id).order_by(ApiKey.created_at))
@@ -183,8 +183,8 @@ def list_keys(principal_id: str, guard: Guard = Depends(require("principal", "re
 
 
 @router.post("/principals/{principal_id}/keys", response_model=KeyCreated, status_code=201)
-def create_key(principal_id: str, body: KeyIn, guard: Guard = Depends(require("api_key", "create")),
-               session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> KeyCreated:
+def create_key(principal_id: str, body: KeyIn, guard: Guard = require("api_key", "create"),
+               session: Session = SESSION, state: AppState = Depends(app_state)) -> KeyCreated:
     """Issue another API key for a principal (returned once)."""
     p = _principal(session, guard, principal_id)
     key, plaintext = identity.issue_key(session, principal=p, now=state.clock.now(),
@@ -195,7 +195,7 @@ def create_key(principal_id: str, body: KeyIn, guard: Guard = Depends(require("a
 
 @router.post("/principals/{principal_id}/keys/{key_id}/revoke", response_model=KeyOut)
 def revoke_key(principal_id: str, key_id: str, body: RevokeIn | None = None,
-               guard: Guard = Depends(require("api_key", "revoke")), session: Session = Depends(db_session),
+               guard: Guard = require("api_key", "revoke"), session: Session = SESSION,
                state: AppState = Depends(app_state)) -> KeyOut:
     """Revoke an API key; requests with it are refused from now on."""
     _principal(session, guard, principal_id)

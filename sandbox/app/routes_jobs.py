@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.governed import execute_governed
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
@@ -54,7 +54,7 @@ class RunIn(StrictModel):
 
 
 @router.post("/jobs", status_code=201)
-def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), session: Session = Depends(db_session),
+def submit_job(body: JobIn, guard: Guard = require("job", "create"), session: Session = SESSION,
                state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Submit SQL under a grant; it is analysed now, and stored whatever the verdict."""
     grant = session.get(Grant, body.grant_id)
@@ -85,8 +85,8 @@ def submit_job(body: JobIn, guard: Guard = Depends(require("job", "create")), se
 
 
 @router.post("/jobs/check")
-def check_job(body: CheckIn, guard: Guard = Depends(require("job", "create", audit_action="job:check")),
-              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def check_job(body: CheckIn, guard: Guard = require("job", "create", audit_action="job:check"),
+              session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Check SQL under a grant before submitting: the findings and the SQL that would run. Static analysis only:
     no job is stored and no data is read; the check is authorized like a submission and audited."""
     grant = session.get(Grant, body.grant_id)
@@ -101,7 +101,7 @@ def check_job(body: CheckIn, guard: Guard = Depends(require("job", "create", aud
 
 
 @router.get("/jobs")
-def list_jobs(guard: Guard = Depends(require("job", "read")), session: Session = Depends(db_session),
+def list_jobs(guard: Guard = require("job", "read"), session: Session = SESSION,
               state: str | None = Query(None)) -> list[dict[str, Any]]:
     """Jobs the caller may see (operators: their organization's)."""
     q = select(Job).order_by(Job.created_at, Job.id)
@@ -121,7 +121,7 @@ def _reviews(session: Session, job: Job) -> list[JobReview]:
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, guard: Guard = Depends(require("job", "read")), session: Session = Depends(db_session)
+def get_job(job_id: str, guard: Guard = require("job", "read"), session: Session = SESSION
             ) -> dict[str, Any]:
     """One job with its findings, reviews and history (the chain of corrections it belongs to)."""
     job = _job(session, guard, job_id)
@@ -129,8 +129,8 @@ def get_job(job_id: str, guard: Guard = Depends(require("job", "read")), session
 
 
 @router.post("/jobs/{job_id}/review")
-def review_job(job_id: str, body: ReviewIn, guard: Guard = Depends(require("job", "review")),
-               session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def review_job(job_id: str, body: ReviewIn, guard: Guard = require("job", "review"),
+               session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Approve or reject a pending job (agency reviewers; important data needs two)."""
     job = _job(session, guard, job_id)
     jobs.review(session, job, reviewer_id=guard.caller.principal_id, decision=body.decision, comment=body.comment,
@@ -141,8 +141,8 @@ def review_job(job_id: str, body: ReviewIn, guard: Guard = Depends(require("job"
 
 
 @router.post("/jobs/{job_id}/runs", status_code=201)
-def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(require("run", "create")),
-            session: Session = Depends(db_session), state: AppState = Depends(app_state),
+def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run", "create"),
+            session: Session = SESSION, state: AppState = Depends(app_state),
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)) -> dict[str, Any]:
     """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
     job = _job(session, guard, job_id)
@@ -171,7 +171,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = Depends(requi
 
 
 @router.get("/runs")
-def list_runs(guard: Guard = Depends(require("run", "read")), session: Session = Depends(db_session),
+def list_runs(guard: Guard = require("run", "read"), session: Session = SESSION,
               job_id: str | None = Query(None)) -> list[dict[str, Any]]:
     """Runs the caller may see."""
     q = select(Run).order_by(Run.created_at, Run.id)
@@ -187,7 +187,7 @@ def _run(session: Session, guard: Guard, run_id: str) -> Run:
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, guard: Guard = Depends(require("run", "read")), session: Session = Depends(db_session)
+def get_run(run_id: str, guard: Guard = require("run", "read"), session: Session = SESSION
             ) -> dict[str, Any]:
     """One run's record."""
     return runs.run_out(_run(session, guard, run_id))
@@ -201,7 +201,7 @@ FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8",
 def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv|parquet|arrow)$"),
                     bom: bool = Query(False, description="CSV for Excel: UTF-8 with a byte-order mark and CRLF "
                                                          "line ends (default: plain UTF-8, LF)"),
-                    guard: Guard = Depends(require("result", "read")), session: Session = Depends(db_session),
+                    guard: Guard = require("result", "read"), session: Session = SESSION,
                     state: AppState = Depends(app_state)) -> Response:
     """Download a succeeded run's result; every download is an audited access."""
     run = _run(session, guard, run_id)

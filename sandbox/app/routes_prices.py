@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from metering.money import parse_price, text
 from metering.schedules import Cap, Package, Tier
-from sandbox.app.deps import AppState, Guard, app_state, db_session, public, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, public, require
 from sandbox.app.schemas import StrictModel
 from sandbox.audit import AuditDraft
 from sandbox.billing import prices
@@ -107,7 +107,7 @@ def _caps_out(r: PriceCapVersion) -> dict[str, Any]:
 
 
 @router.get("/prices")
-def price_overview(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session),
+def price_overview(audit: AuditDraft = public("prices:read"), session: Session = SESSION,
                    state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public: the VAT convention, categories, and the platform fees and caps in force now and scheduled."""
     now = state.clock.now()
@@ -127,7 +127,7 @@ def _categories(session: Session) -> list[dict[str, str]]:
 
 
 @router.get("/prices/categories")
-def list_categories(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+def list_categories(audit: AuditDraft = public("prices:read"), session: Session = SESSION
                     ) -> list[dict[str, str]]:
     """Public: the product categories the agency keeps."""
     return _categories(session)
@@ -140,8 +140,8 @@ def _agency(guard: Guard, session: Session, state: AppState, what: str) -> str:
 
 
 @router.post("/prices/categories", status_code=201)
-def add_category(body: CategoryIn, guard: Guard = Depends(require("price", "change")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, str]:
+def add_category(body: CategoryIn, guard: Guard = require("price", "change"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, str]:
     """Add a product category (the agency)."""
     _agency(guard, session, state, "categories")
     row = prices.add_category(session, code=body.code, name=body.name, now=state.clock.now(),
@@ -151,15 +151,15 @@ def add_category(body: CategoryIn, guard: Guard = Depends(require("price", "chan
 
 
 @router.get("/prices/platform")
-def platform_versions(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+def platform_versions(audit: AuditDraft = public("prices:read"), session: Session = SESSION
                       ) -> list[dict[str, Any]]:
     """Public: every version of the platform fee schedule."""
     return [_platform_out(r) for r in session.scalars(select(PlatformFeeVersion).order_by(PlatformFeeVersion.version))]
 
 
 @router.post("/prices/platform", status_code=201)
-def set_platform(body: PlatformIn, guard: Guard = Depends(require("price", "change")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def set_platform(body: PlatformIn, guard: Guard = require("price", "change"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """A new version of the platform fee schedule (the agency; it may be all zero)."""
     _agency(guard, session, state, "platform")
     rates = {k: _money(v, f"rates.{k}") for k, v in body.rates.items()}
@@ -171,15 +171,15 @@ def set_platform(body: PlatformIn, guard: Guard = Depends(require("price", "chan
 
 
 @router.get("/prices/caps")
-def cap_versions(audit: AuditDraft = Depends(public("prices:read")), session: Session = Depends(db_session)
+def cap_versions(audit: AuditDraft = public("prices:read"), session: Session = SESSION
                  ) -> list[dict[str, Any]]:
     """Public: every version of the price caps (上限收费标准)."""
     return [_caps_out(r) for r in session.scalars(select(PriceCapVersion).order_by(PriceCapVersion.version))]
 
 
 @router.post("/prices/caps", status_code=201)
-def set_caps(body: CapsIn, guard: Guard = Depends(require("price", "change")),
-             session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def set_caps(body: CapsIn, guard: Guard = require("price", "change"),
+             session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """A new version of the price caps (the agency); listed prices above a lowered cap are suspended."""
     _agency(guard, session, state, "caps")
     caps = [Cap(c.basis, c.category, c.unit, _money(c.price, f"caps[{i}].price")) for i, c in enumerate(body.caps)]
@@ -191,8 +191,8 @@ def set_caps(body: CapsIn, guard: Guard = Depends(require("price", "change")),
 
 
 @router.post("/prices/revenue-caps", status_code=201)
-def set_revenue_cap(body: RevenueCapIn, guard: Guard = Depends(require("price", "change")),
-                    session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def set_revenue_cap(body: RevenueCapIn, guard: Guard = require("price", "change"),
+                    session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Set an operator's maximum allowed revenue (最高准许收入) for a year (the agency)."""
     _agency(guard, session, state, "revenue-caps")
     row = prices.set_revenue_cap(session, operator_org_id=body.operator_org_id, year=body.year,
@@ -204,8 +204,8 @@ def set_revenue_cap(body: RevenueCapIn, guard: Guard = Depends(require("price", 
 
 
 @router.get("/pricelist")
-def list_entries(operator_org_id: str | None = Query(None), audit: AuditDraft = Depends(public("pricelist:read")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def list_entries(operator_org_id: str | None = Query(None), audit: AuditDraft = public("pricelist:read"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)
                  ) -> list[dict[str, Any]]:
     """Public: operators' price lists with each entry's status under the caps in force."""
     q = select(PriceListEntry).order_by(PriceListEntry.operator_org_id, PriceListEntry.created_at, PriceListEntry.id)
@@ -216,8 +216,8 @@ def list_entries(operator_org_id: str | None = Query(None), audit: AuditDraft = 
 
 
 @router.get("/pricelist/{entry_id}")
-def get_entry(entry_id: str, audit: AuditDraft = Depends(public("pricelist:read")),
-              session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def get_entry(entry_id: str, audit: AuditDraft = public("pricelist:read"),
+              session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public: one price-list entry with its versions and status."""
     audit.resource = f"price_entry/{entry_id}"
     entry = session.get(PriceListEntry, entry_id)
@@ -227,8 +227,8 @@ def get_entry(entry_id: str, audit: AuditDraft = Depends(public("pricelist:read"
 
 
 @router.post("/pricelist", status_code=201)
-def create_entry(body: EntryIn, guard: Guard = Depends(require("pricelist", "change")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def create_entry(body: EntryIn, guard: Guard = require("pricelist", "change"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Publish an entry in the operator's price list; a price above its cap is refused with the cap."""
     operator = body.operator_org_id or guard.caller.org_id
     guard.check(operator, f"pricelist/{operator}")
@@ -244,8 +244,8 @@ def create_entry(body: EntryIn, guard: Guard = Depends(require("pricelist", "cha
 
 
 @router.post("/pricelist/{entry_id}/versions", status_code=201)
-def reprice(entry_id: str, body: PriceIn, guard: Guard = Depends(require("pricelist", "change")),
-            session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def reprice(entry_id: str, body: PriceIn, guard: Guard = require("pricelist", "change"),
+            session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Reprice an entry (a new version); refused above the cap in force when it takes effect."""
     entry = guard.owned(session, PriceListEntry, entry_id, owner=lambda e: e.operator_org_id, kind="price_entry")
     tiers, package = _tiers(body)

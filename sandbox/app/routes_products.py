@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from sandbox import product_calls as calls
 from sandbox import products, runs
-from sandbox.app.deps import AppState, Guard, app_state, db_session, public, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, public, require
 from sandbox.app.governed import execute_governed
 from sandbox.app.routes_prices import PriceIn, _money, _tiers
 from sandbox.app.schemas import StrictModel
@@ -78,8 +78,8 @@ def _note(guard: Guard, product: Product) -> None:
 # --- publishing and the lifecycle ------------------------------------------------------------------------------
 
 @router.post("/products", status_code=201)
-def publish_product(body: ProductIn, guard: Guard = Depends(require("product", "create")),
-                    session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def publish_product(body: ProductIn, guard: Guard = require("product", "create"),
+                    session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Publish a product (in `draft`) backed by an approved job, priced by a capped price-list entry."""
     job = guard.owned(session, Job, body.job_id, owner=lambda j: j.operator_org_id, kind="job")
     now, actor = state.clock.now(), guard.caller.principal_id
@@ -118,15 +118,15 @@ def _move(session: Session, guard: Guard, state: AppState, product_id: str, acti
 
 
 @router.post("/products/{product_id}/submit")
-def submit_product(product_id: str, guard: Guard = Depends(require("product", "change")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def submit_product(product_id: str, guard: Guard = require("product", "change"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Ask the agency to list a draft product (its job, grant and price are checked again)."""
     return _move(session, guard, state, product_id, products.ProductAction.SUBMIT, "")
 
 
 @router.post("/products/{product_id}/review")
-def review_product(product_id: str, body: ReviewIn, guard: Guard = Depends(require("product", "review")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def review_product(product_id: str, body: ReviewIn, guard: Guard = require("product", "review"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The agency lists a product pending review, or sends it back to draft with a reason."""
     action = products.ProductAction.APPROVE if body.decision == "approve" else products.ProductAction.REJECT
     return _move(session, guard, state, product_id, action, body.comment)
@@ -134,21 +134,21 @@ def review_product(product_id: str, body: ReviewIn, guard: Guard = Depends(requi
 
 @router.post("/products/{product_id}/withdraw")
 def withdraw_product(product_id: str, body: ReasonIn | None = None,
-                     guard: Guard = Depends(require("product", "change")), session: Session = Depends(db_session),
+                     guard: Guard = require("product", "change"), session: Session = SESSION,
                      state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The operator withdraws its product; calls are refused from now on."""
     return _move(session, guard, state, product_id, products.ProductAction.WITHDRAW, body.reason if body else "")
 
 
 @router.post("/products/{product_id}/delist")
-def delist_product(product_id: str, body: ReasonIn, guard: Guard = Depends(require("product", "delist")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def delist_product(product_id: str, body: ReasonIn, guard: Guard = require("product", "delist"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The agency delists a listed product, with a reason; calls are refused from now on."""
     return _move(session, guard, state, product_id, products.ProductAction.DELIST, body.reason)
 
 
 @router.get("/products/all")
-def all_products(guard: Guard = Depends(require("product", "read")), session: Session = Depends(db_session),
+def all_products(guard: Guard = require("product", "read"), session: Session = SESSION,
                  state: AppState = Depends(app_state), status: str | None = Query(None)) -> list[dict[str, Any]]:
     """Products in every state: an operator its own; the agency and regulators all."""
     found = products.list_products(session, operator_org_id=None if guard.any_org else guard.caller.org_id,
@@ -158,8 +158,8 @@ def all_products(guard: Guard = Depends(require("product", "read")), session: Se
 
 
 @router.get("/products/{product_id}/record")
-def product_record(product_id: str, guard: Guard = Depends(require("product", "read")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def product_record(product_id: str, guard: Guard = require("product", "read"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """One product's full record, whatever its state."""
     return products.product_out(session, _product(session, guard, product_id), state.clock.now())
 
@@ -167,7 +167,7 @@ def product_record(product_id: str, guard: Guard = Depends(require("product", "r
 # --- the public catalogue of products --------------------------------------------------------------------------
 
 @router.get("/products")
-def public_products(audit: AuditDraft = Depends(public("products:read")), session: Session = Depends(db_session),
+def public_products(audit: AuditDraft = public("products:read"), session: Session = SESSION,
                     state: AppState = Depends(app_state), operator_org_id: str | None = Query(None)
                     ) -> list[dict[str, Any]]:
     """Public: listed products with their operator, datasets (name, certificate code), charging basis and price.
@@ -180,8 +180,8 @@ def public_products(audit: AuditDraft = Depends(public("products:read")), sessio
 
 
 @router.get("/products/{product_id}")
-def public_product(product_id: str, audit: AuditDraft = Depends(public("products:read")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def public_product(product_id: str, audit: AuditDraft = public("products:read"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Public: one listed product."""
     audit.resource = f"product/{product_id}"
     product = session.get(Product, product_id)
@@ -203,7 +203,7 @@ def _subscription(session: Session, guard: Guard, sub_id: str) -> Subscription:
 
 @router.post("/products/{product_id}/subscriptions", status_code=201)
 def subscribe(product_id: str, body: SubscribeIn | None = None,
-              guard: Guard = Depends(require("subscription", "create")), session: Session = Depends(db_session),
+              guard: Guard = require("subscription", "create"), session: Session = SESSION,
               state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Subscribe the caller's organization to a listed product."""
     product = session.get(Product, product_id)
@@ -221,8 +221,8 @@ def subscribe(product_id: str, body: SubscribeIn | None = None,
 
 
 @router.get("/subscriptions")
-def list_subscriptions(guard: Guard = Depends(require("subscription", "read")),
-                       session: Session = Depends(db_session), product_id: str | None = Query(None)
+def list_subscriptions(guard: Guard = require("subscription", "read"),
+                       session: Session = SESSION, product_id: str | None = Query(None)
                        ) -> list[dict[str, Any]]:
     """Subscriptions: a customer its own, an operator those to its products; the agency and regulators all."""
     q = select(Subscription).order_by(Subscription.created_at, Subscription.id)
@@ -235,8 +235,8 @@ def list_subscriptions(guard: Guard = Depends(require("subscription", "read")),
 
 
 @router.post("/subscriptions/{sub_id}/approve-public-interest")
-def approve_public_interest(sub_id: str, body: ApproveIn, guard: Guard = Depends(require("subscription", "approve")),
-                            session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def approve_public_interest(sub_id: str, body: ApproveIn, guard: Guard = require("subscription", "approve"),
+                            session: Session = SESSION, state: AppState = Depends(app_state)
                             ) -> dict[str, Any]:
     """The agency approves a subscription for public-interest use: its calls are free from now on."""
     sub = _subscription(session, guard, sub_id)
@@ -246,8 +246,8 @@ def approve_public_interest(sub_id: str, body: ApproveIn, guard: Guard = Depends
 
 
 @router.post("/subscriptions/{sub_id}/cancel")
-def cancel_subscription(sub_id: str, guard: Guard = Depends(require("subscription", "change")),
-                        session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def cancel_subscription(sub_id: str, guard: Guard = require("subscription", "change"),
+                        session: Session = SESSION, state: AppState = Depends(app_state)
                         ) -> dict[str, Any]:
     """The customer cancels its subscription; calls are refused from now on."""
     sub = _subscription(session, guard, sub_id)
@@ -270,7 +270,7 @@ def _answer(state: AppState, session: Session, call: ProductCall, run: Run | Non
 
 @router.post("/products/{product_id}/invoke", status_code=201, response_model=None)
 def invoke_product(product_id: str, body: InvokeIn | None = None,
-                   guard: Guard = Depends(require("product", "invoke")), session: Session = Depends(db_session),
+                   guard: Guard = require("product", "invoke"), session: Session = SESSION,
                    state: AppState = Depends(app_state),
                    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=160)) -> Response:
     """Call a listed product: authorized, audited, metered and billed to the customer; the result is output-
@@ -340,7 +340,7 @@ def invoke_product(product_id: str, body: InvokeIn | None = None,
 
 
 @router.get("/calls")
-def list_calls(guard: Guard = Depends(require("call", "read")), session: Session = Depends(db_session),
+def list_calls(guard: Guard = require("call", "read"), session: Session = SESSION,
                product_id: str | None = Query(None), limit: int = Query(1000, ge=1, le=10_000)
                ) -> list[dict[str, Any]]:
     """Calls: a customer its own, an operator those of its products; the agency and regulators all."""
@@ -350,7 +350,7 @@ def list_calls(guard: Guard = Depends(require("call", "read")), session: Session
 
 
 @router.get("/calls/{call_id}")
-def get_call(call_id: str, guard: Guard = Depends(require("call", "read")), session: Session = Depends(db_session)
+def get_call(call_id: str, guard: Guard = require("call", "read"), session: Session = SESSION
              ) -> dict[str, Any]:
     """One call's record."""
     mine = guard.caller.org_id

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import Guard, db_session, require
+from sandbox.app.deps import SESSION, Guard, require
 from sandbox.errors import Forbidden, NotFound
 from sandbox.store.models import Dataset, Job, Organization, Run
 
@@ -19,8 +19,8 @@ READERS = ("data_steward", "admin")
 
 
 @router.get("/datasets/{dataset_id}/usage")
-def dataset_usage(dataset_id: str, guard: Guard = Depends(require("dataset", "read")),
-                  session: Session = Depends(db_session)) -> dict[str, Any]:
+def dataset_usage(dataset_id: str, guard: Guard = require("dataset", "read"),
+                  session: Session = SESSION) -> dict[str, Any]:
     """The jobs and runs that read a dataset: operator, title, purpose, SQL hash, status and dates; never the SQL
     or any result. For the dataset's provider (data stewards and admins) and the platform agency's admins."""
     ds = session.get(Dataset, dataset_id)

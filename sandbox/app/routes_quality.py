@@ -10,7 +10,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import AppState, Guard, app_state, db_session, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.routes_catalogue import public_state, sees_applications
 from sandbox.app.schemas import StrictModel
 from sandbox.catalogue import feedback, registry
@@ -36,8 +36,8 @@ class AnswerIn(StrictModel):
 
 
 @router.get("/datasets/{dataset_id}/versions/{version}/quality")
-def version_quality(dataset_id: str, version: int, guard: Guard = Depends(require("dataset", "read")),
-                    session: Session = Depends(db_session)) -> dict[str, Any]:
+def version_quality(dataset_id: str, version: int, guard: Guard = require("dataset", "read"),
+                    session: Session = SESSION) -> dict[str, Any]:
     """A version's quality self-check: per-column profile, duplicates, freshness, expectation results.
 
     Values appear only for `open` columns (min, max, failing examples); everything else is counts and rates.
@@ -52,8 +52,8 @@ def version_quality(dataset_id: str, version: int, guard: Guard = Depends(requir
 
 
 @router.post("/quality/reports", status_code=201)
-def file_report(body: ReportIn, guard: Guard = Depends(require("quality_report", "create")),
-                session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def file_report(body: ReportIn, guard: Guard = require("quality_report", "create"),
+                session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """File a quality problem found in use. The filer gets a receipt; only the provider and agency read it."""
     guard.check(guard.caller.org_id, f"dataset/{body.dataset}")
     now = state.clock.now()
@@ -72,7 +72,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 @router.get("/quality/reports")
-def list_reports(guard: Guard = Depends(require("quality_report", "read")), session: Session = Depends(db_session),
+def list_reports(guard: Guard = require("quality_report", "read"), session: Session = SESSION,
                  state: AppState = Depends(app_state), status: str | None = Query(None),
                  overdue: bool = Query(False, description="only open reports past their deadline"),
                  dataset: str | None = Query(None)) -> list[dict[str, Any]]:
@@ -94,15 +94,15 @@ def _report(session: Session, guard: Guard, report_id: str) -> QualityReport:
 
 
 @router.get("/quality/reports/{report_id}")
-def get_report(report_id: str, guard: Guard = Depends(require("quality_report", "read")),
-               session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def get_report(report_id: str, guard: Guard = require("quality_report", "read"),
+               session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """One report: readable by its dataset's provider and the agency only."""
     return feedback.report_out(_report(session, guard, report_id), state.clock.now())
 
 
 @router.post("/quality/reports/{report_id}/answer")
-def answer_report(report_id: str, body: AnswerIn, guard: Guard = Depends(require("quality_report", "answer")),
-                  session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def answer_report(report_id: str, body: AnswerIn, guard: Guard = require("quality_report", "answer"),
+                  session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The provider answers: acknowledged, fixed_in_version N, or not_a_defect with a reason."""
     report = _report(session, guard, report_id)
     before = report.status
@@ -114,7 +114,7 @@ def answer_report(report_id: str, body: AnswerIn, guard: Guard = Depends(require
 
 
 @router.get("/quality/stats")
-def quality_stats(guard: Guard = Depends(require("quality_stats", "read")), session: Session = Depends(db_session),
+def quality_stats(guard: Guard = require("quality_stats", "read"), session: Session = SESSION,
                   state: AppState = Depends(app_state), since: datetime | None = Query(None),
                   until: datetime | None = Query(None), provider: str | None = Query(None)) -> dict[str, Any]:
     """Feedback counts and median time to resolve (for disclosure); providers see their own."""

@@ -10,7 +10,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import AppState, Guard, app_state, db_session, public, require
+from sandbox.app.deps import SESSION, AppState, Guard, app_state, public, require
 from sandbox.app.schemas import StrictModel
 from sandbox.audit import AuditDraft
 from sandbox.catalogue import registration, registry
@@ -72,8 +72,8 @@ def _step(guard: Guard, v: DatasetVersion, before: str, **extra: Any) -> None:
 
 
 @router.get("/registrations/notices")
-def public_notices(audit: AuditDraft = Depends(public("registration:notices")),
-                   session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def public_notices(audit: AuditDraft = public("registration:notices"),
+                   session: Session = SESSION, state: AppState = Depends(app_state)
                    ) -> list[dict[str, Any]]:
     """Registrations in public notice (公示): metadata and grade, never data values. No key needed."""
     names = _names(session)
@@ -85,8 +85,8 @@ def public_notices(audit: AuditDraft = Depends(public("registration:notices")),
 
 
 @router.get("/registrations")
-def list_registrations(guard: Guard = Depends(require("registration", "read")),
-                       session: Session = Depends(db_session), state: AppState = Depends(app_state),
+def list_registrations(guard: Guard = require("registration", "read"),
+                       session: Session = SESSION, state: AppState = Depends(app_state),
                        state_filter: str | None = Query(None, alias="state")) -> list[dict[str, Any]]:
     """Registrations the caller may see: a provider its own, the agency and regulators all."""
     q = select(DatasetVersion, Dataset).join(Dataset, Dataset.id == DatasetVersion.dataset_id).order_by(
@@ -105,8 +105,8 @@ def list_registrations(guard: Guard = Depends(require("registration", "read")),
 
 
 @router.get("/registrations/{dataset_id}/{version}")
-def get_registration(dataset_id: str, version: int, guard: Guard = Depends(require("registration", "read")),
-                     session: Session = Depends(db_session), state: AppState = Depends(app_state)
+def get_registration(dataset_id: str, version: int, guard: Guard = require("registration", "read"),
+                     session: Session = SESSION, state: AppState = Depends(app_state)
                      ) -> dict[str, Any]:
     """One registration: state, dates, quality profile and findings, history and objections."""
     return _out(session, state, _version(session, guard, dataset_id, version))
@@ -114,7 +114,7 @@ def get_registration(dataset_id: str, version: int, guard: Guard = Depends(requi
 
 @router.post("/registrations/{dataset_id}/{version}/accept")
 def accept(dataset_id: str, version: int, body: CommentIn | None = None,
-           guard: Guard = Depends(require("registration", "accept")), session: Session = Depends(db_session),
+           guard: Guard = require("registration", "accept"), session: Session = SESSION,
            state: AppState = Depends(app_state)) -> dict[str, Any]:
     """受理: the agency accepts the application."""
     v = _version(session, guard, dataset_id, version)
@@ -127,8 +127,8 @@ def accept(dataset_id: str, version: int, body: CommentIn | None = None,
 
 @router.post("/registrations/{dataset_id}/{version}/return")
 def return_application(dataset_id: str, version: int, body: ReturnIn,
-                       guard: Guard = Depends(require("registration", "accept")),
-                       session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                       guard: Guard = require("registration", "accept"),
+                       session: Session = SESSION, state: AppState = Depends(app_state)
                        ) -> dict[str, Any]:
     """Return the application with the reason and the fields to correct."""
     v = _version(session, guard, dataset_id, version)
@@ -140,8 +140,8 @@ def return_application(dataset_id: str, version: int, body: ReturnIn,
 
 
 @router.post("/registrations/{dataset_id}/{version}/start-review")
-def start_review(dataset_id: str, version: int, guard: Guard = Depends(require("registration", "review")),
-                 session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def start_review(dataset_id: str, version: int, guard: Guard = require("registration", "review"),
+                 session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """审查: a reviewer other than the accepter takes the application; the answer carries the findings."""
     v = _version(session, guard, dataset_id, version)
     before = v.registration_state
@@ -152,7 +152,7 @@ def start_review(dataset_id: str, version: int, guard: Guard = Depends(require("
 
 @router.post("/registrations/{dataset_id}/{version}/approve")
 def approve(dataset_id: str, version: int, body: ApproveIn,
-            guard: Guard = Depends(require("registration", "review")), session: Session = Depends(db_session),
+            guard: Guard = require("registration", "review"), session: Session = SESSION,
             state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The review passes: public notice starts (or, for a metadata-only change, the certificate is issued)."""
     v = _version(session, guard, dataset_id, version)
@@ -167,8 +167,8 @@ def approve(dataset_id: str, version: int, body: ApproveIn,
 
 
 @router.post("/registrations/{dataset_id}/{version}/reject")
-def reject(dataset_id: str, version: int, body: ReasonIn, guard: Guard = Depends(require("registration", "review")),
-           session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def reject(dataset_id: str, version: int, body: ReasonIn, guard: Guard = require("registration", "review"),
+           session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The review fails for good, with a reason."""
     v = _version(session, guard, dataset_id, version)
     before = v.registration_state
@@ -179,7 +179,7 @@ def reject(dataset_id: str, version: int, body: ReasonIn, guard: Guard = Depends
 
 @router.post("/registrations/{dataset_id}/{version}/withdraw")
 def withdraw(dataset_id: str, version: int, body: ReasonIn,
-             guard: Guard = Depends(require("registration", "withdraw")), session: Session = Depends(db_session),
+             guard: Guard = require("registration", "withdraw"), session: Session = SESSION,
              state: AppState = Depends(app_state)) -> dict[str, Any]:
     """The provider withdraws its application."""
     v = _version(session, guard, dataset_id, version)
@@ -190,8 +190,8 @@ def withdraw(dataset_id: str, version: int, body: ReasonIn,
 
 
 @router.post("/registrations/{dataset_id}/{version}/issue")
-def issue(dataset_id: str, version: int, guard: Guard = Depends(require("registration", "issue")),
-          session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def issue(dataset_id: str, version: int, guard: Guard = require("registration", "issue"),
+          session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """凭证签发: issue the certificate once the notice period is over and every objection is resolved."""
     v = _version(session, guard, dataset_id, version)
     before = v.registration_state
@@ -203,8 +203,8 @@ def issue(dataset_id: str, version: int, guard: Guard = Depends(require("registr
 
 @router.post("/registrations/{dataset_id}/{version}/certify-now")
 def certify_now(dataset_id: str, version: int, body: ReasonIn,
-                guard: Guard = Depends(require("registration", "certify_now")),
-                session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+                guard: Guard = require("registration", "certify_now"),
+                session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Demo/test shortcut (agency admin): certify an application at once, skipping every step. Audited."""
     v = _version(session, guard, dataset_id, version)
     before = v.registration_state
@@ -216,8 +216,8 @@ def certify_now(dataset_id: str, version: int, body: ReasonIn,
 
 
 @router.post("/registrations/{dataset_id}/{version}/revoke")
-def revoke(dataset_id: str, version: int, body: ReasonIn, guard: Guard = Depends(require("registration", "revoke")),
-           session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def revoke(dataset_id: str, version: int, body: ReasonIn, guard: Guard = require("registration", "revoke"),
+           session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """注销: revoke the certificate and stop every job on this version, with the reason."""
     v = _version(session, guard, dataset_id, version)
     before = v.registration_state
@@ -232,7 +232,7 @@ def revoke(dataset_id: str, version: int, body: ReasonIn, guard: Guard = Depends
 
 @router.post("/registrations/{dataset_id}/{version}/objections", status_code=201)
 def file_objection(dataset_id: str, version: int, body: ObjectionIn,
-                   guard: Guard = Depends(require("objection", "create")), session: Session = Depends(db_session),
+                   guard: Guard = require("objection", "create"), session: Session = SESSION,
                    state: AppState = Depends(app_state)) -> dict[str, Any]:
     """异议: anyone with a key objects during the notice period; certification waits for the resolution."""
     guard.check(guard.caller.org_id, f"registration/{dataset_id}/{version}")
@@ -245,8 +245,8 @@ def file_objection(dataset_id: str, version: int, body: ObjectionIn,
 
 @router.post("/registrations/{dataset_id}/{version}/objections/{objection_id}/resolve")
 def resolve_objection(dataset_id: str, version: int, objection_id: str, body: ResolveIn,
-                      guard: Guard = Depends(require("registration", "review")),
-                      session: Session = Depends(db_session), state: AppState = Depends(app_state)
+                      guard: Guard = require("registration", "review"),
+                      session: Session = SESSION, state: AppState = Depends(app_state)
                       ) -> dict[str, Any]:
     """A reviewer dismisses or upholds an objection; the resolution is published with the notice."""
     v = _version(session, guard, dataset_id, version)

@@ -9,14 +9,14 @@ from fastapi.responses import Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from sandbox.app.deps import AppState, app_state, db_session
+from sandbox.app.deps import SESSION, AppState, app_state
 from sandbox.errors import NotFound
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/healthz")
-def healthz(session: Session = Depends(db_session), state: AppState = Depends(app_state)) -> dict[str, Any]:
+def healthz(session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
     """Liveness, control-store reachability, and whether audit records are being written and sequenced."""
     session.execute(text("SELECT 1"))
     health = state.audit_health

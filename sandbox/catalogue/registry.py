@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from policy.constraints import KNOWN_TAGS, Constraint, Grade, MaskKind, default_constraint
+from policy.constraints import KNOWN_TAGS, Constraint, Grade, MaskKind, default_constraint, masked_type
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.importer import ImportOptions, NormalizedFile, normalize
 from sandbox.catalogue.profile import (
@@ -360,6 +360,11 @@ def describe(v: DatasetVersion, provider_name: str | None = None) -> Mapping[str
         "provider": provider_name, "registration_state": v.registration_state,
         "registration_path": v.registration_path, "freshness_column": v.freshness_column,
         "expectations": v.expectations,
-        "columns": [{k: c.get(k) for k in ("name", "type", "declared_type", "constraint", "tags", "mask",
-                                           "description")} for c in v.columns],
+        "columns": [{**{k: c.get(k) for k in ("name", "type", "declared_type", "constraint", "tags", "mask",
+                                              "description")}, "query_type": query_type(c)} for c in v.columns],
     }
+
+
+def query_type(column: Mapping[str, Any]) -> str:
+    """The type a stored column has in queries: its catalogue type after its mask (`hash`, `partial`: VARCHAR)."""
+    return masked_type(str(column["type"]), MaskKind(column["mask"]) if column.get("mask") else None)

@@ -22,6 +22,9 @@ APPS: tuple[tuple[typer.Typer, str], ...] = (
     (prices_app, "prices"), (pricelist_app, "pricelist"), (usage_app, "usage"), (bills_app, "bills"),
     (revenue_app, "revenue"))
 PeriodOpt = Annotated[str, typer.Option(help="a month such as 2026-11")]
+MonthFilterOpt = Annotated[str | None, typer.Option(help="a month such as 2026-11")]
+EffectiveFromOpt = Annotated[str | None, typer.Option(help="RFC 3339 time it applies from (default: now)")]
+NoteOpt = Annotated[str, typer.Option(help="a note kept with the change")]
 
 
 def _load(path: Path) -> Any:
@@ -45,9 +48,7 @@ def prices_add_category(code: str, name: Annotated[str, typer.Option(help="a nam
 
 @prices_app.command("set-platform")
 def prices_set_platform(rates: Annotated[Path, typer.Argument(help='JSON {"runs": "0.50", ...}')],
-                        effective_from: Annotated[str | None,
-                        typer.Option(help="RFC 3339 time it applies from (default: now)")] = None,
-                        note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                        effective_from: EffectiveFromOpt = None, note: NoteOpt = "",
                         as_json: JsonOpt = False) -> None:
     """A new version of the platform fee schedule (CNY per billing unit of each meter)."""
     body = {"rates": _load(rates), "effective_from": effective_from, "note": note}
@@ -56,9 +57,7 @@ def prices_set_platform(rates: Annotated[Path, typer.Argument(help='JSON {"runs"
 
 @prices_app.command("set-caps")
 def prices_set_caps(caps: Annotated[Path, typer.Argument(help="JSON list of {basis, category, unit, price}")],
-                    effective_from: Annotated[str | None,
-                    typer.Option(help="RFC 3339 time it applies from (default: now)")] = None,
-                    note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                    effective_from: EffectiveFromOpt = None, note: NoteOpt = "",
                     as_json: JsonOpt = False) -> None:
     """A new version of the price caps; prints the listed prices it suspends."""
     body = {"caps": _load(caps), "effective_from": effective_from, "note": note}
@@ -69,7 +68,7 @@ def prices_set_caps(caps: Annotated[Path, typer.Argument(help="JSON list of {bas
 def prices_set_revenue_cap(operator: Annotated[str, typer.Option(help="operator organization id")],
                            year: Annotated[int, typer.Option(help="a calendar year such as 2026")],
                            amount: Annotated[str, typer.Option(help="yuan, e.g. 1000000.00")],
-                           note: Annotated[str, typer.Option(help="a note kept with the change")] = "",
+                           note: NoteOpt = "",
                            as_json: JsonOpt = False) -> None:
     """Set an operator's maximum allowed revenue (最高准许收入) for a year."""
     body = {"operator_org_id": operator, "year": year, "amount": amount, "note": note}
@@ -111,7 +110,7 @@ def pricelist_reprice(entry_id: str, price: Annotated[Path, typer.Argument(help=
 # --- usage ----------------------------------------------------------------------------------------------------
 
 @usage_app.command("list")
-def usage_list(period: Annotated[str | None, typer.Option(help="a month such as 2026-11")] = None,
+def usage_list(period: MonthFilterOpt = None,
                payer: Annotated[str | None, typer.Option(help="payer organization id")] = None,
                limit: Annotated[int, typer.Option(help="at most this many rows")] = 200,
                as_json: JsonOpt = False) -> None:
@@ -171,7 +170,7 @@ def bills_create(payer: Annotated[str, typer.Option(help="payer organization id"
 
 
 @bills_app.command("list")
-def bills_list(period: Annotated[str | None, typer.Option(help="a month such as 2026-11")] = None,
+def bills_list(period: MonthFilterOpt = None,
                status: Annotated[str | None, typer.Option(help="draft or finalized")] = None,
                as_json: JsonOpt = False) -> None:
     """Bills you may see."""

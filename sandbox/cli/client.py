@@ -85,13 +85,7 @@ class Client:
     def request(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
         """Send a request; return parsed JSON (or bytes when `raw`), raising ApiError on a problem."""
         headers = {**self._headers, **kwargs.pop("headers", {})}
-        resp = self._http.request(method, path, headers=headers, **kwargs)
-        if resp.status_code >= 400:
-            try:
-                problem = resp.json()
-            except ValueError:
-                problem = {"code": "http_error", "detail": resp.text[:500]}
-            raise ApiError(resp.status_code, problem)
+        resp = _checked(self._http.request(method, path, headers=headers, **kwargs))
         ctype = resp.headers.get("content-type", "")
         if "json" in ctype and not raw:
             return resp.json()
@@ -99,13 +93,7 @@ class Client:
 
     def fetch(self, path: str, **kwargs: Any) -> tuple[bytes, dict[str, str]]:
         """GET the raw body and the response headers, raising ApiError on a problem."""
-        resp = self._http.request("GET", path, headers=self._headers, **kwargs)
-        if resp.status_code >= 400:
-            try:
-                problem = resp.json()
-            except ValueError:
-                problem = {"code": "http_error", "detail": resp.text[:500]}
-            raise ApiError(resp.status_code, problem)
+        resp = _checked(self._http.request("GET", path, headers=self._headers, **kwargs))
         return resp.content, {k.lower(): v for k, v in resp.headers.items()}
 
     def get(self, path: str, raw: bool = False, **kwargs: Any) -> Any:
@@ -125,3 +113,14 @@ class Client:
         with file.open("rb") as fh:
             stream: Any = _ProgressFile(fh, progress) if progress else fh
             return self.request("POST", path, data=data, files={"file": (file.name, stream)})
+
+
+def _checked(resp: httpx.Response) -> httpx.Response:
+    """The response, or ApiError with its problem (or the start of its text) when it is a 4xx/5xx."""
+    if resp.status_code >= 400:
+        try:
+            problem = resp.json()
+        except ValueError:
+            problem = {"code": "http_error", "detail": resp.text[:500]}
+        raise ApiError(resp.status_code, problem)
+    return resp

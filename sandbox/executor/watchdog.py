@@ -11,7 +11,11 @@ import duckdb
 
 
 class Watchdog:
-    """Interrupts the guarded cursor when its deadline passes; one guarded cursor at a time."""
+    """Interrupts the guarded cursor when its deadline passes; one guarded cursor at a time.
+
+    A guard wakes the thread only when it sleeps past the new deadline (or without one); ending a guard does not
+    wake it: it finds no cursor, or a later deadline, when it wakes. Short runs then cost no thread switches.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -19,6 +23,7 @@ class Watchdog:
         self._deadline = 0.0
         self._fired = False
         self._closed = False
+        self._wakes_at: float | None = None  # when the sleeping thread wakes by itself (None: not before a notify)
         self._thread = threading.Thread(target=self._loop, name="sluice-watchdog", daemon=True)
         self._thread.start()
 
@@ -31,13 +36,13 @@ class Watchdog:
             self._cursor = cursor
             self._deadline = time.monotonic() + timeout_ms / 1000
             self._fired = False
-            self._cond.notify()
+            if self._wakes_at is None or self._wakes_at > self._deadline:
+                self._cond.notify()
         try:
             yield
         finally:
             with self._cond:
                 self._cursor = None
-                self._cond.notify()
 
     @property
     def fired(self) -> bool:
@@ -56,10 +61,12 @@ class Watchdog:
         with self._cond:
             while not self._closed:
                 if self._cursor is None:
+                    self._wakes_at = None
                     self._cond.wait()
                     continue
                 remaining = self._deadline - time.monotonic()
                 if remaining > 0:
+                    self._wakes_at = self._deadline
                     self._cond.wait(remaining)
                     continue
                 self._cursor.interrupt()

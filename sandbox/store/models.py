@@ -458,6 +458,13 @@ class ReleaseCell(Base):
 # --- metering: usage, prices, bills (docs/metering.md) ----------------------------------------------------------
 
 
+class Authored:
+    """`created_at` and `created_by`, the last two columns of each price table (a mixin's columns come last)."""
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(40))
+
+
 class UsageEventRow(Base):
     """One metered access, append-only. The id is derived from the access, so a replay can never count twice."""
 
@@ -488,7 +495,7 @@ class UsageEventRow(Base):
     __table_args__ = (Index("ix_usage_events_payer_issuer_time", "payer_org_id", "issuer_org_id", "event_time"),)
 
 
-class PlatformFeeVersion(Base):
+class PlatformFeeVersion(Authored, Base):
     """One version of the agency's platform fee schedule (price per billing unit of each platform meter)."""
 
     __tablename__ = "platform_fee_versions"
@@ -498,11 +505,9 @@ class PlatformFeeVersion(Base):
     rates: Mapped[dict[str, str]] = mapped_column(JSON)
     vat_included: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
 
-class PriceCapVersion(Base):
+class PriceCapVersion(Authored, Base):
     """One version of the agency's price caps (上限收费标准): the whole table, per basis, category and unit."""
 
     __tablename__ = "price_cap_versions"
@@ -512,22 +517,18 @@ class PriceCapVersion(Base):
     caps: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     vat_included: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
 
-class ProductCategory(Base):
+class ProductCategory(Authored, Base):
     """A product category the agency keeps (statistics report, query interface, model service, ...)."""
 
     __tablename__ = "product_categories"
 
     code: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
 
-class RevenueCapRow(Base):
+class RevenueCapRow(Authored, Base):
     """The agency's maximum allowed revenue (最高准许收入) for an operator and year; the latest row counts."""
 
     __tablename__ = "revenue_caps"
@@ -538,11 +539,9 @@ class RevenueCapRow(Base):
     amount: Mapped[Decimal] = mapped_column(DecimalText)
     vat_included: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
 
-class PriceListEntry(Base):
+class PriceListEntry(Authored, Base):
     """An entry in an operator's price list; its prices are versions. A product may be attached later."""
 
     __tablename__ = "price_list_entries"
@@ -554,11 +553,9 @@ class PriceListEntry(Base):
     basis: Mapped[str] = mapped_column(String(20))
     unit: Mapped[str] = mapped_column(String(20))
     product_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
 
-class PriceListVersion(Base):
+class PriceListVersion(Authored, Base):
     """One price of a price-list entry, in force from `effective_from`; checked against the cap when set."""
 
     __tablename__ = "price_list_versions"
@@ -572,8 +569,6 @@ class PriceListVersion(Base):
     package: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     vat_included: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    created_by: Mapped[str] = mapped_column(String(40))
 
     __table_args__ = (UniqueConstraint("entry_id", "version", name="uq_price_list_versions_entry_version"),)
 

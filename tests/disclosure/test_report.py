@@ -227,3 +227,22 @@ def test_reports_match_the_published_json_schema() -> None:
     broken = json.loads(report_bytes(report))
     del broken["operators"][0]["usage"]["runs"]
     assert _validate(broken, SCHEMA) == ["$.operators[0].usage: missing runs"]
+
+
+def test_a_report_verifies_only_as_its_canonical_bytes_and_as_the_period_and_status_it_was_signed_for(
+        tmp_path: Path) -> None:
+    report = build_report(facts())
+    data = report_bytes(report)
+    ring = KeyRing(tmp_path)
+    ring.ensure("disclosure")
+    keys = ring.public_keys("disclosure")
+    pretty = json.dumps(report, ensure_ascii=False, indent=1).encode("utf-8")  # the same content, other bytes
+    with pytest.raises(ReportNotVerified, match="canonical"):
+        verify_report(pretty, sign_report(ring, pretty), keys)
+    envelope = sign_report(ring, data)
+    other_status = "draft" if report["status"] == "final" else "final"
+    for field, value in (("period", "2099"), ("status", other_status)):
+        with pytest.raises(ReportNotVerified, match="another period or status"):
+            verify_report(data, {**envelope, field: value}, keys)
+    with pytest.raises(ReportNotVerified, match="not a disclosure signature"):
+        verify_report(data, {**envelope, "type": "sluice.certificate/v1"}, keys)

@@ -17,7 +17,9 @@ and one `[[case]]` table per case:
     spark     = false            # optional: not run on Spark (issue 12 shapes whose Spark parity is not verified)
 
 The TPC-H grant lives in fixtures/tpch/policy.json, the careful TPC-H grant (prices aggregate-only) in
-fixtures/tpch_careful/policy.json; the city grant is sandbox.demo.city.city_table_policies().
+fixtures/tpch_careful/policy.json; the city grant is sandbox.demo.city.city_table_policies(). The `masked` grant
+(fixtures/masked/policy.json, refused cases only, no data) has columns whose masks change their type; a column
+is `[name, catalogue type, constraint]` with an optional fourth element, its mask.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policy.constraints import ColumnPolicy, Constraint, Grade, TablePolicy
+from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
 from sandbox.demo.city import city_table_policies
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TPCH_POLICY = FIXTURES / "tpch" / "policy.json"
 TPCH_QUERIES = FIXTURES / "tpch" / "queries.toml"
 TPCH_CAREFUL_POLICY = FIXTURES / "tpch_careful" / "policy.json"
+MASKED_POLICY = FIXTURES / "masked" / "policy.json"
 TPCH_SCHEMAS = {"tpch": TPCH_POLICY, "tpch_careful": TPCH_CAREFUL_POLICY}
+POLICY_DOCUMENTS = {**TPCH_SCHEMAS, "masked": MASKED_POLICY}
 CITY_K = 10
 
 
@@ -97,19 +101,22 @@ def load_cases(root: Path = FIXTURES) -> list[Case]:
 
 def tpch_policy_document(schema: str = "tpch") -> dict[str, Any]:
     """The raw TPC-H grant document (policy.json; `tpch_careful`: the careful grant, prices aggregate-only)."""
-    document: dict[str, Any] = json.loads(TPCH_SCHEMAS[schema].read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads(POLICY_DOCUMENTS[schema].read_text(encoding="utf-8"))
     return document
 
 
 def tpch_table_policies(schema: str = "tpch") -> dict[str, TablePolicy]:
-    """The TPC-H grant as TablePolicies, by table name."""
+    """A policy.json grant (TPC-H, or `masked`) as TablePolicies, by table name; columns keep their catalogue
+    type and mask, and ColumnPolicy types them after the mask as the sandbox does."""
     document = tpch_policy_document(schema)
+    prefix = "tpch" if schema in TPCH_SCHEMAS else schema
     policies = {}
     for name, spec in document["tables"].items():
-        columns = tuple(ColumnPolicy(c[0], c[1], Constraint(c[2])) for c in spec["columns"])
+        columns = tuple(ColumnPolicy(c[0], c[1], Constraint(c[2]), mask=MaskKind(c[3]) if len(c) > 3 else None)
+                        for c in spec["columns"])
         policies[name] = TablePolicy(name=name, columns=columns, entity_column=spec["entity_column"],
-                                     grade=Grade(spec["grade"]), dataset_id=f"tpch.{name}",
-                                     population="tpch_customer" if spec["entity_column"] else None)
+                                     grade=Grade(spec["grade"]), dataset_id=f"{prefix}.{name}",
+                                     population=f"{prefix}_customer" if spec["entity_column"] else None)
     return policies
 
 
@@ -122,7 +129,7 @@ def policies_for(schema: str) -> dict[str, TablePolicy]:
     """The grant a casebook's schema names."""
     if schema == "city":
         return city_table_policies()
-    if schema in TPCH_SCHEMAS:
+    if schema in POLICY_DOCUMENTS:
         return tpch_table_policies(schema)
     raise ValueError(f"unknown schema {schema!r}")
 

@@ -54,3 +54,10 @@ def test_hidden_cells_never_appear_in_the_suppression_marker() -> None:
     table = _table([True, True], [1, 1], [1, 2], 10)
     released = finish(table, {(0, 2): Reason.K}, {}, _plan())
     assert released.num_rows == 1 and released.column("sluice_suppressed").to_pylist() == [None]
+
+
+def test_a_released_row_whose_hidden_helper_cell_was_suppressed_names_no_hidden_column_in_its_marker() -> None:
+    table = _table([True, True], [1, 1], [1, 2], 10)
+    released = finish(table, {(0, 3): Reason.K}, {}, _plan())  # column 3 is the hidden partition helper
+    assert released.column("key").to_pylist() == ["g0", "g1"]
+    assert released.column("sluice_suppressed").to_pylist() == [None, None]

@@ -77,9 +77,10 @@ def test_accepted_fixture_runs_under_output_control(case: Case, connections: dic
     original = _run(con, case.sql, case)
     assert bool(result.release) == bool(result.entity_tables)
     plain = strip_helpers(governed, result.release) if result.release else governed
-    shell = result.release is not None and result.release.shell is not None
+    shell = result.release is not None and (result.release.shell is not None or result.release.setop is not None)
     if shell:
-        # HAVING / LIMIT / OFFSET select rows after the audit: every group is evaluated (and audited)
+        # HAVING / LIMIT / OFFSET and set operations select rows after the audit: every group is evaluated (and
+        # audited)
         assert result.release is not None
         plain = released_columns(plain, result.release)
 

@@ -44,23 +44,11 @@ def fresh_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     import os
 
     import sluice_testenv
-    from sqlalchemy import make_url, text
+    from sqlalchemy import make_url
 
     from sandbox.config import load_settings
-    from sandbox.store.db import make_engine
 
-    url = load_settings().test_database_url
-    if not url:
-        if sluice_testenv.in_ci():
-            pytest.fail("CI=true but SLUICE_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL not configured (set SLUICE_TEST_DATABASE_URL)")
-    base = make_url(url)
-    name = f"{base.database}_{request.node.name[:20].lower()}_{os.getpid()}"
-    admin = make_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    url = sluice_testenv.require_postgres(load_settings().test_database_url)
+    with sluice_testenv.own_database(url, f"{make_url(url).database}_{request.node.name[:20].lower()}_{os.getpid()}"
+                                     ) as own:
+        yield own

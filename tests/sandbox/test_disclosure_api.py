@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from billing_world import World, build_world
 from sluice_api import Api
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from disclosure.sealed import ReportNotVerified, verify_report
 from disclosure.signing import KeyRing
 from sandbox import disclosures
 from sandbox.store.db import make_engine, session_factory
-from sandbox.store.models import AuditEvent, BillAttribution, DisclosureRow, UsageEventRow
+from sandbox.store.models import AuditCheckpoint, AuditEvent, BillAttribution, DisclosureRow, UsageEventRow
 
 JUNE = "2026-06"
 
@@ -211,3 +211,29 @@ def test_products_calls_customers_and_revenue_match_the_events_and_the_bills(api
     assert op["revenue"]["period"] == bill["total"] != "0.00"
     ind = {i["name"]: i["value"] for e in report["evaluation"] if e["id"] == w.industry for i in e["indicators"]}
     assert (ind["products"], ind["customers"], ind["calls"]) == (1, 1, 3)
+
+
+def test_the_log_verification_fails_on_an_altered_record_a_missing_record_or_a_foreign_checkpoint_key(
+        world: World, tmp_path: Any) -> None:
+    _activity(world)
+    report = json.loads(_report(world.api, world.api.admin_key).content)
+    size = report["cut_off"]["checkpoint"]["tree_size"]
+    ring = KeyRing(world.api.settings.keys_dir)
+    foreign = KeyRing(tmp_path / "foreign-keys")
+    foreign.ensure("checkpoint")
+    with _store(world.api)() as s:
+        cp = s.scalar(select(AuditCheckpoint).where(AuditCheckpoint.size == size).limit(1))
+        assert cp is not None and disclosures.verify_log(s, ring, cp).verified
+        assert not disclosures.verify_log(s, foreign, cp).signature_valid
+        record = s.scalar(select(AuditEvent).where(AuditEvent.seq == size // 2))
+        assert record is not None
+        record.reason += " (edited)"
+        s.flush()
+        altered = disclosures.verify_log(s, ring, cp)
+        assert (altered.root_matches, altered.signature_valid, altered.sequence_gapless) == (False, True, True)
+        s.rollback()
+        s.execute(delete(AuditEvent).where(AuditEvent.seq == size // 2))
+        missing = disclosures.verify_log(s, ring, cp)
+        assert not missing.sequence_gapless and not missing.root_matches and not missing.verified
+        s.rollback()
+        assert disclosures.verify_log(s, ring, cp).verified

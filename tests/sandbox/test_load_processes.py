@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from served_world import bearer, ok
 from sqlalchemy import func, select
 
 from bench.server import Server
@@ -35,15 +36,6 @@ PARAMS = [1000 + 10 * i for i in range(15)]
 JOB_SQL = "SELECT district, count(*) AS n, sum(income) AS income FROM people WHERE income >= $m GROUP BY district"
 PRICES = {"runs": Decimal("0.50"), "downloads": Decimal("0.10")}
 CALL_PRICE = Decimal("0.40")
-
-
-def ok(resp: httpx.Response) -> Any:
-    assert resp.status_code < 400, f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}"
-    return resp.json()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def people_csv() -> str:

@@ -60,3 +60,30 @@ def test_every_route_is_enforced_or_marked_public(settings: Settings) -> None:
     assert ("POST", "/v1/grants") in seen and ("GET", "/healthz") in seen
     stale = {k for k in PUBLIC_ROUTES if k not in seen}
     assert not stale, f"PUBLIC_ROUTES names routes that do not exist: {stale}"
+
+
+def test_every_dependency_with_yield_ends_before_the_response_and_the_app_refuses_one_that_would_not() -> None:
+    from fastapi import Depends, FastAPI
+    from sqlalchemy.orm import Session
+
+    from sandbox.app.deps import SESSION, check_function_scope, db_session, require
+
+    ok = FastAPI()
+
+    @ok.get("/ok")
+    def fine(guard: Any = require("run", "read"), session: Session = SESSION) -> None:
+        """A route through the gate and the shared session marker."""
+
+    check_function_scope(ok)  # the gate's own session dependency is in function scope too
+    late = FastAPI()
+
+    @late.get("/late")
+    def after_response(session: Session = Depends(db_session)) -> None:
+        """A route whose commit would run after a 2xx was sent."""
+
+    try:
+        check_function_scope(late)
+    except RuntimeError as exc:
+        assert "/late" in str(exc)
+    else:
+        raise AssertionError("a request-scoped session was accepted")

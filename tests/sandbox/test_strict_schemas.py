@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+from types import ModuleType
 
 import pytest
 from pydantic import BaseModel
 
-from sandbox.app import routes_catalogue, routes_grants, routes_identity, routes_jobs
+import sandbox.app
+from sandbox.app import routes_catalogue, routes_grants
 from sandbox.app.schemas import StrictModel, describe_error, fields_at
+
+
+def _route_modules() -> list[ModuleType]:
+    """Every `sandbox.app.routes_*` module, so that a new one is checked without being listed here."""
+    names = sorted(m.name for m in pkgutil.iter_modules(sandbox.app.__path__) if m.name.startswith("routes_"))
+    return [importlib.import_module(f"sandbox.app.{name}") for name in names]
 
 
 def _input_models() -> list[type[BaseModel]]:
     out = []
-    for module in (routes_catalogue, routes_grants, routes_identity, routes_jobs):
+    for module in _route_modules():
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseModel) and value.__name__.endswith("In"):
+            if isinstance(value, type) and issubclass(value, BaseModel) and value.__name__.endswith("In") \
+                    and value.__module__ == module.__name__:
                 out.append(value)
     return out
+
+
+def test_the_input_schemas_of_every_route_module_are_checked() -> None:
+    modules = {m.__name__.rsplit(".", 1)[1] for m in _route_modules()}
+    assert {"routes_jobs", "routes_products", "routes_prices", "routes_billing"} <= modules
+    checked = {m.__name__ for m in _input_models()}
+    assert {"JobIn", "ProductIn", "PriceIn", "CapsIn", "BillIn", "InvokeIn"} <= checked
 
 
 @pytest.mark.parametrize("model", _input_models(), ids=lambda m: m.__name__)
