@@ -1,4 +1,4 @@
-"""The audit log in the control store: the sequencer, stored Merkle nodes, checkpoints and proofs.
+"""The audit log in the control store: the sequencer, the stored Merkle tiles, checkpoints and proofs.
 
 Requests commit audit records with no sequence number. `AuditLog.integrate` (the sequencer) locks the one
 `audit_log_state` row (a row lock on PostgreSQL, the write lock on SQLite, so any number of API processes may

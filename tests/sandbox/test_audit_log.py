@@ -165,3 +165,24 @@ def test_the_sequencer_writes_stored_times_as_rfc3339_utc_whatever_form_the_stor
     assert _time(expected) == expected  # PostgreSQL's to_char
     assert _time("2026-06-01 09:00:00") == "2026-06-01T09:00:00.000000Z"
     assert _time(datetime(2026, 6, 1, 11, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))) == expected
+
+
+def test_the_sequencers_leaves_are_leaf_records_canonical_json_with_every_field_set(store_url: str,
+                                                                                   tmp_path: Path) -> None:
+    log = _log(store_url, tmp_path)
+    now = datetime(2026, 6, 1, 9, 30, 0, 123456, tzinfo=UTC)
+    with log.sessions.begin() as s:
+        for i in range(3):
+            draft = AuditDraft(action="run:create", resource=f"run/r{i}", via="api", actor_id="prn_a",
+                               actor_org_id="org_a", actor_key_id="k1", decision="refused", rule="grant.active",
+                               reason="grant 过期 — expired", status=409, code="grant_expired", grant_id="grt_1",
+                               datasets=["b", "a"], sql_sha256="a" * 64, result_sha256="b" * 64,
+                               rows={"scanned": 10, "result": i}, client="10.0.0.1", trace_id="f" * 32,
+                               resource_org_id="org_b", detail={"nested": {"z": 1, "a": [1, "x"]}, "n": None})
+            record(s, draft, now)
+    assert log.integrate() == 3
+    with log.sessions() as s:
+        rows = s.execute(select(AuditEvent.__table__).order_by(AuditEvent.seq)).mappings().all()
+    expected = [leaf_hash(canonical_json(leaf_record(r, r["seq"]))) for r in rows]
+    assert all(r["client"] == "10.0.0.1" and r["trace_id"] for r in rows)
+    assert log.head().root == root_from_leaf_hashes(expected)
