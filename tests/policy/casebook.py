@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from policy.constraints import ColumnPolicy, Constraint, Grade, MaskKind, TablePolicy
+from policy.output import Reason
 from sandbox.demo.city import city_table_policies
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -137,3 +140,22 @@ def policies_for(schema: str) -> dict[str, TablePolicy]:
 def k_for(schema: str) -> int:
     """The group threshold for a schema."""
     return CITY_K if schema == "city" else int(tpch_policy_document(schema)["k"])
+
+
+def governed_run(sql: str, con: Any) -> tuple[pa.Table, dict[Any, Reason], dict[str, int]]:
+    """Run a city query through analysis, DuckDB, output control at k, a fresh release audit and `finish`.
+
+    Returns the released table, the cells the audit suppressed, and the counts output control suppressed.
+    """
+    from policy.analysis import analyse
+    from policy.output import apply_output_control, finish
+    from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
+
+    result = analyse(sql, policies_for("city"))
+    assert result.sql is not None and result.release is not None, result.findings
+    controlled = apply_output_control(con.sql(result.sql).to_arrow_table(), k=CITY_K, max_rows=None,
+                                      plan=result.release)
+    cells = [AuditCell((c.row, c.column), tuple(AuditPart(p.population, p.bitmap(), p.measures) for p in c.parts))
+             for c in controlled.cells]
+    later = dict(audit({p: PopulationAudit(p, CITY_K) for p in result.release.populations}, cells).suppressed)
+    return finish(controlled.table, controlled.marks, later, result.release), later, dict(controlled.suppressed)

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-from casebook import CITY_K, policies_for
+from casebook import governed_run, policies_for
 
 from policy.analysis import analyse
-from policy.output import Reason, apply_output_control, finish
-from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
+from policy.output import Reason
 
-
-def _run(sql: str, con: Any) -> tuple[pa.Table, dict[Any, Reason], dict[str, int]]:
-    result = analyse(sql, policies_for("city"))
-    assert result.sql is not None and result.release is not None, result.findings
-    controlled = apply_output_control(con.sql(result.sql).to_arrow_table(), k=CITY_K, max_rows=None,
-                                      plan=result.release)
-    cells = [AuditCell((c.row, c.column), tuple(AuditPart(p.population, p.bitmap(), p.measures) for p in c.parts))
-             for c in controlled.cells]
-    later = dict(audit({p: PopulationAudit(p, CITY_K) for p in result.release.populations}, cells).suppressed)
-    return finish(controlled.table, controlled.marks, later, result.release), later, dict(controlled.suppressed)
+_run = governed_run
 
 
 def test_a_having_that_compares_with_the_group_without_four_people_selects_no_row(connections: dict[str, Any]) -> None:
