@@ -172,7 +172,7 @@ class _Control:
         for row in range(self.table.num_rows):
             branch = branches[row] if branches is not None else None
             mine = plan.instances_of(branch) if branches is not None else list(instances)
-            if any((self.values(group_count(i))[row] or 0) < self.k for i in mine):
+            if any((self.values(group_count(i))[row] or 0) < self.k for i in mine if i not in plan.optional):
                 suppressed[Reason.K] += len(plan.cells)
                 for column, partition in windows:
                     tainted[column].add(self.values(self.table.schema.names[partition])[row])
@@ -229,6 +229,8 @@ class _Control:
                 own = [i for i in mine if self.plan.branches[i] == component.branch]
                 if not own:
                     return Reason.K, ()  # fail closed: a component with no entity instance to count
+                if any(i in self.plan.optional and (self.values(group_count(i))[row] or 0) < self.k for i in own):
+                    return Reason.K, ()  # an outer-joined group missing or below k: nothing read from it is released
             c = component.condition
             if c is not None and not any(self.values(condition_rows(i, c))[row] for i in own):
                 if component.strict:

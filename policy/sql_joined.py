@@ -17,8 +17,13 @@ over entity data without HAVING, LIMIT, OFFSET, QUALIFY, DISTINCT or windows, or
 entity data; a WHERE on group keys or on aggregated values (the latter, like HAVING, selects rows after the audit:
 its value is a hidden cell, and a row is kept when it holds and was released); a HAVING inside a source (moved out as
 an output of its own, `__sluice_having`, and joined to that filter); ORDER BY. Refused with
-`unsupported_query_shape_for_threshold` (what to write instead in the message): outer joins, a join condition on
-aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at the top, and row-level entity data. LIMIT and
+`unsupported_query_shape_for_threshold` (what to write instead in the message): RIGHT and FULL joins, a join
+condition on aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at the top, and row-level entity data.
+
+A LEFT JOINed aggregation over entity data is optional (`ReleasePlan.optional`): a row is dropped only for the
+groups of the other sources; where its group is missing or covers fewer than k entities, every cell reading it is
+suppressed (k), so "no group" looks like "fewer than k". Its group keys may appear only in its own ON condition (a
+NULL key would tell the two apart). LIMIT and
 OFFSET rank every joined row by the ORDER BY after the audit (a row whose order value was suppressed is not
 selected), like LIMIT over one aggregation.
 """
@@ -75,6 +80,10 @@ def plan_joined(lineage: Lineage, positions: Positions) -> ThresholdPlan | None:
     plan = planner.plan
     plan.joined = True
     _check_top(select, aggregated, planner)
+    plan.optional = tuple(a for a in _outer_joined(select) if a in aggregated and
+                          _reads_entity_scope(planner, aggregated[a]))
+    for alias in plan.optional:
+        _optional_values_only(select, alias, aggregated[alias], planner)
     for alias, source in aggregated.items():
         facts = lineage.facts(source)
         branch = _Planner(lineage, positions)
@@ -117,12 +126,39 @@ def _check_top(select: exp.Select, aggregated: dict[str, Scope], planner: _Plann
     if any(isinstance(n, exp.Window) for p in select.expressions for n in walk_in_scope(p)):
         refuse(f"window functions over {_WHY} are not supported over entity data", select)
     for join in select.args.get("joins") or []:
-        if join.side or join.kind not in ("", "INNER", "CROSS"):
-            refuse("outer joins of aggregations over entity data are not supported (a missing group's row would "
-                   "have no entities to count); use an inner join", join)
+        if join.side == "LEFT" and join.kind in ("", "OUTER") and join.args.get("on") is not None:
+            pass  # outer-joined: its entity instances are optional (see the module doc)
+        elif join.side or join.kind not in ("", "INNER", "CROSS"):
+            refuse("RIGHT and FULL outer joins of aggregations over entity data are not supported (a row that exists "
+                   "only for a group of the outer-joined side would show that group exists); list the aggregation "
+                   "whose groups every row keeps first and LEFT JOIN the others to it", join)
         on = join.args.get("on")
         if on is not None:
             _keys_only(on, aggregated, refuse)
+
+
+def _outer_joined(select: exp.Select) -> list[str]:
+    """The aliases of the sources on the right of a LEFT JOIN."""
+    return [join.this.alias_or_name for join in select.args.get("joins") or [] if join.side == "LEFT"]
+
+
+def _optional_values_only(select: exp.Select, alias: str, source: Scope, planner: _Planner) -> None:
+    """An outer-joined aggregation over entity data: its group keys may appear only in its own ON condition. Whether
+    its group exists (a NULL key) would otherwise show a group of fewer than k entities; its aggregated values are
+    cells, suppressed whenever its group is missing or below k."""
+    own_on = next((j.args.get("on") for j in select.args.get("joins") or [] if j.this.alias_or_name == alias), None)
+    for column in walk_in_scope(select):
+        if not isinstance(column, exp.Column) or column.table != alias or not _is_key(source.expression,
+                                                                                     column.name):
+            continue
+        if own_on is not None and column.find_ancestor(exp.Join) is not None and \
+                any(n is column for n in own_on.walk()):
+            continue
+        planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
+                       f"{column.sql()} is a group key of an outer-joined aggregation over entity data: whether it is "
+                       "NULL would show whether a group of fewer than k entities exists; use the key of the "
+                       "aggregation on the left of the LEFT JOIN, or an inner join", column)
+        return
 
 
 def _keys_only(condition: exp.Expr, aggregated: dict[str, Scope], refuse: Callable[[str, exp.Expr], None]) -> None:
@@ -196,7 +232,9 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     hidden, shell = _selection(select, columns, read, cells)
     whole = ReleasePlan(instances=whole.instances, conditions=whole.conditions, components=whole.components,
                         cells=tuple(cells), stats=whole.stats, columns=columns, branches=whole.branches,
-                        hidden=tuple(e.alias for e in hidden), shell=shell)
+                        hidden=tuple(e.alias for e in hidden), shell=shell,
+                        optional=tuple(i for i, b in enumerate(whole.branches) if plan.branches[b].alias in
+                                       plan.optional))
     extra: list[exp.Expr] = []
     for b, branch in enumerate(plan.branches):
         source = local[b]

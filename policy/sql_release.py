@@ -162,6 +162,9 @@ class ReleasePlan:
     shell: Shell | None = None
     setop: SetOp | None = None
     branches: tuple[int, ...] = ()  # with a set operation: the branch of each entity instance
+    optional: tuple[int, ...] = ()
+    """Entity instances of an outer-joined aggregation (LEFT JOIN, sql_joined.py): a row whose group of one of them
+    is missing or covers fewer than k entities is kept, and every cell reading that source is suppressed (k)."""
 
     def instances_of(self, branch: Any) -> list[int]:
         """The entity instances that count for a row of `branch` (every instance without a set operation)."""
@@ -180,7 +183,8 @@ class ReleasePlan:
                 "components": [c.to_dict() for c in self.components], "cells": [c.to_dict() for c in self.cells],
                 "stats": [s.to_dict() for s in self.stats], "columns": self.columns, "hidden": list(self.hidden),
                 "shell": self.shell.to_dict() if self.shell is not None else None,
-                "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches)}
+                "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches),
+                "optional": list(self.optional)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
@@ -193,7 +197,8 @@ class ReleasePlan:
             columns=int(data["columns"]), hidden=tuple(data.get("hidden", ())),
             shell=Shell.from_dict(data["shell"]) if data.get("shell") else None,
             setop=SetOp.from_dict(data["setop"]) if data.get("setop") else None,
-            branches=tuple(int(b) for b in data.get("branches", ())))
+            branches=tuple(int(b) for b in data.get("branches", ())),
+            optional=tuple(int(i) for i in data.get("optional", ())))
 
 
 # helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------

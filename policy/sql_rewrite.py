@@ -36,8 +36,9 @@ from policy.sql_shell import ShellLayout, hidden_values, layout, partition_value
 from policy.sql_threshold import ThresholdPlan
 
 ROWS_NAME = "__sluice_rows"
-_QUERY, _STATS, _PARTIAL = "__sluice_q", "__sluice_c", "__sluice_p"
-_KEY, _VALUE, _ORDER, _ENTITY = "__sluice_k", "__sluice_v", "__sluice_o", "__sluice_entity"
+QUERY_ALIAS, KEY_PREFIX = "__sluice_q", "__sluice_k"
+_QUERY, _STATS, _PARTIAL = QUERY_ALIAS, "__sluice_c", "__sluice_p"
+_KEY, _VALUE, _ORDER, _ENTITY = KEY_PREFIX, "__sluice_v", "__sluice_o", "__sluice_entity"
 _HAVING = "__sluice_h"
 _GROUPING = "__sluice_g"
 
@@ -74,12 +75,16 @@ class Shape:
     sets: list[list[int]] | None = None  # ROLLUP / CUBE / GROUPING SETS: each set's key indexes
 
     @classmethod
-    def of(cls, lineage: Lineage, root: ScopeFacts | None = None, *, materialize: bool = True) -> Shape:
-        """The shape of the top-level SELECT (or `root`); raises UnsupportedShape when keys or order cannot be
-        resolved. Without `materialize`, the statistics read a copy of the FROM / JOIN / WHERE (no CTE added)."""
+    def of(cls, lineage: Lineage, root: ScopeFacts | None = None, *, materialize: bool = True,
+           select: exp.Select | None = None) -> Shape:
+        """The shape of the top-level SELECT (or `root`, or a `select` derived from it, such as a decorrelated
+        subquery); raises UnsupportedShape when keys or order cannot be resolved. Without `materialize`, the
+        statistics read a copy of the FROM / JOIN / WHERE (no CTE added)."""
         root = root if root is not None else lineage.root
-        select = root.scope.expression
-        assert isinstance(select, exp.Select)
+        if select is None:
+            expression = root.scope.expression
+            assert isinstance(expression, exp.Select)
+            select = expression
         if not all(isinstance(p, exp.Alias) for p in select.expressions):
             raise UnsupportedShape("every output column of an aggregation over entity data needs a name")
         outputs: dict[str, list[exp.Expr]] = {}

@@ -11,6 +11,15 @@ subquery (an output, the HAVING value, an order value LIMIT cuts by) is made of 
 its own, each counted over its own source's entities (`Component.branch`); when the subquery is in WHERE or a JOIN
 condition, every cell depends on it. So when the global value is suppressed, so is everything computed from it, and
 a HAVING that compares with it selects no row.
+
+A correlated scalar subquery (`WHERE c.cost > (SELECT avg(c2.cost) FROM clinic_visits c2 WHERE c2.clinic =
+c.clinic)`, "compared with the average of its own clinic") is decorrelated: planning accepts it when every outer
+reference is in an AND-ed equality `inner = outer` of its WHERE with open or group inner columns; here the outer side
+must be a group key of the top-level aggregation (no grouping sets). The copy drops those equalities, groups by their
+inner sides and is LEFT JOINed on them to the rewritten query's group keys (IS NOT DISTINCT FROM), so each group's
+cells are made of the components of exactly the inner group its raw value compared with, and every inner group that
+is evaluated is audited with the cells that read it. An outer group with no inner group gets no entities: it is
+dropped for k.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ from policy.sql_components import Components
 from policy.sql_lineage import Lineage
 from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, ReleasePlan
-from policy.sql_rewrite import Shape, UnsupportedShape
+from policy.sql_rewrite import KEY_PREFIX, QUERY_ALIAS, Shape, UnsupportedShape
 from policy.sql_setop import compose, helper_columns
-from policy.sql_threshold import ThresholdPlan
+from policy.sql_threshold import Branch, ThresholdPlan, conjuncts
 
 _SCALAR = "__sluice_s"
+_CORRELATED = "__sluice_x"
 
 
 def rewrite_with_scalars(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
@@ -57,7 +67,9 @@ def rewrite_with_scalars(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         sub = Components(lineage, passthrough, scalar.facts)
         part = sub.build([i.population for i in scalar.instances], None)
         assert isinstance(copy, exp.Select)
-        Shape.of(lineage, scalar.facts, materialize=False).apply(copy, inner, sub.conditions, sub.stat_values, part)
+        decorrelated = _decorrelate(copy, scalar) if scalar.correlation else None
+        Shape.of(lineage, scalar.facts, materialize=False, select=decorrelated).apply(
+            copy, inner, sub.conditions, sub.stat_values, part)
         local.append(part)
     whole = compose(local, columns, names, None)
     starts, total = [], 0
@@ -87,11 +99,53 @@ def rewrite_with_scalars(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
         alias = f"{_SCALAR}{b}"
         helpers += helper_columns(b, local, whole, {n: exp.column(n, table=alias, quoted=True)
                                                     for n in R.helper_names(scalar_plan)})
-        joins.append(exp.Join(this=exp.Subquery(this=copy, alias=exp.TableAlias(this=exp.to_identifier(
-            alias, quoted=True))), kind="CROSS"))
+        source = exp.Subquery(this=copy, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+        correlation = plan.scalars[b - 1].correlation
+        if not correlation:
+            joins.append(exp.Join(this=source, kind="CROSS"))
+            continue
+        if shape.sets is not None:
+            raise UnsupportedShape("a correlated scalar subquery over entity data cannot be combined with ROLLUP, "
+                                   "CUBE or GROUPING SETS (a subtotal compares with no single group); use "
+                                   "plain GROUP BY")
+        on = []
+        for j, pair in enumerate(correlation):
+            key = _key_index(shape.keys, pair.outer)
+            if key is None:
+                raise UnsupportedShape(
+                    f"a correlated scalar subquery over entity data must be correlated on a group key of the "
+                    f"aggregation around it: add {pair.outer.sql(dialect='duckdb')} to GROUP BY, or compare in a "
+                    "window over the aggregation (`avg(...) OVER (PARTITION BY key)`)")
+            on.append(exp.NullSafeEQ(this=exp.column(f"{_CORRELATED}{j}", table=alias, quoted=True),
+                                     expression=exp.column(f"{KEY_PREFIX}{key}", table=QUERY_ALIAS, quoted=True)))
+        joins.append(exp.Join(this=source, kind="LEFT", on=exp.and_(*on)))
     select.set("expressions", [*kept, *helpers])
     select.set("joins", joins)
     return ReleasePlan(instances=whole.instances, conditions=whole.conditions, components=whole.components,
                        cells=tuple(Cell(i, names[i], tuple(sorted(c))) for i, c in sorted(cells.items())),
                        stats=whole.stats, columns=columns, hidden=top.hidden, shell=top.shell,
                        branches=whole.branches)
+
+
+def _decorrelate(copy: exp.Select, scalar: Branch) -> exp.Select:
+    """The copy of a correlated scalar subquery (in place): its correlating equalities dropped, grouped by their inner
+    sides, which it outputs as `__sluice_x<j>` after the aggregate."""
+    where = copy.args.get("where")
+    assert where is not None
+    drop = {pair.conjunct for pair in scalar.correlation}
+    kept = [c.copy() for i, c in enumerate(conjuncts(where.this)) if i not in drop]
+    copy.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+    inner = [pair.inner.copy() for pair in scalar.correlation]
+    for j, expression in enumerate(inner):
+        copy.append("expressions", exp.alias_(expression.copy(), exp.to_identifier(f"{_CORRELATED}{j}", quoted=True)))
+    copy.set("group", exp.Group(expressions=inner))
+    return copy
+
+
+def _key_index(keys: list[exp.Expr], outer: exp.Expr) -> int | None:
+    """The index of the top-level group key that is the outer side of a correlation, or None."""
+    wanted = outer.sql(dialect="duckdb").lower()
+    for index, key in enumerate(keys):
+        if key.sql(dialect="duckdb").lower() == wanted:
+            return index
+    return None

@@ -63,6 +63,19 @@ class Branch:
     facts: ScopeFacts
     instances: list[EntityInstance]
     alias: str | None = None  # aggregations joined at the top (sql_joined.py): the alias it is read through
+    correlation: list[Correlation] = field(default_factory=list)
+    """A correlated scalar subquery (sql_scalar.py): its equalities with the outer query, decorrelated into a
+    GROUP BY of the inner sides."""
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """One conjunct `inner = outer` of a correlated scalar subquery's WHERE: its position among the WHERE's
+    conjuncts, the inner side (columns of the subquery) and the outer side (a group key of the top level)."""
+
+    conjunct: int
+    inner: exp.Expr
+    outer: exp.Expr
 
 
 @dataclass
@@ -78,6 +91,8 @@ class ThresholdPlan:
     """Scalar subqueries of global aggregations over entity data in the top level (sql_scalar.py)."""
     joined: bool = False
     """Aggregations joined at the top (sql_joined.py): `branches` are the aggregated sources, one per alias."""
+    optional: tuple[str, ...] = ()
+    """Aggregations joined at the top: the aliases of sources on the right of a LEFT JOIN (outer-joined)."""
     rewritten: exp.Query | None = None
     """The query that replaces the tree's root after the rewrite (a set operation becomes one UNION ALL)."""
 
@@ -157,13 +172,22 @@ class _Planner:
         select = subquery.expression
         parent = select.parent
         if not isinstance(select, exp.Select) or not isinstance(parent, exp.Subquery) or \
-                isinstance(parent.parent, exp.In | exp.Any | exp.All | exp.Exists) or subquery.external_columns:
+                isinstance(parent.parent, exp.In | exp.Any | exp.All | exp.Exists):
             return False
         facts = self.lineage.facts(subquery)
         if not facts.is_aggregate or len(select.expressions) != 1 or facts.windows or any(
                 select.args.get(k) is not None for k in ("group", "having", "limit", "offset", "qualify", "distinct",
                                                          "with_", "order")):
             return False
+        correlation: list[Correlation] = []
+        if subquery.external_columns:
+            found = self._correlation(subquery, facts)
+            if isinstance(found, str):
+                if _reads_entity_scope(self, subquery):
+                    self.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, found, select)
+                    return True
+                return False
+            correlation = found
         planner = _Planner(self.lineage, self.positions)
         planner.reach(facts, (), None)
         if not planner.plan.instances or any(len(i.path) != 1 or i.branches for i in planner.plan.instances):
@@ -171,8 +195,55 @@ class _Planner:
         _check_aggregation(facts, planner)
         for finding in planner.plan.findings:
             self.refuse(finding.code, finding.message, select)
-        self.plan.scalars.append(Branch(facts, planner.plan.instances))
+        self.plan.scalars.append(Branch(facts, planner.plan.instances, correlation=correlation))
         return True
+
+    def _correlation(self, subquery: Scope, facts: ScopeFacts) -> list[Correlation] | str:
+        """The equalities `inner = outer` that correlate a scalar subquery of a global aggregation with the top
+        level, or why it cannot be decorrelated into an aggregation grouped by the inner sides (a message saying
+        what to write instead)."""
+        instead = ("a correlated scalar subquery over entity data may only be correlated by equalities "
+                   "`inner column = outer group key` in its WHERE (AND-ed), on open or group columns; otherwise "
+                   "join an aggregation grouped by the key (`JOIN (SELECT key, avg(x) AS a FROM ... GROUP BY key) "
+                   "AS g ON g.key = t.key`) inside one aggregation, or compare in a window "
+                   "(`avg(x) OVER (PARTITION BY key)` over an aggregation)")
+        select = subquery.expression
+        assert isinstance(select, exp.Select)
+        external = {id(c) for c in subquery.external_columns}
+        where = select.args.get("where")
+        terms = conjuncts(where.this) if where is not None else []
+        found: list[Correlation] = []
+        covered = 0
+        for position, conjunct in enumerate(terms):
+            outside = [c for c in conjunct.find_all(exp.Column) if id(c) in external]
+            if not outside:
+                continue
+            if not isinstance(conjunct, exp.EQ):
+                return instead
+            sides = []
+            for side in (conjunct.this, conjunct.expression):
+                columns = list(side.find_all(exp.Column))
+                sides.append(bool(columns) and all(id(c) in external for c in columns))
+                if not sides[-1] and any(id(c) in external for c in columns):
+                    return instead
+            if sides.count(True) != 1:
+                return instead
+            outer, inner = (conjunct.this, conjunct.expression) if sides[0] else (conjunct.expression, conjunct.this)
+            if not list(inner.find_all(exp.Column)) or inner.find(exp.Subquery, exp.AggFunc, exp.Window):
+                return instead
+            origins, _, _ = self.lineage.expression_origins(inner, facts)
+            for origin in origins:
+                if origin.table not in self.catalog.tables:
+                    continue
+                if self.catalog.is_entity(origin.table, origin.column) or \
+                        self.catalog.constraint(origin.table, origin.column) not in (Constraint.OPEN,
+                                                                                    Constraint.GROUP):
+                    return instead
+            covered += len(outside)
+            found.append(Correlation(position, inner, outer))
+        if covered != len(external):
+            return instead
+        return found
 
     def _union(self, child: ScopeFacts, path: tuple[tuple[Scope, str], ...]) -> bool:
         """A UNION ALL of row-level branches (several sales channels) aggregated above: one entity instance whose
@@ -272,6 +343,14 @@ def _in_clause(node: exp.Expr, select: exp.Expr) -> str | None:
     while node.parent is not None and node.parent is not select:
         node = node.parent
     return node.arg_key if node.parent is select else None
+
+
+def conjuncts(condition: exp.Expr) -> list[exp.Expr]:
+    """The top-level AND-ed terms of a condition (parentheses unwrapped)."""
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        return [*conjuncts(condition.this), *conjuncts(condition.expression)]
+    return [condition]
 
 
 def _union_branches(scope: Scope) -> list[Scope] | None:
