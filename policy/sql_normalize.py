@@ -11,7 +11,9 @@ is the same query as
 and the second form is one aggregation whose every evaluated aggregate (outputs, HAVING, the order LIMIT cuts by) is
 a cell the release plan covers (sql_shell.py). The outer query's columns are replaced by the aggregation's
 expressions, its WHERE joins the HAVING, its ORDER BY, LIMIT and OFFSET are kept. Only applied when the outer SELECT
-reads nothing else (no join, no other reference to the CTE), has no aggregate, window, DISTINCT or subquery, and
+reads nothing else (no join, no other reference to the CTE), has no aggregate, DISTINCT or subquery, no window
+except in its SELECT list over the aggregated rows (`n * 1.0 / lag(n) OVER (ORDER BY month)`, `sum(n) OVER ()`, which
+stay windows over the aggregation's rows, evaluated after its HAVING as they were after the WHERE), and
 the aggregation has plain GROUP BY keys and no LIMIT, OFFSET, QUALIFY, DISTINCT or window of its own. Either way the
 analysis that follows is the same fail-closed analysis: this only changes which shape it sees.
 """
@@ -109,8 +111,16 @@ def _inlinable_shell(shell: exp.Select) -> bool:
     for arg in ("expressions", "where", "order"):
         value = shell.args.get(arg)
         for node in value if isinstance(value, list) else [value] if value is not None else []:
-            if node.find(exp.AggFunc, exp.Window, exp.Subquery, exp.Select, exp.Exists) is not None:
+            if node.find(exp.Subquery, exp.Select, exp.Exists) is not None:
                 return False
+            for found in node.find_all(exp.AggFunc, exp.Window):
+                # a window over the aggregated rows (`lag(n) OVER (ORDER BY month)`, `sum(n) OVER ()`) stays a
+                # window over the aggregation's rows; any other aggregate or window is not inlined
+                window = found if isinstance(found, exp.Window) else found.parent
+                if arg != "expressions" or not isinstance(window, exp.Window) or \
+                        window.find_ancestor(exp.Window) is not None or (found is not window and
+                                                                         window.this is not found):
+                    return False
     return True
 
 
