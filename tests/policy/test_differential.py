@@ -1,9 +1,11 @@
 """Differential test: seeded random aggregate queries of issue 12's shapes over the city, against raw DuckDB.
 
 Shapes include windows with HAVING, set operations of two aggregations (UNION [ALL], INTERSECT, EXCEPT), two
-aggregations joined on their key (with a ratio of both) and shares of a scalar subquery total; for set operations
-and joins every released row must be a raw row and every released cell a value of a branch's group whose parts
-cover at least k entities.
+aggregations joined (inner or LEFT) on their key (with a ratio of both), shares of a scalar subquery total, and
+correlated scalar subqueries on the group key (rows or groups compared with their own group's average, a share of
+its own group); for set operations and joins every released row must be a raw row and every released cell a value of
+a branch's group whose parts cover at least k entities (a LEFT JOIN row without a group of the second aggregation
+releases nothing of it).
 
 Each generated query is either refused with a finding, or run for real through the governed path (rewrite, output
 control at k = 10, the release audit over a fresh ledger, row selection) and then every released cell must equal
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -158,6 +161,8 @@ class Generator:
             return self.other_shape()
         if roll < 0.38:
             return self.combined()
+        if roll < 0.46:
+            return self.correlated()
         source = rng.choice(SOURCES)
         keys = rng.sample(source.keys, rng.choice([1, 1, 2]))
         aggregates = [self.aggregate(source) for _ in range(rng.choice([1, 2, 3]))]
@@ -222,11 +227,11 @@ class Generator:
         select = ", ".join([f"{key} AS k0"] + [f"{a.sql} AS a{j}" for j, a in enumerate(second.aggregates)])
         second.sql = f"SELECT {select} FROM {source.from_}" + (f" WHERE {second.where}" if second.where else "") + \
             f" GROUP BY {key}"
-        kind = rng.choice(["UNION ALL", "UNION", "INTERSECT", "EXCEPT", "join", "scalar"])
-        if kind == "join":
+        kind = rng.choice(["UNION ALL", "UNION", "INTERSECT", "EXCEPT", "join", "left join", "scalar"])
+        if kind in ("join", "left join"):
             sql = (f"WITH a AS ({first.sql}), b AS ({second.sql}) SELECT a.k0, a.a0, b.a0 AS b0, "
-                   "a.a0 * 1.0 / nullif(b.a0, 0) AS ratio FROM a JOIN b ON a.k0 = b.k0")
-            return Generated("joined", sql, keys=["k0"], branches=[first, second])
+                   f"a.a0 * 1.0 / nullif(b.a0, 0) AS ratio FROM a {kind.upper()} b ON a.k0 = b.k0")
+            return Generated("joined" if kind == "join" else "left_joined", sql, keys=["k0"], branches=[first, second])
         if kind == "scalar":
             total = f"(SELECT count(*) FROM {source.from_})"
             sql = first.sql.replace(" FROM ", f", count(*) * 1.0 / {total} AS share FROM ", 1)
@@ -237,6 +242,36 @@ class Generator:
                                                         [Aggregate("count(*)", ["TRUE"])])])
         return Generated(kind.lower().replace(" ", "_"), f"{first.sql} {kind} {second.sql}", keys=["k0"],
                          branches=[first, second])
+
+    def correlated(self) -> Generated:
+        """A correlated scalar subquery on the group key: rows compared with their own group's average (WHERE), a
+        group's share of its own larger group (SELECT), or a group compared with its own group's average (HAVING)."""
+        rng = self.rng
+        source = rng.choice([s for s in SOURCES if s.values])
+        key = rng.choice([k for k in source.keys if "(" not in k])  # DuckDB binds correlated columns, not expressions
+        value = rng.choice(source.values)
+        inner_from, inner_key, inner_value = (_renamed(source.from_), _renamed(key), _renamed(value))
+        shape = rng.choice(["correlated_where", "correlated_share", "correlated_having"])
+        factor = rng.choice(["", " * 0.8", " * 1.5"])
+        inner = f"(SELECT avg({inner_value}){factor} FROM {inner_from} WHERE {inner_key} = {key})"
+        entity, notnull = source.entity, f"{value} IS NOT NULL"
+        condition, inner_condition = notnull, notnull
+        if shape == "correlated_where":
+            condition = f"{value} > {inner}"
+            sql = f"SELECT {key} AS k0, count(*) AS a0 FROM {source.from_} WHERE {condition} GROUP BY {key}"
+        elif shape == "correlated_share":
+            inner_condition = "TRUE"
+            inner = f"(SELECT count(*) FROM {inner_from} WHERE {inner_key} = {key})"
+            sql = (f"SELECT {key} AS k0, count(*) FILTER (WHERE {notnull}) * 1.0 / {inner} AS a0 FROM {source.from_} "
+                   f"GROUP BY {key}")
+        else:
+            sql = (f"SELECT {key} AS k0, avg({value}) AS a0 FROM {source.from_} GROUP BY {key} "
+                   f"HAVING avg({value}) > {inner}")
+        # the outer aggregate's rows, then the inner group's (the whole group: the subquery has no other filter)
+        coverage = (f"SELECT {key}, count(DISTINCT {entity}) FILTER (WHERE {condition}), "
+                    f"count(*) FILTER (WHERE {condition}), count(DISTINCT {entity}) FILTER (WHERE {inner_condition}), "
+                    f"count(*) FILTER (WHERE {inner_condition}) FROM {source.from_} GROUP BY {key}")
+        return Generated(shape, sql, keys=[key], aggregates=[Aggregate("a0", ["outer", "inner"])], coverage=coverage)
 
     def per_entity(self) -> Generated:
         clinic = self.rng.choice(["市第一人民医院", "城东区社区卫生服务中心", "市中医医院"])
@@ -277,6 +312,12 @@ class Generator:
             "SELECT * FROM d WHERE m > 10",
         ])
         return Generated("open_data", sql)
+
+
+def _renamed(sql: str) -> str:
+    """A source's SQL with its aliases renamed (r -> r2, ...), for a correlated subquery over the same datasets."""
+    return re.sub(r"\b(AS [rce]|[rce]\.)", lambda m: m.group(1)[:-1] + m.group(1)[-1] + "2"
+                  if m.group(1).startswith("AS") else m.group(1)[:-1] + "2.", sql)
 
 
 def coverage_sql(query: Generated) -> str:
@@ -383,8 +424,15 @@ def _check_combined(query: Generated, con: duckdb.DuckDBPyConnection, raw: Any, 
         assert any(all(v is None or v == o for v, o in zip(values, full, strict=True)) for full in raw_rows), \
             (query.sql, values)
         key = values[0]
-        if query.shape == "joined":  # k0, a0 (first), b0 (second), ratio (both)
-            (first, cover_a), (second, cover_b) = branches[0][key], branches[1][key]
+        if query.shape in ("joined", "left_joined"):  # k0, a0 (first), b0 (second), ratio (both)
+            (first, cover_a) = branches[0][key]
+            if key not in branches[1]:  # LEFT JOIN without a group of the second: nothing of it is released
+                assert query.shape == "left_joined" and values[2] is None and values[3] is None, (query.sql, values)
+                assert values[1] is None or (values[1] == _number(first[0]) and
+                                             _parts_ok(query.branches[0], cover_a, 0))
+                checked += values[1] is not None
+                continue
+            (second, cover_b) = branches[1][key]
             assert values[1] is None or (values[1] == _number(first[0]) and _parts_ok(query.branches[0], cover_a, 0))
             assert values[2] is None or (values[2] == _number(second[0]) and _parts_ok(query.branches[1], cover_b, 0))
             assert values[3] is None or (_parts_ok(query.branches[0], cover_a, 0) and
