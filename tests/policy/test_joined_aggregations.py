@@ -6,10 +6,12 @@ Each query runs for real through the governed path (analysis, DuckDB, output con
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from casebook import CITY_K, governed_run
+from casebook import CITY_K, governed_run, policies_for
 
+from policy.analysis import analyse
 from policy.output import Reason
 
 _run = governed_run
@@ -92,3 +94,43 @@ def test_a_having_inside_a_joined_aggregation_is_audited_as_a_cell(connections: 
     assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15)]
     released, later, _ = _run(sql, connections["city"])
     assert released.num_rows == 0 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_a_left_joined_count_without_four_people_beside_the_full_count_is_suppressed(
+        connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents WHERE district = '湖滨区' GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE income_band <> '<3k' GROUP BY district)
+    SELECT a.district, a.n, b.m FROM a LEFT JOIN b ON a.district = b.district"""
+    assert connections["city"].sql(sql).fetchall() == [("湖滨区", 15, 11)]
+    released, later, _ = _run(sql, connections["city"])
+    # both counts are cells of the row: the audit releases one of them, never both
+    assert released.num_rows == 1 and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+    assert sum(v is None for v in released.select(["n", "m"]).to_pylist()[0].values()) == 1
+
+
+def test_a_left_joined_group_below_k_looks_exactly_like_no_group(connections: dict[str, Any]) -> None:
+    def left_join(condition: str) -> Any:
+        sql = f"""
+        WITH p AS (SELECT district, count(*) AS people FROM residents GROUP BY district),
+             v AS (SELECT r.district, count(*) AS visits FROM residents AS r JOIN clinic_visits AS c
+                   ON r.person_id = c.person_id WHERE {condition} GROUP BY r.district)
+        SELECT p.district, p.people, v.visits FROM p LEFT JOIN v ON v.district = p.district ORDER BY p.district"""
+        return _run(sql, connections["city"])[0]
+
+    small = left_join("r.district = '湖滨区'")  # the small district's few visitors: a group below k
+    missing = left_join("r.district = '湖滨区' AND c.cost < 0")  # no group at all
+    assert connections["city"].sql("SELECT count(*) FROM clinic_visits WHERE cost < 0").fetchall() == [(0,)]
+    assert small.to_pylist() == missing.to_pylist()
+    row = next(r for r in small.to_pylist() if r["district"] == "湖滨区")
+    assert row["visits"] is None and json.loads(row["sluice_suppressed"]) == {"visits": "k"}
+
+
+def test_a_left_joined_group_key_in_the_output_is_refused() -> None:
+    sql = """
+    WITH p AS (SELECT district, count(*) AS people FROM residents GROUP BY district),
+         v AS (SELECT r.district, count(*) AS visits FROM residents AS r JOIN clinic_visits AS c
+               ON r.person_id = c.person_id GROUP BY r.district)
+    SELECT p.district, v.district IS NULL AS none FROM p LEFT JOIN v ON v.district = p.district"""
+    result = analyse(sql, policies_for("city"))
+    assert result.codes == ("unsupported_query_shape_for_threshold",)
