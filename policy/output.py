@@ -325,10 +325,25 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     marker = [json.dumps(per_row[r], ensure_ascii=False, sort_keys=True) if r in per_row else None
               for r in range(table.num_rows)]
     table = table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
-    if plan is None or not plan.hidden:
+    if plan is None or (not plan.hidden and not plan.distinct):
         return table
     rows = settled if settled is not None else select_rows(table, plan, suppressed)
+    if plan.distinct:  # an aggregate of aggregates (sql_nested.py): rows equal by construction, merged now
+        rows = distinct_rows(table, rows, [*range(columns), table.num_columns - 1])
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
+
+
+def distinct_rows(table: pa.Table, rows: list[int], columns: list[int]) -> list[int]:
+    """The first of each run of rows equal in `columns` (values and suppression marker), in order."""
+    values = [table.column(c).to_pylist() for c in columns]
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        key = repr([v[row] for v in values])
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
 
 
 def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks,
@@ -370,7 +385,10 @@ def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = N
 
 def released_columns(table: pa.Table, plan: ReleasePlan) -> pa.Table:
     """The user's columns of the rows a shell keeps, nothing suppressed (for comparing with the raw query in tests)."""
-    return table.take(pa.array(select_rows(table, plan), type=pa.int64())).select(list(range(plan.columns)))
+    rows = select_rows(table, plan)
+    if plan.distinct:
+        rows = distinct_rows(table, rows, list(range(plan.columns)))
+    return table.take(pa.array(rows, type=pa.int64())).select(list(range(plan.columns)))
 
 
 def strip_helpers(table: pa.Table, plan: ReleasePlan) -> pa.Table:

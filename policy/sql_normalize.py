@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from policy.sql_nested import is_aggregating_shell, window_form
+
 
 def inline_aggregated_source(tree: exp.Query) -> exp.Query:
     """The normalized query (see module doc), or `tree` unchanged."""
@@ -32,10 +34,18 @@ def inline_aggregated_source(tree: exp.Query) -> exp.Query:
     if source is None:
         return tree
     alias, inner, cte = source
-    if not _inlinable_shell(shell) or not _inlinable_aggregation(inner):
+    if not _inlinable_aggregation(inner):
         return tree
     outputs = {p.alias_or_name.lower(): p.unalias() for p in inner.expressions}
     if len(outputs) != len(inner.expressions):
+        return tree
+    if is_aggregating_shell(shell):  # aggregates of aggregates (sql_nested.py)
+        nested = window_form(shell, alias, inner, outputs)
+        if nested is None:
+            return tree
+        nested.set("with_", _merged_with(shell, inner, cte))
+        return nested
+    if not _inlinable_shell(shell):
         return tree
 
     def substitute(node: exp.Expr) -> exp.Expr:
@@ -67,14 +77,19 @@ def inline_aggregated_source(tree: exp.Query) -> exp.Query:
     for arg in ("limit", "offset"):
         value = shell.args.get(arg)
         result.set(arg, value.copy() if value is not None else None)
-    with_ = shell.args.get("with_")
-    if with_ is not None:
-        kept = [c.copy() for c in with_.expressions if c is not cte]
-        inner_with = inner.args.get("with_")
-        if inner_with is not None:
-            kept += [c.copy() for c in inner_with.expressions]
-        result.set("with_", exp.With(expressions=kept) if kept else None)
+    if shell.args.get("with_") is not None:
+        result.set("with_", _merged_with(shell, inner, cte))
     return result
+
+
+def _merged_with(shell: exp.Select, inner: exp.Select, cte: exp.CTE | None) -> exp.With | None:
+    """The shell's CTEs but the inlined one, then the aggregation's own (None when there are none)."""
+    with_ = shell.args.get("with_")
+    kept = [c.copy() for c in with_.expressions if c is not cte] if with_ is not None else []
+    inner_with = inner.args.get("with_")
+    if inner_with is not None:
+        kept += [c.copy() for c in inner_with.expressions]
+    return exp.With(expressions=kept) if kept else None
 
 
 class _NotInlinable(Exception):

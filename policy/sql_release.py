@@ -162,6 +162,8 @@ class ReleasePlan:
     shell: Shell | None = None
     setop: SetOp | None = None
     branches: tuple[int, ...] = ()  # with a set operation: the branch of each entity instance
+    distinct: bool = False
+    """SELECT DISTINCT of an aggregate of aggregates (sql_nested.py): equal released rows are merged after the audit."""
     optional: tuple[int, ...] = ()
     """Entity instances of an outer-joined aggregation (LEFT JOIN, sql_joined.py): a row whose group of one of them
     is missing or covers fewer than k entities is kept, and every cell reading that source is suppressed (k)."""
@@ -184,7 +186,7 @@ class ReleasePlan:
                 "stats": [s.to_dict() for s in self.stats], "columns": self.columns, "hidden": list(self.hidden),
                 "shell": self.shell.to_dict() if self.shell is not None else None,
                 "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches),
-                "optional": list(self.optional)}
+                "optional": list(self.optional), "distinct": self.distinct}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
@@ -198,7 +200,7 @@ class ReleasePlan:
             shell=Shell.from_dict(data["shell"]) if data.get("shell") else None,
             setop=SetOp.from_dict(data["setop"]) if data.get("setop") else None,
             branches=tuple(int(b) for b in data.get("branches", ())),
-            optional=tuple(int(i) for i in data.get("optional", ())))
+            optional=tuple(int(i) for i in data.get("optional", ())), distinct=bool(data.get("distinct", False)))
 
 
 # helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------

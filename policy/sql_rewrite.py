@@ -22,6 +22,7 @@ a copy of the original FROM / JOIN / WHERE.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -58,6 +59,8 @@ def rewrite_threshold(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan | No
     entities = [entity_reference(lineage, i.path, i.table, passthrough, i.branches) for i in plan.instances]
     builder = Components(lineage, passthrough)
     release = builder.build([i.population for i in plan.instances], shape.shell)
+    if select.args.get("distinct") is not None:  # an aggregate of aggregates: rows merged after the audit
+        release = dataclasses.replace(release, distinct=True)
     shape.apply(select, entities, builder.conditions, builder.stat_values, release)
     return release
 
@@ -125,6 +128,7 @@ class Shape:
             source = {arg: _copied(select.args.get(arg)) for arg in ("from_", "joins", "where")}
         query = select.copy()
         query.set("with_", None)
+        query.set("distinct", None)  # every group is evaluated; a DISTINCT (partition_distinct) applies after the audit
         for arg, value in source.items():
             query.set(arg, _copied(value))
         projections = select.expressions

@@ -48,6 +48,9 @@ def rewrite_with_scalars(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     assert all(isinstance(c, exp.Select) for c in copies)
     where = [s for s in subqueries if s.find_ancestor(exp.Where, exp.Join) is not None and
              s.find_ancestor(exp.Select) is not None]
+    if select.args.get("distinct") is not None:
+        raise UnsupportedShape("SELECT DISTINCT cannot be combined with a scalar subquery over entity data; compare "
+                               "in a query of its own")
     if not plan.instances:
         raise UnsupportedShape("a scalar subquery over entity data needs an aggregation over entity data around it; "
                                "release the subquery's aggregate as a query of its own")

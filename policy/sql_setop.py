@@ -98,7 +98,9 @@ def plan_set_operation(lineage: Lineage, positions: Positions) -> ThresholdPlan 
         if expression.args.get(key) is not None:
             planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                            f"{key.upper()} over a set operation of aggregations over entity data is not supported "
-                           "(its rank depends on every branch's values); drop it, or rank within one aggregation",
+                           "(its rank depends on every branch's values); drop it (ORDER BY stays), or rank within one "
+                           "aggregation: one query per branch with ORDER BY ... LIMIT, or one aggregation with "
+                           "GROUPING SETS for several levels",
                            expression.args[key])
     plan = planner.plan
     plan.set_kind = kind

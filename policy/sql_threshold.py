@@ -334,7 +334,11 @@ class _Planner:
             if per_entity_problem(self.lineage, child) is None:
                 return None
             return ("inside an aggregate below the top level that is not a per-entity aggregation (aggregate per "
-                    "entity, grouped by the entity column, then count entities per value)")
+                    "entity, grouped by the entity column, then count entities per value). An aggregate of "
+                    "aggregates is answered when the outer query reads only that aggregation, groups by some of its "
+                    "group keys (or not at all) and outputs sum, avg, count, min, max, stddev or variance of its "
+                    "columns; otherwise write a window over the aggregation, `avg(count(*)) OVER (PARTITION BY "
+                    "key)`")
         return _feeding_problem(child)
 
 
@@ -425,9 +429,12 @@ def plan_threshold(lineage: Lineage, positions: Positions) -> ThresholdPlan:
 def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
     """The top-level aggregation over entity data: safe, simple, linear aggregates only; no DISTINCT, no windows."""
     select = root.scope.expression
-    if select.args.get("distinct") is not None:
+    if select.args.get("distinct") is not None and not partition_distinct(select):
         planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
-                       "SELECT DISTINCT over an aggregation of entity data is not supported", select)
+                       "SELECT DISTINCT over an aggregation of entity data is supported only when every output "
+                       "column is a key or a window partitioned by exactly those keys (an aggregate of aggregates, "
+                       "`SELECT DISTINCT region, avg(count(*)) OVER (PARTITION BY region) ... GROUP BY region, "
+                       "district`); otherwise GROUP BY the columns", select)
     for window in root.windows:
         if select.args.get("qualify") is not None:
             planner.refuse(F.WINDOW_IN_AGGREGATE_QUERY,
@@ -458,6 +465,33 @@ def _check_aggregation(root: ScopeFacts, planner: _Planner) -> None:
         problem = _aggregate_problem(aggregate, root, planner)
         if problem is not None:
             planner.refuse(problem[0], problem[1], aggregate)
+
+
+def partition_distinct(select: exp.Expr) -> bool:
+    """Whether a SELECT DISTINCT over an aggregation only merges rows that are equal by construction: every output
+    is a key without aggregates, or made of windows (no ORDER BY, no frame) partitioned by exactly those keys, with
+    every column inside a window; no DISTINCT ON, LIMIT, OFFSET or grouping sets (sql_nested.py's form)."""
+    distinct = select.args.get("distinct")
+    group = select.args.get("group")
+    if not isinstance(select, exp.Select) or not isinstance(distinct, exp.Distinct) or distinct.args.get("on") or \
+            select.args.get("limit") is not None or select.args.get("offset") is not None or \
+            (group is not None and any(v for arg, v in group.args.items() if arg != "expressions")):
+        return False
+    keys = {p.unalias().sql().lower() for p in select.expressions if p.find(exp.Window) is None}
+    for projection in select.expressions:
+        body = projection.unalias()
+        if body.find(exp.Window) is None:
+            if body.find(exp.AggFunc) is not None:
+                return False
+            continue
+        if any(c.find_ancestor(exp.Window) is None for c in body.find_all(exp.Column)) or \
+                any(a.find_ancestor(exp.Window) is None for a in body.find_all(exp.AggFunc)):
+            return False
+        for window in body.find_all(exp.Window):
+            partition = {p.sql().lower() for p in window.args.get("partition_by") or []}
+            if window.args.get("order") is not None or window.args.get("spec") is not None or partition != keys:
+                return False
+    return True
 
 
 def _aggregate_problem(aggregate: exp.Expr, root: ScopeFacts, planner: _Planner) -> tuple[str, str] | None:

@@ -163,6 +163,8 @@ class Generator:
             return self.combined()
         if roll < 0.46:
             return self.correlated()
+        if roll < 0.54:
+            return self.nested()
         source = rng.choice(SOURCES)
         keys = rng.sample(source.keys, rng.choice([1, 1, 2]))
         aggregates = [self.aggregate(source) for _ in range(rng.choice([1, 2, 3]))]
@@ -272,6 +274,35 @@ class Generator:
                     f"count(*) FILTER (WHERE {condition}), count(DISTINCT {entity}) FILTER (WHERE {inner_condition}), "
                     f"count(*) FILTER (WHERE {inner_condition}) FROM {source.from_} GROUP BY {key}")
         return Generated(shape, sql, keys=[key], aggregates=[Aggregate("a0", ["outer", "inner"])], coverage=coverage)
+
+    def nested(self) -> Generated:
+        """An aggregate of aggregates: avg / max / sum / count over the groups of an aggregation, overall or per one of
+        its keys; every inner group of an outer row must be released for its values to be."""
+        rng = self.rng
+        source = rng.choice(SOURCES)
+        outer_key, inner_key = rng.sample(list(source.keys), 2)
+        aggregate = self.aggregate(source)
+        where = self.where(source)
+        where_sql = f" WHERE {where}" if where else ""
+        per_key = rng.random() < 0.6
+        inner = (f"SELECT {outer_key} AS k0, {inner_key} AS k1, {aggregate.sql} AS a0 FROM {source.from_}{where_sql} "
+                 f"GROUP BY {outer_key}, {inner_key}")
+        outer = rng.choice(["avg(a0) AS v", "max(a0) AS v", "sum(a0) AS v", "count(*) AS v", "avg(a0) * 2 AS v"])
+        having = rng.choice(["", "", " WHERE a0 > 1"])
+        sql = (f"SELECT {'k0, ' if per_key else ''}{outer} FROM ({inner}) AS t{having}"
+               f"{' GROUP BY k0' if per_key else ''}")
+        # per outer row, the fewest entities any inner group's part covers (groups with no row for a part aside)
+        columns, parts = [], []
+        for j, part in enumerate(aggregate.parts):
+            columns += [f"count(DISTINCT {source.entity}) FILTER (WHERE {part}) AS e{j}",
+                        f"count(*) FILTER (WHERE {part}) AS r{j}"]
+            parts += [f"min(CASE WHEN r{j} = 0 THEN 1000000 ELSE e{j} END)", "1"]
+        groups = (f"SELECT {outer_key} AS k0, {inner_key} AS k1, {', '.join(columns)} FROM {source.from_}{where_sql} "
+                  f"GROUP BY {outer_key}, {inner_key}")
+        coverage = f"SELECT {'k0, ' if per_key else ''}{', '.join(parts)} FROM ({groups}) AS g" + \
+            (" GROUP BY k0" if per_key else "")
+        return Generated("nested", sql, keys=["k0"] if per_key else [],
+                         aggregates=[Aggregate("v", aggregate.parts)], coverage=coverage)
 
     def per_entity(self) -> Generated:
         clinic = self.rng.choice(["市第一人民医院", "城东区社区卫生服务中心", "市中医医院"])
