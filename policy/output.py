@@ -23,7 +23,7 @@ from __future__ import annotations
 import array
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,6 +36,7 @@ from pyroaring import BitMap
 from policy.output_sets import settle
 from policy.sql_release import (
     ReleasePlan,
+    Shell,
     condition_count,
     condition_rows,
     condition_set,
@@ -328,6 +329,8 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     if plan is None:
         return table
     rows = settled if settled is not None else select_rows(table, plan, suppressed)
+    if settled is not None and plan.shell is not None:  # LIMIT / OFFSET over a UNION ALL (sql_setop.py)
+        rows = _shell_rows(table, plan.shell, settled, suppressed)
     if plan.distinct:  # an aggregate of aggregates (sql_nested.py): rows equal by construction, merged now
         rows = distinct_rows(table, rows, [*range(columns), table.num_columns - 1])
     rows = released_order(table, rows, plan, suppressed)
@@ -409,17 +412,22 @@ def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks:
 def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
     """The rows a shell keeps (see sql_release.Shell), in the query's order."""
     if plan.setop is not None:
-        return settle(table, plan, suppressed or {})[0]
+        settled = settle(table, plan, suppressed or {})[0]
+        return _shell_rows(table, plan.shell, settled, suppressed or {}) if plan.shell is not None else settled
     shell = plan.shell
     if shell is None:
         return list(range(table.num_rows))
-    suppressed = suppressed or {}
+    return _shell_rows(table, shell, range(table.num_rows), suppressed or {})
+
+
+def _shell_rows(table: pa.Table, shell: Shell, candidates: Iterable[int], suppressed: Marks) -> list[int]:
+    """The candidate rows HAVING keeps and OFFSET / LIMIT select by rank, in rank order (see sql_release.Shell)."""
     pos = table.column(shell.pos).to_pylist()
     keep = table.column(shell.keep).to_pylist() if shell.keep is not None else [True] * table.num_rows
     limit = table.column(shell.limit).to_pylist() if shell.limit is not None else None
     offset = table.column(shell.offset).to_pylist() if shell.offset is not None else None
     rows = []
-    for row in range(table.num_rows):
+    for row in candidates:
         if not keep[row] or (shell.keep is not None and (row, shell.keep) in suppressed):
             continue  # HAVING failed, or its value may not be used
         first = (offset[row] or 0) if offset is not None else 0

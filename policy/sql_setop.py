@@ -30,7 +30,7 @@ from policy.sql_lineage import Lineage
 from policy.sql_model import ScopeFacts
 from policy.sql_passthrough import entity_reference
 from policy.sql_release import Cell, Component, ReleasePlan, SetOp, Stat
-from policy.sql_rewrite import Shape
+from policy.sql_rewrite import Shape, UnsupportedShape
 from policy.sql_threshold import Branch, ThresholdPlan, _check_aggregation, _Planner, _reads_entity_scope
 
 _ALL_OPERATIONS = "INTERSECT ALL and EXCEPT ALL are not supported over entity data; use INTERSECT or EXCEPT"
@@ -95,12 +95,13 @@ def plan_set_operation(lineage: Lineage, positions: Positions) -> ThresholdPlan 
     if not all(lineage.facts(s).is_aggregate for s in scopes):
         return None  # row-level branches: refused by plan_threshold and the rules
     for key in ("limit", "offset"):
-        if expression.args.get(key) is not None:
+        if expression.args.get(key) is not None and (kind != "union_all" or _order_columns(expression) is None):
             planner.refuse(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD,
                            f"{key.upper()} over a set operation of aggregations over entity data is not supported "
-                           "(its rank depends on every branch's values); drop it (ORDER BY stays), or rank within one "
-                           "aggregation: one query per branch with ORDER BY ... LIMIT, or one aggregation with "
-                           "GROUPING SETS for several levels",
+                           "except over a UNION ALL ordered by output columns (after UNION, INTERSECT or EXCEPT the "
+                           "rank depends on which rows the operation keeps); write UNION ALL and ORDER BY output "
+                           "columns, drop LIMIT (ORDER BY stays), or rank within one aggregation (one query per "
+                           "branch)",
                            expression.args[key])
     plan = planner.plan
     plan.set_kind = kind
@@ -152,12 +153,74 @@ def rewrite_set_operation(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
     for select in selects[1:]:
         union = exp.Union(this=union, expression=select, distinct=False)
     original = lineage.root.scope.expression
+    if original.args.get("limit") is not None or original.args.get("offset") is not None:
+        plan.rewritten, whole = _ranked(original, union, selects[0], columns, whole)
+        return whole
     for key in ("with_", "order"):
         value = original.args.get(key)
         if value is not None:
             union.set(key, value)
     plan.rewritten = union
     return whole
+
+
+def _order_columns(expression: exp.Expr) -> list[tuple[int | str, exp.Ordered]] | None:
+    """The ORDER BY items of a set operation as output positions (1-based) or names, or None when one is anything
+    else (or there is no ORDER BY)."""
+    order = expression.args.get("order")
+    if order is None:
+        return None
+    items: list[tuple[int | str, exp.Ordered]] = []
+    for ordered in order.expressions:
+        target = ordered.this
+        if isinstance(target, exp.Literal) and target.is_number:
+            items.append((int(target.name), ordered))
+        elif isinstance(target, exp.Column) and not target.table:
+            items.append((target.name.lower(), ordered))
+        else:
+            return None
+    return items
+
+
+def _ranked(original: exp.Expr, union: exp.Query, first: exp.Select, columns: int, whole: ReleasePlan
+            ) -> tuple[exp.Query, ReleasePlan]:
+    """LIMIT / OFFSET over a UNION ALL: every row of every branch evaluated, ranked over all of them by the ORDER BY
+    (hidden `pos`, then the LIMIT / OFFSET values), selected after the audit (`output.finish`): a row is kept when its
+    rank is within OFFSET / LIMIT and none of its order cells was suppressed, as for LIMIT over one aggregation."""
+    names = [e.alias_or_name for e in first.expressions]
+    outputs = {n.lower(): i for i, n in enumerate(names[:columns])}
+    items = _order_columns(original)
+    if items is None:
+        raise UnsupportedShape("LIMIT over a set operation needs an ORDER BY of its output columns")
+    ranked, order_cells = [], []
+    for target, ordered in items:
+        index = target - 1 if isinstance(target, int) else outputs.get(target)
+        if index is None or not 0 <= index < columns:
+            raise UnsupportedShape("LIMIT over a set operation needs an ORDER BY of its output columns")
+        item = ordered.copy()
+        item.set("this", exp.column(names[index], table="__sluice_u", quoted=True))
+        ranked.append(item)
+        order_cells.append(index)
+    hidden = [exp.alias_(exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=ranked)),
+                         exp.to_identifier(R.POS, quoted=True))]
+    shell = {"pos": columns + 1, "order": tuple(order_cells)}
+    for key, name in (("limit", R.LIMIT), ("offset", R.OFFSET)):
+        clause = original.args.get(key)
+        if clause is not None:
+            shell[key] = columns + 1 + len(hidden)
+            value = exp.cast(clause.expression.copy(), "BIGINT")
+            hidden.append(exp.alias_(value, exp.to_identifier(name, quoted=True)))
+    column = [exp.column(n, table="__sluice_u", quoted=True) for n in names]
+    select = exp.Select(expressions=[*column[:columns + 1], *hidden, *column[columns + 1:]],
+                        from_=exp.From(this=exp.Subquery(this=union, alias=exp.TableAlias(
+                            this=exp.to_identifier("__sluice_u", quoted=True)))))
+    select.set("order", exp.Order(expressions=[exp.Ordered(this=exp.column(R.POS, quoted=True))]))
+    with_ = original.args.get("with_")
+    if with_ is not None:
+        select.set("with_", with_)
+    plan = dataclasses.replace(whole, hidden=(*whole.hidden, *(h.alias for h in hidden)),
+                               shell=R.Shell(**shell))  # type: ignore[arg-type]
+    return select, plan
 
 
 def compose(local: list[ReleasePlan | None], columns: int, names: list[str] | None, kind: str | None) -> ReleasePlan:

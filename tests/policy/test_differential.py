@@ -229,7 +229,8 @@ class Generator:
         select = ", ".join([f"{key} AS k0"] + [f"{a.sql} AS a{j}" for j, a in enumerate(second.aggregates)])
         second.sql = f"SELECT {select} FROM {source.from_}" + (f" WHERE {second.where}" if second.where else "") + \
             f" GROUP BY {key}"
-        kind = rng.choice(["UNION ALL", "UNION", "INTERSECT", "EXCEPT", "join", "left join", "scalar"])
+        kind = rng.choice(["UNION ALL", "UNION ALL LIMIT", "UNION", "INTERSECT", "EXCEPT", "join", "left join",
+                           "scalar"])
         if kind in ("join", "left join"):
             sql = (f"WITH a AS ({first.sql}), b AS ({second.sql}) SELECT a.k0, a.a0, b.a0 AS b0, "
                    f"a.a0 * 1.0 / nullif(b.a0, 0) AS ratio FROM a {kind.upper()} b ON a.k0 = b.k0")
@@ -242,6 +243,10 @@ class Generator:
                              branches=[first, Generated("total", f"SELECT 'all' AS k0, count(*) AS a0 FROM "
                                                                  f"{source.from_}", source, ["'all'"],
                                                         [Aggregate("count(*)", ["TRUE"])])])
+        if kind == "UNION ALL LIMIT":  # ranked over every row of both branches, after the audit
+            order = ", ".join(["2 DESC NULLS LAST", "1", *(str(i + 2) for i in range(1, len(first.aggregates)))])
+            return Generated("union_all_limit", f"{first.sql} UNION ALL {second.sql} ORDER BY {order} "
+                             f"LIMIT {rng.choice([2, 3, 5])}", keys=["k0"], branches=[first, second])
         return Generated(kind.lower().replace(" ", "_"), f"{first.sql} {kind} {second.sql}", keys=["k0"],
                          branches=[first, second])
 
@@ -448,6 +453,14 @@ def _check_combined(query: Generated, con: duckdb.DuckDBPyConnection, raw: Any, 
     """Set operations and joins: every released row is a raw row (suppressed cells aside), and every released cell
     is a value of a branch's group whose parts cover at least k entities."""
     branches = [_covered(b, con) for b in query.branches]
+    if query.shape not in ("joined", "left_joined"):  # a set operation's values have the branches' unified type
+        unified = " UNION ALL ".join(f"SELECT {b} AS branch, * FROM ({branch.sql}) AS t{b}"
+                                     for b, branch in enumerate(query.branches))
+        typed: list[dict[Any, tuple[Any, ...]]] = [{} for _ in query.branches]
+        for row in con.sql(unified).fetchall():
+            typed[row[0]][_number(row[1])] = row[2:]
+        branches = [{key: (typed[b][key], cover) for key, (_, cover) in covered.items()}
+                    for b, covered in enumerate(branches)]
     raw_rows = [tuple(_number(v) for v in r.values()) for r in raw.to_pylist()]
     checked = 0
     for row in released.drop_columns(["sluice_suppressed"]).to_pylist():
