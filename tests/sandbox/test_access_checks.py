@@ -48,8 +48,11 @@ def _key(session: Session, *, ttl: timedelta | None = None, kind: str = "operato
 
 
 def _refusal(session: Session, token: str, now: datetime = NOW, cache: KeyCache | None = None) -> tuple[str, str]:
+    """The refusal's code and message; a well-formed token's refusal names its key id (the audit records it)."""
     with pytest.raises(Unauthenticated) as refused:
         authenticate(session, token, now=now, cache=cache)
+    key_id = identity.key_id_of(token)
+    assert refused.value.context == ({"key_id": key_id} if key_id else {})
     return refused.value.code, refused.value.message
 
 
@@ -237,6 +240,15 @@ def test_a_full_key_cache_starts_again_empty() -> None:
     assert (cache.get("sk_a", NOW), cache.get("sk_b", NOW)) == (_caller("ka"), _caller("kb"))
     cache.put("sk_c", _caller("kc"), None, NOW)
     assert (cache.get("sk_a", NOW), cache.get("sk_b", NOW), cache.get("sk_c", NOW)) == (None, None, _caller("kc"))
+
+
+def test_the_key_cache_holds_ten_thousand_keys_by_default() -> None:
+    cache = KeyCache(ttl_seconds=60)
+    for i in range(10_000):
+        cache.put(f"sk_{i}", _caller(), None, NOW)
+    assert cache.get("sk_0", NOW) == _caller() and cache.get("sk_9999", NOW) == _caller()
+    cache.put("sk_one_more", _caller(), None, NOW)
+    assert cache.get("sk_0", NOW) is None and cache.get("sk_one_more", NOW) == _caller()
 
 
 def test_revoking_a_key_drops_every_cached_token_of_that_key_only() -> None:
