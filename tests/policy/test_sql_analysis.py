@@ -206,3 +206,19 @@ def test_analysis_past_its_work_budget_is_refused_as_too_complex(city: dict[str,
     monkeypatch.setattr(sql_lineage, "DEFAULT_WORK_BUDGET", 5)
     result = analyse("SELECT industry, sum(employees + registered_capital) AS s FROM enterprises GROUP BY 1", city)
     assert result.codes == ("query_too_complex",)
+
+
+ROW_LEVEL = ("residents.income_band has constraint group; a row-level (non-aggregate) query may only reference open "
+             "columns")
+
+
+@pytest.mark.parametrize(("sql", "column"), [
+    ("SELECT district FROM residents WHERE income_band = '<3k'", 38),
+    # an aggregation in a subquery is checked by role; the row-level use after it is still refused
+    ("SELECT district FROM residents WHERE (SELECT count(DISTINCT income_band) FROM residents) > 0 "
+     "AND income_band = '<3k'", 98),
+])
+def test_a_row_level_query_names_each_non_open_column_it_reads_and_its_constraint(
+        city: dict[str, TablePolicy], sql: str, column: int) -> None:
+    found = [f for f in analyse(sql, city).findings if f.code == "non_open_column_in_row_level_query"]
+    assert [(f.line, f.column, f.message) for f in found] == [(1, column, ROW_LEVEL)]
