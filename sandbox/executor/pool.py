@@ -257,12 +257,21 @@ class WorkerPool:
                     if (loop, waiter) in self._waiters:
                         self._waiters.remove((loop, waiter))
 
+    def _resolve(self, waiter: asyncio.Future[None]) -> None:
+        """(On the waiter's loop.) Wake it; if it gave up meanwhile, pass the wake-up on to the next one."""
+        if waiter.done():
+            with self._cond:
+                if self._idle:
+                    self._wake()
+            return
+        waiter.set_result(None)
+
     def _wake(self, everyone: bool = False) -> None:
         """(Caller holds the lock.) Wake the longest-waiting `run_async` caller (or all of them)."""
         while self._waiters:
             loop, waiter = self._waiters.pop(0)
             try:
-                loop.call_soon_threadsafe(_resolve, waiter)
+                loop.call_soon_threadsafe(self._resolve, waiter)
             except RuntimeError:  # that loop is closed
                 continue
             if not everyone:
@@ -411,11 +420,6 @@ def _payload(spec: RunSpec) -> bytes:
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
                             detail=type(exc).__name__) from None
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _lost(worker: _Worker) -> WorkerLost:
