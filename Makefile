@@ -34,10 +34,9 @@ bench: $(STAMP)
 # results: `.venv/bin/mutmut run --max-children 2 'sandbox.jobs.x_review__mutmut_*'` (one of the patterns below).
 MUTANTS ?= 'policy.output.x_apply_output_control__mutmut_*' 'policy.output.xǁ_Controlǁ*' \
 	'policy.sql_rules.*' 'policy.sql_allowlist.*' 'sandbox.jobs.x_review__mutmut_*' \
-	'sandbox.jobs.x_submit__mutmut_*' 'sandbox.jobs.x_check_grant_usable__mutmut_*' \
-	'sandbox.runs.x_check_runnable__mutmut_*' 'sandbox.grants.x_effective_status__mutmut_*' \
-	'sandbox.identity.x_authenticate__mutmut_*' 'sandbox.identity.xǁKeyCacheǁ*' \
-	'sandbox.executor.lockdown.x_lockdown_statements__mutmut_*'
+	'sandbox.jobs.x_check_grant_usable__mutmut_*' 'sandbox.runs.x_check_runnable__mutmut_*' \
+	'sandbox.grants.x_effective_status__mutmut_*' 'sandbox.identity.x_authenticate__mutmut_*' \
+	'sandbox.identity.xǁKeyCacheǁ*' 'sandbox.executor.lockdown.x_lockdown_statements__mutmut_*'
 
 mutants: $(STAMP)
 	rm -rf mutants

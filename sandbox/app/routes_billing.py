@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import Field
-from sqlalchemy import or_, select
+from sqlalchemy import String, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from metering.events import to_record
@@ -178,16 +178,24 @@ def finalize_bill(bill_id: str, guard: Guard = require("bill", "finalize"),
 @router.get("/reconciliation")
 def reconcile(period: str = Query(...), guard: Guard = require("bill", "reconcile"),
               session: Session = SESSION, state: AppState = Depends(app_state)) -> dict[str, Any]:
-    """Check every visible bill of a month against its events; `ok` is false on any difference."""
+    """Check every visible bill of a month against its events; `ok` is false on any difference (a stored amount
+    that is not a decimal is one)."""
     p = _period(period)
-    rows = _period_rows(guard, session, p)
+    q = _visible(guard, select(BillRow.id, BillRow.payer_org_id, BillRow.issuer_org_id, BillRow.status,
+                               type_coerce(BillRow.total, String), BillRow.event_count),
+                 BillRow.payer_org_id, BillRow.issuer_org_id)
+    headers = list(session.execute(q.where(BillRow.period == str(p)).order_by(BillRow.payer_org_id, BillRow.id)))
+    malformed = ledger.malformed_decimals(session, [h.id for h in headers])
     report = []
-    for r in rows:
-        diffs = ledger.reconcile_bill(session, r, state.metering.tz)
+    for bill_id, payer, issuer, status, total, events in headers:
+        if bill_id in malformed:
+            diffs = malformed[bill_id]
+        else:
+            row = session.get_one(BillRow, bill_id)
+            diffs = ledger.reconcile_bill(session, row, state.metering.tz)
         state.metrics.reconciliations.labels("differences" if diffs else "ok").inc()
-        report.append({"bill_id": r.id, "payer_org_id": r.payer_org_id, "issuer_org_id": r.issuer_org_id,
-                       "status": r.status, "total": str(r.total), "events": r.event_count,
-                       "differences": [str(d) for d in diffs]})
+        report.append({"bill_id": bill_id, "payer_org_id": payer, "issuer_org_id": issuer, "status": status,
+                       "total": total, "events": events, "differences": [str(d) for d in diffs]})
     ok = all(not b["differences"] for b in report)
     guard.note(period=str(p), bills=len(report), ok=ok)
     return {"period": str(p), "ok": ok, "bills": report}

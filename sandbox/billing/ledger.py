@@ -5,10 +5,10 @@ reconciliation, revenue attribution per provider and dataset, and the maximum-al
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import String, delete, insert, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -227,6 +227,37 @@ def _record_excess(session: Session, row: BillRow, now: datetime) -> None:
                                   effective_max=pos.effective_max, excess=pos.excess, bill_id=row.id,
                                   recorded_at=now))
         session.flush()
+
+
+# Every decimal stored with a bill: (table, its bill column, its line column, its decimal columns).
+_BILL_DECIMALS: tuple[tuple[Any, Any, Any, tuple[str, ...]], ...] = (
+    (BillRow, BillRow.id, None, ("total", "vat_rate", "vat_amount")),
+    (BillLineRow, BillLineRow.bill_id, BillLineRow.line_no, ("quantity", "unit_price", "cap", "amount")),
+    (BillAttribution, BillAttribution.bill_id, BillAttribution.line_no, ("amount",)),
+)
+
+
+def malformed_decimals(session: Session, bill_ids: list[str]) -> dict[str, list[Difference]]:
+    """The stored decimals of these bills that are not the text of a finite decimal, by bill: read as text, so
+    that reconciliation reports them as differences instead of failing to load the bill."""
+    found: dict[str, list[Difference]] = {}
+    for model, bill_col, line_col, names in _BILL_DECIMALS:
+        columns = [type_coerce(getattr(model, name), String) for name in names]
+        line = line_col if line_col is not None else type_coerce(None, String)
+        for bill_id, line_no, *texts in session.execute(select(bill_col, line, *columns)
+                                                        .where(bill_col.in_(bill_ids))):
+            for name, value in zip(names, texts, strict=True):
+                if value is not None and not _finite_decimal(value):
+                    found.setdefault(bill_id, []).append(Difference(
+                        bill_id, line_no, f"stored {model.__tablename__}.{name}", "a decimal amount", repr(value)))
+    return found
+
+
+def _finite_decimal(value: str) -> bool:
+    try:
+        return Decimal(value).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
 
 
 def reconcile_bill(session: Session, row: BillRow, tz: tzinfo) -> list[Difference]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -167,9 +169,9 @@ def serve(host: Annotated[str | None, typer.Option(help="address to bind (else S
         if count <= 1:
             uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
             return
-        _multiprocess_metrics_dir(s)
-        uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=count, host=host or s.host,
-                    port=port or s.port, log_config=None, access_log=False)
+        with _multiprocess_metrics_dir(s):  # the worker processes inherit it; this process gets it back unchanged
+            uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=count, host=host or s.host,
+                        port=port or s.port, log_config=None, access_log=False)
     finally:
         if single is not None:
             single.close()
@@ -198,8 +200,11 @@ def _sqlite_single_server(s: Settings, count: int) -> Any:
     return handle
 
 
-def _multiprocess_metrics_dir(s: Settings) -> None:
-    """Point prometheus_client's multi-process mode at PROMETHEUS_MULTIPROC_DIR (default HOME/metrics, emptied)."""
+@contextmanager
+def _multiprocess_metrics_dir(s: Settings) -> Iterator[None]:
+    """Point prometheus_client's multi-process mode at PROMETHEUS_MULTIPROC_DIR (default HOME/metrics, emptied)
+    while the worker processes are started and served, then restore the variable: an in-process caller (a test,
+    an embedding program) must not find its later apps switched to multi-process metrics over this folder."""
     import os
 
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -209,6 +214,13 @@ def _multiprocess_metrics_dir(s: Settings) -> None:
         for old in folder.glob("*.db"):
             old.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if given is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = given
 
 
 @db_app.command("upgrade")

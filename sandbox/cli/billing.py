@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sandbox.cli import JsonOpt, call
@@ -129,11 +130,12 @@ def usage_reverse(event_id: str, reason: Annotated[str, typer.Option(help="why (
 
 def print_bill(bill: dict[str, Any]) -> None:
     """A bill as finance reads it: header, every line with its evidence, totals and the VAT statement."""
-    out.print(f"[bold]Bill {bill['id']}[/bold]  {bill['period']}  {bill['relation']} fees  "
-              f"[{'green' if bill['status'] == 'finalized' else 'yellow'}]{bill['status']}[/]")
-    out.print(f"  from {bill.get('issuer_name') or bill['issuer_org_id']}", highlight=False)
-    out.print(f"  to   {bill.get('payer_name') or bill['payer_org_id']}", highlight=False)
-    out.print(f"  {bill['vat']}; {bill['event_count']} usage events; amounts in CNY", highlight=False)
+    e = _escaped
+    out.print(f"[bold]Bill {e(bill['id'])}[/bold]  {e(bill['period'])}  {e(bill['relation'])} fees  "
+              f"[{'green' if bill['status'] == 'finalized' else 'yellow'}]{e(bill['status'])}[/]")
+    out.print(f"  from {e(bill.get('issuer_name') or bill['issuer_org_id'])}", highlight=False)
+    out.print(f"  to   {e(bill.get('payer_name') or bill['payer_org_id'])}", highlight=False)
+    out.print(f"  {e(bill['vat'])}; {e(bill['event_count'])} usage events; amounts in CNY", highlight=False)
     table = Table(show_lines=False)
     for col, justify in (("#", "right"), ("meter", "left"), ("dataset / product", "left"), ("quantity", "right"),
                          ("unit price", "right"), ("cap", "right"), ("amount", "right"), ("events", "right")):
@@ -142,16 +144,21 @@ def print_bill(bill: dict[str, Any]) -> None:
     for ln in bill.get("lines", []):
         kind = "" if ln["kind"] == "usage" else f" [{ln['kind']} {ln['event_period']}]"
         seg = f" ({ln['segment']})" if ln["segment"] else ""
-        table.add_row(str(ln["line_no"]), ln["meter"] + seg + kind, ln["dataset_id"] or ln["product_id"] or "",
-                      f"{ln['quantity']} {ln['unit']}", ln["unit_price"], ln["cap"] or "-", ln["amount"],
-                      str(ln["event_count"]))
+        table.add_row(*map(e, (ln["line_no"], ln["meter"] + seg + kind, ln["dataset_id"] or ln["product_id"] or "",
+                               f"{ln['quantity']} {ln['unit']}", ln["unit_price"], ln["cap"] or "-", ln["amount"],
+                               ln["event_count"])))
         if ln["evidence"]:
             notes.append(f"  #{ln['line_no']}: {ln['evidence']}")
     out.print(table)
     for note in notes:
-        out.print(note, highlight=False)
-    out.print(f"  total [bold]{bill['total']} CNY[/bold] (VAT {bill['vat_amount']}; payable {bill['gross']})"
-              + (f"  sha256 {bill['sha256']}" if bill.get("sha256") else ""))
+        out.print(e(note), highlight=False)
+    out.print(f"  total [bold]{e(bill['total'])} CNY[/bold] (VAT {e(bill['vat_amount'])}; payable {e(bill['gross'])})"
+              + (f"  sha256 {e(bill['sha256'])}" if bill.get("sha256") else ""))
+
+
+def _escaped(value: object) -> str:
+    """Server text as printed: never read as Rich markup (an org name or evidence may hold `[...]`)."""
+    return escape(str(value))
 
 
 @bills_app.command("create")
@@ -214,10 +221,11 @@ def bills_reconcile(period: PeriodOpt, as_json: JsonOpt = False) -> None:
     else:
         for b in data["bills"]:
             mark = "[green]ok[/green]" if not b["differences"] else f"[red]{len(b['differences'])} differences[/red]"
-            out.print(f"{b['bill_id']} ({b['status']}, {b['events']} events, total {b['total']}): {mark}")
+            out.print(f"{_escaped(b['bill_id'])} ({_escaped(b['status'])}, {b['events']} events, "
+                      f"total {_escaped(b['total'])}): {mark}")
             for d in b["differences"]:
-                out.print(f"    {d}")
-        out.print(f"[bold]{period}: {'reconciled' if data['ok'] else 'NOT reconciled'}[/bold] "
+                out.print(_escaped(f"    {d}"), highlight=False)
+        out.print(f"[bold]{_escaped(period)}: {'reconciled' if data['ok'] else 'NOT reconciled'}[/bold] "
                   f"({len(data['bills'])} bills)")
     if not data["ok"]:
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from sandbox.executor.control import RunClock, control_output
-from sandbox.executor.errors import ExecutorError, StatementRefused
+from sandbox.executor.errors import ExecutorError, QueryTimedOut, StatementRefused
 from sandbox.executor.failures import classify_failure
 from sandbox.executor.instances import InstanceCache
 from sandbox.executor.lockdown import Instance
@@ -31,7 +31,8 @@ def run_locked(
     """Execute `sql` (exactly one SELECT) on a fresh cursor of `instance`, fully materialized as Arrow.
 
     A string is checked with `single_select` first. Raises the engine's own exception on failure; callers
-    map it with `classify_failure`.
+    map it with `classify_failure`. A query the watchdog interrupted raises `QueryTimedOut` whatever DuckDB
+    raised: an interrupt that lands while the result is materialized surfaces as `InvalidInputException`.
     """
     statement = single_select(sql) if isinstance(sql, str) else sql
     cursor = instance.con.cursor()
@@ -41,6 +42,11 @@ def run_locked(
             if relation is None:
                 raise StatementRefused("the statement returns no result", code="statement_not_allowed")
             return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        if watchdog.fired:
+            raise QueryTimedOut(f"the query ran past the time limit of {timeout_ms} ms and was stopped",
+                                detail=type(exc).__name__) from exc
+        raise
     finally:
         cursor.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from billing_world import World, build_world
-from sqlalchemy import select, update
+from sqlalchemy import String, select, type_coerce, update
 
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import BillAttribution, BillLineRow, BillRow, UsageEventRow
@@ -172,6 +172,32 @@ def test_reconciliation_passes_and_catches_a_tampered_line(world: World) -> None
     report = api.ok("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})
     assert report["ok"] is False
     assert any("amount expected 1.00, found 0.99" in d for d in report["bills"][0]["differences"])
+
+
+def test_reconciliation_reports_a_stored_amount_that_is_not_a_decimal_as_a_difference(world: World) -> None:
+    api = world.api
+    world.run(world.industry_key, world.industry_job)
+    bill = world.bill(world.industry, JUNE)
+    engine = make_engine(api.settings.resolved_database_url)
+    runs = update(BillLineRow).where(BillLineRow.bill_id == bill["id"], BillLineRow.meter == "runs",
+                                     BillLineRow.outcome == "succeeded")
+    line_no = _line(bill, "runs")["line_no"]
+    with engine.begin() as conn:  # raw text, as a broken import or a hand edit could leave it
+        conn.execute(runs.values(amount=type_coerce("twelve", String)))
+    report = api.call("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})
+    assert report.status_code == 200, report.text
+    assert report.json()["ok"] is False
+    assert report.json()["bills"][0]["differences"] == [
+        f"{bill['id']} line {line_no}: stored bill_lines.amount expected a decimal amount, found 'twelve'"]
+    with engine.begin() as conn:
+        conn.execute(runs.values(amount=type_coerce(_line(bill, "runs")["amount"], String)))
+        conn.execute(update(BillRow).where(BillRow.id == bill["id"]).values(total=type_coerce("NaN", String)))
+    report = api.call("GET", "/v1/reconciliation", world.regulator_key, params={"period": JUNE})
+    engine.dispose()
+    assert report.status_code == 200, report.text
+    [checked] = report.json()["bills"]
+    assert checked["total"] == "NaN"
+    assert checked["differences"] == [f"{bill['id']}: stored bills.total expected a decimal amount, found 'NaN'"]
 
 
 def test_reconciliation_catches_a_final_bill_whose_seal_event_count_or_attribution_was_altered(world: World) -> None:

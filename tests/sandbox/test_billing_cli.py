@@ -67,3 +67,29 @@ def test_bills_are_created_printed_finalized_exported_and_reconciled_from_the_cl
     engine.dispose()
     broken = sluice("bills", "reconcile", "--period", "2026-06", key=world.regulator_key, code=1).stdout
     assert "NOT reconciled" in broken and "quantity expected 2, found 3" in broken
+
+
+def _printed_bill(**overrides: Any) -> dict[str, Any]:
+    line = {"line_no": 1, "meter": "runs", "segment": None, "kind": "usage", "event_period": "2026-06",
+            "dataset_id": "ds_a", "product_id": None, "quantity": "2", "unit": "run", "unit_price": "0.5",
+            "cap": None, "amount": "1.00", "event_count": 2, "evidence": None}
+    bill = {"id": "bil_1", "period": "2026-06", "relation": "platform", "status": "draft",
+            "issuer_name": "Platform", "issuer_org_id": "org_p", "payer_name": "Payer", "payer_org_id": "org_q",
+            "vat": "prices include VAT at 6%", "event_count": 2, "total": "1.00", "vat_amount": "0.06",
+            "gross": "1.00", "sha256": None, "lines": [line]}
+    return {**bill, **{k: v for k, v in overrides.items() if k != "line"},
+            "lines": [{**line, **overrides.get("line", {})}]}
+
+
+def test_a_printed_bill_shows_names_evidence_and_line_kinds_verbatim_never_as_rich_markup(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sandbox.cli.billing import print_bill
+
+    print_bill(_printed_bill(payer_name="Acme [bold]Data[/bold]", issuer_name="[red]Platform",
+                             line={"kind": "correction", "event_period": "2026-05",
+                                   "evidence": "run [x] of [/] grant"}))
+    printed = capsys.readouterr().out
+    assert "to   Acme [bold]Data[/bold]" in printed
+    assert "from [red]Platform" in printed
+    assert "[correction" in printed and "2026-05]" in printed  # a line kind, bracketed, is not taken for a tag
+    assert "#1: run [x] of [/] grant" in printed

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any, cast
 
+import duckdb
+import pytest
+
+from sandbox.executor.engine import run_locked
+from sandbox.executor.errors import QueryTimedOut
 from sandbox.executor.watchdog import Watchdog
 
 
@@ -51,5 +57,41 @@ def test_a_deadline_after_a_finished_run_with_the_same_timeout_fires_at_its_own_
         assert second.interrupted.is_set() and watchdog.fired
         assert 0.25 <= waited < 2.0, waited  # not at the first run's deadline (~0.2 s in), at its own
         assert not _guarded(watchdog, 60_000, 0.05).interrupted.is_set() and not watchdog.fired
+    finally:
+        watchdog.close()
+
+
+class _FiredWatchdog(Watchdog):
+    """A watchdog whose guarded block always counts as interrupted, as when the deadline passed mid-run."""
+
+    @property
+    def fired(self) -> bool:
+        return True
+
+
+def _failing_run(watchdog: Watchdog) -> None:
+    con = duckdb.connect()
+    try:
+        # DuckDB reports an interrupt that lands while materializing the result as an invalid-input error.
+        run_locked(cast(Any, SimpleNamespace(con=con)), "SELECT error('closed pending query result')", {},
+                   timeout_ms=1500, watchdog=watchdog)
+    finally:
+        con.close()
+
+
+def test_an_engine_error_after_the_watchdog_fired_is_a_timeout_not_an_invalid_input() -> None:
+    watchdog = _FiredWatchdog()
+    try:
+        with pytest.raises(QueryTimedOut, match="1500 ms"):
+            _failing_run(watchdog)
+    finally:
+        watchdog.close()
+
+
+def test_an_engine_error_without_the_watchdog_firing_keeps_its_own_class() -> None:
+    watchdog = Watchdog()
+    try:
+        with pytest.raises(duckdb.InvalidInputException):
+            _failing_run(watchdog)
     finally:
         watchdog.close()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from billing_world import build_world
@@ -141,3 +142,37 @@ def test_a_lost_race_is_answered_409_concurrent_state_change() -> None:
     assert outcome_of(conflict) == ("refused", 409, "concurrent_state_change")
     other = ValueError("x")
     assert concurrent_conflict(other) is other
+
+
+@pytest.mark.parametrize("given", [None, "elsewhere"])
+def test_serve_gives_its_worker_processes_a_metrics_folder_and_leaves_the_callers_environment_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None) -> None:
+    """PROMETHEUS_MULTIPROC_DIR is set for the uvicorn workers only: an in-process caller that later builds an app
+    must not find its metrics switched to multi-process mode over the server's folder."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from sandbox import logs
+    from sandbox.billing import recovery
+    from sandbox.cli import app
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SLUICE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/unused")
+    if given is None:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    else:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / given))
+    seen: dict[str, Any] = {}
+
+    def served(target: str, **options: Any) -> None:
+        seen.update(target=target, workers=options["workers"], folder=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+    monkeypatch.setattr(uvicorn, "run", served)
+    monkeypatch.setattr(recovery, "recover_interrupted_runs", lambda settings, clock: [])
+    monkeypatch.setattr(logs, "configure_json_logging", lambda: None)
+    result = CliRunner().invoke(app, ["serve", "--processes", "2"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / (given or "home/metrics")
+    assert seen == {"target": "sandbox.app:app_from_environment", "workers": 2, "folder": str(folder)}
+    assert folder.is_dir()
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == (None if given is None else str(folder))
