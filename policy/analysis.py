@@ -34,6 +34,7 @@ from policy.sql_rewrite import UnsupportedShape, rewrite_threshold
 from policy.sql_rules import Rules
 from policy.sql_scalar import rewrite_with_scalars
 from policy.sql_setop import plan_set_operation, rewrite_set_operation
+from policy.sql_shell import order_spec, sort_keys
 from policy.sql_threshold import plan_threshold
 from policy.sql_type_rules import numeric_aggregates_over_text
 
@@ -212,6 +213,7 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
     findings += plan.findings
     if findings:
         return _refused(findings, **facts)
+    order = order_spec(lineage.root.scope.expression)  # before the rewrite changes the top-level query
     try:
         release: ReleasePlan | None
         if plan.joined:
@@ -224,6 +226,8 @@ def _analyse(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
             release = rewrite_threshold(lineage, plan)
     except UnsupportedShape as err:
         return _refused([Finding(F.UNSUPPORTED_QUERY_SHAPE_FOR_THRESHOLD, str(err))], **facts)
+    if release is not None:
+        release = dataclasses.replace(release, sort=sort_keys(order, release))
     query = plan.rewritten if plan.rewritten is not None else tree
     return Analysis(verdict=Verdict.ACCEPTED, findings=(), sql=query.sql(dialect="duckdb", comments=False),
                     release=release, **facts)

@@ -323,10 +323,58 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     marker = [json.dumps(per_row[r], ensure_ascii=False, sort_keys=True) if r in per_row else None
               for r in range(table.num_rows)]
     table = table.append_column(pa.field(SUPPRESSED_MARKER, pa.string()), pa.array(marker, type=pa.string()))
-    if plan is None or not plan.hidden:
+    if plan is None:
         return table
     rows = settled if settled is not None else select_rows(table, plan, suppressed)
+    rows = released_order(table, rows, plan, suppressed)
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
+
+
+def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppressed: Marks) -> list[int]:
+    """`rows` sorted by released values only, so that their order says nothing about a suppressed value.
+
+    The raw query's order was decided by every value, suppressed ones included (`ORDER BY n` lists a suppressed
+    n between the released ones at its rank). Here the keys are the plan's ORDER BY items (`ReleasePlan.sort`:
+    output columns or hidden order cells, NULL where suppressed, or where an output column they read by alias
+    was), then every output column ascending, NULLs last, as released: ties never fall back on the raw order.
+    Without sort keys (no ORDER BY, or one the plan cannot apply) the rows are sorted by the output columns
+    alone."""
+    if len(rows) < 2:
+        return rows
+    columns: list[pa.Array] = []
+    orders: list[tuple[str, str]] = []
+    picked = pa.array(rows, type=pa.int64())
+
+    def add(column: int, desc: bool, nulls_first: bool, depends: tuple[int, ...] = ()) -> None:
+        values = table.column(column).take(picked).combine_chunks()
+        hidden = [i for i, row in enumerate(rows) if (row, column) in suppressed
+                  or any((row, d) in suppressed for d in depends)]
+        if hidden:
+            mask = np.zeros(len(rows), dtype=bool)
+            mask[hidden] = True
+            values = pc.if_else(pa.array(mask), pa.scalar(None, type=values.type), values)
+        values = _sortable(values)
+        missing = values.is_null()
+        columns.extend([missing, values])
+        orders.extend([(f"k{len(orders)}", "descending" if nulls_first else "ascending"),
+                       (f"k{len(orders) + 1}", "descending" if desc else "ascending")])
+
+    for key in plan.sort or ():
+        add(key.column, key.desc, key.nulls_first, key.depends)
+    for column in range(plan.columns):
+        add(column, False, False)
+    keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
+    order = pc.sort_indices(keys, sort_keys=orders).to_pylist()
+    return [rows[i] for i in order]
+
+
+def _sortable(values: pa.Array) -> pa.Array:
+    """`values` as a type Arrow can sort (nested values as their canonical JSON text)."""
+    kind = values.type
+    if pa.types.is_nested(kind) or pa.types.is_dictionary(kind) or pa.types.is_null(kind):
+        return pa.array([None if v is None else json.dumps(v, default=str, sort_keys=True)
+                         for v in values.to_pylist()], type=pa.string())
+    return values
 
 
 def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks: Marks, later: Marks,

@@ -116,6 +116,31 @@ class Shell:
                    tuple((int(c), int(p)) for c, p in data.get("windows", ())))
 
 
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY item of the query, applied after the release audit to released values only (`output.finish`).
+
+    `column` is a column index of the result before `finish` (a user column, or a hidden order column); the key's
+    value in a row counts as NULL when that cell, or any of the output columns in `depends` (output aliases the
+    ORDER BY expression reads), was suppressed."""
+
+    column: int
+    desc: bool = False
+    nulls_first: bool = False
+    depends: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"column": self.column, "desc": self.desc, "nulls_first": self.nulls_first,
+                "depends": list(self.depends)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SortKey:
+        """From `to_dict` output."""
+        return cls(int(data["column"]), bool(data.get("desc", False)), bool(data.get("nulls_first", False)),
+                   tuple(int(d) for d in data.get("depends", ())))
+
+
 SET_KINDS = ("union_all", "union", "intersect", "except")
 
 
@@ -162,6 +187,10 @@ class ReleasePlan:
     shell: Shell | None = None
     setop: SetOp | None = None
     branches: tuple[int, ...] = ()  # with a set operation: the branch of each entity instance
+    sort: tuple[SortKey, ...] | None = None
+    """The query's ORDER BY over released values (`output.finish` re-sorts the released rows by it, ties broken by
+    every released column); None when the plan has none it can apply: the rows are then released sorted by their
+    released values, column by column (never in the raw query's order, which the hidden values decided)."""
 
     def instances_of(self, branch: Any) -> list[int]:
         """The entity instances that count for a row of `branch` (every instance without a set operation)."""
@@ -180,7 +209,8 @@ class ReleasePlan:
                 "components": [c.to_dict() for c in self.components], "cells": [c.to_dict() for c in self.cells],
                 "stats": [s.to_dict() for s in self.stats], "columns": self.columns, "hidden": list(self.hidden),
                 "shell": self.shell.to_dict() if self.shell is not None else None,
-                "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches)}
+                "setop": self.setop.to_dict() if self.setop is not None else None, "branches": list(self.branches),
+                "sort": [k.to_dict() for k in self.sort] if self.sort is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleasePlan:
@@ -193,7 +223,8 @@ class ReleasePlan:
             columns=int(data["columns"]), hidden=tuple(data.get("hidden", ())),
             shell=Shell.from_dict(data["shell"]) if data.get("shell") else None,
             setop=SetOp.from_dict(data["setop"]) if data.get("setop") else None,
-            branches=tuple(int(b) for b in data.get("branches", ())))
+            branches=tuple(int(b) for b in data.get("branches", ())),
+            sort=tuple(SortKey.from_dict(k) for k in data["sort"]) if data.get("sort") is not None else None)
 
 
 # helper columns the rewrite adds after the user's columns, per entity instance i --------------------------------
@@ -203,6 +234,7 @@ POS = "__sluice_pos"
 LIMIT = "__sluice_limit"
 OFFSET = "__sluice_offset"
 ORDER_CELL = "__sluice_order"
+ORDER_KEY = "__sluice_sortkey"  # an ORDER BY value that is not an output column and reads no aggregate (no cell)
 PARTITION = "__sluice_part"
 BRANCH = "__sluice_branch"
 

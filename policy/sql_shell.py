@@ -59,7 +59,8 @@ def layout(select: exp.Select, order_items: list[exp.Ordered], order_all: bool) 
     offset = select.args.get("offset")
     windowed = [(i, list(p.find_all(exp.Window))) for i, p in enumerate(select.expressions)]
     windowed = [(i, w) for i, w in windowed if w]
-    if having is None and limit is None and offset is None and not windowed:
+    unnamed = not order_all and any(_output_index(o.this, select) is None for o in order_items)
+    if having is None and limit is None and offset is None and not windowed and not unnamed:
         return None
     columns = len(select.expressions)
     out = ShellLayout(having=having.this if having is not None else None,
@@ -71,16 +72,20 @@ def layout(select: exp.Select, order_items: list[exp.Ordered], order_all: bool) 
         out.windows.append((index, f"{R.PARTITION}{index}", partition))
     if having is not None:
         out.hidden.append((R.KEEP, having.this))
-    if limit is not None or offset is not None:
-        if order_all:
-            out.order = list(range(columns))
-        for i, ordered in enumerate([] if order_all else order_items):
-            target = _output_index(ordered.this, select)
-            if target is not None:
-                out.order.append(target)
-            elif ordered.this.find(exp.AggFunc) is not None:
-                out.order.append(columns + len(out.hidden))
-                out.hidden.append((f"{R.ORDER_CELL}{i}", ordered.this))
+    if order_all:
+        out.order = list(range(columns))
+    for i, ordered in enumerate([] if order_all else order_items):
+        # every ORDER BY value is a column of the result, so that the released rows can be re-sorted by released
+        # values only (`output.finish`): an output column, a hidden cell (it reads an aggregate: audited like the
+        # outputs), or a hidden key (a function of the group keys)
+        target = _output_index(ordered.this, select)
+        if target is not None:
+            out.order.append(target)
+        elif ordered.this.find(exp.AggFunc) is not None:
+            out.order.append(columns + len(out.hidden))
+            out.hidden.append((f"{R.ORDER_CELL}{i}", ordered.this))
+        else:
+            out.hidden.append((f"{R.ORDER_KEY}{i}", ordered.this))
     out.hidden += [(name, None) for _, name, _ in out.windows]
     out.hidden.append((R.POS, None))
     if limit is not None:
@@ -116,15 +121,63 @@ def within_having(node: exp.Expr, having: exp.Expr) -> exp.Expr:
     return out
 
 
-def _output_index(node: exp.Expr, select: exp.Select) -> int | None:
-    """The output column an ORDER BY item names (a position or an output alias), or None."""
+def _output_index(node: exp.Expr, select: exp.Query) -> int | None:
+    """The output column an ORDER BY item names (a position, an output alias, or a projection's own expression),
+    or None."""
     if isinstance(node, exp.Literal) and node.is_number:
         return int(node.name) - 1
+    projections = select.selects
     if isinstance(node, exp.Column) and not node.table:
-        for index, projection in enumerate(select.expressions):
+        for index, projection in enumerate(projections):
             if projection.alias_or_name.lower() == node.name.lower():
                 return index
+    if isinstance(select, exp.Select):
+        for index, projection in enumerate(projections):
+            if projection.unalias() == node:
+                return index
     return None
+
+
+def order_spec(query: exp.Expr) -> list[tuple[int | None, bool, bool, tuple[int, ...]]] | None:
+    """The top-level ORDER BY before the rewrite: per item, (the output column it names or None, desc, nulls
+    first, the output columns it reads by alias); None without ORDER BY."""
+    if not isinstance(query, exp.Query):
+        return None
+    node = query.args.get("order")
+    if node is None:
+        return None
+    items: list[exp.Ordered] = node.expressions
+    columns = len(query.selects)
+    if any(isinstance(o.this, exp.Var) and o.this.name.upper() == "ALL" for o in items):
+        desc = bool(items[0].args.get("desc"))
+        nulls = bool(items[0].args.get("nulls_first"))
+        return [(c, desc, nulls, ()) for c in range(columns)]
+    names = {p.alias_or_name.lower(): i for i, p in enumerate(query.selects)}
+    out: list[tuple[int | None, bool, bool, tuple[int, ...]]] = []
+    for ordered in items:
+        reads = tuple(sorted({names[c.name.lower()] for c in ordered.this.find_all(exp.Column)
+                              if not c.table and c.name.lower() in names}))
+        out.append((_output_index(ordered.this, query), bool(ordered.args.get("desc")),
+                    bool(ordered.args.get("nulls_first")), reads))
+    return out
+
+
+def sort_keys(spec: list[tuple[int | None, bool, bool, tuple[int, ...]]] | None, plan: R.ReleasePlan
+              ) -> tuple[R.SortKey, ...] | None:
+    """The plan's sort keys (`order_spec` resolved against the plan's hidden columns); () without ORDER BY, None
+    when an item has no column of the result (the rows are then released in a canonical order)."""
+    if spec is None:
+        return ()
+    keys: list[R.SortKey] = []
+    for i, (index, desc, nulls_first, reads) in enumerate(spec):
+        if index is None:
+            for name in (f"{R.ORDER_CELL}{i}", f"{R.ORDER_KEY}{i}"):
+                if name in plan.hidden:
+                    index = plan.columns + plan.hidden.index(name)
+            if index is None:
+                return None
+        keys.append(R.SortKey(index, desc, nulls_first, tuple(r for r in reads if r != index)))
+    return tuple(keys)
 
 
 def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.Ordered]) -> list[tuple[str, exp.Expr]]:
@@ -136,6 +189,8 @@ def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.O
             out.append((name, keep))
         elif name.startswith(R.ORDER_CELL):
             out.append((name, order[int(name[len(R.ORDER_CELL):])].this.copy()))
+        elif name.startswith(R.ORDER_KEY):
+            out.append((name, order[int(name[len(R.ORDER_KEY):])].this.copy()))
         elif name == R.POS:
             items = ([exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []) + [o.copy() for o in order]
             if not items:

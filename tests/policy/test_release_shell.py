@@ -3,12 +3,13 @@ decide on released values only."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow as pa
 
 from policy.output import Reason, finish, select_rows
-from policy.sql_release import ReleasePlan, Shell
+from policy.sql_release import ReleasePlan, Shell, SortKey
 
 # user columns: key, value; hidden: keep (HAVING cell), partition, pos, limit
 COLUMNS = ["key", "value", "__sluice_keep", "__sluice_part1", "__sluice_pos", "__sluice_limit"]
@@ -61,3 +62,59 @@ def test_a_released_row_whose_hidden_helper_cell_was_suppressed_names_no_hidden_
     released = finish(table, {(0, 3): Reason.K}, {}, _plan())  # column 3 is the hidden partition helper
     assert released.column("key").to_pylist() == ["g0", "g1"]
     assert released.column("sluice_suppressed").to_pylist() == [None, None]
+
+
+# --- the order of released rows: released values only ---------------------------------------------------------------
+def _ordered_plan(sort: tuple[SortKey, ...] | None, hidden: tuple[str, ...] = ()) -> ReleasePlan:
+    return ReleasePlan(instances=("p",), conditions=0, components=(), cells=(), stats=(), columns=2, hidden=hidden,
+                       sort=sort)
+
+
+def test_a_suppressed_cell_sorts_as_null_whatever_its_hidden_value_ranked() -> None:
+    # the raw query ordered by value DESC: g3 (hidden 40) came first, g1 (hidden 25) between the released 30 and 20
+    table = pa.table([["g3", "g2", "g1", "g0"], [40, 30, 25, 20]], names=["key", "value"])
+    later = {(0, 1): Reason.DIFFERENCE_AUDIT, (2, 1): Reason.K}
+    released = finish(table, {}, later, _ordered_plan((SortKey(1, desc=True),)))
+    assert released.column("key").to_pylist() == ["g2", "g0", "g1", "g3"]  # NULLs last, then by the released key
+    assert released.column("value").to_pylist() == [30, 20, None, None]
+
+
+def test_the_order_of_released_rows_does_not_depend_on_the_suppressed_values() -> None:
+    def order(hidden: list[int]) -> list[str]:
+        table = pa.table([["g0", "g1", "g2", "g3"], [20, hidden[0], 30, hidden[1]]], names=["key", "value"])
+        rows = sorted(range(4), key=lambda r: -table.column("value")[r].as_py())  # the raw ORDER BY value DESC
+        raw = table.take(pa.array(rows))
+        later = {(rows.index(1), 1): Reason.K, (rows.index(3), 1): Reason.K}
+        released = finish(raw, {}, later, _ordered_plan((SortKey(1, desc=True, nulls_first=True),)))
+        return released.column("key").to_pylist()
+
+    assert order([5, 50]) == order([50, 5]) == order([25, 26]) == ["g1", "g3", "g2", "g0"]
+
+
+def test_a_hidden_order_cell_that_was_suppressed_sorts_as_null() -> None:
+    # ORDER BY sum(x) with sum(x) not an output: a hidden cell (column 2), suppressed in row 0
+    table = pa.table([["a", "b", "c"], [1, 1, 1], [9, 5, 7]], names=["key", "n", "__sluice_order0"])
+    plan = dataclasses.replace(_ordered_plan((SortKey(2),), ("__sluice_order0",)), columns=2)
+    released = finish(table, {}, {(0, 2): Reason.DIFFERENCE_AUDIT}, plan)
+    assert released.column_names == ["key", "n", "sluice_suppressed"]
+    assert released.column("key").to_pylist() == ["b", "c", "a"]
+
+
+def test_an_order_expression_over_a_suppressed_output_sorts_as_null() -> None:
+    # ORDER BY value / 2: its hidden value reads the output `value` (depends), suppressed in row 1
+    table = pa.table([["a", "b", "c"], [30, 10, 20], [15, 5, 10]], names=["key", "value", "__sluice_sortkey0"])
+    plan = _ordered_plan((SortKey(2, depends=(1,)),), ("__sluice_sortkey0",))
+    released = finish(table, {}, {(1, 1): Reason.K}, plan)
+    assert released.column("key").to_pylist() == ["c", "a", "b"]
+
+
+def test_without_an_order_the_rows_are_released_sorted_by_their_released_values() -> None:
+    table = pa.table([["g2", "g0", "g1"], [None, 3, 4]], names=["key", "value"])
+    assert finish(table, {}, {}, _ordered_plan(None)).column("key").to_pylist() == ["g0", "g1", "g2"]
+    assert finish(table, {}, {}, _ordered_plan(())).column("key").to_pylist() == ["g0", "g1", "g2"]
+
+
+def test_ties_of_the_order_are_broken_by_released_values_not_by_the_raw_order() -> None:
+    table = pa.table([["b", "a", "c"], [1, 1, 0]], names=["key", "value"])
+    released = finish(table, {}, {}, _ordered_plan((SortKey(1, desc=True),)))
+    assert released.column("key").to_pylist() == ["a", "b", "c"]

@@ -371,3 +371,49 @@ def test_the_audit_does_not_suppress_what_reveals_nothing(api: Api, attack: dict
                          "SELECT district, count(*) AS n FROM people WHERE district IN ('A', 'B') "
                          "AND category <> 'z' GROUP BY 1")
     assert all(r["n"] is not None for r in totals)  # totals of released groups reveal no one new
+
+
+# --- the order of released rows ------------------------------------------------------------------------------------
+def _ranked_csv() -> str:
+    """Four groups of 20 people; `flag` y for 15, 5, 12 and 3 of them, whose incomes make the flagged sums
+    15,000 (g1), 20,000 (g2), 24,000 (g3) and 30,000 (g4): g2's and g4's cover fewer than k people."""
+    rows = ["person_id,grp,flag,income"]
+    for grp, flagged, income in (("g1", 15, 1000), ("g2", 5, 4000), ("g3", 12, 2000), ("g4", 3, 10000)):
+        for i in range(20):
+            rows.append(f"{grp}-{i:02d},{grp},{'y' if i < flagged else 'n'},{income if i < flagged else 1}")
+    return "\n".join(rows) + "\n"
+
+
+RANKED_META = {
+    "entity_column": "person_id", "population": "ranked_people",
+    "columns": {"person_id": {"constraint": "join"}, "grp": {"constraint": "group"},
+                "flag": {"constraint": "group"}, "income": {"constraint": "aggregate"}},
+    "column_types": {"person_id": "VARCHAR", "grp": "VARCHAR", "flag": "VARCHAR", "income": "BIGINT"},
+}
+
+
+@pytest.fixture
+def ranked(api: Api, attack: dict[str, Any]) -> dict[str, Any]:
+    api.register(attack["steward"], dataset_id="ranked", content=_ranked_csv(), **RANKED_META)
+    return attack
+
+
+def test_ordering_by_a_suppressed_cell_does_not_reveal_its_rank(api: Api, ranked: dict[str, Any]) -> None:
+    # raw order: g4 (30,000, hidden), g3 (24,000), g2 (20,000, hidden), g1 (15,000): the position of each suppressed
+    # sum would bound it between released ones
+    record, rows = released(api, ranked["key"], ranked["grant"],
+                            "SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM ranked GROUP BY grp "
+                            "ORDER BY s DESC")
+    assert [(r["grp"], r["s"] and int(r["s"])) for r in rows] == [("g3", 24000), ("g1", 15000), ("g2", None),
+                                                                  ("g4", None)]
+    assert marker(rows[2]) == marker(rows[3]) == {"s": "k"} and record["suppression"] == {"k": 2}
+
+
+def test_ordering_by_an_aggregate_that_is_not_an_output_ranks_by_released_values_only(
+        api: Api, ranked: dict[str, Any]) -> None:
+    # the order value is a hidden cell: audited, and sorted as NULL where suppressed (g2, g4), ties by the group key
+    _, rows = released(api, ranked["key"], ranked["grant"],
+                       "SELECT grp, count(*) AS n FROM ranked GROUP BY grp "
+                       "ORDER BY sum(income) FILTER (WHERE flag = 'y') DESC NULLS FIRST")
+    assert [r["grp"] for r in rows] == ["g2", "g4", "g3", "g1"]
+    assert all(r["n"] == 20 and not marker(r) for r in rows)
