@@ -30,8 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Mutation testing of the security-critical functions (not part of `make test`). Configuration in pyproject.toml
-# [tool.mutmut]; kill rate and measured run time in docs/testing.md. A subset, reusing mutants/ and its cached
-# results: `.venv/bin/mutmut run --max-children 2 'sandbox.jobs.x_review__mutmut_*'` (one of the patterns below).
+# [tool.mutmut] (fast tests only); kill rate and measured run time in docs/testing.md. One group alone, reusing
+# mutants/ (mutmut re-runs every mutant a pattern names): `.venv/bin/mutmut run --max-children 2 'sandbox.jobs.x_review__mutmut_*'`.
 MUTANTS ?= 'policy.output.x_apply_output_control__mutmut_*' 'policy.output.xǁ_Controlǁ*' \
 	'policy.sql_rules.*' 'policy.sql_allowlist.*' 'sandbox.jobs.x_review__mutmut_*' \
 	'sandbox.jobs.x_check_grant_usable__mutmut_*' 'sandbox.runs.x_check_runnable__mutmut_*' \

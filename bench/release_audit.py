@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import random
+import resource
 import statistics
 import time
 from datetime import UTC, datetime
@@ -102,6 +103,7 @@ def measure(population_size: int, sizes: list[int], timed_runs: int, out: Path |
             cells += count
             suppressed += blocked
             released += count * len(MEASURES)
+        rss_mb = _rss_mb()  # the audit state, before the replay below builds a second one
         distinct = {bytes(b.serialize()) for _, b in state.history}
         bitmap_bytes = sum(len(b) for b in distinct)
         ledger = state.ledger("value")
@@ -115,13 +117,17 @@ def measure(population_size: int, sizes: list[int], timed_runs: int, out: Path |
         start = time.perf_counter()
         pickle.loads(blob)
         restore_s = time.perf_counter() - start
+        snapshot_bytes = len(blob)
+        del replayed, blob  # not carried into the next size (they doubled the process's memory)
         row = {"ledger_cells": released, "distinct_sets": len(distinct), "bitmap_bytes": bitmap_bytes,
                "ledger_rows_bytes_estimate": released * 160, "atoms": ledger.atoms,
                "v_s_dimension": len(ledger.vrows), "audit_ms_median": round(statistics.median(times), 3),
                "audit_ms_p95": round(_p95(times), 3), "audit_cpu_ms_median": round(statistics.median(cpus), 3),
                "audit_cpu_ms_p95": round(_p95(cpus), 3), "cells_audited": cells, "suppressed": suppressed,
                "reload_seconds": round(reload_s, 2), "reload_cpu_seconds": round(reload_cpu, 2),
-               "snapshot_bytes": len(blob), "snapshot_save_seconds": round(save_s, 3),
+               "snapshot_bytes": snapshot_bytes,
+               "rss_mb": rss_mb, "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               "snapshot_save_seconds": round(save_s, 3),
                "snapshot_load_seconds": round(restore_s, 3), "load_average": round(os.getloadavg()[0], 1),
                "grow_cpu_seconds": round(time.process_time() - started_cpu, 1),
                "unconfirmed": sum(ledger.unconfirmed for ledger in {id(x): x for x in state.ledgers.values()}.values()),
@@ -132,13 +138,24 @@ def measure(population_size: int, sizes: list[int], timed_runs: int, out: Path |
               f"{row['distinct_sets']} sets, {bitmap_bytes / 1e6:.1f} MB bitmaps, "
               f"{row['atoms']} atoms, dim V_s {row['v_s_dimension']}, {suppressed}/{cells} suppressed, "
               f"replay {row['reload_seconds']} s (CPU {row['reload_cpu_seconds']} s), snapshot "
-              f"{len(blob) / 1e6:.1f} MB saved in {row['snapshot_save_seconds']} s, loaded in "
+              f"{snapshot_bytes / 1e6:.1f} MB saved in {row['snapshot_save_seconds']} s, loaded in "
               f"{row['snapshot_load_seconds']} s, load average {row['load_average']}, "
-              f"{row['unconfirmed']} unconfirmed, CPU so far {row['grow_cpu_seconds']} s", flush=True)
+              f"{row['unconfirmed']} unconfirmed, CPU so far {row['grow_cpu_seconds']} s, "
+              f"RSS {rss_mb} MB before the replay, peak {row['max_rss_mb']} MB",
+              flush=True)
         if out is not None:
             write(result, out)
     result["grow_ms_median"] = round(statistics.median(grow_ms), 3) if grow_ms else None
     return result
+
+
+def _rss_mb() -> int:
+    """The process's resident memory now, in MB (Linux; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
 
 def _p95(values: list[float]) -> float:
@@ -156,15 +173,17 @@ def write(result: dict[str, Any], out: Path) -> None:
              f"{result['cells_per_run']} cells (a GROUP BY under a WHERE), two measures per cell. Time is the audit "
              "alone (in the API process, under the population lock), per run.", "",
              "| ledger cells | distinct sets | bitmaps MB | atoms | dim V_s | audit ms/run median (p95) | CPU ms/run "
-             "median (p95) | suppressed | replay s (CPU) | snapshot MB, save / load s | load avg |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "median (p95) | suppressed | replay s (CPU) | snapshot MB, save / load s | RSS MB (peak) | load avg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["sizes"]:
         lines.append(f"| {row['ledger_cells']:,} | {row['distinct_sets']:,} | {row['bitmap_bytes'] / 1e6:.1f} | "
                      f"{row['atoms']:,} | {row['v_s_dimension']} | {row['audit_ms_median']} ({row['audit_ms_p95']}) | "
                      f"{row['audit_cpu_ms_median']} ({row['audit_cpu_ms_p95']}) | "
                      f"{row['suppressed']}/{row['cells_audited']} | {row['reload_seconds']} "
                      f"({row['reload_cpu_seconds']}) | {row['snapshot_bytes'] / 1e6:.1f}, "
-                     f"{row['snapshot_save_seconds']} / {row['snapshot_load_seconds']} | {row['load_average']} |")
+                     f"{row['snapshot_save_seconds']} / {row['snapshot_load_seconds']} | {row.get('rss_mb', '')} "
+                     f"({row.get('max_rss_mb', '')}) | "
+                     f"{row['load_average']} |")
     lines += ["", "Target: at most 5 ms added per run of up to 50 cells with a ledger of 10^4 cells.", ""]
     (out / f"{stem}.md").write_text("\n".join(lines), "utf-8")
 

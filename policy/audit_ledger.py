@@ -15,7 +15,8 @@ set T of entities exactly when the row space of M holds a non-zero vector suppor
   dim V_s = rank(M) − rank(M restricted to large atoms): a new set adds to V_s exactly when its restriction to the
   large atoms is a combination of earlier ones (its `y`), and the small part of that combination is the new vector.
 
-L is computed modulo a secret random 61-bit prime per ledger (`modulus`; None computes it exactly). "Independent
+L is computed modulo a secret random 31-bit prime per ledger (`modulus`; None computes it exactly), so that a row's
+reduction runs on int64 arrays (`_reduce_mod`: a product of two residues fits in 63 bits). "Independent
 modulo p" is exact (a rank modulo p never exceeds the rational rank); a dependency modulo p is lifted to the
 rationals and confirmed exactly before it is used, and a set whose dependency is not confirmed is refused
 (`unconfirmed`), so that the modular arithmetic can only ever cause a refusal. V_s and every check are exact
@@ -59,7 +60,8 @@ Value = int | Fraction
 Row = dict[int, Value]
 EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
 CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
-PRIME_BITS = 61  # size of each ledger's secret random prime
+PRIME_BITS = 31  # size of each ledger's secret random prime (products of two residues fit in int64: numpy rows)
+_NO_PIVOT = 1 << 62  # `Ledger._pivot_order` of a column that is no pivot of L
 _ONE = 1
 
 
@@ -110,11 +112,84 @@ class Violation:
         return BitMap(array.array("I", members.astype(np.uint32).tobytes()))
 
 
-@dataclass
 class _LRow:
-    row: Row  # over large atoms
-    y: Row  # over released sets (indexes into Ledger.sets)
-    order: int = 0  # position in the echelon order: the row vanishes at the pivots of every row of lower order
+    """A row of L: its entries over large atoms (`row`) and the combination of released sets it stands for (`y`).
+
+    With modular arithmetic a row at rest is kept as four arrays only (`arrays()`: keys and values of `row` and
+    `y`), about a fifth of the memory of two dictionaries; `row` and `y` materialize dictionaries on demand, and a
+    caller that changes them calls `touched()`. Arrays are never changed in place, so copies share them."""
+
+    __slots__ = ("_row", "_y", "order", "packed")
+
+    def __init__(self, row: Row | None, y: Row | None, order: int = 0,
+                 packed: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        self._row, self._y, self.packed = row, y, packed
+        self.order = order  # position in the echelon order: the row vanishes at the pivots of every lower order
+
+    @property
+    def row(self) -> Row:
+        """Entries over large atoms (a dictionary, made from the arrays when needed)."""
+        if self._row is None:
+            assert self.packed is not None
+            self._row = dict(zip(self.packed[0].tolist(), self.packed[1].tolist(), strict=True))
+        return self._row
+
+    @row.setter
+    def row(self, value: Row) -> None:
+        self.y  # noqa: B018 - keep y before the arrays go
+        self._row, self.packed = value, None
+
+    @property
+    def y(self) -> Row:
+        """The combination of released sets (indexes into Ledger.sets) the row stands for."""
+        if self._y is None:
+            assert self.packed is not None
+            self._y = dict(zip(self.packed[2].tolist(), self.packed[3].tolist(), strict=True))
+        return self._y
+
+    @y.setter
+    def y(self, value: Row) -> None:
+        self.row  # noqa: B018 - keep row before the arrays go
+        self._y, self.packed = value, None
+
+    def touched(self) -> None:
+        """`row` or `y` was changed in place: the arrays are stale."""
+        self.row, self.y  # noqa: B018 - materialize both before the arrays go
+        self.packed = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row keys, row values, y keys, y values) as int64 arrays; the dictionaries are dropped (modular rows)."""
+        if self.packed is None:
+            row, y = self.row, self.y
+            self.packed = (np.fromiter(row, dtype=np.int64, count=len(row)),
+                           np.fromiter(row.values(), dtype=np.int64, count=len(row)),
+                           np.fromiter(y, dtype=np.int64, count=len(y)),
+                           np.fromiter(y.values(), dtype=np.int64, count=len(y)))
+        self._row = self._y = None
+        return self.packed
+
+    def columns(self) -> np.ndarray:
+        """The row's keys as an array (without making a dictionary)."""
+        if self._row is None and self.packed is not None:
+            return self.packed[0]
+        return np.fromiter(self.row, dtype=np.int64, count=len(self.row))
+
+    def clone(self) -> _LRow:
+        """An independent copy (arrays shared: they are never changed in place)."""
+        if self.packed is not None and self._row is None:
+            return _LRow(None, None, self.order, self.packed)
+        return _LRow(dict(self.row), dict(self.y), self.order)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LRow) and (self.row, self.y, self.order) == (other.row, other.y, other.order)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> tuple[Row | None, Row | None, int, Any]:
+        return self._row, self._y, self.order, self.packed
+
+    def __setstate__(self, state: tuple[Row | None, Row | None, int, Any]) -> None:
+        self._row, self._y, self.order, self.packed = state
 
 
 @dataclass
@@ -145,7 +220,11 @@ class Ledger:
         self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
         self._weights = np.zeros(1024, dtype=np.int64)  # `weight` as an array (kept in step by `_split`)
         self.lrows: dict[int, _LRow] = {}
-        self.lcolumns: dict[int, set[int]] = {}
+        self.lcolumns: dict[int, set[int]] = {}  # column -> pivots of the rows touching it; read after `_lflush()`
+        self._lpending: list[tuple[int, int, np.ndarray]] = []  # (+1 index / -1 unindex, pivot, columns) to apply
+        self._colcount = np.zeros(1024, dtype=np.int64)  # column -> rows of L touching it (always up to date)
+        self._pivot_order = np.full(1024, _NO_PIVOT, dtype=np.int64)  # column -> order of the row of L pivoted there
+        self._scratch()
         self.vrows: dict[int, Row] = {}
         self.vcolumns: dict[int, set[int]] = {}
         self.sets: list[BitMap] = []
@@ -195,6 +274,8 @@ class Ledger:
         budget runs out.
         """
         budget.check()
+        if self._undo is None and self.has(entities):
+            return None  # a set released before: a union of atoms already, and the row space does not change
         atoms = self.refine(entities, budget) if self._undo is None else self._atoms_of(entities, refined=True)
         if self._undo is None:
             self._undo = _Undo()
@@ -222,15 +303,20 @@ class Ledger:
         """Pickled state (snapshots): modular rows of L as flat arrays; column indexes and caches are rebuilt."""
         state = self.__dict__.copy()
         state["_set_atoms"] = {}
-        state["lcolumns"] = state["vcolumns"] = None
+        state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
+        state["_colcount"] = None
+        for name in ("_acc", "_accy", "_queued", "_pos", "_posy"):
+            state.pop(name, None)
         atoms = len(self.weight)
         state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
         state["count"], state["_weights"] = self.count[:atoms].copy(), self._weights[:atoms].copy()
         if self.modulus is not None and self._undo is None:
             pivots = list(self.lrows)
             entries = [self.lrows[p] for p in pivots]
+            arrays = [e.arrays() for e in entries]
             state["lrows"] = (np.array(pivots, dtype=np.int64), np.array([e.order for e in entries], dtype=np.int64),
-                              _pack([e.row for e in entries]), _pack([e.y for e in entries]))
+                              _pack_arrays([(a[0], a[1]) for a in arrays]),
+                              _pack_arrays([(a[2], a[3]) for a in arrays]))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -238,8 +324,8 @@ class Ledger:
         packed = state["lrows"]
         if isinstance(packed, tuple):
             pivots, orders, rows, ys = packed
-            state["lrows"] = {pivot: _LRow(row, y, order) for pivot, order, row, y
-                              in zip(pivots.tolist(), orders.tolist(), _unpack(*rows), _unpack(*ys), strict=True)}
+            state["lrows"] = {pivot: _LRow(None, None, order, (*row, *y)) for pivot, order, row, y
+                              in zip(pivots.tolist(), orders.tolist(), _slices(*rows), _slices(*ys), strict=True)}
         for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
             array = state[name]
             grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
@@ -247,8 +333,13 @@ class Ledger:
             state[name] = grown
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
+        self._scratch()
+        self._pivot_order = np.full(max(1024, 2 * len(self.weight)), _NO_PIVOT, dtype=np.int64)
+        self._colcount = np.zeros(max(1024, 2 * len(self.weight)), dtype=np.int64)
+        self._lpending = []
         for pivot, entry in self.lrows.items():
-            _index(self.lcolumns, pivot, entry.row)
+            self._lindex(pivot, entry.columns(), 1)
+            self._pivot_order[pivot] = entry.order
         for pivot, vector in self.vrows.items():
             _index(self.vcolumns, pivot, vector)
 
@@ -284,12 +375,12 @@ class Ledger:
         """Undo the tentatively added sets (atom splits are kept: they describe the same row space)."""
         if self._undo is not None:
             for pivot, previous in self._undo.lrows.items():
-                current = self.lrows.pop(pivot, None)
+                current = self._lpop(pivot)
                 if current is not None:
-                    _unindex(self.lcolumns, pivot, current.row)
+                    self._lindex(pivot, current.columns(), -1)
                 if previous is not None:
-                    self.lrows[pivot] = previous
-                    _index(self.lcolumns, pivot, previous.row)
+                    self._lput(pivot, previous)
+                    self._lindex(pivot, previous.columns(), 1)
             for pivot, vprevious in self._undo.vrows.items():
                 vcurrent = self.vrows.pop(pivot, None)
                 if vcurrent is not None:
@@ -335,28 +426,31 @@ class Ledger:
             self.atom_of = grown
         self.size = max(self.size, top)
         owners = self.atom_of[members]
-        counts = np.bincount(owners, minlength=len(self.weight))
+        atoms = len(self.weight)
+        if 8 * len(members) < atoms:  # a set small against the atoms: no pass over every atom
+            touched, counts = np.unique(owners, return_counts=True)
+        else:
+            every = np.bincount(owners, minlength=atoms)
+            touched = np.flatnonzero(every)
+            counts = every[touched]
         weighed = counts.copy()
         if members[0] == 0:  # the "no entity" index weighs nothing
-            weighed[owners[0]] -= 1
-        atoms = len(self.weight)
-        touched = np.flatnonzero(counts)
+            weighed[np.searchsorted(touched, owners[0])] -= 1
         budget.spend(len(touched))
-        whole = (counts[touched] == self.count[touched]) & (touched != 0)
+        whole = (counts == self.count[touched]) & (touched != 0)
         result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
         parted = touched[~whole]
-        renumber = np.arange(atoms, dtype=np.int64)
+        counts, weighed = counts[~whole], weighed[~whole]
         fresh = np.arange(atoms, atoms + len(parted), dtype=np.int64)
-        renumber[parted] = fresh
         if len(self.count) < atoms + len(parted):
             grown = np.zeros(max(2 * len(self.count), atoms + len(parted)), dtype=np.int64)
             grown[: len(self.count)] = self.count
             self.count = grown
-        self.count[fresh] = counts[parted]
-        self.count[parted] -= counts[parted]
+        self.count[fresh] = counts
+        self.count[parted] -= counts
         self.count[0] = 0
         splits: list[tuple[int, int, bool]] = []
-        for atom, new, inside in zip(parted.tolist(), fresh.tolist(), weighed[parted].tolist(), strict=True):
+        for atom, new, inside in zip(parted.tolist(), fresh.tolist(), weighed.tolist(), strict=True):
             splits.append((atom, new, self.small(atom)))
             self.weight.append(inside)
             if atom != 0:
@@ -366,12 +460,16 @@ class Ledger:
             grown[: len(self._weights)] = self._weights
             self._weights = grown
         if len(parted):
-            self._weights[fresh] = weighed[parted]
-            self._weights[parted[parted != 0]] -= weighed[parted[parted != 0]]
+            self._weights[fresh] = weighed
+            self._weights[parted[parted != 0]] -= weighed[parted != 0]
         result += fresh.tolist()
         if splits:
             self._epoch += 1
-            self.atom_of[members] = renumber[owners]
+            self._lflush()
+            self._reserve(len(self.weight), 0)
+            place = np.minimum(np.searchsorted(parted, owners), len(parted) - 1)
+            moved = parted[place] == owners
+            self.atom_of[members[moved]] = fresh[place[moved]]
             leaving = [old for old, new, was_small in splits if old != 0 and self._split_columns(old, new, was_small,
                                                                                                  budget)]
             try:
@@ -387,6 +485,9 @@ class Ledger:
         assert not self._pending, "rebuild only between cells"
         self.modulus = None
         self.lrows, self.lcolumns, self.vrows, self.vcolumns = {}, {}, {}, {}
+        self._pivot_order[:] = _NO_PIVOT
+        self._colcount[:] = 0
+        self._lpending = []
         self._order = self._low = 0
         budget = Budget(1 << 62)
         for index, entities in enumerate(self.sets):
@@ -405,19 +506,26 @@ class Ledger:
                 self._changed.add(pivot)
             return False
         old_large, new_large = not self.small(old), not self.small(new)
-        holders = list(self.lcolumns.get(old, ()))
+        if self._lpending:  # a split before this one re-keyed a row
+            self._lflush()
+        holders = list(self.lcolumns.get(old, ()))  # (`_split` reserved the counts)
         budget.spend(len(holders))
         if old_large and new_large:
+            self._colcount[new] += len(holders)
             for pivot in holders:
                 self._save_l(pivot)
                 self.lrows[pivot].row[new] = self.lrows[pivot].row[old]
+                self.lrows[pivot].touched()
                 self.lcolumns.setdefault(new, set()).add(pivot)
             return False
         if new_large:  # the large part is `new`: the column moves there
+            self._colcount[new] += len(holders)
+            self._colcount[old] -= len(holders)
             for pivot in holders:
                 self._save_l(pivot)
                 row = self.lrows[pivot].row
                 row[new] = row.pop(old)
+                self.lrows[pivot].touched()
                 self.lcolumns[old].discard(pivot)
                 self.lcolumns.setdefault(new, set()).add(pivot)
             if old in self.lrows:
@@ -429,29 +537,38 @@ class Ledger:
         """Columns that became small leave L. Deleting a non-pivot column keeps the echelon form; a row that loses
         its pivot moves it to another of its (large) entries, or, with none left, adds a vector to V_s."""
         for atom in atoms:
+            self._lflush()
             holders = list(self.lcolumns.pop(atom, ()))
+            self._colcount[atom] = 0
             budget.spend(len(holders))
             for pivot in holders:
                 if pivot != atom:
                     self._save_l(pivot)
                     del self.lrows[pivot].row[atom]
+                    self.lrows[pivot].touched()
             if atom in self.lrows:
                 self._save_l(atom)
-                entry = self.lrows.pop(atom)
+                entry = self._lpop(atom)
+                assert entry is not None
                 del entry.row[atom]
-                _unindex(self.lcolumns, atom, entry.row)
+                entry.touched()
+                self._lindex(atom, entry.columns(), -1)
                 self._reinsert_l(entry, budget)
 
     def _rekey_l(self, old: int, new: int) -> None:
         self._save_l(new)
-        entry = self.lrows.pop(old)
-        _unindex(self.lcolumns, old, entry.row)
-        self.lrows[new] = entry
-        _index(self.lcolumns, new, entry.row)
+        entry = self._lpop(old)
+        assert entry is not None
+        columns = entry.columns()
+        self._lindex(old, columns, -1)
+        self._lput(new, entry)
+        self._lindex(new, columns, 1)
 
     # --- L: released sets over large atoms ---------------------------------------------------------------------
     def _add_row(self, index: int, atoms: list[int], budget: Budget) -> None:
-        entry = _LRow({a: _ONE for a in atoms if not self.small(a)}, {index: _ONE})
+        every = np.asarray(atoms, dtype=np.int64)
+        large = every[(self._weights[every] >= self.k) & (every != 0)].tolist()
+        entry = _LRow(dict.fromkeys(large, _ONE), {index: _ONE})
         self._reinsert_l(entry, budget)
 
     def _reinsert_l(self, entry: _LRow, budget: Budget) -> None:
@@ -464,14 +581,22 @@ class Ledger:
         order; no existing row changes. The pivot is the row's entry in the column fewest rows of L touch
         (Markowitz's choice: it keeps fill-in low). Arithmetic is modulo the ledger's prime, or exact."""
         row, y = entry.row, entry.y
-        lrows, lcolumns, modulus = self.lrows, self.lcolumns, self.modulus
-        fresh = next((a for a in row if not lcolumns.get(a)), None)
+        lrows, modulus = self.lrows, self.modulus
+        self._reserve(len(self.weight), 0)
+        keys = np.fromiter(row, dtype=np.int64, count=len(row))
+        untouched = keys[self._colcount[keys] == 0]
+        fresh = int(untouched[0]) if len(untouched) else None
         if fresh is not None:
             self._low -= 1
             self._insert_l(entry, fresh, self._low)
             return
-        heap = [(lrows[a].order, a) for a in row if a in lrows]
-        heapq.heapify(heap)
+        if modulus is not None and modulus < 1 << 31:  # (a snapshot may hold a larger prime: the loop below)
+            self._reduce_mod(entry, budget)
+            row, y = entry.row, entry.y
+            heap: list[tuple[int, int]] = []
+        else:
+            heap = [(lrows[a].order, a) for a in row if a in lrows]
+            heapq.heapify(heap)
         while heap:
             _, atom = heapq.heappop(heap)
             factor = row.get(atom)
@@ -489,11 +614,125 @@ class Ledger:
                 _axpy_mod(y, modulus - int(factor), reducer.y, modulus, budget)
         if row:
             self._order += 1
-            self._insert_l(entry, min(row, key=lambda a: (len(lcolumns.get(a, ())), a)), self._order)
+            keys = np.fromiter(row, dtype=np.int64, count=len(row))
+            markowitz = int(keys[np.lexsort((keys, self._colcount[keys]))[0]])  # fewest rows, then lowest atom
+            self._insert_l(entry, markowitz, self._order)
             return
         vector = self._dependency(y, budget)
         if vector:
             self._insert_v(vector, budget)
+
+    def _reduce_mod(self, entry: _LRow, budget: Budget) -> None:
+        """`_reinsert_l`'s reduction modulo the prime, vectorized: dense accumulators over atoms and sets, the
+        reducers' entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues
+        stay below 2^31, so `acc + g * value` fits in int64."""
+        modulus = self.modulus
+        assert modulus is not None
+        self._reserve(len(self.weight), len(self.sets))
+        acc, accy, queued, order_of = self._acc, self._accy, self._queued, self._pivot_order
+        keys = np.fromiter(entry.row, dtype=np.int64, count=len(entry.row))
+        acc[keys] = np.fromiter(entry.row.values(), dtype=np.int64, count=len(entry.row))
+        ykeys = np.fromiter(entry.y, dtype=np.int64, count=len(entry.y))
+        accy[ykeys] = np.fromiter(entry.y.values(), dtype=np.int64, count=len(entry.y))
+        touched, ytouched = [keys], [ykeys]
+        orders = order_of[keys]
+        met = orders != _NO_PIVOT
+        queued[keys[met]] = True
+        heap = list(zip(orders[met].tolist(), keys[met].tolist(), strict=True))
+        heapq.heapify(heap)
+        lrows = self.lrows
+        try:
+            while heap:
+                _, atom = heapq.heappop(heap)
+                factor = int(acc[atom])
+                if not factor:
+                    continue
+                columns, values, sets, weights = lrows[atom].arrays()
+                budget.spend(len(columns) + len(sets))
+                g = modulus - factor
+                acc[columns] = (acc[columns] + g * values) % modulus
+                touched.append(columns)
+                new = (order_of[columns] != _NO_PIVOT) & ~queued[columns]
+                if new.any():
+                    fresh = columns[new]
+                    queued[fresh] = True
+                    for item in zip(order_of[fresh].tolist(), fresh.tolist(), strict=True):
+                        heapq.heappush(heap, item)
+                if len(sets):
+                    accy[sets] = (accy[sets] + g * weights) % modulus
+                    ytouched.append(sets)
+            every = _distinct(np.concatenate(touched), self._pos)
+            kept = every[acc[every] != 0]
+            entry.row = dict(zip(kept.tolist(), acc[kept].tolist(), strict=True))
+            yevery = _distinct(np.concatenate(ytouched), self._posy)
+            ykept = yevery[accy[yevery] != 0]
+            entry.y = dict(zip(ykept.tolist(), accy[ykept].tolist(), strict=True))
+        finally:
+            for columns in touched:
+                acc[columns] = 0
+                queued[columns] = False
+            for sets in ytouched:
+                accy[sets] = 0
+
+    def _scratch(self) -> None:
+        """Empty accumulators for `_reduce_mod` (grown on demand; not pickled)."""
+        self._acc = np.zeros(0, dtype=np.int64)  # over atoms
+        self._queued = np.zeros(0, dtype=bool)  # over atoms
+        self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`_distinct`)
+        self._accy = np.zeros(0, dtype=np.int64)  # over released sets
+        self._posy = np.zeros(0, dtype=np.int64)  # over released sets
+
+    def _reserve(self, columns: int, sets: int) -> None:
+        """Grow the dense accumulators of `_reduce_mod` and the pivot orders to `columns` atoms and `sets` sets."""
+        if len(self._acc) < columns:
+            size = max(1024, 2 * columns)
+            self._acc = np.zeros(size, dtype=np.int64)
+            self._queued = np.zeros(size, dtype=bool)
+            self._pos = np.zeros(size, dtype=np.int64)
+        if len(self._pivot_order) < columns:
+            grown = np.full(max(1024, 2 * columns), _NO_PIVOT, dtype=np.int64)
+            grown[: len(self._pivot_order)] = self._pivot_order
+            self._pivot_order = grown
+        if len(self._colcount) < columns:
+            counts = np.zeros(max(1024, 2 * columns), dtype=np.int64)
+            counts[: len(self._colcount)] = self._colcount
+            self._colcount = counts
+        if len(self._accy) < sets:
+            self._accy = np.zeros(max(1024, 2 * sets), dtype=np.int64)
+            self._posy = np.zeros(max(1024, 2 * sets), dtype=np.int64)
+
+    def _lindex(self, pivot: int, columns: np.ndarray, sign: int) -> None:
+        """Count the row pivoted at `pivot` in (+1) or out of (-1) its `columns`; `lcolumns` follows at `_lflush`."""
+        if len(columns):
+            self._reserve(int(columns.max()) + 1, 0)
+            self._colcount[columns] += sign
+            self._lpending.append((sign, pivot, columns))
+
+    def _lflush(self) -> None:
+        """Bring `lcolumns` up to date (only atom splits read it; inserting rows only counts)."""
+        for sign, pivot, columns in self._lpending:
+            if sign > 0:
+                for atom in columns.tolist():
+                    self.lcolumns.setdefault(atom, set()).add(pivot)
+            else:
+                for atom in columns.tolist():
+                    holders = self.lcolumns.get(atom)
+                    if holders is not None:
+                        holders.discard(pivot)
+        self._lpending = []
+
+    def _lput(self, pivot: int, entry: _LRow) -> None:
+        """Put a row of L at its pivot (keeping `_pivot_order`)."""
+        self.lrows[pivot] = entry
+        self._reserve(pivot + 1, 0)
+        self._pivot_order[pivot] = entry.order
+
+    def _lpop(self, pivot: int) -> _LRow | None:
+        """Take the row of L pivoted at `pivot` out (None when there is none)."""
+        entry = self.lrows.pop(pivot, None)
+        if entry is not None:
+            self._pivot_order[pivot] = _NO_PIVOT
+        return entry
 
     def _insert_l(self, entry: _LRow, pivot: int, order: int) -> None:
         row, y = entry.row, entry.y
@@ -512,9 +751,12 @@ class Ledger:
                 for key in y:
                     y[key] = y[key] * inverse % modulus
         entry.order = order
+        entry.touched()
         self._save_l(pivot)
-        self.lrows[pivot] = entry
-        _index(self.lcolumns, pivot, row)
+        self._lput(pivot, entry)
+        if self.modulus is not None:
+            entry.arrays()  # at rest as arrays only (and the column log below shares its keys)
+        self._lindex(pivot, entry.columns(), 1)
 
     def _dependency(self, y: Row, budget: Budget) -> Row:
         """The vector of V_s a dependency of L stands for: the combination `y` of released sets, which vanishes on
@@ -589,7 +831,7 @@ class Ledger:
     def _save_l(self, pivot: int) -> None:
         if self._undo is not None and pivot not in self._undo.lrows:
             entry = self.lrows.get(pivot)
-            self._undo.lrows[pivot] = (_LRow(dict(entry.row), dict(entry.y), entry.order) if entry is not None
+            self._undo.lrows[pivot] = (entry.clone() if entry is not None
                                        else None)
 
     def _save_v(self, pivot: int) -> None:
@@ -638,12 +880,12 @@ class Ledger:
         size = len(entities)
         low = bisect.bisect_right(self._sizes, (size - self.k, len(self.sets)))
         high = bisect.bisect_left(self._sizes, (size + self.k, -1))
-        for cardinality, index in self._sizes[low:high]:
-            budget.spend(1)
-            budget.check()
-            if cardinality == size:
-                continue
-            other = self.sets[index]
+        same = bisect.bisect_left(self._sizes, (size, -1)), bisect.bisect_right(self._sizes, (size, len(self.sets)))
+        budget.spend(high - low)
+        budget.check()
+        sets = self.sets
+        for cardinality, index in (*self._sizes[low:same[0]], *self._sizes[same[1]:high]):  # sizes other than |S|
+            other = sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
                 difference = outer - inner
@@ -847,20 +1089,29 @@ def _axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budge
             target.pop(key, None)
 
 
-def _pack(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of integers below 2^63 as (lengths, keys, values) arrays."""
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    keys = np.fromiter((k for r in rows for k in r), dtype=np.int64, count=int(lengths.sum()))
+def _distinct(keys: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """The distinct values of `keys` (indexes into `scratch`, which it overwrites), in order of last occurrence,
+    without sorting."""
+    order = np.arange(len(keys))
+    scratch[keys] = order
+    return keys[scratch[keys] == order]
+
+
+def _pack_arrays(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows given as (keys, values) arrays, as (lengths, keys, values) arrays (the snapshot layout)."""
+    lengths = np.array([len(k) for k, _ in rows], dtype=np.int64)
+    keys = np.concatenate([k for k, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
+    values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, dtype=np.int64)
     if not len(keys) or keys.max() < 1 << 31:
         keys = keys.astype(np.int32)
-    values = np.fromiter((v for r in rows for v in r.values()), dtype=np.int64, count=int(lengths.sum()))
-    return lengths, keys, values
+    return lengths, keys, values.astype(np.int64)
 
 
-def _unpack(lengths: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[Row]:
+def _slices(lengths: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`_pack_arrays` output as (keys, values) int64 arrays per row."""
     bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    key_list, value_list = keys.tolist(), values.tolist()
-    return [dict(zip(key_list[a:b], value_list[a:b], strict=True)) for a, b in itertools.pairwise(bounds)]
+    keys, values = keys.astype(np.int64), values.astype(np.int64)
+    return [(keys[a:b], values[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _div(a: Value, b: Value) -> Value:

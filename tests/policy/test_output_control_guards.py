@@ -1,5 +1,6 @@
-"""Output control edge cases a mutation experiment showed untested: a row whose entity count is unknown is never
-released, and median (like every aggregate returning one person's value) stays refused on its own."""
+"""Output control edge cases mutation testing showed untested: a row whose entity count is unknown is never
+released, median (like every aggregate returning one person's value) stays refused on its own, and a HAVING cell
+suppressed for k suppresses the windows of its partition."""
 
 from __future__ import annotations
 
@@ -46,3 +47,38 @@ def test_an_aggregate_that_returns_one_persons_value_is_refused_alone(aggregate:
 def test_the_same_query_with_a_safe_aggregate_is_accepted() -> None:
     result = analyse("SELECT clinic, avg(cost) AS v FROM clinic_visits GROUP BY clinic", policies_for("city"))
     assert result.verdict == Verdict.ACCEPTED, result.findings
+
+
+def test_a_window_total_is_suppressed_for_k_when_a_having_cell_of_its_partition_is(
+        connections: dict[str, Any]) -> None:
+    """湖滨区 has four residents in the lowest income band: its HAVING value (4) is suppressed for k, which leaves
+    unknown whether the district passed HAVING, so the window over every kept group is suppressed too."""
+    sql = ("SELECT district, count(*) AS n, sum(count(*)) OVER () AS total FROM residents GROUP BY district "
+           "HAVING count(*) FILTER (WHERE income_band = '<3k') > 0")
+    result = analyse(sql, policies_for("city"))
+    assert result.sql is not None and result.release is not None, result.findings
+    controlled = apply_output_control(connections["city"].sql(result.sql).to_arrow_table(), k=10, max_rows=None,
+                                      plan=result.release)
+    total = controlled.table.schema.get_field_index("total")
+    rows = range(controlled.table.num_rows)
+    assert controlled.table.num_rows > 1
+    assert all(controlled.marks.get((r, total)) == Reason.K for r in rows)
+
+
+def test_a_group_dropped_for_k_suppresses_the_window_in_its_partition_only(connections: dict[str, Any]) -> None:
+    """湖滨区's groups have two to six residents each and are dropped, so the window sum of every income band that
+    counted one of them is suppressed; 湖滨区 has nobody earning over 20k, so that band's window sum is shown."""
+    sql = ("SELECT district, income_band, count(*) AS n, sum(count(*)) OVER (PARTITION BY income_band) AS band_total "
+           "FROM residents GROUP BY district, income_band")
+    result = analyse(sql, policies_for("city"))
+    assert result.sql is not None and result.release is not None, result.findings
+    controlled = apply_output_control(connections["city"].sql(result.sql).to_arrow_table(), k=10, max_rows=None,
+                                      plan=result.release)
+    window = controlled.table.schema.get_field_index("band_total")
+    bands = controlled.table.column("income_band").to_pylist()
+    assert "湖滨区" not in controlled.table.column("district").to_pylist()
+    marked = {r for r in range(len(bands)) if controlled.marks.get((r, window)) == Reason.K}
+    assert marked == {r for r, band in enumerate(bands) if band != ">20k"} and ">20k" in bands
+    assert set(controlled.marks.values()) == {Reason.K}
+    assert controlled.suppressed[Reason.K] == 4 * 2 + len(marked)  # 湖滨区's four groups, two cells each; windows
+    assert not {(c.row, c.column) for c in controlled.cells} & set(controlled.marks)

@@ -252,9 +252,9 @@ def test_modular_errors_only_ever_refuse_even_with_a_tiny_prime() -> None:
     assert unconfirmed > 0 and over_refused > 0  # the tiny primes did err, and their errors were refusals
 
 
-def test_the_default_ledger_computes_modulo_a_secret_61_bit_prime() -> None:
+def test_the_default_ledger_computes_modulo_a_secret_31_bit_prime() -> None:
     first, second = PopulationAudit("p", 10).ledger("m"), PopulationAudit("p", 10).ledger("m")
-    assert first.modulus is not None and first.modulus.bit_length() == 61 and is_prime(first.modulus)
+    assert first.modulus is not None and first.modulus.bit_length() == 31 and is_prime(first.modulus)
     assert first.modulus != second.modulus  # drawn per ledger
     assert PopulationAudit("p", 10, modulus=None).ledger("m").modulus is None  # exact arithmetic on request
 
@@ -288,3 +288,24 @@ def test_a_pickled_population_decides_exactly_as_the_original() -> None:
     assert refused > 0  # the comparison covers refusals too
     assert {p: (e.row, e.y) for p, e in restored.ledger("m").lrows.items()} == {
         p: (e.row, e.y) for p, e in population.ledger("m").lrows.items()}
+
+
+def test_a_ledger_with_a_prime_too_large_for_int64_rows_decides_as_the_vectorized_one() -> None:
+    """Snapshots written before the rows of L were vectorized hold a 61-bit prime: such a ledger reduces its rows in
+    Python integers, and must decide exactly as one reduced in int64 arrays (modulo a 31-bit prime)."""
+    rng = np.random.default_rng(31)
+    big = PopulationAudit("p", 3, modulus=2305843009213693951)  # 2^61 - 1
+    small = PopulationAudit("p", 3, modulus=2147483647)  # 2^31 - 1
+    decided = 0
+    blocks = [set(range(5 * b, 5 * b + 5)) for b in range(24)]  # large atoms, so that L fills up
+
+    def released(r: int) -> set[int]:
+        chosen = set().union(*(blocks[int(b)] for b in rng.choice(24, int(rng.integers(2, 12)), replace=False)))
+        return chosen - {min(chosen)} if r % 7 == 6 else chosen  # now and then, a leave-one-out
+
+    for r in range(60):
+        cells = [_cell((r, c), released(r)) for c in range(int(rng.integers(1, 4)))]
+        first, second = audit({"p": big}, cells), audit({"p": small}, cells)
+        assert first.suppressed == second.suppressed, r
+        decided += len(first.suppressed)
+    assert decided > 0 and len(big.ledger("m").lrows) == len(small.ledger("m").lrows) > 10

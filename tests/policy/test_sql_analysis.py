@@ -206,3 +206,40 @@ def test_analysis_past_its_work_budget_is_refused_as_too_complex(city: dict[str,
     monkeypatch.setattr(sql_lineage, "DEFAULT_WORK_BUDGET", 5)
     result = analyse("SELECT industry, sum(employees + registered_capital) AS s FROM enterprises GROUP BY 1", city)
     assert result.codes == ("query_too_complex",)
+
+
+ROW_LEVEL = ("residents.income_band has constraint group; a row-level (non-aggregate) query may only reference open "
+             "columns")
+
+
+@pytest.mark.parametrize(("sql", "column"), [
+    ("SELECT district FROM residents WHERE income_band = '<3k'", 38),
+    # an aggregation in a subquery is checked by role; the row-level use after it is still refused
+    ("SELECT district FROM residents WHERE (SELECT count(DISTINCT income_band) FROM residents) > 0 "
+     "AND income_band = '<3k'", 98),
+])
+def test_a_row_level_query_names_each_non_open_column_it_reads_and_its_constraint(
+        city: dict[str, TablePolicy], sql: str, column: int) -> None:
+    found = [f for f in analyse(sql, city).findings if f.code == "non_open_column_in_row_level_query"]
+    assert [(f.line, f.column, f.message) for f in found] == [(1, column, ROW_LEVEL)]
+
+
+ENTITY_USE = "only in equi-joins with join columns and in count(DISTINCT ...)"
+
+
+@pytest.mark.parametrize(("sql", "findings"), [
+    ("SELECT person_id, count(*) AS n FROM residents GROUP BY person_id",
+     [("entity_column_in_output", 8, "is never output"),
+      ("entity_column_in_group_key", 57, "is never a group key (every group would be one entity)")]),
+    ("SELECT count(*) AS n FROM residents WHERE person_id = 'P000001'",
+     [("entity_column_compared", 43,
+       "is never compared with a literal or a parameter (that singles out one entity)")]),
+    ("SELECT count(*) AS n FROM residents r JOIN clinic_visits c ON r.person_id > c.person_id",
+     [("entity_column_compared", 65, "may only be compared with another join column in an equi-join")]),
+])
+def test_a_refused_use_of_the_entity_column_says_where_it_may_appear_instead(
+        city: dict[str, TablePolicy], sql: str, findings: list[tuple[str, int, str]]) -> None:
+    found = [(f.code, f.line, f.column, f.message) for f in analyse(sql, city).findings
+             if f.code.startswith("entity_column") and f.message.startswith("residents.")]
+    assert found == [(code, 1, column, f"residents.person_id is the entity column of residents and {why}; it may "
+                      f"appear {ENTITY_USE}") for code, column, why in findings]

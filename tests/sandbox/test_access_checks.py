@@ -48,8 +48,11 @@ def _key(session: Session, *, ttl: timedelta | None = None, kind: str = "operato
 
 
 def _refusal(session: Session, token: str, now: datetime = NOW, cache: KeyCache | None = None) -> tuple[str, str]:
+    """The refusal's code and message; a well-formed token's refusal names its key id (the audit records it)."""
     with pytest.raises(Unauthenticated) as refused:
         authenticate(session, token, now=now, cache=cache)
+    key_id = identity.key_id_of(token)
+    assert refused.value.context == ({"key_id": key_id} if key_id else {})
     return refused.value.code, refused.value.message
 
 
@@ -239,6 +242,15 @@ def test_a_full_key_cache_starts_again_empty() -> None:
     assert (cache.get("sk_a", NOW), cache.get("sk_b", NOW), cache.get("sk_c", NOW)) == (None, None, _caller("kc"))
 
 
+def test_the_key_cache_holds_ten_thousand_keys_by_default() -> None:
+    cache = KeyCache(ttl_seconds=60)
+    for i in range(10_000):
+        cache.put(f"sk_{i}", _caller(), None, NOW)
+    assert cache.get("sk_0", NOW) == _caller() and cache.get("sk_9999", NOW) == _caller()
+    cache.put("sk_one_more", _caller(), None, NOW)
+    assert cache.get("sk_0", NOW) is None and cache.get("sk_one_more", NOW) == _caller()
+
+
 def test_revoking_a_key_drops_every_cached_token_of_that_key_only() -> None:
     cache = KeyCache(ttl_seconds=60)
     for token, key_id in (("sk_a1", "ka"), ("sk_a2", "ka"), ("sk_b", "kb")):
@@ -409,3 +421,38 @@ def test_coverage_of_a_pinned_version_is_cached_but_the_grant_state_is_checked_o
         assert _run_refusal(session, job, _scoped())[0] == "dataset_not_covered"  # without the cache
         assert _run_refusal(session, job, _scoped(status="suspended"), service)[0] == "grant_suspended"
     engine.dispose()
+
+
+def test_a_run_names_every_pinned_dataset_its_grant_no_longer_covers(session: Session) -> None:
+    _version(session)
+    _version(session, dataset_id="clinic_visits")
+    job = _runnable(session, dataset_versions={"residents": 1, "clinic_visits": 1})
+    assert _run_refusal(session, job, _scoped(domains=["economy"])) == (
+        "dataset_not_covered", "the grant no longer covers clinic_visits, residents",
+        {"datasets": ["clinic_visits", "residents"]})
+
+
+def _group_column(constraint: str) -> list[dict[str, Any]]:
+    return [{"name": "district", "type": "VARCHAR", "constraint": constraint, "tags": [], "mask": None}]
+
+
+def test_a_run_is_refused_when_a_later_version_tightened_a_column_the_job_reads(session: Session) -> None:
+    _version(session, columns=_group_column("group"))
+    _version(session, 2, columns=_group_column("aggregate"))
+    code, message, _ = _run_refusal(session, _runnable(session), _scoped())
+    assert code == "dataset_regraded"
+    assert message == ("residents.district is aggregate in v2; the job was approved when it was group; submit the "
+                       "job again to have it analysed and reviewed under the new rules")
+    unread = _runnable(session, analysis={"columns_read": {"residents": []}})
+    assert list(check_runnable(session, unread, _scoped(), NOW)) == ["residents"]
+
+
+def test_a_regrade_verdict_is_cached_per_grant_and_version_pair(session: Session) -> None:
+    _version(session)
+    _version(session, 2)
+    service, job = _Service(), _runnable(session)
+    check_runnable(session, job, _scoped(), NOW, service)  # type: ignore[arg-type]
+    assert service.regrades == {("grt_1", "residents", 1, 2): None}
+    session.execute(update(DatasetVersion).where(DatasetVersion.version == 2).values(grade="important"))
+    assert list(check_runnable(session, job, _scoped(), NOW, service)) == ["residents"]  # type: ignore[arg-type]
+    assert _run_refusal(session, job, _scoped())[0] == "dataset_regraded"
