@@ -174,7 +174,8 @@ def _prepare(sql: str, tables: Mapping[str, TablePolicy], parameters: Mapping[st
     tree, findings = resolve(parsed.tree, catalog, positions, schema)
     if tree is None:
         return _Prepared(findings, used, positions)
-    tree = inline_aggregated_source(tree)
+    tree = inline_aggregated_source(tree, frozenset(
+        column.lower() for column in (catalog.entity_column(t) for t in catalog.tables) if column))
     _type_parameters(tree, param_types)
     annotate_types(tree, schema=schema, dialect="duckdb")
     return _Prepared([], used, positions, tree, Lineage(tree, catalog, positions))

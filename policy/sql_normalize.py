@@ -25,8 +25,9 @@ from sqlglot import exp
 from policy.sql_nested import is_aggregating_shell, window_form
 
 
-def inline_aggregated_source(tree: exp.Query) -> exp.Query:
-    """The normalized query (see module doc), or `tree` unchanged."""
+def inline_aggregated_source(tree: exp.Query, entity_columns: frozenset[str] = frozenset()) -> exp.Query:
+    """The normalized query (see module doc), or `tree` unchanged. An aggregation grouped by a column named like an
+    entity column (`entity_columns`, lower case) is per-entity and never turned into windows (sql_nested.py)."""
     if not isinstance(tree, exp.Select):
         return tree
     shell = tree
@@ -40,6 +41,10 @@ def inline_aggregated_source(tree: exp.Query) -> exp.Query:
     if len(outputs) != len(inner.expressions):
         return tree
     if is_aggregating_shell(shell):  # aggregates of aggregates (sql_nested.py)
+        group = inner.args.get("group")
+        if group is not None and any(isinstance(k, exp.Column) and k.name.lower() in entity_columns
+                                     for k in group.expressions):
+            return tree  # per-entity: its aggregates are attributes of one entity (sql_entity_scope.py)
         nested = window_form(shell, alias, inner, outputs)
         if nested is None:
             return tree
