@@ -82,3 +82,13 @@ def test_a_group_dropped_for_k_suppresses_the_window_in_its_partition_only(conne
     assert set(controlled.marks.values()) == {Reason.K}
     assert controlled.suppressed[Reason.K] == 4 * 2 + len(marked)  # 湖滨区's four groups, two cells each; windows
     assert not {(c.row, c.column) for c in controlled.cells} & set(controlled.marks)
+
+
+@pytest.mark.parametrize(("rows", "max_rows", "kept", "truncated"),
+                         [(5, 3, [0, 1, 2], 2), (3, 3, [0, 1, 2], 0), (2, 3, [0, 1], 0), (4, None, [0, 1, 2, 3], 0)])
+def test_open_data_is_capped_at_max_rows_keeping_the_first_rows_and_counting_the_rest(
+        rows: int, max_rows: int | None, kept: list[int], truncated: int) -> None:
+    out = apply_output_control(pa.table({"n": list(range(rows))}), k=10, max_rows=max_rows)
+    assert out.table.column("n").to_pylist() == kept
+    assert out.truncated_rows == truncated
+    assert out.suppressed == {}
