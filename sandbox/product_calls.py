@@ -114,14 +114,11 @@ def period_event(session: Session, product: Product, sub: Subscription, at: date
                          datasets=(), outcome="succeeded", at=at, free_reason=sub.free_reason)
 
 
-def record_period(session: Session, product: Product, sub: Subscription, at: datetime, tz: ZoneInfo) -> bool:
-    """Record the month's subscription event once (a replay counts once; safe under concurrency); True when this
-    call added it to `session` (written, not yet committed)."""
+def record_period(session: Session, product: Product, sub: Subscription, at: datetime, tz: ZoneInfo) -> None:
+    """Record the month's subscription event once (a replay counts once; safe under concurrency)."""
     event = period_event(session, product, sub, at, tz)
     if event is not None and session.get(UsageEventRow, event.id) is None:
         ingest(session, [event])
-        return True
-    return False
 
 
 # --- calls -----------------------------------------------------------------------------------------------------

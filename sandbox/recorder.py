@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
@@ -40,10 +39,7 @@ class Recorder:
     """Leader-follower group commit. A caller that finds no commit in progress commits its own rows and then
     whatever other callers queued meanwhile; callers that arrive during a commit wait for the next batch.
     A single client pays no thread hand-off; concurrent runs share transactions. A batch that fails is
-    retried one call at a time, so one bad call (e.g. a duplicate Idempotency-Key) fails alone.
-
-    Callers on an event loop use `submit` instead: what they queue while a batch commits is committed as the next
-    batch, in one hop to the recorder's commit thread per batch rather than one thread per caller."""
+    retried one call at a time, so one bad call (e.g. a duplicate Idempotency-Key) fails alone."""
 
     def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 256) -> None:
         self._sessions = sessions
@@ -53,9 +49,6 @@ class Recorder:
         self._leading = False
         self.batches = 0
         self.items = 0
-        self._queued: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[Write], asyncio.Future[None]]]] = {}
-        self._committer: ThreadPoolExecutor | None = None
-        self._flushers: set[asyncio.Task[None]] = set()
 
     def record(self, rows: Sequence[Write], session: Session | None = None, timeout: float = 60.0) -> None:
         """Commit `rows` (new objects, or statements run in order) durably, together with concurrent callers'.
@@ -71,57 +64,6 @@ class Recorder:
         if lead:
             self._lead(session)
         done.result(timeout=timeout)
-
-    def submit(self, rows: Sequence[Write]) -> asyncio.Future[None]:
-        """From an event loop: queue `rows` for the next batch; the future resolves once they are committed
-        (durably, together with what other requests on this loop queued) or carries the batch's error for them."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        queue = self._queued.get(loop)
-        if queue is None:  # no batch in flight on this loop: this caller starts the flusher
-            queue = self._queued[loop] = []
-            task = loop.create_task(self._flush(loop, queue))
-            self._flushers.add(task)  # a task nobody references may be collected mid-flight
-            task.add_done_callback(self._flushers.discard)
-        queue.append((rows, done))
-        return done
-
-    async def _flush(self, loop: asyncio.AbstractEventLoop, queue: list[tuple[Sequence[Write], asyncio.Future[None]]]
-                     ) -> None:
-        """Commit `queue` batch by batch in the commit thread until it stays empty."""
-        if self._committer is None:
-            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-group-commit")
-        try:
-            while queue:
-                batch = queue[: self._max_batch]
-                del queue[: self._max_batch]
-                items: list[_Item] = [(rows, Future()) for rows, _ in batch]
-                try:
-                    await loop.run_in_executor(self._committer, self._commit, items)
-                except BaseException as exc:  # pragma: no cover - the executor is gone (shutdown)
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    raise
-                for (_, committed), (_, done) in zip(items, batch, strict=True):
-                    if done.done():  # the caller was cancelled meanwhile
-                        continue
-                    error = committed.exception()
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
-        finally:
-            del self._queued[loop]
-            for _, done in queue:  # only when the flusher itself failed
-                if not done.done():
-                    done.set_exception(RuntimeError("the group commit stopped"))
-
-    def close(self) -> None:
-        """Stop the commit thread (after the batch in flight)."""
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
-            self._committer = None
 
     def _lead(self, session: Session | None) -> None:
         while True:

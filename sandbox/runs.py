@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from policy.output import Dominance
 from policy.sql_engines import DUCKDB, SPARK
 from sandbox.catalogue.registry import CERTIFIED, get_version
-from sandbox.engines import CheckedQuery, DuckDBEngine, Engine, EngineRun, run_checked, run_checked_async
+from sandbox.engines import CheckedQuery, DuckDBEngine, Engine, run_checked
 from sandbox.errors import Conflict, InvalidInput, Refused
 from sandbox.executor import EngineLimits, InputTable, RunOutcome, RunStatus, WorkerPool
 from sandbox.inputs import arrow_copy, prepare_input
@@ -184,10 +184,6 @@ class RunService:
             self._secret = path.read_bytes()
         return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
 
-    def all_prepared(self, grant: Grant, tables: dict[str, GrantTable]) -> bool:
-        """Whether every input of a run is prepared already (then `prepared` does no I/O)."""
-        return all((grant.id, t.version.dataset_id, t.version.version) in self._prepared for t in tables.values())
-
     def prepared(self, grant: Grant, table: GrantTable) -> tuple[InputTable, InputTable]:
         """The grant's masked, cut-down copy of a dataset version as (Arrow IPC for the engine, Parquet).
 
@@ -289,37 +285,14 @@ def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[
     With a tracer, the run's phases become child spans of the current span: `sluice.run.queue`, `.execute`,
     `.output_control` and `.write` (timed in the pool and the worker) and `.meter` (what the run is charged).
     """
-    engine, query, kwargs = _engine_call(service, run, job, grant, tables, params)
-    return _record(run, engine, run_checked(engine, query, **kwargs), service, now_fn, tracer)
-
-
-async def execute_async(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
-                        params: dict[str, Any], now_fn: Any, tracer: Tracer | None = None) -> RunOutcome:
-    """`execute` on an event loop: the worker's answer is awaited, not waited for in a thread. Inputs not yet
-    prepared for the grant are prepared in a thread first (that can take seconds; it happens once)."""
-    if not service.all_prepared(grant, tables):
-        import anyio.to_thread
-
-        await anyio.to_thread.run_sync(lambda: [service.prepared(grant, t) for t in tables.values()])
-    engine, query, kwargs = _engine_call(service, run, job, grant, tables, params)
-    return _record(run, engine, await run_checked_async(engine, query, **kwargs), service, now_fn, tracer)
-
-
-def _engine_call(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
-                 params: dict[str, Any]) -> tuple[Engine, CheckedQuery, dict[str, Any]]:
+    tracer = tracer or NoOpTracer()
     prepared = [service.prepared(grant, tables[name]) for name in sorted(tables)]
     fingerprint = hashlib.sha256("|".join(f"{i.name}:{i.path}" for i, _ in prepared).encode()).hexdigest()[:16]
     engine = service.engine(grant.engine or DUCKDB)
-    return engine, CheckedQuery.of_analysis(job.frozen_sql or "", job.analysis), dict(
-        instance_key=f"{grant.id}:{fingerprint}", inputs=prepared, params=params, k=grant.min_group_size,
-        max_rows=grant.max_result_rows, result_path=service.home / "results" / f"{run.id}.parquet",
-        dominance=service.dominance)
-
-
-def _record(run: Run, engine: Engine, ran: EngineRun, service: RunService, now_fn: Any, tracer: Tracer | None
-            ) -> RunOutcome:
-    """Fill in the run's record from the engine's outcome and usage."""
-    tracer = tracer or NoOpTracer()
+    ran = run_checked(engine, CheckedQuery.of_analysis(job.frozen_sql or "", job.analysis),
+                      instance_key=f"{grant.id}:{fingerprint}", inputs=prepared, params=params,
+                      k=grant.min_group_size, max_rows=grant.max_result_rows,
+                      result_path=service.home / "results" / f"{run.id}.parquet", dominance=service.dominance)
     outcome, stats = ran.outcome, ran.usage
     phase_spans(tracer, outcome.phases, prefix="sluice.run.")
     with tracer.start_as_current_span("sluice.run.meter") as span:

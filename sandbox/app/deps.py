@@ -289,21 +289,6 @@ class Guard:
             self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
         self.recorded = True
 
-    async def commit_with_async(self, rows: list[Any], status: int) -> None:
-        """`commit_with` from the event loop: the rows and the audit record join the recorder's next batch."""
-        assert self.recorder is not None and not self.recorded
-        self.audit.status = status
-        started = time.perf_counter()
-        try:
-            await self.recorder.submit([*rows, self.audit.to_row(self.now_fn())])
-        except Exception:
-            if self.metrics is not None:
-                self.metrics.audit_append_failures.labels("group_commit").inc()
-            raise
-        if self.metrics is not None:
-            self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
-        self.recorded = True
-
     def refuse_with(self, session: Session, exc: SluiceError, rows: list[Any] | None = None) -> SluiceError:
         """Commit what a refusal keeps (e.g. the refused run or the rejected job, already in `session` or in
         `rows`) together with the refusal's audit record, in one transaction; returns `exc` to raise."""

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import Field
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandbox import jobs, runs
@@ -140,25 +140,16 @@ def review_job(job_id: str, body: ReviewIn, guard: Guard = require("job", "revie
     return jobs.job_out(job, _reviews(session, job))
 
 
-_JOB_AND_GRANT = select(Job, Grant).join(Grant, Grant.id == Job.grant_id).where(Job.id == bindparam("job_id"))
-
-
 @router.post("/jobs/{job_id}/runs", status_code=201)
-async def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run", "create"),
-                  session: Session = SESSION, state: AppState = Depends(app_state),
-                  idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)
-                  ) -> dict[str, Any]:
-    """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run.
-
-    A coroutine: the store reads are short and run on the event loop, the run itself is awaited
-    (sandbox/app/governed.py)."""
-    found = session.execute(_JOB_AND_GRANT, {"job_id": job_id}).one_or_none()  # the job and its grant at once
-    job, grant = found if found is not None else (None, None)
-    guard.check(job.operator_org_id if job is not None else None, f"job/{job_id}")
-    if job is None or grant is None:
-        raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run", "create"),
+            session: Session = SESSION, state: AppState = Depends(app_state),
+            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)) -> dict[str, Any]:
+    """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
+    job = _job(session, guard, job_id)
     caller = guard.caller.principal_id
     earlier = runs.find_idempotent(session, job, caller, idempotency_key)
+    grant = session.get(Grant, job.grant_id)
+    assert grant is not None
     if earlier is not None:
         guard.note(run_id=earlier.id, idempotent_replay=True, grant_id=grant.id)
         jobs.check_grant_usable(grant, state.clock.now())  # no replay once the grant is suspended or over
@@ -173,7 +164,7 @@ async def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
-        done = await execute_governed(state, guard, session, job, grant, run, params, now)
+        done = execute_governed(state, guard, session, job, grant, run, params, now)
         answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
     return answer

@@ -269,11 +269,10 @@ def _answer(state: AppState, session: Session, call: ProductCall, run: Run | Non
 
 
 @router.post("/products/{product_id}/invoke", status_code=201, response_model=None)
-async def invoke_product(product_id: str, body: InvokeIn | None = None,
-                         guard: Guard = require("product", "invoke"), session: Session = SESSION,
-                         state: AppState = Depends(app_state),
-                         idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=160)
-                         ) -> Response:
+def invoke_product(product_id: str, body: InvokeIn | None = None,
+                   guard: Guard = require("product", "invoke"), session: Session = SESSION,
+                   state: AppState = Depends(app_state),
+                   idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=160)) -> Response:
     """Call a listed product: authorized, audited, metered and billed to the customer; the result is output-
     controlled exactly like a run's. A retried Idempotency-Key returns the same call and counts once."""
     product = session.get(Product, product_id)
@@ -309,7 +308,8 @@ async def invoke_product(product_id: str, body: InvokeIn | None = None,
         event = calls.call_event(call, grant, result_rows=0, result_bytes=0, datasets=(), at=now)
         exc.context["call_id"] = call.id
         raise guard.refuse_with(session, exc, [call, event_row(event)]) from None
-    wrote = sub is not None and calls.record_period(session, product, sub, now, state.metering.tz)
+    if sub is not None:
+        calls.record_period(session, product, sub, now, state.metering.tz)
     run = runs.new_run(job, requested_by=caller, params=params, now=now, instance=state.runs.instance,
                        idempotency_key=f"{product.id}/{idempotency_key}" if idempotency_key else None)
     call.params = dict(run.params)
@@ -328,8 +328,8 @@ async def invoke_product(product_id: str, body: InvokeIn | None = None,
 
     with state.tracer.start_as_current_span("sluice.product.call", attributes={"sluice.product_id": product.id,
                                                                                "sluice.call_id": call.id}):
-        done = await execute_governed(state, guard, session, job, grant, run, params, now, refused=refused,
-                                      finished=finished, own_writes=wrote)
+        done = execute_governed(state, guard, session, job, grant, run, params, now, refused=refused,
+                                finished=finished)
     if done.earlier is not None:  # a concurrent request with the same Idempotency-Key won
         first = session.scalar(select(ProductCall).where(ProductCall.run_id == done.earlier.id))
         if first is None:

@@ -4,7 +4,6 @@ the run record and audit row, downloads metered with their audit row, replays de
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,18 +166,6 @@ class Metering:
         on_rollback(session, lambda: self._abandon(started))
         return started
 
-    def start_run_async(self, session: Session, run: Run, job: Job) -> StartedRunAsync:
-        """`start_run` for a caller on an event loop: the start record joins the recorder's next batch (no thread
-        per run); `await StartedRunAsync.wait()` before anything about the run is committed or answered."""
-        began = time.perf_counter()
-        future = self.recorder.submit([Execute(_RUN_INSERT, _run_values(run))])
-        future.add_done_callback(lambda _: self.metrics.run_start_seconds.observe(time.perf_counter() - began))
-        started = StartedRunAsync(self, future, session, run, job)
-        from sandbox.app.deps import on_rollback
-
-        on_rollback(session, lambda: self._abandon(started))
-        return started
-
     def _record_start(self, copy: Execute) -> None:
         began = time.perf_counter()
         try:
@@ -186,17 +173,12 @@ class Metering:
         finally:
             self.metrics.run_start_seconds.observe(time.perf_counter() - began)
 
-    def _abandon(self, started: StartedRun | StartedRunAsync) -> None:
+    def _abandon(self, started: StartedRun) -> None:
         """The request failed unexpectedly after the run started: record it failed now, not at restart."""
-        future = started.future
-        if isinstance(future, asyncio.Future):  # awaited before the request can fail; else restart recovery
-            if not future.done() or future.cancelled() or future.exception() is not None:
-                return
-        else:
-            try:
-                future.result(timeout=60)
-            except Exception:
-                return  # the start was never recorded: there is nothing to mark
+        try:
+            started.future.result(timeout=60)
+        except Exception:
+            return  # the start was never recorded: there is nothing to mark
         stored = Run(**{c.key: getattr(started.run, c.key) for c in inspect(Run).column_attrs})
         stored.status = RunStatus.RUNNING.value  # what the store holds for it
         now = self.clock.now()
@@ -217,7 +199,6 @@ class Metering:
         if self._starter is not None:
             self._starter.shutdown(wait=True)
             self._starter = None
-        self.recorder.close()
 
     def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
                    service: runs.RunService, now: datetime, trace_id: str | None = None,
@@ -268,31 +249,6 @@ class StartedRun:
         began = time.perf_counter()
         try:
             self.future.result(timeout=60)
-        except IntegrityError:
-            earlier = runs.find_idempotent(self.session, self.job, self.run.requested_by, self.run.idempotency_key)
-            if earlier is None:
-                raise
-            return earlier
-        finally:
-            self.metering.metrics.run_start_wait_seconds.observe(time.perf_counter() - began)
-        return None
-
-
-@dataclass
-class StartedRunAsync:
-    """A run whose start record is queued in the recorder's next batch (a caller on an event loop)."""
-
-    metering: Metering
-    future: asyncio.Future[None]
-    session: Session
-    run: Run
-    job: Job
-
-    async def wait(self) -> Run | None:
-        """`StartedRun.wait`, awaited."""
-        began = time.perf_counter()
-        try:
-            await self.future
         except IntegrityError:
             earlier = runs.find_idempotent(self.session, self.job, self.run.requested_by, self.run.idempotency_key)
             if earlier is None:

@@ -4,7 +4,7 @@ See docs/engines.md. Every engine takes a policy-checked query (`CheckedQuery`) 
 k threshold, release audit and row caps; pyspark is imported only when a Spark engine starts.
 """
 
-from sandbox.engines.base import CheckedQuery, Engine, EngineRun, run_checked, run_checked_async
+from sandbox.engines.base import CheckedQuery, Engine, EngineRun, run_checked
 from sandbox.engines.duckdb import DuckDBEngine
 
-__all__ = ["CheckedQuery", "DuckDBEngine", "Engine", "EngineRun", "run_checked", "run_checked_async"]
+__all__ = ["CheckedQuery", "DuckDBEngine", "Engine", "EngineRun", "run_checked"]

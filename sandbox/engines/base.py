@@ -81,34 +81,10 @@ def run_checked(engine: Engine, query: CheckedQuery, *, instance_key: str,
     Usage is rows and uncompressed bytes of the columns read, from the Parquet metadata of the granted inputs:
     deterministic, and the same whichever engine ran the query.
     """
-    spec = _spec(engine, query, instance_key, inputs, params, k, max_rows, result_path, dominance)
-    return EngineRun(engine.run(spec), _usage(query, inputs))
-
-
-async def run_checked_async(engine: Engine, query: CheckedQuery, *, instance_key: str,
-                            inputs: Sequence[tuple[InputTable, InputTable]], params: Mapping[str, Any], k: int,
-                            max_rows: int | None, result_path: Path, dominance: Dominance) -> EngineRun:
-    """`run_checked` on an event loop: awaited without a thread when the engine has `run_async` (DuckDB's
-    worker pool), in a worker thread otherwise (Spark)."""
-    spec = _spec(engine, query, instance_key, inputs, params, k, max_rows, result_path, dominance)
-    run_async = getattr(engine, "run_async", None)
-    if run_async is not None:
-        outcome: RunOutcome = await run_async(spec)
-    else:
-        import anyio.to_thread
-
-        outcome = await anyio.to_thread.run_sync(engine.run, spec)
-    return EngineRun(outcome, _usage(query, inputs))
-
-
-def _spec(engine: Engine, query: CheckedQuery, instance_key: str, inputs: Sequence[tuple[InputTable, InputTable]],
-          params: Mapping[str, Any], k: int, max_rows: int | None, result_path: Path, dominance: Dominance
-          ) -> RunSpec:
     chosen = tuple(pair[0] if engine.input_format == "arrow" else pair[1] for pair in inputs)
-    return RunSpec(instance_key=instance_key, inputs=chosen, sql=query.sql_for(engine.name), params=params, k=k,
+    spec = RunSpec(instance_key=instance_key, inputs=chosen, sql=query.sql_for(engine.name), params=params, k=k,
                    max_rows=None if query.is_aggregate else max_rows, result_path=result_path,
                    release=query.release, dominance=dominance)
-
-
-def _usage(query: CheckedQuery, inputs: Sequence[tuple[InputTable, InputTable]]) -> ScanStats:
-    return scan_stats([pair[1] for pair in inputs], {t: list(c) for t, c in query.columns_read.items()})
+    outcome = engine.run(spec)
+    usage = scan_stats([pair[1] for pair in inputs], {t: list(c) for t, c in query.columns_read.items()})
+    return EngineRun(outcome, usage)

@@ -27,9 +27,5 @@ class DuckDBEngine:
         """Run `spec` on an idle worker."""
         return self._pool().run(spec)
 
-    async def run_async(self, spec: RunSpec) -> RunOutcome:
-        """Run `spec` on an idle worker, awaiting its answer on the event loop (no thread hop)."""
-        return await self._pool().run_async(spec)
-
     def close(self) -> None:
         """Nothing: the pool's owner closes it."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -82,7 +81,6 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._workers: dict[int, _Worker] = {}
         self._live_slots = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []  # run_async callers
         self._closed = False
         self._started = False
         self.replacements = 0
@@ -110,7 +108,6 @@ class WorkerPool:
                 self._idle.append(worker)
             self._live_slots = len(workers)
             self._cond.notify_all()
-            self._wake(everyone=True)
 
     def close(self) -> None:
         """Stop taking runs and end every worker; runs still in flight end `failed` with `worker_lost`."""
@@ -118,7 +115,6 @@ class WorkerPool:
             if self._closed:
                 return
             self._closed = True
-            self._wake(everyone=True)
             workers = list(self._workers.values())
             idle = set(map(id, self._idle))
             self._idle.clear()
@@ -156,14 +152,21 @@ class WorkerPool:
 
     def run(self, spec: RunSpec) -> RunOutcome:
         """Run `spec` on an idle worker (waiting for one if all are busy) and return its outcome."""
-        payload = _payload(spec)
+        spec = dataclasses.replace(  # workers run in their own directory: paths must be absolute
+            spec, result_path=Path(os.path.abspath(spec.result_path)),
+            inputs=tuple(InputTable(t.name, Path(os.path.abspath(t.path))) for t in spec.inputs))
+        try:
+            payload = ForkingPickler.dumps(spec)  # before taking a worker: a bad spec must not cost one
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
+                                detail=type(exc).__name__) from None
         queued = time.time_ns()
         worker = self._acquire(spec.instance_key)
         dispatched = time.time_ns()
         started = time.perf_counter()  # wall time counts from dispatch, not from waiting for a worker
         healthy = False
         try:
-            outcome = self._call(worker, spec.instance_key, payload)
+            outcome = self._call(worker, spec.instance_key, bytes(payload))
             healthy = True
         except WorkerLost as error:
             outcome = failed_outcome(error)
@@ -178,104 +181,6 @@ class WorkerPool:
                 self._retire(worker)
         return dataclasses.replace(outcome, wall_ms=(time.perf_counter() - started) * 1000.0,
                                    phases=(("queue", queued, dispatched), *outcome.phases))
-
-    async def run_async(self, spec: RunSpec) -> RunOutcome:
-        """`run` for a caller on an event loop: waits for an idle worker and for its answer without a thread.
-
-        The answer is awaited on the worker's pipe (`loop.add_reader`), so a run costs no thread-pool hop; the
-        hard deadline, a lost worker and its replacement are handled exactly as in `run`.
-        """
-        payload = _payload(spec)
-        queued = time.time_ns()
-        worker = await self._acquire_async(spec.instance_key)
-        dispatched = time.time_ns()
-        started = time.perf_counter()
-        healthy = False
-        try:
-            outcome = await self._call_async(worker, spec.instance_key, payload)
-            healthy = True
-        except WorkerLost as error:
-            outcome = failed_outcome(error)
-        except _DeadlinePassed:
-            outcome = failed_outcome(QueryTimedOut(
-                f"the query ran past the time limit of {self.limits.timeout_ms} ms and was stopped",
-                detail="worker killed at the hard deadline"))
-        finally:  # also when the caller is cancelled mid-run: a worker in an unknown state is replaced
-            if healthy:
-                self._release(worker)
-            else:
-                self._retire(worker)
-        return dataclasses.replace(outcome, wall_ms=(time.perf_counter() - started) * 1000.0,
-                                   phases=(("queue", queued, dispatched), *outcome.phases))
-
-    async def _call_async(self, worker: _Worker, key: str, payload: bytes) -> RunOutcome:
-        """Send a pickled spec to `worker` and await its outcome on the pipe until the hard deadline."""
-        try:
-            worker.conn.send_bytes(payload)  # a spec is small: the pipe's buffer takes it at once
-        except (OSError, ValueError):
-            raise _lost(worker) from None
-        worker.remember(key, self.max_instances)
-        loop = asyncio.get_running_loop()
-        readable: asyncio.Future[None] = loop.create_future()
-
-        def ready() -> None:
-            if not readable.done():
-                readable.set_result(None)
-
-        fd = worker.conn.fileno()
-        loop.add_reader(fd, ready)  # an answer, or EOF when the worker dies
-        try:
-            await asyncio.wait_for(readable, (self.limits.timeout_ms + self.grace_ms) / 1000.0)
-        except TimeoutError:
-            raise _DeadlinePassed from None
-        finally:
-            loop.remove_reader(fd)
-        try:
-            answer: Any = worker.conn.recv()
-        except (EOFError, OSError):
-            raise _lost(worker) from None
-        if not isinstance(answer, RunOutcome):
-            raise _lost(worker)
-        return answer
-
-    async def _acquire_async(self, key: str) -> _Worker:
-        """`_acquire` for an event loop: waits on a future that `_release` resolves, not on the condition."""
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._cond:
-                worker = self._take(key)
-                if worker is not None:
-                    return worker
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._waiters.append((loop, waiter))
-            try:
-                await asyncio.wait_for(waiter, 1.0)  # re-checks each second: a wake-up can never be lost
-            except TimeoutError:
-                pass
-            finally:
-                with self._cond:
-                    if (loop, waiter) in self._waiters:
-                        self._waiters.remove((loop, waiter))
-
-    def _resolve(self, waiter: asyncio.Future[None]) -> None:
-        """(On the waiter's loop.) Wake it; if it gave up meanwhile, pass the wake-up on to the next one."""
-        if waiter.done():
-            with self._cond:
-                if self._idle:
-                    self._wake()
-            return
-        waiter.set_result(None)
-
-    def _wake(self, everyone: bool = False) -> None:
-        """(Caller holds the lock.) Wake the longest-waiting `run_async` caller (or all of them)."""
-        while self._waiters:
-            loop, waiter = self._waiters.pop(0)
-            try:
-                loop.call_soon_threadsafe(self._resolve, waiter)
-            except RuntimeError:  # that loop is closed
-                continue
-            if not everyone:
-                return
 
     def _call(self, worker: _Worker, key: str, payload: bytes) -> RunOutcome:
         """Send a pickled spec to `worker` and wait for its outcome until the hard deadline."""
@@ -304,27 +209,20 @@ class WorkerPool:
         """An idle, live worker, preferring one that already holds the instance for `key`."""
         with self._cond:
             while True:
-                worker = self._take(key)
-                if worker is not None:
-                    return worker
+                if self._closed:
+                    raise PoolClosed("the executor is closed")
+                if not self._started:
+                    raise PoolClosed("the executor has not been started", code="executor_not_started")
+                if not self._idle and self._live_slots == 0:
+                    raise WorkerStartFailed("no sandbox worker could be started")
+                if self._idle:
+                    index = next((i for i, w in enumerate(self._idle) if key in w.keys), 0)
+                    worker = self._idle.pop(index)
+                    if worker.process.is_alive():
+                        return worker
+                    self._replace_later(worker)
+                    continue
                 self._cond.wait()
-
-    def _take(self, key: str) -> _Worker | None:
-        """(Caller holds the lock.) An idle, live worker, preferring one holding `key`'s instance; None if busy."""
-        while True:
-            if self._closed:
-                raise PoolClosed("the executor is closed")
-            if not self._started:
-                raise PoolClosed("the executor has not been started", code="executor_not_started")
-            if not self._idle and self._live_slots == 0:
-                raise WorkerStartFailed("no sandbox worker could be started")
-            if not self._idle:
-                return None
-            index = next((i for i, w in enumerate(self._idle) if key in w.keys), 0)
-            worker = self._idle.pop(index)
-            if worker.process.is_alive():
-                return worker
-            self._replace_later(worker)
 
     def _release(self, worker: _Worker) -> None:
         with self._cond:
@@ -333,7 +231,6 @@ class WorkerPool:
                 return
             self._idle.append(worker)
             self._cond.notify()
-            self._wake()
 
     def _retire(self, worker: _Worker) -> None:
         """Kill `worker` and start its replacement in the background."""
@@ -374,12 +271,10 @@ class WorkerPool:
                 self._workers[slot] = worker
                 self._idle.append(worker)
                 self._cond.notify()
-                self._wake()
             return
         with self._cond:
             self._live_slots -= 1
             self._cond.notify_all()
-            self._wake(everyone=True)
 
     # processes -------------------------------------------------------------------------------------------
 
@@ -408,18 +303,6 @@ class WorkerPool:
             raise WorkerStartFailed("a sandbox worker failed to start", detail=detail)
         _, pid, startup_ms = message
         return _Worker(slot=slot, process=process, conn=conn, pid=int(pid), startup_ms=float(startup_ms))
-
-
-def _payload(spec: RunSpec) -> bytes:
-    """The pickled spec with absolute paths (workers run in their own directory); a bad spec costs no worker."""
-    spec = dataclasses.replace(
-        spec, result_path=Path(os.path.abspath(spec.result_path)),
-        inputs=tuple(InputTable(t.name, Path(os.path.abspath(t.path))) for t in spec.inputs))
-    try:
-        return bytes(ForkingPickler.dumps(spec))
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
-                            detail=type(exc).__name__) from None
 
 
 def _lost(worker: _Worker) -> WorkerLost:

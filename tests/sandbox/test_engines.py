@@ -103,9 +103,8 @@ def test_spark_runs_a_checked_query_over_temp_views_with_bound_parameters(
 
 
 @pytest.mark.xfail(strict=False, reason="open: in the full suite (make test, -n 2 --dist loadgroup) every Spark run "
-                   "without bound parameters raised TypeError in the test process (internal_error). Not reproduced "
-                   "in one process after tests/{cli,deploy,disclosure,metering,policy}, tests/sandbox/test_[a-d]*, "
-                   "test_executor_*, test_[f-z]* (SQLite) or this file on PostgreSQL (issue 14, 2026-11-28)")
+                   "without bound parameters raises TypeError in the test process (internal_error); passes with the "
+                   "policy Spark fixtures in one process, -n 0 and -n 2: state left by an earlier non-Spark test")
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 @pytest.mark.parametrize(("sql", "status", "code"), [
@@ -127,9 +126,8 @@ def test_spark_refuses_or_fails_what_escapes_the_views_even_without_the_sql_guar
 
 
 @pytest.mark.xfail(strict=False, reason="open: in the full suite (make test, -n 2 --dist loadgroup) every Spark run "
-                   "without bound parameters raised TypeError in the test process (internal_error). Not reproduced "
-                   "in one process after tests/{cli,deploy,disclosure,metering,policy}, tests/sandbox/test_[a-d]*, "
-                   "test_executor_*, test_[f-z]* (SQLite) or this file on PostgreSQL (issue 14, 2026-11-28)")
+                   "without bound parameters raises TypeError in the test process (internal_error); passes with the "
+                   "policy Spark fixtures in one process, -n 0 and -n 2: state left by an earlier non-Spark test")
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_spark_does_not_substitute_variables_and_each_run_sees_only_its_own_views(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import os
@@ -124,28 +123,6 @@ def test_concurrent_callers_from_several_threads_all_get_their_own_results(pool:
         t.join(timeout=60)
     expected = {n: sum(1 for i in range(5000) if i % 90 < n) for n in (10, 20, 30, 45, 60, 89)}
     assert results == {n: [c] * 8 for n, c in expected.items()}
-
-
-def test_concurrent_callers_on_an_event_loop_await_idle_workers_and_all_get_their_own_results(
-        pool: WorkerPool, people: Path) -> None:
-    async def callers() -> list[int]:  # 12 coroutines, 2 workers: ten wait for a worker on the loop, no thread
-        return [_count(o) for o in await asyncio.gather(*(
-            pool.run_async(_spec(people, f"SELECT count(*) FROM people WHERE age < {n}", key=f"grant-{n % 3}"))
-            for n in range(10, 70, 5)))]
-
-    assert asyncio.run(callers()) == [sum(1 for i in range(5000) if i % 90 < n) for n in range(10, 70, 5)]
-    assert _count(pool.run(_spec(people, COUNT))) == 5000  # threads and coroutines share the pool
-
-
-@pytest.mark.slow
-def test_a_worker_killed_mid_run_fails_an_awaited_run_and_is_replaced(tmp_path: Path, people: Path) -> None:
-    with WorkerPool(1, LIMITS, work_dir=tmp_path) as pool:
-        [pid] = pool.worker_pids()
-        threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL)).start()
-        outcome = asyncio.run(pool.run_async(_spec(people, "SELECT sleep_ms(1200)")))
-        assert (outcome.status, outcome.error_code) == ("failed", "worker_lost")
-        assert _count(asyncio.run(pool.run_async(_spec(people, COUNT)))) == 5000  # waited for the replacement
-        assert pool.replacements == 1
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -106,26 +105,4 @@ def test_records_commit_one_after_another(store_url: str) -> None:
     with session_factory(engine)() as s:
         assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
     assert (recorder.items, recorder.batches) == (2, 2)
-    engine.dispose()
-
-
-def test_records_queued_from_an_event_loop_share_a_batch_and_a_failing_one_fails_alone(store_url: str) -> None:
-    engine = make_engine(store_url)
-    sessions = session_factory(engine)
-    recorder = Recorder(sessions)
-    now = datetime(2026, 6, 1, tzinfo=UTC)
-    recorder.record([Organization(id="org_dup", name="a", kind="operator", is_platform=False, created_at=now)])
-
-    async def requests() -> list[BaseException | None]:  # queued in one loop iteration: one batch, then retried
-        futures = [recorder.submit([_audit(i)]) for i in range(7)]
-        futures.append(recorder.submit([Organization(id="org_dup", name="b", kind="operator", is_platform=False,
-                                                     created_at=now), _audit(999)]))
-        return list(await asyncio.gather(*futures, return_exceptions=True))
-
-    outcomes = asyncio.run(requests())
-    assert outcomes[:7] == [None] * 7 and isinstance(outcomes[7], IntegrityError)
-    with sessions() as s:
-        assert set(s.scalars(select(AuditEvent.resource))) == {f"r{i}" for i in range(7)}
-    assert recorder.batches == 1 + 7  # the shared batch failed; each call was then committed alone
-    recorder.close()
     engine.dispose()
