@@ -31,8 +31,9 @@ def run_locked(
     """Execute `sql` (exactly one SELECT) on a fresh cursor of `instance`, fully materialized as Arrow.
 
     A string is checked with `single_select` first. Raises the engine's own exception on failure; callers
-    map it with `classify_failure`. A query the watchdog interrupted raises `QueryTimedOut` whatever DuckDB
-    raised: an interrupt that lands while the result is materialized surfaces as `InvalidInputException`.
+    map it with `classify_failure`. A query the watchdog interrupted raises `InterruptException` or, when
+    the interrupt lands while the result is materialized and DuckDB reports it as another error (an
+    `InvalidInputException`), `QueryTimedOut`.
     """
     statement = single_select(sql) if isinstance(sql, str) else sql
     cursor = instance.con.cursor()
@@ -43,7 +44,7 @@ def run_locked(
                 raise StatementRefused("the statement returns no result", code="statement_not_allowed")
             return relation.to_arrow_table()
     except duckdb.Error as exc:
-        if watchdog.fired:
+        if watchdog.fired and not isinstance(exc, duckdb.InterruptException):
             raise QueryTimedOut(f"the query ran past the time limit of {timeout_ms} ms and was stopped",
                                 detail=type(exc).__name__) from exc
         raise
