@@ -11,7 +11,7 @@ import pytest
 from casebook import load_cases, policies_for
 
 from policy.analysis import Verdict, analyse
-from policy.output import Reason, apply_output_control
+from policy.output import ControlledOutput, Reason, apply_output_control
 from policy.sql_release import group_count
 
 CASE = "residents per district with GROUP BY ALL are counted"
@@ -49,16 +49,20 @@ def test_the_same_query_with_a_safe_aggregate_is_accepted() -> None:
     assert result.verdict == Verdict.ACCEPTED, result.findings
 
 
+def _controlled(sql: str, con: Any) -> ControlledOutput:
+    """Output control at k = 10 over the city query `sql`, analysed and run raw on `con`."""
+    result = analyse(sql, policies_for("city"))
+    assert result.sql is not None and result.release is not None, result.findings
+    return apply_output_control(con.sql(result.sql).to_arrow_table(), k=10, max_rows=None, plan=result.release)
+
+
 def test_a_window_total_is_suppressed_for_k_when_a_having_cell_of_its_partition_is(
         connections: dict[str, Any]) -> None:
     """湖滨区 has four residents in the lowest income band: its HAVING value (4) is suppressed for k, which leaves
     unknown whether the district passed HAVING, so the window over every kept group is suppressed too."""
     sql = ("SELECT district, count(*) AS n, sum(count(*)) OVER () AS total FROM residents GROUP BY district "
            "HAVING count(*) FILTER (WHERE income_band = '<3k') > 0")
-    result = analyse(sql, policies_for("city"))
-    assert result.sql is not None and result.release is not None, result.findings
-    controlled = apply_output_control(connections["city"].sql(result.sql).to_arrow_table(), k=10, max_rows=None,
-                                      plan=result.release)
+    controlled = _controlled(sql, connections["city"])
     total = controlled.table.schema.get_field_index("total")
     rows = range(controlled.table.num_rows)
     assert controlled.table.num_rows > 1
@@ -70,10 +74,7 @@ def test_a_group_dropped_for_k_suppresses_the_window_in_its_partition_only(conne
     counted one of them is suppressed; 湖滨区 has nobody earning over 20k, so that band's window sum is shown."""
     sql = ("SELECT district, income_band, count(*) AS n, sum(count(*)) OVER (PARTITION BY income_band) AS band_total "
            "FROM residents GROUP BY district, income_band")
-    result = analyse(sql, policies_for("city"))
-    assert result.sql is not None and result.release is not None, result.findings
-    controlled = apply_output_control(connections["city"].sql(result.sql).to_arrow_table(), k=10, max_rows=None,
-                                      plan=result.release)
+    controlled = _controlled(sql, connections["city"])
     window = controlled.table.schema.get_field_index("band_total")
     bands = controlled.table.column("income_band").to_pylist()
     assert "湖滨区" not in controlled.table.column("district").to_pylist()
