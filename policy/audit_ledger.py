@@ -211,8 +211,10 @@ class Ledger:
         self.modulus: int | None = random_prime(PRIME_BITS) if modulus == 0 else modulus
         self.unconfirmed = 0  # dependencies found modulo the prime that exact arithmetic did not confirm
         self._low = 0  # the lowest order given to a row of L (rows inserted first in the elimination order)
-        self._epoch = 0  # incremented at every atom split (invalidates `_set_atoms`)
-        self._set_atoms: dict[int, tuple[int, np.ndarray]] = {}  # set index -> (epoch, its atoms)
+        self._epoch = 0  # incremented at every atom split (`_set_atoms` entries are brought up to date by the log)
+        self._set_atoms: dict[int, tuple[int, np.ndarray]] = {}  # set index -> (epoch, its atoms, sorted)
+        self._split_log: list[tuple[np.ndarray, np.ndarray]] = []  # per epoch: (atoms split, their new parts)
+        self._split_base = 0  # the epoch `_split_log[0]` leads from
         self.unproven = 0  # sets accepted after a search that reached its bound
         self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
@@ -229,6 +231,7 @@ class Ledger:
         self.vcolumns: dict[int, set[int]] = {}
         self.sets: list[BitMap] = []
         self._sizes: list[tuple[int, int]] = []  # (cardinality, set index), sorted
+        self._mins = np.zeros(1024, dtype=np.uint32)  # set index -> its smallest entity (check 3's pre-filter)
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._undo: _Undo | None = None
@@ -285,7 +288,7 @@ class Ledger:
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
         complement = self._complements(entities, budget)
-        index = self._register(entities)
+        index = self._register(entities, atoms)
         if weight < self.k:
             return Violation("own", weight, tuple(sorted(atoms)))
         if complement is not None:
@@ -302,10 +305,10 @@ class Ledger:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled state (snapshots): modular rows of L as flat arrays; column indexes and caches are rebuilt."""
         state = self.__dict__.copy()
-        state["_set_atoms"] = {}
+        state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
         state["_colcount"] = None
-        for name in ("_acc", "_accy", "_queued", "_pos", "_posy"):
+        for name in ("_acc", "_accy", "_pos", "_posy"):
             state.pop(name, None)
         atoms = len(self.weight)
         state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
@@ -331,6 +334,11 @@ class Ledger:
             grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
             grown[: len(array)] = array
             state[name] = grown
+        if "_mins" not in state:  # (older snapshots)
+            state["_mins"] = np.zeros(max(1024, 2 * len(state["sets"])), dtype=np.uint32)
+            state["_mins"][: len(state["sets"])] = [entities.min() for entities in state["sets"]]
+        state.setdefault("_split_log", [])  # (older snapshots: no log, caches rebuilt from the sets)
+        state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
         self._scratch()
@@ -362,7 +370,7 @@ class Ledger:
         atoms = self.refine(entities, budget)
         if entities and not self.has(entities):
             self._undo = None
-            self._add_row(self._register(entities), atoms, budget)
+            self._add_row(self._register(entities, atoms), atoms, budget)
         self.commit()
 
     def commit(self) -> None:
@@ -394,11 +402,15 @@ class Ledger:
         self._pending = []
         self._changed = set()
 
-    def _register(self, entities: BitMap) -> int:
+    def _register(self, entities: BitMap, atoms: list[int] | tuple[int, ...]) -> int:
         index = len(self.sets)
         self.sets.append(entities)
+        self._set_atoms[index] = (self._epoch, np.sort(np.asarray(atoms, dtype=np.int64)))
         bisect.insort(self._sizes, (len(entities), index))
         low = entities.min()
+        if index >= len(self._mins):
+            self._mins = np.concatenate((self._mins, np.zeros(len(self._mins), dtype=np.uint32)))
+        self._mins[index] = low
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
         self._pending.append(index)
@@ -427,17 +439,19 @@ class Ledger:
         self.size = max(self.size, top)
         owners = self.atom_of[members]
         atoms = len(self.weight)
-        if 8 * len(members) < atoms:  # a set small against the atoms: no pass over every atom
+        if 64 * len(members) < atoms:  # a set tiny against the atoms: no pass over every atom (a sort costs more)
             touched, counts = np.unique(owners, return_counts=True)
         else:
             every = np.bincount(owners, minlength=atoms)
             touched = np.flatnonzero(every)
             counts = every[touched]
+        budget.spend(len(touched))
+        whole = (counts == self.count[touched]) & (touched != 0)
+        if whole.all():
+            return touched.tolist()  # a union of atoms already: nothing splits
         weighed = counts.copy()
         if members[0] == 0:  # the "no entity" index weighs nothing
             weighed[np.searchsorted(touched, owners[0])] -= 1
-        budget.spend(len(touched))
-        whole = (counts == self.count[touched]) & (touched != 0)
         result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
         parted = touched[~whole]
         counts, weighed = counts[~whole], weighed[~whole]
@@ -465,6 +479,7 @@ class Ledger:
         result += fresh.tolist()
         if splits:
             self._epoch += 1
+            self._split_log.append((parted, fresh))
             self._lflush()
             self._reserve(len(self.weight), 0)
             place = np.minimum(np.searchsorted(parted, owners), len(parted) - 1)
@@ -567,9 +582,18 @@ class Ledger:
     # --- L: released sets over large atoms ---------------------------------------------------------------------
     def _add_row(self, index: int, atoms: list[int], budget: Budget) -> None:
         every = np.asarray(atoms, dtype=np.int64)
-        large = every[(self._weights[every] >= self.k) & (every != 0)].tolist()
-        entry = _LRow(dict.fromkeys(large, _ONE), {index: _ONE})
+        large = every[(self._weights[every] >= self.k) & (every != 0)]
+        if self._vectorized:
+            ones = np.ones(len(large), dtype=np.int64)
+            entry = _LRow(None, None, 0, (large, ones, np.array([index], dtype=np.int64), np.ones(1, dtype=np.int64)))
+        else:
+            entry = _LRow(dict.fromkeys(large.tolist(), _ONE), {index: _ONE})
         self._reinsert_l(entry, budget)
+
+    @property
+    def _vectorized(self) -> bool:
+        """Whether L is reduced in int64 arrays (a prime below 2^31; a snapshot may hold a larger one)."""
+        return self.modulus is not None and self.modulus < 1 << 31
 
     def _reinsert_l(self, entry: _LRow, budget: Budget) -> None:
         """Reduce a row over large atoms against L; insert it, or turn the dependency into a vector of V_s.
@@ -580,9 +604,27 @@ class Ledger:
         pivots it meets, in order (fill-in can only meet pivots of higher order), and inserted with the highest
         order; no existing row changes. The pivot is the row's entry in the column fewest rows of L touch
         (Markowitz's choice: it keeps fill-in low). Arithmetic is modulo the ledger's prime, or exact."""
-        row, y = entry.row, entry.y
         lrows, modulus = self.lrows, self.modulus
         self._reserve(len(self.weight), 0)
+        if self._vectorized:  # (a snapshot may hold a larger prime: the loop below)
+            assert modulus is not None
+            columns, values, sets, weights = entry.arrays()
+            untouched = np.flatnonzero(self._colcount[columns] == 0)
+            if len(untouched):
+                self._low -= 1
+                self._insert_packed(entry, columns, values, sets, weights, int(untouched[0]), self._low)
+                return
+            columns, values, sets, weights = self._reduce_mod(columns, values, sets, weights, budget)
+            if len(columns):
+                self._order += 1
+                markowitz = int(np.lexsort((columns, self._colcount[columns]))[0])  # fewest rows, then lowest atom
+                self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
+                return
+            vector = self._dependency(dict(zip(sets.tolist(), weights.tolist(), strict=True)), budget)
+            if vector:
+                self._insert_v(vector, budget)
+            return
+        row, y = entry.row, entry.y
         keys = np.fromiter(row, dtype=np.int64, count=len(row))
         untouched = keys[self._colcount[keys] == 0]
         fresh = int(untouched[0]) if len(untouched) else None
@@ -590,13 +632,8 @@ class Ledger:
             self._low -= 1
             self._insert_l(entry, fresh, self._low)
             return
-        if modulus is not None and modulus < 1 << 31:  # (a snapshot may hold a larger prime: the loop below)
-            self._reduce_mod(entry, budget)
-            row, y = entry.row, entry.y
-            heap: list[tuple[int, int]] = []
-        else:
-            heap = [(lrows[a].order, a) for a in row if a in lrows]
-            heapq.heapify(heap)
+        heap = [(lrows[a].order, a) for a in row if a in lrows]
+        heapq.heapify(heap)
         while heap:
             _, atom = heapq.heappop(heap)
             factor = row.get(atom)
@@ -622,28 +659,49 @@ class Ledger:
         if vector:
             self._insert_v(vector, budget)
 
-    def _reduce_mod(self, entry: _LRow, budget: Budget) -> None:
+    def _insert_packed(self, entry: _LRow, columns: np.ndarray, values: np.ndarray, sets: np.ndarray,
+                       weights: np.ndarray, place: int, order: int) -> None:
+        """`_insert_l` for a row given as arrays (modulo a prime below 2^31), pivoted at `columns[place]`."""
+        assert self.modulus is not None
+        pivot = int(columns[place])
+        scale = int(values[place])
+        if scale != 1:
+            inverse = pow(scale, -1, self.modulus)
+            values, weights = values * inverse % self.modulus, weights * inverse % self.modulus
+        entry.packed, entry._row, entry._y = (columns, values, sets, weights), None, None
+        entry.order = order
+        self._save_l(pivot)
+        self._lput(pivot, entry)
+        self._lindex(pivot, entry.columns(), 1)
+
+    def _reduce_mod(self, keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues: np.ndarray,
+                    budget: Budget) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`_reinsert_l`'s reduction modulo the prime, vectorized: dense accumulators over atoms and sets, the
         reducers' entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues
-        stay below 2^31, so `acc + g * value` fits in int64."""
+        stay below 2^31, so `acc + g * value` fits in int64. Takes and returns a row as (columns, values, sets,
+        coefficients) arrays."""
         modulus = self.modulus
         assert modulus is not None
         self._reserve(len(self.weight), len(self.sets))
-        acc, accy, queued, order_of = self._acc, self._accy, self._queued, self._pivot_order
-        keys = np.fromiter(entry.row, dtype=np.int64, count=len(entry.row))
-        acc[keys] = np.fromiter(entry.row.values(), dtype=np.int64, count=len(entry.row))
-        ykeys = np.fromiter(entry.y, dtype=np.int64, count=len(entry.y))
-        accy[ykeys] = np.fromiter(entry.y.values(), dtype=np.int64, count=len(entry.y))
+        acc, accy, order_of = self._acc, self._accy, self._pivot_order
+        acc[keys] = values
+        accy[ykeys] = yvalues
         touched, ytouched = [keys], [ykeys]
+        # a pivot met is queued once: its order is hidden (_NO_PIVOT) in `order_of` until the end (`hidden`)
+        hidden: list[tuple[np.ndarray, np.ndarray]] = []
         orders = order_of[keys]
         met = orders != _NO_PIVOT
-        queued[keys[met]] = True
-        heap = list(zip(orders[met].tolist(), keys[met].tolist(), strict=True))
-        heapq.heapify(heap)
-        lrows = self.lrows
+        heap: list[tuple[int, int]] = []
+        if met.any():
+            fresh, fresh_orders = keys[met], orders[met]
+            order_of[fresh] = _NO_PIVOT
+            hidden.append((fresh, fresh_orders))
+            heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
+            heapq.heapify(heap)
+        lrows, heappop, heappush = self.lrows, heapq.heappop, heapq.heappush
         try:
             while heap:
-                _, atom = heapq.heappop(heap)
+                _, atom = heappop(heap)
                 factor = int(acc[atom])
                 if not factor:
                     continue
@@ -652,32 +710,33 @@ class Ledger:
                 g = modulus - factor
                 acc[columns] = (acc[columns] + g * values) % modulus
                 touched.append(columns)
-                new = (order_of[columns] != _NO_PIVOT) & ~queued[columns]
-                if new.any():
-                    fresh = columns[new]
-                    queued[fresh] = True
-                    for item in zip(order_of[fresh].tolist(), fresh.tolist(), strict=True):
-                        heapq.heappush(heap, item)
+                orders = order_of[columns]
+                met = orders != _NO_PIVOT
+                if met.any():
+                    fresh, fresh_orders = columns[met], orders[met]
+                    order_of[fresh] = _NO_PIVOT
+                    hidden.append((fresh, fresh_orders))
+                    for item in zip(fresh_orders.tolist(), fresh.tolist(), strict=True):
+                        heappush(heap, item)
                 if len(sets):
                     accy[sets] = (accy[sets] + g * weights) % modulus
                     ytouched.append(sets)
             every = _distinct(np.concatenate(touched), self._pos)
             kept = every[acc[every] != 0]
-            entry.row = dict(zip(kept.tolist(), acc[kept].tolist(), strict=True))
             yevery = _distinct(np.concatenate(ytouched), self._posy)
             ykept = yevery[accy[yevery] != 0]
-            entry.y = dict(zip(ykept.tolist(), accy[ykept].tolist(), strict=True))
+            return kept, acc[kept], ykept, accy[ykept]
         finally:
+            for fresh, fresh_orders in hidden:
+                order_of[fresh] = fresh_orders
             for columns in touched:
                 acc[columns] = 0
-                queued[columns] = False
             for sets in ytouched:
                 accy[sets] = 0
 
     def _scratch(self) -> None:
         """Empty accumulators for `_reduce_mod` (grown on demand; not pickled)."""
         self._acc = np.zeros(0, dtype=np.int64)  # over atoms
-        self._queued = np.zeros(0, dtype=bool)  # over atoms
         self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`_distinct`)
         self._accy = np.zeros(0, dtype=np.int64)  # over released sets
         self._posy = np.zeros(0, dtype=np.int64)  # over released sets
@@ -687,7 +746,6 @@ class Ledger:
         if len(self._acc) < columns:
             size = max(1024, 2 * columns)
             self._acc = np.zeros(size, dtype=np.int64)
-            self._queued = np.zeros(size, dtype=bool)
             self._pos = np.zeros(size, dtype=np.int64)
         if len(self._pivot_order) < columns:
             grown = np.full(max(1024, 2 * columns), _NO_PIVOT, dtype=np.int64)
@@ -775,28 +833,46 @@ class Ledger:
         scaled = {index: int(v * denominator) for index, v in y.items()}
         if sum(abs(v) for v in scaled.values()) >= 1 << 62:
             raise _Unconfirmed  # beyond int64 accumulation: not expected from 0/1 rows
-        total = np.zeros(len(self.weight), dtype=np.int64)
-        for index, coefficient in scaled.items():
-            atoms = self._atoms_of_set(index)
-            budget.spend(1 + len(atoms) // 256)
-            total[atoms] += coefficient
-        weights = self._weights[: len(self.weight)]
-        large = weights >= self.k
-        large[0] = False
-        if total[large].any():
+        self._reserve(len(self.weight), 0)
+        total, used = self._acc, []  # (a zero scratch array over the atoms; zero again on the way out)
+        try:
+            for index, coefficient in scaled.items():
+                atoms = self._atoms_of_set(index)
+                budget.spend(1 + len(atoms) // 256)
+                total[atoms] += coefficient  # (a set's atoms are distinct)
+                used.append(atoms)
+            every = _distinct(np.concatenate(used), self._pos) if used else np.zeros(0, dtype=np.int64)
+            sums = total[every]
+        finally:
+            for atoms in used:
+                total[atoms] = 0
+        support, sums = every[sums != 0], sums[sums != 0]
+        if ((self._weights[support] >= self.k) & (support != 0)).any():
             if self.modulus is None:
                 raise AssertionError("an exact dependency of L that does not vanish on the large atoms")
             raise _Unconfirmed
-        out: Row = {}
-        for atom in np.flatnonzero(total).tolist():
-            out[atom] = _div(int(total[atom]), denominator)
-        return out
+        if denominator == 1:
+            return dict(zip(support.tolist(), sums.tolist(), strict=True))
+        return {atom: _div(value, denominator) for atom, value in zip(support.tolist(), sums.tolist(), strict=True)}
 
     def _atoms_of_set(self, index: int) -> np.ndarray:
         """The atoms released set `index` is the union of (cached until the next atom split)."""
         cached = self._set_atoms.get(index)
         if cached is not None and cached[0] == self._epoch:
             return cached[1]
+        if cached is not None and self._split_base <= cached[0] and self._epoch - cached[0] <= 64:
+            # a released set is a union of atoms: an atom split since then either lies inside it (the set gains
+            # the new part) or outside it; new parts have higher numbers than every earlier atom (sorted order)
+            atoms = cached[1]
+            for parted, fresh in self._split_log[cached[0] - self._split_base: self._epoch - self._split_base]:
+                if not len(atoms):
+                    break
+                place = np.minimum(np.searchsorted(atoms, parted), len(atoms) - 1)
+                inside = atoms[place] == parted
+                if inside.any():
+                    atoms = np.concatenate((atoms, fresh[inside]))
+            self._set_atoms[index] = (self._epoch, atoms)
+            return atoms
         members = np.frombuffer(self.sets[index].to_array(), dtype=np.uint32)
         mark = np.zeros(len(self.weight), dtype=bool)
         mark[self.atom_of[members]] = True
@@ -883,9 +959,9 @@ class Ledger:
         same = bisect.bisect_left(self._sizes, (size, -1)), bisect.bisect_right(self._sizes, (size, len(self.sets)))
         budget.spend(high - low)
         budget.check()
-        sets = self.sets
-        for cardinality, index in (*self._sizes[low:same[0]], *self._sizes[same[1]:high]):  # sizes other than |S|
-            other = sets[index]
+        sets = self._sets_around(entities, self._sizes[low:same[0]], self._sizes[same[1]:high])
+        for index in sets:  # sizes other than |S|, in order of size
+            cardinality, other = len(self.sets[index]), self.sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
                 difference = outer - inner
@@ -893,6 +969,23 @@ class Ledger:
                 if weight < self.k:
                     return Violation("complement", weight, self._atoms_of(difference))
         return None
+
+    def _sets_around(self, entities: BitMap, smaller: list[tuple[int, int]],
+                     larger: list[tuple[int, int]]) -> list[int]:
+        """Check 3's candidates (indexes, in the order given): the `smaller` sets whose smallest entity is in
+        `entities`, and the `larger` sets that hold the smallest entity of `entities`. A set contained in another
+        has its smallest entity there, so no set the containment test would find is left out."""
+        found: list[int] = []
+        if smaller:
+            indexes = np.fromiter((index for _, index in smaller), dtype=np.int64, count=len(smaller))
+            members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+            lows = self._mins[indexes]
+            place = np.minimum(np.searchsorted(members, lows), len(members) - 1)
+            found = indexes[members[place] == lows].tolist()
+        if larger:
+            low = entities.min()
+            found += [index for _, index in larger if low in self.sets[index]]
+        return found
 
     def _contained_complement(self, entities: BitMap, budget: Budget) -> Violation | None:
         """Check 4: the part of the new set outside every released set it contains must not be determined."""
@@ -1067,7 +1160,12 @@ def _lift(value: int, modulus: int) -> Value | None:
     """The rational a/b with |a|, |b| <= sqrt(modulus / 2) congruent to `value`, if any (rational reconstruction
     by the extended Euclidean algorithm; unique when it exists)."""
     bound = math.isqrt(modulus // 2)
-    r0, r1, s0, s1 = modulus, value % modulus, 0, 1
+    value %= modulus
+    if value <= bound:
+        return value  # a/1 with a = value (the unique reconstruction: its first remainder is already below bound)
+    if modulus - value <= bound:
+        return value - modulus
+    r0, r1, s0, s1 = modulus, value, 0, 1
     while r1 > bound:
         q = r0 // r1
         r0, r1 = r1, r0 - q * r1
