@@ -43,7 +43,6 @@ the last commit. Atom splits are kept either way: a finer partition describes th
 from __future__ import annotations
 
 import array
-import bisect
 import copy
 import heapq
 import itertools
@@ -230,7 +229,7 @@ class Ledger:
         self.vrows: dict[int, Row] = {}
         self.vcolumns: dict[int, set[int]] = {}
         self.sets: list[BitMap] = []
-        self._sizes: list[tuple[int, int]] = []  # (cardinality, set index), sorted
+        self._cards = np.zeros(1024, dtype=np.int64)  # set index -> its cardinality (check 3's size window)
         self._mins = np.zeros(1024, dtype=np.uint32)  # set index -> its smallest entity (check 3's pre-filter)
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
@@ -335,8 +334,12 @@ class Ledger:
             grown[: len(array)] = array
             state[name] = grown
         if "_mins" not in state:  # (older snapshots)
-            state["_mins"] = np.zeros(max(1024, 2 * len(state["sets"])), dtype=np.uint32)
-            state["_mins"][: len(state["sets"])] = [entities.min() for entities in state["sets"]]
+            sets = state["sets"]
+            state["_mins"] = np.zeros(max(1024, 2 * len(sets)), dtype=np.uint32)
+            state["_mins"][: len(sets)] = [entities.min() for entities in sets]
+            state["_cards"] = np.zeros(max(1024, 2 * len(sets)), dtype=np.int64)
+            state["_cards"][: len(sets)] = [len(entities) for entities in sets]
+            state.pop("_sizes", None)
         state.setdefault("_split_log", [])  # (older snapshots: no log, caches rebuilt from the sets)
         state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
@@ -406,11 +409,11 @@ class Ledger:
         index = len(self.sets)
         self.sets.append(entities)
         self._set_atoms[index] = (self._epoch, np.sort(np.asarray(atoms, dtype=np.int64)))
-        bisect.insort(self._sizes, (len(entities), index))
         low = entities.min()
         if index >= len(self._mins):
             self._mins = np.concatenate((self._mins, np.zeros(len(self._mins), dtype=np.uint32)))
-        self._mins[index] = low
+            self._cards = np.concatenate((self._cards, np.zeros(len(self._cards), dtype=np.int64)))
+        self._mins[index], self._cards[index] = low, len(entities)
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
         self._pending.append(index)
@@ -420,7 +423,6 @@ class Ledger:
         entities = self.sets.pop(index)
         assert index == len(self.sets), "pending sets are the last ones"
         self._set_atoms.pop(index, None)
-        self._sizes.remove((len(entities), index))
         low = entities.min()
         holders = self._by_minimum[low]
         holders.remove(index)
@@ -440,10 +442,12 @@ class Ledger:
         owners = self.atom_of[members]
         atoms = len(self.weight)
         if 64 * len(members) < atoms:  # a set tiny against the atoms: no pass over every atom (a sort costs more)
-            touched, counts = np.unique(owners, return_counts=True)
+            ordered = np.sort(owners)
+            starts = np.concatenate(([0], (ordered[1:] != ordered[:-1]).nonzero()[0] + 1))
+            touched, counts = ordered[starts], np.diff(starts, append=len(ordered))  # np.unique, without its wrappers
         else:
             every = np.bincount(owners, minlength=atoms)
-            touched = np.flatnonzero(every)
+            touched = every.nonzero()[0]
             counts = every[touched]
         budget.spend(len(touched))
         whole = (counts == self.count[touched]) & (touched != 0)
@@ -609,7 +613,7 @@ class Ledger:
         if self._vectorized:  # (a snapshot may hold a larger prime: the loop below)
             assert modulus is not None
             columns, values, sets, weights = entry.arrays()
-            untouched = np.flatnonzero(self._colcount[columns] == 0)
+            untouched = (self._colcount[columns] == 0).nonzero()[0]
             if len(untouched):
                 self._low -= 1
                 self._insert_packed(entry, columns, values, sets, weights, int(untouched[0]), self._low)
@@ -667,8 +671,12 @@ class Ledger:
         scale = int(values[place])
         if scale != 1:
             inverse = pow(scale, -1, self.modulus)
-            values, weights = values * inverse % self.modulus, weights * inverse % self.modulus
-        entry.packed, entry._row, entry._y = (columns, values, sets, weights), None, None
+            values = np.multiply(values, inverse, dtype=np.int64) % self.modulus
+            weights = np.multiply(weights, inverse, dtype=np.int64) % self.modulus
+        # at rest as int32 (atoms, set indexes and residues modulo a prime below 2^31 fit): half the memory
+        entry.packed = (columns.astype(np.int32), values.astype(np.int32), sets.astype(np.int32),
+                        weights.astype(np.int32))
+        entry._row = entry._y = None
         entry.order = order
         self._save_l(pivot)
         self._lput(pivot, entry)
@@ -708,7 +716,7 @@ class Ledger:
                 columns, values, sets, weights = lrows[atom].arrays()
                 budget.spend(len(columns) + len(sets))
                 g = modulus - factor
-                acc[columns] = (acc[columns] + g * values) % modulus
+                acc[columns] = (acc[columns] + np.multiply(values, g, dtype=np.int64)) % modulus  # (int32 rows)
                 touched.append(columns)
                 orders = order_of[columns]
                 met = orders != _NO_PIVOT
@@ -719,7 +727,7 @@ class Ledger:
                     for item in zip(fresh_orders.tolist(), fresh.tolist(), strict=True):
                         heappush(heap, item)
                 if len(sets):
-                    accy[sets] = (accy[sets] + g * weights) % modulus
+                    accy[sets] = (accy[sets] + np.multiply(weights, g, dtype=np.int64)) % modulus
                     ytouched.append(sets)
             every = _distinct(np.concatenate(touched), self._pos)
             kept = every[acc[every] != 0]
@@ -762,7 +770,7 @@ class Ledger:
     def _lindex(self, pivot: int, columns: np.ndarray, sign: int) -> None:
         """Count the row pivoted at `pivot` in (+1) or out of (-1) its `columns`; `lcolumns` follows at `_lflush`."""
         if len(columns):
-            self._reserve(int(columns.max()) + 1, 0)
+            self._reserve(len(self.weight), 0)  # (columns are atoms)
             self._colcount[columns] += sign
             self._lpending.append((sign, pivot, columns))
 
@@ -954,13 +962,12 @@ class Ledger:
     def _complements(self, entities: BitMap, budget: Budget) -> Violation | None:
         """Check 3: the new set and released sets it contains or is contained in differ by 0 or ≥ k entities."""
         size = len(entities)
-        low = bisect.bisect_right(self._sizes, (size - self.k, len(self.sets)))
-        high = bisect.bisect_left(self._sizes, (size + self.k, -1))
-        same = bisect.bisect_left(self._sizes, (size, -1)), bisect.bisect_right(self._sizes, (size, len(self.sets)))
-        budget.spend(high - low)
+        cards = self._cards[: len(self.sets)]
+        near = np.abs(cards - size) < self.k
+        budget.spend(int(np.count_nonzero(near)))
         budget.check()
-        sets = self._sets_around(entities, self._sizes[low:same[0]], self._sizes[same[1]:high])
-        for index in sets:  # sizes other than |S|, in order of size
+        window = (near & (cards != size)).nonzero()[0]
+        for index in self._sets_around(entities, window[cards[window] < size], window[cards[window] > size]):
             cardinality, other = len(self.sets[index]), self.sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
@@ -970,22 +977,21 @@ class Ledger:
                     return Violation("complement", weight, self._atoms_of(difference))
         return None
 
-    def _sets_around(self, entities: BitMap, smaller: list[tuple[int, int]],
-                     larger: list[tuple[int, int]]) -> list[int]:
-        """Check 3's candidates (indexes, in the order given): the `smaller` sets whose smallest entity is in
+    def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray) -> list[int]:
+        """Check 3's candidates, in order of (size, index): the `smaller` sets whose smallest entity is in
         `entities`, and the `larger` sets that hold the smallest entity of `entities`. A set contained in another
         has its smallest entity there, so no set the containment test would find is left out."""
         found: list[int] = []
-        if smaller:
-            indexes = np.fromiter((index for _, index in smaller), dtype=np.int64, count=len(smaller))
+        if len(smaller):
             members = np.frombuffer(entities.to_array(), dtype=np.uint32)
-            lows = self._mins[indexes]
+            lows = self._mins[smaller]
             place = np.minimum(np.searchsorted(members, lows), len(members) - 1)
-            found = indexes[members[place] == lows].tolist()
-        if larger:
-            low = entities.min()
-            found += [index for _, index in larger if low in self.sets[index]]
-        return found
+            found = smaller[members[place] == lows].tolist()
+        if len(larger):
+            low, sets = entities.min(), self.sets
+            found += [index for index in larger[self._mins[larger] <= low].tolist() if low in sets[index]]
+        cards = self._cards
+        return sorted(found, key=lambda index: (cards[index], index))
 
     def _contained_complement(self, entities: BitMap, budget: Budget) -> Violation | None:
         """Check 4: the part of the new set outside every released set it contains must not be determined."""
@@ -1202,13 +1208,14 @@ def _pack_arrays(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, dtype=np.int64)
     if not len(keys) or keys.max() < 1 << 31:
         keys = keys.astype(np.int32)
-    return lengths, keys, values.astype(np.int64)
+    fits = not len(values) or (values.min() >= -(1 << 31) and values.max() < 1 << 31)
+    return lengths, keys, values.astype(np.int32 if fits else np.int64)
 
 
 def _slices(lengths: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`_pack_arrays` output as (keys, values) int64 arrays per row."""
+    """`_pack_arrays` output as (keys, values) arrays per row (int32 where they fit, as stored; views of the
+    arrays given)."""
     bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    keys, values = keys.astype(np.int64), values.astype(np.int64)
     return [(keys[a:b], values[a:b]) for a, b in itertools.pairwise(bounds)]
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from policy.audit_ledger import is_prime
+from policy.audit_ledger import Budget, Ledger, is_prime
 from policy.output import Reason
 from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
 
@@ -309,3 +309,62 @@ def test_a_ledger_with_a_prime_too_large_for_int64_rows_decides_as_the_vectorize
         assert first.suppressed == second.suppressed, r
         decided += len(first.suppressed)
     assert decided > 0 and len(big.ledger("m").lrows) == len(small.ledger("m").lrows) > 10
+
+
+def test_a_set_within_k_of_a_released_set_it_contains_or_is_contained_in_is_refused_as_a_complement() -> None:
+    """Check 3 finds its candidates through each set's smallest entity and size: a released set inside the new one
+    has its smallest entity there, and the new set's smallest entity lies in every released set containing it."""
+    cases = [
+        (range(1, 11), range(2, 10)),  # inside a released set, without its smallest entity
+        (range(1, 11), range(1, 9)),  # inside, with it
+        (range(3, 11), range(1, 11)),  # around a released set, without its smallest entity
+        (range(1, 8), range(1, 10)),  # around, sharing the smallest entity
+    ]
+    for released, new in cases:
+        ledger = PopulationAudit("p", 3).ledger("m")
+        budget = Budget(1 << 40)
+        assert ledger.try_add(BitMap(released), budget) is None
+        ledger.commit()
+        violation = ledger.try_add(BitMap(new), budget)
+        assert violation is not None and (violation.check, violation.weight) == ("complement", 2), (released, new)
+        ledger.rollback()
+
+
+def test_a_released_sets_atoms_follow_every_later_split() -> None:
+    """The atoms of each released set are kept from its release on and carried across later splits (a split atom
+    lies inside the set or outside it); they must equal the atoms recomputed from its entities."""
+    rng = np.random.default_rng(17)
+    ledger = PopulationAudit("p", 2).ledger("m")
+    for step in range(120):
+        ledger.add_released(BitMap(int(e) for e in rng.choice(300, int(rng.integers(3, 60)), replace=False)))
+        if step % 10 == 9:
+            for index, released in enumerate(ledger.sets):
+                kept = ledger._atoms_of_set(index)
+                recomputed = np.unique(ledger.atom_of[np.frombuffer(released.to_array(), dtype=np.uint32)])
+                assert kept.tolist() == recomputed.tolist(), (step, index)
+    assert ledger._epoch > 30  # splits happened between the checks
+
+
+def test_a_ledger_restored_from_a_snapshot_without_the_newer_indexes_decides_as_the_original() -> None:
+    """Snapshots written before check 3's arrays (`_cards`, `_mins`) and the split log existed hold a sorted
+    list of sizes instead; the restored ledger rebuilds what it lacks."""
+    rng = np.random.default_rng(23)
+    population = PopulationAudit("p", 3)
+    for r in range(10):
+        entities = {int(e) for e in rng.choice(50, int(rng.integers(8, 30)), replace=False)}
+        audit({"p": population}, [_cell(r, entities)])
+    ledger = population.ledger("m")
+    state = pickle.loads(pickle.dumps(ledger.__getstate__()))  # (a shallow copy would share the lists)
+    for name in ("_cards", "_mins", "_split_log", "_split_base"):
+        del state[name]
+    state["_sizes"] = sorted((len(s), i) for i, s in enumerate(ledger.sets))
+    old = Ledger.__new__(Ledger)
+    old.__setstate__(state)
+    for r in range(10):
+        released = ledger.sets[r % len(ledger.sets)]
+        cells = [BitMap(released - BitMap([released.min()])), BitMap(int(e) for e in rng.choice(50, 20, replace=False))]
+        for entities in cells:
+            first, second = ledger.try_add(entities, Budget(1 << 40)), old.try_add(entities, Budget(1 << 40))
+            assert first == second
+            for each in (ledger, old):
+                each.commit() if first is None else each.rollback()
