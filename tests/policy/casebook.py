@@ -14,7 +14,6 @@ and one `[[case]]` table per case:
     dominance_suppressed = 0     # cells suppressed by the dominance rule
     audit_suppressed = 0         # cells the release audit suppresses over a fresh ledger (each named in a test)
     name      = "q5"             # optional short name (TPC-H query number)
-    spark     = false            # optional: not run on Spark (issue 12 shapes whose Spark parity is not verified)
 
 The TPC-H grant lives in fixtures/tpch/policy.json, the careful TPC-H grant (prices aggregate-only) in
 fixtures/tpch_careful/policy.json; the city grant is sandbox.demo.city.city_table_policies(). The `masked` grant
@@ -63,7 +62,6 @@ class Case:
     audit_suppressed: int = 0
     name: str = ""
     source: str = ""
-    spark: bool = True  # run on Spark too (test_sql_fixtures_on_spark); false: DuckDB parity only, not yet verified
 
     @property
     def parameter_types(self) -> dict[str, str]:
@@ -76,6 +74,10 @@ class Case:
         return {name: spec[1] for name, spec in self.params.items()}
 
 
+CASE_KEYS = frozenset({"title", "sql", "verdict", "codes", "params", "min_rows", "check_sql", "check_cells_sql",
+                       "dominance_suppressed", "audit_suppressed", "name"})
+
+
 def load_cases(root: Path = FIXTURES) -> list[Case]:
     """Every case of every casebook under `root`, in file order."""
     cases: list[Case] = []
@@ -83,6 +85,9 @@ def load_cases(root: Path = FIXTURES) -> list[Case]:
         book = tomllib.loads(path.read_text(encoding="utf-8"))
         schema = book["schema"]
         for raw in book.get("case", []):
+            unknown = set(raw) - CASE_KEYS
+            if unknown:  # a misspelt key would silently drop an expectation
+                raise ValueError(f"{path.name}: case {raw.get('title')!r} has unknown keys {sorted(unknown)}")
             cases.append(Case(
                 schema=schema,
                 title=raw["title"],
@@ -97,7 +102,6 @@ def load_cases(root: Path = FIXTURES) -> list[Case]:
                 audit_suppressed=int(raw.get("audit_suppressed", 0)),
                 name=raw.get("name", ""),
                 source=str(path.relative_to(root)),
-                spark=bool(raw.get("spark", True)),
             ))
     return cases
 

@@ -125,8 +125,6 @@ def assert_same_rows(duck: pa.Table, spark: pa.Table) -> None:
 def test_an_accepted_fixture_gives_the_same_result_and_release_on_spark_as_on_duckdb(
         case: Case, connections: dict[str, duckdb.DuckDBPyConnection],
         parquet_inputs: dict[str, tuple[InputTable, ...]], spark_engine: Any, tmp_path: Path) -> None:
-    if not case.spark:
-        pytest.skip("an issue 12 shape whose Spark parity is not verified yet")
     analysis = analyse(case.sql, policies_for(case.schema), parameters=case.parameter_types, engine=SPARK)
     assert analysis.sql is not None, analysis.findings
     params = case.parameter_values
