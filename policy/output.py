@@ -36,7 +36,6 @@ from pyroaring import BitMap
 from policy.output_sets import settle
 from policy.sql_release import (
     ReleasePlan,
-    Shell,
     condition_count,
     condition_rows,
     condition_set,
@@ -330,7 +329,7 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
         return table
     rows = settled if settled is not None else select_rows(table, plan, suppressed)
     if settled is not None and plan.shell is not None:  # LIMIT / OFFSET over a UNION ALL (sql_setop.py)
-        rows = _shell_rows(table, plan.shell, settled, suppressed)
+        rows = _shell_rows(table, plan, settled, suppressed)
     if plan.distinct:  # an aggregate of aggregates (sql_nested.py): rows equal by construction, merged now
         rows = distinct_rows(table, rows, [*range(columns), table.num_columns - 1])
     rows = released_order(table, rows, plan, suppressed)
@@ -343,7 +342,9 @@ def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppress
     The raw query's order was decided by every value, suppressed ones included (`ORDER BY n` lists a suppressed
     n between the released ones at its rank). Here the keys are the plan's ORDER BY items (`ReleasePlan.sort`:
     output columns or hidden order cells, NULL where suppressed, or where an output column they read by alias
-    was), then every output column ascending, NULLs last, as released: ties never fall back on the raw order.
+    was), then every output column ascending, NULLs last, as released, then the reasons of suppressed output
+    cells: rows still tied are equal in everything released (values and marker), so ties never fall back on the
+    raw order in a way anyone can see. OFFSET / LIMIT cut this order (`_shell_rows`).
     Without sort keys (no ORDER BY, or one the plan cannot apply) the rows are sorted by the output columns
     alone."""
     if len(rows) < 2:
@@ -370,6 +371,11 @@ def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppress
         add(key.column, key.desc, key.nulls_first, key.depends)
     for column in range(plan.columns):
         add(column, False, False)
+    for column in range(plan.columns):  # then why each was suppressed (rows still tied are released alike)
+        reasons = pa.array([str(suppressed[(row, column)]) if (row, column) in suppressed else "" for row in rows],
+                           type=pa.string())
+        columns.append(reasons)
+        orders.append((f"k{len(orders)}", "ascending"))
     keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
     order = pc.sort_indices(keys, sort_keys=orders).to_pylist()
     return [rows[i] for i in order]
@@ -410,33 +416,42 @@ def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks:
 
 
 def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
-    """The rows a shell keeps (see sql_release.Shell), in the query's order."""
+    """The rows a shell keeps (see sql_release.Shell): HAVING, then OFFSET / LIMIT over the released order."""
     if plan.setop is not None:
         settled = settle(table, plan, suppressed or {})[0]
-        return _shell_rows(table, plan.shell, settled, suppressed or {}) if plan.shell is not None else settled
-    shell = plan.shell
-    if shell is None:
+        return _shell_rows(table, plan, settled, suppressed or {}) if plan.shell is not None else settled
+    if plan.shell is None:
         return list(range(table.num_rows))
-    return _shell_rows(table, shell, range(table.num_rows), suppressed or {})
+    return _shell_rows(table, plan, range(table.num_rows), suppressed or {})
 
 
-def _shell_rows(table: pa.Table, shell: Shell, candidates: Iterable[int], suppressed: Marks) -> list[int]:
-    """The candidate rows HAVING keeps and OFFSET / LIMIT select by rank, in rank order (see sql_release.Shell)."""
-    pos = table.column(shell.pos).to_pylist()
-    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else [True] * table.num_rows
-    limit = table.column(shell.limit).to_pylist() if shell.limit is not None else None
-    offset = table.column(shell.offset).to_pylist() if shell.offset is not None else None
-    rows = []
-    for row in candidates:
-        if not keep[row] or (shell.keep is not None and (row, shell.keep) in suppressed):
-            continue  # HAVING failed, or its value may not be used
-        first = (offset[row] or 0) if offset is not None else 0
-        if pos[row] <= first or (limit is not None and limit[row] is not None and pos[row] > first + limit[row]):
-            continue
-        if (limit is not None or offset is not None) and any((row, c) in suppressed for c in shell.order):
-            continue  # its rank depends on a value that was not released
-        rows.append(row)
-    return sorted(rows, key=lambda r: pos[r])
+def _shell_rows(table: pa.Table, plan: ReleasePlan, candidates: Iterable[int], suppressed: Marks) -> list[int]:
+    """The candidate rows HAVING keeps and, with OFFSET / LIMIT, the slice of them in the released order.
+
+    The rank is taken among the rows output control and the audit left (a group dropped for k, or whose HAVING
+    cell was suppressed, is not a candidate), by `released_order`: the ORDER BY values as released (a suppressed
+    one ranks as NULL), ties broken by the released output columns. So which rows fall within the limit is a
+    function of released values and of which cells were suppressed, never of a suppressed value (the raw rank,
+    `Shell.pos`, is not used: it ranked suppressed values too)."""
+    shell = plan.shell
+    assert shell is not None
+    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else None
+    rows = [row for row in candidates
+            if keep is None or (keep[row] and (row, shell.keep) not in suppressed)]  # HAVING, its value released
+    if not rows or (shell.limit is None and shell.offset is None):
+        return rows
+    rows = released_order(table, rows, plan, suppressed)
+    first = _clause(table, shell.offset, rows[0]) or 0
+    count = _clause(table, shell.limit, rows[0])
+    return rows[first:] if count is None else rows[first:first + count]
+
+
+def _clause(table: pa.Table, column: int | None, row: int) -> int | None:
+    """A LIMIT or OFFSET value (a constant of the query, repeated in every row), at least 0; None when absent."""
+    if column is None:
+        return None
+    value = table.column(column)[row].as_py()
+    return None if value is None else max(0, int(value))
 
 
 def released_columns(table: pa.Table, plan: ReleasePlan) -> pa.Table:
