@@ -336,7 +336,8 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
 
 
-def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppressed: Marks) -> list[int]:
+def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppressed: Marks, *,
+                   tie_break: bool = True) -> list[int]:
     """`rows` sorted by released values only, so that their order says nothing about a suppressed value.
 
     The raw query's order was decided by every value, suppressed ones included (`ORDER BY n` lists a suppressed
@@ -346,7 +347,7 @@ def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppress
     cells: rows still tied are equal in everything released (values and marker), so ties never fall back on the
     raw order in a way anyone can see. OFFSET / LIMIT cut this order (`_shell_rows`).
     Without sort keys (no ORDER BY, or one the plan cannot apply) the rows are sorted by the output columns
-    alone."""
+    alone. With `tie_break=False`, by the sort keys only (ties stay in the given order: policy/release_stages.py)."""
     if len(rows) < 2:
         return rows
     columns: list[pa.Array] = []
@@ -369,6 +370,11 @@ def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppress
 
     for key in plan.sort or ():
         add(key.column, key.desc, key.nulls_first, key.depends)
+    if not tie_break:
+        if not columns:
+            return rows
+        keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
+        return [rows[i] for i in pc.sort_indices(keys, sort_keys=orders).to_pylist()]
     for column in range(plan.columns):
         add(column, False, False)
     for column in range(plan.columns):  # then why each was suppressed (rows still tied are released alike)
@@ -423,6 +429,20 @@ def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = N
     if plan.shell is None:
         return list(range(table.num_rows))
     return _shell_rows(table, plan, range(table.num_rows), suppressed or {})
+
+
+def candidates(table: pa.Table, plan: ReleasePlan, suppressed: Marks) -> list[int]:
+    """The rows OFFSET / LIMIT rank over one aggregation: those where HAVING holds and its value was released."""
+    assert plan.shell is not None
+    keep = plan.shell.keep
+    values = table.column(keep).to_pylist() if keep is not None else None
+    return [row for row in range(table.num_rows) if values is None or (values[row] and (row, keep) not in suppressed)]
+
+
+def slice_bounds(table: pa.Table, plan: ReleasePlan, row: int) -> tuple[int, int | None]:
+    """The OFFSET (0 when absent) and LIMIT (None when absent) of a shell, read in `row`."""
+    assert plan.shell is not None
+    return _clause(table, plan.shell.offset, row) or 0, _clause(table, plan.shell.limit, row)
 
 
 def _shell_rows(table: pa.Table, plan: ReleasePlan, candidates: Iterable[int], suppressed: Marks) -> list[int]:

@@ -460,3 +460,19 @@ def test_a_top_n_lists_the_largest_released_values_and_the_suppressed_ones_last(
                       "ORDER BY s DESC LIMIT 3")
     assert [(r["grp"], r["s"] and int(r["s"])) for r in top] == [("g3", 24000), ("g1", 15000), ("g2", None)]
     assert marker(top[2]) == {"s": "k"}
+
+
+def _ledger_cells(api: Api, population: str) -> float:
+    prefix = f'sluice_release_ledger_cells{{population="{population}"}} '
+    line = next(x for x in api.http.get("/metrics").text.splitlines() if x.startswith(prefix))
+    return float(line[len(prefix):])
+
+
+def test_the_cells_of_rows_a_limit_drops_are_not_recorded_as_released(api: Api, ranked: dict[str, Any]) -> None:
+    sql = "SELECT grp, sum(income) AS total FROM ranked GROUP BY grp ORDER BY grp"
+    _, top = released(api, ranked["key"], ranked["grant"], sql + " LIMIT 1")
+    assert [r["grp"] for r in top] == ["g1"]
+    one = _ledger_cells(api, "ranked_people")
+    _, every = released(api, ranked["key"], ranked["grant"], sql)
+    assert len(every) == 4 and one > 0
+    assert _ledger_cells(api, "ranked_people") - one == 4 * one  # the limited run recorded one group's cells only
