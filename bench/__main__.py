@@ -6,7 +6,8 @@ audit time per run and ledger size at 10^3, 10^4 and 10^5 released cells over 10
 `--release-audit-only` (`--release-audit-reduced` for a quick check); then product calls (bench/products.py,
 `--products-only`); then the preparation-lock benchmark (bench/prepare_lock.py: two grants' run latency with and
 without a third grant's large input preparation in flight, as ratios), or alone with `--prepare-lock-only`; last
-the throughput benchmark (bench/throughput.py, `--throughput-only`): governed small-query runs/s against a bare
+the throughput benchmark (bench/throughput.py, `--throughput-only`; it needs wrk, checked before the first
+benchmark, `--skip-throughput` leaves it out): governed small-query runs/s against a bare
 FastAPI + DuckDB endpoint with the same number of processes (target >= 0.7x) and TPC-H Q1 with its result
 download against raw DuckDB (target <= 1.10x).
 
@@ -161,6 +162,8 @@ def main() -> None:
                              "needs --throughput-database-url")
     parser.add_argument("--throughput-database-url", default="",
                         help="PostgreSQL store for the throughput benchmark (a database it may clear)")
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="leave out the throughput benchmark (it needs wrk, which make bench does not install)")
     parser.add_argument("--metering-only", action="store_true",
                         help="only the metering benchmarks (no TPC-H); writes metering-latest.* instead")
     args = parser.parse_args()
@@ -187,6 +190,10 @@ def main() -> None:
         write_metering_report(report, args.out)
         return
 
+    if not args.skip_throughput:  # the full run ends with it: say what is missing now, not after the others
+        from bench.throughput import require_wrk
+
+        require_wrk()
     work = ROOT / "bench" / "data"
     sf_label = f"{args.sf:g}"
     data_dir = tpch.generate(args.sf, work / f"tpch-sf{sf_label}")
@@ -266,7 +273,8 @@ def main() -> None:
     release_audit_bench(args)
     products_bench(args)
     prepare_lock_bench(args)
-    throughput_bench(args)
+    if not args.skip_throughput:
+        throughput_bench(args)
 
 
 def prepare_lock_bench(args: argparse.Namespace) -> None:

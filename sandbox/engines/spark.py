@@ -36,6 +36,8 @@ STATIC_HARDENING: Final[Mapping[str, str]] = {
     "spark.ui.enabled": "false",
     "spark.sql.catalogImplementation": "in-memory",
 }
+# pyspark's loggers for a failing query's context (silence_query_context_logs).
+QUERY_CONTEXT_LOGGERS: Final = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 # Session settings: set on every new session, before its views are created.
 SESSION_HARDENING: Final[Mapping[str, str]] = {
     "spark.sql.runSQLOnFiles": "false",  # no parquet.`/path`
@@ -204,6 +206,35 @@ def normalise(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields)) if changed else table
 
 
+class _DropAll(logging.Filter):
+    """Drops every record: a filter on the logger itself outlives a configuration that re-enables it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def silence_query_context_logs() -> None:
+    """Silence pyspark's query-context loggers for good: a failing query's message there can quote data values.
+
+    pyspark logs every failing query with a context through these two loggers, as
+    `logger.exception(message, errorClass=...)`: the keyword arguments only a PySparkLogger accepts. They used to be
+    created here with logging.getLogger (plain Loggers) and `disabled`. Any logging configuration applied later in
+    the process with `disable_existing_loggers=False` (uvicorn.Config's default does that, as does
+    logging.config.fileConfig/dictConfig so asked) sets `disabled = False` on every existing logger, and from then
+    on each failing Spark query raised TypeError in the plain Logger: an internal_error instead of its own code.
+    So they are created as PySparkLoggers, and silenced by a level above CRITICAL and a drop-all filter, which such
+    a configuration leaves alone; `disabled` is kept as well.
+    """
+    from pyspark.logger import PySparkLogger
+
+    for name in QUERY_CONTEXT_LOGGERS:
+        logger = PySparkLogger.getLogger(name)
+        logger.setLevel(logging.CRITICAL + 1)
+        if not any(isinstance(f, _DropAll) for f in logger.filters):
+            logger.addFilter(_DropAll())
+        logger.disabled = True
+
+
 def _build_root(remote: str | None, master: str, work_dir: Path) -> tuple[Any, bool]:
     """The process's root Spark session, hardened, and whether this call started it.
 
@@ -217,8 +248,7 @@ def _build_root(remote: str | None, master: str, work_dir: Path) -> tuple[Any, b
         raise ExecutorError("the spark engine is not installed here (pip install 'sluice[spark]')",
                             code="engine_unavailable", detail="pyspark not importable") from None
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
-        logging.getLogger(name).disabled = True
+    silence_query_context_logs()
     try:
         if remote:
             return SparkSession.builder.remote(remote).create(), True  # getOrCreate would reuse any session

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import duckdb
 
 from sandbox.executor.errors import ExecutorError, QueryFailed, QueryTimedOut
 
+_OUT_OF_MEMORY: Final = "the query needed more memory than a run may use"
+# DuckDB reports an allocation failure inside pyarrow, while it scans an input, as invalid input.
+_ARROW_SOURCE_OUT_OF_MEMORY: Final = re.compile(r"Arrow source failed: (?:MemoryError|Out of memory)")
+
 # (exception class, code, client message); the first match in order wins, so subclasses come first.
 _ENGINE_ERRORS: Final[tuple[tuple[type[BaseException], str, str], ...]] = (
-    (duckdb.OutOfMemoryException, "resource_exhausted", "the query needed more memory than a run may use"),
-    (MemoryError, "resource_exhausted", "the query needed more memory than a run may use"),
+    (duckdb.OutOfMemoryException, "resource_exhausted", _OUT_OF_MEMORY),
+    (MemoryError, "resource_exhausted", _OUT_OF_MEMORY),
     (duckdb.ConversionException, "conversion_error", "a value could not be converted to the requested type"),
     (duckdb.OutOfRangeException, "out_of_range",
      "a value was out of range for its type (for example, an overflow)"),
@@ -43,6 +48,8 @@ def classify_failure(exc: BaseException, *, timeout_ms: int) -> ExecutorError:
     if isinstance(exc, duckdb.InterruptException):
         return QueryTimedOut(f"the query ran past the time limit of {timeout_ms} ms and was stopped",
                              detail=detail)
+    if isinstance(exc, duckdb.InvalidInputException) and _ARROW_SOURCE_OUT_OF_MEMORY.search(str(exc)):
+        return QueryFailed(_OUT_OF_MEMORY, code="resource_exhausted", detail=f"{detail} (Arrow source out of memory)")
     for cls, code, message in _ENGINE_ERRORS:
         if isinstance(exc, cls):
             return QueryFailed(message, code=code, detail=detail)

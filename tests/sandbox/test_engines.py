@@ -4,6 +4,8 @@ hardening, failures and a full governed run on a Spark grant with the same relea
 from __future__ import annotations
 
 import dataclasses
+import logging
+import logging.config
 import math
 from datetime import timedelta
 from decimal import Decimal
@@ -84,6 +86,18 @@ def test_a_grant_names_its_engine_duckdb_by_default_and_an_unknown_engine_is_ref
 
 # --- Spark ----------------------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("spark")
+def test_under_dist_loadgroup_the_spark_group_reaches_xdist_so_one_worker_runs_every_spark_test(
+        request: pytest.FixtureRequest) -> None:
+    # pytest-xdist 3.8 marks a group by appending "@group" to the node id; from pytest 9.2 that assignment is
+    # silently lost (pytest-xdist#1386), every Spark test lands on any worker and each worker starts its own JVM.
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("only an xdist worker under --dist loadgroup groups tests")
+    assert request.node.nodeid.endswith("@spark"), (
+        f"xdist_group('spark') did not reach the scheduler ({request.node.nodeid}): pytest {pytest.__version__} "
+        "with this pytest-xdist ignores xdist_group; requirements.lock pins a pytest that honours it")
+
+
 def _spec(people: InputTable, sql: str, tmp_path: Path, **params: Any) -> RunSpec:
     return RunSpec(instance_key="people", inputs=(people,), sql=sql, params=params, k=1, max_rows=None,
                    result_path=tmp_path / "r.parquet")
@@ -102,9 +116,6 @@ def test_spark_runs_a_checked_query_over_temp_views_with_bound_parameters(
     assert (capped.status, capped.result_rows, capped.truncated_rows) == ("succeeded", 2, 3)  # the grant's row cap
 
 
-@pytest.mark.xfail(strict=False, reason="open: in the full suite (make test, -n 2 --dist loadgroup) every Spark run "
-                   "without bound parameters raises TypeError in the test process (internal_error); passes with the "
-                   "policy Spark fixtures in one process, -n 0 and -n 2: state left by an earlier non-Spark test")
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 @pytest.mark.parametrize(("sql", "status", "code"), [
@@ -125,9 +136,6 @@ def test_spark_refuses_or_fails_what_escapes_the_views_even_without_the_sql_guar
     assert "/etc" not in (outcome.error_message or "") and "HOME" not in (outcome.error_message or "")
 
 
-@pytest.mark.xfail(strict=False, reason="open: in the full suite (make test, -n 2 --dist loadgroup) every Spark run "
-                   "without bound parameters raises TypeError in the test process (internal_error); passes with the "
-                   "policy Spark fixtures in one process, -n 0 and -n 2: state left by an earlier non-Spark test")
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_spark_does_not_substitute_variables_and_each_run_sees_only_its_own_views(
@@ -139,6 +147,37 @@ def test_spark_does_not_substitute_variables_and_each_run_sees_only_its_own_view
                     max_rows=None, result_path=tmp_path / "r2.parquet")
     outcome = spark_engine.run(alone)  # the previous run's view is gone with its session
     assert (outcome.status, outcome.error_code) == ("failed", "binder_error")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")
+@pytest.mark.parametrize(("sql", "code"), [("SELECT nope FROM people", "binder_error"),
+                                           ("SELECT CAST(city AS INT) AS x FROM people", "conversion_error")])
+def test_a_logging_configuration_applied_after_spark_started_leaves_failing_runs_their_code_and_logs_no_query(
+        spark_engine: Any, people: tuple[InputTable, InputTable], tmp_path: Path, sql: str, code: str) -> None:
+    # uvicorn.Config's default logging configuration (a test server in the same process) is such a configuration:
+    # disable_existing_loggers=False re-enables every logger that exists, pyspark's query-context loggers included.
+    from sandbox.engines.spark import QUERY_CONTEXT_LOGGERS
+
+    spark_engine.start()  # the loggers exist before the configuration, as in a process whose Spark started first
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    loggers = [logging.getLogger(name) for name in QUERY_CONTEXT_LOGGERS]
+    for logger in [logging.getLogger(), *loggers]:
+        logger.addHandler(keep)
+    try:
+        outcome = spark_engine.run(_spec(people[1], sql, tmp_path))
+    finally:
+        for logger in [logging.getLogger(), *loggers]:
+            logger.removeHandler(keep)
+    assert (outcome.status, outcome.error_code) == ("failed", code), outcome.internal_detail
+    assert [r for r in seen if r.name in QUERY_CONTEXT_LOGGERS] == []  # its message could quote a value ('a')
 
 
 @pytest.mark.slow
