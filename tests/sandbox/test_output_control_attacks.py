@@ -476,3 +476,18 @@ def test_the_cells_of_rows_a_limit_drops_are_not_recorded_as_released(api: Api, 
     _, every = released(api, ranked["key"], ranked["grant"], sql)
     assert len(every) == 4 and one > 0
     assert _ledger_cells(api, "ranked_people") - one == 4 * one  # the limited run recorded one group's cells only
+
+
+def test_joined_aggregations_follow_an_order_value_that_is_not_an_output_as_released(
+        api: Api, ranked: dict[str, Any]) -> None:
+    # the order value is a hidden cell: released sums first (g3, then g1), the two suppressed ones as NULL, whatever
+    # they were (the largest in `ranked`, the smallest in `ranked_low`)
+    low = {**RANKED_META, "population": "ranked_low_people"}
+    api.register(ranked["steward"], dataset_id="ranked_low", content=_ranked_low_csv(), **low)
+    sql = ("WITH a AS (SELECT grp, count(*) AS n FROM {t} GROUP BY grp), "
+           "b AS (SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM {t} GROUP BY grp) "
+           "SELECT a.grp, a.n FROM a JOIN b ON a.grp = b.grp ORDER BY b.s DESC")
+    for table in ("ranked", "ranked_low"):
+        record, rows = released(api, ranked["key"], ranked["grant"], sql.format(t=table))
+        assert [r["grp"] for r in rows] == ["g3", "g1", "g2", "g4"], table
+        assert all(r["n"] == 20 and not marker(r) for r in rows) and record["suppression"] == {"k": 2}
