@@ -29,7 +29,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from policy.output import Marks, candidates, released_order, slice_bounds
+from policy.output import Marks
+from policy.output_rows import candidates, released_order, slice_bounds
 from policy.release_audit import DEFAULT_BUDGET, AuditCell, AuditResult, PopulationAudit, audit
 from policy.sql_release import ReleasePlan
 

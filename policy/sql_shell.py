@@ -193,7 +193,7 @@ def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.O
             out.append((name, order[int(name[len(R.ORDER_KEY):])].this.copy()))
         elif name == R.POS:
             # kept in the plan's format; the raw rank is not computed: rows are ranked after the audit, by released
-            # values only (`output._shell_rows`), since the raw rank ranked suppressed values too
+            # values only (`output_rows.shell_rows`), since the raw rank ranked suppressed values too
             out.append((name, exp.Literal.number(1)))
         elif name.startswith(R.PARTITION):
             out.append((name, exp.column(f"{INNER_PARTITION}{name[len(R.PARTITION):]}", table=QUERY, quoted=True)))
