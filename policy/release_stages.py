@@ -93,21 +93,23 @@ def _tied_at_edges(table: pa.Table, plan: ReleasePlan, suppressed: Marks) -> set
         return set()
     start, count = slice_bounds(table, plan, rows[0])
     end = len(rows) if count is None else min(len(rows), start + count)
-    keys = [_key(table, plan, row, suppressed) for row in rows]
+    edges = [edge for edge in (start, end) if 0 < edge < len(rows)]
+    if not edges:
+        return set()
+    values = {key.column: table.column(key.column).to_pylist() for key in plan.sort or ()}
+
+    def key_of(row: int) -> tuple[str, ...]:
+        """A row's ORDER BY values as released, in a form whose equality is the sort's (NULL where suppressed)."""
+        return tuple(_canonical(None if (row, key.column) in suppressed
+                                or any((row, d) in suppressed for d in key.depends) else values[key.column][row])
+                     for key in plan.sort or ())
+
+    keys = [key_of(row) for row in rows]
     tied: set[int] = set()
-    for edge in (start, end):
-        if 0 < edge < len(rows) and keys[edge - 1] == keys[edge]:
+    for edge in edges:
+        if keys[edge - 1] == keys[edge]:
             tied |= {row for row, key in zip(rows, keys, strict=True) if key == keys[edge]}
     return tied
-
-
-def _key(table: pa.Table, plan: ReleasePlan, row: int, suppressed: Marks) -> tuple[str, ...]:
-    """A row's ORDER BY values as released, in a form whose equality is the sort's (NULL where suppressed)."""
-    out = []
-    for key in plan.sort or ():
-        hidden = (row, key.column) in suppressed or any((row, d) in suppressed for d in key.depends)
-        out.append(_canonical(None if hidden else table.column(key.column)[row].as_py()))
-    return tuple(out)
 
 
 def _canonical(value: Any) -> str:
