@@ -14,7 +14,8 @@ lists and dominance statistics, per group and per contributing condition. Output
    the ledger measures it releases;
 4. removes the helper columns and applies the row cap (row-level results only).
 
-`finish` adds the suppression marker column and NULLs the cells suppressed later by the audit. Queries without
+`finish` adds the suppression marker column and NULLs the cells suppressed later by the audit; the rows it keeps
+and their order are decided in policy/output_rows.py, by released values only. Queries without
 entity data have no plan: only the row cap applies.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import array
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -33,10 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
+from policy.output_rows import released_order, select_rows, shell_rows
 from policy.output_sets import settle
 from policy.sql_release import (
     ReleasePlan,
-    Shell,
     condition_count,
     condition_rows,
     condition_set,
@@ -330,58 +331,11 @@ def finish(table: pa.Table, marks: Marks, later: Marks | None = None, plan: Rele
         return table
     rows = settled if settled is not None else select_rows(table, plan, suppressed)
     if settled is not None and plan.shell is not None:  # LIMIT / OFFSET over a UNION ALL (sql_setop.py)
-        rows = _shell_rows(table, plan.shell, settled, suppressed)
+        rows = shell_rows(table, plan, settled, suppressed)
     if plan.distinct:  # an aggregate of aggregates (sql_nested.py): rows equal by construction, merged now
         rows = distinct_rows(table, rows, [*range(columns), table.num_columns - 1])
     rows = released_order(table, rows, plan, suppressed)
     return table.take(pa.array(rows, type=pa.int64())).select([*range(columns), table.num_columns - 1])
-
-
-def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppressed: Marks) -> list[int]:
-    """`rows` sorted by released values only, so that their order says nothing about a suppressed value.
-
-    The raw query's order was decided by every value, suppressed ones included (`ORDER BY n` lists a suppressed
-    n between the released ones at its rank). Here the keys are the plan's ORDER BY items (`ReleasePlan.sort`:
-    output columns or hidden order cells, NULL where suppressed, or where an output column they read by alias
-    was), then every output column ascending, NULLs last, as released: ties never fall back on the raw order.
-    Without sort keys (no ORDER BY, or one the plan cannot apply) the rows are sorted by the output columns
-    alone."""
-    if len(rows) < 2:
-        return rows
-    columns: list[pa.Array] = []
-    orders: list[tuple[str, str]] = []
-    picked = pa.array(rows, type=pa.int64())
-
-    def add(column: int, desc: bool, nulls_first: bool, depends: tuple[int, ...] = ()) -> None:
-        values = table.column(column).take(picked).combine_chunks()
-        hidden = [i for i, row in enumerate(rows) if (row, column) in suppressed
-                  or any((row, d) in suppressed for d in depends)]
-        if hidden:
-            mask = np.zeros(len(rows), dtype=bool)
-            mask[hidden] = True
-            values = pc.if_else(pa.array(mask), pa.scalar(None, type=values.type), values)
-        values = _sortable(values)
-        missing = values.is_null()
-        columns.extend([missing, values])
-        orders.extend([(f"k{len(orders)}", "descending" if nulls_first else "ascending"),
-                       (f"k{len(orders) + 1}", "descending" if desc else "ascending")])
-
-    for key in plan.sort or ():
-        add(key.column, key.desc, key.nulls_first, key.depends)
-    for column in range(plan.columns):
-        add(column, False, False)
-    keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
-    order = pc.sort_indices(keys, sort_keys=orders).to_pylist()
-    return [rows[i] for i in order]
-
-
-def _sortable(values: pa.Array) -> pa.Array:
-    """`values` as a type Arrow can sort (nested values as their canonical JSON text)."""
-    kind = values.type
-    if pa.types.is_nested(kind) or pa.types.is_dictionary(kind) or pa.types.is_null(kind):
-        return pa.array([None if v is None else json.dumps(v, default=str, sort_keys=True)
-                         for v in values.to_pylist()], type=pa.string())
-    return values
 
 
 def distinct_rows(table: pa.Table, rows: list[int], columns: list[int]) -> list[int]:
@@ -407,36 +361,6 @@ def _taint_windows(table: pa.Table, windows: tuple[tuple[int, int], ...], marks:
         for row, value in enumerate(values):
             if value in tainted and (row, column) not in marks and (row, column) not in later:
                 later[(row, column)] = Reason.DIFFERENCE_AUDIT
-
-
-def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = None) -> list[int]:
-    """The rows a shell keeps (see sql_release.Shell), in the query's order."""
-    if plan.setop is not None:
-        settled = settle(table, plan, suppressed or {})[0]
-        return _shell_rows(table, plan.shell, settled, suppressed or {}) if plan.shell is not None else settled
-    shell = plan.shell
-    if shell is None:
-        return list(range(table.num_rows))
-    return _shell_rows(table, shell, range(table.num_rows), suppressed or {})
-
-
-def _shell_rows(table: pa.Table, shell: Shell, candidates: Iterable[int], suppressed: Marks) -> list[int]:
-    """The candidate rows HAVING keeps and OFFSET / LIMIT select by rank, in rank order (see sql_release.Shell)."""
-    pos = table.column(shell.pos).to_pylist()
-    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else [True] * table.num_rows
-    limit = table.column(shell.limit).to_pylist() if shell.limit is not None else None
-    offset = table.column(shell.offset).to_pylist() if shell.offset is not None else None
-    rows = []
-    for row in candidates:
-        if not keep[row] or (shell.keep is not None and (row, shell.keep) in suppressed):
-            continue  # HAVING failed, or its value may not be used
-        first = (offset[row] or 0) if offset is not None else 0
-        if pos[row] <= first or (limit is not None and limit[row] is not None and pos[row] > first + limit[row]):
-            continue
-        if (limit is not None or offset is not None) and any((row, c) in suppressed for c in shell.order):
-            continue  # its rank depends on a value that was not released
-        rows.append(row)
-    return sorted(rows, key=lambda r: pos[r])
 
 
 def released_columns(table: pa.Table, plan: ReleasePlan) -> pa.Table:

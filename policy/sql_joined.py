@@ -23,9 +23,10 @@ condition on aggregated values, windows, DISTINCT, ORDER BY ALL, aggregates at t
 A LEFT JOINed aggregation over entity data is optional (`ReleasePlan.optional`): a row is dropped only for the
 groups of the other sources; where its group is missing or covers fewer than k entities, every cell reading it is
 suppressed (k), so "no group" looks like "fewer than k". Its group keys may appear only in its own ON condition (a
-NULL key would tell the two apart). LIMIT and
-OFFSET rank every joined row by the ORDER BY after the audit (a row whose order value was suppressed is not
-selected), like LIMIT over one aggregation.
+NULL key would tell the two apart). ORDER BY, LIMIT and
+OFFSET are applied after the audit to released values, like over one aggregation: every ORDER BY value that is not
+an output column is a hidden column (a hidden cell when it reads an aggregated value), the released rows are sorted
+by the released values (a suppressed one as NULL) and OFFSET / LIMIT cut that order (`output.finish`).
 """
 
 from __future__ import annotations
@@ -251,14 +252,20 @@ def rewrite_joined(lineage: Lineage, plan: ThresholdPlan) -> ReleasePlan:
 
 def _selection(select: exp.Select, columns: int, read: Callable[[exp.Expr], set[int]], cells: list[Cell]
                ) -> tuple[list[exp.Expr], R.Shell | None]:
-    """Row selection after the audit (sql_shell.py's Shell): a WHERE on aggregated values is a hidden cell (`keep`),
-    LIMIT / OFFSET rank the rows by the ORDER BY over every row (its values that are not output columns are hidden
-    cells); the clauses are taken out of the SQL. Appends the hidden cells to `cells`; returns the hidden columns."""
+    """Row selection and order after the audit (sql_shell.py's Shell): a WHERE on aggregated values is a hidden cell
+    (`keep`); every ORDER BY value that is not an output column is a hidden column (a hidden cell when it reads an
+    aggregated value, audited like the outputs; a hidden key otherwise), so that `output.finish` sorts the released
+    rows by released values, and OFFSET / LIMIT cut that order (the clauses are taken out of the SQL). Appends the
+    hidden cells to `cells`; returns the hidden columns."""
     where, limit, offset = (select.args.get(k) for k in ("where", "limit", "offset"))
     filtered = where is not None and bool(read(where.this))
-    if not filtered and limit is None and offset is None:
-        return [], None
     outputs = {p.alias_or_name.lower(): i for i, p in enumerate(select.expressions)}
+    order_node = select.args.get("order")
+    items: list[exp.Ordered] = list(order_node.expressions) if order_node is not None else []
+    targets = [_output(o.this, outputs) for o in items]
+    unnamed = any(t is None for t in targets)
+    if not filtered and limit is None and offset is None and not unnamed:
+        return [], None
     names: list[tuple[str, exp.Expr]] = []
     keep = None
     if filtered:
@@ -267,37 +274,18 @@ def _selection(select: exp.Select, columns: int, read: Callable[[exp.Expr], set[
         keep = exp.func("coalesce", exp.paren(where.this.copy(), copy=False), exp.false())
         cells.append(Cell(columns, R.KEEP, tuple(sorted(read(where.this)))))
         names.append((R.KEEP, keep))
-    order_node = select.args.get("order")
-    items: list[exp.Ordered] = list(order_node.expressions) if order_node is not None else []
-    ranked: list[exp.Ordered] = []
     order_cells: list[int] = []
-    for i, ordered in enumerate(items):
+    for i, (ordered, index) in enumerate(zip(items, targets, strict=True)):
         target = ordered.this
-        index = None
-        if isinstance(target, exp.Literal) and target.is_number:
-            index = int(target.name) - 1
-        elif isinstance(target, exp.Column) and not target.table:
-            index = outputs.get(target.name.lower())
-        value = select.expressions[index].unalias().copy() if index is not None else target.copy()
-        item = ordered.copy()
-        item.set("this", value)
-        ranked.append(item)
-        if limit is None and offset is None:
-            continue
         if index is not None:
             order_cells.append(index)
         elif read(target):
             order_cells.append(columns + len(names))
             cells.append(Cell(columns + len(names), f"{R.ORDER_CELL}{i}", tuple(sorted(read(target)))))
             names.append((f"{R.ORDER_CELL}{i}", target.copy()))
-    rank: exp.Expr = exp.Literal.number(1)
-    if limit is not None or offset is not None:
-        first = [exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []
-        rank = exp.Window(this=exp.RowNumber(),
-                          order=exp.Order(expressions=[*first, *ranked] or [exp.Ordered(this=exp.Literal.number(1))]))
-        if keep is not None:
-            rank = exp.Case(ifs=[exp.If(this=keep.copy(), true=rank)])
-    names.append((R.POS, rank))
+        else:
+            names.append((f"{R.ORDER_KEY}{i}", target.copy()))
+    names.append((R.POS, exp.Literal.number(1)))  # the raw rank is not used: rows are ranked after the audit
     shell = {"pos": columns + len(names) - 1, "keep": columns if keep is not None else None,
              "order": tuple(c for c in order_cells if any(cell.index == c for cell in cells))}
     for key, clause, name in (("limit", limit, R.LIMIT), ("offset", offset, R.OFFSET)):
@@ -307,6 +295,15 @@ def _selection(select: exp.Select, columns: int, read: Callable[[exp.Expr], set[
             select.set(key, None)
     hidden = [exp.alias_(value, exp.to_identifier(name, quoted=True)) for name, value in names]
     return hidden, R.Shell(**shell)  # type: ignore[arg-type]
+
+
+def _output(target: exp.Expr, outputs: dict[str, int]) -> int | None:
+    """The output column an ORDER BY item names (a position or an output alias), or None."""
+    if isinstance(target, exp.Literal) and target.is_number:
+        return int(target.name) - 1
+    if isinstance(target, exp.Column) and not target.table:
+        return outputs.get(target.name.lower())
+    return None
 
 
 def _component_starts(local: list[ReleasePlan | None]) -> list[int]:

@@ -88,10 +88,12 @@ class Shell:
     """How the top-level clauses that select rows (HAVING, LIMIT, OFFSET) are applied after the release audit.
 
     Every group is evaluated, so every group's aggregates (in the output, in HAVING, in an ORDER BY that LIMIT
-    cuts) are cells that output control and the audit decide on; the rows are selected afterwards (`finish`): a row
-    is kept when HAVING holds and its HAVING cell was released, its rank (`pos`, over all groups, HAVING-passing
-    ones first: the raw query's order) lies within OFFSET / LIMIT, and, when LIMIT or OFFSET cut by an order,
-    none of its `order` cells was suppressed. Values are column indexes of the result before `finish`."""
+    cuts) are cells that output control and the audit decide on; the rows are selected afterwards (`finish`): of
+    the rows whose group passed k, those where HAVING holds and whose HAVING cell was released, sorted in the
+    released order (`output_rows.released_order`: ORDER BY values as released, a suppressed one as NULL), OFFSET / LIMIT
+    keep a slice. `pos` (the raw rank over all groups) and `order` (the order columns that are cells) are kept in
+    the format but no longer select rows: the raw rank ranked suppressed values too. Values are column indexes of
+    the result before `finish`."""
 
     pos: int
     keep: int | None = None

@@ -184,25 +184,22 @@ def _order_columns(expression: exp.Expr) -> list[tuple[int | str, exp.Ordered]] 
 
 def _ranked(original: exp.Expr, union: exp.Query, first: exp.Select, columns: int, whole: ReleasePlan
             ) -> tuple[exp.Query, ReleasePlan]:
-    """LIMIT / OFFSET over a UNION ALL: every row of every branch evaluated, ranked over all of them by the ORDER BY
-    (hidden `pos`, then the LIMIT / OFFSET values), selected after the audit (`output.finish`): a row is kept when its
-    rank is within OFFSET / LIMIT and none of its order cells was suppressed, as for LIMIT over one aggregation."""
+    """LIMIT / OFFSET over a UNION ALL: every row of every branch evaluated (hidden `pos`, a constant kept for the
+    plan's format, then the LIMIT / OFFSET values), selected after the audit (`output.finish`): the OFFSET / LIMIT
+    slice of the released rows in the released order (`ReleasePlan.sort`), as for LIMIT over one aggregation."""
     names = [e.alias_or_name for e in first.expressions]
     outputs = {n.lower(): i for i, n in enumerate(names[:columns])}
     items = _order_columns(original)
     if items is None:
         raise UnsupportedShape("LIMIT over a set operation needs an ORDER BY of its output columns")
-    ranked, order_cells = [], []
-    for target, ordered in items:
+    order_cells = []
+    for target, _ in items:
         index = target - 1 if isinstance(target, int) else outputs.get(target)
         if index is None or not 0 <= index < columns:
             raise UnsupportedShape("LIMIT over a set operation needs an ORDER BY of its output columns")
-        item = ordered.copy()
-        item.set("this", exp.column(names[index], table="__sluice_u", quoted=True))
-        ranked.append(item)
         order_cells.append(index)
-    hidden = [exp.alias_(exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=ranked)),
-                         exp.to_identifier(R.POS, quoted=True))]
+    # the raw rank is not computed: rows are ranked after the audit, by released values only
+    hidden = [exp.alias_(exp.Literal.number(1), exp.to_identifier(R.POS, quoted=True))]
     shell = {"pos": columns + 1, "order": tuple(order_cells)}
     for key, name in (("limit", R.LIMIT), ("offset", R.OFFSET)):
         clause = original.args.get(key)
@@ -214,7 +211,6 @@ def _ranked(original: exp.Expr, union: exp.Query, first: exp.Select, columns: in
     select = exp.Select(expressions=[*column[:columns + 1], *hidden, *column[columns + 1:]],
                         from_=exp.From(this=exp.Subquery(this=union, alias=exp.TableAlias(
                             this=exp.to_identifier("__sluice_u", quoted=True)))))
-    select.set("order", exp.Order(expressions=[exp.Ordered(this=exp.column(R.POS, quoted=True))]))
     with_ = original.args.get("with_")
     if with_ is not None:
         select.set("with_", with_)

@@ -5,9 +5,9 @@ keeps or drops a group by its value, or an ORDER BY that LIMIT cuts, would other
 thresholds recover what the audit protects. So when the top-level aggregation has HAVING, LIMIT or OFFSET, the
 rewrite evaluates every group (HAVING, LIMIT and OFFSET are taken out of the SQL), and adds hidden columns after the
 user's: the HAVING value (a hidden cell), the order values LIMIT cuts by (hidden cells, unless they are output
-columns), the row's rank in the query's order over all groups (HAVING-passing groups first, so ranks are the raw
-query's), and the LIMIT and OFFSET values. Output control and the audit decide on every cell of every group;
-`policy.output.finish` then selects the rows (sql_release.Shell says how).
+columns), the row's raw rank (kept in the format, not used to select), and the LIMIT and OFFSET values. Output
+control and the audit decide on every cell of every group; `policy.output.finish` then selects the rows: the OFFSET /
+LIMIT slice of the released order (sql_release.Shell says how).
 """
 
 from __future__ import annotations
@@ -192,15 +192,9 @@ def hidden_values(shell: ShellLayout, having: exp.Expr | None, order: list[exp.O
         elif name.startswith(R.ORDER_KEY):
             out.append((name, order[int(name[len(R.ORDER_KEY):])].this.copy()))
         elif name == R.POS:
-            items = ([exp.Ordered(this=exp.not_(keep.copy()))] if keep is not None else []) + [o.copy() for o in order]
-            if not items:
-                items = [exp.Ordered(this=exp.Literal.number(1))]
-            rank: exp.Expr = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=items))
-            if not order and shell.limit is None and shell.offset is None:
-                rank = exp.Literal.number(1)  # no order and nothing cut: every selected row ranks the same
-            if keep is not None:  # groups failing HAVING are never selected: no rank (no engine-dependent ties)
-                rank = exp.Case(ifs=[exp.If(this=keep.copy(), true=rank)])
-            out.append((name, rank))
+            # kept in the plan's format; the raw rank is not computed: rows are ranked after the audit, by released
+            # values only (`output_rows.shell_rows`), since the raw rank ranked suppressed values too
+            out.append((name, exp.Literal.number(1)))
         elif name.startswith(R.PARTITION):
             out.append((name, exp.column(f"{INNER_PARTITION}{name[len(R.PARTITION):]}", table=QUERY, quoted=True)))
         elif name == R.LIMIT and shell.limit is not None:

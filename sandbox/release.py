@@ -8,7 +8,9 @@ passed k and dominance, with their entity sets). Here, for each population the r
    SQLite), always in sorted population order;
 2. bring the in-memory ledger up to date with cells other processes committed since it was last read (ledger rows
    have increasing ids within a population, since they are only written under its lock);
-3. audit the cells (policy/release_audit.py), NULL the suppressed ones, add the marker column, write the result;
+3. audit the cells (policy/release_audit.py; in stages with OFFSET / LIMIT, policy/release_stages.py, so that the
+   cells of rows the limit drops are neither audited nor recorded), NULL the suppressed ones, add the marker
+   column, write the result;
 4. hand the ledger rows to the caller, which commits them in the same transaction as the run record and its audit
    row; only then are the locks released and the result readable (the run is visible only once committed).
 
@@ -34,7 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from metering.metrics import Metrics
 from policy.output import Reason, finish
-from policy.release_audit import DEFAULT_BUDGET, AuditCell, AuditPart, PopulationAudit, audit
+from policy.release_audit import DEFAULT_BUDGET, AuditCell, AuditPart, PopulationAudit
+from policy.release_stages import staged_audit
 from policy.sql_release import ReleasePlan
 from sandbox import release_snapshot
 from sandbox.executor import PendingRelease, RunOutcome
@@ -90,7 +93,8 @@ class ReleaseService:
                 state = {p: self._refresh(p, grant.min_group_size) for p in populations}
                 cells = [AuditCell((c.row, c.column), tuple(AuditPart(p.population, p.bitmap(), p.measures)
                                                             for p in c.parts)) for c in pending.cells]
-                decision = audit({p: s.audit for p, s in state.items()}, cells, budget=self.budget)
+                decision = staged_audit({p: s.audit for p, s in state.items()}, pending.table, pending.marks, cells,
+                                        plan, budget=self.budget)
                 rows = self._rows(state, decision.accepted, run, grant, now)
                 self._write(run, pending, dict(decision.suppressed), plan)
                 self._observe(state, decision.suppressed, outcome.suppression, job, time.perf_counter() - started)

@@ -153,7 +153,8 @@ def governed_run(sql: str, con: Any) -> tuple[pa.Table, dict[Any, Reason], dict[
     """
     from policy.analysis import analyse
     from policy.output import apply_output_control, finish
-    from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
+    from policy.release_audit import AuditCell, AuditPart, PopulationAudit
+    from policy.release_stages import staged_audit
 
     result = analyse(sql, policies_for("city"))
     assert result.sql is not None and result.release is not None, result.findings
@@ -161,5 +162,6 @@ def governed_run(sql: str, con: Any) -> tuple[pa.Table, dict[Any, Reason], dict[
                                       plan=result.release)
     cells = [AuditCell((c.row, c.column), tuple(AuditPart(p.population, p.bitmap(), p.measures) for p in c.parts))
              for c in controlled.cells]
-    later = dict(audit({p: PopulationAudit(p, CITY_K) for p in result.release.populations}, cells).suppressed)
+    later = dict(staged_audit({p: PopulationAudit(p, CITY_K) for p in result.release.populations}, controlled.table,
+                              controlled.marks, cells, result.release).suppressed)
     return finish(controlled.table, controlled.marks, later, result.release), later, dict(controlled.suppressed)

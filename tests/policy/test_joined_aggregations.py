@@ -79,9 +79,34 @@ def test_a_top_n_ordered_by_a_difference_that_isolates_four_residents_never_sele
     raw = [d for (d,) in connections["city"].sql(sql).fetchall()]
     assert raw[0] == "湖滨区"  # four low-income residents: the smallest difference
     released, later, _ = _run(sql, connections["city"])
-    # its order value (a hidden cell) is suppressed, so its rank may not be used: the row is not selected
-    assert released.column("district").to_pylist() == raw[1:]
+    # its order value (a hidden cell) is suppressed, so it ranks as NULL (last): the three smallest released
+    # differences fill the limit
+    four = [d for (d,) in connections["city"].sql(sql.replace("LIMIT 3", ", a.district LIMIT 4")).fetchall()]
+    assert four[0] == "湖滨区" and released.column("district").to_pylist() == four[1:]
     assert list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+
+
+def test_joined_rows_are_sorted_by_an_order_value_that_is_not_an_output(connections: dict[str, Any]) -> None:
+    # without LIMIT: the order value is a hidden cell (audited), and the released rows follow it, not the output
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM enterprises GROUP BY district)
+    SELECT a.district FROM a JOIN b ON a.district = b.district ORDER BY b.m DESC"""
+    raw = [d for (d,) in connections["city"].sql(sql.replace("DESC", "DESC, a.district")).fetchall()]
+    released, later, suppressed = _run(sql, connections["city"])
+    assert "湖滨区" in raw and suppressed == {Reason.K: 1}  # 2 enterprises: the row is dropped
+    assert released.column("district").to_pylist() == [d for d in raw if d != "湖滨区"] and not later
+
+
+def test_joined_rows_sorted_by_a_suppressed_hidden_order_value_list_it_as_null(connections: dict[str, Any]) -> None:
+    sql = """
+    WITH a AS (SELECT district, count(*) AS n FROM residents GROUP BY district),
+         b AS (SELECT district, count(*) AS m FROM residents WHERE income_band <> '<3k' GROUP BY district)
+    SELECT a.district FROM a JOIN b ON a.district = b.district ORDER BY a.n - b.m"""
+    raw = [d for (d,) in connections["city"].sql(sql + ", a.district").fetchall()]
+    released, later, _ = _run(sql, connections["city"])
+    assert raw[0] == "湖滨区" and list(later.values()) == [Reason.DIFFERENCE_AUDIT]
+    assert released.column("district").to_pylist() == [*raw[1:], "湖滨区"]
 
 
 def test_a_having_inside_a_joined_aggregation_is_audited_as_a_cell(connections: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """The order of released rows over real city data: an ORDER BY never ranks a suppressed value (policy/sql_shell.py
-`order_spec` / `sort_keys`, policy.output.released_order)."""
+`order_spec` / `sort_keys`, policy.output_rows.released_order)."""
 
 from __future__ import annotations
 

@@ -34,10 +34,49 @@ def test_a_group_whose_having_cell_was_suppressed_is_not_released_whatever_havin
     assert rows == [0]
 
 
-def test_limit_keeps_the_raw_ranks_and_drops_a_row_ranked_by_a_suppressed_value() -> None:
-    table = _table([True] * 4, [1] * 4, [3, 1, 2, 4], 3)
-    assert select_rows(table, _plan(order=(1,))) == [1, 2, 0]
-    assert select_rows(table, _plan(order=(1,)), {(2, 1): Reason.K}) == [1, 0]
+def _limited(sort: tuple[SortKey, ...] | None, *, offset: int | None = None) -> ReleasePlan:
+    shell = Shell(pos=4, keep=2, limit=5, offset=6 if offset is not None else None)
+    hidden = (*COLUMNS[2:], *(("__sluice_offset",) if offset is not None else ()))
+    return ReleasePlan(instances=("p",), conditions=0, components=(), cells=(), stats=(), columns=2,
+                       hidden=hidden, shell=shell, sort=sort)
+
+
+def test_limit_cuts_the_released_order_not_the_raw_ranks() -> None:
+    table = _table([True] * 4, [1] * 4, [3, 1, 2, 4], 3)  # raw ranks that disagree with the values 10..13
+    assert select_rows(table, _limited((SortKey(1, desc=True),))) == [3, 2, 1]
+    assert select_rows(table, _limited((SortKey(1),))) == [0, 1, 2]
+
+
+def test_a_row_whose_order_value_was_suppressed_ranks_as_null_and_the_limit_is_filled_by_released_ones() -> None:
+    table = _table([True] * 4, [1] * 4, [1, 2, 3, 4], 3)
+    assert select_rows(table, _limited((SortKey(1, desc=True),)), {(3, 1): Reason.K}) == [2, 1, 0]
+    assert select_rows(table, _limited((SortKey(1, desc=True, nulls_first=True),)), {(3, 1): Reason.K}) == [3, 2, 1]
+
+
+def test_offset_skips_rows_of_the_released_order() -> None:
+    table = _table([True] * 4, [1] * 4, [4, 3, 2, 1], 1).append_column("__sluice_offset", pa.array([2] * 4))
+    assert select_rows(table, _limited((SortKey(1),), offset=2)) == [2]
+    assert select_rows(table, _limited((SortKey(1),), offset=2), {(0, 1): Reason.DIFFERENCE_AUDIT}) == [3]
+
+
+def test_the_rows_limit_keeps_do_not_depend_on_a_suppressed_value_or_the_raw_rank() -> None:
+    # g1's value is suppressed; whatever it was (below, between or above the released 10, 12, 13), and so whatever
+    # its raw rank, the same rows are kept
+    kept = set()
+    for hidden in (0, 11, 99):
+        values = [10, hidden, 12, 13]
+        ranks = [sorted(values, reverse=True).index(v) + 1 for v in values]
+        table = pa.table([[f"g{i}" for i in range(4)], values, [True] * 4, [1] * 4, ranks, [2] * 4], names=COLUMNS)
+        for sort in ((SortKey(1, desc=True),), (SortKey(1),), (SortKey(1, nulls_first=True),), None):
+            rows = select_rows(table, _limited(sort), {(1, 1): Reason.K})
+            kept.add((sort, tuple(rows)))
+    assert len(kept) == 4  # one answer per order, none per hidden value
+
+
+def test_rows_tied_in_every_released_value_are_ranked_by_why_they_were_suppressed() -> None:
+    table = pa.table([["g"] * 3, [5, 6, 7], [True] * 3, [1] * 3, [1, 2, 3], [1] * 3], names=COLUMNS)
+    marks = {(0, 1): Reason.K, (1, 1): Reason.DOMINANCE, (2, 1): Reason.DIFFERENCE_AUDIT}
+    assert select_rows(table, _limited((SortKey(1),)), marks) == [2]  # "difference_audit" < "dominance" < "k"
 
 
 def test_a_window_cell_suppressed_by_the_audit_suppresses_the_window_in_its_partition_only() -> None:

@@ -11,11 +11,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+import sqlglot
 from casebook import Case, k_for, load_cases, policies_for
 
 from policy.analysis import Verdict, analyse
 from policy.output import Reason, apply_output_control, finish, released_columns, strip_helpers
 from policy.release_audit import AuditCell, AuditPart, AuditResult, PopulationAudit, audit
+from policy.release_stages import staged_audit
+from policy.sql_release import ReleasePlan
 
 CASES = load_cases()
 ACCEPTED = [c for c in CASES if c.verdict == "accepted"]
@@ -56,9 +59,14 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, case: Case) -> pa.Table:
     return con.sql(sql, params=params).to_arrow_table()
 
 
-def fresh_audit(cells: list[AuditCell], populations: tuple[str, ...], k: int) -> AuditResult:
-    """The release audit over a fresh ledger per population."""
-    return audit({p: PopulationAudit(p, k) for p in populations}, cells)
+def fresh_audit(cells: list[AuditCell], populations: tuple[str, ...], k: int, controlled: Any = None,
+                plan: ReleasePlan | None = None) -> AuditResult:
+    """The release audit over a fresh ledger per population (in stages, as the API runs it, given output control's
+    result and the plan: policy/release_stages.py)."""
+    fresh = {p: PopulationAudit(p, k) for p in populations}
+    if controlled is None:
+        return audit(fresh, cells)
+    return staged_audit(fresh, controlled.table, controlled.marks, cells, plan)
 
 
 def audit_cells(controlled: Any) -> list[AuditCell]:
@@ -95,7 +103,7 @@ def test_accepted_fixture_runs_under_output_control(case: Case, connections: dic
         return
     assert case.check_sql, "accepted fixtures over entity data need a check_sql"
     assert result.release is not None
-    decision = fresh_audit(audit_cells(controlled), result.release.populations, k)
+    decision = fresh_audit(audit_cells(controlled), result.release.populations, k, controlled, result.release)
     assert Counter(decision.suppressed.values()) == Counter({Reason.DIFFERENCE_AUDIT: case.audit_suppressed}
                                                              if case.audit_suppressed else {})
     released = finish(controlled.table, controlled.marks, dict(decision.suppressed), result.release)
@@ -118,11 +126,21 @@ def test_accepted_fixture_runs_under_output_control(case: Case, connections: dic
     assert released.num_rows >= case.min_rows
     if case.min_rows == 0:
         assert released.num_rows == 0, "a case that expects no rows must lose them all"
-    # Every released cell is the original query's value for its group.
-    originals = {tuple(_normal(v) for v in row.values()) for row in original.to_pylist()}
+    # Every released cell is the original query's value for its group (with LIMIT / OFFSET, of the original query
+    # without them: the limit is filled in the order of released values, past rows dropped or ranked as NULL).
+    every = _run(con, _unlimited(case.sql), case) if shell else original
+    originals = {tuple(_normal(v) for v in row.values()) for row in every.to_pylist()}
     for row in released.drop_columns(["sluice_suppressed"]).to_pylist():
         values = tuple(_normal(v) for v in row.values())
         assert any(all(v is None or v == o for v, o in zip(values, full, strict=True)) for full in originals)
+
+
+def _unlimited(sql: str) -> str:
+    """`sql` without its top-level LIMIT and OFFSET."""
+    query = sqlglot.parse_one(sql, dialect="duckdb")
+    query.set("limit", None)
+    query.set("offset", None)
+    return query.sql(dialect="duckdb")
 
 
 def _case(title: str) -> Case:

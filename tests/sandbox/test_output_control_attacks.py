@@ -417,3 +417,77 @@ def test_ordering_by_an_aggregate_that_is_not_an_output_ranks_by_released_values
                        "ORDER BY sum(income) FILTER (WHERE flag = 'y') DESC NULLS FIRST")
     assert [r["grp"] for r in rows] == ["g2", "g4", "g3", "g1"]
     assert all(r["n"] == 20 and not marker(r) for r in rows)
+
+
+# --- which rows LIMIT keeps: ranked over released values only ----------------------------------------------------
+def _ranked_low_csv() -> str:
+    """`_ranked_csv` with other values in the two suppressed sums only: g2's and g4's flagged people earn 1 and 2,
+    so their sums (5 and 6) rank last instead of first and second-to-last."""
+    return _ranked_csv().replace(",y,4000", ",y,1").replace(",y,10000", ",y,2")
+
+
+LIMIT_QUERIES = {
+    "top": "SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM {t} GROUP BY grp ORDER BY s DESC LIMIT {n}",
+    "bottom": "SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM {t} GROUP BY grp ORDER BY s LIMIT {n}",
+    "window": "SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM {t} GROUP BY grp "
+              "ORDER BY s DESC LIMIT 1 OFFSET {n}",
+    "hidden": "SELECT grp, count(*) AS n FROM {t} GROUP BY grp "
+              "ORDER BY sum(income) FILTER (WHERE flag = 'y') DESC LIMIT {n}",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LIMIT_QUERIES))
+def test_which_rows_limit_keeps_does_not_depend_on_suppressed_values(api: Api, ranked: dict[str, Any],
+                                                                     shape: str) -> None:
+    # the raw ranks differ (g4's hidden sum is the largest in `ranked`, the smallest but one in `ranked_low`): a
+    # top-n that ranked every group would keep different rows, or fewer, and so bound the hidden sums
+    low = {**RANKED_META, "population": "ranked_low_people"}
+    api.register(ranked["steward"], dataset_id="ranked_low", content=_ranked_low_csv(), **low)
+    for n in range(4):
+        answers = []
+        for table in ("ranked", "ranked_low"):
+            _, rows = released(api, ranked["key"], ranked["grant"], LIMIT_QUERIES[shape].format(t=table, n=n))
+            answers.append([{**r, "s": r.get("s") and int(r["s"])} for r in rows])
+        assert answers[0] == answers[1], (shape, n)
+        assert len(answers[0]) == (1 if shape == "window" else n)  # every limit is filled while rows remain
+
+
+def test_a_top_n_lists_the_largest_released_values_and_the_suppressed_ones_last(
+        api: Api, ranked: dict[str, Any]) -> None:
+    # raw: g4 (30,000, hidden) ranked first, so a raw top-1 was either g4 or nothing at all
+    _, top = released(api, ranked["key"], ranked["grant"],
+                      "SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM ranked GROUP BY grp "
+                      "ORDER BY s DESC LIMIT 3")
+    assert [(r["grp"], r["s"] and int(r["s"])) for r in top] == [("g3", 24000), ("g1", 15000), ("g2", None)]
+    assert marker(top[2]) == {"s": "k"}
+
+
+def _ledger_cells(api: Api, population: str) -> float:
+    prefix = f'sluice_release_ledger_cells{{population="{population}"}} '
+    line = next(x for x in api.http.get("/metrics").text.splitlines() if x.startswith(prefix))
+    return float(line[len(prefix):])
+
+
+def test_the_cells_of_rows_a_limit_drops_are_not_recorded_as_released(api: Api, ranked: dict[str, Any]) -> None:
+    sql = "SELECT grp, sum(income) AS total FROM ranked GROUP BY grp ORDER BY grp"
+    _, top = released(api, ranked["key"], ranked["grant"], sql + " LIMIT 1")
+    assert [r["grp"] for r in top] == ["g1"]
+    one = _ledger_cells(api, "ranked_people")
+    _, every = released(api, ranked["key"], ranked["grant"], sql)
+    assert len(every) == 4 and one > 0
+    assert _ledger_cells(api, "ranked_people") - one == 4 * one  # the limited run recorded one group's cells only
+
+
+def test_joined_aggregations_follow_an_order_value_that_is_not_an_output_as_released(
+        api: Api, ranked: dict[str, Any]) -> None:
+    # the order value is a hidden cell: released sums first (g3, then g1), the two suppressed ones as NULL, whatever
+    # they were (the largest in `ranked`, the smallest in `ranked_low`)
+    low = {**RANKED_META, "population": "ranked_low_people"}
+    api.register(ranked["steward"], dataset_id="ranked_low", content=_ranked_low_csv(), **low)
+    sql = ("WITH a AS (SELECT grp, count(*) AS n FROM {t} GROUP BY grp), "
+           "b AS (SELECT grp, sum(income) FILTER (WHERE flag = 'y') AS s FROM {t} GROUP BY grp) "
+           "SELECT a.grp, a.n FROM a JOIN b ON a.grp = b.grp ORDER BY b.s DESC")
+    for table in ("ranked", "ranked_low"):
+        record, rows = released(api, ranked["key"], ranked["grant"], sql.format(t=table))
+        assert [r["grp"] for r in rows] == ["g3", "g1", "g2", "g4"], table
+        assert all(r["n"] == 20 and not marker(r) for r in rows) and record["suppression"] == {"k": 2}
