@@ -225,31 +225,41 @@ def _resolve_names(schema: pa.Schema, columns: Sequence[ColumnPolicy]) -> list[s
     return names
 
 
-def _engine_schema(schema: pa.Schema) -> pa.Schema:
+def _engine_schema(schema: pa.Schema, dictionaries: dict[str, pa.Array]) -> pa.Schema:
     """The IPC copy's schema: decimals that fit 64 bits become `decimal64`, which DuckDB scans without
-    narrowing each 128-bit value (measured: TPC-H q1 171 -> 155 ms, q6 51 -> 29 ms at SF 1; same results)."""
+    narrowing each 128-bit value (measured: TPC-H q1 171 -> 155 ms, q6 51 -> 29 ms at SF 1; same results), and the
+    columns of `dictionaries` become dictionary-encoded strings with 16-bit indices."""
     fields = []
     for f in schema:
         if pa.types.is_decimal128(f.type) and f.type.precision <= 18:
             f = f.with_type(pa.decimal64(f.type.precision, f.type.scale))
+        elif f.name in dictionaries:
+            f = f.with_type(pa.dictionary(pa.int16(), pa.string()))
         fields.append(f)
     return pa.schema(fields)
+
+
+DICTIONARY_MAX_VALUES = 4096  # a string column with at most this many distinct values is dictionary-encoded
 
 
 def arrow_copy(parquet: Path, dest: Path, *, chunk_rows: int = 122_880) -> Path:
     """Write an uncompressed Arrow IPC copy of a prepared Parquet input, for memory-mapped scans.
 
     Same columns and values as `parquet`; written to a temporary name and renamed, so readers never see a
-    partial file. Record batches of `chunk_rows` let DuckDB scan in parallel.
+    partial file. Record batches of `chunk_rows` let DuckDB scan in parallel. A string column with few distinct
+    values is written dictionary-encoded, with one dictionary for the whole file: DuckDB then converts each distinct
+    string once, not once per row (measured: TPC-H q1 at SF 1, 171 -> 135 ms; DuckDB over the Parquet file
+    124-133 ms). Queries still see VARCHAR.
     """
     reader = pq.ParquetFile(parquet)
-    schema = _engine_schema(reader.schema_arrow.remove_metadata())
+    dictionaries = _low_cardinality_strings(reader, chunk_rows)
+    schema = _engine_schema(reader.schema_arrow.remove_metadata(), dictionaries)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             wrote = False
             for batch in reader.iter_batches(batch_size=chunk_rows):
-                writer.write_batch(batch.replace_schema_metadata(None).cast(schema))
+                writer.write_batch(_engine_batch(batch.replace_schema_metadata(None), schema, dictionaries))
                 wrote = True
             if not wrote:
                 writer.write_table(schema.empty_table())
@@ -257,3 +267,33 @@ def arrow_copy(parquet: Path, dest: Path, *, chunk_rows: int = 122_880) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def _low_cardinality_strings(reader: pq.ParquetFile, chunk_rows: int) -> dict[str, pa.Array]:
+    """Each string column with at most DICTIONARY_MAX_VALUES distinct non-null values -> those values, sorted."""
+    seen: dict[str, set[str]] = {f.name: set() for f in reader.schema_arrow if pa.types.is_string(f.type)}
+    for batch in (reader.iter_batches(batch_size=chunk_rows, columns=list(seen)) if seen else ()):
+        for name in list(seen):
+            distinct = pc.unique(batch.column(name)).drop_null()
+            if len(distinct) > DICTIONARY_MAX_VALUES:
+                del seen[name]
+                continue
+            seen[name].update(distinct.to_pylist())
+            if len(seen[name]) > DICTIONARY_MAX_VALUES:
+                del seen[name]
+        if not seen:
+            break
+    return {name: pa.array(sorted(values), pa.string()) for name, values in seen.items()}
+
+
+def _engine_batch(batch: pa.RecordBatch, schema: pa.Schema, dictionaries: dict[str, pa.Array]) -> pa.RecordBatch:
+    """`batch` in the IPC copy's schema: each dictionary column as indices into its file-wide dictionary."""
+    columns = []
+    for field, column in zip(schema, batch.columns, strict=True):
+        if field.name in dictionaries:
+            dictionary = dictionaries[field.name]
+            indices = pc.index_in(column, value_set=dictionary).cast(field.type.index_type)
+            columns.append(pa.DictionaryArray.from_arrays(indices, dictionary))
+        else:
+            columns.append(column.cast(field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -186,3 +186,30 @@ def test_arrow_copy_keeps_values_and_narrows_small_decimals(tmp_path: Path) -> N
     assert copy.column("cost").to_pylist() == table.column("cost").to_pylist()
     assert copy.column("big").to_pylist() == table.column("big").to_pylist()
     assert copy.column("name").to_pylist() == ["a", "b", None]
+
+
+def test_arrow_copy_dictionary_encodes_few_valued_strings_with_one_dictionary_and_keeps_them_varchar(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    import sandbox.inputs
+    from sandbox.inputs import arrow_copy
+
+    monkeypatch.setattr(sandbox.inputs, "DICTIONARY_MAX_VALUES", 3)
+    table = pa.table({"flag": ["R", "A", None, "R", "N", "A", "N"],  # 3 distinct: encoded
+                      "comment": ["a", "b", "c", "d", "a", "b", "c"]})  # 4 distinct: plain
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    out = arrow_copy(src, tmp_path / "in.arrow", chunk_rows=2)  # four batches, one dictionary
+    copy = pa.ipc.open_file(pa.memory_map(str(out), "r")).read_all()
+    assert copy.schema.field("flag").type == pa.dictionary(pa.int16(), pa.string())
+    assert copy.schema.field("comment").type == pa.string()
+    assert copy.column("flag").to_pylist() == table.column("flag").to_pylist()
+    assert copy.column("comment").to_pylist() == table.column("comment").to_pylist()
+    con = duckdb.connect()
+    con.from_arrow(copy).create_view("t")
+    result = con.sql("SELECT flag, typeof(flag) AS type, count(*) AS n FROM t GROUP BY ALL ORDER BY flag")
+    result = result.to_arrow_table()
+    assert result.schema.field("flag").type == pa.string()
+    assert result.to_pylist() == [{"flag": f, "type": "VARCHAR", "n": n} for f, n in
+                                  (("A", 2), ("N", 2), ("R", 2), (None, 1))]
