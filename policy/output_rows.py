@@ -57,20 +57,17 @@ def released_order(table: pa.Table, rows: list[int], plan: ReleasePlan, suppress
 
     for key in plan.sort or ():
         add(key.column, key.desc, key.nulls_first, key.depends)
-    if not tie_break:
-        if not columns:
-            return rows
-        keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
-        return [rows[i] for i in pc.sort_indices(keys, sort_keys=orders).to_pylist()]
-    for column in range(plan.columns):
-        add(column, False, False)
-    marked = {column for _, column in suppressed}
-    for column in (c for c in range(plan.columns) if c in marked):  # then why each was suppressed (rows still tied
-        # are released alike)
-        reasons = pa.array([str(suppressed[(row, column)]) if (row, column) in suppressed else "" for row in rows],
-                           type=pa.string())
-        columns.append(reasons)
-        orders.append((f"k{len(orders)}", "ascending"))
+    if tie_break:
+        for column in range(plan.columns):
+            add(column, False, False)
+        marked = {column for _, column in suppressed}
+        for column in (c for c in range(plan.columns) if c in marked):  # then why each was suppressed (rows still
+            # tied are released alike)
+            columns.append(pa.array([str(suppressed[(row, column)]) if (row, column) in suppressed else ""
+                                     for row in rows], type=pa.string()))
+            orders.append((f"k{len(orders)}", "ascending"))
+    if not columns:
+        return rows
     keys = pa.table(columns, names=[f"k{i}" for i in range(len(columns))])
     order = pc.sort_indices(keys, sort_keys=orders).to_pylist()
     return [rows[i] for i in order]
@@ -97,10 +94,15 @@ def select_rows(table: pa.Table, plan: ReleasePlan, suppressed: Marks | None = N
 
 def candidates(table: pa.Table, plan: ReleasePlan, suppressed: Marks) -> list[int]:
     """The rows OFFSET / LIMIT rank over one aggregation: those where HAVING holds and its value was released."""
+    return _having_kept(table, plan, range(table.num_rows), suppressed)
+
+
+def _having_kept(table: pa.Table, plan: ReleasePlan, rows: Iterable[int], suppressed: Marks) -> list[int]:
+    """`rows` where HAVING holds and its value was released (all of them without HAVING)."""
     assert plan.shell is not None
     keep = plan.shell.keep
     values = table.column(keep).to_pylist() if keep is not None else None
-    return [row for row in range(table.num_rows) if values is None or (values[row] and (row, keep) not in suppressed)]
+    return [row for row in rows if values is None or (values[row] and (row, keep) not in suppressed)]
 
 
 def slice_bounds(table: pa.Table, plan: ReleasePlan, row: int) -> tuple[int, int | None]:
@@ -119,14 +121,11 @@ def shell_rows(table: pa.Table, plan: ReleasePlan, candidates: Iterable[int], su
     `Shell.pos`, is not used: it ranked suppressed values too)."""
     shell = plan.shell
     assert shell is not None
-    keep = table.column(shell.keep).to_pylist() if shell.keep is not None else None
-    rows = [row for row in candidates
-            if keep is None or (keep[row] and (row, shell.keep) not in suppressed)]  # HAVING, its value released
+    rows = _having_kept(table, plan, candidates, suppressed)
     if not rows or (shell.limit is None and shell.offset is None):
         return rows
     rows = released_order(table, rows, plan, suppressed)
-    first = _clause(table, shell.offset, rows[0]) or 0
-    count = _clause(table, shell.limit, rows[0])
+    first, count = slice_bounds(table, plan, rows[0])
     return rows[first:] if count is None else rows[first:first + count]
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from policy.output import Marks
-from policy.output_rows import candidates, released_order, slice_bounds
+from policy.output_rows import candidates, released_order, select_rows, slice_bounds
 from policy.release_audit import DEFAULT_BUDGET, AuditCell, AuditResult, PopulationAudit, audit
 from policy.sql_release import ReleasePlan
 
@@ -51,9 +51,7 @@ def staged_audit(populations: Mapping[str, PopulationAudit], table: pa.Table, ma
     tied = _tied_at_edges(table, plan, _marks(marks, result))
     second = [c for c in cells if _at(c)[1] not in deciding and _at(c)[0] in tied]
     _merge(result, audit(populations, second, budget=max(0, budget - result.spent)))
-    suppressed = _marks(marks, result)
-    rows = candidates(table, plan, suppressed)
-    kept = set(_slice(table, plan, released_order(table, rows, plan, suppressed)))
+    kept = set(select_rows(table, plan, _marks(marks, result)))  # the rows `finish` will keep
     third = [c for c in cells if _at(c)[1] not in deciding and _at(c)[0] in kept - tied]
     _merge(result, audit(populations, third, budget=max(0, budget - result.spent)))
     return result
@@ -77,13 +75,6 @@ def _staged(plan: ReleasePlan | None) -> bool:
     shell = plan.shell if plan is not None else None
     return (plan is not None and shell is not None and (shell.limit is not None or shell.offset is not None)
             and not shell.windows and plan.setop is None and not plan.distinct)
-
-
-def _slice(table: pa.Table, plan: ReleasePlan, ordered: list[int]) -> list[int]:
-    if not ordered:
-        return []
-    start, count = slice_bounds(table, plan, ordered[0])
-    return ordered[start:] if count is None else ordered[start:start + count]
 
 
 def _tied_at_edges(table: pa.Table, plan: ReleasePlan, suppressed: Marks) -> set[int]:
