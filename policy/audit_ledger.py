@@ -111,6 +111,11 @@ class Violation:
         return BitMap(array.array("I", members.astype(np.uint32).tobytes()))
 
 
+def _as_row(keys: np.ndarray, values: np.ndarray) -> Row:
+    """A sparse row from its key and value arrays."""
+    return dict(zip(keys.tolist(), values.tolist(), strict=True))
+
+
 class _LRow:
     """A row of L: its entries over large atoms (`row`) and the combination of released sets it stands for (`y`).
 
@@ -130,7 +135,7 @@ class _LRow:
         """Entries over large atoms (a dictionary, made from the arrays when needed)."""
         if self._row is None:
             assert self.packed is not None
-            self._row = dict(zip(self.packed[0].tolist(), self.packed[1].tolist(), strict=True))
+            self._row = _as_row(self.packed[0], self.packed[1])
         return self._row
 
     @row.setter
@@ -143,7 +148,7 @@ class _LRow:
         """The combination of released sets (indexes into Ledger.sets) the row stands for."""
         if self._y is None:
             assert self.packed is not None
-            self._y = dict(zip(self.packed[2].tolist(), self.packed[3].tolist(), strict=True))
+            self._y = _as_row(self.packed[2], self.packed[3])
         return self._y
 
     @y.setter
@@ -625,7 +630,7 @@ class Ledger:
                 markowitz = int(np.lexsort((columns, self._colcount[columns]))[0])  # fewest rows, then lowest atom
                 self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
                 return
-            vector = self._dependency(dict(zip(sets.tolist(), weights.tolist(), strict=True)), budget)
+            vector = self._dependency(_as_row(sets, weights), budget)
             if vector:
                 self._insert_v(vector, budget)
             return
@@ -861,7 +866,7 @@ class Ledger:
                 raise AssertionError("an exact dependency of L that does not vanish on the large atoms")
             raise _Unconfirmed
         if denominator == 1:
-            return dict(zip(support.tolist(), sums.tolist(), strict=True))
+            return _as_row(support, sums)
         return {atom: _div(value, denominator) for atom, value in zip(support.tolist(), sums.tolist(), strict=True)}
 
     def _atoms_of_set(self, index: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,7 @@ class Case:
         return {name: spec[1] for name, spec in self.params.items()}
 
 
-CASE_KEYS = frozenset({"title", "sql", "verdict", "codes", "params", "min_rows", "check_sql", "check_cells_sql",
-                       "dominance_suppressed", "audit_suppressed", "name"})
+CASE_KEYS = frozenset(f.name for f in fields(Case)) - {"schema", "source"}  # what a [[case]] table may set
 
 
 def load_cases(root: Path = FIXTURES) -> list[Case]:
