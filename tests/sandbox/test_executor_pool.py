@@ -199,7 +199,7 @@ def test_a_closed_pool_refuses_runs(tmp_path: Path, people: Path) -> None:
 def test_a_worker_with_its_instances_stays_well_below_its_address_space_limit(pool: WorkerPool,
                                                                            people: Path) -> None:
     for key in ("grant-a", "grant-0", "grant-1", "grant-2", "grant-3", "grant-4"):
-        for _ in range(2):  # each worker opens and queries every instance
+        for _ in range(2):  # six instances between the two workers (a key stays on the worker that has it)
             assert _count(pool.run(_spec(people, COUNT, key=key))) == 5000
     for pid in pool.worker_pids():
         status = Path(f"/proc/{pid}/status").read_text()
