@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by deploy/build-image.sh and deploy/python-standin.sh: which container engine to use, and how buildah or
 # podman should run build steps on this machine.
 #   CONTAINER_ENGINE=docker|podman|buildah   forces one; otherwise docker if its daemon answers, else buildah,
