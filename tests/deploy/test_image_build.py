@@ -118,7 +118,10 @@ def _image_config(engine: str, image: str) -> dict[str, Any]:
         config: dict[str, Any] = json.loads(out.stdout)["Docker"]["config"]
         return config
     out = subprocess.run([engine, "image", "inspect", image], check=True, capture_output=True)
-    config = json.loads(out.stdout)[0]["Config"]
+    found = json.loads(out.stdout)[0]
+    config = dict(found["Config"])
+    if "Healthcheck" not in config and found.get("Healthcheck"):  # podman reports it beside Config, docker inside
+        config["Healthcheck"] = found["Healthcheck"]
     return config
 
 
