@@ -116,7 +116,9 @@ def test_kill_9_mid_load_loses_no_succeeded_run_counts_nothing_twice_and_charges
         clients = [threading.Thread(target=_load, args=(served, stop, seen, downloads)) for _ in range(6)]
         for c in clients:
             c.start()
-        time.sleep(2)
+        deadline = time.monotonic() + 120  # on a loaded machine the first runs take a while
+        while sum(status == "succeeded" for _, status in list(seen)) <= 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
         _wait_for_runs_in_flight(home / "sluice.db", at_least=2)
         server.kill()  # kill -9 in the middle of the load, with started runs in flight
         stop.set()

@@ -57,7 +57,8 @@ def sign_in(http: TestClient, key: str) -> None:
 def _views(api: Api, action: str) -> list[AuditEvent]:
     engine = make_engine(api.settings.resolved_database_url)
     with session_factory(engine)() as s:
-        rows = list(s.scalars(select(AuditEvent).where(AuditEvent.action == action, AuditEvent.via == "console")))
+        rows = list(s.scalars(select(AuditEvent).where(AuditEvent.action == action, AuditEvent.via == "console")
+                            .order_by(AuditEvent.id)))  # in the order written (PostgreSQL has no default order)
     engine.dispose()
     return rows
 
