@@ -23,11 +23,16 @@ class Execute(NamedTuple):
 
     With `expect_rows`, a different row count fails the call (StaleDataError): a conditional UPDATE such as
     `... WHERE status = 'running'` that matched nothing means another process changed the row first.
+
+    With `grouped`, an INSERT that nothing else in the batch depends on (an audit row, a usage event) is held back
+    and sent after the batch's other writes, together with the same statement's rows from every call in the batch:
+    one multi-row INSERT per statement and transaction, with no ORM unit of work.
     """
 
     statement: Executable
     params: dict[str, Any]
     expect_rows: int | None = None
+    grouped: bool = False
 
 
 Write = Base | Executable | Execute
@@ -80,12 +85,10 @@ class Recorder:
         try:
             if session is None:
                 with self._sessions.begin() as fresh:
-                    for rows, _ in batch:
-                        _apply(fresh, rows)
+                    _apply(fresh, [rows for rows, _ in batch])
             else:
                 try:
-                    for rows, _ in batch:
-                        _apply(session, rows)
+                    _apply(session, [rows for rows, _ in batch])
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -110,18 +113,26 @@ class Recorder:
             self._commit([item])
 
 
-def _apply(session: Session, rows: Sequence[Write]) -> None:
-    for row in rows:
-        if isinstance(row, Execute):
-            result = session.execute(row.statement, row.params)
-            count = getattr(result, "rowcount", None)
-            if row.expect_rows is not None and count != row.expect_rows:
-                raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
-                                     "changed concurrently")
-        elif isinstance(row, Executable):
-            session.execute(row)
-        else:
-            session.add(row)
+def _apply(session: Session, calls: Sequence[Sequence[Write]]) -> None:
+    """Apply every call's writes in order; grouped INSERTs last, one executemany per statement and column set."""
+    grouped: dict[tuple[Executable, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for rows in calls:
+        for row in rows:
+            if isinstance(row, Execute):
+                if row.grouped:
+                    grouped.setdefault((row.statement, tuple(row.params)), []).append(row.params)
+                    continue
+                result = session.execute(row.statement, row.params)
+                count = getattr(result, "rowcount", None)
+                if row.expect_rows is not None and count != row.expect_rows:
+                    raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
+                                         "changed concurrently")
+            elif isinstance(row, Executable):
+                session.execute(row)
+            else:
+                session.add(row)
+    for (statement, _), params in grouped.items():
+        session.execute(statement, params[0] if len(params) == 1 else params)
 
 
 def _forget_generated_keys(rows: Sequence[Write]) -> None:

@@ -280,7 +280,7 @@ class Guard:
         self.audit.status = status
         started = time.perf_counter()
         try:
-            self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+            self.recorder.record([*rows, self.audit.to_insert(self.now_fn())], session=session)
         except Exception:
             if self.metrics is not None:
                 self.metrics.audit_append_failures.labels("group_commit").inc()
