@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
-from sqlalchemy import inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -48,6 +48,7 @@ class Recorder:
 
     def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 256) -> None:
         self._sessions = sessions
+        self._engine: Engine | None = getattr(sessions, "kw", {}).get("bind")  # for batches of statements only
         self._max_batch = max_batch
         self._pending: list[_Item] = []
         self._lock = threading.Lock()
@@ -83,12 +84,16 @@ class Recorder:
 
     def _commit(self, batch: list[_Item], session: Session | None = None) -> None:
         try:
-            if session is None:
+            calls = [rows for rows, _ in batch]
+            if session is None and self._engine is not None and _statements_only(calls):
+                with self._engine.begin() as connection:  # e.g. run starts: no ORM session needed
+                    _apply(connection, calls)
+            elif session is None:
                 with self._sessions.begin() as fresh:
-                    _apply(fresh, [rows for rows, _ in batch])
+                    _apply(fresh, calls)
             else:
                 try:
-                    _apply(session, [rows for rows, _ in batch])
+                    _apply(session, calls)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -113,8 +118,13 @@ class Recorder:
             self._commit([item])
 
 
-def _apply(session: Session, calls: Sequence[Sequence[Write]]) -> None:
-    """Apply every call's writes in order; grouped INSERTs last, one executemany per statement and column set."""
+def _statements_only(calls: Sequence[Sequence[Write]]) -> bool:
+    return all(isinstance(row, Execute | Executable) for rows in calls for row in rows)
+
+
+def _apply(session: Session | Connection, calls: Sequence[Sequence[Write]]) -> None:
+    """Apply every call's writes in order; grouped INSERTs last, one executemany per statement and column set.
+    A Connection takes statements only."""
     grouped: dict[tuple[Executable, tuple[str, ...]], list[dict[str, Any]]] = {}
     for rows in calls:
         for row in rows:
@@ -130,6 +140,7 @@ def _apply(session: Session, calls: Sequence[Sequence[Write]]) -> None:
             elif isinstance(row, Executable):
                 session.execute(row)
             else:
+                assert isinstance(session, Session), "ORM rows need a session"
                 session.add(row)
     for (statement, _), params in grouped.items():
         session.execute(statement, params[0] if len(params) == 1 else params)
