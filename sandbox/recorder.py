@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
-from sqlalchemy import inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -23,11 +23,16 @@ class Execute(NamedTuple):
 
     With `expect_rows`, a different row count fails the call (StaleDataError): a conditional UPDATE such as
     `... WHERE status = 'running'` that matched nothing means another process changed the row first.
+
+    With `grouped`, an INSERT that nothing else in the batch depends on (an audit row, a usage event) is held back
+    and sent after the batch's other writes, together with the same statement's rows from every call in the batch:
+    one multi-row INSERT per statement and transaction, with no ORM unit of work.
     """
 
     statement: Executable
     params: dict[str, Any]
     expect_rows: int | None = None
+    grouped: bool = False
 
 
 Write = Base | Executable | Execute
@@ -43,6 +48,7 @@ class Recorder:
 
     def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 256) -> None:
         self._sessions = sessions
+        self._engine: Engine | None = getattr(sessions, "kw", {}).get("bind")  # for batches of statements only
         self._max_batch = max_batch
         self._pending: list[_Item] = []
         self._lock = threading.Lock()
@@ -78,14 +84,16 @@ class Recorder:
 
     def _commit(self, batch: list[_Item], session: Session | None = None) -> None:
         try:
-            if session is None:
+            calls = [rows for rows, _ in batch]
+            if session is None and self._engine is not None and _statements_only(calls):
+                with self._engine.begin() as connection:  # e.g. run starts: no ORM session needed
+                    _apply(connection, calls)
+            elif session is None:
                 with self._sessions.begin() as fresh:
-                    for rows, _ in batch:
-                        _apply(fresh, rows)
+                    _apply(fresh, calls)
             else:
                 try:
-                    for rows, _ in batch:
-                        _apply(session, rows)
+                    _apply(session, calls)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -110,18 +118,32 @@ class Recorder:
             self._commit([item])
 
 
-def _apply(session: Session, rows: Sequence[Write]) -> None:
-    for row in rows:
-        if isinstance(row, Execute):
-            result = session.execute(row.statement, row.params)
-            count = getattr(result, "rowcount", None)
-            if row.expect_rows is not None and count != row.expect_rows:
-                raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
-                                     "changed concurrently")
-        elif isinstance(row, Executable):
-            session.execute(row)
-        else:
-            session.add(row)
+def _statements_only(calls: Sequence[Sequence[Write]]) -> bool:
+    return all(isinstance(row, Execute | Executable) for rows in calls for row in rows)
+
+
+def _apply(session: Session | Connection, calls: Sequence[Sequence[Write]]) -> None:
+    """Apply every call's writes in order; grouped INSERTs last, one executemany per statement and column set.
+    A Connection takes statements only."""
+    grouped: dict[tuple[Executable, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for rows in calls:
+        for row in rows:
+            if isinstance(row, Execute):
+                if row.grouped:
+                    grouped.setdefault((row.statement, tuple(row.params)), []).append(row.params)
+                    continue
+                result = session.execute(row.statement, row.params)
+                count = getattr(result, "rowcount", None)
+                if row.expect_rows is not None and count != row.expect_rows:
+                    raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
+                                         "changed concurrently")
+            elif isinstance(row, Executable):
+                session.execute(row)
+            else:
+                assert isinstance(session, Session), "ORM rows need a session"
+                session.add(row)
+    for (statement, _), params in grouped.items():
+        session.execute(statement, params[0] if len(params) == 1 else params)
 
 
 def _forget_generated_keys(rows: Sequence[Write]) -> None:

@@ -6,28 +6,50 @@ Export follows the standard variables, read by the OpenTelemetry libraries thems
 `<METHOD> <route>` per request (HTTP semantic conventions), `sluice.job.submit` with `sluice.job.parse` and
 `sluice.job.analyse`, and `sluice.run` with `sluice.run.check`, `.queue`, `.execute`, `.output_control`,
 `.meter` and `.audit`. The trace id is stored in audit records and usage events and written to JSON logs.
+
+The request span always exists (it makes the trace id). The spans inside a request are made only when something
+exports them: otherwise `Tracing.spans` is a `ContextTracer`, which makes none and leaves the request span current
+(about 60 Python calls saved per span, nine spans per run).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 
+class ContextTracer(trace.Tracer):
+    """A tracer whose spans record nothing and never become current: inside a request, the request's span stays
+    current, so trace ids (and span ids in log lines) are those of the request. For when no span is exported."""
+
+    def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> trace.Span:
+        return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
+
+    @contextmanager
+    def start_as_current_span(self, name: str, context: Context | None = None,  # type: ignore[override]
+                              *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
+        yield trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
+
+
 @dataclass
 class Tracing:
-    """The app's tracer and its provider (flushed and shut down with the app)."""
+    """The app's tracer and its provider (flushed and shut down with the app); `spans` makes the spans inside a
+    request (a `ContextTracer` when nothing exports them)."""
 
     tracer: trace.Tracer
     provider: TracerProvider
     exporting: bool
+    spans: trace.Tracer
 
     def shutdown(self) -> None:
         """Flush queued spans and stop exporting."""
@@ -56,7 +78,9 @@ def make_tracing(exporter: SpanExporter | None = None) -> Tracing:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         exporting = True
-    return Tracing(tracer=provider.get_tracer("sluice"), provider=provider, exporting=exporting)
+    tracer = provider.get_tracer("sluice")
+    return Tracing(tracer=tracer, provider=provider, exporting=exporting,
+                   spans=tracer if exporting else ContextTracer())
 
 
 def current_trace_id() -> str | None:

@@ -89,7 +89,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     state = AppState(settings=settings, clock=clock, sessions=sessions,
                      authorizer=Authorizer(rows), metrics=metrics,
                      key_cache=KeyCache(settings.auth_cache_seconds), recorder=recorder,
-                     tracer=tracing.tracer, keyring=keyring, engine=engine, runs=run_service, releases=releases,
+                     tracer=tracing.spans, keyring=keyring, engine=engine, runs=run_service, releases=releases,
                      audit_log=audit_log, scheduler=scheduler,
                      limiter=RateLimiter(settings.unauthenticated_rate_per_minute, settings.unauthenticated_burst),
                      metering=metering)
@@ -120,7 +120,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     docs.install(app, PUBLIC_ROUTES)
     check_function_scope(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=state.tracer)
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=tracing.tracer)  # the request span
     return app
 
 

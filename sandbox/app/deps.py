@@ -303,7 +303,7 @@ class Guard:
         started = time.perf_counter()
         now = self.now_fn()
         try:
-            self.recorder.record([*rows, self.audit.to_row(now), *(d.to_row(now) for d in self.followups)],
+            self.recorder.record([*rows, self.audit.to_insert(now), *(d.to_insert(now) for d in self.followups)],
                                  session=session)
         except Exception:
             if self.metrics is not None:

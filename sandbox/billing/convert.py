@@ -48,8 +48,9 @@ _EVENT_INSERT = insert(UsageEventRow.__table__)  # type: ignore[arg-type]
 
 
 def event_insert(e: UsageEvent) -> Execute:
-    """An INSERT of an event for the group-commit recorder (cheaper than an ORM object on the run path)."""
-    return Execute(_EVENT_INSERT, event_values(e))
+    """An INSERT of an event for the group-commit recorder (cheaper than an ORM object on the run path), grouped
+    with the batch's other events into one multi-row INSERT."""
+    return Execute(_EVENT_INSERT, event_values(e), grouped=True)
 
 
 def event_columns() -> list[Any]:

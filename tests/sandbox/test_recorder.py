@@ -6,10 +6,11 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
-from sandbox.recorder import Recorder
+from sandbox.audit import AuditDraft
+from sandbox.recorder import Execute, Recorder, Write, _apply
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent, Organization
 
@@ -105,4 +106,31 @@ def test_records_commit_one_after_another(store_url: str) -> None:
     with session_factory(engine)() as s:
         assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
     assert (recorder.items, recorder.batches) == (2, 2)
+    engine.dispose()
+
+
+def test_grouped_inserts_of_a_batch_go_as_one_statement_after_the_other_writes(store_url: str) -> None:
+    """The audit rows and usage events of a batch's calls: held back, then one multi-row INSERT per statement."""
+    engine = make_engine(store_url)
+    sessions = session_factory(engine)
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split("(")[0].strip())
+
+    def audit(i: int) -> Execute:
+        draft = AuditDraft(action="run:create", resource=f"r{i}", via="api", decision="allow", status=201)
+        return draft.to_insert(now)
+
+    calls: list[list[Write]] = [[Organization(id=f"org_{i}", name=f"o{i}", kind="operator", is_platform=False,
+                                              created_at=now), audit(i)] for i in range(5)]
+    with sessions() as s:
+        _apply(s, calls)
+        s.commit()
+    inserts = [stmt for stmt in sent if stmt.startswith("INSERT")]
+    assert inserts[-1] == "INSERT INTO audit_events" and inserts.count("INSERT INTO audit_events") == 1
+    with sessions() as s:
+        assert set(s.scalars(select(AuditEvent.resource))) == {f"r{i}" for i in range(5)}
     engine.dispose()

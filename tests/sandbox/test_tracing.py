@@ -28,7 +28,7 @@ from sandbox.executor import WorkerPool
 from sandbox.logs import JsonFormatter
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent
-from sandbox.tracing import make_tracing, otlp_configured
+from sandbox.tracing import current_span_id, make_tracing, otlp_configured
 
 WEATHER = "district,temperature\n" + "".join(f"d{i % 3},{i}.5\n" for i in range(30))
 
@@ -53,6 +53,26 @@ def test_without_an_endpoint_nothing_is_exported_but_trace_ids_are_real(no_otlp:
     assert not tracing.exporting
     with tracing.tracer.start_as_current_span("x") as span:
         assert span.get_span_context().trace_id != 0
+
+
+def test_without_an_exporter_spans_inside_a_request_are_not_made_and_the_request_span_stays_current(
+        no_otlp: None) -> None:
+    tracing = make_tracing()
+    with tracing.tracer.start_as_current_span("POST /v1/jobs/{job_id}/runs") as request:
+        with tracing.spans.start_as_current_span("sluice.run") as inner:
+            assert not inner.is_recording()
+            assert inner.get_span_context() == request.get_span_context()
+            assert current_span_id() == format(request.get_span_context().span_id, "016x")
+        phased = tracing.spans.start_span("sluice.run.execute")
+        assert not phased.is_recording() and phased.get_span_context() == request.get_span_context()
+
+
+def test_with_an_exporter_spans_inside_a_request_are_made() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = make_tracing(exporter)
+    with tracing.tracer.start_as_current_span("request"), tracing.spans.start_as_current_span("sluice.run"):
+        pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["sluice.run", "request"]
 
 
 def test_otel_traces_exporter_none_wins(monkeypatch: pytest.MonkeyPatch) -> None:
