@@ -162,8 +162,9 @@ class _LRow:
         self.packed = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row keys, row values, y keys, y values) as arrays (int64 when made here from the dictionaries, int32 as
-        `Ledger._insert_packed` stores them); the dictionaries are dropped (modular rows)."""
+        """(row keys, row values, y keys, y values) as arrays (int64 when made here from the dictionaries; as
+        `Ledger._insert_packed` stores them, row keys int64 and the rest int32); the dictionaries are dropped
+        (modular rows)."""
         if self.packed is None:
             row, y = self.row, self.y
             self.packed = (np.fromiter(row, dtype=np.int64, count=len(row)),
