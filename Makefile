@@ -50,5 +50,11 @@ mutants-known: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/sluice serve
 
+# The service image from deploy/Dockerfile, with docker, buildah or podman (docs/deploy.md). IMAGE_ARGS, e.g.
+# `--stand-in` where Docker Hub is unreachable, or `--tag sluice:1.0`.
+.PHONY: image
+image:
+	deploy/build-image.sh $(IMAGE_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

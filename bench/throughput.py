@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 
 from bench import tpch
 from bench.server import Server, free_port
@@ -149,15 +150,29 @@ def clear_store(url: str) -> None:
 
 def q1_with_download(ctx: dict[str, Any], job_id: str, con: duckdb.DuckDBPyConnection, sql: str, reps: int
                      ) -> dict[str, Any]:
-    """Q1 governed (run POST + Arrow result download) against raw DuckDB fetching the same result to Arrow."""
-    http: httpx.Client = ctx["http"]
+    """Q1 governed with its Arrow result, against raw DuckDB fetching the same result to Arrow.
 
-    def governed() -> float:
+    Two governed forms, alternating with raw in each repetition: the run POST that returns its result
+    (`"result": "arrow"`, one request; the figure the target is judged on), and the run POST followed by the
+    result download (two requests).
+    """
+    http: httpx.Client = ctx["http"]
+    url = f"/v1/jobs/{job_id}/runs"
+
+    def inline() -> float:
         start = time.perf_counter()
-        run = http.post(f"/v1/jobs/{job_id}/runs", headers=ctx["op"], json={"params": {}}).json()
+        got = http.post(url, headers=ctx["op"], json={"params": {}, "result": "arrow"})
+        assert got.status_code == 201 and got.headers.get("X-Run-Status") == "succeeded", got.text[:500]
+        pa.ipc.open_stream(got.content).read_all()
+        return (time.perf_counter() - start) * 1000
+
+    def two_requests() -> float:
+        start = time.perf_counter()
+        run = http.post(url, headers=ctx["op"], json={"params": {}}).json()
         assert run["status"] == "succeeded", run
         got = http.get(f"/v1/runs/{run['id']}/result", headers=ctx["op"], params={"format": "arrow"})
         assert got.status_code == 200, got.text
+        pa.ipc.open_stream(got.content).read_all()
         return (time.perf_counter() - start) * 1000
 
     def raw() -> float:
@@ -165,14 +180,19 @@ def q1_with_download(ctx: dict[str, Any], job_id: str, con: duckdb.DuckDBPyConne
         con.sql(sql).to_arrow_table()
         return (time.perf_counter() - start) * 1000
 
-    governed()
+    inline()
+    two_requests()
     raw()
-    g, r = [], []
+    one, two, r = [], [], []
     for _ in range(reps):
-        g.append(governed())
         r.append(raw())
-    return {"governed_ms": round(statistics.median(g), 1), "raw_ms": round(statistics.median(r), 1),
-            "ratio": round(statistics.median(g) / statistics.median(r), 3)}
+        one.append(inline())
+        two.append(two_requests())
+    raw_ms = statistics.median(r)
+    return {"governed_ms": round(statistics.median(one), 1), "raw_ms": round(raw_ms, 1),
+            "ratio": round(statistics.median(one) / raw_ms, 3),
+            "two_requests_ms": round(statistics.median(two), 1),
+            "two_requests_ratio": round(statistics.median(two) / raw_ms, 3)}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -264,7 +284,7 @@ def main() -> None:
 
 
 TARGET_RATIO_MIN = 0.7  # governed runs/s over bare runs/s
-TARGET_Q1_MAX = 1.10  # governed Q1 (with download) over raw DuckDB
+TARGET_Q1_MAX = 1.10  # governed Q1 (the run POST returning its Arrow result) over raw DuckDB
 
 
 def write(report: dict[str, Any], out: Path) -> None:
@@ -292,9 +312,10 @@ def write(report: dict[str, Any], out: Path) -> None:
               f"{'met' if t['ratio_met'] else 'not met'})."]
     if "q1" in report:
         q = report["q1"]
-        lines.append(f"TPC-H Q1 SF {report['sf']:g} with download: governed {q['governed_ms']} ms, raw "
-                     f"{q['raw_ms']} ms: **{q['ratio']}** (target ≤ {TARGET_Q1_MAX}: "
-                     f"{'met' if t['q1_met'] else 'not met'}).")
+        lines.append(f"TPC-H Q1 SF {report['sf']:g} with its Arrow result, the run POST returning it: governed "
+                     f"{q['governed_ms']} ms, raw {q['raw_ms']} ms: **{q['ratio']}** (target ≤ {TARGET_Q1_MAX}: "
+                     f"{'met' if t['q1_met'] else 'not met'}); as a run POST and a result download: "
+                     f"{q['two_requests_ms']} ms, {q['two_requests_ratio']}.")
     (out / "throughput-latest.md").write_text("\n".join(lines) + "\n", "utf-8")
     print(f"wrote {out / 'throughput-latest'}.json and .md", flush=True)
 

@@ -229,6 +229,7 @@ class Guard:
     recorder: Recorder | None = None
     recorded: bool = False
     metrics: Metrics | None = None
+    followups: list[AuditDraft] = field(default_factory=list)
 
     @property
     def any_org(self) -> bool:
@@ -270,6 +271,25 @@ class Guard:
             raise NotFound(f"{kind} {ident} does not exist", code=f"{kind}_not_found")
         return row
 
+    def second_access(self, obj: str, act: str, owner_org_id: str, resource: str) -> AuditDraft:
+        """Authorize a second access the request makes on the caller's behalf (a run POST that also returns the
+        result authorizes `result:read`), refused like the request itself; returns its audit draft, which
+        `follow` adds after this request's own record once the access happens."""
+        scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
+        decision = self.authorizer.decide(self.caller.subjects, obj, act, scope)
+        if not decision.allowed:  # the request's record keeps the rule and reason that refused it
+            self.audit.rule, self.audit.reason = decision.rule, decision.reason
+            raise Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
+        own = self.audit
+        return AuditDraft(action=f"{obj}:{act}", resource=resource, via=own.via, actor_id=own.actor_id,
+                          actor_org_id=own.actor_org_id, actor_key_id=own.actor_key_id, client=own.client,
+                          trace_id=own.trace_id, decision=Outcome.ALLOW, rule=decision.rule, reason=decision.reason,
+                          resource_org_id=owner_org_id, detail=dict(own.detail))
+
+    def follow(self, draft: AuditDraft) -> None:
+        """Commit `draft` (from `second_access`) right after this request's own audit record, in `commit_with`."""
+        self.followups.append(draft)
+
     def note(self, **detail: Any) -> None:
         """Add facts to this request's audit record (grant, datasets, hashes, row counts get own fields)."""
         self.audit.note(**detail)
@@ -278,15 +298,21 @@ class Guard:
         """Commit `rows` and this request's audit record through the group-commit recorder (the run path)."""
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
+        for draft in self.followups:
+            draft.status = status
         started = time.perf_counter()
+        now = self.now_fn()
         try:
-            self.recorder.record([*rows, self.audit.to_row(self.now_fn())], session=session)
+            self.recorder.record([*rows, self.audit.to_row(now), *(d.to_row(now) for d in self.followups)],
+                                 session=session)
         except Exception:
             if self.metrics is not None:
                 self.metrics.audit_append_failures.labels("group_commit").inc()
             raise
         if self.metrics is not None:
             self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
+            for draft in self.followups:
+                self.metrics.access_decisions.labels(draft.action, draft.decision).inc()
         self.recorded = True
 
     def refuse_with(self, session: Session, exc: SluiceError, rows: list[Any] | None = None) -> SluiceError:

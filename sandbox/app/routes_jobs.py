@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
+from collections.abc import Sequence
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from metering.events import DatasetUse
 from sandbox import jobs, runs
 from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.governed import execute_governed
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
+from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
 from sandbox.store.models import Grant, Job, JobReview, Run
 from sandbox.tracing import phase_spans
 
@@ -51,6 +48,11 @@ class ReviewIn(StrictModel):
 
 class RunIn(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
+    result: ResultFormat | None = Field(
+        None, description="also send the result, in this format, when the run succeeds: the response body is then "
+                          "the result (an audited, metered download committed with the run; needs `result:read`), "
+                          "with the run's id in `Location` and `X-Run-Id`. A run that does not succeed answers "
+                          "with its record as JSON, as without this field.")
 
 
 @router.post("/jobs", status_code=201)
@@ -140,19 +142,25 @@ def review_job(job_id: str, body: ReviewIn, guard: Guard = require("job", "revie
     return jobs.job_out(job, _reviews(session, job))
 
 
-@router.post("/jobs/{job_id}/runs", status_code=201)
+@router.post("/jobs/{job_id}/runs", status_code=201, response_model=None)
 def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run", "create"),
             session: Session = SESSION, state: AppState = Depends(app_state),
-            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)) -> dict[str, Any]:
+            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)
+            ) -> dict[str, Any] | Response:
     """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
     job = _job(session, guard, job_id)
     caller = guard.caller.principal_id
     earlier = runs.find_idempotent(session, job, caller, idempotency_key)
     grant = session.get(Grant, job.grant_id)
     assert grant is not None
+    fmt = body.result if body else None
     if earlier is not None:
         guard.note(run_id=earlier.id, idempotent_replay=True, grant_id=grant.id)
         jobs.check_grant_usable(grant, state.clock.now())  # no replay once the grant is suspended or over
+        if fmt is not None and earlier.status == RunStatus.SUCCEEDED and earlier.result_path:
+            again = _Inline(state, guard, session, earlier, fmt)
+            guard.commit_with(session, [again.usage(None)], status=201)
+            return again.response()
         return runs.run_out(earlier)
     guard.note(job_id=job.id, grant_id=grant.id, datasets=sorted(job.dataset_versions),
                sql_sha256=job.frozen_sql_sha256)
@@ -162,12 +170,55 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
                        instance=state.runs.instance)
     guard.audit.resource = f"run/{run.id}"
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
+    inline = None if fmt is None else _Inline(state, guard, session, run, fmt)  # authorized before the run
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
-        done = execute_governed(state, guard, session, job, grant, run, params, now)
+        done = execute_governed(state, guard, session, job, grant, run, params, now,
+                                finished=None if inline is None else inline.finished)
         answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
+    if inline is not None and done.earlier is None and inline.body is not None:
+        return inline.response()
     return answer
+
+
+class _Inline:
+    """A run POST's result download: authorized up front, encoded and metered once the run has succeeded, and
+    audited as its own `result:read` record right after the run's, in the same commit."""
+
+    def __init__(self, state: AppState, guard: Guard, session: Session, run: Run, fmt: ResultFormat) -> None:
+        self.state, self.guard, self.session, self.run, self.fmt = state, guard, session, run, fmt
+        self.draft = guard.second_access("result", "read", run.operator_org_id, f"run/{run.id}")
+        self.body: bytes | None = None
+
+    def finished(self, run: Run, datasets: Sequence[DatasetUse]) -> list[Any]:
+        """The download's usage event, for the run's commit (nothing when the run did not succeed)."""
+        if run.status != RunStatus.SUCCEEDED or not run.result_path:
+            return []
+        return [self.usage(datasets)]
+
+    def usage(self, datasets: Sequence[DatasetUse] | None) -> Any:
+        """Encode the result, note the download in its own audit record, and return its usage event."""
+        run = self.run
+        self.body = encode_result(self.state.settings.resolved_home / (run.result_path or ""), self.fmt)
+        self.sent_sha256 = hashlib.sha256(self.body).hexdigest()
+        self.draft.note(run_id=run.id, grant_id=run.grant_id, datasets=sorted(run.dataset_versions),
+                        sql_sha256=run.frozen_sql_sha256, format=self.fmt.value, result_sha256=run.result_sha256,
+                        result_rows=run.result_rows, sent_sha256=self.sent_sha256, with_run=True)
+        self.guard.follow(self.draft)
+        return self.state.metering.download(self.session, run, self.fmt, len(self.body), self.state.clock.now(),
+                                            self.guard.trace_id, datasets=datasets)
+
+    def response(self) -> Response:
+        """The result as the response body, with the run's id and the hashes in headers."""
+        run = self.run
+        assert self.body is not None
+        return Response(self.body, status_code=201, media_type=MEDIA_TYPES[self.fmt], headers={
+            "Location": f"/v1/runs/{run.id}", "X-Run-Id": run.id, "X-Run-Status": str(run.status),
+            "X-Result-Rows": str(run.result_rows), "X-Suppressed-Cells": str(run.suppressed_cells),
+            "X-Truncated-Rows": str(run.truncated_rows), "X-Result-SHA256": self.sent_sha256,
+            "X-Result-Parquet-SHA256": run.result_sha256 or "",
+            "Content-Disposition": f'attachment; filename="{run.id}.{self.fmt.value}"'})
 
 
 @router.get("/runs")
@@ -193,12 +244,8 @@ def get_run(run_id: str, guard: Guard = require("run", "read"), session: Session
     return runs.run_out(_run(session, guard, run_id))
 
 
-FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8",
-           "parquet": "application/vnd.apache.parquet", "arrow": "application/vnd.apache.arrow.stream"}
-
-
 @router.get("/runs/{run_id}/result", response_model=None)
-def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv|parquet|arrow)$"),
+def download_result(run_id: str, format: ResultFormat = Query(ResultFormat.JSON),
                     bom: bool = Query(False, description="CSV for Excel: UTF-8 with a byte-order mark and CRLF "
                                                          "line ends (default: plain UTF-8, LF)"),
                     guard: Guard = require("result", "read"), session: Session = SESSION,
@@ -213,40 +260,17 @@ def download_result(run_id: str, format: str = Query("json", pattern="^(json|csv
     assert grant is not None
     jobs.check_grant_usable(grant, state.clock.now())  # the file is kept for audit, but no longer handed out
     path = state.settings.resolved_home / run.result_path
-    guard.note(run_id=run.id, format=format, result_sha256=run.result_sha256, result_rows=run.result_rows)
+    guard.note(run_id=run.id, format=format.value, result_sha256=run.result_sha256, result_rows=run.result_rows)
     headers = {"X-Result-Parquet-SHA256": run.result_sha256 or "", "Content-Disposition":
-               f'attachment; filename="{run.id}.{format}"'}
-    if format == "parquet":
+               f'attachment; filename="{run.id}.{format.value}"'}
+    if format == ResultFormat.PARQUET:
         _metered(state, guard, session, run, format, path.stat().st_size)
-        return FileResponse(path, media_type=FORMATS["parquet"],
+        return FileResponse(path, media_type=MEDIA_TYPES[format],
                             headers={**headers, "X-Result-SHA256": run.result_sha256 or ""})
-    table = pq.read_table(path)
-    if format == "json":
-        body = json.dumps(table.to_pylist(), ensure_ascii=False, default=str).encode("utf-8")
-    elif format == "csv" and bom:
-        body = excel_csv(table)
-    elif format == "csv":
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf)
-        body = buf.getvalue()
-    else:
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        body = sink.getvalue()
+    body = encode_result(path, format, bom=bom)
     _metered(state, guard, session, run, format, len(body))
     headers["X-Result-SHA256"] = hashlib.sha256(body).hexdigest()  # the bytes actually sent
-    return Response(body, media_type=FORMATS[format], headers=headers)
-
-
-def excel_csv(table: pa.Table) -> bytes:
-    """CSV that Excel on Chinese Windows opens correctly: UTF-8 with a byte-order mark, CRLF line ends."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(["" if row[c] is None else row[c] for c in table.column_names])
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 
 def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:

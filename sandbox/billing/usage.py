@@ -214,12 +214,16 @@ class Metering:
         return [_run_update(run), event_insert(event), *(also(datasets) if also is not None else [])]
 
     def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime,
-                 trace_id: str | None = None) -> Execute:
-        """The usage event of one result download (attributed like its run), for the download's audit commit."""
+                 trace_id: str | None = None, datasets: Sequence[DatasetUse] | None = None) -> Execute:
+        """The usage event of one result download (attributed like its run), for the download's audit commit.
+
+        `datasets` are the run's, when its own usage event is not committed yet (a run POST returning its result).
+        """
         grant = session.get(Grant, run.grant_id)
         assert grant is not None
-        run_ev = session.get(UsageEventRow, event_id(EventKind.RUN, run.id))
-        datasets = tuple(DatasetUse(d[0], int(d[1]), int(d[2])) for d in (run_ev.datasets if run_ev else []))
+        if datasets is None:
+            run_ev = session.get(UsageEventRow, event_id(EventKind.RUN, run.id))
+            datasets = tuple(DatasetUse(d[0], int(d[1]), int(d[2])) for d in (run_ev.datasets if run_ev else []))
         source = new_id("dl")
         event = validate_event(UsageEvent(
             id=event_id(EventKind.DOWNLOAD, source), kind=EventKind.DOWNLOAD.value,
@@ -227,7 +231,7 @@ class Metering:
             issuer_org_id=self.platform_org_id(session), payer_org_id=run.operator_org_id,
             operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class,
             outcome=Outcome.SUCCEEDED.value, quantities=quantities({"downloads": 1, "download_bytes": size}),
-            grant_id=grant.id, datasets=datasets, trace_id=trace_id or current_trace_id(),
+            grant_id=grant.id, datasets=tuple(datasets), trace_id=trace_id or current_trace_id(),
             source_id=f"{run.id}/{source}/{fmt}"))
         self.metrics.downloads.labels(fmt).inc()
         return event_insert(event)

@@ -608,10 +608,32 @@ def jobs_review(job_id: Annotated[str, typer.Argument(help="the job to review")]
 def runs_start(job_id: str, param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
                idempotency_key: Annotated[str | None,
                typer.Option(help="retrying with the same key returns the same run")] = None,
+               output: Annotated[Path | None, typer.Option(
+                   "-o", "--output", help="also download the result, in the same request, to this file (- for "
+                                          "stdout); the download is audited and metered like `runs download`")] = None,
+               format: Annotated[ResultFormat, typer.Option(help="the result file's format, with --output")
+                                 ] = ResultFormat.CSV,
                as_json: JsonOpt = False) -> None:
-    """Run an approved job."""
+    """Run an approved job (with --output, and save its result)."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    call(lambda c: c.post(f"/v1/jobs/{job_id}/runs", {"params": _params(param or [])}, headers=headers), as_json)
+    body: dict[str, Any] = {"params": _params(param or [])}
+    if output is None:
+        call(lambda c: c.post(f"/v1/jobs/{job_id}/runs", body, headers=headers), as_json)
+        return
+    body["result"] = format.value
+    data, got = call(lambda c: c.fetch(f"/v1/jobs/{job_id}/runs", method="POST", json=body, headers=headers),
+                     as_json, quiet=True)
+    if "x-run-id" not in got:  # the run did not succeed: the answer is its record
+        record = json.loads(data)
+        if as_json:
+            emit(record, as_json)
+        raise CliFailure("run_not_succeeded", f"run {record['id']} ended {record['status']}"
+                         f"{' (' + record['error_code'] + ')' if record.get('error_code') else ''}; no result was "
+                         "written", f"see `sluice runs show {record['id']}`", Exit.REFUSED)
+    if write_output(output, data) != "-":
+        emit({"run": got["x-run-id"], "status": got.get("x-run-status"), "result_rows": got.get("x-result-rows"),
+              "suppressed_cells": got.get("x-suppressed-cells"), "format": format.value, "file": str(output),
+              "bytes": len(data)}, as_json)
 
 
 @runs_app.command("list")

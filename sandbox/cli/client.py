@@ -91,9 +91,11 @@ class Client:
             return resp.json()
         return resp.content
 
-    def fetch(self, path: str, **kwargs: Any) -> tuple[bytes, dict[str, str]]:
-        """GET the raw body and the response headers, raising ApiError on a problem."""
-        resp = _checked(self._http.request("GET", path, headers=self._headers, **kwargs))
+    def fetch(self, path: str, method: str = "GET", **kwargs: Any) -> tuple[bytes, dict[str, str]]:
+        """Send a request (GET by default); return the raw body and the response headers, raising ApiError on a
+        problem."""
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        resp = _checked(self._http.request(method, path, headers=headers, **kwargs))
         return resp.content, {k.lower(): v for k, v in resp.headers.items()}
 
     def get(self, path: str, raw: bool = False, **kwargs: Any) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from sandbox.result_formats import ResultFormat as ResultFormat  # the API's own enum (imports no pyarrow)
+
 
 class OrgKindOpt(StrEnum):
     AGENCY = "agency"
@@ -25,13 +27,6 @@ class JobStateOpt(StrEnum):
 class ReviewDecision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
-
-
-class ResultFormat(StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    PARQUET = "parquet"
-    ARROW = "arrow"
 
 
 class ExportFormat(StrEnum):
