@@ -162,8 +162,9 @@ class _LRow:
         self.packed = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row keys, row values, y keys, y values) as arrays (int64 when made here from the dictionaries, int32 as
-        `Ledger._insert_packed` stores them); the dictionaries are dropped (modular rows)."""
+        """(row keys, row values, y keys, y values) as arrays (int64 when made here from the dictionaries; as
+        `Ledger._insert_packed` stores them, row keys int64 and the rest int32); the dictionaries are dropped
+        (modular rows)."""
         if self.packed is None:
             row, y = self.row, self.y
             self.packed = (np.fromiter(row, dtype=np.int64, count=len(row)),
@@ -282,14 +283,19 @@ class Ledger:
         budget runs out.
         """
         budget.check()
-        if self._undo is None and self.has(entities):
-            return None  # a set released before: a union of atoms already, and the row space does not change
-        atoms = self.refine(entities, budget) if self._undo is None else self._atoms_of(entities, refined=True)
+        atoms: list[int] | tuple[int, ...]
         if self._undo is None:
+            if self.has(entities):
+                return None  # a set released before: a union of atoms already, and the row space does not change
+            atoms = self.refine(entities, budget)  # (registers no set: `has` stays false)
             self._undo = _Undo()
             self._changed = set()
-        if not entities or self.has(entities):
-            return None  # an empty set, or a row M already has: the row space does not change
+            if not entities:
+                return None
+        else:
+            atoms = self._atoms_of(entities, refined=True)
+            if not entities or self.has(entities):
+                return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
         complement = self._complements(entities, budget)
@@ -313,7 +319,7 @@ class Ledger:
         state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
         state["_colcount"] = None
-        for name in ("_acc", "_accy", "_pos", "_posy"):
+        for name in ("_acc", "_pos"):
             state.pop(name, None)
         atoms = len(self.weight)
         state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
@@ -332,6 +338,7 @@ class Ledger:
         packed = state["lrows"]
         if isinstance(packed, tuple):
             pivots, orders, rows, ys = packed
+            rows = (rows[0], rows[1].astype(np.int64), rows[2])  # columns as numpy's index type (see _insert_packed)
             state["lrows"] = {pivot: _LRow(None, None, order, (*row, *y)) for pivot, order, row, y
                               in zip(pivots.tolist(), orders.tolist(), _slices(*rows), _slices(*ys), strict=True)}
         for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
@@ -447,18 +454,16 @@ class Ledger:
         self.size = max(self.size, top)
         owners = self.atom_of[members]
         atoms = len(self.weight)
-        if 64 * len(members) < atoms:  # a set tiny against the atoms: no pass over every atom (a sort costs more)
-            ordered = np.sort(owners)
-            starts = np.concatenate(([0], (ordered[1:] != ordered[:-1]).nonzero()[0] + 1))
-            touched, counts = ordered[starts], np.diff(starts, append=len(ordered))  # np.unique, without its wrappers
-        else:
-            every = np.bincount(owners, minlength=atoms)
-            touched = every.nonzero()[0]
-            counts = every[touched]
+        self._reserve(atoms, 0)
+        # the atoms touched, sorted (`_distinct` passes over the members only, never over every atom)
+        touched = np.sort(_distinct(owners, self._pos))
         budget.spend(len(touched))
+        if touched[0] != 0 and int(self.count[touched].sum()) == len(members):
+            # each touched atom holds at least the members it has here, so equal totals mean every touched atom lies
+            # inside the set: a union of atoms already, nothing splits
+            return touched.tolist()
+        counts = np.bincount(np.searchsorted(touched, owners), minlength=len(touched))
         whole = (counts == self.count[touched]) & (touched != 0)
-        if whole.all():
-            return touched.tolist()  # a union of atoms already: nothing splits
         weighed = counts.copy()
         if members[0] == 0:  # the "no entity" index weighs nothing
             weighed[np.searchsorted(touched, owners[0])] -= 1
@@ -679,8 +684,9 @@ class Ledger:
             inverse = pow(scale, -1, self.modulus)
             values = np.multiply(values, inverse, dtype=np.int64) % self.modulus
             weights = np.multiply(weights, inverse, dtype=np.int64) % self.modulus
-        # at rest as int32 (atoms, set indexes and residues modulo a prime below 2^31 fit): half the memory
-        entry.packed = (columns.astype(np.int32), values.astype(np.int32), sets.astype(np.int32),
+        # at rest, values, set indexes and residues as int32 (they fit below 2^31): half the memory; the columns
+        # stay int64 (numpy's index type: an int32 index array is converted at every gather and scatter)
+        entry.packed = (columns.astype(np.int64, copy=False), values.astype(np.int32), sets.astype(np.int32),
                         weights.astype(np.int32))
         entry._row = entry._y = None
         entry.order = order
@@ -690,17 +696,18 @@ class Ledger:
 
     def _reduce_mod(self, keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues: np.ndarray,
                     budget: Budget) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """`_reinsert_l`'s reduction modulo the prime, vectorized: dense accumulators over atoms and sets, the
-        reducers' entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues
-        stay below 2^31, so `acc + g * value` fits in int64. Takes and returns a row as (columns, values, sets,
-        coefficients) arrays."""
+        """`_reinsert_l`'s reduction modulo the prime, vectorized: a dense accumulator over atoms, the reducers'
+        entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues stay below
+        2^31, so `acc + g * value` fits in int64. The combination of released sets is only needed at the end, so
+        the reducers' `y` arrays are gathered with their factors and summed once (`_combine_mod`). Takes and
+        returns a row as (columns, values, sets, coefficients) arrays."""
         modulus = self.modulus
         assert modulus is not None
         self._reserve(len(self.weight), len(self.sets))
-        acc, accy, order_of = self._acc, self._accy, self._pivot_order
+        acc, order_of = self._acc, self._pivot_order
         acc[keys] = values
-        accy[ykeys] = yvalues
-        touched, ytouched = [keys], [ykeys]
+        touched = [keys]
+        ysets, yweights, factors = [ykeys], [yvalues], [1]
         # a pivot met is queued once: its order is hidden (_NO_PIVOT) in `order_of` until the end (`hidden`)
         hidden: list[tuple[np.ndarray, np.ndarray]] = []
         orders = order_of[keys]
@@ -713,6 +720,8 @@ class Ledger:
             heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
             heapq.heapify(heap)
         lrows, heappop, heappush = self.lrows, heapq.heappop, heapq.heappush
+        spent = 0
+        every = None
         try:
             while heap:
                 _, atom = heappop(heap)
@@ -720,7 +729,7 @@ class Ledger:
                 if not factor:
                     continue
                 columns, values, sets, weights = lrows[atom].arrays()
-                budget.spend(len(columns) + len(sets))
+                spent += len(columns) + len(sets)
                 g = modulus - factor
                 acc[columns] = (acc[columns] + np.multiply(values, g, dtype=np.int64)) % modulus  # (int32 rows)
                 touched.append(columns)
@@ -733,27 +742,27 @@ class Ledger:
                     for item in zip(fresh_orders.tolist(), fresh.tolist(), strict=True):
                         heappush(heap, item)
                 if len(sets):
-                    accy[sets] = (accy[sets] + np.multiply(weights, g, dtype=np.int64)) % modulus
-                    ytouched.append(sets)
+                    ysets.append(sets)
+                    yweights.append(weights)
+                    factors.append(g)
             every = _distinct(np.concatenate(touched), self._pos)
             kept = every[acc[every] != 0]
-            yevery = _distinct(np.concatenate(ytouched), self._posy)
-            ykept = yevery[accy[yevery] != 0]
-            return kept, acc[kept], ykept, accy[ykept]
+            ykept, ycoefficients = _combine_mod(ysets, yweights, factors, len(self.sets), modulus)
+            return kept, acc[kept], ykept, ycoefficients
         finally:
+            budget.spend(spent)
             for fresh, fresh_orders in hidden:
                 order_of[fresh] = fresh_orders
-            for columns in touched:
-                acc[columns] = 0
-            for sets in ytouched:
-                accy[sets] = 0
+            if every is not None:  # (returned values are copies: `acc[kept]`)
+                acc[every] = 0
+            else:
+                for columns in touched:
+                    acc[columns] = 0
 
     def _scratch(self) -> None:
         """Empty accumulators for `_reduce_mod` (grown on demand; not pickled)."""
         self._acc = np.zeros(0, dtype=np.int64)  # over atoms
         self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`_distinct`)
-        self._accy = np.zeros(0, dtype=np.int64)  # over released sets
-        self._posy = np.zeros(0, dtype=np.int64)  # over released sets
 
     def _reserve(self, columns: int, sets: int) -> None:
         """Grow the dense accumulators of `_reduce_mod` and the pivot orders to `columns` atoms and `sets` sets."""
@@ -769,9 +778,6 @@ class Ledger:
             counts = np.zeros(max(1024, 2 * columns), dtype=np.int64)
             counts[: len(self._colcount)] = self._colcount
             self._colcount = counts
-        if len(self._accy) < sets:
-            self._accy = np.zeros(max(1024, 2 * sets), dtype=np.int64)
-            self._posy = np.zeros(max(1024, 2 * sets), dtype=np.int64)
 
     def _lindex(self, pivot: int, columns: np.ndarray, sign: int) -> None:
         """Count the row pivoted at `pivot` in (+1) or out of (-1) its `columns`; `lcolumns` follows at `_lflush`."""
@@ -1197,6 +1203,23 @@ def _axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budge
             target[key] = updated
         else:
             target.pop(key, None)
+
+
+def _combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
+                 modulus: int) -> tuple[np.ndarray, np.ndarray]:
+    """Σ factors[i] · (keys[i], values[i]) modulo `modulus` (< 2^31), as (keys, values) arrays without zeros: the
+    products are reduced first, so each is below 2^31, and their sums per key are exact in float64 (`bincount`)
+    while fewer than 2^22 arrays are summed."""
+    if len(keys) == 1:
+        nonzero = values[0] % modulus != 0
+        return keys[0][nonzero].astype(np.int64), values[0][nonzero].astype(np.int64) % modulus
+    assert len(keys) < 1 << 22
+    lengths = [len(k) for k in keys]
+    scaled = np.multiply(np.concatenate(values), np.repeat(np.array(factors, dtype=np.int64), lengths),
+                         dtype=np.int64) % modulus
+    sums = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
+    kept = sums.nonzero()[0]
+    return kept, sums[kept]
 
 
 def _distinct(keys: np.ndarray, scratch: np.ndarray) -> np.ndarray:

@@ -110,6 +110,8 @@ class PopulationAudit:
     def _separate(self, releases: Mapping[str, tuple[int, ...]]) -> None:
         """Before a cell: measures that share a ledger but receive different sets in it (`releases`: measure → the
         cell's parts it is released over; measures not in the cell receive none) stop sharing it."""
+        if releases.keys() == self.ledgers.keys() and len(set(releases.values())) == 1:
+            return  # every measure receives the same sets: no ledger is shared by measures treated differently
         fresh: dict[tuple[int, ...], Ledger] = {}
         for measure, parts in releases.items():
             if measure not in self.ledgers:

@@ -368,3 +368,65 @@ def test_a_ledger_restored_from_a_snapshot_without_the_newer_indexes_decides_as_
             assert first == second
             for each in (ledger, old):
                 each.commit() if first is None else each.rollback()
+
+
+def test_refinement_leaves_every_set_a_union_of_atoms_and_returns_exactly_its_atoms() -> None:
+    """`_split` recognises a set that is already a union of atoms by its total (each atom it touches holds at least
+    the members it has there, so equal totals mean every touched atom lies inside it); any other set splits."""
+    rng = np.random.default_rng(41)
+    ledger = PopulationAudit("p", 2).ledger("m")
+    released: list[BitMap] = []
+    blocks = [range(10 * b, 10 * b + 10) for b in range(30)]
+    for step in range(150):
+        if step % 3 == 0 and released:  # a union of earlier sets: nothing splits
+            chosen = [released[int(i)] for i in rng.choice(len(released), int(rng.integers(1, 4)))]
+            entities = BitMap.union(*chosen)
+        elif step % 3 == 1:  # a union of blocks, often cutting earlier atoms
+            entities = BitMap(e for b in rng.choice(30, int(rng.integers(1, 6)), replace=False) for e in blocks[b])
+        else:
+            entities = BitMap(int(e) for e in rng.choice(300, int(rng.integers(2, 80)), replace=False))
+        atoms = ledger.refine(entities, Budget(1 << 40))
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+        assert sorted(atoms) == np.unique(ledger.atom_of[members]).tolist(), step
+        for index, each in enumerate([*released, entities]):
+            owners = ledger.atom_of[np.frombuffer(each.to_array(), dtype=np.uint32)]
+            inside = np.bincount(owners, minlength=len(ledger.weight))
+            touched = inside.nonzero()[0]
+            assert (inside[touched] == ledger.count[touched]).all(), (step, index)  # every touched atom is inside
+        released.append(entities)
+    assert ledger.atoms > 60
+
+
+def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime() -> None:
+    """The reducers' combinations `y` are summed once per row (`_combine_mod`): products reduced first, then sums
+    per set in float64, exact while fewer than 2^22 arrays are summed. Compared with Python integers."""
+    from policy.audit_ledger import _combine_mod
+
+    rng = np.random.default_rng(43)
+    modulus = 2147483629  # the largest primes below 2^31 make the largest residues and products
+    for trial in range(40):
+        arrays = int(rng.integers(1, 300))
+        keys = [np.sort(rng.choice(500, int(rng.integers(1, 60)), replace=False)).astype(np.int32)
+                for _ in range(arrays)]
+        values = [rng.integers(modulus - 1000, modulus, len(k)).astype(np.int32) for k in keys]
+        factors = [int(f) for f in rng.integers(modulus - 1000, modulus, arrays)]
+        expected: dict[int, int] = {}
+        for k, v, f in zip(keys, values, factors, strict=True):
+            for key, value in zip(k.tolist(), v.tolist(), strict=True):
+                expected[key] = (expected.get(key, 0) + f * value) % modulus
+        got_keys, got_values = _combine_mod(keys, values, factors, 500, modulus)
+        assert dict(zip(got_keys.tolist(), got_values.tolist(), strict=True)) == {
+            key: value for key, value in expected.items() if value}, trial
+
+
+def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only_one_of_them() -> None:
+    """`_separate` returns at once only when every measure of the population receives the same sets."""
+    population = PopulationAudit("p", 3)
+    assert not audit({"p": population}, [_cell("a", range(1, 21), measures=("rows", "value"))]).suppressed
+    assert population.ledger("rows") is population.ledger("value")
+    assert not audit({"p": population}, [_cell("b", range(1, 41), measures=("value",))]).suppressed
+    assert population.ledger("rows") is not population.ledger("value")
+    # `rows` never released 1..40, so 1..39 differs from nothing it released by fewer than k entities
+    assert not audit({"p": population}, [_cell("c", range(1, 40), measures=("rows",))]).suppressed
+    assert audit({"p": population}, [_cell("d", range(1, 40), measures=("value",))]).suppressed == {
+        "d": Reason.DIFFERENCE_AUDIT}
