@@ -186,3 +186,19 @@ def test_the_sequencers_leaves_are_leaf_records_canonical_json_with_every_field_
     expected = [leaf_hash(canonical_json(leaf_record(r, r["seq"]))) for r in rows]
     assert all(r["client"] == "10.0.0.1" and r["trace_id"] for r in rows)
     assert log.head().root == root_from_leaf_hashes(expected)
+
+
+def test_an_idle_tick_reads_but_never_writes_the_store(store_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    log = _log(store_url, tmp_path)
+    _add(log, 3)
+    assert log.integrate() == 3
+    statements: list[str] = []
+    engine = log.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *a: statements.append(sql))
+    assert log.integrate() == 0 and log.integrate() == 0
+    writes = [s for s in statements if s.lstrip().split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
+    assert statements and writes == []
+    _add(log, 2, start=3)  # and a record committed later is still picked up
+    assert log.integrate() == 2 and log.pending() == 0
