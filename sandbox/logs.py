@@ -40,6 +40,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+QUIET_LOGGERS = ("casbin",)
+"""Libraries whose INFO records are noise in a service log (casbin prints the whole model and policy each time an
+enforcer is built); they log warnings and errors only."""
+
+
 def configure_json_logging(level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record to `stream` (stderr) as JSON lines; returns the handler installed."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -49,4 +54,6 @@ def configure_json_logging(level: int = logging.INFO, stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return handler

@@ -185,3 +185,29 @@ def test_spans_arrive_at_an_otlp_http_receiver(settings: Settings, clock: Manual
     assert span.trace_id.hex() == resp.headers["x-trace-id"]
     services = {a.value.string_value for a in resource.attributes if a.key == "service.name"}
     assert services == {"sluice-under-test"}
+
+
+def test_the_service_log_leaves_out_casbins_model_and_policy_dump() -> None:
+    import io
+    import logging
+
+    from policy.authz import Authorizer
+    from sandbox.logs import configure_json_logging
+
+    names = ("casbin", "casbin.policy", "casbin.enforcer", "casbin.role")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, [(logging.getLogger(n).level, logging.getLogger(n).disabled)
+                                                for n in names])
+    stream = io.StringIO()
+    try:
+        configure_json_logging(stream=stream)
+        for name in names:  # as in a fresh process: casbin disables its loggers after the first enforcer
+            logging.getLogger(name).disabled = False
+        Authorizer([("p", "operator.operator", "run", "create", "own")])
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, (level, disabled) in zip(names, saved[2], strict=True):
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).disabled = disabled
+    assert stream.getvalue() == ""  # before: the model and every policy row, one INFO record each
