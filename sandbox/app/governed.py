@@ -59,6 +59,8 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: Job, 
             # the refused run, its usage, the caller's rows and the refusal's audit record, together
             raise guard.refuse_with(session, exc, [run, usage, *extra]) from None
     started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.commit()  # end the checks' read transaction: no pooled connection is held while the engine runs
     outcome = runs.execute(service, run, job, grant, tables, params, state.clock.now, tracer=tracer)
     with tracer.start_as_current_span("sluice.run.start"):
         earlier = started.wait()

@@ -327,3 +327,22 @@ def test_a_corrected_job_replaces_the_refused_one_and_the_history_shows_the_chai
     assert again["code"] == "job_already_replaced" and again["context"]["replaced_by"] == second["id"]
     elsewhere = submit(api, world["key"], world["scenario"], HEALTH_COST, replaces=second["id"], expect=404)
     assert elsewhere["code"] == "replaced_job_not_found"  # a correction stays under the same grant
+
+
+def test_a_run_holds_no_store_transaction_while_the_engine_runs(api, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import object_session
+
+    from sandbox.app import governed
+
+    seen: list[bool] = []
+    execute = governed.runs.execute
+
+    def watched(service, run, job, *args, **kwargs):  # type: ignore[no-untyped-def]
+        session = object_session(job)
+        seen.append(session is not None and session.in_transaction())
+        return execute(service, run, job, *args, **kwargs)
+
+    monkeypatch.setattr(governed.runs, "execute", watched)
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    assert run(api, world["key"], job["id"])["status"] == "succeeded"
+    assert seen == [False]  # the checks' read transaction ended: its pooled connection is free meanwhile
