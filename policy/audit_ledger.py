@@ -454,7 +454,7 @@ class Ledger:
         self.size = max(self.size, top)
         owners = self.atom_of[members]
         atoms = len(self.weight)
-        self._reserve(atoms, 0)
+        self._reserve(atoms)
         # the atoms touched, sorted (`_distinct` passes over the members only, never over every atom)
         touched = np.sort(_distinct(owners, self._pos))
         budget.spend(len(touched))
@@ -496,7 +496,7 @@ class Ledger:
             self._epoch += 1
             self._split_log.append((parted, fresh))
             self._lflush()
-            self._reserve(len(self.weight), 0)
+            self._reserve(len(self.weight))
             place = np.minimum(np.searchsorted(parted, owners), len(parted) - 1)
             moved = parted[place] == owners
             self.atom_of[members[moved]] = fresh[place[moved]]
@@ -620,7 +620,7 @@ class Ledger:
         order; no existing row changes. The pivot is the row's entry in the column fewest rows of L touch
         (Markowitz's choice: it keeps fill-in low). Arithmetic is modulo the ledger's prime, or exact."""
         lrows, modulus = self.lrows, self.modulus
-        self._reserve(len(self.weight), 0)
+        self._reserve(len(self.weight))
         if self._vectorized:  # (a snapshot may hold a larger prime: the loop below)
             assert modulus is not None
             columns, values, sets, weights = entry.arrays()
@@ -703,7 +703,7 @@ class Ledger:
         returns a row as (columns, values, sets, coefficients) arrays."""
         modulus = self.modulus
         assert modulus is not None
-        self._reserve(len(self.weight), len(self.sets))
+        self._reserve(len(self.weight))
         acc, order_of = self._acc, self._pivot_order
         acc[keys] = values
         touched = [keys]
@@ -764,8 +764,8 @@ class Ledger:
         self._acc = np.zeros(0, dtype=np.int64)  # over atoms
         self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`_distinct`)
 
-    def _reserve(self, columns: int, sets: int) -> None:
-        """Grow the dense accumulators of `_reduce_mod` and the pivot orders to `columns` atoms and `sets` sets."""
+    def _reserve(self, columns: int) -> None:
+        """Grow the dense accumulators of `_reduce_mod`, the pivot orders and the column counts to `columns` atoms."""
         if len(self._acc) < columns:
             size = max(1024, 2 * columns)
             self._acc = np.zeros(size, dtype=np.int64)
@@ -782,7 +782,7 @@ class Ledger:
     def _lindex(self, pivot: int, columns: np.ndarray, sign: int) -> None:
         """Count the row pivoted at `pivot` in (+1) or out of (-1) its `columns`; `lcolumns` follows at `_lflush`."""
         if len(columns):
-            self._reserve(len(self.weight), 0)  # (columns are atoms)
+            self._reserve(len(self.weight))  # (columns are atoms)
             self._colcount[columns] += sign
             self._lpending.append((sign, pivot, columns))
 
@@ -802,7 +802,7 @@ class Ledger:
     def _lput(self, pivot: int, entry: _LRow) -> None:
         """Put a row of L at its pivot (keeping `_pivot_order`)."""
         self.lrows[pivot] = entry
-        self._reserve(pivot + 1, 0)
+        self._reserve(pivot + 1)
         self._pivot_order[pivot] = entry.order
 
     def _lpop(self, pivot: int) -> _LRow | None:
@@ -853,7 +853,7 @@ class Ledger:
         scaled = {index: int(v * denominator) for index, v in y.items()}
         if sum(abs(v) for v in scaled.values()) >= 1 << 62:
             raise _Unconfirmed  # beyond int64 accumulation: not expected from 0/1 rows
-        self._reserve(len(self.weight), 0)
+        self._reserve(len(self.weight))
         total, used = self._acc, []  # (a zero scratch array over the atoms; zero again on the way out)
         try:
             for index, coefficient in scaled.items():

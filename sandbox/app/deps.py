@@ -248,8 +248,7 @@ class Guard:
         `not_found_or_not_yours` (404) when the caller may act only on its own: the answer reveals nothing,
         while the audit record keeps the rule and the real reason.
         """
-        scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
-        decision = self.authorizer.decide(self.caller.subjects, self.obj, self.act, scope)
+        scope, decision = self._decide(self.obj, self.act, owner_org_id)
         self.audit.rule, self.audit.reason = decision.rule, decision.reason
         if owner_org_id is not None:
             self.audit.resource_org_id = owner_org_id
@@ -263,9 +262,18 @@ class Guard:
             raise Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
         return decision
 
+    def _decide(self, obj: str, act: str, owner_org_id: str | None) -> tuple[Scope, Decision]:
+        """The caller's decision for (obj, act) on a resource owned by `owner_org_id`, and the scope it is for."""
+        scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
+        return scope, self.authorizer.decide(self.caller.subjects, obj, act, scope)
+
     def owned(self, session: Session, model: type[T], ident: str, *, owner: Callable[[T], str], kind: str) -> T:
         """Load `model` by id and authorize access to it by its owning organization; 404 after the check."""
-        row = session.get(model, ident)
+        return self.authorized(session.get(model, ident), ident, owner=owner, kind=kind)
+
+    def authorized(self, row: T | None, ident: str, *, owner: Callable[[T], str], kind: str) -> T:
+        """Authorize access to `row` (loaded by the caller as `kind` `ident`, None if absent) by its owning
+        organization; 404 after the check."""
         self.check(owner(row) if row is not None else None, f"{kind}/{ident}")
         if row is None:
             raise NotFound(f"{kind} {ident} does not exist", code=f"{kind}_not_found")
@@ -275,8 +283,7 @@ class Guard:
         """Authorize a second access the request makes on the caller's behalf (a run POST that also returns the
         result authorizes `result:read`), refused like the request itself; returns its audit draft, which
         `follow` adds after this request's own record once the access happens."""
-        scope = Scope.OWN if owner_org_id == self.caller.org_id else Scope.OTHER
-        decision = self.authorizer.decide(self.caller.subjects, obj, act, scope)
+        _, decision = self._decide(obj, act, owner_org_id)
         if not decision.allowed:  # the request's record keeps the rule and reason that refused it
             self.audit.rule, self.audit.reason = decision.rule, decision.reason
             raise Forbidden(decision.reason, code="permission_denied", rule=decision.rule)

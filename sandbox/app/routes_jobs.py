@@ -114,8 +114,12 @@ def list_jobs(guard: Guard = require("job", "read"), session: Session = SESSION,
     return [jobs.job_out(j) for j in session.scalars(q)]
 
 
+def _job_owner(job: Job) -> str:
+    return job.operator_org_id
+
+
 def _job(session: Session, guard: Guard, job_id: str) -> Job:
-    return guard.owned(session, Job, job_id, owner=lambda j: j.operator_org_id, kind="job")
+    return guard.owned(session, Job, job_id, owner=_job_owner, kind="job")
 
 
 # The run POST reads the job and its grant in one round trip (built once; the statement's compiled form is cached).
@@ -125,11 +129,9 @@ _JOB_WITH_GRANT = select(Job, Grant).join(Grant, Grant.id == Job.grant_id).where
 def _job_with_grant(session: Session, guard: Guard, job_id: str) -> tuple[Job, Grant]:
     """The job and its grant, read fresh in one query and authorized like `_job` (404 after the check)."""
     row = session.execute(_JOB_WITH_GRANT, {"job_id": job_id}).first()
-    job = row[0] if row is not None else None
-    guard.check(job.operator_org_id if job is not None else None, f"job/{job_id}")
-    if row is None:
-        raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-    return row[0], row[1]
+    job = guard.authorized(row[0] if row is not None else None, job_id, owner=_job_owner, kind="job")
+    assert row is not None
+    return job, row[1]
 
 
 def _reviews(session: Session, job: Job) -> list[JobReview]:
@@ -202,6 +204,7 @@ class _Inline:
         self.state, self.guard, self.session, self.run, self.fmt = state, guard, session, run, fmt
         self.draft = guard.second_access("result", "read", run.operator_org_id, f"run/{run.id}")
         self.body: bytes | None = None
+        self.sent_sha256 = ""
 
     def finished(self, run: Run, datasets: Sequence[DatasetUse]) -> list[Any]:
         """The download's usage event, for the run's commit (nothing when the run did not succeed)."""

@@ -17,7 +17,7 @@ city_files = test_jobs_api.city_files  # the city data and the health operator's
 world = test_jobs_api.world
 
 
-def _audit(api: Any) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _audit(api: Any) -> list[dict[str, Any]]:
     _, reg = api.actor("regulator", "regulator")
     return list(api.ok("GET", "/v1/audit/events", reg, params={"limit": 1000})["events"])
 
