@@ -26,7 +26,8 @@ from metering.periods import Period
 from sandbox.billing.usage import ingest, product_event
 from sandbox.errors import Conflict, InvalidInput, Refused
 from sandbox.products import ProductState
-from sandbox.store.models import Grant, PriceListEntry, Product, ProductCall, Run, Subscription, UsageEventRow
+from sandbox.run_record import AnyRun
+from sandbox.store.models import Grant, PriceListEntry, Product, ProductCall, Subscription, UsageEventRow
 from sandbox.store.types import new_id
 
 MAX_CALL_ROWS = 10_000  # a product answers inline; larger outputs are jobs' business
@@ -143,7 +144,7 @@ def new_call(product: Product, sub: Subscription | None, *, customer_org_id: str
                        free_reason=sub.free_reason if sub else None, created_at=now)
 
 
-def finish_call(call: ProductCall, run: Run | None, *, status: str, error_code: str | None = None,
+def finish_call(call: ProductCall, run: AnyRun | None, *, status: str, error_code: str | None = None,
                 error_message: str | None = None) -> None:
     """Copy the run's outcome (or a refusal before running) onto the call record."""
     call.status = status
@@ -176,7 +177,7 @@ def call_out(call: ProductCall) -> dict[str, Any]:
             "created_at": call.created_at.isoformat()}
 
 
-def call_result(home: Path, run: Run | None) -> tuple[list[str], list[dict[str, Any]]]:
+def call_result(home: Path, run: AnyRun | None) -> tuple[list[str], list[dict[str, Any]]]:
     """The output-controlled result of a call's run (columns, rows); empty unless the run succeeded."""
     if run is None or run.status != "succeeded" or not run.result_path:
         return [], []

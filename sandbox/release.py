@@ -43,7 +43,8 @@ from sandbox import release_snapshot
 from sandbox.executor import PendingRelease, RunOutcome
 from sandbox.executor.results import write_result
 from sandbox.release_snapshot import Fingerprint
-from sandbox.store.models import Base, Grant, Job, ReleaseCell, ReleaseSet, ReleaseThreshold, Run
+from sandbox.run_record import RunRecord
+from sandbox.store.models import Base, Grant, Job, ReleaseCell, ReleaseSet, ReleaseThreshold
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ReleaseService:
 
     # --- the decision -------------------------------------------------------------------------------------------
     @contextmanager
-    def releasing(self, run: Run, job: Job, grant: Grant, outcome: RunOutcome, now: datetime
+    def releasing(self, run: RunRecord, job: Job, grant: Grant, outcome: RunOutcome, now: datetime
                   ) -> Iterator[list[Base]]:
         """Audit and write a pending result; yields the ledger rows to commit with the run (locks held)."""
         pending = outcome.pending
@@ -117,7 +118,7 @@ class ReleaseService:
                 state[population].operators.add(grant.operator_org_id)
                 self._maybe_snapshot(population, state[population])
 
-    def _write(self, run: Run, pending: PendingRelease, suppressed: dict[Any, Reason], plan: ReleasePlan) -> None:
+    def _write(self, run: RunRecord, pending: PendingRelease, suppressed: dict[Any, Reason], plan: ReleasePlan) -> None:
         table = finish(pending.table, pending.marks, suppressed, plan)
         path = self.home / "results" / f"{run.id}.parquet"
         written = write_result(table, path)
@@ -129,7 +130,7 @@ class ReleaseService:
         run.suppression = counts
         run.suppressed_cells = sum(counts.values())
 
-    def _rows(self, state: dict[str, _Population], accepted: Sequence[Any], run: Run, grant: Grant,
+    def _rows(self, state: dict[str, _Population], accepted: Sequence[Any], run: RunRecord, grant: Grant,
               now: datetime) -> list[Base]:
         rows: list[Base] = []
         for population, entry in state.items():

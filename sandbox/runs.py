@@ -26,6 +26,7 @@ from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.populations import EntityIndex
 from sandbox.regrade import check_regrade
+from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, Run
 from sandbox.store.types import new_id
 from sandbox.tracing import phase_spans
@@ -41,7 +42,7 @@ _MOVES: dict[RunStatus | None, frozenset[RunStatus]] = {
 }
 
 
-def set_status(run: Run, to: RunStatus, *, now: datetime | None = None, error_code: str | None = None,
+def set_status(run: AnyRun, to: RunStatus, *, now: datetime | None = None, error_code: str | None = None,
                error_message: str | None = None) -> None:
     """The one function that changes a run's status; a final status also stamps `finished_at`."""
     current = RunStatus(run.status) if run.status else None
@@ -227,14 +228,14 @@ def find_idempotent(session: Session, job: Job, requested_by: str, key: str | No
 
 
 def new_run(job: Job, *, requested_by: str, idempotency_key: str | None, params: dict[str, Any],
-            now: datetime, instance: str | None = None) -> Run:
-    """A run row for `job`, before execution, owned by server `instance` (see sandbox/server_lease.py)."""
-    return Run(id=new_id("run"), job_id=job.id, grant_id=job.grant_id, operator_org_id=job.operator_org_id,
-               requested_by=requested_by, idempotency_key=idempotency_key,
-               params={k: (v.isoformat() if isinstance(v, date | datetime) else str(v) if isinstance(v, Decimal)
-                           else v) for k, v in params.items()},
-               status=RunStatus.RUNNING.value, frozen_sql_sha256=job.frozen_sql_sha256 or "",
-               dataset_versions=dict(job.dataset_versions), created_at=now, server_instance=instance)
+            now: datetime, instance: str | None = None) -> RunRecord:
+    """A run record for `job`, before execution, owned by server `instance` (see sandbox/server_lease.py)."""
+    return RunRecord(id=new_id("run"), job_id=job.id, grant_id=job.grant_id, operator_org_id=job.operator_org_id,
+                     requested_by=requested_by, idempotency_key=idempotency_key,
+                     params={k: (v.isoformat() if isinstance(v, date | datetime) else str(v) if isinstance(v, Decimal)
+                                 else v) for k, v in params.items()},
+                     status=RunStatus.RUNNING.value, frozen_sql_sha256=job.frozen_sql_sha256 or "",
+                     dataset_versions=dict(job.dataset_versions), created_at=now, server_instance=instance)
 
 
 def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
@@ -278,7 +279,7 @@ def check_runnable(session: Session, job: Job, grant: Grant, now: datetime,
     return tables
 
 
-def execute(service: RunService, run: Run, job: Job, grant: Grant, tables: dict[str, GrantTable],
+def execute(service: RunService, run: RunRecord, job: Job, grant: Grant, tables: dict[str, GrantTable],
             params: dict[str, Any], now_fn: Any, tracer: Tracer | None = None) -> RunOutcome:
     """Run the frozen SQL on the grant's prepared inputs and fill in the run's record.
 
@@ -319,7 +320,7 @@ def params_digest(params: dict[str, Any]) -> str:
                                      ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def run_out(run: Run) -> dict[str, Any]:
+def run_out(run: AnyRun) -> dict[str, Any]:
     """A run as the API shows it."""
     return {
         "id": run.id, "job_id": run.job_id, "grant_id": run.grant_id, "operator_org_id": run.operator_org_id,

@@ -22,13 +22,15 @@ from sqlalchemy.orm import Session
 from metering.events import DatasetUse
 from sandbox import runs
 from sandbox.app.deps import AppState, Guard
+from sandbox.billing.usage import run_insert
 from sandbox.errors import Refused
 from sandbox.executor import RunStatus
+from sandbox.run_record import RunRecord
 from sandbox.store.models import Grant, Job, Run
 
-RefusedRows = Callable[[Run, Refused], list[Any]]
+RefusedRows = Callable[[RunRecord, Refused], list[Any]]
 """Rows to commit with a run refused at its checks (given the run, already marked refused, and the refusal)."""
-FinishedRows = Callable[[Run, Sequence[DatasetUse]], list[Any]]
+FinishedRows = Callable[[RunRecord, Sequence[DatasetUse]], list[Any]]
 """Rows to commit with a finished run (given the run's final record and the rows it read per dataset)."""
 
 
@@ -37,11 +39,11 @@ class Governed:
     """What the governed path did: `run` finished and committed, or `earlier` when a concurrent request with the
     same Idempotency-Key started first (this run was then discarded: no record, no usage)."""
 
-    run: Run
+    run: RunRecord
     earlier: Run | None = None
 
 
-def execute_governed(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: Run,
+def execute_governed(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: RunRecord,
                      params: dict[str, Any], now: datetime, *, refused: RefusedRows | None = None,
                      finished: FinishedRows | None = None) -> Governed:
     """Run `run` of `job` through the governed path and commit it with its usage and audit record."""
@@ -57,7 +59,7 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: Job, 
         extra = refused(run, exc) if refused is not None else []
         with tracer.start_as_current_span("sluice.run.audit"):
             # the refused run, its usage, the caller's rows and the refusal's audit record, together
-            raise guard.refuse_with(session, exc, [run, usage, *extra]) from None
+            raise guard.refuse_with(session, exc, [run_insert(run), usage, *extra]) from None
     started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.commit()  # end the checks' read transaction: no pooled connection is held while the engine runs

@@ -20,6 +20,7 @@ from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
+from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, JobReview, Run
 from sandbox.tracing import phase_spans
 
@@ -200,13 +201,13 @@ class _Inline:
     """A run POST's result download: authorized up front, encoded and metered once the run has succeeded, and
     audited as its own `result:read` record right after the run's, in the same commit."""
 
-    def __init__(self, state: AppState, guard: Guard, session: Session, run: Run, fmt: ResultFormat) -> None:
+    def __init__(self, state: AppState, guard: Guard, session: Session, run: AnyRun, fmt: ResultFormat) -> None:
         self.state, self.guard, self.session, self.run, self.fmt = state, guard, session, run, fmt
         self.draft = guard.second_access("result", "read", run.operator_org_id, f"run/{run.id}")
         self.body: bytes | None = None
         self.sent_sha256 = ""
 
-    def finished(self, run: Run, datasets: Sequence[DatasetUse]) -> list[Any]:
+    def finished(self, run: RunRecord, datasets: Sequence[DatasetUse]) -> list[Any]:
         """The download's usage event, for the run's commit (nothing when the run did not succeed)."""
         if run.status != RunStatus.SUCCEEDED or not run.result_path:
             return []
@@ -288,7 +289,7 @@ def download_result(run_id: str, format: ResultFormat = Query(ResultFormat.JSON)
     return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 
-def _metered(state: AppState, guard: Guard, session: Session, run: Run, fmt: str, size: int) -> None:
+def _metered(state: AppState, guard: Guard, session: Session, run: AnyRun, fmt: str, size: int) -> None:
     """Commit the download's usage event with its audit row (group commit) before any byte is sent."""
     usage = state.metering.download(session, run, fmt, size, state.clock.now(), guard.trace_id)
     guard.commit_with(session, [usage], status=200)

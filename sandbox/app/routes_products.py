@@ -22,6 +22,7 @@ from sandbox.audit import AuditDraft
 from sandbox.billing import prices
 from sandbox.billing.convert import event_insert, event_row
 from sandbox.errors import Conflict, NotFound, Refused
+from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, PriceListEntry, Product, ProductCall, Run, Subscription
 
 router = APIRouter(prefix="/v1", tags=["products"])
@@ -260,7 +261,7 @@ def cancel_subscription(sub_id: str, guard: Guard = require("subscription", "cha
 
 # --- calls -----------------------------------------------------------------------------------------------------
 
-def _answer(state: AppState, session: Session, call: ProductCall, run: Run | None, replay: bool = False
+def _answer(state: AppState, session: Session, call: ProductCall, run: AnyRun | None, replay: bool = False
             ) -> Response:
     columns, rows = calls.call_result(state.settings.resolved_home, run)
     body = {"call": calls.call_out(call), "columns": columns, "rows": rows, "idempotent_replay": replay}
@@ -315,12 +316,12 @@ def invoke_product(product_id: str, body: InvokeIn | None = None,
     call.params = dict(run.params)
     guard.note(run_id=run.id, params_sha256=runs.params_digest(run.params))
 
-    def refused(r: Run, exc: Refused) -> list[Any]:
+    def refused(r: RunRecord, exc: Refused) -> list[Any]:
         calls.finish_call(call, r, status=r.status, error_code=exc.code, error_message=exc.message)
         exc.context["call_id"] = call.id
         return [call, event_row(calls.call_event(call, grant, result_rows=0, result_bytes=0, datasets=(), at=now))]
 
-    def finished(r: Run, datasets: Any) -> list[Any]:
+    def finished(r: RunRecord, datasets: Any) -> list[Any]:
         calls.finish_call(call, r, status=r.status, error_code=r.error_code, error_message=r.error_message)
         event = calls.call_event(call, grant, result_rows=r.result_rows, result_bytes=r.result_bytes,
                                  datasets=datasets, at=now)

@@ -8,13 +8,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from opentelemetry import trace
-from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +30,7 @@ from sandbox.errors import Conflict, InvalidInput, NotFound
 from sandbox.executor import RunStatus, scan_stats
 from sandbox.jobs import GrantTable
 from sandbox.recorder import Execute, Recorder, Write
+from sandbox.run_record import RUN_FINISH, RUN_INSERT, AnyRun, RunRecord, finish_params
 from sandbox.store.models import Grant, Job, Organization, Run, UsageEventRow
 from sandbox.store.types import new_id
 
@@ -61,7 +62,7 @@ def scans_by_dataset(service: runs.RunService, grant: Grant, tables: dict[str, G
     return tuple(out)
 
 
-def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime,
+def run_event(run: AnyRun, grant: Grant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime,
               trace_id: str | None = None) -> UsageEvent:
     """The platform-fee event of a run, whatever its outcome (only a succeeded run is chargeable)."""
     if not datasets:
@@ -74,26 +75,6 @@ def run_event(run: Run, grant: Grant, issuer_org_id: str, datasets: Sequence[Dat
         operator_org_id=run.operator_org_id, purpose_class=grant.purpose_class, outcome=Outcome(run.status).value,
         quantities=quantities(q), grant_id=grant.id, datasets=tuple(datasets),
         trace_id=trace_id or current_trace_id(), source_id=run.id))
-
-
-_RUN_COLUMNS = tuple(c.key for c in inspect(Run).column_attrs if c.key != "id")
-_RUNS: Table = Run.__table__  # type: ignore[assignment]
-_RUN_INSERT = insert(_RUNS)
-_RUN_UPDATE = (update(_RUNS).where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == bindparam("from_status"))
-               .values({k: bindparam(f"v_{k}") for k in _RUN_COLUMNS}))
-
-
-_RUN_DEFAULTS = {c.key: getattr(c.default, "arg", None) for c in _RUNS.columns
-                 if c.default is not None and c.default.is_scalar}
-
-
-def _run_values(run: Run) -> dict[str, Any]:
-    """A run's column values, with the model's defaults where the object has none yet."""
-    out = {}
-    for k in ("id", *_RUN_COLUMNS):
-        value = getattr(run, k)
-        out[k] = _RUN_DEFAULTS.get(k) if value is None else value
-    return out
 
 
 def product_event(*, kind: str, source_id: str, entry_id: str, product_id: str | None, customer_org_id: str,
@@ -113,11 +94,15 @@ def product_event(*, kind: str, source_id: str, entry_id: str, product_id: str |
         free_reason=free_reason, trace_id=current_trace_id(), source_id=source_id))
 
 
-def _run_update(run: Run) -> Execute:
+def _run_update(run: RunRecord) -> Execute:
     """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
-    params = {f"v_{k}": v for k, v in _run_values(run).items() if k != "id"}
-    params.update(run_id=run.id, from_status=RunStatus.RUNNING.value)
-    return Execute(_RUN_UPDATE, params, expect_rows=1)  # fails if the run is no longer `running` (recovered)
+    # fails if the run is no longer `running` (recovered)
+    return Execute(RUN_FINISH, finish_params(run, RunStatus.RUNNING.value), expect_rows=1)
+
+
+def run_insert(run: RunRecord) -> Execute:
+    """INSERT of a run's row: its start, or a run refused at its checks (committed with the refusal)."""
+    return Execute(RUN_INSERT, run.values())
 
 
 @dataclass
@@ -142,13 +127,13 @@ class Metering:
             self._platform_org_id = found
         return self._platform_org_id
 
-    def refused_run(self, session: Session, run: Run, grant: Grant, now: datetime, trace_id: str | None = None
+    def refused_run(self, session: Session, run: RunRecord, grant: Grant, now: datetime, trace_id: str | None = None
                     ) -> UsageEventRow:
         """The usage event of a run refused at its checks (recorded, never charged), to commit with the refusal."""
         self.metrics.runs.labels(run.status).inc()
         return event_row(run_event(run, grant, self.platform_org_id(session), (), now, trace_id))
 
-    def start_run(self, session: Session, run: Run, job: Job) -> StartedRun:
+    def start_run(self, session: Session, run: RunRecord, job: Job) -> StartedRun:
         """Begin recording the run's start (status `running`) through the group-commit recorder.
 
         The commit runs in the background while the run executes, so it adds almost nothing to the run's
@@ -156,7 +141,7 @@ class Metering:
         answered. A crash after that leaves a `running` row that `recover_interrupted_runs` marks failed at
         restart; a crash before it leaves nothing, and the client has seen nothing.
         """
-        copy = Execute(_RUN_INSERT, _run_values(run))
+        copy = run_insert(run)
         if self._starter is None:
             self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
         future = self._starter.submit(self._record_start, copy)
@@ -179,8 +164,7 @@ class Metering:
             started.future.result(timeout=60)
         except Exception:
             return  # the start was never recorded: there is nothing to mark
-        stored = Run(**{c.key: getattr(started.run, c.key) for c in inspect(Run).column_attrs})
-        stored.status = RunStatus.RUNNING.value  # what the store holds for it
+        stored = replace(started.run, status=RunStatus.RUNNING.value)  # what the store holds for it
         now = self.clock.now()
         runs.set_status(stored, RunStatus.FAILED, now=now, error_code="internal_error",
                         error_message="the run failed unexpectedly; see server logs")
@@ -200,7 +184,7 @@ class Metering:
             self._starter.shutdown(wait=True)
             self._starter = None
 
-    def finish_run(self, session: Session, run: Run, grant: Grant, tables: dict[str, GrantTable], job: Job,
+    def finish_run(self, session: Session, run: RunRecord, grant: Grant, tables: dict[str, GrantTable], job: Job,
                    service: runs.RunService, now: datetime, trace_id: str | None = None,
                    also: Callable[[Sequence[DatasetUse]], list[Any]] | None = None) -> list[Any]:
         """The writes that end a run, to commit with its audit row: its final record and its usage event, then
@@ -213,7 +197,7 @@ class Metering:
         m.scanned_rows.inc(run.rows_scanned)
         return [_run_update(run), event_insert(event), *(also(datasets) if also is not None else [])]
 
-    def download(self, session: Session, run: Run, fmt: str, size: int, now: datetime,
+    def download(self, session: Session, run: AnyRun, fmt: str, size: int, now: datetime,
                  trace_id: str | None = None, datasets: Sequence[DatasetUse] | None = None) -> Execute:
         """The usage event of one result download (attributed like its run), for the download's audit commit.
 
@@ -244,7 +228,7 @@ class StartedRun:
     metering: Metering
     future: Future[None]
     session: Session
-    run: Run
+    run: RunRecord
     job: Job
 
     def wait(self) -> Run | None:
