@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -163,7 +163,7 @@ def review_job(job_id: str, body: ReviewIn, guard: Guard = require("job", "revie
 def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run", "create"),
             session: Session = SESSION, state: AppState = Depends(app_state),
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)
-            ) -> dict[str, Any] | Response:
+            ) -> Response:
     """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
     job, grant = _job_with_grant(session, guard, job_id)
     caller = guard.caller.principal_id
@@ -176,7 +176,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
             again = _Inline(state, guard, session, earlier, fmt)
             guard.commit_with(session, [again.usage(None)], status=201)
             return again.response()
-        return runs.run_out(earlier)
+        return _json(runs.run_out(earlier))
     guard.note(job_id=job.id, grant_id=grant.id, datasets=sorted(job.dataset_versions),
                sql_sha256=job.frozen_sql_sha256)
     params = runs.coerce_params(job.parameters, (body.params if body else {}))
@@ -194,7 +194,13 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
         span.set_attribute("sluice.run_status", str(answer["status"]))
     if inline is not None and done.earlier is None and inline.body is not None:
         return inline.response()
-    return answer
+    return _json(answer)
+
+
+def _json(answer: dict[str, Any]) -> Response:
+    """A run record as the 201 response, rendered directly: its values are JSON types already (no
+    `jsonable_encoder` walk; the same bytes as FastAPI's own rendering of the dict)."""
+    return JSONResponse(answer, status_code=201)
 
 
 class _Inline:
