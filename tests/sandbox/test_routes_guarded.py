@@ -87,3 +87,28 @@ def test_every_dependency_with_yield_ends_before_the_response_and_the_app_refuse
         assert "/late" in str(exc)
     else:
         raise AssertionError("a request-scoped session was accepted")
+
+
+def test_no_route_is_shadowed_by_a_route_matched_before_it(settings: Settings) -> None:
+    """Routers are matched in the order create_app includes them (the run POST's router first, for speed); that
+    order may decide nothing: a path of each route, with its parameters filled in, is matched by that route first."""
+    import re
+
+    from starlette.routing import Match
+
+    from sandbox.bootstrap import init_home
+    from sandbox.clock import ManualClock
+
+    init_home(settings, ManualClock())
+    app = create_app(settings)
+    routes = [route for prefix, route in _flatten(list(app.routes)) if isinstance(route, Route) and not prefix]
+    shadowed = []
+    for route in routes:
+        path = re.sub(r"\{[^}]+\}", "x1", route.path)
+        for method in sorted(route.methods or []):
+            scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": []}
+            first = next(r for r in routes if r.matches(scope)[0] == Match.FULL)
+            if first is not route:
+                shadowed.append((method, route.path, first.path))
+    assert not shadowed, f"routes matched by an earlier route: {shadowed}"
+    assert len(routes) > 100
