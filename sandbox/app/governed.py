@@ -25,8 +25,9 @@ from sandbox.app.deps import AppState, Guard
 from sandbox.billing.usage import run_insert
 from sandbox.errors import Refused
 from sandbox.executor import RunStatus
+from sandbox.run_inputs import GrantView, JobView
 from sandbox.run_record import RunRecord
-from sandbox.store.models import Grant, Job, Run
+from sandbox.store.models import Run
 
 RefusedRows = Callable[[RunRecord, Refused], list[Any]]
 """Rows to commit with a run refused at its checks (given the run, already marked refused, and the refusal)."""
@@ -43,7 +44,7 @@ class Governed:
     earlier: Run | None = None
 
 
-def execute_governed(state: AppState, guard: Guard, session: Session, job: Job, grant: Grant, run: RunRecord,
+def execute_governed(state: AppState, guard: Guard, session: Session, job: JobView, grant: GrantView, run: RunRecord,
                      params: dict[str, Any], now: datetime, *, refused: RefusedRows | None = None,
                      finished: FinishedRows | None = None) -> Governed:
     """Run `run` of `job` through the governed path and commit it with its usage and audit record."""

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metering.events import DatasetUse
@@ -20,6 +20,7 @@ from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
+from sandbox.run_inputs import GrantRow, JobRow, JobView, read_job_with_grant
 from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, JobReview, Run
 from sandbox.tracing import phase_spans
@@ -115,7 +116,7 @@ def list_jobs(guard: Guard = require("job", "read"), session: Session = SESSION,
     return [jobs.job_out(j) for j in session.scalars(q)]
 
 
-def _job_owner(job: Job) -> str:
+def _job_owner(job: JobView) -> str:
     return job.operator_org_id
 
 
@@ -123,16 +124,13 @@ def _job(session: Session, guard: Guard, job_id: str) -> Job:
     return guard.owned(session, Job, job_id, owner=_job_owner, kind="job")
 
 
-# The run POST reads the job and its grant in one round trip (built once; the statement's compiled form is cached).
-_JOB_WITH_GRANT = select(Job, Grant).join(Grant, Grant.id == Job.grant_id).where(Job.id == bindparam("job_id"))
-
-
-def _job_with_grant(session: Session, guard: Guard, job_id: str) -> tuple[Job, Grant]:
-    """The job and its grant, read fresh in one query and authorized like `_job` (404 after the check)."""
-    row = session.execute(_JOB_WITH_GRANT, {"job_id": job_id}).first()
-    job = guard.authorized(row[0] if row is not None else None, job_id, owner=_job_owner, kind="job")
-    assert row is not None
-    return job, row[1]
+def _job_with_grant(session: Session, guard: Guard, job_id: str) -> tuple[JobRow, GrantRow]:
+    """The job and its grant, read fresh in one query (plain rows) and authorized like `_job` (404 after the
+    check)."""
+    found = read_job_with_grant(session, job_id)
+    job = guard.authorized(found[0] if found is not None else None, job_id, owner=_job_owner, kind="job")
+    assert found is not None
+    return job, found[1]
 
 
 def _reviews(session: Session, job: Job) -> list[JobReview]:

@@ -330,18 +330,21 @@ def test_a_corrected_job_replaces_the_refused_one_and_the_history_shows_the_chai
 
 
 def test_a_run_holds_no_store_transaction_while_the_engine_runs(api, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from sqlalchemy.orm import object_session
-
     from sandbox.app import governed
 
     seen: list[bool] = []
-    execute = governed.runs.execute
+    sessions: list[Any] = []
+    execute, check_runnable = governed.runs.execute, governed.runs.check_runnable
 
-    def watched(service, run, job, *args, **kwargs):  # type: ignore[no-untyped-def]
-        session = object_session(job)
-        seen.append(session is not None and session.in_transaction())
-        return execute(service, run, job, *args, **kwargs)
+    def checked(session, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sessions.append(session)  # the request's session, which read the job and ran the checks
+        return check_runnable(session, *args, **kwargs)
 
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(sessions[-1].in_transaction())
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(governed.runs, "check_runnable", checked)
     monkeypatch.setattr(governed.runs, "execute", watched)
     job = submit(api, world["key"], world["domain"], WEATHER)
     assert run(api, world["key"], job["id"])["status"] == "succeeded"
