@@ -164,6 +164,16 @@ def floor_endpoint(parquet: Path, sql: str, processes: int, home: Path) -> Bare:
                 path="/v1/jobs/job-1/runs", headers={"Authorization": "Bearer floor-key"})
 
 
+def _profiler(out: Path | None, pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy (a dev tool, not pinned) sampling the API process and its workers for `seconds`, into `out`."""
+    if not out:
+        return None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
+                             "--format", "raw", "--gil", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def clear_store(url: str) -> None:
     """Empty the PostgreSQL database at `url` (the benchmark's own), so `sluice init` starts from nothing."""
     from sqlalchemy import create_engine
@@ -252,14 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         url = f"{server.base}/v1/jobs/{small}/runs"
         for _ in range(20):
             httpx.post(url, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
-        profiler = None
-        if args.profile:  # py-spy (a dev tool, not pinned) samples the API process and its workers meanwhile
-            assert server.proc is not None
-            spy = str(Path(sys.executable).parent / "py-spy")
-            profiler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
-                                         "--duration", str(int(args.seconds)), "--format", "raw", "--gil", "--output",
-                                         str(args.profile), "--nonblocking"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = _profiler(args.profile, server.proc.pid, args.seconds)
         governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds, server.proc.pid,
                        own_process=args.processes == 1)
         if profiler is not None:
@@ -269,8 +272,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             entity, _ = approved_job(ctx, "entity aggregate", ENTITY_SQL)
             eurl = f"{server.base}/v1/jobs/{entity}/runs"
             httpx.post(eurl, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
+            profiler = _profiler(args.profile and args.profile.with_suffix(".entity.txt"), server.proc.pid,
+                                 args.seconds)
             report["governed_entity"] = wrk(eurl, ctx["op"], '{"params":{}}', args.connections, args.seconds,
-                                            server.proc.pid)
+                                            server.proc.pid, own_process=args.processes == 1)
+            if profiler is not None:
+                profiler.wait(timeout=120)
             print(f"governed entity query: {report['governed_entity']}", flush=True)
         if not args.skip_q1:
             q1 = next(q for q in tpch.accepted_queries() if q.name == "q1")
