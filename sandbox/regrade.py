@@ -87,14 +87,16 @@ def _looser(latest: Constraint, pinned: Constraint) -> bool:
 
 
 def check_regrade(session: Session, grant: GrantView, pinned: Mapping[str, DatasetVersion],
-                  columns_read: Mapping[str, Sequence[str]], cache: dict[tuple[str, str, int, int], str | None]
-                  ) -> None:
+                  columns_read: Mapping[str, Sequence[str]], cache: dict[tuple[str, str, int, int], str | None],
+                  latest: Mapping[str, int] | None = None) -> None:
     """Refuse (`dataset_regraded`) a run that the latest versions of its datasets no longer allow.
 
-    Costs one query per run (the latest version numbers); each (grant, dataset, pinned, latest) verdict is cached,
-    since versions are immutable.
+    Costs one query per run (the latest version numbers), unless the caller read them in this transaction already
+    (`latest`, as `latest_bounding_version` gives them: sandbox/run_inputs.py reads them with the job); each
+    (grant, dataset, pinned, latest) verdict is cached, since versions are immutable.
     """
-    latest = latest_bounding_version(session, sorted(pinned))
+    if latest is None or set(latest) - set(pinned):
+        latest = latest_bounding_version(session, sorted(pinned))
     for dataset_id, version in pinned.items():
         newest = latest.get(dataset_id, version.version)
         if newest <= version.version:

@@ -3,18 +3,24 @@
 They are read fresh on every run, so a stopped job or a suspended, revoked or expired grant is refused at once in
 every process. The run path's functions take `JobView` and `GrantView`: these rows, or the ORM models (a product
 call loads those), which have the same attributes.
+
+Given the datasets the job reads (a job's pinned datasets never change, so the caller may remember them from an
+earlier run), the same SELECT also reads the latest certified version of each (one scalar subquery each): the
+re-grading check (sandbox/regrade.py) then needs no query of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from sandbox.store.models import Grant, Job
+from sandbox.catalogue.registry import CERTIFIED
+from sandbox.store.models import DatasetVersion, Grant, Job
 
 
 class JobView(Protocol):
@@ -123,21 +129,56 @@ class GrantRow:
     engine: str
 
 
+@dataclass(frozen=True, slots=True)
+class RunInputs:
+    """A job and its grant as read for a run, with the latest certified version of each dataset the job reads
+    (None when they were not read with them; a dataset with no certified version is absent)."""
+
+    job: JobRow
+    grant: GrantRow
+    latest: dict[str, int] | None
+
+
 JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
 GRANT_COLUMNS = tuple(f.name for f in fields(GrantRow))
 _JOBS: Table = Job.__table__  # type: ignore[assignment]
 _GRANTS: Table = Grant.__table__  # type: ignore[assignment]
-# Built once; its compiled form is cached. Grant columns are labelled so that no name clashes with a job's.
-_JOB_WITH_GRANT = (select(*(_JOBS.c[name] for name in JOB_COLUMNS),
-                          *(_GRANTS.c[name].label(f"grant_{name}") for name in GRANT_COLUMNS))
-                   .join_from(_JOBS, _GRANTS, _GRANTS.c.id == _JOBS.c.grant_id)
-                   .where(_JOBS.c.id == bindparam("job_id")))
+_VERSIONS: Table = DatasetVersion.__table__  # type: ignore[assignment]
 _SPLIT = len(JOB_COLUMNS)
+_END = _SPLIT + len(GRANT_COLUMNS)
+_STATEMENTS: dict[int, Select[Any]] = {}
 
 
-def read_job_with_grant(session: Session, job_id: str) -> tuple[JobRow, GrantRow] | None:
-    """The job and its grant, read now in one query on the session's connection; None if there is no such job."""
-    row = session.connection().execute(_JOB_WITH_GRANT, {"job_id": job_id}).first()
+def _statement(datasets: int) -> Select[Any]:
+    """The SELECT for a job reading `datasets` datasets, built once per count (its compiled form is cached).
+    Grant columns are labelled so that no name clashes with a job's."""
+    found = _STATEMENTS.get(datasets)
+    if found is None:
+        latest = [select(func.max(_VERSIONS.c.version))
+                  .where(_VERSIONS.c.dataset_id == bindparam(f"dataset_{i}"),
+                         _VERSIONS.c.registration_state == CERTIFIED)
+                  .scalar_subquery().label(f"latest_{i}") for i in range(datasets)]
+        found = _STATEMENTS[datasets] = (
+            select(*(_JOBS.c[name] for name in JOB_COLUMNS),
+                   *(_GRANTS.c[name].label(f"grant_{name}") for name in GRANT_COLUMNS), *latest)
+            .join_from(_JOBS, _GRANTS, _GRANTS.c.id == _JOBS.c.grant_id)
+            .where(_JOBS.c.id == bindparam("job_id")))
+    return found
+
+
+def read_job_with_grant(session: Session, job_id: str, datasets: Sequence[str] = ()) -> RunInputs | None:
+    """The job and its grant, read now in one query on the session's connection; None if there is no such job.
+
+    With `datasets` (the job's, sorted), the latest certified version of each is read in the same query; they are
+    returned only if they are the job's datasets.
+    """
+    params = {"job_id": job_id, **{f"dataset_{i}": name for i, name in enumerate(datasets)}}
+    row = session.connection().execute(_statement(len(datasets)), params).first()
     if row is None:
         return None
-    return JobRow(*row[:_SPLIT]), GrantRow(*row[_SPLIT:])
+    job = JobRow(*row[:_SPLIT])
+    latest = None
+    if datasets and list(datasets) == sorted(job.dataset_versions):
+        latest = {name: int(version) for name, version in zip(datasets, row[_END:], strict=True)
+                  if version is not None}
+    return RunInputs(job, GrantRow(*row[_SPLIT:_END]), latest)

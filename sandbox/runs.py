@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -109,6 +110,7 @@ class RunService:
     _secret: bytes | None = None
     tables: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, GrantTable]] = field(default_factory=dict)
     regrades: dict[tuple[str, str, int, int], str | None] = field(default_factory=dict)
+    job_datasets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job id -> its datasets (immutable)
     dominance: Dominance = field(default_factory=Dominance)
     spark_remote: str | None = None
     spark_master: str = "local[2]"
@@ -240,11 +242,13 @@ def new_run(job: JobView, *, requested_by: str, idempotency_key: str | None, par
 
 
 def check_runnable(session: Session, job: JobView, grant: GrantView, now: datetime,
-                   service: RunService | None = None) -> dict[str, GrantTable]:
+                   service: RunService | None = None, latest: Mapping[str, int] | None = None
+                   ) -> dict[str, GrantTable]:
     """Everything checked again at run time: job approved, grant usable, pinned versions still covered.
 
     Coverage of a pinned version depends only on immutable facts (the grant's scope and lists, the version's
-    grade), so `service` may cache it; the grant's state and validity are checked on every run.
+    grade), so `service` may cache it; the grant's state and validity are checked on every run. `latest`: the
+    latest certified versions of the job's datasets when they were read with the job (see `check_regrade`).
     """
     if JobState(job.state) == JobState.STOPPED:
         raise Refused(f"job {job.id} was stopped: {job.stopped_reason}", code="job_stopped", state=job.state,
@@ -276,7 +280,8 @@ def check_runnable(session: Session, job: JobView, grant: GrantView, now: dateti
                       code="job_reanalysis_required", job_id=job.id)
     CheckedQuery.of_analysis(job.frozen_sql or "", job.analysis).sql_for(grant.engine or DUCKDB)  # before any input
     check_regrade(session, grant, {name: t.version for name, t in tables.items()},
-                  job.analysis.get("columns_read") or {}, service.regrades if service is not None else {})
+                  job.analysis.get("columns_read") or {}, service.regrades if service is not None else {},
+                  latest=latest)
     return tables
 
 

@@ -12,7 +12,7 @@ audit record of the refusal, in one transaction; the refusal is then raised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,13 +46,14 @@ class Governed:
 
 def execute_governed(state: AppState, guard: Guard, session: Session, job: JobView, grant: GrantView, run: RunRecord,
                      params: dict[str, Any], now: datetime, *, refused: RefusedRows | None = None,
-                     finished: FinishedRows | None = None) -> Governed:
-    """Run `run` of `job` through the governed path and commit it with its usage and audit record."""
+                     finished: FinishedRows | None = None, latest: Mapping[str, int] | None = None) -> Governed:
+    """Run `run` of `job` through the governed path and commit it with its usage and audit record (`latest`: the
+    latest certified versions of its datasets, if they were read with the job)."""
     tracer = state.tracer
     service = state.runs
     try:
         with tracer.start_as_current_span("sluice.run.check"):
-            tables = runs.check_runnable(session, job, grant, now, service)
+            tables = runs.check_runnable(session, job, grant, now, service, latest=latest)
     except Refused as exc:
         runs.set_status(run, RunStatus.REFUSED, now=now, error_code=exc.code, error_message=exc.message)
         exc.context["run_id"] = run.id

@@ -20,7 +20,7 @@ from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
-from sandbox.run_inputs import GrantRow, JobRow, JobView, read_job_with_grant
+from sandbox.run_inputs import JobView, RunInputs, read_job_with_grant
 from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, JobReview, Run
 from sandbox.tracing import phase_spans
@@ -124,13 +124,16 @@ def _job(session: Session, guard: Guard, job_id: str) -> Job:
     return guard.owned(session, Job, job_id, owner=_job_owner, kind="job")
 
 
-def _job_with_grant(session: Session, guard: Guard, job_id: str) -> tuple[JobRow, GrantRow]:
+def _job_with_grant(session: Session, guard: Guard, state: AppState, job_id: str) -> RunInputs:
     """The job and its grant, read fresh in one query (plain rows) and authorized like `_job` (404 after the
-    check)."""
-    found = read_job_with_grant(session, job_id)
-    job = guard.authorized(found[0] if found is not None else None, job_id, owner=_job_owner, kind="job")
+    check); from the job's second run in this process on, with its datasets' latest certified versions."""
+    known = state.runs.job_datasets
+    found = read_job_with_grant(session, job_id, known.get(job_id, ()))
+    guard.authorized(found.job if found is not None else None, job_id, owner=_job_owner, kind="job")
     assert found is not None
-    return job, found[1]
+    if job_id not in known:
+        known[job_id] = tuple(sorted(found.job.dataset_versions))  # never changes for a job
+    return found
 
 
 def _reviews(session: Session, job: Job) -> list[JobReview]:
@@ -163,7 +166,8 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)
             ) -> Response:
     """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
-    job, grant = _job_with_grant(session, guard, job_id)
+    read = _job_with_grant(session, guard, state, job_id)
+    job, grant = read.job, read.grant
     caller = guard.caller.principal_id
     earlier = runs.find_idempotent(session, job, caller, idempotency_key)
     fmt = body.result if body else None
@@ -187,7 +191,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
         done = execute_governed(state, guard, session, job, grant, run, params, now,
-                                finished=None if inline is None else inline.finished)
+                                finished=None if inline is None else inline.finished, latest=read.latest)
         answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
     if inline is not None and done.earlier is None and inline.body is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from billing_world import _job, build_world
 
+from sandbox.regrade import latest_bounding_version
 from sandbox.run_inputs import GRANT_COLUMNS, JOB_COLUMNS, read_job_with_grant
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import Grant, Job
@@ -25,9 +26,17 @@ def test_a_job_and_its_grant_read_as_rows_equal_what_the_orm_loads(api) -> None:
         assert found is not None and job is not None
         grant = s.get(Grant, job.grant_id)
         assert grant is not None and grant.id == second
-        assert {name: getattr(found[0], name) for name in JOB_COLUMNS} == {name: getattr(job, name)
-                                                                            for name in JOB_COLUMNS}
-        assert {name: getattr(found[1], name) for name in GRANT_COLUMNS} == {name: getattr(grant, name)
-                                                                              for name in GRANT_COLUMNS}
+        assert {name: getattr(found.job, name) for name in JOB_COLUMNS} == {name: getattr(job, name)
+                                                                             for name in JOB_COLUMNS}
+        assert {name: getattr(found.grant, name) for name in GRANT_COLUMNS} == {name: getattr(grant, name)
+                                                                                 for name in GRANT_COLUMNS}
+        assert found.latest is None  # not asked for
         assert read_job_with_grant(s, "job_missing") is None
+    with session_factory(engine)() as s:
+        datasets = sorted(job.dataset_versions)
+        again = read_job_with_grant(s, job_id, datasets)
+        assert again is not None and again.latest == latest_bounding_version(s, datasets) == {w.dataset: 1}
+        assert again.job == found.job and again.grant == found.grant
+        other = read_job_with_grant(s, job_id, ["another_dataset"])  # not the job's datasets: not returned
+        assert other is not None and other.latest is None
     engine.dispose()
