@@ -95,6 +95,13 @@ class Budget:
         if self.remaining < 0:
             raise BudgetExceeded
 
+    def spend_each(self, units: int) -> None:
+        """`spend(1); check()` `units` times (stops, and raises, where such a loop would)."""
+        if units > 0 and self.remaining < units:
+            self.remaining -= max(1, self.remaining + 1)
+            raise BudgetExceeded
+        self.remaining -= units
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -238,6 +245,8 @@ class Ledger:
         self.sets: list[BitMap] = []
         self._cards = np.zeros(1024, dtype=np.int64)  # set index -> its cardinality (check 3's size window)
         self._mins = np.zeros(1024, dtype=np.uint32)  # set index -> its smallest entity (check 3's pre-filter)
+        self._maxs = np.zeros(1024, dtype=np.uint32)  # set index -> its largest entity (check 3's pre-filter)
+        self._by_card = np.zeros(0, dtype=np.int64)  # cardinality << 32 | set index, sorted (check 3's size window)
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._undo: _Undo | None = None
@@ -265,13 +274,14 @@ class Ledger:
         return self._undo is not None
 
     # --- adding sets ------------------------------------------------------------------------------------------
-    def refine(self, entities: BitMap, budget: Budget) -> list[int]:
+    def refine(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None) -> np.ndarray:
         """Split the atoms by `entities` (permanent: a finer partition describes the same row space and never
-        creates a violation); return the atoms the set is the union of. A cell's sets are all refined before the
-        first of them is added, so that a rollback restores rows over the current atoms."""
+        creates a violation); return the atoms the set is the union of (sorted). A cell's sets are all refined
+        before the first of them is added, so that a rollback restores rows over the current atoms."""
         if not entities:
-            return []
-        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted
+            return np.zeros(0, dtype=np.int64)
+        if members is None:
+            members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted
         budget.spend(1 + len(members) // 1024)
         return self._split(members, budget)
 
@@ -283,34 +293,35 @@ class Ledger:
         budget runs out.
         """
         budget.check()
-        atoms: list[int] | tuple[int, ...]
+        atoms: np.ndarray  # sorted
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted (refinement and checks 3, 4)
         if self._undo is None:
             if self.has(entities):
                 return None  # a set released before: a union of atoms already, and the row space does not change
-            atoms = self.refine(entities, budget)  # (registers no set: `has` stays false)
+            atoms = self.refine(entities, budget, members)  # (registers no set: `has` stays false)
             self._undo = _Undo()
             self._changed = set()
             if not entities:
                 return None
         else:
-            atoms = self._atoms_of(entities, refined=True)
+            atoms = np.asarray(self._atoms_of(entities, refined=True), dtype=np.int64)
             if not entities or self.has(entities):
                 return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
-        complement = self._complements(entities, budget)
+        complement = self._complements(entities, budget, members)
         index = self._register(entities, atoms)
         if weight < self.k:
-            return Violation("own", weight, tuple(sorted(atoms)))
+            return Violation("own", weight, tuple(atoms.tolist()))
         if complement is not None:
             return complement
         try:
-            self._add_row(index, list(atoms), budget)
+            self._add_row(index, atoms, budget)
         except _Unconfirmed:
             self.unconfirmed += 1  # the set is refused: an error of the modular arithmetic only ever refuses
-            return Violation("unconfirmed", weight, tuple(sorted(atoms)))
+            return Violation("unconfirmed", weight, tuple(atoms.tolist()))
         budget.check()
-        return (self._check(budget) or self._contained_complement(entities, budget)
+        return (self._check(budget) or self._contained_complement(entities, budget, members)
                 or (self._exhaustive(budget) if self._changed else None))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -318,7 +329,7 @@ class Ledger:
         state = self.__dict__.copy()
         state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
-        state["_colcount"] = None
+        state["_colcount"] = state["_by_card"] = None
         for name in ("_acc", "_pos"):
             state.pop(name, None)
         atoms = len(self.weight)
@@ -353,7 +364,12 @@ class Ledger:
             state["_cards"] = np.zeros(max(1024, 2 * len(sets)), dtype=np.int64)
             state["_cards"][: len(sets)] = [len(entities) for entities in sets]
             state.pop("_sizes", None)
+        if "_maxs" not in state:  # (older snapshots)
+            state["_maxs"] = np.zeros(len(state["_mins"]), dtype=np.uint32)
+            state["_maxs"][: len(state["sets"])] = [entities.max() for entities in state["sets"]]
         state.setdefault("_split_log", [])  # (older snapshots: no log, caches rebuilt from the sets)
+        count = len(state["sets"])
+        state["_by_card"] = np.sort(state["_cards"][:count] << 32 | np.arange(count, dtype=np.int64))
         state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
@@ -418,15 +434,22 @@ class Ledger:
         self._pending = []
         self._changed = set()
 
-    def _register(self, entities: BitMap, atoms: list[int] | tuple[int, ...]) -> int:
+    def _register(self, entities: BitMap, atoms: np.ndarray) -> int:
+        """Record a set and its atoms (sorted, as `refine` returns them)."""
         index = len(self.sets)
         self.sets.append(entities)
-        self._set_atoms[index] = (self._epoch, np.sort(np.asarray(atoms, dtype=np.int64)))
+        self._set_atoms[index] = (self._epoch, atoms)
         low = entities.min()
         if index >= len(self._mins):
             self._mins = np.concatenate((self._mins, np.zeros(len(self._mins), dtype=np.uint32)))
             self._cards = np.concatenate((self._cards, np.zeros(len(self._cards), dtype=np.int64)))
-        self._mins[index], self._cards[index] = low, len(entities)
+        if index >= len(self._maxs):
+            self._maxs = np.concatenate((self._maxs, np.zeros(len(self._mins) - len(self._maxs), dtype=np.uint32)))
+        self._mins[index], self._maxs[index], self._cards[index] = low, entities.max(), len(entities)
+        key = len(entities) << 32 | index
+        by_card = self._by_card
+        place = int(by_card.searchsorted(key))
+        self._by_card = np.concatenate((by_card[:place], np.array([key], dtype=np.int64), by_card[place:]))
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
         self._pending.append(index)
@@ -436,6 +459,10 @@ class Ledger:
         entities = self.sets.pop(index)
         assert index == len(self.sets), "pending sets are the last ones"
         self._set_atoms.pop(index, None)
+        key = len(entities) << 32 | index
+        by_card = self._by_card
+        place = int(by_card.searchsorted(key))
+        self._by_card = np.concatenate((by_card[:place], by_card[place + 1:]))
         low = entities.min()
         holders = self._by_minimum[low]
         holders.remove(index)
@@ -444,9 +471,9 @@ class Ledger:
             self._minimums.discard(low)
 
     # --- atoms ------------------------------------------------------------------------------------------------
-    def _split(self, members: np.ndarray, budget: Budget) -> list[int]:
-        """Refine the atoms by the set `members`; return the atoms the set is the union of."""
-        top = int(members.max()) + 1
+    def _split(self, members: np.ndarray, budget: Budget) -> np.ndarray:
+        """Refine the atoms by the set `members` (sorted); return the atoms the set is the union of, sorted."""
+        top = int(members[-1]) + 1
         if top > len(self.atom_of):
             grown = np.zeros(max(top, 2 * len(self.atom_of)), dtype=np.int64)
             grown[: len(self.atom_of)] = self.atom_of
@@ -461,13 +488,13 @@ class Ledger:
         if touched[0] != 0 and int(self.count[touched].sum()) == len(members):
             # each touched atom holds at least the members it has here, so equal totals mean every touched atom lies
             # inside the set: a union of atoms already, nothing splits
-            return touched.tolist()
+            return touched
         counts = np.bincount(np.searchsorted(touched, owners), minlength=len(touched))
         whole = (counts == self.count[touched]) & (touched != 0)
         weighed = counts.copy()
         if members[0] == 0:  # the "no entity" index weighs nothing
             weighed[np.searchsorted(touched, owners[0])] -= 1
-        result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
+        inside_atoms = touched[whole]  # atoms entirely inside the set
         parted = touched[~whole]
         counts, weighed = counts[~whole], weighed[~whole]
         fresh = np.arange(atoms, atoms + len(parted), dtype=np.int64)
@@ -491,7 +518,7 @@ class Ledger:
         if len(parted):
             self._weights[fresh] = weighed
             self._weights[parted[parted != 0]] -= weighed[parted != 0]
-        result += fresh.tolist()
+        result = np.concatenate((inside_atoms, fresh))  # (sorted: new atoms are numbered above every other)
         if splits:
             self._epoch += 1
             self._split_log.append((parted, fresh))
@@ -521,7 +548,7 @@ class Ledger:
         self._order = self._low = 0
         budget = Budget(1 << 62)
         for index, entities in enumerate(self.sets):
-            self._add_row(index, list(self._atoms_of(entities)), budget)
+            self._add_row(index, np.asarray(self._atoms_of(entities), dtype=np.int64), budget)
 
     def _split_columns(self, old: int, new: int, was_small: bool, budget: Budget) -> bool:
         """Atom `old` split off `new` (same column of M): duplicate or move the column in L (large atoms) or V
@@ -595,8 +622,8 @@ class Ledger:
         self._lindex(new, columns, 1)
 
     # --- L: released sets over large atoms ---------------------------------------------------------------------
-    def _add_row(self, index: int, atoms: list[int], budget: Budget) -> None:
-        every = np.asarray(atoms, dtype=np.int64)
+    def _add_row(self, index: int, atoms: np.ndarray, budget: Budget) -> None:
+        every = atoms
         large = every[(self._weights[every] >= self.k) & (every != 0)]
         if self._vectorized:
             ones = np.ones(len(large), dtype=np.int64)
@@ -705,20 +732,19 @@ class Ledger:
         assert modulus is not None
         self._reserve(len(self.weight))
         acc, order_of = self._acc, self._pivot_order
+        orders = order_of[keys]
+        met = (orders != _NO_PIVOT).nonzero()[0]
+        if not len(met):  # the row meets no pivot: it is reduced already (its entries are non-zero residues)
+            return keys, values, ykeys, yvalues
         acc[keys] = values
         touched = [keys]
         ysets, yweights, factors = [ykeys], [yvalues], [1]
         # a pivot met is queued once: its order is hidden (_NO_PIVOT) in `order_of` until the end (`hidden`)
-        hidden: list[tuple[np.ndarray, np.ndarray]] = []
-        orders = order_of[keys]
-        met = orders != _NO_PIVOT
-        heap: list[tuple[int, int]] = []
-        if met.any():
-            fresh, fresh_orders = keys[met], orders[met]
-            order_of[fresh] = _NO_PIVOT
-            hidden.append((fresh, fresh_orders))
-            heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
-            heapq.heapify(heap)
+        fresh, fresh_orders = keys[met], orders[met]
+        order_of[fresh] = _NO_PIVOT
+        hidden: list[tuple[np.ndarray, np.ndarray]] = [(fresh, fresh_orders)]
+        heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
+        heapq.heapify(heap)
         lrows, heappop, heappush = self.lrows, heapq.heappop, heapq.heappush
         spent = 0
         every = None
@@ -734,8 +760,8 @@ class Ledger:
                 acc[columns] = (acc[columns] + np.multiply(values, g, dtype=np.int64)) % modulus  # (int32 rows)
                 touched.append(columns)
                 orders = order_of[columns]
-                met = orders != _NO_PIVOT
-                if met.any():
+                met = (orders != _NO_PIVOT).nonzero()[0]
+                if len(met):
                     fresh, fresh_orders = columns[met], orders[met]
                     order_of[fresh] = _NO_PIVOT
                     hidden.append((fresh, fresh_orders))
@@ -971,15 +997,16 @@ class Ledger:
                     return Violation("pair", union - weight, support)
         return None
 
-    def _complements(self, entities: BitMap, budget: Budget) -> Violation | None:
+    def _complements(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None) -> Violation | None:
         """Check 3: the new set and released sets it contains or is contained in differ by 0 or ≥ k entities."""
         size = len(entities)
-        cards = self._cards[: len(self.sets)]
-        near = np.abs(cards - size) < self.k
-        budget.spend(int(np.count_nonzero(near)))
+        by_card = self._by_card  # (cardinality, index), sorted: the window |S'| - |S| in (-k, k) is one slice
+        low, high = np.searchsorted(by_card, ((size - self.k + 1) << 32, (size + self.k) << 32)).tolist()
+        window = by_card[low:high]
+        budget.spend(len(window))
         budget.check()
-        window = (near & (cards != size)).nonzero()[0]
-        for index in self._sets_around(entities, window[cards[window] < size], window[cards[window] > size]):
+        below, above = np.searchsorted(window, (size << 32, (size + 1) << 32)).tolist()
+        for index in self._sets_around(entities, window[:below] & 0xFFFFFFFF, window[above:] & 0xFFFFFFFF, members):
             cardinality, other = len(self.sets[index]), self.sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
@@ -989,37 +1016,49 @@ class Ledger:
                     return Violation("complement", weight, self._atoms_of(difference))
         return None
 
-    def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray) -> list[int]:
-        """Check 3's candidates, in order of (size, index): the `smaller` sets whose smallest entity is in
-        `entities`, and the `larger` sets that hold the smallest entity of `entities`. A set contained in another
-        has its smallest entity there, so no set the containment test would find is left out."""
+    def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray,
+                     members: np.ndarray | None = None) -> list[int]:
+        """Check 3's candidates, in order of (size, index) (`smaller` and `larger` come in that order): the
+        `smaller` sets whose smallest entity is in `entities`, and the `larger` sets whose smallest and largest
+        entities bracket those of `entities` and that hold its smallest entity. A set contained in another has its
+        smallest entity there, and lies between its smallest and largest, so no set the containment test would
+        find is left out."""
         found: list[int] = []
         if len(smaller):
-            members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+            if members is None:
+                members = np.frombuffer(entities.to_array(), dtype=np.uint32)
             lows = self._mins[smaller]
             place = np.minimum(np.searchsorted(members, lows), len(members) - 1)
             found = smaller[members[place] == lows].tolist()
         if len(larger):
-            low, sets = entities.min(), self.sets
-            found += [index for index in larger[self._mins[larger] <= low].tolist() if low in sets[index]]
-        cards = self._cards
-        return sorted(found, key=lambda index: (cards[index], index))
+            low, high, sets = entities.min(), entities.max(), self.sets
+            around = larger[(self._mins[larger] <= low) & (self._maxs[larger] >= high)]
+            found += [index for index in around.tolist() if low in sets[index]]
+        return found
 
-    def _contained_complement(self, entities: BitMap, budget: Budget) -> Violation | None:
+    def _contained_complement(self, entities: BitMap, budget: Budget,
+                              members: np.ndarray | None = None) -> Violation | None:
         """Check 4: the part of the new set outside every released set it contains must not be determined."""
         candidates = self._minimums & entities
         budget.spend(1 + len(candidates) // 64)
-        covered = BitMap()
-        size = len(entities)
-        for low in candidates:
-            for index in self._by_minimum[low]:
-                other = self.sets[index]
-                budget.spend(1)
-                budget.check()
-                if len(other) < size and other.issubset(entities):
-                    covered |= other
-        if not covered:
+        by_minimum = self._by_minimum
+        indexes = [index for low in candidates for index in by_minimum[low]]
+        if not indexes:
             return None
+        budget.spend_each(len(indexes))  # (one unit per candidate set)
+        size, sets = len(entities), self.sets
+        if len(indexes) > 16:
+            # a set contained in `entities` is smaller and holds its largest entity there: only those are tested
+            found = np.array(indexes, dtype=np.int64)
+            if members is None:
+                members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+            highs = self._maxs[found]
+            place = np.minimum(members.searchsorted(highs), len(members) - 1)
+            indexes = found[(self._cards[found] < size) & (members[place] == highs)].tolist()
+        inside = [sets[index] for index in indexes if len(sets[index]) < size and sets[index].issubset(entities)]
+        if not inside:
+            return None
+        covered = BitMap.union(*inside)
         rest = entities - covered
         weight = len(rest) - (1 if 0 in rest else 0)
         if not rest or weight >= self.k:
