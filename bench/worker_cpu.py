@@ -14,6 +14,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import tpch
@@ -38,14 +39,13 @@ def own_cpu_ms() -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000.0
 
 
-def measure(pool: WorkerPool, spec_for: object, runs: int) -> dict[str, float]:
+def measure(pool: WorkerPool, spec_for: Callable[[int], RunSpec], runs: int) -> dict[str, float]:
     """Run `runs` specs one after another; CPU per run of the workers and of this process, wall per run."""
-    make = spec_for  # type: ignore[assignment]
     pids = pool.worker_pids()
     workers0 = sum(process_cpu_ms(pid) for pid in pids)
     own0, wall0 = own_cpu_ms(), time.perf_counter()
     for i in range(runs):
-        outcome = pool.run(make(i))  # type: ignore[operator]
+        outcome = pool.run(spec_for(i))
         if outcome.status != "succeeded":
             raise SystemExit(f"run failed: {outcome.error_code} {outcome.internal_detail}")
     wall = time.perf_counter() - wall0

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 
 from sandbox.executor.errors import ResultWriteFailed
 
+COMPRESS_FROM_BYTES = 64 * 1024  # smaller results are stored uncompressed: zstd saved ~2 % of a 5-row file, cost ~40 %
+
 
 @dataclass(frozen=True)
 class WrittenResult:
@@ -32,7 +34,7 @@ def write_result(table: pa.Table, path: Path) -> WrittenResult:
     """
     try:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression=result_compression(table))
         data = sink.getvalue()
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise ResultWriteFailed("the result has a column type Parquet cannot store (INTERVAL, UNION); "
@@ -52,6 +54,11 @@ def write_result(table: pa.Table, path: Path) -> WrittenResult:
             os.unlink(tmp)
         raise ResultWriteFailed("the result could not be written", detail=type(exc).__name__) from None
     return WrittenResult(path=path, sha256=digest, rows=table.num_rows, bytes=data.size)
+
+
+def result_compression(table: pa.Table) -> str:
+    """The Parquet codec for a result: zstd, except for small results, where it costs more than it saves."""
+    return "zstd" if table.nbytes >= COMPRESS_FROM_BYTES else "none"
 
 
 def _write_new(name: str, data: pa.Buffer) -> None:

@@ -36,3 +36,14 @@ def test_a_failed_rename_fails_the_write_and_leaves_no_temporary_file(tmp_path: 
     with pytest.raises(ResultWriteFailed):
         write_result(TABLE, tmp_path / "r.parquet")
     assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
+
+
+def _codec(path: Path) -> str:
+    return str(pq.ParquetFile(path).metadata.row_group(0).column(0).compression)
+
+
+def test_a_small_result_is_stored_uncompressed_and_a_large_one_with_zstd(tmp_path: Path) -> None:
+    write_result(TABLE, tmp_path / "small.parquet")
+    large = pa.table({"v": [f"value {i % 97}" for i in range(20_000)]})
+    write_result(large, tmp_path / "large.parquet")
+    assert (_codec(tmp_path / "small.parquet"), _codec(tmp_path / "large.parquet")) == ("UNCOMPRESSED", "ZSTD")
