@@ -290,7 +290,8 @@ def throughput_bench(args: argparse.Namespace) -> None:
 
     options = argparse.Namespace(sf=args.sf, processes=args.throughput_processes, workers=2, connections=32,
                                  seconds=args.seconds, reps=args.reps, entity=False, skip_q1=False,
-                                 database_url=args.throughput_database_url, profile=None)
+                                 database_url=args.throughput_database_url, profile=None,
+                                 floor=args.throughput_processes == 1)
     throughput.write(throughput.measure(options), args.out)
 
 

@@ -45,6 +45,15 @@ SMALL_SQL = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY 1"
 ENTITY_SQL = "SELECT c_mktsegment, count(*) AS n, sum(c_acctbal) AS balance FROM customer GROUP BY 1"
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` alone (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its live descendants (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -87,8 +96,8 @@ def require_wrk() -> str:
     return found
 
 
-def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds: float, pid: int | None = None
-        ) -> dict[str, Any]:
+def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds: float, pid: int | None = None,
+        own_process: bool = False) -> dict[str, Any]:
     """Drive POST `url` with wrk; requests per second, latency percentiles, the count of failed answers, and the
     CPU the server (process `pid` and its children) used per request, with the load average at the end."""
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}",
@@ -97,10 +106,13 @@ def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     threads = min(2, connections)
+    api = pid if pid and own_process else None  # one process serves HTTP: its own CPU, without the workers'
+    own0 = process_cpu(api) if api else 0.0
     cpu0, wall0 = (tree_cpu(pid) if pid else 0.0), time.perf_counter()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
                           script.name, url], capture_output=True, text=True, check=True).stdout
     cpu, wall = (tree_cpu(pid) - cpu0 if pid else 0.0), time.perf_counter() - wall0
+    own = process_cpu(api) - own0 if api else 0.0
     Path(script.name).unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -110,31 +122,56 @@ def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds:
     return {"rps": round(rps, 1), "non_2xx": int(failed.group(1)) if failed else 0,
             "socket_errors": errors.group(0) if errors else "", "latency": latency,
             "server_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 2),
-            "server_cpu_cores": round(cpu / wall, 2), "load": loadavg()}
+            "server_cpu_cores": round(cpu / wall, 2),
+            **({"api_process_cpu_ms_per_request": round(1000 * own / max(requests, 1), 2)} if api else {}),
+            "load": loadavg()}
+
 
 
 class Bare:
-    """The bare FastAPI + DuckDB endpoint in `processes` uvicorn processes."""
+    """The bare FastAPI + DuckDB endpoint (`bench.bare`) in `processes` uvicorn processes, or another module's app
+    (`bench.floor`) with its own environment and path."""
 
-    def __init__(self, parquet: Path, sql: str, processes: int) -> None:
+    def __init__(self, parquet: Path, sql: str, processes: int, module: str = "bench.bare",
+                 env: dict[str, str] | None = None, path: str = "/run", headers: dict[str, str] | None = None
+                 ) -> None:
         self.port = free_port()
-        env = {"BENCH_BARE_PARQUET": str(parquet), "BENCH_BARE_SQL": sql, "PATH": "/usr/bin:/bin"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", str(self.port),
+        env = {"BENCH_BARE_PARQUET": str(parquet), "BENCH_BARE_SQL": sql, "PATH": "/usr/bin:/bin", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(self.port),
                                       "--workers", str(processes), "--log-level", "warning", "--no-access-log"],
                                      env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}/run"
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.headers = headers or {}
         for _ in range(400):
             try:
-                if httpx.post(self.url, json={}, timeout=1).status_code == 200:
+                if httpx.post(self.url, json={}, headers=self.headers, timeout=1).status_code in (200, 201):
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("bare endpoint did not start")
+        raise RuntimeError(f"{module} endpoint did not start")
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def floor_endpoint(parquet: Path, sql: str, processes: int, home: Path) -> Bare:
+    """The floor of a governed run (`bench.floor`) over the same data and query, with an empty home."""
+    shutil.rmtree(home, ignore_errors=True)
+    return Bare(parquet, sql, processes, module="bench.floor",
+                env={"FLOOR_HOME": str(home), "FLOOR_PARQUET": str(parquet), "FLOOR_SQL": sql},
+                path="/v1/jobs/job-1/runs", headers={"Authorization": "Bearer floor-key"})
+
+
+def _profiler(out: Path | None, pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy (a dev tool, not pinned) sampling the API process and its workers for `seconds`, into `out`."""
+    if not out:
+        return None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
+                             "--format", "raw", "--gil", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def clear_store(url: str) -> None:
@@ -225,15 +262,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         url = f"{server.base}/v1/jobs/{small}/runs"
         for _ in range(20):
             httpx.post(url, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
-        profiler = None
-        if args.profile:  # py-spy (a dev tool, not pinned) samples the API process and its workers meanwhile
-            assert server.proc is not None
-            spy = str(Path(sys.executable).parent / "py-spy")
-            profiler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
-                                         "--duration", str(int(args.seconds)), "--format", "raw", "--gil", "--output",
-                                         str(args.profile), "--nonblocking"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds, server.proc.pid)
+        profiler = _profiler(args.profile, server.proc.pid, args.seconds)
+        governed = wrk(url, ctx["op"], '{"params":{}}', args.connections, args.seconds, server.proc.pid,
+                       own_process=args.processes == 1)
         if profiler is not None:
             profiler.wait(timeout=120)
         print(f"governed small query: {governed}", flush=True)
@@ -241,8 +272,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             entity, _ = approved_job(ctx, "entity aggregate", ENTITY_SQL)
             eurl = f"{server.base}/v1/jobs/{entity}/runs"
             httpx.post(eurl, headers=ctx["op"], json={"params": {}}, timeout=60).raise_for_status()
+            profiler = _profiler(args.profile and args.profile.with_suffix(".entity.txt"), server.proc.pid,
+                                 args.seconds)
             report["governed_entity"] = wrk(eurl, ctx["op"], '{"params":{}}', args.connections, args.seconds,
-                                            server.proc.pid)
+                                            server.proc.pid, own_process=args.processes == 1)
+            if profiler is not None:
+                profiler.wait(timeout=120)
             print(f"governed entity query: {report['governed_entity']}", flush=True)
         if not args.skip_q1:
             q1 = next(q for q in tpch.accepted_queries() if q.name == "q1")
@@ -257,10 +292,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for _ in range(20):
             httpx.post(bare.url, json={}, timeout=10).raise_for_status()
-        baseline = wrk(bare.url, {}, "{}", args.connections, args.seconds, bare.proc.pid)
+        baseline = wrk(bare.url, {}, "{}", args.connections, args.seconds, bare.proc.pid,
+                       own_process=args.processes == 1)
         print(f"bare FastAPI + DuckDB: {baseline}", flush=True)
     finally:
         bare.stop()
+    if args.floor and args.processes == 1:  # its audit sequence lives in one process
+        floor = floor_endpoint(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes,
+                               work / "home-floor")
+        try:
+            for _ in range(20):
+                httpx.post(floor.url, json={}, headers=floor.headers, timeout=10).raise_for_status()
+            report["floor"] = wrk(floor.url, floor.headers, "{}", args.connections, args.seconds, floor.proc.pid,
+                                  own_process=args.processes == 1)
+            report["floor_ratio"] = round(report["floor"]["rps"] / baseline["rps"], 3)
+            print(f"floor of a governed run: {report['floor']}, floor/bare {report['floor_ratio']}", flush=True)
+        finally:
+            floor.stop()
     report.update(governed=governed, bare=baseline, ratio=round(governed["rps"] / baseline["rps"], 3))
     print(f"throughput ratio governed/bare: {report['ratio']}", flush=True)
     return report
@@ -275,6 +323,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
     parser.add_argument("--reps", type=int, default=5, help="Q1 repetitions per side")
     parser.add_argument("--entity", action="store_true", help="also measure an aggregate over entity data")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the floor of a governed run (bench/floor.py) against the same bare run "
+                             "(one process only)")
     parser.add_argument("--skip-q1", action="store_true", help="only the throughput figures (imports nation only)")
     parser.add_argument("--database-url", default="", help="PostgreSQL store (required above one process)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
