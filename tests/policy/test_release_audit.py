@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from policy.audit_ledger import Budget, Ledger, is_prime
+from policy.audit_ledger import Ledger
+from policy.audit_rows import Budget, is_prime
 from policy.output import Reason
 from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
 
@@ -400,9 +401,9 @@ def test_refinement_leaves_every_set_a_union_of_atoms_and_returns_exactly_its_at
 
 
 def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime() -> None:
-    """The reducers' combinations `y` are summed once per row (`_combine_mod`): products reduced first, then sums
+    """The reducers' combinations `y` are summed once per row (`combine_mod`): products reduced first, then sums
     per set in float64, exact while fewer than 2^22 arrays are summed. Compared with Python integers."""
-    from policy.audit_ledger import _combine_mod
+    from policy.audit_rows import combine_mod
 
     rng = np.random.default_rng(43)
     modulus = 2147483629  # the largest primes below 2^31 make the largest residues and products
@@ -416,7 +417,7 @@ def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime(
         for k, v, f in zip(keys, values, factors, strict=True):
             for key, value in zip(k.tolist(), v.tolist(), strict=True):
                 expected[key] = (expected.get(key, 0) + f * value) % modulus
-        got_keys, got_values = _combine_mod(keys, values, factors, 500, modulus)
+        got_keys, got_values = combine_mod(keys, values, factors, 500, modulus)
         assert dict(zip(got_keys.tolist(), got_values.tolist(), strict=True)) == {
             key: value for key, value in expected.items() if value}, trial
 
@@ -436,7 +437,7 @@ def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only
 
 def test_spending_units_at_once_stops_and_raises_where_a_loop_of_single_units_would() -> None:
     """`Budget.spend_each(n)` stands for n rounds of `spend(1); check()` (check 4's candidate sets)."""
-    from policy.audit_ledger import BudgetExceeded
+    from policy.audit_rows import BudgetExceeded
 
     for remaining in range(-3, 12):
         for units in range(0, 9):
