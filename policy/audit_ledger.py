@@ -47,7 +47,6 @@ import copy
 import heapq
 import itertools
 import math
-import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -55,8 +54,26 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-Value = int | Fraction
-Row = dict[int, Value]
+from policy.audit_rows import (
+    Budget,
+    Row,
+    Value,
+    as_row,
+    axpy,
+    axpy_mod,
+    combine_mod,
+    distinct,
+    div,
+    index_columns,
+    kernel_vector,
+    lift,
+    pack_arrays,
+    random_prime,
+    rank,
+    slices,
+    unindex_columns,
+)
+
 EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
 CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
 PRIME_BITS = 31  # size of each ledger's secret random prime (products of two residues fit in int64: numpy rows)
@@ -68,32 +85,8 @@ class _SearchDone(Exception):
     """The bounded exhaustive search reached its number of candidates."""
 
 
-class BudgetExceeded(Exception):
-    """The audit spent its work budget for this run."""
-
-
 class _Unconfirmed(Exception):
     """A dependency found modulo the ledger's prime could not be confirmed over the rationals."""
-
-
-@dataclass
-class Budget:
-    """Elementary steps (row operations, entries touched, set tests) an audit may still spend.
-
-    Spending never interrupts a change of state; `check()` raises BudgetExceeded at the points where stopping
-    leaves the ledger consistent (and the caller rolls the set back).
-    """
-
-    remaining: int
-
-    def spend(self, units: int = 1) -> None:
-        """Count `units` steps."""
-        self.remaining -= units
-
-    def check(self) -> None:
-        """Raise BudgetExceeded when the budget is spent."""
-        if self.remaining < 0:
-            raise BudgetExceeded
 
 
 @dataclass(frozen=True)
@@ -109,11 +102,6 @@ class Violation:
         """The entities of the violating support (for tests and explanations)."""
         members = np.flatnonzero(np.isin(ledger.atom_of[: ledger.size], np.array(self.atoms, dtype=np.int64)))
         return BitMap(array.array("I", members.astype(np.uint32).tobytes()))
-
-
-def _as_row(keys: np.ndarray, values: np.ndarray) -> Row:
-    """A sparse row from its key and value arrays."""
-    return dict(zip(keys.tolist(), values.tolist(), strict=True))
 
 
 class _LRow:
@@ -135,7 +123,7 @@ class _LRow:
         """Entries over large atoms (a dictionary, made from the arrays when needed)."""
         if self._row is None:
             assert self.packed is not None
-            self._row = _as_row(self.packed[0], self.packed[1])
+            self._row = as_row(self.packed[0], self.packed[1])
         return self._row
 
     @row.setter
@@ -148,7 +136,7 @@ class _LRow:
         """The combination of released sets (indexes into Ledger.sets) the row stands for."""
         if self._y is None:
             assert self.packed is not None
-            self._y = _as_row(self.packed[2], self.packed[3])
+            self._y = as_row(self.packed[2], self.packed[3])
         return self._y
 
     @y.setter
@@ -238,6 +226,8 @@ class Ledger:
         self.sets: list[BitMap] = []
         self._cards = np.zeros(1024, dtype=np.int64)  # set index -> its cardinality (check 3's size window)
         self._mins = np.zeros(1024, dtype=np.uint32)  # set index -> its smallest entity (check 3's pre-filter)
+        self._maxs = np.zeros(1024, dtype=np.uint32)  # set index -> its largest entity (check 3's pre-filter)
+        self._by_card = np.zeros(0, dtype=np.int64)  # cardinality << 32 | set index, sorted (check 3's size window)
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._undo: _Undo | None = None
@@ -265,13 +255,14 @@ class Ledger:
         return self._undo is not None
 
     # --- adding sets ------------------------------------------------------------------------------------------
-    def refine(self, entities: BitMap, budget: Budget) -> list[int]:
+    def refine(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None) -> np.ndarray:
         """Split the atoms by `entities` (permanent: a finer partition describes the same row space and never
-        creates a violation); return the atoms the set is the union of. A cell's sets are all refined before the
-        first of them is added, so that a rollback restores rows over the current atoms."""
+        creates a violation); return the atoms the set is the union of (sorted). A cell's sets are all refined
+        before the first of them is added, so that a rollback restores rows over the current atoms."""
         if not entities:
-            return []
-        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted
+            return np.zeros(0, dtype=np.int64)
+        if members is None:
+            members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted
         budget.spend(1 + len(members) // 1024)
         return self._split(members, budget)
 
@@ -283,34 +274,35 @@ class Ledger:
         budget runs out.
         """
         budget.check()
-        atoms: list[int] | tuple[int, ...]
+        atoms: np.ndarray  # sorted
+        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted (refinement and checks 3, 4)
         if self._undo is None:
             if self.has(entities):
                 return None  # a set released before: a union of atoms already, and the row space does not change
-            atoms = self.refine(entities, budget)  # (registers no set: `has` stays false)
+            atoms = self.refine(entities, budget, members)  # (registers no set: `has` stays false)
             self._undo = _Undo()
             self._changed = set()
             if not entities:
                 return None
         else:
-            atoms = self._atoms_of(entities, refined=True)
+            atoms = np.asarray(self._atoms_of(entities, refined=True), dtype=np.int64)
             if not entities or self.has(entities):
                 return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
-        complement = self._complements(entities, budget)
+        complement = self._complements(entities, budget, members)
         index = self._register(entities, atoms)
         if weight < self.k:
-            return Violation("own", weight, tuple(sorted(atoms)))
+            return Violation("own", weight, tuple(atoms.tolist()))
         if complement is not None:
             return complement
         try:
-            self._add_row(index, list(atoms), budget)
+            self._add_row(index, atoms, budget)
         except _Unconfirmed:
             self.unconfirmed += 1  # the set is refused: an error of the modular arithmetic only ever refuses
-            return Violation("unconfirmed", weight, tuple(sorted(atoms)))
+            return Violation("unconfirmed", weight, tuple(atoms.tolist()))
         budget.check()
-        return (self._check(budget) or self._contained_complement(entities, budget)
+        return (self._check(budget) or self._contained_complement(entities, budget, members)
                 or (self._exhaustive(budget) if self._changed else None))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -318,7 +310,7 @@ class Ledger:
         state = self.__dict__.copy()
         state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
-        state["_colcount"] = None
+        state["_colcount"] = state["_by_card"] = None
         for name in ("_acc", "_pos"):
             state.pop(name, None)
         atoms = len(self.weight)
@@ -329,8 +321,8 @@ class Ledger:
             entries = [self.lrows[p] for p in pivots]
             arrays = [e.arrays() for e in entries]
             state["lrows"] = (np.array(pivots, dtype=np.int64), np.array([e.order for e in entries], dtype=np.int64),
-                              _pack_arrays([(a[0], a[1]) for a in arrays]),
-                              _pack_arrays([(a[2], a[3]) for a in arrays]))
+                              pack_arrays([(a[0], a[1]) for a in arrays]),
+                              pack_arrays([(a[2], a[3]) for a in arrays]))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -340,7 +332,7 @@ class Ledger:
             pivots, orders, rows, ys = packed
             rows = (rows[0], rows[1].astype(np.int64), rows[2])  # columns as numpy's index type (see _insert_packed)
             state["lrows"] = {pivot: _LRow(None, None, order, (*row, *y)) for pivot, order, row, y
-                              in zip(pivots.tolist(), orders.tolist(), _slices(*rows), _slices(*ys), strict=True)}
+                              in zip(pivots.tolist(), orders.tolist(), slices(*rows), slices(*ys), strict=True)}
         for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
             array = state[name]
             grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
@@ -353,7 +345,12 @@ class Ledger:
             state["_cards"] = np.zeros(max(1024, 2 * len(sets)), dtype=np.int64)
             state["_cards"][: len(sets)] = [len(entities) for entities in sets]
             state.pop("_sizes", None)
+        if "_maxs" not in state:  # (older snapshots)
+            state["_maxs"] = np.zeros(len(state["_mins"]), dtype=np.uint32)
+            state["_maxs"][: len(state["sets"])] = [entities.max() for entities in state["sets"]]
         state.setdefault("_split_log", [])  # (older snapshots: no log, caches rebuilt from the sets)
+        count = len(state["sets"])
+        state["_by_card"] = np.sort(state["_cards"][:count] << 32 | np.arange(count, dtype=np.int64))
         state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
@@ -365,7 +362,7 @@ class Ledger:
             self._lindex(pivot, entry.columns(), 1)
             self._pivot_order[pivot] = entry.order
         for pivot, vector in self.vrows.items():
-            _index(self.vcolumns, pivot, vector)
+            index_columns(self.vcolumns, pivot, vector)
 
     def copy(self) -> Ledger:
         """An independent copy (between cells: nothing pending)."""
@@ -408,25 +405,32 @@ class Ledger:
             for pivot, vprevious in self._undo.vrows.items():
                 vcurrent = self.vrows.pop(pivot, None)
                 if vcurrent is not None:
-                    _unindex(self.vcolumns, pivot, vcurrent)
+                    unindex_columns(self.vcolumns, pivot, vcurrent)
                 if vprevious is not None:
                     self.vrows[pivot] = vprevious
-                    _index(self.vcolumns, pivot, vprevious)
+                    index_columns(self.vcolumns, pivot, vprevious)
         for index in reversed(self._pending):
             self._unregister(index)
         self._undo = None
         self._pending = []
         self._changed = set()
 
-    def _register(self, entities: BitMap, atoms: list[int] | tuple[int, ...]) -> int:
+    def _register(self, entities: BitMap, atoms: np.ndarray) -> int:
+        """Record a set and its atoms (sorted, as `refine` returns them)."""
         index = len(self.sets)
         self.sets.append(entities)
-        self._set_atoms[index] = (self._epoch, np.sort(np.asarray(atoms, dtype=np.int64)))
+        self._set_atoms[index] = (self._epoch, atoms)
         low = entities.min()
         if index >= len(self._mins):
             self._mins = np.concatenate((self._mins, np.zeros(len(self._mins), dtype=np.uint32)))
             self._cards = np.concatenate((self._cards, np.zeros(len(self._cards), dtype=np.int64)))
-        self._mins[index], self._cards[index] = low, len(entities)
+        if index >= len(self._maxs):
+            self._maxs = np.concatenate((self._maxs, np.zeros(len(self._mins) - len(self._maxs), dtype=np.uint32)))
+        self._mins[index], self._maxs[index], self._cards[index] = low, entities.max(), len(entities)
+        key = len(entities) << 32 | index
+        by_card = self._by_card
+        place = int(by_card.searchsorted(key))
+        self._by_card = np.concatenate((by_card[:place], np.array([key], dtype=np.int64), by_card[place:]))
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
         self._pending.append(index)
@@ -436,6 +440,10 @@ class Ledger:
         entities = self.sets.pop(index)
         assert index == len(self.sets), "pending sets are the last ones"
         self._set_atoms.pop(index, None)
+        key = len(entities) << 32 | index
+        by_card = self._by_card
+        place = int(by_card.searchsorted(key))
+        self._by_card = np.concatenate((by_card[:place], by_card[place + 1:]))
         low = entities.min()
         holders = self._by_minimum[low]
         holders.remove(index)
@@ -444,9 +452,9 @@ class Ledger:
             self._minimums.discard(low)
 
     # --- atoms ------------------------------------------------------------------------------------------------
-    def _split(self, members: np.ndarray, budget: Budget) -> list[int]:
-        """Refine the atoms by the set `members`; return the atoms the set is the union of."""
-        top = int(members.max()) + 1
+    def _split(self, members: np.ndarray, budget: Budget) -> np.ndarray:
+        """Refine the atoms by the set `members` (sorted); return the atoms the set is the union of, sorted."""
+        top = int(members[-1]) + 1
         if top > len(self.atom_of):
             grown = np.zeros(max(top, 2 * len(self.atom_of)), dtype=np.int64)
             grown[: len(self.atom_of)] = self.atom_of
@@ -455,19 +463,19 @@ class Ledger:
         owners = self.atom_of[members]
         atoms = len(self.weight)
         self._reserve(atoms)
-        # the atoms touched, sorted (`_distinct` passes over the members only, never over every atom)
-        touched = np.sort(_distinct(owners, self._pos))
+        # the atoms touched, sorted (`distinct` passes over the members only, never over every atom)
+        touched = np.sort(distinct(owners, self._pos))
         budget.spend(len(touched))
         if touched[0] != 0 and int(self.count[touched].sum()) == len(members):
             # each touched atom holds at least the members it has here, so equal totals mean every touched atom lies
             # inside the set: a union of atoms already, nothing splits
-            return touched.tolist()
+            return touched
         counts = np.bincount(np.searchsorted(touched, owners), minlength=len(touched))
         whole = (counts == self.count[touched]) & (touched != 0)
         weighed = counts.copy()
         if members[0] == 0:  # the "no entity" index weighs nothing
             weighed[np.searchsorted(touched, owners[0])] -= 1
-        result: list[int] = touched[whole].tolist()  # atoms entirely inside the set
+        inside_atoms = touched[whole]  # atoms entirely inside the set
         parted = touched[~whole]
         counts, weighed = counts[~whole], weighed[~whole]
         fresh = np.arange(atoms, atoms + len(parted), dtype=np.int64)
@@ -491,7 +499,7 @@ class Ledger:
         if len(parted):
             self._weights[fresh] = weighed
             self._weights[parted[parted != 0]] -= weighed[parted != 0]
-        result += fresh.tolist()
+        result = np.concatenate((inside_atoms, fresh))  # (sorted: new atoms are numbered above every other)
         if splits:
             self._epoch += 1
             self._split_log.append((parted, fresh))
@@ -521,7 +529,7 @@ class Ledger:
         self._order = self._low = 0
         budget = Budget(1 << 62)
         for index, entities in enumerate(self.sets):
-            self._add_row(index, list(self._atoms_of(entities)), budget)
+            self._add_row(index, np.asarray(self._atoms_of(entities), dtype=np.int64), budget)
 
     def _split_columns(self, old: int, new: int, was_small: bool, budget: Budget) -> bool:
         """Atom `old` split off `new` (same column of M): duplicate or move the column in L (large atoms) or V
@@ -595,8 +603,8 @@ class Ledger:
         self._lindex(new, columns, 1)
 
     # --- L: released sets over large atoms ---------------------------------------------------------------------
-    def _add_row(self, index: int, atoms: list[int], budget: Budget) -> None:
-        every = np.asarray(atoms, dtype=np.int64)
+    def _add_row(self, index: int, atoms: np.ndarray, budget: Budget) -> None:
+        every = atoms
         large = every[(self._weights[every] >= self.k) & (every != 0)]
         if self._vectorized:
             ones = np.ones(len(large), dtype=np.int64)
@@ -635,7 +643,7 @@ class Ledger:
                 markowitz = int(np.lexsort((columns, self._colcount[columns]))[0])  # fewest rows, then lowest atom
                 self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
                 return
-            vector = self._dependency(_as_row(sets, weights), budget)
+            vector = self._dependency(as_row(sets, weights), budget)
             if vector:
                 self._insert_v(vector, budget)
             return
@@ -659,11 +667,11 @@ class Ledger:
                 if other != atom and other in lrows and other not in row:
                     heapq.heappush(heap, (lrows[other].order, other))
             if modulus is None:
-                _axpy(row, -factor, reducer.row, budget)
-                _axpy(y, -factor, reducer.y, budget)
+                axpy(row, -factor, reducer.row, budget)
+                axpy(y, -factor, reducer.y, budget)
             else:
-                _axpy_mod(row, modulus - int(factor), reducer.row, modulus, budget)
-                _axpy_mod(y, modulus - int(factor), reducer.y, modulus, budget)
+                axpy_mod(row, modulus - int(factor), reducer.row, modulus, budget)
+                axpy_mod(y, modulus - int(factor), reducer.y, modulus, budget)
         if row:
             self._order += 1
             keys = np.fromiter(row, dtype=np.int64, count=len(row))
@@ -699,26 +707,25 @@ class Ledger:
         """`_reinsert_l`'s reduction modulo the prime, vectorized: a dense accumulator over atoms, the reducers'
         entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues stay below
         2^31, so `acc + g * value` fits in int64. The combination of released sets is only needed at the end, so
-        the reducers' `y` arrays are gathered with their factors and summed once (`_combine_mod`). Takes and
+        the reducers' `y` arrays are gathered with their factors and summed once (`combine_mod`). Takes and
         returns a row as (columns, values, sets, coefficients) arrays."""
         modulus = self.modulus
         assert modulus is not None
         self._reserve(len(self.weight))
         acc, order_of = self._acc, self._pivot_order
+        orders = order_of[keys]
+        met = (orders != _NO_PIVOT).nonzero()[0]
+        if not len(met):  # the row meets no pivot: it is reduced already (its entries are non-zero residues)
+            return keys, values, ykeys, yvalues
         acc[keys] = values
         touched = [keys]
         ysets, yweights, factors = [ykeys], [yvalues], [1]
         # a pivot met is queued once: its order is hidden (_NO_PIVOT) in `order_of` until the end (`hidden`)
-        hidden: list[tuple[np.ndarray, np.ndarray]] = []
-        orders = order_of[keys]
-        met = orders != _NO_PIVOT
-        heap: list[tuple[int, int]] = []
-        if met.any():
-            fresh, fresh_orders = keys[met], orders[met]
-            order_of[fresh] = _NO_PIVOT
-            hidden.append((fresh, fresh_orders))
-            heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
-            heapq.heapify(heap)
+        fresh, fresh_orders = keys[met], orders[met]
+        order_of[fresh] = _NO_PIVOT
+        hidden: list[tuple[np.ndarray, np.ndarray]] = [(fresh, fresh_orders)]
+        heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
+        heapq.heapify(heap)
         lrows, heappop, heappush = self.lrows, heapq.heappop, heapq.heappush
         spent = 0
         every = None
@@ -734,8 +741,8 @@ class Ledger:
                 acc[columns] = (acc[columns] + np.multiply(values, g, dtype=np.int64)) % modulus  # (int32 rows)
                 touched.append(columns)
                 orders = order_of[columns]
-                met = orders != _NO_PIVOT
-                if met.any():
+                met = (orders != _NO_PIVOT).nonzero()[0]
+                if len(met):
                     fresh, fresh_orders = columns[met], orders[met]
                     order_of[fresh] = _NO_PIVOT
                     hidden.append((fresh, fresh_orders))
@@ -745,9 +752,9 @@ class Ledger:
                     ysets.append(sets)
                     yweights.append(weights)
                     factors.append(g)
-            every = _distinct(np.concatenate(touched), self._pos)
+            every = distinct(np.concatenate(touched), self._pos)
             kept = every[acc[every] != 0]
-            ykept, ycoefficients = _combine_mod(ysets, yweights, factors, len(self.sets), modulus)
+            ykept, ycoefficients = combine_mod(ysets, yweights, factors, len(self.sets), modulus)
             return kept, acc[kept], ykept, ycoefficients
         finally:
             budget.spend(spent)
@@ -762,7 +769,7 @@ class Ledger:
     def _scratch(self) -> None:
         """Empty accumulators for `_reduce_mod` (grown on demand; not pickled)."""
         self._acc = np.zeros(0, dtype=np.int64)  # over atoms
-        self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`_distinct`)
+        self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`distinct`)
 
     def _reserve(self, columns: int) -> None:
         """Grow the dense accumulators of `_reduce_mod`, the pivot orders and the column counts to `columns` atoms."""
@@ -818,9 +825,9 @@ class Ledger:
         if scale != 1:
             if self.modulus is None:
                 for key in row:
-                    row[key] = _div(row[key], scale)
+                    row[key] = div(row[key], scale)
                 for key in y:
-                    y[key] = _div(y[key], scale)
+                    y[key] = div(y[key], scale)
             else:
                 modulus = self.modulus
                 inverse = pow(int(scale), -1, modulus)
@@ -844,7 +851,7 @@ class Ledger:
         if self.modulus is not None:
             lifted: Row = {}
             for index, value in y.items():
-                rational = _lift(int(value), self.modulus)
+                rational = lift(int(value), self.modulus)
                 if rational is None:
                     raise _Unconfirmed
                 lifted[index] = rational
@@ -861,7 +868,7 @@ class Ledger:
                 budget.spend(1 + len(atoms) // 256)
                 total[atoms] += coefficient  # (a set's atoms are distinct)
                 used.append(atoms)
-            every = _distinct(np.concatenate(used), self._pos) if used else np.zeros(0, dtype=np.int64)
+            every = distinct(np.concatenate(used), self._pos) if used else np.zeros(0, dtype=np.int64)
             sums = total[every]
         finally:
             for atoms in used:
@@ -872,8 +879,8 @@ class Ledger:
                 raise AssertionError("an exact dependency of L that does not vanish on the large atoms")
             raise _Unconfirmed
         if denominator == 1:
-            return _as_row(support, sums)
-        return {atom: _div(value, denominator) for atom, value in zip(support.tolist(), sums.tolist(), strict=True)}
+            return as_row(support, sums)
+        return {atom: div(value, denominator) for atom, value in zip(support.tolist(), sums.tolist(), strict=True)}
 
     def _atoms_of_set(self, index: int) -> np.ndarray:
         """The atoms released set `index` is the union of (cached until the next atom split)."""
@@ -905,23 +912,23 @@ class Ledger:
         for atom in [a for a in vector if a in self.vrows]:
             factor = vector.get(atom)
             if factor:
-                _axpy(vector, -factor, self.vrows[atom], budget)
+                axpy(vector, -factor, self.vrows[atom], budget)
         if not vector:
             return
         pivot = max(vector, key=lambda a: (self.weight[a], a))
         scale = vector[pivot]
         if scale != 1:
             for key in vector:
-                vector[key] = _div(vector[key], scale)
+                vector[key] = div(vector[key], scale)
         for other in list(self.vcolumns.get(pivot, ())):
             self._save_v(other)
             target = self.vrows[other]
             factor = target[pivot]
-            _axpy(target, -factor, vector, budget, self.vcolumns, other)
+            axpy(target, -factor, vector, budget, self.vcolumns, other)
             self._changed.add(other)
         self._save_v(pivot)
         self.vrows[pivot] = vector
-        _index(self.vcolumns, pivot, vector)
+        index_columns(self.vcolumns, pivot, vector)
         self._changed.add(pivot)
 
     def _save_l(self, pivot: int) -> None:
@@ -961,7 +968,7 @@ class Ledger:
         cancelled: dict[Value, int] = {}
         for atom in first:
             if atom in second:
-                ratio = _div(-first[atom], second[atom])
+                ratio = div(-first[atom], second[atom])
                 cancelled[ratio] = cancelled.get(ratio, 0) + self.weight[atom]
         for ratio, weight in cancelled.items():
             if union - weight < self.k:
@@ -971,15 +978,16 @@ class Ledger:
                     return Violation("pair", union - weight, support)
         return None
 
-    def _complements(self, entities: BitMap, budget: Budget) -> Violation | None:
+    def _complements(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None) -> Violation | None:
         """Check 3: the new set and released sets it contains or is contained in differ by 0 or ≥ k entities."""
         size = len(entities)
-        cards = self._cards[: len(self.sets)]
-        near = np.abs(cards - size) < self.k
-        budget.spend(int(np.count_nonzero(near)))
+        by_card = self._by_card  # (cardinality, index), sorted: the window |S'| - |S| in (-k, k) is one slice
+        low, high = np.searchsorted(by_card, ((size - self.k + 1) << 32, (size + self.k) << 32)).tolist()
+        window = by_card[low:high]
+        budget.spend(len(window))
         budget.check()
-        window = (near & (cards != size)).nonzero()[0]
-        for index in self._sets_around(entities, window[cards[window] < size], window[cards[window] > size]):
+        below, above = np.searchsorted(window, (size << 32, (size + 1) << 32)).tolist()
+        for index in self._sets_around(entities, window[:below] & 0xFFFFFFFF, window[above:] & 0xFFFFFFFF, members):
             cardinality, other = len(self.sets[index]), self.sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
@@ -989,37 +997,49 @@ class Ledger:
                     return Violation("complement", weight, self._atoms_of(difference))
         return None
 
-    def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray) -> list[int]:
-        """Check 3's candidates, in order of (size, index): the `smaller` sets whose smallest entity is in
-        `entities`, and the `larger` sets that hold the smallest entity of `entities`. A set contained in another
-        has its smallest entity there, so no set the containment test would find is left out."""
+    def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray,
+                     members: np.ndarray | None = None) -> list[int]:
+        """Check 3's candidates, in order of (size, index) (`smaller` and `larger` come in that order): the
+        `smaller` sets whose smallest entity is in `entities`, and the `larger` sets whose smallest and largest
+        entities bracket those of `entities` and that hold its smallest entity. A set contained in another has its
+        smallest entity there, and lies between its smallest and largest, so no set the containment test would
+        find is left out."""
         found: list[int] = []
         if len(smaller):
-            members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+            if members is None:
+                members = np.frombuffer(entities.to_array(), dtype=np.uint32)
             lows = self._mins[smaller]
             place = np.minimum(np.searchsorted(members, lows), len(members) - 1)
             found = smaller[members[place] == lows].tolist()
         if len(larger):
-            low, sets = entities.min(), self.sets
-            found += [index for index in larger[self._mins[larger] <= low].tolist() if low in sets[index]]
-        cards = self._cards
-        return sorted(found, key=lambda index: (cards[index], index))
+            low, high, sets = entities.min(), entities.max(), self.sets
+            around = larger[(self._mins[larger] <= low) & (self._maxs[larger] >= high)]
+            found += [index for index in around.tolist() if low in sets[index]]
+        return found
 
-    def _contained_complement(self, entities: BitMap, budget: Budget) -> Violation | None:
+    def _contained_complement(self, entities: BitMap, budget: Budget,
+                              members: np.ndarray | None = None) -> Violation | None:
         """Check 4: the part of the new set outside every released set it contains must not be determined."""
         candidates = self._minimums & entities
         budget.spend(1 + len(candidates) // 64)
-        covered = BitMap()
-        size = len(entities)
-        for low in candidates:
-            for index in self._by_minimum[low]:
-                other = self.sets[index]
-                budget.spend(1)
-                budget.check()
-                if len(other) < size and other.issubset(entities):
-                    covered |= other
-        if not covered:
+        by_minimum = self._by_minimum
+        indexes = [index for low in candidates for index in by_minimum[low]]
+        if not indexes:
             return None
+        budget.spend_each(len(indexes))  # (one unit per candidate set)
+        size, sets = len(entities), self.sets
+        if len(indexes) > 16:
+            # a set contained in `entities` is smaller and holds its largest entity there: only those are tested
+            found = np.array(indexes, dtype=np.int64)
+            if members is None:
+                members = np.frombuffer(entities.to_array(), dtype=np.uint32)
+            highs = self._maxs[found]
+            place = np.minimum(members.searchsorted(highs), len(members) - 1)
+            indexes = found[(self._cards[found] < size) & (members[place] == highs)].tolist()
+        inside = [sets[index] for index in indexes if len(sets[index]) < size and sets[index].issubset(entities)]
+        if not inside:
+            return None
+        covered = BitMap.union(*inside)
         rest = entities - covered
         weight = len(rest) - (1 if 0 in rest else 0)
         if not rest or weight >= self.k:
@@ -1060,13 +1080,13 @@ class Ledger:
         for zeros in itertools.combinations(atoms, len(rows) - 1):
             budget.spend(len(rows) ** 2)
             budget.check()
-            coefficients = _kernel_vector([[row.get(z, 0) for z in zeros] for row in rows])
+            coefficients = kernel_vector([[row.get(z, 0) for z in zeros] for row in rows])
             if coefficients is None:
                 continue
             vector: Row = {}
             for coefficient, row in zip(coefficients, rows, strict=True):
                 if coefficient:
-                    _axpy(vector, coefficient, row, budget)
+                    axpy(vector, coefficient, row, budget)
             weight = self.support_weight(vector)
             if vector and weight < self.k:
                 return Violation("circuit", weight, tuple(sorted(vector)))
@@ -1139,191 +1159,4 @@ class Ledger:
         rows = [self.vrows[a] for a in support if a in self.vrows]
         restricted = [{a: v for a, v in row.items() if a not in inside} for row in rows]
         budget.spend(sum(len(r) for r in restricted) + 1)
-        return _rank(restricted, budget) < len(restricted)
-
-
-def random_prime(bits: int) -> int:
-    """A uniformly drawn secret prime of exactly `bits` bits (Miller-Rabin, deterministic below 2^64)."""
-    while True:
-        candidate = secrets.randbits(bits) | (1 << (bits - 1)) | 1
-        if is_prime(candidate):
-            return candidate
-
-
-def is_prime(n: int) -> bool:
-    """Primality, exact for n < 3.3e24 (Miller-Rabin with the first 13 primes as bases)."""
-    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
-    if n < 2:
-        return False
-    for q in bases:
-        if n % q == 0:
-            return n == q
-    d, r = n - 1, 0
-    while d % 2 == 0:
-        d, r = d // 2, r + 1
-    for a in bases:
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(r - 1):
-            x = x * x % n
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
-def _lift(value: int, modulus: int) -> Value | None:
-    """The rational a/b with |a|, |b| <= sqrt(modulus / 2) congruent to `value`, if any (rational reconstruction
-    by the extended Euclidean algorithm; unique when it exists)."""
-    bound = math.isqrt(modulus // 2)
-    value %= modulus
-    if value <= bound:
-        return value  # a/1 with a = value (the unique reconstruction: its first remainder is already below bound)
-    if modulus - value <= bound:
-        return value - modulus
-    r0, r1, s0, s1 = modulus, value, 0, 1
-    while r1 > bound:
-        q = r0 // r1
-        r0, r1 = r1, r0 - q * r1
-        s0, s1 = s1, s0 - q * s1
-    if s1 == 0 or abs(s1) > bound or math.gcd(r1, s1) != 1:
-        return None
-    return _div(r1, s1)
-
-
-def _axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget) -> None:
-    """target += factor * source modulo `modulus`, dropping zeros."""
-    budget.spend(len(source))
-    get = target.get
-    for key, value in source.items():
-        updated = (get(key, 0) + factor * value) % modulus
-        if updated:
-            target[key] = updated
-        else:
-            target.pop(key, None)
-
-
-def _combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
-                 modulus: int) -> tuple[np.ndarray, np.ndarray]:
-    """Σ factors[i] · (keys[i], values[i]) modulo `modulus` (< 2^31), as (keys, values) arrays without zeros: the
-    products are reduced first, so each is below 2^31, and their sums per key are exact in float64 (`bincount`)
-    while fewer than 2^22 arrays are summed."""
-    if len(keys) == 1:
-        nonzero = values[0] % modulus != 0
-        return keys[0][nonzero].astype(np.int64), values[0][nonzero].astype(np.int64) % modulus
-    assert len(keys) < 1 << 22
-    lengths = [len(k) for k in keys]
-    scaled = np.multiply(np.concatenate(values), np.repeat(np.array(factors, dtype=np.int64), lengths),
-                         dtype=np.int64) % modulus
-    sums = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
-    kept = sums.nonzero()[0]
-    return kept, sums[kept]
-
-
-def _distinct(keys: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """The distinct values of `keys` (indexes into `scratch`, which it overwrites), in order of last occurrence,
-    without sorting."""
-    order = np.arange(len(keys))
-    scratch[keys] = order
-    return keys[scratch[keys] == order]
-
-
-def _pack_arrays(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows given as (keys, values) arrays, as (lengths, keys, values) arrays (the snapshot layout)."""
-    lengths = np.array([len(k) for k, _ in rows], dtype=np.int64)
-    keys = np.concatenate([k for k, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
-    values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, dtype=np.int64)
-    if not len(keys) or keys.max() < 1 << 31:
-        keys = keys.astype(np.int32)
-    fits = not len(values) or (values.min() >= -(1 << 31) and values.max() < 1 << 31)
-    return lengths, keys, values.astype(np.int32 if fits else np.int64)
-
-
-def _slices(lengths: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`_pack_arrays` output as (keys, values) arrays per row (int32 where they fit, as stored; views of the
-    arrays given)."""
-    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    return [(keys[a:b], values[a:b]) for a, b in itertools.pairwise(bounds)]
-
-
-def _div(a: Value, b: Value) -> Value:
-    """a / b exactly, as an int when it is one."""
-    q = Fraction(a) / b
-    return q.numerator if q.denominator == 1 else q
-
-
-def _axpy(target: Row, factor: Value, source: Row, budget: Budget, columns: dict[int, set[int]] | None = None,
-          pivot: int = 0) -> None:
-    """target += factor * source, dropping zeros (ints stay ints; Fractions with denominator 1 become ints).
-
-    With `columns`, the column index of the row `pivot` (target) is kept up to date for entries that appear or vanish.
-    """
-    budget.spend(len(source))
-    for key, value in source.items():
-        before = target.get(key, 0)
-        updated = before + factor * value
-        if updated:
-            if type(updated) is Fraction and updated.denominator == 1:
-                updated = updated.numerator
-            target[key] = updated
-            if columns is not None and not before:
-                columns.setdefault(key, set()).add(pivot)
-        elif before:
-            del target[key]
-            if columns is not None:
-                columns[key].discard(pivot)
-
-
-def _index(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
-    for atom in row:
-        columns.setdefault(atom, set()).add(pivot)
-
-
-def _unindex(columns: dict[int, set[int]], pivot: int, row: Row) -> None:
-    for atom in row:
-        holders = columns.get(atom)
-        if holders is not None:
-            holders.discard(pivot)
-
-
-def _kernel_vector(matrix: list[list[Value]]) -> list[Value] | None:
-    """For a d x (d-1) matrix A of rank d-1, the non-zero c (unique up to scale) with c A = 0; else None."""
-    d = len(matrix)
-    # the columns of A become the rows of a (d-1) x d system; reduce it exactly
-    system = [[Fraction(matrix[i][j]) for i in range(d)] for j in range(d - 1)]
-    pivot_of: list[int] = []
-    for r, equation in enumerate(system):
-        column = next((c for c in range(d) if equation[c] != 0 and c not in pivot_of), None)
-        if column is None:
-            return None  # rank below d-1: more than one direction vanishes on these atoms
-        scale = equation[column]
-        system[r] = equation = [v / scale for v in equation]
-        for other in range(d - 1):
-            if other != r and system[other][column] != 0:
-                factor = system[other][column]
-                system[other] = [a - factor * b for a, b in zip(system[other], equation, strict=True)]
-        pivot_of.append(column)
-    free = next(c for c in range(d) if c not in pivot_of)
-    solution: list[Fraction] = [Fraction(0)] * d
-    solution[free] = Fraction(1)
-    for r, column in enumerate(pivot_of):
-        solution[column] = -system[r][free]
-    return [v.numerator if v.denominator == 1 else v for v in solution]
-
-
-def _rank(rows: list[Row], budget: Budget) -> int:
-    """Rank of sparse rational rows (Gaussian elimination on copies)."""
-    basis: dict[int, Row] = {}
-    for original in rows:
-        row = dict(original)
-        for pivot, reducer in basis.items():
-            factor = row.get(pivot)
-            if factor:
-                _axpy(row, -factor, reducer, budget)
-        if row:
-            pivot = next(iter(row))
-            scale = row[pivot]
-            basis[pivot] = {a: _div(v, scale) for a, v in row.items()}
-    return len(basis)
+        return rank(restricted, budget) < len(restricted)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from pyroaring import BitMap
 
-from policy.audit_ledger import Budget, BudgetExceeded, Ledger, Violation
+from policy.audit_ledger import Ledger, Violation
+from policy.audit_rows import Budget, BudgetExceeded
 from policy.output import Reason
 
 DEFAULT_BUDGET = 2_000_000

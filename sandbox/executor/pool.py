@@ -152,9 +152,10 @@ class WorkerPool:
 
     def run(self, spec: RunSpec) -> RunOutcome:
         """Run `spec` on an idle worker (waiting for one if all are busy) and return its outcome."""
-        spec = dataclasses.replace(  # workers run in their own directory: paths must be absolute
-            spec, result_path=Path(os.path.abspath(spec.result_path)),
-            inputs=tuple(InputTable(t.name, Path(os.path.abspath(t.path))) for t in spec.inputs))
+        if not (spec.result_path.is_absolute() and all(t.path.is_absolute() for t in spec.inputs)):
+            spec = dataclasses.replace(  # workers run in their own directory: paths must be absolute
+                spec, result_path=Path(os.path.abspath(spec.result_path)),
+                inputs=tuple(InputTable(t.name, Path(os.path.abspath(t.path))) for t in spec.inputs))
         try:
             payload = ForkingPickler.dumps(spec)  # before taking a worker: a bad spec must not cost one
         except (pickle.PicklingError, TypeError, AttributeError) as exc:

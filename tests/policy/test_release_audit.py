@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from fractions import Fraction
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from policy.audit_ledger import Budget, Ledger, is_prime
+from policy.audit_ledger import Ledger
+from policy.audit_rows import Budget, is_prime
 from policy.output import Reason
 from policy.release_audit import AuditCell, AuditPart, PopulationAudit, audit
 
@@ -398,9 +401,9 @@ def test_refinement_leaves_every_set_a_union_of_atoms_and_returns_exactly_its_at
 
 
 def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime() -> None:
-    """The reducers' combinations `y` are summed once per row (`_combine_mod`): products reduced first, then sums
+    """The reducers' combinations `y` are summed once per row (`combine_mod`): products reduced first, then sums
     per set in float64, exact while fewer than 2^22 arrays are summed. Compared with Python integers."""
-    from policy.audit_ledger import _combine_mod
+    from policy.audit_rows import combine_mod
 
     rng = np.random.default_rng(43)
     modulus = 2147483629  # the largest primes below 2^31 make the largest residues and products
@@ -414,7 +417,7 @@ def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime(
         for k, v, f in zip(keys, values, factors, strict=True):
             for key, value in zip(k.tolist(), v.tolist(), strict=True):
                 expected[key] = (expected.get(key, 0) + f * value) % modulus
-        got_keys, got_values = _combine_mod(keys, values, factors, 500, modulus)
+        got_keys, got_values = combine_mod(keys, values, factors, 500, modulus)
         assert dict(zip(got_keys.tolist(), got_values.tolist(), strict=True)) == {
             key: value for key, value in expected.items() if value}, trial
 
@@ -430,3 +433,95 @@ def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only
     assert not audit({"p": population}, [_cell("c", range(1, 40), measures=("rows",))]).suppressed
     assert audit({"p": population}, [_cell("d", range(1, 40), measures=("value",))]).suppressed == {
         "d": Reason.DIFFERENCE_AUDIT}
+
+
+def test_spending_units_at_once_stops_and_raises_where_a_loop_of_single_units_would() -> None:
+    """`Budget.spend_each(n)` stands for n rounds of `spend(1); check()` (check 4's candidate sets)."""
+    from policy.audit_rows import BudgetExceeded
+
+    for remaining in range(-3, 12):
+        for units in range(0, 9):
+            looped, at_once = Budget(remaining), Budget(remaining)
+            raised = False
+            try:
+                for _ in range(units):
+                    looped.spend(1)
+                    looped.check()
+            except BudgetExceeded:
+                raised = True
+            try:
+                at_once.spend_each(units)
+                assert not raised, (remaining, units)
+            except BudgetExceeded:
+                assert raised, (remaining, units)
+            assert at_once.remaining == looped.remaining, (remaining, units)
+
+
+def test_check_3_looks_at_every_released_set_within_k_of_the_new_sets_size_and_no_other() -> None:
+    """The size window is a slice of the sets sorted by (cardinality, index): a released set whose size differs by
+    1 to k-1 is compared, on either side; one k or more apart never makes a complement below k."""
+    k = 5
+    for difference, inside, at_top in itertools.product(range(1, k + 2), (True, False), (True, False)):
+        ledger = PopulationAudit("p", k).ledger("m")
+        base = BitMap(range(100, 140))
+        wider = BitMap(range(100, 140 + difference) if at_top else range(100 - difference, 140))  # shares min or max
+        ledger.add_released(wider if inside else base)
+        violation = ledger.try_add(base if inside else wider, Budget(1 << 40))
+        if difference < k:
+            assert violation is not None and violation.check == "complement", (difference, inside, at_top)
+            assert violation.weight == difference
+        else:
+            assert violation is None or violation.check != "complement", (difference, inside, at_top)
+        ledger.rollback()
+
+
+def test_the_size_index_of_check_3_follows_every_release_and_rollback() -> None:
+    """`_by_card` holds cardinality << 32 | index for exactly the registered sets, sorted, after commits and
+    rollbacks, and after a snapshot round trip."""
+    rng = np.random.default_rng(59)
+    ledger = PopulationAudit("p", 3).ledger("m")
+    for step in range(80):
+        entities = BitMap(int(e) for e in rng.choice(400, int(rng.integers(5, 40)), replace=False))
+        violation = ledger.try_add(entities, Budget(1 << 40))
+        ledger.commit() if violation is None and step % 4 else ledger.rollback()
+        expected = sorted(len(s) << 32 | i for i, s in enumerate(ledger.sets))
+        assert ledger._by_card.tolist() == expected, step
+    restored = pickle.loads(pickle.dumps(ledger))
+    assert restored._by_card.tolist() == ledger._by_card.tolist()
+    assert restored._maxs[: len(ledger.sets)].tolist() == [s.max() for s in ledger.sets]
+
+
+def test_check_4_finds_the_same_contained_sets_as_testing_every_candidate() -> None:
+    """Check 4 tests only candidate sets that are smaller and hold the new set's largest entity (a set contained in
+    it does); the union it covers must equal the one found by testing every set whose smallest entity is inside."""
+    rng = np.random.default_rng(61)
+    for trial in range(6):
+        ledger = PopulationAudit("p", 2).ledger("m")
+        blocks = [BitMap(range(10 * b, 10 * b + 10)) for b in range(40)]
+        for b in range(40):  # many small released sets inside the sets tried below, and others across them
+            ledger.add_released(blocks[b])
+            if rng.random() < 0.3:
+                ledger.add_released(BitMap(int(e) for e in rng.choice(400, 8, replace=False)))
+        for _ in range(10):
+            picked = rng.choice(40, int(rng.integers(18, 35)), replace=False)
+            entities = BitMap.union(*(blocks[int(b)] for b in picked)) | BitMap([int(rng.integers(400, 403))])
+            covered = BitMap()
+            for other in ledger.sets:
+                if other.min() in entities and len(other) < len(entities) and other.issubset(entities):
+                    covered |= other
+            rest = entities - covered
+            found: list[BitMap] = []
+
+            def spy(part: BitMap, *, found: list[BitMap] = found, original: Any = ledger._atoms_of,
+                    **options: bool) -> tuple[int, ...]:
+                found.append(part)
+                return original(part, **options)  # type: ignore[no-any-return]
+
+            ledger._atoms_of = spy  # type: ignore[method-assign]
+            ledger.refine(entities, Budget(1 << 40))
+            ledger._contained_complement(entities, Budget(1 << 40))
+            del ledger._atoms_of
+            if rest and len(rest) - (1 if 0 in rest else 0) < ledger.k:
+                assert found == [rest], trial
+            else:
+                assert not found, trial

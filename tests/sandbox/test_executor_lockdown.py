@@ -20,6 +20,7 @@ from sandbox.executor import (
     LockedEngine,
     RunOutcome,
     RunSpec,
+    StatementRefused,
     Watchdog,
     open_instance,
     run_locked,
@@ -335,3 +336,23 @@ def test_deeply_nested_sql_is_refused_by_the_parser_not_a_crash(engine: LockedEn
     assert (_run(engine, data, sql).status, _run(engine, data, sql).error_code) == ("refused", "parser_error")
     nested = "SELECT " + "(" * 300 + "1" + ")" * 300
     assert _run(engine, data, nested).error_code == "parser_error"  # max_expression_depth = 250
+
+
+def test_run_locked_never_runs_a_parsed_statement_that_is_not_a_select(data: dict) -> None:
+    instance = open_instance((InputTable("people", data["people"]),), LIMITS)
+    watchdog = Watchdog()
+    try:
+        statement = duckdb.extract_statements("CREATE TABLE copied AS SELECT * FROM people")[0]
+        with pytest.raises(StatementRefused):
+            run_locked(instance, statement, {}, timeout_ms=1000, watchdog=watchdog)
+        assert instance.con.cursor().execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'copied'").fetchone() == (0,)
+    finally:
+        watchdog.close()
+        instance.con.close()
+
+
+def test_named_parameters_are_bound_by_name_and_a_missing_one_fails_the_run(engine: LockedEngine, data: dict) -> None:
+    assert _rows(_run(engine, data, "SELECT $b - $a AS d", a=2, b=7)) == [{"d": 5}]
+    outcome = _run(engine, data, "SELECT count(*) AS n FROM people WHERE age >= $min")
+    assert (outcome.status, outcome.result_path) == ("failed", None)

@@ -214,3 +214,15 @@ def test_the_address_space_limit_is_set_inside_each_worker(pool: WorkerPool) -> 
         limits = Path(f"/proc/{pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
         assert str(LIMITS.address_space_mb * 1024 * 1024) in line
+
+
+def test_relative_paths_in_a_spec_are_read_and_written_from_the_callers_directory(
+    pool: WorkerPool, people: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(people.parent)  # the workers run in their own directories
+    name = f"relative-{time.perf_counter_ns()}.parquet"
+    spec = RunSpec(instance_key="grant-relative", inputs=(InputTable("people", Path(people.name)),), sql=COUNT,
+                   params={}, k=1, max_rows=None, result_path=Path(name))
+    outcome = pool.run(spec)
+    assert _count(outcome) == 5000
+    assert outcome.result_path == people.parent / name
