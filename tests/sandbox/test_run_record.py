@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from billing_world import build_world
+from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.executor import RunStatus
 from sandbox.run_record import COLUMNS, RUN_FINISH, RUN_INSERT, RunRecord, finish_params, record_of
@@ -18,12 +22,22 @@ def test_the_run_record_has_exactly_the_columns_of_the_runs_table() -> None:
     assert sorted(COLUMNS) == sorted(Run.__table__.c.keys())
 
 
-def test_a_new_run_record_inserts_the_row_the_orm_model_would(api) -> None:  # type: ignore[no-untyped-def]
+Store = tuple[sessionmaker[Session], str]
+
+
+@pytest.fixture()
+def store(api: Any) -> Iterator[Store]:
+    """Sessions on the test store and the id of an approved job in it."""
     w = build_world(api)
     engine = make_engine(api.settings.resolved_database_url)
-    sessions = session_factory(engine)
+    yield session_factory(engine), w.industry_job
+    engine.dispose()
+
+
+def test_a_new_run_record_inserts_the_row_the_orm_model_would(api: Any, store: Store) -> None:
+    sessions, job_id = store
     with sessions.begin() as s:
-        job = s.get(Job, w.industry_job)
+        job = s.get(Job, job_id)
         assert job is not None
         record = new_run(job, requested_by="prn_x", idempotency_key=None, params={"s": "7"}, now=api.clock.now())
         given = ("job_id", "grant_id", "operator_org_id", "requested_by", "idempotency_key", "params", "status",
@@ -34,15 +48,12 @@ def test_a_new_run_record_inserts_the_row_the_orm_model_would(api) -> None:  # t
         ours, theirs = s.get(Run, record.id), s.get(Run, record.id + "m")
         assert ours is not None and theirs is not None
         assert replace(record_of(theirs), id=record.id) == record_of(ours) == record
-    engine.dispose()
 
 
-def test_a_finished_run_record_updates_every_column_of_its_running_row(api) -> None:  # type: ignore[no-untyped-def]
-    w = build_world(api)
-    engine = make_engine(api.settings.resolved_database_url)
-    sessions = session_factory(engine)
+def test_a_finished_run_record_updates_every_column_of_its_running_row(api: Any, store: Store) -> None:
+    sessions, job_id = store
     with sessions.begin() as s:
-        job = s.get(Job, w.industry_job)
+        job = s.get(Job, job_id)
         assert job is not None
         record = new_run(job, requested_by="prn_x", idempotency_key="key-1", params={"s": "7"},
                          now=api.clock.now(), instance="srv_1")
@@ -62,4 +73,3 @@ def test_a_finished_run_record_updates_every_column_of_its_running_row(api) -> N
         stored = s.get(Run, record.id)
         assert stored is not None
         assert record_of(stored) == finished
-    engine.dispose()
