@@ -56,7 +56,6 @@ def process_cpu(pid: int) -> float:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its live descendants (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -68,11 +67,7 @@ def tree_cpu(pid: int) -> float:
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        total += process_cpu(current)
         todo += children.get(current, [])
     return total
 
@@ -128,9 +123,9 @@ def wrk(url: str, headers: dict[str, str], body: str, connections: int, seconds:
 
 
 
-class Bare:
-    """The bare FastAPI + DuckDB endpoint (`bench.bare`) in `processes` uvicorn processes, or another module's app
-    (`bench.floor`) with its own environment and path."""
+class Endpoint:
+    """A benchmark app in `processes` uvicorn processes: the bare FastAPI + DuckDB endpoint (`bench.bare`) by
+    default, or another module's app (`bench.floor`) with its own environment and path."""
 
     def __init__(self, parquet: Path, sql: str, processes: int, module: str = "bench.bare",
                  env: dict[str, str] | None = None, path: str = "/run", headers: dict[str, str] | None = None
@@ -156,10 +151,10 @@ class Bare:
         self.proc.wait(timeout=30)
 
 
-def floor_endpoint(parquet: Path, sql: str, processes: int, home: Path) -> Bare:
+def floor_endpoint(parquet: Path, sql: str, processes: int, home: Path) -> Endpoint:
     """The floor of a governed run (`bench.floor`) over the same data and query, with an empty home."""
     shutil.rmtree(home, ignore_errors=True)
-    return Bare(parquet, sql, processes, module="bench.floor",
+    return Endpoint(parquet, sql, processes, module="bench.floor",
                 env={"FLOOR_HOME": str(home), "FLOOR_PARQUET": str(parquet), "FLOOR_SQL": sql},
                 path="/v1/jobs/job-1/runs", headers={"Authorization": "Bearer floor-key"})
 
@@ -288,7 +283,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"TPC-H Q1 with download: {report['q1']}", flush=True)
     finally:
         server.stop()
-    bare = Bare(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes)
+    bare = Endpoint(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes)
     try:
         for _ in range(20):
             httpx.post(bare.url, json={}, timeout=10).raise_for_status()

@@ -18,7 +18,7 @@ from policy.sql_engines import DEFAULT_ENGINE, ENGINES
 from sandbox.catalogue.domains import DOMAINS
 from sandbox.catalogue.registry import latest_certified_version
 from sandbox.errors import Conflict, InvalidInput, NotFound, Refused
-from sandbox.run_inputs import GrantView
+from sandbox.run_inputs import AnyGrant
 from sandbox.store.models import Dataset, DatasetVersion, Grant, GrantEvent, Organization
 from sandbox.store.types import new_id
 
@@ -248,7 +248,7 @@ def transition(session: Session, grant: Grant, action: GrantAction, *, reason: s
     return grant
 
 
-def effective_status(grant: GrantView, now: datetime) -> str:
+def effective_status(grant: AnyGrant, now: datetime) -> str:
     """The stored state, or `expired` / `not_yet_valid` as the clock says."""
     if grant.status != GrantStatus.ACTIVE:
         return grant.status
@@ -259,7 +259,7 @@ def effective_status(grant: GrantView, now: datetime) -> str:
     return GrantStatus.ACTIVE.value
 
 
-def covers(grant: GrantView, version: DatasetVersion) -> Coverage:
+def covers(grant: AnyGrant, version: DatasetVersion) -> Coverage:
     """Whether a grant covers a dataset version, with the reason."""
     if version.grade == Grade.CORE:
         return Coverage(False, f"{version.dataset_id} v{version.version} is graded core; never granted")
@@ -279,7 +279,7 @@ def covers(grant: GrantView, version: DatasetVersion) -> Coverage:
     return Coverage(True, f"domain {version.domain} is granted")
 
 
-def effective_constraints(grant: GrantView, version: DatasetVersion) -> dict[str, str]:
+def effective_constraints(grant: AnyGrant, version: DatasetVersion) -> dict[str, str]:
     """Column -> constraint after the grant's tightening."""
     overrides = grant.column_overrides.get(version.dataset_id, {})
     out = {}

@@ -17,7 +17,7 @@ from policy.sql_engines import DEFAULT_ENGINE
 from sandbox.catalogue.registry import CERTIFIED, latest_certified_versions
 from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from sandbox.grants import covers, effective_constraints, effective_status
-from sandbox.run_inputs import GrantView
+from sandbox.run_inputs import AnyGrant
 from sandbox.store.models import DatasetVersion, Grant, Job, JobReview
 from sandbox.store.types import new_id
 
@@ -50,7 +50,7 @@ class GrantTable:
     version: DatasetVersion
 
 
-def table_policy(grant: GrantView, version: DatasetVersion) -> TablePolicy:
+def table_policy(grant: AnyGrant, version: DatasetVersion) -> TablePolicy:
     """The dataset version's columns with the grant's tightening applied."""
     constraints = effective_constraints(grant, version)
     cols = tuple(ColumnPolicy(name=c["name"], type=c["type"], constraint=Constraint(constraints[c["name"]]),
@@ -61,7 +61,7 @@ def table_policy(grant: GrantView, version: DatasetVersion) -> TablePolicy:
                        population=version.population)
 
 
-def grant_tables(session: Session, grant: GrantView, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:
+def grant_tables(session: Session, grant: AnyGrant, pinned: dict[str, int] | None = None) -> dict[str, GrantTable]:
     """Datasets the grant covers (latest certified versions, or the `pinned` ones), keyed by their SQL name.
 
     Only certified versions are ever covered: a pinned version that is no longer certified is left out.
@@ -81,7 +81,7 @@ def grant_tables(session: Session, grant: GrantView, pinned: dict[str, int] | No
     return out
 
 
-def check_grant_usable(grant: GrantView, now: datetime) -> None:
+def check_grant_usable(grant: AnyGrant, now: datetime) -> None:
     """Refuse when the grant is suspended, revoked, expired or not yet valid."""
     status = effective_status(grant, now)
     if status != "active":

@@ -21,7 +21,7 @@ from policy.errors import ConstraintLoosening
 from sandbox.catalogue.registry import CERTIFIED
 from sandbox.errors import Refused
 from sandbox.grants import covers, effective_constraints
-from sandbox.run_inputs import GrantView
+from sandbox.run_inputs import AnyGrant
 from sandbox.store.models import DatasetVersion
 
 _GRADE_ORDER = {Grade.GENERAL.value: 0, Grade.IMPORTANT.value: 1, Grade.CORE.value: 2}
@@ -43,7 +43,7 @@ def latest_bounding_version(session: Session, dataset_ids: Sequence[str]) -> dic
     return {dataset_id: int(version) for dataset_id, version in rows}
 
 
-def ceiling_problem(grant: GrantView, pinned: DatasetVersion, latest: DatasetVersion,
+def ceiling_problem(grant: AnyGrant, pinned: DatasetVersion, latest: DatasetVersion,
                     columns_read: Sequence[str]) -> str | None:
     """Why the latest version no longer allows a run pinned to `pinned`, or None."""
     if _GRADE_ORDER.get(latest.grade, 2) > _GRADE_ORDER.get(pinned.grade, 2):
@@ -86,7 +86,7 @@ def _looser(latest: Constraint, pinned: Constraint) -> bool:
         return False
 
 
-def check_regrade(session: Session, grant: GrantView, pinned: Mapping[str, DatasetVersion],
+def check_regrade(session: Session, grant: AnyGrant, pinned: Mapping[str, DatasetVersion],
                   columns_read: Mapping[str, Sequence[str]], cache: dict[tuple[str, str, int, int], str | None],
                   latest: Mapping[str, int] | None = None) -> None:
     """Refuse (`dataset_regraded`) a run that the latest versions of its datasets no longer allow.

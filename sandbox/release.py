@@ -43,7 +43,7 @@ from sandbox import release_snapshot
 from sandbox.executor import PendingRelease, RunOutcome
 from sandbox.executor.results import write_result
 from sandbox.release_snapshot import Fingerprint
-from sandbox.run_inputs import GrantView, JobView
+from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RunRecord
 from sandbox.store.models import Base, ReleaseCell, ReleaseSet, ReleaseThreshold
 
@@ -77,7 +77,7 @@ class ReleaseService:
 
     # --- the decision -------------------------------------------------------------------------------------------
     @contextmanager
-    def releasing(self, run: RunRecord, job: JobView, grant: GrantView, outcome: RunOutcome, now: datetime
+    def releasing(self, run: RunRecord, job: AnyJob, grant: AnyGrant, outcome: RunOutcome, now: datetime
                   ) -> Iterator[list[Base]]:
         """Audit and write a pending result; yields the ledger rows to commit with the run (locks held)."""
         pending = outcome.pending
@@ -131,7 +131,7 @@ class ReleaseService:
         run.suppression = counts
         run.suppressed_cells = sum(counts.values())
 
-    def _rows(self, state: dict[str, _Population], accepted: Sequence[Any], run: RunRecord, grant: GrantView,
+    def _rows(self, state: dict[str, _Population], accepted: Sequence[Any], run: RunRecord, grant: AnyGrant,
               now: datetime) -> list[Base]:
         rows: list[Base] = []
         for population, entry in state.items():
@@ -158,7 +158,7 @@ class ReleaseService:
         return [*fresh.values(), *rows]
 
     def _observe(self, state: dict[str, _Population], suppressed: dict[Any, Reason], worker: Mapping[str, int],
-                 job: JobView, seconds: float) -> None:
+                 job: AnyJob, seconds: float) -> None:
         if self.metrics is None:
             return
         self.metrics.audit_seconds.observe(seconds)

@@ -1,7 +1,7 @@
 """The job and grant a run reads: one Core SELECT per run, into plain rows (no ORM entities on the run path).
 
 They are read fresh on every run, so a stopped job or a suspended, revoked or expired grant is refused at once in
-every process. The run path's functions take `JobView` and `GrantView`: these rows, or the ORM models (a product
+every process. The run path's functions take `AnyJob` and `AnyGrant`: these rows, or the ORM models (a product
 call loads those), which have the same attributes.
 
 Given the datasets the job reads (a job's pinned datasets never change, so the caller may remember them from an
@@ -14,79 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from sandbox.catalogue.registry import CERTIFIED
 from sandbox.store.models import DatasetVersion, Grant, Job
-
-
-class JobView(Protocol):
-    """What the run path reads of a job."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def grant_id(self) -> str: ...
-    @property
-    def operator_org_id(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def stopped_reason(self) -> str | None: ...
-    @property
-    def parameters(self) -> dict[str, str]: ...
-    @property
-    def analysis(self) -> dict[str, Any]: ...
-    @property
-    def dataset_versions(self) -> dict[str, int]: ...
-    @property
-    def frozen_sql(self) -> str | None: ...
-    @property
-    def frozen_sql_sha256(self) -> str | None: ...
-
-
-class GrantView(Protocol):
-    """A grant's columns, as the run path and the coverage and validity checks read them."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def operator_org_id(self) -> str: ...
-    @property
-    def scope(self) -> str: ...
-    @property
-    def domains(self) -> list[str]: ...
-    @property
-    def datasets(self) -> list[str]: ...
-    @property
-    def scenario(self) -> dict[str, Any] | None: ...
-    @property
-    def purpose_class(self) -> str: ...
-    @property
-    def valid_from(self) -> datetime: ...
-    @property
-    def valid_until(self) -> datetime: ...
-    @property
-    def min_group_size(self) -> int: ...
-    @property
-    def max_result_rows(self) -> int: ...
-    @property
-    def auto_approve(self) -> bool: ...
-    @property
-    def column_overrides(self) -> dict[str, dict[str, str]]: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def status_reason(self) -> str: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def created_by(self) -> str: ...
-    @property
-    def engine(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +72,11 @@ class RunInputs:
     grant: GrantRow
     latest: dict[str, int] | None
 
+
+AnyJob = Job | JobRow
+"""A job as the run path reads it (a plain row) or as the store loads it (the ORM model, e.g. for product calls)."""
+AnyGrant = Grant | GrantRow
+"""A grant as the run path reads it (a plain row) or as the store loads it (the ORM model)."""
 
 JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
 GRANT_COLUMNS = tuple(f.name for f in fields(GrantRow))

@@ -75,7 +75,3 @@ def finish_params(run: RunRecord, from_status: str) -> dict[str, Any]:
     params.update(run_id=run.id, from_status=from_status)
     return params
 
-
-def record_of(run: AnyRun) -> RunRecord:
-    """A copy of `run` (record or ORM object) as a plain record."""
-    return RunRecord(**{name: getattr(run, name) for name in COLUMNS})

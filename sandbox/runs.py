@@ -27,7 +27,7 @@ from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.jobs import GrantTable, JobState, check_grant_usable, grant_tables
 from sandbox.populations import EntityIndex
 from sandbox.regrade import check_regrade
-from sandbox.run_inputs import GrantView, JobView
+from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Run
 from sandbox.store.types import new_id
@@ -188,7 +188,7 @@ class RunService:
             self._secret = path.read_bytes()
         return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
 
-    def prepared(self, grant: GrantView, table: GrantTable) -> tuple[InputTable, InputTable]:
+    def prepared(self, grant: AnyGrant, table: GrantTable) -> tuple[InputTable, InputTable]:
         """The grant's masked, cut-down copy of a dataset version as (Arrow IPC for the engine, Parquet).
 
         Prepared once per grant and version, then reused: masks are computed here, never in SQL. Each key has
@@ -222,7 +222,7 @@ class RunService:
             return entry
 
 
-def find_idempotent(session: Session, job: JobView, requested_by: str, key: str | None) -> Run | None:
+def find_idempotent(session: Session, job: AnyJob, requested_by: str, key: str | None) -> Run | None:
     """The run an earlier request with the same Idempotency-Key created, if any."""
     if not key:
         return None
@@ -230,7 +230,7 @@ def find_idempotent(session: Session, job: JobView, requested_by: str, key: str 
                                             Run.idempotency_key == key))
 
 
-def new_run(job: JobView, *, requested_by: str, idempotency_key: str | None, params: dict[str, Any],
+def new_run(job: AnyJob, *, requested_by: str, idempotency_key: str | None, params: dict[str, Any],
             now: datetime, instance: str | None = None) -> RunRecord:
     """A run record for `job`, before execution, owned by server `instance` (see sandbox/server_lease.py)."""
     return RunRecord(id=new_id("run"), job_id=job.id, grant_id=job.grant_id, operator_org_id=job.operator_org_id,
@@ -241,7 +241,7 @@ def new_run(job: JobView, *, requested_by: str, idempotency_key: str | None, par
                      dataset_versions=dict(job.dataset_versions), created_at=now, server_instance=instance)
 
 
-def check_runnable(session: Session, job: JobView, grant: GrantView, now: datetime,
+def check_runnable(session: Session, job: AnyJob, grant: AnyGrant, now: datetime,
                    service: RunService | None = None, latest: Mapping[str, int] | None = None
                    ) -> dict[str, GrantTable]:
     """Everything checked again at run time: job approved, grant usable, pinned versions still covered.
@@ -285,7 +285,7 @@ def check_runnable(session: Session, job: JobView, grant: GrantView, now: dateti
     return tables
 
 
-def execute(service: RunService, run: RunRecord, job: JobView, grant: GrantView, tables: dict[str, GrantTable],
+def execute(service: RunService, run: RunRecord, job: AnyJob, grant: AnyGrant, tables: dict[str, GrantTable],
             params: dict[str, Any], now_fn: Any, tracer: Tracer | None = None) -> RunOutcome:
     """Run the frozen SQL on the grant's prepared inputs and fill in the run's record.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ SQL = "SELECT g, count(*) AS n FROM t GROUP BY 1 ORDER BY 1"
 
 
 @pytest.fixture()
-def floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, Path]:
+def floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Path]]:
     pq.write_table(pa.table({"g": [1, 1, 1, 2, 2, 2, 2]}), tmp_path / "t.parquet")
     monkeypatch.setenv("FLOOR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FLOOR_PARQUET", str(tmp_path / "t.parquet"))

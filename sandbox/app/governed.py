@@ -25,7 +25,7 @@ from sandbox.app.deps import AppState, Guard
 from sandbox.billing.usage import run_insert
 from sandbox.errors import Refused
 from sandbox.executor import RunStatus
-from sandbox.run_inputs import GrantView, JobView
+from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RunRecord
 from sandbox.store.models import Run
 
@@ -44,7 +44,7 @@ class Governed:
     earlier: Run | None = None
 
 
-def execute_governed(state: AppState, guard: Guard, session: Session, job: JobView, grant: GrantView, run: RunRecord,
+def execute_governed(state: AppState, guard: Guard, session: Session, job: AnyJob, grant: AnyGrant, run: RunRecord,
                      params: dict[str, Any], now: datetime, *, refused: RefusedRows | None = None,
                      finished: FinishedRows | None = None, latest: Mapping[str, int] | None = None) -> Governed:
     """Run `run` of `job` through the governed path and commit it with its usage and audit record (`latest`: the

@@ -20,7 +20,7 @@ from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
 from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
-from sandbox.run_inputs import JobView, RunInputs, read_job_with_grant
+from sandbox.run_inputs import AnyJob, RunInputs, read_job_with_grant
 from sandbox.run_record import AnyRun, RunRecord
 from sandbox.store.models import Grant, Job, JobReview, Run
 from sandbox.tracing import phase_spans
@@ -116,7 +116,7 @@ def list_jobs(guard: Guard = require("job", "read"), session: Session = SESSION,
     return [jobs.job_out(j) for j in session.scalars(q)]
 
 
-def _job_owner(job: JobView) -> str:
+def _job_owner(job: AnyJob) -> str:
     return job.operator_org_id
 
 

@@ -30,7 +30,7 @@ from sandbox.errors import Conflict, InvalidInput, NotFound
 from sandbox.executor import RunStatus, scan_stats
 from sandbox.jobs import GrantTable
 from sandbox.recorder import Execute, Recorder, Write
-from sandbox.run_inputs import GrantView, JobView
+from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RUN_FINISH, RUN_INSERT, AnyRun, RunRecord, finish_params
 from sandbox.store.models import Grant, Organization, Run, UsageEventRow
 from sandbox.store.types import new_id
@@ -44,7 +44,7 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def scans_by_dataset(service: runs.RunService, grant: GrantView, tables: dict[str, GrantTable], job: JobView
+def scans_by_dataset(service: runs.RunService, grant: AnyGrant, tables: dict[str, GrantTable], job: AnyJob
                      ) -> tuple[DatasetUse, ...]:
     """Rows and bytes a run read per dataset (the same deterministic figures as the run record's totals)."""
     by_lower = {name.lower(): t for name, t in tables.items()}
@@ -63,7 +63,7 @@ def scans_by_dataset(service: runs.RunService, grant: GrantView, tables: dict[st
     return tuple(out)
 
 
-def run_event(run: AnyRun, grant: GrantView, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime,
+def run_event(run: AnyRun, grant: AnyGrant, issuer_org_id: str, datasets: Sequence[DatasetUse], now: datetime,
               trace_id: str | None = None) -> UsageEvent:
     """The platform-fee event of a run, whatever its outcome (only a succeeded run is chargeable)."""
     if not datasets:
@@ -128,13 +128,13 @@ class Metering:
             self._platform_org_id = found
         return self._platform_org_id
 
-    def refused_run(self, session: Session, run: RunRecord, grant: GrantView, now: datetime, trace_id: str | None = None
+    def refused_run(self, session: Session, run: RunRecord, grant: AnyGrant, now: datetime, trace_id: str | None = None
                     ) -> UsageEventRow:
         """The usage event of a run refused at its checks (recorded, never charged), to commit with the refusal."""
         self.metrics.runs.labels(run.status).inc()
         return event_row(run_event(run, grant, self.platform_org_id(session), (), now, trace_id))
 
-    def start_run(self, session: Session, run: RunRecord, job: JobView) -> StartedRun:
+    def start_run(self, session: Session, run: RunRecord, job: AnyJob) -> StartedRun:
         """Begin recording the run's start (status `running`) through the group-commit recorder.
 
         The commit runs in the background while the run executes, so it adds almost nothing to the run's
@@ -185,8 +185,8 @@ class Metering:
             self._starter.shutdown(wait=True)
             self._starter = None
 
-    def finish_run(self, session: Session, run: RunRecord, grant: GrantView, tables: dict[str, GrantTable],
-                   job: JobView, service: runs.RunService, now: datetime, trace_id: str | None = None,
+    def finish_run(self, session: Session, run: RunRecord, grant: AnyGrant, tables: dict[str, GrantTable],
+                   job: AnyJob, service: runs.RunService, now: datetime, trace_id: str | None = None,
                    also: Callable[[Sequence[DatasetUse]], list[Any]] | None = None) -> list[Any]:
         """The writes that end a run, to commit with its audit row: its final record and its usage event, then
         `also(rows read per dataset)` (a product call adds its record and product-fee event)."""
@@ -230,7 +230,7 @@ class StartedRun:
     future: Future[None]
     session: Session
     run: RunRecord
-    job: JobView
+    job: AnyJob
 
     def wait(self) -> Run | None:
         """Block until the start is durable. Returns the earlier run when a concurrent request with the same

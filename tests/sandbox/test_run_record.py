@@ -12,7 +12,7 @@ from billing_world import build_world
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.executor import RunStatus
-from sandbox.run_record import COLUMNS, RUN_FINISH, RUN_INSERT, RunRecord, finish_params, record_of
+from sandbox.run_record import COLUMNS, RUN_FINISH, RUN_INSERT, AnyRun, RunRecord, finish_params
 from sandbox.runs import new_run, set_status
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import Job, Run
@@ -23,6 +23,11 @@ def test_the_run_record_has_exactly_the_columns_of_the_runs_table() -> None:
 
 
 Store = tuple[sessionmaker[Session], str]
+
+
+def record_of(run: AnyRun) -> RunRecord:
+    """A copy of `run` (record or ORM object) as a plain record."""
+    return RunRecord(**{name: getattr(run, name) for name in COLUMNS})
 
 
 @pytest.fixture()
