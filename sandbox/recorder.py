@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
+from sandbox.prepared import Prepared
 from sandbox.store.models import Base
 
 log = logging.getLogger("sluice.recorder")
+
 
 class Execute(NamedTuple):
     """A statement to run in the batch with its parameters (e.g. the UPDATE that ends a started run).
@@ -29,7 +31,7 @@ class Execute(NamedTuple):
     one multi-row INSERT per statement and transaction, with no ORM unit of work.
     """
 
-    statement: Executable
+    statement: Executable | Prepared
     params: dict[str, Any]
     expect_rows: int | None = None
     grouped: bool = False
@@ -60,7 +62,8 @@ class Recorder:
         """Commit `rows` (new objects, or statements run in order) durably, together with concurrent callers'.
 
         A leader commits the batch in `session` (the caller's own, so a lone run costs one transaction, as
-        without batching); without one it opens a session.
+        without batching); without one, or when the session has no transaction open and the batch is statements
+        only, it opens a connection (or a session, for ORM rows).
         """
         done: Future[None] = Future()
         with self._lock:
@@ -85,6 +88,9 @@ class Recorder:
     def _commit(self, batch: list[_Item], session: Session | None = None) -> None:
         try:
             calls = [rows for rows, _ in batch]
+            if session is not None and session.bind is self._engine and not session.in_transaction() and \
+                    _statements_only(calls):
+                session = None  # the session holds nothing to commit with them: a plain connection suffices
             if session is None and self._engine is not None and _statements_only(calls):
                 with self._engine.begin() as connection:  # e.g. run starts: no ORM session needed
                     _apply(connection, calls)
@@ -124,16 +130,19 @@ def _statements_only(calls: Sequence[Sequence[Write]]) -> bool:
 
 def _apply(session: Session | Connection, calls: Sequence[Sequence[Write]]) -> None:
     """Apply every call's writes in order; grouped INSERTs last, one executemany per statement and column set.
-    A Connection takes statements only."""
-    grouped: dict[tuple[Executable, tuple[str, ...]], list[dict[str, Any]]] = {}
+    A Connection takes statements only. `Prepared` statements run on the session's connection, in its
+    transaction."""
+    grouped: dict[tuple[Executable | Prepared, tuple[str, ...]], list[dict[str, Any]]] = {}
     for rows in calls:
         for row in rows:
             if isinstance(row, Execute):
                 if row.grouped:
                     grouped.setdefault((row.statement, tuple(row.params)), []).append(row.params)
                     continue
-                result = session.execute(row.statement, row.params)
-                count = getattr(result, "rowcount", None)
+                if isinstance(row.statement, Prepared):
+                    count = row.statement.execute(_connection(session), row.params)
+                else:
+                    count = getattr(session.execute(row.statement, row.params), "rowcount", None)
                 if row.expect_rows is not None and count != row.expect_rows:
                     raise StaleDataError(f"expected {row.expect_rows} row(s) to change, {count} did: the row was "
                                          "changed concurrently")
@@ -143,7 +152,23 @@ def _apply(session: Session | Connection, calls: Sequence[Sequence[Write]]) -> N
                 assert isinstance(session, Session), "ORM rows need a session"
                 session.add(row)
     for (statement, _), params in grouped.items():
-        session.execute(statement, params[0] if len(params) == 1 else params)
+        if isinstance(statement, Prepared):
+            if len(params) == 1:
+                statement.execute(_connection(session), params[0])
+            else:
+                statement.executemany(_connection(session), params)
+        else:
+            session.execute(statement, params[0] if len(params) == 1 else params)
+
+
+def _connection(session: Session | Connection) -> Connection:
+    """The connection to run a prepared statement on; a session first flushes its pending ORM rows, as
+    `Session.execute` does (autoflush), so the statements see them in the same order."""
+    if isinstance(session, Connection):
+        return session
+    if session.autoflush:
+        session.flush()
+    return session.connection()
 
 
 def _forget_generated_keys(rows: Sequence[Write]) -> None:

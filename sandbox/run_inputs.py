@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from sandbox.catalogue.registry import CERTIFIED
+from sandbox.prepared import Prepared
 from sandbox.store.models import DatasetVersion, Grant, Job
 
 
@@ -85,11 +86,11 @@ _GRANTS: Table = Grant.__table__  # type: ignore[assignment]
 _VERSIONS: Table = DatasetVersion.__table__  # type: ignore[assignment]
 _SPLIT = len(JOB_COLUMNS)
 _END = _SPLIT + len(GRANT_COLUMNS)
-_STATEMENTS: dict[int, Select[Any]] = {}
+_STATEMENTS: dict[int, Prepared] = {}
 
 
-def _statement(datasets: int) -> Select[Any]:
-    """The SELECT for a job reading `datasets` datasets, built once per count (its compiled form is cached).
+def _statement(datasets: int) -> Prepared:
+    """The SELECT for a job reading `datasets` datasets, built and prepared once per count (sandbox/prepared.py).
     Grant columns are labelled so that no name clashes with a job's."""
     found = _STATEMENTS.get(datasets)
     if found is None:
@@ -97,7 +98,7 @@ def _statement(datasets: int) -> Select[Any]:
                   .where(_VERSIONS.c.dataset_id == bindparam(f"dataset_{i}"),
                          _VERSIONS.c.registration_state == CERTIFIED)
                   .scalar_subquery().label(f"latest_{i}") for i in range(datasets)]
-        found = _STATEMENTS[datasets] = (
+        found = _STATEMENTS[datasets] = Prepared(
             select(*(_JOBS.c[name] for name in JOB_COLUMNS),
                    *(_GRANTS.c[name].label(f"grant_{name}") for name in GRANT_COLUMNS), *latest)
             .join_from(_JOBS, _GRANTS, _GRANTS.c.id == _JOBS.c.grant_id)
@@ -106,13 +107,20 @@ def _statement(datasets: int) -> Select[Any]:
 
 
 def read_job_with_grant(session: Session, job_id: str, datasets: Sequence[str] = ()) -> RunInputs | None:
-    """The job and its grant, read now in one query on the session's connection; None if there is no such job.
+    """The job and its grant, read now in one query; None if there is no such job. The query runs on the
+    session's connection when it has a transaction open, else on a pooled connection of its own, returned at once
+    (so the session begins no transaction for it).
 
     With `datasets` (the job's, sorted), the latest certified version of each is read in the same query; they are
     returned only if they are the job's datasets.
     """
     params = {"job_id": job_id, **{f"dataset_{i}": name for i, name in enumerate(datasets)}}
-    row = session.connection().execute(_statement(len(datasets)), params).first()
+    statement = _statement(len(datasets))
+    if session.in_transaction():  # it holds a connection already: read on it, never hold two
+        row = statement.first(session.connection(), params)
+    else:  # a short read of its own: the session opens no transaction that would need ending
+        with session.get_bind().connect() as connection:  # type: ignore[union-attr]
+            row = statement.first(connection, params)
     if row is None:
         return None
     job = JobRow(*row[:_SPLIT])

@@ -12,7 +12,7 @@ from metering.bills import BillLine
 from metering.events import DatasetUse, UsageEvent, payload_digest
 from metering.schedules import Cap, CapSchedule, Package, PlatformSchedule, PriceEntry, Tier
 from sandbox.clock import as_utc
-from sandbox.recorder import Execute
+from sandbox.recorder import Execute, Prepared
 from sandbox.store.models import (
     BillLineRow,
     PlatformFeeVersion,
@@ -44,7 +44,7 @@ def event_row(e: UsageEvent) -> UsageEventRow:
     return UsageEventRow(**event_values(e))
 
 
-_EVENT_INSERT = insert(UsageEventRow.__table__)  # type: ignore[arg-type]
+_EVENT_INSERT = Prepared(insert(UsageEventRow.__table__))  # type: ignore[arg-type]
 
 
 def event_insert(e: UsageEvent) -> Execute:

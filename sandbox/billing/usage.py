@@ -29,7 +29,7 @@ from sandbox.clock import Clock
 from sandbox.errors import Conflict, InvalidInput, NotFound
 from sandbox.executor import RunStatus, scan_stats
 from sandbox.jobs import GrantTable
-from sandbox.recorder import Execute, Recorder, Write
+from sandbox.recorder import Execute, Prepared, Recorder, Write
 from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RUN_FINISH, RUN_INSERT, AnyRun, RunRecord, finish_params
 from sandbox.store.models import Grant, Organization, Run, UsageEventRow
@@ -95,15 +95,19 @@ def product_event(*, kind: str, source_id: str, entry_id: str, product_id: str |
         free_reason=free_reason, trace_id=current_trace_id(), source_id=source_id))
 
 
+_FINISH = Prepared(RUN_FINISH)
+_INSERT = Prepared(RUN_INSERT)
+
+
 def _run_update(run: RunRecord) -> Execute:
     """UPDATE of a running run's row to its final record (the row was inserted when the run started)."""
     # fails if the run is no longer `running` (recovered)
-    return Execute(RUN_FINISH, finish_params(run, RunStatus.RUNNING.value), expect_rows=1)
+    return Execute(_FINISH, finish_params(run, RunStatus.RUNNING.value), expect_rows=1)
 
 
 def run_insert(run: RunRecord) -> Execute:
     """INSERT of a run's row: its start, or a run refused at its checks (committed with the refusal)."""
-    return Execute(RUN_INSERT, run.values())
+    return Execute(_INSERT, run.values())
 
 
 @dataclass
