@@ -1,10 +1,11 @@
 """The governed run path, shared by job runs and product calls, so output control, the release audit and metering
 can never diverge between them:
 
-check (job approved, grant usable, versions covered) -> `metering.start_run` (the start record, in the background)
--> execute in the locked worker (k, dominance, row limits) -> the release audit under the population locks
-(`state.releases.releasing`) -> `metering.finish_run` (the run's usage event, plus what the caller adds, e.g. a
-product call's record and its product-fee event) -> one group commit with the audit record.
+check (job approved, grant usable, versions covered) -> `metering.start_run` (the start record, committed while
+the run waits for or runs in its worker) -> execute in the locked worker (k, dominance, row limits) -> the release
+audit under the population locks (`state.releases.releasing`) -> `metering.finish_run` (the run's usage event,
+plus what the caller adds, e.g. a product call's record and its product-fee event) -> one group commit with the
+audit record.
 
 A run refused at its checks is committed with its (never charged) usage event, what the caller adds, and the
 audit record of the refusal, in one transaction; the refusal is then raised.
@@ -20,11 +21,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from metering.events import DatasetUse
+from policy.sql_engines import DUCKDB
 from sandbox import runs
 from sandbox.app.deps import AppState, Guard
 from sandbox.billing.usage import run_insert
 from sandbox.errors import Refused
 from sandbox.executor import RunStatus
+from sandbox.executor.pool import while_running
 from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RunRecord
 from sandbox.store.models import Run
@@ -62,10 +65,13 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: AnyJo
         with tracer.start_as_current_span("sluice.run.audit"):
             # the refused run, its usage, the caller's rows and the refusal's audit record, together
             raise guard.refuse_with(session, exc, [run_insert(run), usage, *extra]) from None
-    started = state.metering.start_run(session, run, job)  # crash safety: the start is recorded meanwhile
+    # crash safety: the start is recorded while the run executes; with the worker pool's engine, by this thread
+    # while it waits for a worker or for the worker's outcome (no hand-off to another thread)
+    started = state.metering.start_run(session, run, job, meanwhile=(grant.engine or DUCKDB) == DUCKDB)
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.commit()  # end the checks' read transaction: no pooled connection is held while the engine runs
-    outcome = runs.execute(service, run, job, grant, tables, params, state.clock.now, tracer=tracer)
+    with while_running(started.record):
+        outcome = runs.execute(service, run, job, grant, tables, params, state.clock.now, tracer=tracer)
     with tracer.start_as_current_span("sluice.run.start"):
         earlier = started.wait()
     if earlier is not None:  # a concurrent request with the same Idempotency-Key won

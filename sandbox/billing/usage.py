@@ -5,6 +5,7 @@ the run record and audit row, downloads metered with their audit row, replays de
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -138,19 +139,23 @@ class Metering:
         self.metrics.runs.labels(run.status).inc()
         return event_row(run_event(run, grant, self.platform_org_id(session), (), now, trace_id))
 
-    def start_run(self, session: Session, run: RunRecord, job: AnyJob) -> StartedRun:
+    def start_run(self, session: Session, run: RunRecord, job: AnyJob, *, meanwhile: bool = False) -> StartedRun:
         """Begin recording the run's start (status `running`) through the group-commit recorder.
 
         The commit runs in the background while the run executes, so it adds almost nothing to the run's
         latency; `StartedRun.wait()` makes sure it is durable before anything about the run is committed or
         answered. A crash after that leaves a `running` row that `recover_interrupted_runs` marks failed at
         restart; a crash before it leaves nothing, and the client has seen nothing.
+
+        With `meanwhile`, the caller's own thread commits it while it would otherwise wait, as soon as the run is
+        queued for a sandbox worker or sent to one (`StartedRun.record` given to the worker pool with
+        `while_running`): no hand-off to another thread. Otherwise a thread of this process commits it.
         """
-        copy = run_insert(run)
-        if self._starter is None:
-            self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
-        future = self._starter.submit(self._record_start, copy)
-        started = StartedRun(self, future, session, run, job)
+        started = StartedRun(self, Future(), session, run, job, run_insert(run))
+        if not meanwhile:
+            if self._starter is None:
+                self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
+            self._starter.submit(started.record)
         from sandbox.app.deps import on_rollback  # the app owns the request transaction
 
         on_rollback(session, lambda: self._abandon(started))
@@ -165,6 +170,7 @@ class Metering:
 
     def _abandon(self, started: StartedRun) -> None:
         """The request failed unexpectedly after the run started: record it failed now, not at restart."""
+        started.record()  # if it was not committed yet (the run failed before reaching a worker), now
         try:
             started.future.result(timeout=60)
         except Exception:
@@ -228,17 +234,35 @@ class Metering:
 
 @dataclass
 class StartedRun:
-    """A run whose start record is being committed in the background while the run executes."""
+    """A run whose start record is being committed while the run executes (`record`, once, in whichever thread
+    calls it first)."""
 
     metering: Metering
     future: Future[None]
     session: Session
     run: RunRecord
     job: AnyJob
+    insert: Execute
+    _once: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self) -> None:
+        """Commit the start record now, in this thread, unless a call has already begun; its outcome (or error)
+        is the future's, never raised here."""
+        if not self._once.acquire(blocking=False):
+            return
+        self.future.set_running_or_notify_cancel()
+        try:
+            self.metering._record_start(self.insert)
+        except BaseException as exc:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(None)
 
     def wait(self) -> Run | None:
-        """Block until the start is durable. Returns the earlier run when a concurrent request with the same
-        Idempotency-Key started first (this run is then discarded: no record, no usage)."""
+        """Block until the start is durable (committing it now if no one has begun to). Returns the earlier run
+        when a concurrent request with the same Idempotency-Key started first (this run is then discarded: no
+        record, no usage)."""
+        self.record()
         began = time.perf_counter()
         try:
             self.future.result(timeout=60)

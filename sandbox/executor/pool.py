@@ -11,6 +11,8 @@ import pickle
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
@@ -24,6 +26,27 @@ from sandbox.executor.types import EngineLimits, InputTable, RunOutcome, RunSpec
 from sandbox.executor.worker import READY, worker_main
 
 log = logging.getLogger(__name__)
+_WHILE_RUNNING: ContextVar[Callable[[], None] | None] = ContextVar("sluice_while_running", default=None)
+
+
+@contextlib.contextmanager
+def while_running(task: Callable[[], None]) -> Iterator[None]:
+    """Have each run this thread starts in the block call `task` once where it would otherwise wait: before waiting
+    for an idle worker, or else right after sending the spec, while the worker executes it. `task` must not raise
+    (an error is logged); a run refused before that (a spec that cannot be sent) does not call it."""
+    token = _WHILE_RUNNING.set(task)
+    try:
+        yield
+    finally:
+        _WHILE_RUNNING.reset(token)
+
+
+def _meanwhile(task: Callable[[], None] | None) -> None:
+    if task is not None:
+        try:
+            task()
+        except Exception:  # pragma: no cover - tasks keep their own errors; the run must go on regardless
+            log.exception("a task run while waiting for a sandbox worker failed")
 
 START_TIMEOUT_S = 60.0
 REPLACEMENT_ATTEMPTS = 3
@@ -162,12 +185,16 @@ class WorkerPool:
             raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
                                 detail=type(exc).__name__) from None
         queued = time.time_ns()
+        task = _WHILE_RUNNING.get()
+        if task is not None and not self._has_idle():
+            _meanwhile(task)  # before waiting for a worker; not again after dispatch
+            task = None
         worker = self._acquire(spec.instance_key)
         dispatched = time.time_ns()
         started = time.perf_counter()  # wall time counts from dispatch, not from waiting for a worker
         healthy = False
         try:
-            outcome = self._call(worker, spec.instance_key, bytes(payload))
+            outcome = self._call(worker, spec.instance_key, bytes(payload), task)
             healthy = True
         except WorkerLost as error:
             outcome = failed_outcome(error)
@@ -183,13 +210,16 @@ class WorkerPool:
         return dataclasses.replace(outcome, wall_ms=(time.perf_counter() - started) * 1000.0,
                                    phases=(("queue", queued, dispatched), *outcome.phases))
 
-    def _call(self, worker: _Worker, key: str, payload: bytes) -> RunOutcome:
-        """Send a pickled spec to `worker` and wait for its outcome until the hard deadline."""
+    def _call(self, worker: _Worker, key: str, payload: bytes, task: Callable[[], None] | None = None
+              ) -> RunOutcome:
+        """Send a pickled spec to `worker`, run `task` (see `while_running`), and wait for the worker's outcome until
+        the hard deadline."""
         try:
             worker.conn.send_bytes(payload)
         except (OSError, ValueError):
             raise _lost(worker) from None
         worker.remember(key, self.max_instances)
+        _meanwhile(task)
         deadline = time.monotonic() + (self.limits.timeout_ms + self.grace_ms) / 1000.0
         while True:
             remaining = deadline - time.monotonic()
@@ -205,6 +235,11 @@ class WorkerPool:
                 raise _lost(worker) from None
             if not worker.process.is_alive():
                 raise _lost(worker)
+
+    def _has_idle(self) -> bool:
+        """Whether a run would get a worker (or fail) without waiting."""
+        with self._cond:
+            return bool(self._idle) or self._closed or not self._started
 
     def _acquire(self, key: str) -> _Worker:
         """An idle, live worker, preferring one that already holds the instance for `key`."""

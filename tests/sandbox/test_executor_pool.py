@@ -24,6 +24,7 @@ from sandbox.executor import (
     RunSpec,
     WorkerPool,
 )
+from sandbox.executor.pool import while_running
 
 LIMITS = EngineLimits(memory_limit_mb=256, threads=2, timeout_ms=1500, address_space_mb=3072)
 
@@ -226,3 +227,41 @@ def test_relative_paths_in_a_spec_are_read_and_written_from_the_callers_director
     outcome = pool.run(spec)
     assert _count(outcome) == 5000
     assert outcome.result_path == people.parent / name
+
+
+def test_a_task_given_while_running_runs_once_in_the_callers_thread_while_the_worker_executes(
+        pool: WorkerPool, people: Path) -> None:
+    """The run path commits a run's start record this way: in its own thread, between dispatch and outcome."""
+    calls: list[int] = []
+
+    def task() -> None:
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # the worker's outcome is read only after the task
+
+    with while_running(task):
+        outcome = pool.run(_spec(people, COUNT))
+    assert _count(outcome) == 5000
+    assert calls == [threading.get_ident()] and outcome.wall_ms >= 300  # wall time counts from dispatch
+
+
+def test_a_task_given_while_running_runs_before_waiting_for_a_busy_worker(tmp_path: Path, people: Path) -> None:
+    ended: list[float] = []
+    called: list[float] = []
+    with WorkerPool(1, LIMITS, work_dir=tmp_path) as one:
+        busy = threading.Thread(target=lambda: (one.run(_spec(people, "SELECT sleep_ms(800)")),
+                                                ended.append(time.monotonic())))
+        busy.start()
+        while one._idle:  # the only worker is taken
+            time.sleep(0.01)
+        with while_running(lambda: called.append(time.monotonic())):
+            assert _count(one.run(_spec(people, COUNT))) == 5000
+        busy.join(timeout=30)
+    assert len(called) == 1 and len(ended) == 1 and called[0] < ended[0]
+
+
+def test_a_run_that_never_reaches_a_worker_does_not_call_the_task(pool: WorkerPool, people: Path) -> None:
+    called: list[bool] = []
+    spec = dataclasses.replace(_spec(people, COUNT), params={"x": threading.Lock()})  # cannot be pickled
+    with while_running(lambda: called.append(True)), pytest.raises(ExecutorError):
+        pool.run(spec)
+    assert called == []
