@@ -2,7 +2,7 @@
 can never diverge between them:
 
 check (job approved, grant usable, versions covered) -> `metering.start_run` (the start record, committed while
-the run waits for or runs in its worker) -> execute in the locked worker (k, dominance, row limits) -> the release
+the run waits for its worker or runs in it) -> execute in the locked worker (k, dominance, row limits) -> the release
 audit under the population locks (`state.releases.releasing`) -> `metering.finish_run` (the run's usage event,
 plus what the caller adds, e.g. a product call's record and its product-fee event) -> one group commit with the
 audit record.
@@ -66,11 +66,11 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: AnyJo
             # the refused run, its usage, the caller's rows and the refusal's audit record, together
             raise guard.refuse_with(session, exc, [run_insert(run), usage, *extra]) from None
     # crash safety: the start is recorded while the run executes; with the worker pool's engine, by this thread
-    # while it waits for a worker or for the worker's outcome (no hand-off to another thread)
+    # if it waits for a busy worker (no hand-off to another thread), else by a run-start thread from dispatch on
     started = state.metering.start_run(session, run, job, meanwhile=(grant.engine or DUCKDB) == DUCKDB)
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.commit()  # end the checks' read transaction: no pooled connection is held while the engine runs
-    with while_running(started.record):
+    with while_running(started.record, started.in_background):
         outcome = runs.execute(service, run, job, grant, tables, params, state.clock.now, tracer=tracer)
     with tracer.start_as_current_span("sluice.run.start"):
         earlier = started.wait()

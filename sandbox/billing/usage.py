@@ -147,19 +147,23 @@ class Metering:
         answered. A crash after that leaves a `running` row that `recover_interrupted_runs` marks failed at
         restart; a crash before it leaves nothing, and the client has seen nothing.
 
-        With `meanwhile`, the caller's own thread commits it while it would otherwise wait, as soon as the run is
-        queued for a sandbox worker or sent to one (`StartedRun.record` given to the worker pool with
-        `while_running`): no hand-off to another thread. Otherwise a thread of this process commits it.
+        With `meanwhile`, the caller hands `StartedRun.record` and `StartedRun.in_background` to the worker pool
+        (`while_running`): a run that must wait for a busy worker commits its start in its own thread while it
+        waits (no hand-off to another thread); one that finds a worker idle hands it to a run-start thread as it
+        sends the spec. Otherwise a run-start thread commits it at once.
         """
         started = StartedRun(self, Future(), session, run, job, run_insert(run))
         if not meanwhile:
-            if self._starter is None:
-                self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
-            self._starter.submit(started.record)
+            started.in_background()
         from sandbox.app.deps import on_rollback  # the app owns the request transaction
 
         on_rollback(session, lambda: self._abandon(started))
         return started
+
+    def _in_background(self, task: Callable[[], None]) -> None:
+        if self._starter is None:
+            self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
+        self._starter.submit(task)
 
     def _record_start(self, copy: Execute) -> None:
         began = time.perf_counter()
@@ -257,6 +261,11 @@ class StartedRun:
             self.future.set_exception(exc)
         else:
             self.future.set_result(None)
+
+    def in_background(self) -> None:
+        """Have a run-start thread commit the start record, unless a call of `record` has already begun."""
+        if not self._once.locked():
+            self.metering._in_background(self.record)
 
     def wait(self) -> Run | None:
         """Block until the start is durable (committing it now if no one has begun to). Returns the earlier run

@@ -26,15 +26,17 @@ from sandbox.executor.types import EngineLimits, InputTable, RunOutcome, RunSpec
 from sandbox.executor.worker import READY, worker_main
 
 log = logging.getLogger(__name__)
-_WHILE_RUNNING: ContextVar[Callable[[], None] | None] = ContextVar("sluice_while_running", default=None)
+_Hooks = tuple[Callable[[], None], Callable[[], None]]
+_WHILE_RUNNING: ContextVar[_Hooks | None] = ContextVar("sluice_while_running", default=None)
 
 
 @contextlib.contextmanager
-def while_running(task: Callable[[], None]) -> Iterator[None]:
-    """Have each run this thread starts in the block call `task` once where it would otherwise wait: before waiting
-    for an idle worker, or else right after sending the spec, while the worker executes it. `task` must not raise
-    (an error is logged); a run refused before that (a spec that cannot be sent) does not call it."""
-    token = _WHILE_RUNNING.set(task)
+def while_running(on_wait: Callable[[], None], on_dispatch: Callable[[], None]) -> Iterator[None]:
+    """Have each run this thread starts in the block call, once, `on_wait` before it waits for a busy worker, or
+    else `on_dispatch` right after sending the spec (the worker executes it meanwhile). Neither may raise (an error
+    is logged), and `on_dispatch` must return at once (it delays reading the outcome, and the worker stays taken
+    until then); a run refused before dispatch (a spec that cannot be sent) calls neither."""
+    token = _WHILE_RUNNING.set((on_wait, on_dispatch))
     try:
         yield
     finally:
@@ -185,9 +187,10 @@ class WorkerPool:
             raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
                                 detail=type(exc).__name__) from None
         queued = time.time_ns()
-        task = _WHILE_RUNNING.get()
-        if task is not None and not self._has_idle():
-            _meanwhile(task)  # before waiting for a worker; not again after dispatch
+        hooks = _WHILE_RUNNING.get()
+        task = None if hooks is None else hooks[1]
+        if hooks is not None and not self._has_idle():
+            _meanwhile(hooks[0])  # before waiting for a worker; nothing after dispatch then
             task = None
         worker = self._acquire(spec.instance_key)
         dispatched = time.time_ns()
@@ -212,8 +215,8 @@ class WorkerPool:
 
     def _call(self, worker: _Worker, key: str, payload: bytes, task: Callable[[], None] | None = None
               ) -> RunOutcome:
-        """Send a pickled spec to `worker`, run `task` (see `while_running`), and wait for the worker's outcome until
-        the hard deadline."""
+        """Send a pickled spec to `worker`, call `task` (`on_dispatch` of `while_running`), and wait for the worker's
+        outcome until the hard deadline."""
         try:
             worker.conn.send_bytes(payload)
         except (OSError, ValueError):

@@ -229,39 +229,45 @@ def test_relative_paths_in_a_spec_are_read_and_written_from_the_callers_director
     assert outcome.result_path == people.parent / name
 
 
-def test_a_task_given_while_running_runs_once_in_the_callers_thread_while_the_worker_executes(
+def test_with_a_worker_idle_on_dispatch_runs_once_in_the_callers_thread_while_the_worker_executes(
         pool: WorkerPool, people: Path) -> None:
-    """The run path commits a run's start record this way: in its own thread, between dispatch and outcome."""
-    calls: list[int] = []
+    """The run path hands a run's start record to its run-start thread this way, as the spec is sent."""
+    waited: list[int] = []
+    dispatched: list[int] = []
 
-    def task() -> None:
-        calls.append(threading.get_ident())
-        time.sleep(0.3)  # the worker's outcome is read only after the task
+    def on_dispatch() -> None:
+        dispatched.append(threading.get_ident())
+        time.sleep(0.3)  # the worker's outcome is read only after it
 
-    with while_running(task):
+    with while_running(lambda: waited.append(1), on_dispatch):
         outcome = pool.run(_spec(people, COUNT))
     assert _count(outcome) == 5000
-    assert calls == [threading.get_ident()] and outcome.wall_ms >= 300  # wall time counts from dispatch
+    assert waited == [] and dispatched == [threading.get_ident()] and outcome.wall_ms >= 300  # from dispatch
 
 
-def test_a_task_given_while_running_runs_before_waiting_for_a_busy_worker(tmp_path: Path, people: Path) -> None:
+def test_with_every_worker_busy_on_wait_runs_once_before_waiting_and_on_dispatch_not_at_all(
+        tmp_path: Path, people: Path) -> None:
+    """The run path commits a run's start record this way, in its own thread, while it queues for a worker."""
     ended: list[float] = []
-    called: list[float] = []
+    waited: list[tuple[int, float]] = []
+    dispatched: list[bool] = []
     with WorkerPool(1, LIMITS, work_dir=tmp_path) as one:
         busy = threading.Thread(target=lambda: (one.run(_spec(people, "SELECT sleep_ms(800)")),
                                                 ended.append(time.monotonic())))
         busy.start()
         while one._idle:  # the only worker is taken
             time.sleep(0.01)
-        with while_running(lambda: called.append(time.monotonic())):
+        with while_running(lambda: waited.append((threading.get_ident(), time.monotonic())),
+                           lambda: dispatched.append(True)):
             assert _count(one.run(_spec(people, COUNT))) == 5000
         busy.join(timeout=30)
-    assert len(called) == 1 and len(ended) == 1 and called[0] < ended[0]
+    assert len(waited) == 1 and len(ended) == 1 and dispatched == []
+    assert waited[0][0] == threading.get_ident() and waited[0][1] < ended[0]
 
 
-def test_a_run_that_never_reaches_a_worker_does_not_call_the_task(pool: WorkerPool, people: Path) -> None:
+def test_a_run_that_never_reaches_a_worker_calls_neither(pool: WorkerPool, people: Path) -> None:
     called: list[bool] = []
     spec = dataclasses.replace(_spec(people, COUNT), params={"x": threading.Lock()})  # cannot be pickled
-    with while_running(lambda: called.append(True)), pytest.raises(ExecutorError):
+    with while_running(lambda: called.append(True), lambda: called.append(True)), pytest.raises(ExecutorError):
         pool.run(spec)
     assert called == []
