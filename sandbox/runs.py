@@ -188,6 +188,11 @@ class RunService:
             self._secret = path.read_bytes()
         return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
 
+    def ready(self, grant: AnyGrant, tables: Mapping[str, GrantTable]) -> bool:
+        """Whether every input of `tables` is already prepared for `grant` in this process."""
+        prepared = self._prepared
+        return all((grant.id, t.version.dataset_id, t.version.version) in prepared for t in tables.values())
+
     def prepared(self, grant: AnyGrant, table: GrantTable) -> tuple[InputTable, InputTable]:
         """The grant's masked, cut-down copy of a dataset version as (Arrow IPC for the engine, Parquet).
 

@@ -70,6 +70,8 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: AnyJo
     started = state.metering.start_run(session, run, job, meanwhile=(grant.engine or DUCKDB) == DUCKDB)
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.commit()  # end the checks' read transaction: no pooled connection is held while the engine runs
+    if not service.ready(grant, tables):
+        started.in_background()  # its inputs are prepared first (maybe at length): record the start meanwhile
     with while_running(started.record, started.in_background):
         outcome = runs.execute(service, run, job, grant, tables, params, state.clock.now, tracer=tracer)
     with tracer.start_as_current_span("sluice.run.start"):

@@ -352,26 +352,45 @@ def test_a_run_holds_no_store_transaction_while_the_engine_runs(api, world, monk
 
 
 def test_a_runs_start_record_is_committed_once(api, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from sandbox.app import governed
     from sandbox.billing.usage import Metering
 
-    executing: list[bool] = []
-    recorded: list[bool] = []
-    execute, record_start = governed.runs.execute, Metering._record_start
-
-    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
-        executing.append(True)
-        try:
-            return execute(*args, **kwargs)
-        finally:
-            executing.append(False)
+    recorded: list[str] = []
+    record_start = Metering._record_start
 
     def recording(self, insert):  # type: ignore[no-untyped-def]
-        recorded.append(executing[-1])  # by then the run had begun executing (not necessarily still running)
+        recorded.append(insert.params["id"])
         record_start(self, insert)
 
-    monkeypatch.setattr(governed.runs, "execute", watched)
     monkeypatch.setattr(Metering, "_record_start", recording)
     job = submit(api, world["key"], world["domain"], WEATHER)
+    first, second = run(api, world["key"], job["id"]), run(api, world["key"], job["id"])  # inputs prepared, ready
+    assert recorded == [first["id"], second["id"]]
+
+
+def test_a_run_whose_inputs_are_prepared_first_hands_its_start_record_off_before_preparing(  # type: ignore[no-untyped-def]
+        api, world, monkeypatch) -> None:
+    from sandbox.billing.usage import Metering
+    from sandbox.runs import RunService
+
+    events: list[str] = []
+    in_background, ready, prepared = Metering._in_background, RunService.ready, RunService.prepared
+
+    def handing(self, task):  # type: ignore[no-untyped-def]
+        events.append("start handed off")
+        in_background(self, task)
+
+    def checking(self, grant, tables):  # type: ignore[no-untyped-def]
+        found = ready(self, grant, tables)
+        events.append("ready" if found else "to prepare")
+        return found
+
+    def preparing(self, grant, table):  # type: ignore[no-untyped-def]
+        events.append("prepared")
+        return prepared(self, grant, table)
+
+    monkeypatch.setattr(Metering, "_in_background", handing)
+    monkeypatch.setattr(RunService, "ready", checking)
+    monkeypatch.setattr(RunService, "prepared", preparing)
+    job = submit(api, world["key"], world["domain"], WEATHER)
     assert run(api, world["key"], job["id"])["status"] == "succeeded"
-    assert len(recorded) == 1  # whichever of the run's own thread and a run-start thread began first
+    assert events[:3] == ["to prepare", "start handed off", "prepared"]  # the grant's first run prepares inputs
