@@ -652,7 +652,7 @@ class Ledger:
             counts = self._colcount[large]
             place = int(counts.argmin())
             fresh = not counts[place]
-            if fresh or (self._pivot_order[large] == _NO_PIVOT).all():
+            if fresh or not np.count_nonzero(self._pivot_order[large] != _NO_PIVOT):
                 if fresh:
                     self._low -= 1
                 else:
