@@ -19,16 +19,20 @@ and path, query, header and body parameters; anything else is refused when the r
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from contextvars import copy_context
+from functools import partial
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
 from starlette._exception_handler import wrap_app_handling_exceptions
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -44,6 +48,12 @@ from sandbox.app.deps import (
     open_gate,
     roll_back_request,
 )
+
+T = TypeVar("T")
+
+HOPS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="sluice-request")
+"""The threads synchronous direct endpoints run in: as many as AnyIO's default thread limiter allows FastAPI's (40);
+a run POST takes one only once it holds a `db_slots` slot."""
 
 
 class DirectRoute(APIRoute):
@@ -140,7 +150,7 @@ class DirectRoute(APIRoute):
                 values[self._state_name] = state
             try:
                 if self._sync:
-                    response: Response = await run_in_threadpool(self.endpoint, **values)
+                    response: Response = await in_thread(partial(self.endpoint, **values))
                 else:
                     response = await self.endpoint(**values)
             except Exception as raised:
@@ -158,6 +168,25 @@ class DirectRoute(APIRoute):
             if slots is not None:
                 slots.release()
         return response
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """`call()` in one of the `HOPS` threads, in a copy of this task's context (as AnyIO's `to_thread.run_sync`: the
+    request's span stays current). A cancellation of the waiting task waits for the call to end before it goes on,
+    as AnyIO's shielded hop does, so that nothing the call uses (the request's session) is released under it."""
+    future = HOPS.submit(copy_context().run, call)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        await _ended(future)
+        raise
+
+
+async def _ended(future: Future[Any]) -> None:
+    """Wait until `future` is done, whatever cancels the waiting task meanwhile."""
+    while not future.done():
+        with suppress(BaseException):  # its outcome belongs to the cancelled request; only its end matters here
+            await asyncio.wrap_future(future)
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -128,3 +128,33 @@ def test_a_run_route_refuses_what_it_would_not_solve() -> None:
     app.include_router(router, dependencies=[Depends(extra)])
     with pytest.raises(RuntimeError, match="router-level dependencies"):
         check_direct_routes(app)
+
+
+def test_the_thread_hop_keeps_the_context_and_outlives_a_cancellation() -> None:
+    import asyncio
+    import contextvars
+    import threading
+    import time
+
+    from sandbox.app.direct import in_thread
+
+    request_id = contextvars.ContextVar("request_id", default="none")
+    ended = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.3)
+        ended.set()
+        return request_id.get()
+
+    async def main() -> tuple[str, bool]:
+        request_id.set("r1")
+        seen = await in_thread(slow)
+        ended.clear()
+        task = asyncio.create_task(in_thread(slow))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return seen, ended.is_set()  # the cancellation went on only once the call had ended
+
+    assert asyncio.run(main()) == ("r1", True)
