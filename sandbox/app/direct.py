@@ -32,7 +32,9 @@ from fastapi import FastAPI
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
-from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette._exception_handler import _lookup_exception_handler
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -91,17 +93,29 @@ class DirectRoute(APIRoute):
             await super().handle(scope, receive, send)
             return
         request = Request(scope, receive, send)
-        await wrap_app_handling_exceptions(self._direct, request)(scope, receive, send)
-
-    async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        body = await _read_body(receive) if self.body_field is not None else b""
-        values = await self._arguments(request, body)
-        if values is None:  # FastAPI decides (and renders) what the direct path does not handle
+        try:
+            body = await _read_body(receive) if self.body_field is not None else b""
+            values = await self._arguments(request, body)
+            response = None if values is None else await self._serve(request, values)
+        except Exception as exc:  # rendered by the app's handlers, as `wrap_app_handling_exceptions` renders it
+            handler = _handler(scope, exc)
+            if handler is None:
+                raise
+            answer = await handler(request, exc) if is_async_callable(handler) else await run_in_threadpool(
+                handler, request, exc)
+            if answer is not None:
+                await answer(scope, receive, send)
+            exc.__traceback__ = None  # as Starlette: a reused exception instance would collect tracebacks
+            return
+        if response is None:  # FastAPI decides (and renders) what the direct path does not handle
             await super().handle(scope, _replay(body, receive), send)
             return
-        response = await self._serve(request, values)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        except Exception as exc:  # the response had started: as `wrap_app_handling_exceptions`
+            if _handler(scope, exc) is not None:
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            raise
 
     async def _arguments(self, request: Request, body: bytes) -> dict[str, Any] | None:
         """The endpoint's request parameters, validated as FastAPI validates them; None when FastAPI must decide."""
@@ -201,6 +215,13 @@ async def _read_body(receive: Receive) -> bytes:
                 return b"".join(chunks)
         elif message["type"] == "http.disconnect":
             raise HTTPException(status_code=400, detail="There was an error parsing the body") from ClientDisconnect()
+
+
+def _handler(scope: Scope, exc: Exception) -> Any:
+    """The app's handler for `exc` (as Starlette looks it up: by status for an HTTPException, then by class)."""
+    handlers, by_status = scope.get("starlette.exception_handlers", ({}, {}))
+    handler = by_status.get(exc.status_code) if isinstance(exc, HTTPException) else None
+    return handler or _lookup_exception_handler(handlers, exc)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

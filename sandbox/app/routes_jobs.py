@@ -202,6 +202,7 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
 # served without FastAPI's dependency solving when well formed (the same gate, session and validation; see direct.py)
 router.add_api_route("/jobs/{job_id}/runs", run_job, methods=["POST"], status_code=201, response_model=None,
                      route_class_override=DirectRoute)
+router.routes.insert(0, router.routes.pop())  # matched first: the router scans its routes in order (no overlap)
 
 
 def _json(answer: dict[str, Any]) -> Response:

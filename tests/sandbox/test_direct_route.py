@@ -158,3 +158,13 @@ def test_the_thread_hop_keeps_the_context_and_outlives_a_cancellation() -> None:
         return seen, ended.is_set()  # the cancellation went on only once the call had ended
 
     assert asyncio.run(main()) == ("r1", True)
+
+
+def test_the_openapi_document_describes_the_run_route_as_declared(api) -> None:  # type: ignore[no-untyped-def]
+    operation = api.http.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/runs"]["post"]
+    assert operation["operationId"] == "run_job_v1_jobs__job_id__runs_post" and operation["tags"] == ["jobs"]
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("job_id", "path", True), ("Idempotency-Key", "header", False)]
+    assert {"type": "string", "maxLength": 200} in operation["parameters"][1]["schema"]["anyOf"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/RunIn"} in body["anyOf"] and "201" in operation["responses"]
