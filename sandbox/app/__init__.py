@@ -125,7 +125,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     check_function_scope(app)
     check_direct_routes(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=tracing.tracer)  # the request span
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=tracing.requests)  # the request span
     return app
 
 
