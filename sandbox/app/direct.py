@@ -131,12 +131,10 @@ class DirectRoute(APIRoute):
             if not isinstance(received, dict):
                 return None
         values: dict[str, Any] = {}
-        for fields, source in ((dependant.path_params, request.path_params),
-                               (dependant.query_params, request.query_params),
-                               (dependant.header_params, request.headers),
-                               (dependant.cookie_params, request.cookies)):
-            if fields:
-                found, errors = request_params_to_args(fields, source)
+        for fields, source in ((dependant.path_params, "path_params"), (dependant.query_params, "query_params"),
+                               (dependant.header_params, "headers"), (dependant.cookie_params, "cookies")):
+            if fields:  # the request parses its query string and cookies only when a parameter reads them
+                found, errors = request_params_to_args(fields, getattr(request, source))
                 if errors:
                     return None
                 values.update(found)
