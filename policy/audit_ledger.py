@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from policy.audit_batch import Hint
 from policy.audit_rows import (
     Budget,
     Row,
@@ -79,6 +80,26 @@ CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enu
 PRIME_BITS = 31  # size of each ledger's secret random prime (products of two residues fit in int64: numpy rows)
 _NO_PIVOT = 1 << 62  # `Ledger._pivot_order` of a column that is no pivot of L
 _ONE = 1
+
+
+_ONES = np.ones(1024, dtype=np.int32)
+
+
+def _ones(length: int) -> np.ndarray:
+    """A read-only int32 array of `length` ones (views of one shared array: rows of L are never changed in place)."""
+    global _ONES
+    if length > len(_ONES):
+        _ONES = np.ones(2 * length, dtype=np.int32)
+        _ONES.flags.writeable = False
+    return _ONES[:length]
+
+
+_ONES.flags.writeable = False
+
+
+def _shape(entities: BitMap) -> int:
+    """A non-empty set's size, smallest and largest entity as one integer (equal sets have equal shapes)."""
+    return len(entities) << 64 | entities.min() << 32 | entities.max()
 
 
 class _SearchDone(Exception):
@@ -230,6 +251,7 @@ class Ledger:
         self._by_card = np.zeros(0, dtype=np.int64)  # cardinality << 32 | set index, sorted (check 3's size window)
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
+        self._by_shape: dict[int, list[int]] = {}  # _shape(set) -> indexes of the sets of that shape (`has`)
         self._undo: _Undo | None = None
         self._order = 0  # the highest order given to a row of L
         self._pending: list[int] = []
@@ -266,20 +288,28 @@ class Ledger:
         budget.spend(1 + len(members) // 1024)
         return self._split(members, budget)
 
-    def try_add(self, entities: BitMap, budget: Budget) -> Violation | None:
+    def try_add(self, entities: BitMap, budget: Budget, hint: Hint | None = None) -> Violation | None:
         """Add `entities` tentatively and check; the caller must then `commit()` or `rollback()`.
 
         Several sets may be added before one commit (a cell can release several sets of one measure), all refined
         first (`refine`); a rollback undoes all of them. Raises BudgetExceeded (the caller rolls back) when the
-        budget runs out.
+        budget runs out. `hint` is what `policy.audit_batch.prepare` computed for this set and this ledger earlier
+        in the run; each part of it is used only while it still holds, so the outcome is the same without it.
         """
         budget.check()
         atoms: np.ndarray  # sorted
-        members = np.frombuffer(entities.to_array(), dtype=np.uint32)  # sorted (refinement and checks 3, 4)
+        # the members, sorted (refinement and checks 3, 4)
+        members = hint.members if hint is not None else np.frombuffer(entities.to_array(), dtype=np.uint32)
         if self._undo is None:
             if self.has(entities):
                 return None  # a set released before: a union of atoms already, and the row space does not change
-            atoms = self.refine(entities, budget, members)  # (registers no set: `has` stays false)
+            if hint is not None and hint.atoms is not None and hint.epoch == self._epoch:
+                # no atom split since the hint: the set is still the union of those atoms, and refinement would
+                # change nothing; charge what it charges (`refine`, `_split`)
+                budget.spend(1 + len(members) // 1024 + len(hint.atoms))
+                atoms = hint.atoms
+            else:
+                atoms = self.refine(entities, budget, members)  # (registers no set: `has` stays false)
             self._undo = _Undo()
             self._changed = set()
             if not entities:
@@ -290,7 +320,7 @@ class Ledger:
                 return None  # an empty set, or a row M already has: the row space does not change
         budget.check()
         weight = len(entities) - (1 if 0 in entities else 0)
-        complement = self._complements(entities, budget, members)
+        complement = self._complements(entities, budget, members, hint)
         index = self._register(entities, atoms)
         if weight < self.k:
             return Violation("own", weight, tuple(atoms.tolist()))
@@ -310,7 +340,7 @@ class Ledger:
         state = self.__dict__.copy()
         state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
-        state["_colcount"] = state["_by_card"] = None
+        state["_colcount"] = state["_by_card"] = state["_by_shape"] = None
         for name in ("_acc", "_pos"):
             state.pop(name, None)
         atoms = len(self.weight)
@@ -354,6 +384,9 @@ class Ledger:
         state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
+        self._by_shape = {}
+        for index, entities in enumerate(self.sets):
+            self._by_shape.setdefault(_shape(entities), []).append(index)
         self._scratch()
         self._pivot_order = np.full(max(1024, 2 * len(self.weight)), _NO_PIVOT, dtype=np.int64)
         self._colcount = np.zeros(max(1024, 2 * len(self.weight)), dtype=np.int64)
@@ -373,9 +406,8 @@ class Ledger:
         """Whether this exact set was already added (released, or pending in this cell)."""
         if not entities:
             return False
-        size = len(entities)
-        return any(len(self.sets[i]) == size and self.sets[i] == entities
-                   for i in self._by_minimum.get(entities.min(), ()))
+        same = self._by_shape.get(_shape(entities))
+        return same is not None and any(self.sets[i] == entities for i in same)
 
     def add_released(self, entities: BitMap) -> None:
         """Add a set released earlier, without checks (they passed when it was released; checks change nothing)."""
@@ -433,6 +465,7 @@ class Ledger:
         self._by_card = np.concatenate((by_card[:place], np.array([key], dtype=np.int64), by_card[place:]))
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
+        self._by_shape.setdefault(_shape(entities), []).append(index)
         self._pending.append(index)
         return index
 
@@ -445,6 +478,11 @@ class Ledger:
         place = int(by_card.searchsorted(key))
         self._by_card = np.concatenate((by_card[:place], by_card[place + 1:]))
         low = entities.min()
+        shape = _shape(entities)
+        same = self._by_shape[shape]
+        same.remove(index)
+        if not same:
+            del self._by_shape[shape]
         holders = self._by_minimum[low]
         holders.remove(index)
         if not holders:
@@ -606,6 +644,24 @@ class Ledger:
     def _add_row(self, index: int, atoms: np.ndarray, budget: Budget) -> None:
         every = atoms
         large = every[(self._weights[every] >= self.k) & (every != 0)]
+        if self._vectorized and len(large):
+            # rows that need no reduction, without the general path's array copies (same pivot, order, arrays):
+            # one with a column no row of L touches (the first such column, lowest order), or one that meets no
+            # pivot of L (Markowitz's column: fewest rows, then lowest atom; `large` is sorted)
+            self._reserve(len(self.weight))
+            counts = self._colcount[large]
+            place = int(counts.argmin())
+            fresh = not counts[place]
+            if fresh or not np.count_nonzero(self._pivot_order[large] != _NO_PIVOT):
+                if fresh:
+                    self._low -= 1
+                else:
+                    self._order += 1
+                entry = _LRow(None, None, 0, None)
+                ones = _ones(len(large))
+                self._insert_packed(entry, large, ones, np.array([index], dtype=np.int32), ones[:1], place,
+                                    self._low if fresh else self._order)
+                return
         if self._vectorized:
             ones = np.ones(len(large), dtype=np.int64)
             entry = _LRow(None, None, 0, (large, ones, np.array([index], dtype=np.int64), np.ones(1, dtype=np.int64)))
@@ -694,8 +750,8 @@ class Ledger:
             weights = np.multiply(weights, inverse, dtype=np.int64) % self.modulus
         # at rest, values, set indexes and residues as int32 (they fit below 2^31): half the memory; the columns
         # stay int64 (numpy's index type: an int32 index array is converted at every gather and scatter)
-        entry.packed = (columns.astype(np.int64, copy=False), values.astype(np.int32), sets.astype(np.int32),
-                        weights.astype(np.int32))
+        entry.packed = (columns.astype(np.int64, copy=False), values.astype(np.int32, copy=False),
+                        sets.astype(np.int32, copy=False), weights.astype(np.int32, copy=False))
         entry._row = entry._y = None
         entry.order = order
         self._save_l(pivot)
@@ -978,16 +1034,21 @@ class Ledger:
                     return Violation("pair", union - weight, support)
         return None
 
-    def _complements(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None) -> Violation | None:
+    def _complements(self, entities: BitMap, budget: Budget, members: np.ndarray | None = None,
+                     hint: Hint | None = None) -> Violation | None:
         """Check 3: the new set and released sets it contains or is contained in differ by 0 or ≥ k entities."""
         size = len(entities)
-        by_card = self._by_card  # (cardinality, index), sorted: the window |S'| - |S| in (-k, k) is one slice
-        low, high = np.searchsorted(by_card, ((size - self.k + 1) << 32, (size + self.k) << 32)).tolist()
-        window = by_card[low:high]
-        budget.spend(len(window))
-        budget.check()
-        below, above = np.searchsorted(window, (size << 32, (size + 1) << 32)).tolist()
-        for index in self._sets_around(entities, window[:below] & 0xFFFFFFFF, window[above:] & 0xFFFFFFFF, members):
+        if hint is not None and hint.base <= len(self.sets):
+            indexes = self._candidates_hinted(entities, budget, hint)
+        else:
+            by_card = self._by_card  # (cardinality, index), sorted: the window |S'| - |S| in (-k, k) is one slice
+            low, high = np.searchsorted(by_card, ((size - self.k + 1) << 32, (size + self.k) << 32)).tolist()
+            window = by_card[low:high]
+            budget.spend(len(window))
+            budget.check()
+            below, above = np.searchsorted(window, (size << 32, (size + 1) << 32)).tolist()
+            indexes = self._sets_around(entities, window[:below] & 0xFFFFFFFF, window[above:] & 0xFFFFFFFF, members)
+        for index in indexes:
             cardinality, other = len(self.sets[index]), self.sets[index]
             inner, outer = (other, entities) if cardinality < size else (entities, other)
             if inner.issubset(outer):
@@ -996,6 +1057,31 @@ class Ledger:
                 if weight < self.k:
                     return Violation("complement", weight, self._atoms_of(difference))
         return None
+
+    def _candidates_hinted(self, entities: BitMap, budget: Budget, hint: Hint) -> list[int]:
+        """`_complements`' window and candidates from a hint: the sets released before the run as the hint found
+        them (they do not change during a run), and the sets registered since (indexes from `hint.base` on), tested
+        here one by one with the same window and pre-filter; charged the whole window, as the slice was."""
+        size, k, sets = len(entities), self.k, self.sets
+        count, found = hint.window, hint.candidates
+        low, high = entities.min(), entities.max()
+        extra: list[tuple[int, int]] = []
+        for index in range(hint.base, len(sets)):
+            other = sets[index]
+            cardinality = len(other)
+            if not size - k < cardinality < size + k:
+                continue
+            count += 1
+            if cardinality < size:
+                if other.min() in entities:
+                    extra.append((cardinality, index))
+            elif cardinality > size and other.min() <= low and other.max() >= high and low in other:
+                extra.append((cardinality, index))
+        budget.spend(count)
+        budget.check()
+        if extra:
+            found = sorted(found + extra)
+        return [index for _, index in found]
 
     def _sets_around(self, entities: BitMap, smaller: np.ndarray, larger: np.ndarray,
                      members: np.ndarray | None = None) -> list[int]:

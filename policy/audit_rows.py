@@ -119,21 +119,33 @@ def axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget
             target.pop(key, None)
 
 
+SMALL_COMBINATION = 64  # entries up to which `combine_mod` sums in Python integers (numpy's fixed cost dominates)
+
+
 def combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
                  modulus: int) -> tuple[np.ndarray, np.ndarray]:
     """Σ factors[i] · (keys[i], values[i]) modulo `modulus` (< 2^31), as (keys, values) arrays without zeros: the
     products are reduced first, so each is below 2^31, and their sums per key are exact in float64 (`bincount`)
-    while fewer than 2^22 arrays are summed."""
+    while fewer than 2^22 arrays are summed; up to `SMALL_COMBINATION` entries in all, in Python integers."""
     if len(keys) == 1:
         nonzero = values[0] % modulus != 0
         return keys[0][nonzero].astype(np.int64), values[0][nonzero].astype(np.int64) % modulus
+    if sum(len(k) for k in keys) <= SMALL_COMBINATION:
+        # few entries (a row reduced by one or two short reducers): Python integers, exact, the same sorted keys
+        # and residues as the dense path below, without its arrays the size of every released set
+        sums: dict[int, int] = {}
+        for key_array, value_array, factor in zip(keys, values, factors, strict=True):
+            for key, value in zip(key_array.tolist(), value_array.tolist(), strict=True):
+                sums[key] = (sums.get(key, 0) + factor * value) % modulus
+        ordered = sorted(key for key, total in sums.items() if total)
+        return np.array(ordered, dtype=np.int64), np.array([sums[key] for key in ordered], dtype=np.int64)
     assert len(keys) < 1 << 22
     lengths = [len(k) for k in keys]
     scaled = np.multiply(np.concatenate(values), np.repeat(np.array(factors, dtype=np.int64), lengths),
                          dtype=np.int64) % modulus
-    sums = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
-    kept = sums.nonzero()[0]
-    return kept, sums[kept]
+    dense = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
+    kept = dense.nonzero()[0]
+    return kept, dense[kept]
 
 
 def distinct(keys: np.ndarray, scratch: np.ndarray) -> np.ndarray:

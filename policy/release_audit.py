@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pyroaring import BitMap
 
+from policy.audit_batch import Hint, prepare
 from policy.audit_ledger import Ledger, Violation
 from policy.audit_rows import Budget, BudgetExceeded
 from policy.output import Reason
@@ -165,12 +166,26 @@ class PopulationAudit:
 
 
 def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell], *,
-          budget: int = DEFAULT_BUDGET) -> AuditResult:
-    """Decide which cells may be released (see module doc); accepted sets are added to the ledgers."""
+          budget: int = DEFAULT_BUDGET, batch: bool = True) -> AuditResult:
+    """Decide which cells may be released (see module doc); accepted sets are added to the ledgers.
+
+    With `batch` (the default), each ledger's new sets of the run are first prepared together
+    (`policy.audit_batch.prepare`); the decisions are those of the per-set path (`batch=False`)."""
     result = AuditResult()
     work = Budget(budget)
     exhausted = False
-    for cell in sorted(cells, key=lambda c: (-c.size, repr(c.key))):
+    ordered = sorted(cells, key=lambda c: (-c.size, repr(c.key)))
+    prepared: dict[int, tuple[Ledger, dict[int, Hint]]] = {}
+
+    def hints(position: int, name: str, ledger: Ledger) -> dict[int, Hint]:
+        """The hints of `ledger` (made at its first cell, for the parts of `name` in this and every later cell)."""
+        made = prepared.get(id(ledger))
+        if made is None or made[0] is not ledger:
+            sets = [p.entities for c in ordered[position:] for p in c.parts if p.population == name]
+            made = prepared[id(ledger)] = (ledger, prepare(ledger, sets))
+        return made[1]
+
+    for position, cell in enumerate(ordered):
         if exhausted:
             result.suppressed[cell.key] = Reason.AUDIT_BUDGET_EXCEEDED
             continue
@@ -194,7 +209,8 @@ def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell]
                     ledger.refine(part.entities, work)
             for _, ledger, part in adds:
                 tentative.append(ledger)
-                violation = ledger.try_add(part.entities, work)
+                hint = hints(position, part.population, ledger).get(id(part.entities)) if batch else None
+                violation = ledger.try_add(part.entities, work, hint)
                 if violation is not None:
                     break
         except BudgetExceeded:

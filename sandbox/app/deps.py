@@ -188,24 +188,35 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     session = state.sessions()
     try:
         yield session
-        started = time.perf_counter()
-        try:
-            session.commit()
-            if session.info.pop("audit_pending", False):
-                state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
-        except Exception as exc:
-            state.audit_health.failed(state.clock.now(), exc)
-            state.metrics.audit_append_failures.labels("request").inc()
-            raise
+        commit_request(state, session)
     except BaseException:
-        session.rollback()
-        for cleanup in session.info.pop("on_rollback", []):
-            cleanup()
+        roll_back_request(session)
         raise
     finally:
         session.close()
         if slots is not None:
             slots.release()
+
+
+def commit_request(state: AppState, session: Session) -> None:
+    """Commit a request's session after its handler succeeded; a failed commit is an audit failure (counted, and
+    remembered so that the outage is recorded later) and fails the request."""
+    started = time.perf_counter()
+    try:
+        session.commit()
+        if session.info.pop("audit_pending", False):
+            state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
+    except Exception as exc:
+        state.audit_health.failed(state.clock.now(), exc)
+        state.metrics.audit_append_failures.labels("request").inc()
+        raise
+
+
+def roll_back_request(session: Session) -> None:
+    """Roll back a failed request's session and run its `on_rollback` cleanups."""
+    session.rollback()
+    for cleanup in session.info.pop("on_rollback", []):
+        cleanup()
 
 
 SESSION: Any = Depends(db_session, scope="function")
@@ -421,6 +432,62 @@ def _limit(state: AppState, draft: AuditDraft) -> None:
     raise exc
 
 
+def open_gate(request: Request, state: AppState, session: Session, obj: str, act: str, action: str) -> Guard:
+    """The gate's entry (`require`): authenticate the key, authorize (obj, act) at some scope and start the audit
+    draft; a refusal is audited in its own transaction and raised."""
+    draft = new_draft(request, action)
+    state.audit_health.write_outage(state)
+    now = state.clock.now()
+    try:
+        token = _bearer(request)
+        draft.actor_key_id = key_id_of(token)
+        caller = authenticate(session, token, now=now, cache=state.key_cache)
+    except Unauthenticated as exc:
+        draft.rule, draft.status = "authentication", 401
+        _limit(state, draft)
+        _write_refusal(state, draft, exc)
+        raise
+    draft.actor_id, draft.actor_org_id = caller.principal_id, caller.org_id
+    widest = state.authorizer.widest_scope(caller.subjects, obj, act)
+    if widest is None:
+        decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
+        draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
+        denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
+        _write_refusal(state, draft, denied)
+        raise denied
+    draft.decision = Outcome.ALLOW
+    draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
+    return Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
+                 now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
+
+
+def gate_failed(state: AppState, session: Session, guard: Guard, raised: Exception) -> Exception:
+    """The gate's exit when the handler raised: roll back, audit the refusal or failure unless the handler already
+    recorded it, and return the exception to raise (a lost race becomes 409 `concurrent_state_change`)."""
+    draft = guard.audit
+    session.rollback()
+    ended = concurrent_conflict(raised)
+    if guard.recorded:
+        state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+    else:
+        if isinstance(ended, Forbidden):
+            draft.decision = Outcome.DENY
+        draft.status = status_for(ended) if isinstance(ended, SluiceError) else 0
+        _write_refusal(state, draft, ended)
+    return ended
+
+
+def gate_passed(state: AppState, session: Session, guard: Guard, status: int) -> None:
+    """The gate's exit when the handler succeeded: add its audit record to the request's transaction (unless the
+    handler committed it already) with the response's status."""
+    draft = guard.audit
+    draft.status = draft.status or status
+    if not guard.recorded:
+        record(session, draft, state.clock.now())
+        session.info["audit_pending"] = True
+    state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+
+
 def require(obj: str, act: str, *, audit_action: str | None = None) -> Any:
     """The gate of a route, as `guard: Guard = require(obj, act)`: authenticate, authorize (obj, act) and audit the
     request and its outcome (as `audit_action`, default `obj:act`).
@@ -431,56 +498,23 @@ def require(obj: str, act: str, *, audit_action: str | None = None) -> Any:
     Async to save thread-pool hops on the run path: a cached key needs no I/O, and a cache miss or a refusal
     does one short store query on the event loop.
     """
+    action = audit_action or f"{obj}:{act}"
 
     async def dependency(request: Request, session: Session = SESSION) -> AsyncIterator[Guard]:
         state: AppState = request.app.state.sluice  # as `app_state`, without a dependency to solve
-        draft = new_draft(request, audit_action or f"{obj}:{act}")
-        state.audit_health.write_outage(state)
-        now = state.clock.now()
-        try:
-            token = _bearer(request)
-            draft.actor_key_id = key_id_of(token)
-            caller = authenticate(session, token, now=now, cache=state.key_cache)
-        except Unauthenticated as exc:
-            draft.rule, draft.status = "authentication", 401
-            _limit(state, draft)
-            _write_refusal(state, draft, exc)
-            raise
-        draft.actor_id, draft.actor_org_id = caller.principal_id, caller.org_id
-        widest = state.authorizer.widest_scope(caller.subjects, obj, act)
-        if widest is None:
-            decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
-            draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
-            denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
-            _write_refusal(state, draft, denied)
-            raise denied
-        draft.decision = Outcome.ALLOW
-        draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
-        guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
-                      now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
+        guard = open_gate(request, state, session, obj, act, action)
         try:
             yield guard
         except Exception as raised:
-            session.rollback()
-            ended = concurrent_conflict(raised)
-            if guard.recorded:
-                state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
-            else:
-                if isinstance(ended, Forbidden):
-                    draft.decision = Outcome.DENY
-                draft.status = status_for(ended) if isinstance(ended, SluiceError) else 0
-                _write_refusal(state, draft, ended)
+            ended = gate_failed(state, session, guard, raised)
             if ended is not raised:
                 raise ended from raised
             raise
         else:
-            draft.status = draft.status or _route_status(request)
-            if not guard.recorded:
-                record(session, draft, state.clock.now())
-                session.info["audit_pending"] = True
-            state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+            gate_passed(state, session, guard, _route_status(request))
 
     dependency.__sluice_permission__ = (obj, act)  # type: ignore[attr-defined]
+    dependency.__sluice_action__ = action  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")
 
 

@@ -2,7 +2,8 @@
 
 - A request body other than a dataset upload (multipart) may not exceed `SLUICE_MAX_REQUEST_BYTES`: a 40 MiB JSON
   body once reached the store as a refused job's SQL. Uploads are bounded by `SLUICE_MAX_UPLOAD_BYTES` where they
-  are spooled. The check uses Content-Length when it is sent and counts the streamed body otherwise.
+  are spooled. The check uses Content-Length when it is sent (the server delivers no more than it announces) and
+  counts the streamed body otherwise.
 - A NUL byte in the path or query (`%00`) is answered 400 `invalid_path` instead of reaching the store, where
   PostgreSQL refuses it with an internal error.
 """
@@ -38,10 +39,14 @@ class RequestLimits:
             return
         length = headers.get(b"content-length")
         limit = self.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            await _problem(send, 413, "request_too_large",
-                           f"the request body is larger than SLUICE_MAX_REQUEST_BYTES ({limit} bytes)", path)
-            return
+        if length is not None and length.isdigit():
+            if int(length) > limit:
+                await _problem(send, 413, "request_too_large",
+                               f"the request body is larger than SLUICE_MAX_REQUEST_BYTES ({limit} bytes)", path)
+                return
+            if b"transfer-encoding" not in headers:  # the server delivers at most Content-Length bytes: no count
+                await self.app(scope, receive, send)
+                return
         seen = 0
         too_large = False
 

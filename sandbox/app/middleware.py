@@ -14,6 +14,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.metrics import Metrics
+from sandbox.tracing import RequestTracer
 
 access_log = logging.getLogger("sluice.access")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -32,6 +33,7 @@ class RequestMiddleware:
         self.app = app
         self.metrics = metrics
         self.tracer = tracer
+        self.records = not isinstance(tracer, RequestTracer)  # a span that records its attributes and status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,11 +44,14 @@ class RequestMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         parent = _PROPAGATOR.extract(headers)
         method = scope.get("method", "GET")
-        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes={
-            "http.request.method": method, "url.path": scope.get("path", ""),
-            "url.scheme": scope.get("scheme", "http"), "client.address": client_address(scope) or "",
-            "network.protocol.version": scope.get("http_version", "1.1"),
-            "user_agent.original": headers.get("user-agent", "")})
+        if self.records:
+            span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes={
+                "http.request.method": method, "url.path": scope.get("path", ""),
+                "url.scheme": scope.get("scheme", "http"), "client.address": client_address(scope) or "",
+                "network.protocol.version": scope.get("http_version", "1.1"),
+                "user_agent.original": headers.get("user-agent", "")})
+        else:
+            span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         trace_id = trace.format_trace_id(span.get_span_context().trace_id)
         scope.setdefault("state", {})["trace_id"] = trace_id
         token = otel_context.attach(trace.set_span_in_context(span, parent))
@@ -68,12 +73,13 @@ class RequestMiddleware:
             route: Any = scope.get("route")
             label = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - start
-            if route is not None:
-                span.update_name(f"{method} {label}")
-                span.set_attribute("http.route", label)
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+            if self.records:
+                if route is not None:
+                    span.update_name(f"{method} {label}")
+                    span.set_attribute("http.route", label)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
             self.metrics.requests.labels(label, str(status)).inc()
             self.metrics.request_seconds.labels(label).observe(elapsed)
             access_log.info("request", extra={"event": "request", "method": method, "route": label,

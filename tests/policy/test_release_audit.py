@@ -9,6 +9,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
@@ -420,6 +421,29 @@ def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime(
         got_keys, got_values = combine_mod(keys, values, factors, 500, modulus)
         assert dict(zip(got_keys.tolist(), got_values.tolist(), strict=True)) == {
             key: value for key, value in expected.items() if value}, trial
+
+
+def test_a_small_combination_is_summed_in_python_to_the_same_arrays_as_the_dense_sum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to `SMALL_COMBINATION` entries, `combine_mod` sums in Python integers: the same sorted keys and residues
+    (as int64 arrays, zeros dropped) as the dense `bincount` path, which it replaces there."""
+    from policy import audit_rows
+
+    rng = np.random.default_rng(47)
+    for trial in range(300):
+        modulus = int(rng.choice((2, 3, 5, 2147483629)))
+        arrays = int(rng.integers(2, 6))
+        keys = [np.sort(rng.choice(40, int(rng.integers(0, 12)), replace=False)).astype(np.int32)
+                for _ in range(arrays)]
+        values = [rng.integers(0, modulus, len(k)).astype(np.int32) for k in keys]
+        factors = [int(f) for f in rng.integers(1, modulus + 1, arrays)]
+        assert sum(len(k) for k in keys) <= audit_rows.SMALL_COMBINATION
+        small = audit_rows.combine_mod(keys, values, factors, 40, modulus)
+        monkeypatch.setattr(audit_rows, "SMALL_COMBINATION", 0)
+        dense = audit_rows.combine_mod(keys, values, factors, 40, modulus)
+        monkeypatch.undo()
+        assert [a.dtype for a in small] == [a.dtype for a in dense] == [np.int64, np.int64], trial
+        assert small[0].tolist() == dense[0].tolist() and small[1].tolist() == dense[1].tolist(), trial
 
 
 def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only_one_of_them() -> None:

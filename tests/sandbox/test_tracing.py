@@ -103,6 +103,19 @@ def test_every_request_gets_a_trace_id_in_its_header_audit_record_and_log(api: A
     assert logged["route"] == "/v1/me" and logged["status"] == 200 and logged["level"] == "info"
 
 
+def test_a_request_carrying_a_traceparent_joins_the_callers_trace_without_an_exporter(api: Api, no_otlp: None
+                                                                                      ) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    resp = api.http.get("/v1/me", headers={**api.as_(api.admin_key),
+                                           "traceparent": f"00-{caller_trace}-{caller_span}-01"})
+    assert resp.status_code == 200 and resp.headers["x-trace-id"] == caller_trace
+    assert _audit_rows(api.settings)[-1].trace_id == caller_trace
+    tracing = make_tracing()
+    request = tracing.requests.start_span("GET /v1/me")  # the request span: real ids, nothing recorded
+    context = request.get_span_context()
+    assert not request.is_recording() and context.trace_id != 0 and context.span_id != 0
+
+
 def test_request_submission_and_run_phases_are_spans(settings: Settings, clock: ManualClock, tmp_path: Path,
                                                      worker_pool: WorkerPool, no_otlp: None) -> None:
     exporter = InMemorySpanExporter()

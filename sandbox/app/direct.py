@@ -1,0 +1,252 @@
+"""A route served without FastAPI's dependency solving, for the run POST (the hot path).
+
+`DirectRoute` is an `APIRoute` (its dependant, body model, status code and OpenAPI description are FastAPI's own,
+so route walks, the documented gate and the OpenAPI document see the route as declared). A well-formed request is
+served directly: the body parsed as JSON, the path, query, header and body parameters validated by FastAPI's own
+functions (`request_params_to_args`, `request_body_to_args`), then the same steps the dependencies take, in the same
+order, without the exit stacks, cancel scopes and generators FastAPI wraps around them: a `db_slots` slot and the
+request's session (`deps.db_session`), the gate (`deps.open_gate`, `gate_failed`, `gate_passed`: authentication,
+authorization, the audit draft, every refusal audited), the endpoint in one thread-pool hop, the commit
+(`deps.commit_request`) or the rollback with its cleanups (`deps.roll_back_request`), then the response. Errors are
+rendered by the app's exception handlers as on any route.
+
+Anything else falls back to the route's FastAPI handler with the body replayed, so FastAPI alone decides it: a body
+that is not JSON, a content type other than `application/json`, a JSON document that is not an object, any
+parameter that fails validation. The endpoint may take only the gate (`require`), `SESSION`, `Depends(app_state)`
+and path, query, header and body parameters; anything else is refused when the route is built, and
+`check_direct_routes` refuses router-level dependencies at start-up (the direct path would not solve them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from contextvars import copy_context
+from functools import partial
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.routing import APIRoute
+from pydantic_core import PydanticUndefined
+from starlette._exception_handler import _lookup_exception_handler
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from sandbox.app.deps import (
+    AppState,
+    app_state,
+    commit_request,
+    db_session,
+    gate_failed,
+    gate_passed,
+    open_gate,
+    roll_back_request,
+)
+
+T = TypeVar("T")
+
+HOPS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="sluice-request")
+"""The threads synchronous direct endpoints run in: as many as AnyIO's default thread limiter allows FastAPI's (40);
+a run POST takes one only once it holds a `db_slots` slot."""
+
+
+class DirectRoute(APIRoute):
+    """An APIRoute whose well-formed requests skip FastAPI's dependency solving (see the module docstring)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        dependant = self.dependant
+        if (dependant.request_param_name or dependant.websocket_param_name or dependant.http_connection_param_name
+                or dependant.response_param_name or dependant.background_tasks_param_name
+                or dependant.security_scopes_param_name or self.dependencies):
+            raise TypeError(f"{path}: a DirectRoute's endpoint takes only the gate, SESSION, app_state and "
+                            f"request parameters")
+        self._gate: tuple[str, str, str, str] | None = None
+        self._session_name: str | None = None
+        self._state_name: str | None = None
+        for dep in dependant.dependencies:
+            permission = getattr(dep.call, "__sluice_permission__", None)
+            if permission is not None and self._gate is None and dep.name:
+                self._gate = (dep.name, permission[0], permission[1], dep.call.__sluice_action__)  # type: ignore[union-attr]
+            elif dep.call is db_session and dep.name:
+                self._session_name = dep.name
+            elif dep.call is app_state and dep.name:
+                self._state_name = dep.name
+            else:
+                raise TypeError(f"{path}: a DirectRoute serves only the gate, SESSION and app_state as dependencies, "
+                                f"not {getattr(dep.call, '__qualname__', dep.call)}")
+        if self._gate is None:
+            raise TypeError(f"{path}: a DirectRoute needs a require(...) gate")
+        self._sync = not _is_coroutine(endpoint)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request directly, or through FastAPI (another method: 405; a request it must decide)."""
+        if scope["method"] not in (self.methods or ()):
+            await super().handle(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            body = await _read_body(receive) if self.body_field is not None else b""
+            values = await self._arguments(request, body)
+            response = None if values is None else await self._serve(request, values)
+        except Exception as exc:  # rendered by the app's handlers, as `wrap_app_handling_exceptions` renders it
+            handler = _handler(scope, exc)
+            if handler is None:
+                raise
+            answer = await handler(request, exc) if is_async_callable(handler) else await run_in_threadpool(
+                handler, request, exc)
+            if answer is not None:
+                await answer(scope, receive, send)
+            exc.__traceback__ = None  # as Starlette: a reused exception instance would collect tracebacks
+            return
+        if response is None:  # FastAPI decides (and renders) what the direct path does not handle
+            await super().handle(scope, _replay(body, receive), send)
+            return
+        try:
+            await response(scope, receive, send)
+        except Exception as exc:  # the response had started: as `wrap_app_handling_exceptions`
+            if _handler(scope, exc) is not None:
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            raise
+
+    async def _arguments(self, request: Request, body: bytes) -> dict[str, Any] | None:
+        """The endpoint's request parameters, validated as FastAPI validates them; None when FastAPI must decide."""
+        dependant = self.dependant
+        received: Any = PydanticUndefined  # no body, as FastAPI passes it
+        if body:
+            if request.headers.get("content-type") != "application/json":
+                return None
+            try:
+                received = json.loads(body)
+            except ValueError:
+                return None
+            if not isinstance(received, dict):
+                return None
+        values: dict[str, Any] = {}
+        for fields, source in ((dependant.path_params, "path_params"), (dependant.query_params, "query_params"),
+                               (dependant.header_params, "headers"), (dependant.cookie_params, "cookies")):
+            if fields:  # the request parses its query string and cookies only when a parameter reads them
+                found, errors = request_params_to_args(fields, getattr(request, source))
+                if errors:
+                    return None
+                values.update(found)
+        if dependant.body_params:
+            found, errors = await request_body_to_args(dependant.body_params, received, self._embed_body_fields)
+            if errors:
+                return None
+            values.update(found)
+        return values
+
+    async def _serve(self, request: Request, values: dict[str, Any]) -> Response:
+        """The session, the gate and the endpoint, as `db_session` and `require` around it would run them."""
+        state: AppState = request.app.state.sluice
+        name, obj, act, action = self._gate  # type: ignore[misc]
+        slots = state.db_slots
+        if slots is not None:
+            await slots.acquire()
+        session = state.sessions()
+        try:
+            guard = open_gate(request, state, session, obj, act, action)
+            values[name] = guard
+            if self._session_name:
+                values[self._session_name] = session
+            if self._state_name:
+                values[self._state_name] = state
+            try:
+                if self._sync:
+                    response: Response = await in_thread(partial(self.endpoint, **values))
+                else:
+                    response = await self.endpoint(**values)
+            except Exception as raised:
+                ended = gate_failed(state, session, guard, raised)
+                if ended is not raised:
+                    raise ended from raised
+                raise
+            gate_passed(state, session, guard, int(self.status_code or 200))
+            commit_request(state, session)
+        except BaseException:
+            roll_back_request(session)
+            raise
+        finally:
+            session.close()
+            if slots is not None:
+                slots.release()
+        return response
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """`call()` in one of the `HOPS` threads, in a copy of this task's context (as AnyIO's `to_thread.run_sync`: the
+    request's span stays current). A cancellation of the waiting task waits for the call to end before it goes on,
+    as AnyIO's shielded hop does, so that nothing the call uses (the request's session) is released under it."""
+    future = HOPS.submit(copy_context().run, call)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        await _ended(future)
+        raise
+
+
+async def _ended(future: Future[Any]) -> None:
+    """Wait until `future` is done, whatever cancels the waiting task meanwhile."""
+    while not future.done():
+        with suppress(BaseException):  # its outcome belongs to the cancelled request; only its end matters here
+            await asyncio.wrap_future(future)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (as Starlette's `Request.body`); a client that disconnects first is answered 400 as
+    FastAPI answers it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise HTTPException(status_code=400, detail="There was an error parsing the body") from ClientDisconnect()
+
+
+def _handler(scope: Scope, exc: Exception) -> Any:
+    """The app's handler for `exc` (as Starlette looks it up: by status for an HTTPException, then by class)."""
+    handlers, by_status = scope.get("starlette.exception_handlers", ({}, {}))
+    handler = by_status.get(exc.status_code) if isinstance(exc, HTTPException) else None
+    return handler or _lookup_exception_handler(handlers, exc)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that delivers `body` (already read) first, then what `receive` delivers."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _is_coroutine(call: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(call)
+
+
+def check_direct_routes(app: FastAPI) -> None:
+    """Refuse to serve a DirectRoute under a router with dependencies of its own: the direct path would skip them."""
+    for route in app.routes:
+        original, context = getattr(route, "original_router", None), getattr(route, "include_context", None)
+        if original is None or context is None or not context.dependencies:
+            continue
+        if any(isinstance(r, DirectRoute) for r in original.routes):
+            raise RuntimeError("a router with a DirectRoute may not declare router-level dependencies")

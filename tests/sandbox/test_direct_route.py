@@ -1,0 +1,170 @@
+"""The run POST is served without FastAPI's dependency solving (`sandbox/app/direct.py`), and answers and audits
+every request exactly as FastAPI's own handler of the same route does."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute, APIRouter
+from sqlalchemy import select
+
+from sandbox.app.deps import require
+from sandbox.app.direct import DirectRoute, check_direct_routes
+from sandbox.store.db import make_engine, session_factory
+from sandbox.store.models import AuditEvent
+from tests.sandbox import test_jobs_api
+from tests.sandbox.test_jobs_api import WEATHER, submit
+
+city_files = test_jobs_api.city_files  # the city data and the health operator's world, as fixtures here too
+world = test_jobs_api.world
+
+JSON = {"content-type": "application/json"}
+# name -> (request, served directly?)
+REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "well formed": ({"json": {"params": {}}}, True),
+    "no body": ({}, True),
+    "with its result": ({"json": {"params": {}, "result": "arrow"}}, True),
+    "with an Idempotency-Key": ({"json": {"params": {}}, "headers": {"Idempotency-Key": "again"}}, True),
+    "replayed by its Idempotency-Key": ({"json": {"params": {}}, "headers": {"Idempotency-Key": "again"}}, True),
+    "without a key": ({"json": {"params": {}}, "key": None}, True),
+    "with an unknown key": ({"json": {"params": {}}, "key": "sk_nope_0123456789abcdef0123456789abcdef"}, True),
+    "by a caller who may not run jobs": ({"json": {"params": {}}, "key": "steward"}, True),
+    "of another organization's job": ({"json": {"params": {}}, "key": "other_key"}, True),
+    "of a job that does not exist": ({"json": {"params": {}}, "job": "job_0000000000000000"}, True),
+    "with an unknown field": ({"json": {"params": {}, "parms": {}}}, False),
+    "with a result format that does not exist": ({"json": {"result": "xml"}}, False),
+    "with params that are not an object": ({"json": {"params": [1]}}, False),
+    "with a truncated JSON body": ({"content": b'{"params": ', "headers": JSON}, False),
+    "with a JSON null body": ({"content": b"null", "headers": JSON}, False),
+    "with a JSON list body": ({"content": b"[]", "headers": JSON}, False),
+    "with a text/plain body": ({"content": b'{"params": {}}', "headers": {"content-type": "text/plain"}}, False),
+    "with a charset in the content type": ({"content": b'{"params": {}}',
+                                            "headers": {"content-type": "application/json; charset=utf-8"}}, False),
+    "with an Idempotency-Key over 200 characters": ({"json": {}, "headers": {"Idempotency-Key": "k" * 201}}, False),
+}
+_IDS = re.compile(r"\b(run|job)_[0-9a-f]{16}\b|\b[0-9a-f]{32}\b|\b[0-9a-f]{64}\b")
+
+
+def _normal(value: Any) -> Any:
+    """`value` with what differs between two identical requests (run and job ids, trace ids, hashes, measured
+    times) masked."""
+    def timeless(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "*" if k.endswith("_ms") else timeless(v) for k, v in node.items()}
+        return [timeless(v) for v in node] if isinstance(node, list) else node
+
+    return timeless(json.loads(_IDS.sub("*", json.dumps(value, sort_keys=True, default=str))))
+
+
+def _send(api: Any, world: dict[str, Any], job_id: str, name: str) -> dict[str, Any]:
+    """Send the request `name` and return what it answered and the audit records it wrote, normalized."""
+    spec, _ = REQUESTS[name]
+    engine = make_engine(api.settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        last = s.scalar(select(AuditEvent.id).order_by(AuditEvent.id.desc()).limit(1)) or 0
+    key = spec.get("key", "key")
+    token = world.get(key, key) if key else None
+    headers = spec.get("headers", {})
+    kwargs = {k: v for k, v in spec.items() if k in ("json", "content")}
+    resp = api.http.post(f"/v1/jobs/{spec.get('job', job_id)}/runs", headers={**api.as_(token), **headers}, **kwargs)
+    with session_factory(engine)() as s:
+        rows = list(s.scalars(select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id)))
+    engine.dispose()
+    body = resp.json() if resp.headers["content-type"].endswith("json") else len(resp.content) > 0
+    headers_sent = {k: v for k, v in resp.headers.items() if k not in ("x-trace-id", "content-length", "date")}
+    records = [{c.name: getattr(r, c.name) for c in AuditEvent.__table__.columns if c.name not in ("id", "seq")}
+               for r in rows]
+    return _normal({"status": resp.status_code, "headers": headers_sent, "body": body, "records": records})
+
+
+def test_every_run_request_is_answered_and_audited_as_fastapi_answers_it(api, world,  # type: ignore[no-untyped-def]
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = {side: submit(api, world["key"], world["domain"], WEATHER)["id"] for side in "ab"}  # one per side
+    fallbacks: list[str] = []
+    fastapi_handle = APIRoute.handle
+
+    async def counted(self: APIRoute, scope: Any, receive: Any, send: Any) -> None:
+        fallbacks.append(scope["path"])
+        await fastapi_handle(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counted)
+    direct = {}
+    for name, (_, served_directly) in REQUESTS.items():
+        fallbacks.clear()
+        direct[name] = _send(api, world, jobs["a"], name)
+        assert bool(fallbacks) != served_directly, f"{name}: served directly {not fallbacks}"
+    monkeypatch.setattr(DirectRoute, "handle", fastapi_handle)  # the same route, through FastAPI's handler
+    for name in REQUESTS:
+        by_fastapi = _send(api, world, jobs["b"], name)
+        assert direct[name] == by_fastapi, name
+        assert direct[name]["records"], f"{name}: not audited"
+    statuses = {name: direct[name]["status"] for name in REQUESTS}
+    assert statuses["well formed"] == statuses["with a JSON null body"] == 201
+    assert statuses["without a key"] == 401 and statuses["by a caller who may not run jobs"] == 403
+    assert statuses["with an unknown field"] == statuses["with a truncated JSON body"] == 422
+
+
+def test_a_run_route_refuses_what_it_would_not_solve() -> None:
+    router = APIRouter()
+
+    def extra() -> int:
+        return 1
+
+    def endpoint(job_id: str, guard: Any = require("run", "create"), n: int = Depends(extra)) -> None:
+        """A route with a dependency the direct path does not solve."""
+
+    with pytest.raises(TypeError, match="only the gate"):
+        router.add_api_route("/x/{job_id}", endpoint, methods=["POST"], route_class_override=DirectRoute)
+
+    def gated(job_id: str, guard: Any = require("run", "create")) -> None:
+        """A route the direct path serves."""
+
+    router.add_api_route("/x/{job_id}", gated, methods=["POST"], route_class_override=DirectRoute)
+    app = FastAPI()
+    app.include_router(router, dependencies=[Depends(extra)])
+    with pytest.raises(RuntimeError, match="router-level dependencies"):
+        check_direct_routes(app)
+
+
+def test_the_thread_hop_keeps_the_context_and_outlives_a_cancellation() -> None:
+    import asyncio
+    import contextvars
+    import threading
+    import time
+
+    from sandbox.app.direct import in_thread
+
+    request_id = contextvars.ContextVar("request_id", default="none")
+    ended = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.3)
+        ended.set()
+        return request_id.get()
+
+    async def main() -> tuple[str, bool]:
+        request_id.set("r1")
+        seen = await in_thread(slow)
+        ended.clear()
+        task = asyncio.create_task(in_thread(slow))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return seen, ended.is_set()  # the cancellation went on only once the call had ended
+
+    assert asyncio.run(main()) == ("r1", True)
+
+
+def test_the_openapi_document_describes_the_run_route_as_declared(api) -> None:  # type: ignore[no-untyped-def]
+    operation = api.http.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/runs"]["post"]
+    assert operation["operationId"] == "run_job_v1_jobs__job_id__runs_post" and operation["tags"] == ["jobs"]
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("job_id", "path", True), ("Idempotency-Key", "header", False)]
+    assert {"type": "string", "maxLength": 200} in operation["parameters"][1]["schema"]["anyOf"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/RunIn"} in body["anyOf"] and "201" in operation["responses"]
