@@ -201,6 +201,8 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 def commit_request(state: AppState, session: Session) -> None:
     """Commit a request's session after its handler succeeded; a failed commit is an audit failure (counted, and
     remembered so that the outage is recorded later) and fails the request."""
+    if not session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        return  # nothing began (e.g. a run POST whose writes went through the group commit): no empty transaction
     started = time.perf_counter()
     try:
         session.commit()

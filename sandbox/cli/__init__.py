@@ -154,7 +154,7 @@ def serve(host: Annotated[str | None, typer.Option(help="address to bind (else S
     """Run the HTTP API with uvicorn; runs a previous crash interrupted are marked failed first."""
     import uvicorn
 
-    from sandbox.app import create_app
+    from sandbox.app import create_app, settle_heap
     from sandbox.billing.recovery import recover_interrupted_runs
     from sandbox.logs import configure_json_logging
 
@@ -167,7 +167,9 @@ def serve(host: Annotated[str | None, typer.Option(help="address to bind (else S
         err.print(f"marked {len(recovered)} interrupted run(s) failed: {', '.join(recovered)}")
     try:
         if count <= 1:
-            uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_config=None, access_log=False)
+            app = create_app(s)
+            settle_heap()
+            uvicorn.run(app, host=host or s.host, port=port or s.port, log_config=None, access_log=False)
             return
         with _multiprocess_metrics_dir(s):  # the worker processes inherit it; this process gets it back unchanged
             uvicorn.run("sandbox.app:app_from_environment", factory=True, workers=count, host=host or s.host,
