@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from policy.authz import Scope
 from sandbox import console
-from sandbox.app.deps import SESSION, AppState, Guard, _limit, _write_refusal, app_state, new_draft
+from sandbox.app.deps import SESSION, AppState, Guard, _limit, _write_refusal, app_state, authorize, new_draft
 from sandbox.app.problems import status_for
 from sandbox.audit import Outcome, record
 from sandbox.errors import Forbidden, SluiceError, Unauthenticated
@@ -49,15 +49,7 @@ def console_require(obj: str, act: str) -> Any:
             _write_refusal(state, draft, exc)
             raise
         draft.actor_id, draft.actor_org_id, draft.actor_key_id = caller.principal_id, caller.org_id, caller.key_id
-        widest = state.authorizer.widest_scope(caller.subjects, obj, act)
-        if widest is None:
-            decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
-            draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
-            denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
-            _write_refusal(state, draft, denied)
-            raise denied
-        draft.decision = Outcome.ALLOW
-        draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
+        widest = authorize(state, draft, caller.subjects, obj, act)
         guard = Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
                       now_fn=state.clock.now, metrics=state.metrics)
         try:

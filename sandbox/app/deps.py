@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -450,17 +450,24 @@ def open_gate(request: Request, state: AppState, session: Session, obj: str, act
         _write_refusal(state, draft, exc)
         raise
     draft.actor_id, draft.actor_org_id = caller.principal_id, caller.org_id
-    widest = state.authorizer.widest_scope(caller.subjects, obj, act)
+    widest = authorize(state, draft, caller.subjects, obj, act)
+    return Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
+                 now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
+
+
+def authorize(state: AppState, draft: AuditDraft, subjects: Sequence[str], obj: str, act: str) -> Scope:
+    """The widest scope in which `subjects` may `act` on `obj`, noted in the audit draft as the allowing rule; a
+    refusal (no scope at all) is audited with casbin's rule and reason and raised as 403 `permission_denied`."""
+    widest = state.authorizer.widest_scope(subjects, obj, act)
     if widest is None:
-        decision = state.authorizer.decide(caller.subjects, obj, act, Scope.OWN)
+        decision = state.authorizer.decide(subjects, obj, act, Scope.OWN)
         draft.rule, draft.reason, draft.status = decision.rule, decision.reason, 403
         denied = Forbidden(decision.reason, code="permission_denied", rule=decision.rule)
         _write_refusal(state, draft, denied)
         raise denied
     draft.decision = Outcome.ALLOW
-    draft.rule = f"{'|'.join(caller.subjects)} may {act} {obj} ({widest.value})"
-    return Guard(caller=caller, obj=obj, act=act, widest=widest, authorizer=state.authorizer, audit=draft,
-                 now_fn=state.clock.now, recorder=state.recorder, metrics=state.metrics)
+    draft.rule = f"{'|'.join(subjects)} may {act} {obj} ({widest.value})"
+    return widest
 
 
 def gate_failed(state: AppState, session: Session, guard: Guard, raised: Exception) -> Exception:

@@ -261,3 +261,14 @@ def test_the_audit_log_checkpoint_schedule_runs_in_the_server(settings: Settings
             time.sleep(0.05)
         latest = log.latest()
     assert latest is not None and latest.reason == "schedule" and latest.size >= 2
+
+
+
+
+def test_an_allowed_request_records_the_scope_that_allowed_it(api: Api) -> None:
+    """A route that checks no single resource (a listing) keeps the gate's rule: who may do it, and how widely."""
+    _, reg = api.actor("regulator", "regulator")
+    assert api.call("GET", "/v1/runs", reg).status_code == 200
+    listed = _rows(api)[-1]
+    assert (listed.action, listed.decision) == ("run:read", "allow")
+    assert listed.rule == "regulator.regulator may read run (other)"
