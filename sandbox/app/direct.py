@@ -5,10 +5,10 @@ so route walks, the documented gate and the OpenAPI document see the route as de
 served directly: the body parsed as JSON, the path, query, header and body parameters validated by FastAPI's own
 functions (`request_params_to_args`, `request_body_to_args`), then the same steps the dependencies take, in the same
 order, without the exit stacks, cancel scopes and generators FastAPI wraps around them: a `db_slots` slot and the
-request's session (`deps.db_session`), the gate (`deps.open_gate`, `gate_failed`, `gate_passed`: authentication,
-authorization, the audit draft, every refusal audited), the endpoint in one thread-pool hop, the commit
-(`deps.commit_request`) or the rollback with its cleanups (`deps.roll_back_request`), then the response. Errors are
-rendered by the app's exception handlers as on any route.
+request's session (`deps.RequestSession`, which `deps.db_session` uses too), the gate (`deps.open_gate`,
+`gate_failed`, `gate_passed`: authentication, authorization, the audit draft, every refusal audited), the endpoint
+in one thread-pool hop, the commit or the rollback with its cleanups (`RequestSession` again), then the response.
+Errors are rendered by the app's exception handlers as on any route.
 
 Anything else falls back to the route's FastAPI handler with the body replayed, so FastAPI alone decides it: a body
 that is not JSON, a content type other than `application/json`, a JSON document that is not an object, any
@@ -42,13 +42,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sandbox.app.deps import (
     AppState,
+    RequestSession,
     app_state,
-    commit_request,
     db_session,
     gate_failed,
     gate_passed,
     open_gate,
-    roll_back_request,
 )
 
 T = TypeVar("T")
@@ -149,11 +148,7 @@ class DirectRoute(APIRoute):
         """The session, the gate and the endpoint, as `db_session` and `require` around it would run them."""
         state: AppState = request.app.state.sluice
         name, obj, act, action = self._gate  # type: ignore[misc]
-        slots = state.db_slots
-        if slots is not None:
-            await slots.acquire()
-        session = state.sessions()
-        try:
+        async with RequestSession(state) as session:
             guard = open_gate(request, state, session, obj, act, action)
             values[name] = guard
             if self._session_name:
@@ -171,14 +166,6 @@ class DirectRoute(APIRoute):
                     raise ended from raised
                 raise
             gate_passed(state, session, guard, int(self.status_code or 200))
-            commit_request(state, session)
-        except BaseException:
-            roll_back_request(session)
-            raise
-        finally:
-            session.close()
-            if slots is not None:
-                slots.release()
         return response
 
 
