@@ -132,9 +132,8 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
 
 def settle_heap() -> None:
     """Collect, then freeze what start-up left alive (modules, the app, its caches) out of the cyclic garbage
-    collector's reach, once before serving: a full collection then scans only what requests create. In the
-    throughput benchmark (docs/performance.md) the serving process's automatic full collection fell from about
-    150 ms to about 12 ms."""
+    collector's reach, once before serving: a full collection then scans only what requests create
+    (docs/performance.md has the throughput benchmark's collection times with and without it)."""
     gc.collect()
     gc.freeze()
 
