@@ -21,15 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from contextvars import copy_context
+from contextvars import Context, copy_context
+from copy import deepcopy
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
-from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi._compat import ModelField
+from fastapi._compat.shared import field_annotation_is_sequence
+from fastapi.dependencies.utils import (
+    _get_form_models,
+    _get_param_aliases,
+    _get_param_model,
+    _should_embed_body_fields,
+    request_body_to_args,
+    request_params_to_args,
+)
+from fastapi.params import Param
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
 from starlette._exception_handler import _lookup_exception_handler
@@ -51,11 +64,6 @@ from sandbox.app.deps import (
 )
 
 T = TypeVar("T")
-
-HOPS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="sluice-request")
-"""The threads synchronous direct endpoints run in: as many as AnyIO's default thread limiter allows FastAPI's (40);
-a run POST takes one only once it holds a `db_slots` slot."""
-
 
 class DirectRoute(APIRoute):
     """An APIRoute whose well-formed requests skip FastAPI's dependency solving (see the module docstring)."""
@@ -85,6 +93,9 @@ class DirectRoute(APIRoute):
         if self._gate is None:
             raise TypeError(f"{path}: a DirectRoute needs a require(...) gate")
         self._sync = not _is_coroutine(endpoint)
+        self._plans = _plans(dependant.path_params, dependant.query_params, dependant.header_params,
+                             dependant.cookie_params)
+        self._body_plan = _body_plan(dependant.body_params, self._embed_body_fields)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request directly, or through FastAPI (another method: 405; a request it must decide)."""
@@ -129,6 +140,8 @@ class DirectRoute(APIRoute):
                 return None
             if not isinstance(received, dict):
                 return None
+        if self._plans is not None and (self._body_plan is not None or not dependant.body_params):
+            return self._planned(request, received)
         values: dict[str, Any] = {}
         for fields, source in ((dependant.path_params, "path_params"), (dependant.query_params, "query_params"),
                                (dependant.header_params, "headers"), (dependant.cookie_params, "cookies")):
@@ -142,6 +155,21 @@ class DirectRoute(APIRoute):
             if errors:
                 return None
             values.update(found)
+        return values
+
+    def _planned(self, request: Request, received: Any) -> dict[str, Any] | None:
+        """`_arguments` by the plans made from FastAPI's own rules when the route was built (see `_Plan`)."""
+        values: dict[str, Any] = {}
+        for plan in self._plans or ():
+            found = plan.value(getattr(request, plan.source).get(plan.key))
+            if found is _REFUSED:
+                return None
+            values[plan.name] = found
+        if self._body_plan is not None:
+            found = self._body_plan.value(None if received is PydanticUndefined else received)
+            if found is _REFUSED:
+                return None
+            values[self._body_plan.name] = found
         return values
 
     async def _serve(self, request: Request, values: dict[str, Any]) -> Response:
@@ -169,23 +197,172 @@ class DirectRoute(APIRoute):
         return response
 
 
+_REFUSED: Any = object()
+"""What a plan gives for a value FastAPI would refuse (a missing required one, one that fails validation): the
+request then goes to FastAPI, which renders the refusal."""
+_ATOMIC = (type(None), str, int, float, bool, bytes)  # `deepcopy` returns these very objects
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How FastAPI reads and validates one simple request parameter, worked out once: `request_params_to_args`
+    (path, query, header, cookie) and `request_body_to_args` (a single body not embedded) for a field that is not
+    a parameter model, not a sequence and has one request key take `source.get(key)`, treat None as absent, give
+    an absent value the field's default (deep-copied; validated only when the field says so) or refuse it when the
+    field is required, and validate anything else with the field's own `validate`."""
+
+    name: str
+    source: str  # the Request attribute read: "path_params", "query_params", "headers", "cookies"; "" for the body
+    key: str
+    field: ModelField
+    loc: tuple[str, ...]
+    required: bool
+    constant: bool  # the default is an immutable constant: no factory to call, nothing to copy
+    default: Any
+    validate_default: bool
+
+    def value(self, received: Any) -> Any:
+        """The validated value for `received` (None when absent), or `_REFUSED`."""
+        field = self.field
+        if received is None:
+            if self.required:
+                return _REFUSED
+            received = self.default if self.constant else deepcopy(field.default)
+            if not self.validate_default:
+                return received
+        validated, errors = field.validate(received, {}, loc=self.loc)
+        return _REFUSED if errors else validated
+
+
+def _plan(field: ModelField, source: str, loc: tuple[str, ...], key: str) -> _Plan:
+    info = field.field_info
+    default = info.default
+    return _Plan(name=field.name, source=source, key=key, field=field, loc=loc, required=info.is_required(),
+                 constant=info.default_factory is None and type(default) in _ATOMIC, default=default,
+                 validate_default=bool(info.validate_default))
+
+
+def _plans(path: Sequence[ModelField], query: Sequence[ModelField], header: Sequence[ModelField],
+           cookie: Sequence[ModelField]) -> tuple[_Plan, ...] | None:
+    """Plans for the route's path, query, header and cookie parameters, or None when any is not simple."""
+    plans = []
+    for fields, source in ((path, "path_params"), (query, "query_params"), (header, "headers"), (cookie, "cookies")):
+        for field in fields:
+            aliases = _get_param_aliases(field)
+            info = field.field_info
+            if (_get_param_model(field) is not None or len(aliases) != 1 or not isinstance(info, Param)
+                    or field_annotation_is_sequence(info.annotation)):
+                return None
+            plans.append(_plan(field, source, (info.in_.value, aliases[0][1]), aliases[0][1]))
+    return tuple(plans)
+
+
+def _body_plan(body: list[ModelField], embed: bool) -> _Plan | None:
+    """The plan for a single body parameter not embedded (the whole JSON object is its value), or None."""
+    if len(body) != 1 or embed or _should_embed_body_fields(body) or _get_form_models(body[0]):
+        return None
+    return _plan(body[0], "", ("body",), "")
+
+
+class Hops:
+    """Threads that run synchronous calls for the event loop, each call handed over with one queue put and its
+    outcome handed back with one `call_soon_threadsafe`: no `concurrent.futures.Future` (its condition, its
+    callbacks), no idle semaphore and no future chained to the loop's, which `ThreadPoolExecutor` with
+    `asyncio.wrap_future` cost per call. Like `ThreadPoolExecutor`, a call finds a thread of its own (an idle one
+    reserved for it, else a new one) while fewer than `limit` exist, and waits its turn in the queue after that."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        self.limit, self.name = limit, name
+        self._queue: queue.SimpleQueue[_Hop] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a call and not yet reserved for one
+
+    def submit(self, hop: _Hop) -> None:
+        """Queue `hop`; an idle thread is reserved for it, or a thread started when none is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                start = 0
+            elif self._threads < self.limit:
+                self._threads += 1
+                start = self._threads
+            else:
+                start = 0
+        self._queue.put(hop)
+        if start:
+            threading.Thread(target=self._serve, name=f"{self.name}_{start}", daemon=True).start()
+
+    def _serve(self) -> None:
+        get, lock = self._queue.get, self._lock
+        while True:
+            get().run()
+            with lock:
+                self._idle += 1
+
+
+class _Hop:
+    """One call handed to a `Hops` thread: run in `context`, its outcome set on `future` in the event loop."""
+
+    __slots__ = ("call", "context", "ended", "finished", "future", "loop")
+
+    def __init__(self, call: Callable[[], Any], context: Context, loop: asyncio.AbstractEventLoop) -> None:
+        self.call, self.context, self.loop = call, context, loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.finished = False  # set in the event loop once the outcome is back
+        self.ended: asyncio.Future[None] | None = None  # made only when the waiting task was cancelled
+
+    def run(self) -> None:
+        """In the thread: the call, then its outcome to the event loop."""
+        try:
+            outcome: Any = self.context.run(self.call)
+            failed = False
+        except BaseException as exc:  # as concurrent.futures: the waiting task gets whatever the call raised
+            outcome, failed = exc, True
+        self.call = self.context = None  # type: ignore[assignment]
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting (as wrap_future's callback)
+            self.loop.call_soon_threadsafe(self._back, outcome, failed)
+
+    def _back(self, outcome: Any, failed: bool) -> None:
+        """In the event loop: the outcome to the waiting task (unless it was cancelled), and the call's end."""
+        self.finished = True
+        future = self.future
+        if not future.done():
+            if failed:
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(None)
+
+
+HOPS = Hops(limit=40, name="sluice-request")
+"""The threads synchronous direct endpoints run in: as many as AnyIO's default thread limiter allows FastAPI's (40);
+a run POST takes one only once it holds a `db_slots` slot."""
+
+
 async def in_thread(call: Callable[[], T]) -> T:
     """`call()` in one of the `HOPS` threads, in a copy of this task's context (as AnyIO's `to_thread.run_sync`: the
     request's span stays current). A cancellation of the waiting task waits for the call to end before it goes on,
     as AnyIO's shielded hop does, so that nothing the call uses (the request's session) is released under it."""
-    future = HOPS.submit(copy_context().run, call)
+    hop = _Hop(call, copy_context(), asyncio.get_running_loop())
+    HOPS.submit(hop)
     try:
-        return await asyncio.wrap_future(future)
+        result: T = await hop.future
+        return result
     except asyncio.CancelledError:
-        await _ended(future)
+        await _ended(hop)
         raise
 
 
-async def _ended(future: Future[Any]) -> None:
-    """Wait until `future` is done, whatever cancels the waiting task meanwhile."""
-    while not future.done():
+async def _ended(hop: _Hop) -> None:
+    """Wait until `hop`'s call has ended, whatever cancels the waiting task meanwhile."""
+    if hop.finished:
+        return
+    ended = hop.ended = hop.loop.create_future()
+    while not ended.done():
         with suppress(BaseException):  # its outcome belongs to the cancelled request; only its end matters here
-            await asyncio.wrap_future(future)
+            await asyncio.shield(ended)
 
 
 async def _read_body(receive: Receive) -> bytes:

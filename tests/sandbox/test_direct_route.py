@@ -3,17 +3,24 @@ every request exactly as FastAPI's own handler of the same route does."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from functools import partial
 from typing import Any
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Header, Query
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.routing import APIRoute, APIRouter
+from pydantic import Field
+from pydantic_core import PydanticUndefined
 from sqlalchemy import select
+from starlette.requests import Request
 
 from sandbox.app.deps import require
 from sandbox.app.direct import DirectRoute, check_direct_routes
+from sandbox.app.schemas import StrictModel
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent
 from tests.sandbox import test_jobs_api
@@ -168,3 +175,117 @@ def test_the_openapi_document_describes_the_run_route_as_declared(api) -> None: 
     assert {"type": "string", "maxLength": 200} in operation["parameters"][1]["schema"]["anyOf"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"$ref": "#/components/schemas/RunIn"} in body["anyOf"] and "201" in operation["responses"]
+
+
+class _Body(StrictModel):
+    params: dict[str, Any] = Field(default_factory=dict)
+    limit: int = 10
+
+
+def _planned_route(endpoint: Any) -> DirectRoute:
+    return DirectRoute("/x/{job_id}", endpoint, methods=["POST"])
+
+
+def _fastapi_arguments(route: DirectRoute, request: Request, received: Any) -> dict[str, Any] | None:
+    """What FastAPI's own functions make of the request's parameters (None when they refuse any)."""
+    dependant, values, errors = route.dependant, {}, []
+    for fields, source in ((dependant.path_params, request.path_params), (dependant.query_params,
+                           request.query_params), (dependant.header_params, request.headers),
+                           (dependant.cookie_params, request.cookies)):
+        found, refused = request_params_to_args(fields, source)
+        values.update(found)
+        errors += refused
+    if dependant.body_params:
+        found, refused = asyncio.run(request_body_to_args(dependant.body_params, received, route._embed_body_fields))
+        values.update(found)
+        errors += refused
+    return None if errors else values
+
+
+def _request(path_params: dict[str, str], headers: dict[str, str], query: bytes = b"") -> Request:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return Request({"type": "http", "method": "POST", "path": "/x", "headers": raw, "query_string": query,
+                    "path_params": path_params})
+
+
+def test_the_run_routes_parameters_are_validated_as_fastapi_validates_them() -> None:
+    def endpoint(job_id: str, body: _Body | None = None, guard: Any = require("run", "create"),
+                 key: str | None = Header(None, alias="Idempotency-Key", max_length=5),
+                 page: int = Query(3, ge=1), tries: int = Header("2", validate_default=True),
+                 max_rows: int = Header(1)) -> None:
+        """Simple parameters of every kind: each one planned."""
+
+    route = _planned_route(endpoint)
+    assert route._plans is not None and route._body_plan is not None  # planned: the plans decide below
+    bodies: list[Any] = [PydanticUndefined, {}, {"params": {"a": 1}}, {"limit": "7"}, {"limit": "x"},
+                         {"params": [1]}, {"other": 1}, {"params": {}, "limit": None}]
+    requests = [({"job_id": "j1"}, {}, b""), ({"job_id": "j1"}, {"Idempotency-Key": "abc"}, b"page=2"),
+                ({"job_id": "j1"}, {"Idempotency-Key": "abcdef"}, b""), ({}, {}, b""),
+                ({"job_id": "j1"}, {}, b"page=0"), ({"job_id": "j1"}, {}, b"page=x"),
+                ({"job_id": "j1"}, {"tries": "5"}, b""), ({"job_id": "j1"}, {"tries": "no"}, b""),
+                ({"job_id": "j1"}, {"max-rows": "4"}, b""), ({"job_id": "j1"}, {"max-rows": "four"}, b"")]
+    seen = set()
+    for path_params, headers, query in requests:
+        for received in bodies:
+            request = _request(path_params, headers, query)
+            planned = route._planned(request, received)
+            assert planned == _fastapi_arguments(route, _request(path_params, headers, query), received), (
+                path_params, headers, query, received)
+            seen.add(planned is None)
+    assert seen == {True, False}  # both accepted and refused requests were compared
+
+
+def test_a_parameter_with_several_values_is_left_to_fastapi() -> None:
+    def endpoint(job_id: str, tags: list[str] = Query([]), guard: Any = require("run", "create")) -> None:
+        """A sequence parameter: FastAPI reads all its values, which a plan would not."""
+
+    route = _planned_route(endpoint)
+    assert route._plans is None
+    request = _request({"job_id": "j1"}, {}, b"tags=a&tags=b")
+    values = asyncio.run(route._arguments(request, b""))
+    assert values == {"job_id": "j1", "tags": ["a", "b"]}
+
+
+def test_calls_handed_over_together_each_get_a_thread_and_their_own_outcome(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sandbox.app import direct
+
+    hops = direct.Hops(limit=40, name="test-hop")
+    monkeypatch.setattr(direct, "HOPS", hops)
+
+    def meet(barrier: threading.Barrier, i: int) -> tuple[int, str]:
+        barrier.wait()  # broken (raises) unless all the calls run at once
+        if i == 0:
+            raise ValueError("the first call fails")
+        return i, threading.current_thread().name
+
+    async def together(n: int) -> list[Any]:
+        barrier = threading.Barrier(n, timeout=10)
+        return await asyncio.gather(*(direct.in_thread(partial(meet, barrier, i)) for i in range(n)),
+                                    return_exceptions=True)
+
+    first, second = asyncio.run(together(6)), asyncio.run(together(7))  # the second over the first's idle threads
+    assert isinstance(first[0], ValueError) and isinstance(second[0], ValueError)
+    assert [i for i, _ in first[1:]] == [1, 2, 3, 4, 5] and [i for i, _ in second[1:]] == [1, 2, 3, 4, 5, 6]
+    assert len({name for _, name in first[1:] + second[1:]}) <= 7 and hops._threads == 7  # one thread more
+
+
+def test_calls_beyond_the_thread_limit_wait_their_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from sandbox.app import direct
+
+    monkeypatch.setattr(direct, "HOPS", direct.Hops(limit=2, name="test-hop"))
+
+    def call(i: int) -> tuple[int, str]:
+        time.sleep(0.02)
+        return i, threading.current_thread().name
+
+    async def together() -> list[tuple[int, str]]:
+        return await asyncio.gather(*(direct.in_thread(partial(call, i)) for i in range(5)))
+
+    outcomes = asyncio.run(together())
+    assert [i for i, _ in outcomes] == [0, 1, 2, 3, 4] and len({name for _, name in outcomes}) == 2
