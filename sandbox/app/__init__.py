@@ -38,7 +38,7 @@ from sandbox.app import (
     routes_system,
 )
 from sandbox.app.deps import PUBLIC_ROUTES, AppState, check_function_scope, record_unaudited
-from sandbox.app.direct import check_direct_routes
+from sandbox.app.direct import DirectDispatch, check_direct_routes
 from sandbox.app.limits import RequestLimits
 from sandbox.app.middleware import RequestMiddleware
 from sandbox.audit_log import AuditLog, LogScheduler
@@ -125,6 +125,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
     docs.install(app, PUBLIC_ROUTES)
     check_function_scope(app)
     check_direct_routes(app)
+    app.add_middleware(DirectDispatch, router=app.router)  # innermost: the run POST straight to its route
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMiddleware, metrics=state.metrics, tracer=tracing.requests)  # the request span
     return app

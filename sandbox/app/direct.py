@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -43,15 +44,26 @@ from fastapi.dependencies.utils import (
     request_params_to_args,
 )
 from fastapi.params import Param
-from fastapi.routing import APIRoute
+from fastapi.routing import (
+    _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY,
+    _FASTAPI_INCLUDED_ROUTER_KEY,
+    _FASTAPI_SCOPE_KEY,
+    APIRoute,
+    APIRouter,
+    _EffectiveRouteContext,
+    _IncludedRouter,
+)
+from fastapi.telemetry._api import _route_selected
 from pydantic_core import PydanticUndefined
 from starlette._exception_handler import _lookup_exception_handler
-from starlette._utils import is_async_callable
+from starlette._utils import get_route_path, is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.app.deps import (
     AppState,
@@ -102,6 +114,11 @@ class DirectRoute(APIRoute):
         if scope["method"] not in (self.methods or ()):
             await super().handle(scope, receive, send)
             return
+        await self.serve(scope, receive, send, super().handle)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
+        """Serve a request routed here directly; what FastAPI must decide goes to `fallback` with the body replayed
+        (FastAPI's handler of this route, or the app's inner middleware and router: see `DirectDispatch`)."""
         request = Request(scope, receive, send)
         try:
             body = await _read_body(receive) if self.body_field is not None else b""
@@ -118,7 +135,7 @@ class DirectRoute(APIRoute):
             exc.__traceback__ = None  # as Starlette: a reused exception instance would collect tracebacks
             return
         if response is None:  # FastAPI decides (and renders) what the direct path does not handle
-            await super().handle(scope, _replay(body, receive), send)
+            await fallback(scope, _replay(body, receive), send)
             return
         try:
             await response(scope, receive, send)
@@ -195,6 +212,90 @@ class DirectRoute(APIRoute):
                 raise
             gate_passed(state, session, guard, int(self.status_code or 200))
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A DirectRoute as the app's router reaches it: its router's inclusion, its route context there, and the
+    paths of the routes the router tries before it."""
+
+    route: DirectRoute
+    included: Any  # fastapi.routing._IncludedRouter
+    context: Any  # fastapi.routing._EffectiveRouteContext
+    earlier: tuple[re.Pattern[str], ...]
+    selected_path: str | None
+
+
+class DirectDispatch:
+    """The innermost middleware: a request that FastAPI's router would hand to a `DirectRoute` goes to it directly,
+    with the scope the router and the middleware in between would have given it, past `ExceptionMiddleware`,
+    `AsyncExitStackMiddleware` and FastAPI's router (their work per request: the route's `starlette.exception_handlers`
+    set, an exit stack for uploaded files that the run POST does not take, the route matched twice over the included
+    routers). What the route does not serve directly goes through them after all, its body replayed, so FastAPI
+    decides it as before; any other request goes through them untouched.
+
+    A DirectRoute is dispatched so only when it sits in a router included in the app (no nested inclusion) and
+    every route the app's router tries before it has a path pattern: a request whose path any of them matches goes
+    the usual way, so the route the router would choose is always the one served."""
+
+    def __init__(self, app: ASGIApp, router: APIRouter) -> None:
+        self.app = app
+        self.router = router
+        self.handlers: tuple[Any, Any] | None = None
+        if isinstance(app, ExceptionMiddleware):  # the inner stack FastAPI builds; otherwise dispatch nothing
+            self.handlers = (app._exception_handlers, app._status_handlers)
+        self.entries = _entries(router) if self.handlers is not None else ()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.entries:
+            for entry in self.entries:
+                match, child = entry.context.matches(scope)
+                if match is not Match.FULL:
+                    continue
+                path = get_route_path(scope)
+                if any(pattern.match(path) for pattern in entry.earlier):
+                    break
+                self._route(scope, entry, child)
+                await entry.route.serve(scope, receive, send, self.app)
+                return
+        await self.app(scope, receive, send)
+
+    def _route(self, scope: Scope, entry: _Entry, child: dict[str, Any]) -> None:
+        """Give `scope` what FastAPI's router and `ExceptionMiddleware` give it on the way to the route."""
+        if "router" not in scope:
+            scope["router"] = self.router
+        fastapi_scope = scope.setdefault(_FASTAPI_SCOPE_KEY, {})
+        fastapi_scope[_FASTAPI_INCLUDED_ROUTER_KEY] = entry.included
+        child["route"] = entry.route
+        scope.update(child)
+        _route_selected(scope=scope, path=entry.selected_path, mount=False)
+        fastapi_scope[_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY] = entry.context
+        scope["route"] = entry.route
+        scope["starlette.exception_handlers"] = self.handlers
+
+
+def _entries(router: APIRouter) -> tuple[_Entry, ...]:
+    """The DirectRoutes `router` reaches through the routers included in it, in its order, while every route before
+    each has a path pattern (a mount, a host or a nested inclusion before it ends the list)."""
+    entries: list[_Entry] = []
+    earlier: list[re.Pattern[str]] = []
+    for route in router.routes:
+        if isinstance(route, _IncludedRouter):
+            for candidate in route.effective_candidates():
+                if not isinstance(candidate, _EffectiveRouteContext):
+                    return tuple(entries)
+                if isinstance(candidate.original_route, DirectRoute) and isinstance(candidate.path_regex, re.Pattern):
+                    selected = getattr(candidate.starlette_route, "path_format", None) or candidate.path_format
+                    entries.append(_Entry(candidate.original_route, route, candidate, tuple(earlier), selected))
+                pattern = getattr(candidate, "path_regex", None)
+                if not isinstance(pattern, re.Pattern):
+                    return tuple(entries)
+                earlier.append(pattern)
+        elif isinstance(route, (Route, APIRoute)) and isinstance(route.path_regex, re.Pattern):
+            earlier.append(route.path_regex)
+        else:
+            return tuple(entries)
+    return tuple(entries)
 
 
 _REFUSED: Any = object()

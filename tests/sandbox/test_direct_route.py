@@ -19,7 +19,7 @@ from sqlalchemy import select
 from starlette.requests import Request
 
 from sandbox.app.deps import require
-from sandbox.app.direct import DirectRoute, check_direct_routes
+from sandbox.app.direct import DirectDispatch, DirectRoute, check_direct_routes
 from sandbox.app.schemas import StrictModel
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent
@@ -98,13 +98,28 @@ def test_every_run_request_is_answered_and_audited_as_fastapi_answers_it(api, wo
         fallbacks.append(scope["path"])
         await fastapi_handle(self, scope, receive, send)
 
+    routed: list[str] = []  # requests that reached the route through FastAPI's router, not the dispatch
+    direct_handle = DirectRoute.handle
+
+    async def through_router(self: DirectRoute, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await direct_handle(self, scope, receive, send)
+
     monkeypatch.setattr(APIRoute, "handle", counted)
+    monkeypatch.setattr(DirectRoute, "handle", through_router)
     direct = {}
     for name, (_, served_directly) in REQUESTS.items():
         fallbacks.clear()
+        routed.clear()
         direct[name] = _send(api, world, jobs["a"], name)
         assert bool(fallbacks) != served_directly, f"{name}: served directly {not fallbacks}"
-    monkeypatch.setattr(DirectRoute, "handle", fastapi_handle)  # the same route, through FastAPI's handler
+        assert bool(routed) != served_directly, f"{name}: dispatched {not routed}"  # what FastAPI decides: routed
+    monkeypatch.setattr(DirectRoute, "handle", fastapi_handle)  # the same route, through FastAPI's handler,
+
+    async def through(self: DirectDispatch, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(DirectDispatch, "__call__", through)  # middleware and router
     for name in REQUESTS:
         by_fastapi = _send(api, world, jobs["b"], name)
         assert direct[name] == by_fastapi, name
@@ -289,3 +304,61 @@ def test_calls_beyond_the_thread_limit_wait_their_turn(monkeypatch: pytest.Monke
 
     outcomes = asyncio.run(together())
     assert [i for i, _ in outcomes] == [0, 1, 2, 3, 4] and len({name for _, name in outcomes}) == 2
+
+
+def _dispatched_app(earlier: bool = False) -> FastAPI:
+    router = APIRouter(prefix="/v1")
+
+    def gated(job_id: str, guard: Any = require("run", "create")) -> None:
+        """A route the direct path serves."""
+
+    router.add_api_route("/x/{job_id}", gated, methods=["POST"], route_class_override=DirectRoute)
+    app = FastAPI()
+    if earlier:
+        @app.post("/v1/x/{name}")
+        def first(name: str) -> str:
+            return "the route before"
+    app.include_router(router)
+    app.add_middleware(DirectDispatch, router=app.router)
+    return app
+
+
+def test_the_dispatch_gives_the_run_route_the_scope_fastapis_router_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+    from starlette.responses import PlainTextResponse
+
+    seen: list[dict[str, Any]] = []
+
+    async def captured(self: DirectRoute, scope: Any, receive: Any, send: Any, fallback: Any) -> None:
+        seen.append({**scope, "fastapi": dict(scope["fastapi"])})
+        await PlainTextResponse("served")(scope, receive, send)
+
+    monkeypatch.setattr(DirectRoute, "serve", captured)
+    client = TestClient(_dispatched_app())
+    assert client.post("/v1/x/j1").text == "served"
+    passed = DirectDispatch.__call__
+
+    async def through(self: DirectDispatch, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(DirectDispatch, "__call__", through)  # FastAPI's middleware and router
+    assert client.post("/v1/x/j1").text == "served"
+    direct, routed = seen
+    assert set(routed) - set(direct) == {"fastapi_middleware_astack"}  # the exit stack for uploaded files
+    assert {k: v for k, v in routed.items() if k != "fastapi_middleware_astack"} == direct
+    assert direct["route"].path == "/v1/x/{job_id}" and direct["path_params"] == {"job_id": "j1"}
+    monkeypatch.setattr(DirectDispatch, "__call__", passed)
+    assert client.get("/v1/x/j1").status_code == 405 and len(seen) == 2  # not dispatched: FastAPI answers
+
+
+def test_a_route_the_router_tries_first_is_served_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    served: list[str] = []
+
+    async def captured(self: DirectRoute, scope: Any, receive: Any, send: Any, fallback: Any) -> None:
+        served.append(scope["path"])
+
+    monkeypatch.setattr(DirectRoute, "serve", captured)
+    response = TestClient(_dispatched_app(earlier=True)).post("/v1/x/j1")
+    assert response.json() == "the route before" and served == []
