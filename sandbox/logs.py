@@ -13,9 +13,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sandbox.tracing import current_span_id, current_trace_id
+from opentelemetry import trace
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # as json.dumps(..., ensure_ascii=False, default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,16 +29,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        trace_id = getattr(record, "trace_id", None) or current_trace_id()
+        trace_id = getattr(record, "trace_id", None)
+        current = trace.get_current_span().get_span_context()  # the current span's ids, when it has any
+        if not trace_id and current.is_valid:
+            trace_id = trace.format_trace_id(current.trace_id)
         if trace_id:
             out["trace_id"] = trace_id
-            out["span_id"] = current_span_id()
+            out["span_id"] = trace.format_span_id(current.span_id) if current.is_valid else None
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out:
                 out[key] = value
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _ENCODER.encode(out)
 
 
 QUIET_LOGGERS = ("casbin",)

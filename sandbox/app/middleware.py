@@ -4,6 +4,7 @@ trace id, Prometheus request metrics, the `X-Trace-Id` response header and one J
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from sandbox.tracing import RequestTracer
 
 access_log = logging.getLogger("sluice.access")
 _PROPAGATOR = TraceContextTextMapPropagator()
+_TRACE_HEADERS = (b"traceparent", b"tracestate")  # all the propagator reads
 
 
 def client_address(scope: Scope) -> str | None:
@@ -34,6 +36,9 @@ class RequestMiddleware:
         self.metrics = metrics
         self.tracer = tracer
         self.records = not isinstance(tracer, RequestTracer)  # a span that records its attributes and status
+        # the metrics' children by label values, as `labels()` returns them (it looks them up under a lock each time)
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,7 +46,11 @@ class RequestMiddleware:
             return
         start = time.perf_counter()
         status = 500
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.records:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        else:  # the span records no user agent: only what the propagator reads (the same value: the last one sent)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])
+                       if k in _TRACE_HEADERS}
         parent = _PROPAGATOR.extract(headers)
         method = scope.get("method", "GET")
         if self.records:
@@ -80,11 +89,21 @@ class RequestMiddleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.request_seconds.labels(label).observe(elapsed)
-            access_log.info("request", extra={"event": "request", "method": method, "route": label,
-                                              "path": scope.get("path", ""), "status": status,
-                                              "duration_ms": round(elapsed * 1000, 3),
-                                              "client": client_address(scope)})
+            counted = self._counted.get((label, status))
+            if counted is None:
+                counted = self._counted[(label, status)] = self.metrics.requests.labels(label, str(status))
+            counted.inc()
+            timed = self._timed.get(label)
+            if timed is None:
+                timed = self._timed[label] = self.metrics.request_seconds.labels(label)
+            timed.observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):  # `access_log.info(...)`, this frame named as its caller
+                here = sys._getframe()
+                access_log.handle(access_log.makeRecord(
+                    access_log.name, logging.INFO, here.f_code.co_filename, here.f_lineno, "request", (), None,
+                    here.f_code.co_name, {"event": "request", "method": method, "route": label,
+                                          "path": scope.get("path", ""), "status": status,
+                                          "duration_ms": round(elapsed * 1000, 3),
+                                          "client": client_address(scope)}))
             otel_context.detach(token)
             span.end()
