@@ -2,19 +2,23 @@
 
 `DirectRoute` is an `APIRoute` (its dependant, body model, status code and OpenAPI description are FastAPI's own,
 so route walks, the documented gate and the OpenAPI document see the route as declared). A well-formed request is
-served directly: the body parsed as JSON, the path, query, header and body parameters validated by FastAPI's own
-functions (`request_params_to_args`, `request_body_to_args`), then the same steps the dependencies take, in the same
-order, without the exit stacks, cancel scopes and generators FastAPI wraps around them: a `db_slots` slot and the
-request's session (`deps.RequestSession`, which `deps.db_session` uses too), the gate (`deps.open_gate`,
-`gate_failed`, `gate_passed`: authentication, authorization, the audit draft, every refusal audited), the endpoint
-in one thread-pool hop, the commit or the rollback with its cleanups (`RequestSession` again), then the response.
-Errors are rendered by the app's exception handlers as on any route.
+served directly: the body parsed as JSON, the path, query, header and body parameters validated as FastAPI's own
+functions (`request_params_to_args`, `request_body_to_args`) validate them (by plans worked out from FastAPI's rules
+when the route is built, for simple parameters; by those functions otherwise), then the same steps the dependencies
+take, in the same order, without the exit stacks, cancel scopes and generators FastAPI wraps around them: a
+`db_slots` slot and the request's session (`deps.RequestSession`, which `deps.db_session` uses too), the gate
+(`deps.open_gate`, `gate_failed`, `gate_passed`: authentication, authorization, the audit draft, every refusal
+audited), the endpoint in one hop to a `Hops` thread, the commit or the rollback with its cleanups
+(`RequestSession` again), then the response. Errors are rendered by the app's exception handlers as on any route.
 
-Anything else falls back to the route's FastAPI handler with the body replayed, so FastAPI alone decides it: a body
-that is not JSON, a content type other than `application/json`, a JSON document that is not an object, any
-parameter that fails validation. The endpoint may take only the gate (`require`), `SESSION`, `Depends(app_state)`
-and path, query, header and body parameters; anything else is refused when the route is built, and
-`check_direct_routes` refuses router-level dependencies at start-up (the direct path would not solve them).
+`DirectDispatch`, the app's innermost middleware, hands such a request to its route with the scope FastAPI's router
+would give it, past `ExceptionMiddleware`, `AsyncExitStackMiddleware` and the router.
+
+Anything else falls back to FastAPI with the body replayed, so FastAPI alone decides it: a body that is not JSON, a
+content type other than `application/json`, a JSON document that is not an object, any parameter that fails
+validation. The endpoint may take only the gate (`require`), `SESSION`, `Depends(app_state)` and path, query,
+header and body parameters; anything else is refused when the route is built, and `check_direct_routes` refuses
+router-level dependencies at start-up (the direct path would not solve them).
 """
 
 from __future__ import annotations
