@@ -240,7 +240,8 @@ class DirectDispatch:
 
     A DirectRoute is dispatched so only when it sits in a router included in the app (no nested inclusion) and
     every route the app's router tries before it has a path pattern: a request whose path any of them matches goes
-    the usual way, so the route the router would choose is always the one served."""
+    the usual way, so the route the router would choose is always the one served. Like `ExceptionMiddleware`'s
+    handlers, the routes are read when Starlette builds the middleware stack (the first request)."""
 
     def __init__(self, app: ASGIApp, router: APIRouter) -> None:
         self.app = app
