@@ -102,6 +102,16 @@ def _shape(entities: BitMap) -> int:
     return len(entities) << 64 | entities.min() << 32 | entities.max()
 
 
+def markowitz_place(columns: np.ndarray, counts: np.ndarray, atoms: int, rows: int) -> int:
+    """The position in `columns` (distinct atoms below `atoms`, non-empty) of Markowitz's pivot: the column fewest
+    rows of L touch (`counts`, per column, at most `rows`), the lowest atom among those. With atoms below 2^32 and
+    counts below 2^31, the key count << 32 | atom orders the columns as the lexicographic sort by (count, atom)
+    does, and its argmin is that sort's first entry, without sorting."""
+    if atoms <= 1 << 32 and rows < 1 << 31:
+        return int((counts << 32 | columns).argmin())
+    return int(np.lexsort((columns, counts))[0])
+
+
 class _SearchDone(Exception):
     """The bounded exhaustive search reached its number of candidates."""
 
@@ -717,7 +727,7 @@ class Ledger:
             columns, values, sets, weights = self._reduce_mod(columns, values, sets, weights, budget)
             if len(columns):
                 self._order += 1
-                markowitz = int(np.lexsort((columns, self._colcount[columns]))[0])  # fewest rows, then lowest atom
+                markowitz = markowitz_place(columns, self._colcount[columns], len(self.weight), len(lrows))
                 self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
                 return
             vector = self._dependency(as_row(sets, weights), budget)

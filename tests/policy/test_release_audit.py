@@ -590,3 +590,20 @@ def test_check_4_finds_the_same_contained_sets_as_testing_every_candidate() -> N
                 assert found == [rest], trial
             else:
                 assert not found, trial
+
+
+def test_markowitz_pivot_is_the_first_column_of_the_sort_by_row_count_then_atom() -> None:
+    """`markowitz_place` picks the column fewest rows of L touch, the lowest atom among ties, as the lexicographic
+    sort did: with many ties, atoms up to 2^32 - 1 and counts up to 2^31 - 1 (the fast key's limits), and past them
+    (the sort itself)."""
+    from policy.audit_ledger import markowitz_place
+
+    rng = np.random.default_rng(61)
+    for trial in range(500):
+        top = int(rng.choice((50, 1 << 20, 1 << 32)))
+        columns = rng.choice(top, int(rng.integers(1, 40)), replace=False).astype(np.int64)
+        most = int(rng.choice((3, (1 << 31) - 1)))
+        counts = rng.integers(max(0, most - 3), most + 1, len(columns)).astype(np.int64)  # many ties
+        expected = int(np.lexsort((columns, counts))[0])
+        assert markowitz_place(columns, counts, top, most) == expected, trial
+        assert markowitz_place(columns, counts, (1 << 32) + 1, most) == expected, trial
