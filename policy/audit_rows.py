@@ -120,7 +120,7 @@ def axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget
 
 
 SMALL_COMBINATION = 64  # entries up to which `combine_mod` sums in Python integers (numpy's fixed cost dominates)
-SORTED_COMBINATION = 1024  # entries up to which `combine_mod` sorts them instead of summing over every set
+SORTED_COMBINATION = 512  # entries up to which `combine_mod` sorts them instead of summing over every set
 
 
 def combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
