@@ -10,7 +10,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from sandbox.audit import AuditDraft
-from sandbox.recorder import Execute, Recorder, Write, _apply
+from sandbox.recorder import Execute, Pending, Recorder, Write, _apply
 from sandbox.store.db import make_engine, session_factory
 from sandbox.store.models import AuditEvent, Organization
 
@@ -133,4 +133,69 @@ def test_grouped_inserts_of_a_batch_go_as_one_statement_after_the_other_writes(s
     assert inserts[-1] == "INSERT INTO audit_events" and inserts.count("INSERT INTO audit_events") == 1
     with sessions() as s:
         assert set(s.scalars(select(AuditEvent.resource))) == {f"r{i}" for i in range(5)}
+    engine.dispose()
+
+
+def test_a_call_submitted_during_a_commit_returns_at_once_and_the_leader_commits_it(store_url: str) -> None:
+    """`submit` while another caller leads: no wait in the submitting thread; the leader commits the queued call
+    before it stops leading (so a run's start record is durable while the run executes)."""
+    engine = make_engine(store_url)
+    sessions = session_factory(engine)
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldFirstCommit:
+        calls = 0
+
+        def begin(self) -> Any:
+            HeldFirstCommit.calls += 1
+            if HeldFirstCommit.calls == 1:
+                entered.set()
+                assert release.wait(60)
+            return sessions.begin()
+
+    recorder = Recorder(HeldFirstCommit())  # type: ignore[arg-type]
+    leader = threading.Thread(target=recorder.record, args=([_audit(1)],))
+    leader.start()
+    assert entered.wait(60)
+    queued = recorder.submit(Pending([_audit(2)]))  # returns while the leader is held in its commit
+    assert not queued.done()
+    release.set()
+    queued.wait(10)
+    leader.join(60)
+    assert queued.done() and queued.error is None
+    with sessions() as s:
+        assert set(s.scalars(select(AuditEvent.resource))) == {"r1", "r2"}
+    assert (recorder.items, recorder.batches) == (2, 2)
+    engine.dispose()
+
+
+def test_a_call_submitted_with_no_commit_in_progress_is_committed_by_its_own_thread(store_url: str) -> None:
+    engine = make_engine(store_url)
+    recorder = Recorder(session_factory(engine))
+    committed_in: list[str] = []
+
+    @event.listens_for(engine, "commit")
+    def _seen(_conn: Any) -> None:
+        committed_in.append(threading.current_thread().name)
+
+    call = recorder.submit(Pending([_audit(1)]))
+    assert call.done() and call.error is None
+    assert committed_in == [threading.current_thread().name]
+    engine.dispose()
+
+
+def test_a_failed_call_raises_its_error_to_every_wait(store_url: str) -> None:
+    engine = make_engine(store_url)
+    recorder = Recorder(session_factory(engine))
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    recorder.record([Organization(id="org_dup", name="a", kind="operator", is_platform=False, created_at=now)])
+    call = recorder.submit(Pending([Organization(id="org_dup", name="b", kind="operator", is_platform=False,
+                                                 created_at=now)]))
+    for _ in range(2):
+        try:
+            call.wait(5)
+        except IntegrityError:
+            pass
+        else:
+            raise AssertionError("the duplicate was committed")
     engine.dispose()
