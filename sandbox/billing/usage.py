@@ -165,6 +165,10 @@ class Metering:
             self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
         self._starter.submit(task)
 
+    def _record_start(self, pending: Pending) -> None:
+        """Hand a run's start record to the group commit (see `StartedRun.record`)."""
+        self.recorder.submit(pending)
+
     def _abandon(self, started: StartedRun) -> None:
         """The request failed unexpectedly after the run started: record it failed now, not at restart."""
         started.record()  # if it was not committed yet (the run failed before reaching a worker), now
@@ -250,7 +254,7 @@ class StartedRun:
         if not self._once.acquire(blocking=False):
             return
         self._began = time.perf_counter()
-        self.metering.recorder.submit(self.pending)
+        self.metering._record_start(self.pending)
 
     def in_background(self) -> None:
         """Have a run-start thread commit the start record, unless a call of `record` has already begun."""
