@@ -119,6 +119,15 @@ class Recorder:
             self._lead(session)
         return call
 
+    def join(self, call: Pending) -> bool:
+        """Queue `call` behind the commit in progress, if there is one (its leader commits it before it stops
+        leading), and say so; with none in progress do nothing and return False (submit it then)."""
+        with self._lock:
+            if not self._leading:
+                return False
+            self._pending.append(call)
+            return True
+
     def _lead(self, session: Session | None) -> None:
         while True:
             with self._lock:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -257,9 +258,13 @@ class StartedRun:
         self.metering._record_start(self.pending)
 
     def in_background(self) -> None:
-        """Have a run-start thread commit the start record, unless a call of `record` has already begun."""
-        if not self._once.locked():
-            self.metering._in_background(self.record)
+        """Unless a call of `record` has already begun: queue the start record behind the commit in progress, if
+        there is one (no hand-off to another thread), else have a run-start thread commit it."""
+        if not self._once.acquire(blocking=False):
+            return
+        self._began = time.perf_counter()
+        if not self.metering.recorder.join(self.pending):
+            self.metering._in_background(partial(self.metering._record_start, self.pending))
 
     def wait(self) -> Run | None:
         """Block until the start is durable (committing it now if no one has begun to). Returns the earlier run

@@ -199,3 +199,36 @@ def test_a_failed_call_raises_its_error_to_every_wait(store_url: str) -> None:
         else:
             raise AssertionError("the duplicate was committed")
     engine.dispose()
+
+
+def test_join_queues_a_call_only_behind_a_commit_in_progress(store_url: str) -> None:
+    """`join`: with no commit in progress nothing is queued (the caller hands the call off instead); during one,
+    the call is queued and its leader commits it."""
+    engine = make_engine(store_url)
+    sessions = session_factory(engine)
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldFirstCommit:
+        calls = 0
+
+        def begin(self) -> Any:
+            HeldFirstCommit.calls += 1
+            if HeldFirstCommit.calls == 1:
+                entered.set()
+                assert release.wait(60)
+            return sessions.begin()
+
+    recorder = Recorder(HeldFirstCommit())  # type: ignore[arg-type]
+    alone = Pending([_audit(0)])
+    assert not recorder.join(alone) and not recorder._pending
+    leader = threading.Thread(target=recorder.record, args=([_audit(1)],))
+    leader.start()
+    assert entered.wait(60)
+    behind = Pending([_audit(2)])
+    assert recorder.join(behind)
+    release.set()
+    behind.wait(10)
+    leader.join(60)
+    with sessions() as s:
+        assert set(s.scalars(select(AuditEvent.resource))) == {"r1", "r2"}
+    engine.dispose()
