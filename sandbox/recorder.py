@@ -45,8 +45,8 @@ Write = Base | Executable | Execute
 class Pending:
     """One call's rows in the recorder, until a leader has committed them (or failed to).
 
-    Its waiter is a bare lock, held from creation and released once by the leader: a follower pays one wake-up
-    and no Condition (a `Future`'s waiter is woken under the Condition's lock and then contends for it again)."""
+    Its waiter is a bare lock, held from creation and released once by the leader: no Condition (a `Future`
+    waits and is notified through one: its RLock, a new waiter lock and deque entry per wait, `notify_all`)."""
 
     __slots__ = ("_done", "committed_at", "error", "rows")
 
