@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
@@ -94,6 +94,7 @@ class Recorder:
         self._pending: list[Pending] = []
         self._lock = threading.Lock()
         self._leading = False
+        self._held: Connection | None = None  # the leaders' connection between batches (one leader at a time)
         self.batches = 0
         self.items = 0
 
@@ -146,8 +147,7 @@ class Recorder:
                     _statements_only(calls):
                 session = None  # the session holds nothing to commit with them: a plain connection suffices
             if session is None and self._engine is not None and _statements_only(calls):
-                with self._engine.begin() as connection:  # e.g. run starts: no ORM session needed
-                    _apply(connection, calls)
+                self._on_connection(self._engine, calls)  # e.g. run starts: no ORM session needed
             elif session is None:
                 with self._sessions.begin() as fresh:
                     _apply(fresh, calls)
@@ -176,6 +176,35 @@ class Recorder:
             _forget_generated_keys(call.rows)
         for call in batch:
             self._commit([call])
+
+    def _on_connection(self, engine: Engine, calls: Sequence[Sequence[Write]]) -> None:
+        """Commit statements on the connection the leaders keep between batches (a pool checkout, return and, on
+        PostgreSQL, pre-ping per transaction cost about as much as a small batch's statements); a connection
+        that failed is closed, and one found disconnected is replaced once."""
+        for attempt in (0, 1):
+            connection, self._held = self._held, None
+            if connection is None or connection.closed or connection.invalidated:
+                connection = engine.connect()
+            try:
+                with connection.begin():
+                    _apply(connection, calls)
+            except DBAPIError as exc:
+                connection.close()
+                if attempt == 0 and exc.connection_invalidated:
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            self._held = connection
+            return
+
+    def close(self) -> None:
+        """Return the leaders' connection to the pool (at shutdown, before the engine is disposed)."""
+        with self._lock:
+            connection, self._held = self._held, None
+        if connection is not None:
+            connection.close()
 
 
 def _statements_only(calls: Sequence[Sequence[Write]]) -> bool:

@@ -232,3 +232,38 @@ def test_join_queues_a_call_only_behind_a_commit_in_progress(store_url: str) -> 
     with sessions() as s:
         assert set(s.scalars(select(AuditEvent.resource))) == {"r1", "r2"}
     engine.dispose()
+
+
+def test_statement_batches_reuse_one_connection_between_leaders(store_url: str) -> None:
+    engine = make_engine(store_url)
+    recorder = Recorder(session_factory(engine))
+    checkouts: list[int] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for i in range(5):
+        draft = AuditDraft(action="run:create", resource=f"r{i}", via="api", decision="allow", status=201)
+        recorder.record([draft.to_insert(now)])
+    assert len(checkouts) == 1 and recorder.batches == 5
+    recorder.close()
+    engine.dispose()
+
+
+def test_a_held_connection_found_disconnected_is_replaced_and_the_batch_commits(store_url: str) -> None:
+    engine = make_engine(store_url)
+    sessions = session_factory(engine)
+    recorder = Recorder(sessions)
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def audit(i: int) -> Execute:
+        return AuditDraft(action="run:create", resource=f"r{i}", via="api", decision="allow",
+                          status=201).to_insert(now)
+
+    recorder.record([audit(1)])
+    held = recorder._held
+    assert held is not None
+    held.connection.dbapi_connection.close()  # type: ignore[union-attr]  # e.g. the server dropped it
+    recorder.record([audit(2)])
+    with sessions() as s:
+        assert set(s.scalars(select(AuditEvent.resource))) == {"r1", "r2"}
+    recorder.close()
+    engine.dispose()
