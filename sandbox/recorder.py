@@ -77,7 +77,6 @@ class Pending:
         self._done.release()
 
 
-
 class Recorder:
     """Leader-follower group commit. A caller that finds no commit in progress commits its own rows and then
     whatever other callers queued meanwhile; callers that arrive during a commit wait for the next batch.
@@ -180,17 +179,20 @@ class Recorder:
     def _on_connection(self, engine: Engine, calls: Sequence[Sequence[Write]]) -> None:
         """Commit statements on the connection the leaders keep between batches (a pool checkout, return and, on
         PostgreSQL, pre-ping per transaction cost about as much as a small batch's statements); a connection
-        that failed is closed, and one found disconnected is replaced once."""
+        that failed is closed, and one found disconnected before the COMMIT was sent (so nothing of the batch can
+        have been committed) is replaced once and the batch sent again."""
         for attempt in (0, 1):
             connection, self._held = self._held, None
             if connection is None or connection.closed or connection.invalidated:
                 connection = engine.connect()
+            applied = False
             try:
                 with connection.begin():
                     _apply(connection, calls)
+                    applied = True
             except DBAPIError as exc:
                 connection.close()
-                if attempt == 0 and exc.connection_invalidated:
+                if attempt == 0 and exc.connection_invalidated and not applied:
                     continue
                 raise
             except BaseException:

@@ -267,3 +267,34 @@ def test_a_held_connection_found_disconnected_is_replaced_and_the_batch_commits(
         assert set(s.scalars(select(AuditEvent.resource))) == {"r1", "r2"}
     recorder.close()
     engine.dispose()
+
+
+def test_a_connection_lost_at_commit_is_not_retried(store_url: str, monkeypatch: Any) -> None:
+    """Lost while COMMIT was sent, the batch may have been committed: sending it again could record it twice (an
+    audit row has no natural key), so the call fails instead."""
+    from sqlalchemy.exc import DBAPIError
+
+    from sandbox import recorder as recorder_module
+
+    engine = make_engine(store_url)
+    recorder = Recorder(session_factory(engine))
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    applied = recorder_module._apply
+    lost: list[int] = []
+
+    def then_lost(connection: Any, calls: Any) -> None:
+        applied(connection, calls)
+        if not lost:  # once: a second attempt would succeed
+            lost.append(1)
+            connection.connection.dbapi_connection.close()  # dropped before the COMMIT gets through
+
+    monkeypatch.setattr(recorder_module, "_apply", then_lost)
+    draft = AuditDraft(action="run:create", resource="r1", via="api", decision="allow", status=201)
+    try:
+        recorder.record([draft.to_insert(now)])
+    except DBAPIError as exc:
+        assert exc.connection_invalidated
+    else:
+        raise AssertionError("the batch was sent again after its COMMIT was lost")
+    recorder.close()
+    engine.dispose()
