@@ -42,6 +42,7 @@ class Hint:
     members: np.ndarray  # the set's entities, sorted (uint32)
     epoch: int  # the ledger's `_epoch` when prepared
     atoms: np.ndarray | None  # the atoms the set is the union of (sorted), or None when refinement would split
+    large: np.ndarray | None  # of those, the large ones (weight >= k; sorted): the set's row of L (None with atoms)
     base: int  # sets released before the run (indexes below it were in the window computed here)
     window: int  # of those, the sets in check 3's size window
     candidates: list[tuple[int, int]]  # of those, (size, index) of the pre-filtered candidates, in that order
@@ -68,7 +69,7 @@ def prepare(ledger: Ledger, sets: Sequence[BitMap]) -> dict[int, Hint]:
     owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
     lows, highs = flat[starts], flat[ends - 1]
     entities64 = flat.astype(np.int64)  # (numpy's index type: a uint32 index array is converted at every use)
-    atoms = _union_atoms(ledger, entities64, int(highs.max()), owner, lengths, n)
+    atoms, large = _union_atoms(ledger, entities64, int(highs.max()), owner, lengths, n)
     base, k, by_card = len(ledger.sets), ledger.k, ledger._by_card
     bounds = by_card.searchsorted(np.concatenate(((lengths - k + 1) << 32, lengths << 32, (lengths + 1) << 32,
                                                   (lengths + k) << 32))).reshape(4, n)
@@ -97,7 +98,7 @@ def prepare(ledger: Ledger, sets: Sequence[BitMap]) -> dict[int, Hint]:
             if low_of[at] in released[index]:
                 found[at].append((size, index))
     epoch = ledger._epoch
-    return {id(entities): Hint(members[i], epoch, atoms[i], base, window[i], found[i])
+    return {id(entities): Hint(members[i], epoch, atoms[i], large[i], base, window[i], found[i])
             for i, entities in enumerate(new)}
 
 
@@ -113,7 +114,7 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _union_atoms(ledger: Ledger, flat: np.ndarray, top: int, owner: np.ndarray, lengths: np.ndarray,
-                 n: int) -> list[np.ndarray | None]:
+                 n: int) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """For each set (members `flat`, of set `owner`; `top` the largest member), the sorted atoms it is the union
     of, or None when it is not one (refinement would split an atom) or shares an atom with a later set of the
     batch (not computed here).
@@ -122,8 +123,10 @@ def _union_atoms(ledger: Ledger, flat: np.ndarray, top: int, owner: np.ndarray, 
     occurrence in the batch. A set none of whose atoms occurs again in a later set holds the last occurrence of
     each of its atoms, so those are exactly its distinct atoms; a set sharing an atom with a later one is left to
     the per-set path. A set is a union of atoms exactly when it touches no atom 0 and its atoms' sizes total its
-    own (the argument of `Ledger._split`)."""
+    own (the argument of `Ledger._split`). Also returns, for those sets, their large atoms (`Ledger._add_row`'s
+    columns: weight at least k; atom 0 is not among them)."""
     result: list[np.ndarray | None] = [None] * n
+    large: list[np.ndarray | None] = [None] * n
     if top < ledger.size:
         owners = ledger.atom_of[flat]
     else:
@@ -146,7 +149,11 @@ def _union_atoms(ledger: Ledger, flat: np.ndarray, top: int, owner: np.ndarray, 
     zero = np.bincount(sets_of[atoms == 0], minlength=n) > 0
     union = (~shared & ~zero & (totals == lengths)).tolist()
     bounds = np.concatenate(([0], np.cumsum(distinct))).tolist()
+    big = ledger._weights[atoms] >= ledger.k
+    heavy = atoms[big]
+    heavy_bounds = np.concatenate(([0], np.cumsum(np.bincount(sets_of[big], minlength=n)))).tolist()
     for i in range(n):
         if union[i]:
             result[i] = atoms[bounds[i]: bounds[i + 1]]
-    return result
+            large[i] = heavy[heavy_bounds[i]: heavy_bounds[i + 1]]
+    return result, large

@@ -102,6 +102,16 @@ def _shape(entities: BitMap) -> int:
     return len(entities) << 64 | entities.min() << 32 | entities.max()
 
 
+def markowitz_place(columns: np.ndarray, counts: np.ndarray, atoms: int, rows: int) -> int:
+    """The position in `columns` (distinct atoms below `atoms`, non-empty) of Markowitz's pivot: the column fewest
+    rows of L touch (`counts`, per column, at most `rows`), the lowest atom among those. With atoms below 2^32 and
+    counts below 2^31, the key count << 32 | atom orders the columns as the lexicographic sort by (count, atom)
+    does, and its argmin is that sort's first entry, without sorting."""
+    if atoms <= 1 << 32 and rows < 1 << 31:
+        return int((counts << 32 | columns).argmin())
+    return int(np.lexsort((columns, counts))[0])
+
+
 class _SearchDone(Exception):
     """The bounded exhaustive search reached its number of candidates."""
 
@@ -248,7 +258,10 @@ class Ledger:
         self._cards = np.zeros(1024, dtype=np.int64)  # set index -> its cardinality (check 3's size window)
         self._mins = np.zeros(1024, dtype=np.uint32)  # set index -> its smallest entity (check 3's pre-filter)
         self._maxs = np.zeros(1024, dtype=np.uint32)  # set index -> its largest entity (check 3's pre-filter)
-        self._by_card = np.zeros(0, dtype=np.int64)  # cardinality << 32 | set index, sorted (check 3's size window)
+        # cardinality << 32 | set index of every set, sorted (check 3's size window): `_by_card`, the sorted array
+        # merged with the keys registered since it was last read (merged once per run, not once per set)
+        self._cards_sorted = np.zeros(0, dtype=np.int64)
+        self._cards_added: list[int] = []
         self._minimums = BitMap()
         self._by_minimum: dict[int, list[int]] = {}
         self._by_shape: dict[int, list[int]] = {}  # _shape(set) -> indexes of the sets of that shape (`has`)
@@ -298,6 +311,7 @@ class Ledger:
         """
         budget.check()
         atoms: np.ndarray  # sorted
+        large: np.ndarray | None = None  # its large atoms, when the hint holds them
         # the members, sorted (refinement and checks 3, 4)
         members = hint.members if hint is not None else np.frombuffer(entities.to_array(), dtype=np.uint32)
         if self._undo is None:
@@ -307,7 +321,7 @@ class Ledger:
                 # no atom split since the hint: the set is still the union of those atoms, and refinement would
                 # change nothing; charge what it charges (`refine`, `_split`)
                 budget.spend(1 + len(members) // 1024 + len(hint.atoms))
-                atoms = hint.atoms
+                atoms, large = hint.atoms, hint.large
             else:
                 atoms = self.refine(entities, budget, members)  # (registers no set: `has` stays false)
             self._undo = _Undo()
@@ -327,7 +341,7 @@ class Ledger:
         if complement is not None:
             return complement
         try:
-            self._add_row(index, atoms, budget)
+            self._add_row(index, atoms, budget, large)
         except _Unconfirmed:
             self.unconfirmed += 1  # the set is refused: an error of the modular arithmetic only ever refuses
             return Violation("unconfirmed", weight, tuple(atoms.tolist()))
@@ -340,7 +354,8 @@ class Ledger:
         state = self.__dict__.copy()
         state["_set_atoms"], state["_split_log"], state["_split_base"] = {}, [], self._epoch
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
-        state["_colcount"] = state["_by_card"] = state["_by_shape"] = None
+        state["_colcount"] = state["_by_shape"] = None
+        state["_cards_sorted"], state["_cards_added"] = None, []
         for name in ("_acc", "_pos"):
             state.pop(name, None)
         atoms = len(self.weight)
@@ -380,7 +395,9 @@ class Ledger:
             state["_maxs"][: len(state["sets"])] = [entities.max() for entities in state["sets"]]
         state.setdefault("_split_log", [])  # (older snapshots: no log, caches rebuilt from the sets)
         count = len(state["sets"])
-        state["_by_card"] = np.sort(state["_cards"][:count] << 32 | np.arange(count, dtype=np.int64))
+        state.pop("_by_card", None)  # (older snapshots)
+        state["_cards_sorted"] = np.sort(state["_cards"][:count] << 32 | np.arange(count, dtype=np.int64))
+        state["_cards_added"] = []
         state.setdefault("_split_base", state["_epoch"])
         self.__dict__.update(state)
         self.lcolumns, self.vcolumns = {}, {}
@@ -401,6 +418,17 @@ class Ledger:
         """An independent copy (between cells: nothing pending)."""
         assert self._undo is None, "copy a ledger only between cells"
         return copy.deepcopy(self)
+
+    @property
+    def _by_card(self) -> np.ndarray:
+        """cardinality << 32 | index of every registered set, sorted (the keys registered since the last read are
+        merged in here, in one step)."""
+        if self._cards_added:
+            added = np.sort(np.array(self._cards_added, dtype=np.int64))
+            self._cards_added = []
+            by_card = self._cards_sorted
+            self._cards_sorted = np.insert(by_card, by_card.searchsorted(added), added)
+        return self._cards_sorted
 
     def has(self, entities: BitMap) -> bool:
         """Whether this exact set was already added (released, or pending in this cell)."""
@@ -459,10 +487,7 @@ class Ledger:
         if index >= len(self._maxs):
             self._maxs = np.concatenate((self._maxs, np.zeros(len(self._mins) - len(self._maxs), dtype=np.uint32)))
         self._mins[index], self._maxs[index], self._cards[index] = low, entities.max(), len(entities)
-        key = len(entities) << 32 | index
-        by_card = self._by_card
-        place = int(by_card.searchsorted(key))
-        self._by_card = np.concatenate((by_card[:place], np.array([key], dtype=np.int64), by_card[place:]))
+        self._cards_added.append(len(entities) << 32 | index)  # (merged into `_by_card` when it is next read)
         self._minimums.add(low)
         self._by_minimum.setdefault(low, []).append(index)
         self._by_shape.setdefault(_shape(entities), []).append(index)
@@ -474,9 +499,13 @@ class Ledger:
         assert index == len(self.sets), "pending sets are the last ones"
         self._set_atoms.pop(index, None)
         key = len(entities) << 32 | index
-        by_card = self._by_card
-        place = int(by_card.searchsorted(key))
-        self._by_card = np.concatenate((by_card[:place], by_card[place + 1:]))
+        added = self._cards_added
+        if key in added:
+            added.remove(key)
+        else:
+            by_card = self._cards_sorted
+            place = int(by_card.searchsorted(key))
+            self._cards_sorted = np.concatenate((by_card[:place], by_card[place + 1:]))
         low = entities.min()
         shape = _shape(entities)
         same = self._by_shape[shape]
@@ -641,9 +670,11 @@ class Ledger:
         self._lindex(new, columns, 1)
 
     # --- L: released sets over large atoms ---------------------------------------------------------------------
-    def _add_row(self, index: int, atoms: np.ndarray, budget: Budget) -> None:
-        every = atoms
-        large = every[(self._weights[every] >= self.k) & (every != 0)]
+    def _add_row(self, index: int, atoms: np.ndarray, budget: Budget, large: np.ndarray | None = None) -> None:
+        """Add released set `index`, the union of `atoms` (sorted), to L (or V); `large`, when given, is the
+        large atoms among them (as computed here: a hint made at the current epoch)."""
+        if large is None:
+            large = atoms[(self._weights[atoms] >= self.k) & (atoms != 0)]
         if self._vectorized and len(large):
             # rows that need no reduction, without the general path's array copies (same pivot, order, arrays):
             # one with a column no row of L touches (the first such column, lowest order), or one that meets no
@@ -696,7 +727,7 @@ class Ledger:
             columns, values, sets, weights = self._reduce_mod(columns, values, sets, weights, budget)
             if len(columns):
                 self._order += 1
-                markowitz = int(np.lexsort((columns, self._colcount[columns]))[0])  # fewest rows, then lowest atom
+                markowitz = markowitz_place(columns, self._colcount[columns], len(self.weight), len(lrows))
                 self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
                 return
             vector = self._dependency(as_row(sets, weights), budget)

@@ -120,6 +120,7 @@ def axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget
 
 
 SMALL_COMBINATION = 64  # entries up to which `combine_mod` sums in Python integers (numpy's fixed cost dominates)
+SORTED_COMBINATION = 512  # entries up to which `combine_mod` sorts them instead of summing over every set
 
 
 def combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
@@ -143,6 +144,16 @@ def combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[
     lengths = [len(k) for k in keys]
     scaled = np.multiply(np.concatenate(values), np.repeat(np.array(factors, dtype=np.int64), lengths),
                          dtype=np.int64) % modulus
+    if 0 < len(scaled) <= SORTED_COMBINATION:
+        # a few hundred entries: sort them by key and sum each key's run (int64, exact: fewer than 2^32 terms below
+        # 2^31), instead of arrays the size of every released set; the same sorted keys and residues
+        flat = np.concatenate(keys)
+        order = flat.argsort(kind="stable")
+        ordered_keys = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered_keys[1:] != ordered_keys[:-1])))
+        totals = np.add.reduceat(scaled[order], starts) % modulus
+        nonzero = totals.nonzero()[0]
+        return ordered_keys[starts[nonzero]].astype(np.int64), totals[nonzero]
     dense = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
     kept = dense.nonzero()[0]
     return kept, dense[kept]

@@ -189,18 +189,7 @@ def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell]
         if exhausted:
             result.suppressed[cell.key] = Reason.AUDIT_BUDGET_EXCEEDED
             continue
-        releases: dict[str, dict[str, tuple[int, ...]]] = {}
-        for index, part in enumerate(cell.parts):
-            for measure in part.measures:
-                by_measure = releases.setdefault(part.population, {})
-                by_measure[measure] = (*by_measure.get(measure, ()), index)
-        for name, by_measure in releases.items():
-            populations[name]._separate(by_measure)
-        adds: list[tuple[PopulationAudit, Ledger, AuditPart]] = []
-        for part in cell.parts:
-            population = populations[part.population]
-            shared = {id(population.ledgers[m]): population.ledgers[m] for m in part.measures}
-            adds += [(population, ledger, part) for ledger in shared.values()]
+        adds = _single_part_adds(populations, cell) or _adds(populations, cell)
         tentative: list[Ledger] = []
         violation: Violation | None = None
         try:
@@ -232,6 +221,45 @@ def audit(populations: Mapping[str, PopulationAudit], cells: Sequence[AuditCell]
                 result.accepted.append(Accepted(population.population, measure, part.entities, cell.key))
     result.spent = budget - work.remaining
     return result
+
+
+def _adds(populations: Mapping[str, PopulationAudit], cell: AuditCell) -> list[tuple[PopulationAudit, Ledger,
+                                                                                    AuditPart]]:
+    """The (population, ledger, part) additions a cell makes, each ledger once per part, after the measures that
+    shared a ledger but receive different sets in this cell stop sharing it (`PopulationAudit._separate`)."""
+    releases: dict[str, dict[str, tuple[int, ...]]] = {}
+    for index, part in enumerate(cell.parts):
+        for measure in part.measures:
+            by_measure = releases.setdefault(part.population, {})
+            by_measure[measure] = (*by_measure.get(measure, ()), index)
+    for name, by_measure in releases.items():
+        populations[name]._separate(by_measure)
+    adds: list[tuple[PopulationAudit, Ledger, AuditPart]] = []
+    for part in cell.parts:
+        population = populations[part.population]
+        shared = {id(population.ledgers[m]): population.ledgers[m] for m in part.measures}
+        adds += [(population, ledger, part) for ledger in shared.values()]
+    return adds
+
+
+def _single_part_adds(populations: Mapping[str, PopulationAudit],
+                      cell: AuditCell) -> list[tuple[PopulationAudit, Ledger, AuditPart]] | None:
+    """`_adds` for the usual cell, one part releasing each of its measures once, without its maps (the same
+    additions in the same order, and the same separation); None for any other cell."""
+    if len(cell.parts) != 1:
+        return None
+    part = cell.parts[0]
+    measures = part.measures
+    if not measures or len(set(measures)) != len(measures):
+        return None
+    population = populations[part.population]
+    ledgers = population.ledgers
+    if ledgers.keys() != set(measures):  # (otherwise `_separate` returns at once: every measure gets the set)
+        population._separate(dict.fromkeys(measures, (0,)))
+    first = ledgers[measures[0]]
+    if all(ledgers[m] is first for m in measures):
+        return [(population, first, part)]
+    return [(population, ledger, part) for ledger in {id(ledgers[m]): ledgers[m] for m in measures}.values()]
 
 
 def _rollback(tentative: list[Ledger]) -> None:

@@ -440,10 +440,41 @@ def test_a_small_combination_is_summed_in_python_to_the_same_arrays_as_the_dense
         assert sum(len(k) for k in keys) <= audit_rows.SMALL_COMBINATION
         small = audit_rows.combine_mod(keys, values, factors, 40, modulus)
         monkeypatch.setattr(audit_rows, "SMALL_COMBINATION", 0)
+        monkeypatch.setattr(audit_rows, "SORTED_COMBINATION", 0)
         dense = audit_rows.combine_mod(keys, values, factors, 40, modulus)
         monkeypatch.undo()
         assert [a.dtype for a in small] == [a.dtype for a in dense] == [np.int64, np.int64], trial
         assert small[0].tolist() == dense[0].tolist() and small[1].tolist() == dense[1].tolist(), trial
+
+
+def test_a_combination_of_a_few_hundred_entries_is_summed_by_sorting_to_the_same_arrays_as_the_dense_sum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """From `SMALL_COMBINATION` to `SORTED_COMBINATION` entries, `combine_mod` sorts the entries by key and sums
+    each key's run: the same sorted keys and residues (int64, zeros dropped) as the dense `bincount` path, with the
+    largest residues (sums of many products near 2^31) and primes small enough to cancel often."""
+    from policy import audit_rows
+
+    rng = np.random.default_rng(53)
+    sorted_calls = 0
+    for trial in range(300):
+        modulus = int(rng.choice((2, 3, 5, 2147483629)))
+        arrays = int(rng.integers(2, 40))
+        keys = [np.sort(rng.choice(300, int(rng.integers(0, 60)), replace=False)).astype(np.int32)
+                for _ in range(arrays)]
+        values = [rng.integers(max(0, modulus - 1000), modulus, len(k)).astype(np.int32) for k in keys]
+        factors = [int(f) for f in rng.integers(max(1, modulus - 1000), modulus + 1, arrays)]
+        total = sum(len(k) for k in keys)
+        if not audit_rows.SMALL_COMBINATION < total <= audit_rows.SORTED_COMBINATION:
+            continue
+        sorted_calls += 1
+        by_sorting = audit_rows.combine_mod(keys, values, factors, 300, modulus)
+        monkeypatch.setattr(audit_rows, "SORTED_COMBINATION", 0)
+        dense = audit_rows.combine_mod(keys, values, factors, 300, modulus)
+        monkeypatch.undo()
+        assert [a.dtype for a in by_sorting] == [a.dtype for a in dense] == [np.int64, np.int64], trial
+        assert by_sorting[0].tolist() == dense[0].tolist(), trial
+        assert by_sorting[1].tolist() == dense[1].tolist(), trial
+    assert sorted_calls > 100
 
 
 def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only_one_of_them() -> None:
@@ -501,15 +532,25 @@ def test_check_3_looks_at_every_released_set_within_k_of_the_new_sets_size_and_n
 
 def test_the_size_index_of_check_3_follows_every_release_and_rollback() -> None:
     """`_by_card` holds cardinality << 32 | index for exactly the registered sets, sorted, after commits and
-    rollbacks, and after a snapshot round trip."""
+    rollbacks, and after a snapshot round trip; keys registered since it was last read are merged when it is read,
+    including keys of pending sets that a rollback then removes (read before the rollback, or not), and a snapshot
+    taken with keys not merged yet."""
     rng = np.random.default_rng(59)
     ledger = PopulationAudit("p", 3).ledger("m")
+    unmerged = 0
     for step in range(80):
         entities = BitMap(int(e) for e in rng.choice(400, int(rng.integers(5, 40)), replace=False))
         violation = ledger.try_add(entities, Budget(1 << 40))
+        if rng.random() < 0.3:
+            ledger._by_card  # noqa: B018 - merged before the cell ends: a rollback then removes its key from the array
         ledger.commit() if violation is None and step % 4 else ledger.rollback()
         expected = sorted(len(s) << 32 | i for i, s in enumerate(ledger.sets))
+        if step % 3 == 0:
+            unmerged += bool(ledger._cards_added)
+            restored = pickle.loads(pickle.dumps(ledger))  # (perhaps with keys not merged yet)
+            assert restored._by_card.tolist() == expected, step
         assert ledger._by_card.tolist() == expected, step
+    assert unmerged > 5
     restored = pickle.loads(pickle.dumps(ledger))
     assert restored._by_card.tolist() == ledger._by_card.tolist()
     assert restored._maxs[: len(ledger.sets)].tolist() == [s.max() for s in ledger.sets]
@@ -549,3 +590,20 @@ def test_check_4_finds_the_same_contained_sets_as_testing_every_candidate() -> N
                 assert found == [rest], trial
             else:
                 assert not found, trial
+
+
+def test_markowitz_pivot_is_the_first_column_of_the_sort_by_row_count_then_atom() -> None:
+    """`markowitz_place` picks the column fewest rows of L touch, the lowest atom among ties, as the lexicographic
+    sort did: with many ties, atoms up to 2^32 - 1 and counts up to 2^31 - 1 (the fast key's limits), and past them
+    (the sort itself)."""
+    from policy.audit_ledger import markowitz_place
+
+    rng = np.random.default_rng(61)
+    for trial in range(500):
+        top = int(rng.choice((50, 1 << 20, 1 << 32)))
+        columns = rng.choice(top, int(rng.integers(1, 40)), replace=False).astype(np.int64)
+        most = int(rng.choice((3, (1 << 31) - 1)))
+        counts = rng.integers(max(0, most - 3), most + 1, len(columns)).astype(np.int64)  # many ties
+        expected = int(np.lexsort((columns, counts))[0])
+        assert markowitz_place(columns, counts, top, most) == expected, trial
+        assert markowitz_place(columns, counts, (1 << 32) + 1, most) == expected, trial
