@@ -136,24 +136,28 @@ def test_grouped_inserts_of_a_batch_go_as_one_statement_after_the_other_writes(s
     engine.dispose()
 
 
+class _HeldFirstCommit:
+    """A session factory whose first transaction signals `entered` and waits for `release` before it begins (a
+    commit held in progress)."""
+
+    def __init__(self, sessions: Any, entered: threading.Event, release: threading.Event) -> None:
+        self.sessions, self.entered, self.release, self.calls = sessions, entered, release, 0
+
+    def begin(self) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            assert self.release.wait(60)
+        return self.sessions.begin()
+
+
 def test_a_call_submitted_during_a_commit_returns_at_once_and_the_leader_commits_it(store_url: str) -> None:
     """`submit` while another caller leads: no wait in the submitting thread; the leader commits the queued call
     before it stops leading (so a run's start record is durable while the run executes)."""
     engine = make_engine(store_url)
     sessions = session_factory(engine)
     entered, release = threading.Event(), threading.Event()
-
-    class HeldFirstCommit:
-        calls = 0
-
-        def begin(self) -> Any:
-            HeldFirstCommit.calls += 1
-            if HeldFirstCommit.calls == 1:
-                entered.set()
-                assert release.wait(60)
-            return sessions.begin()
-
-    recorder = Recorder(HeldFirstCommit())  # type: ignore[arg-type]
+    recorder = Recorder(_HeldFirstCommit(sessions, entered, release))  # type: ignore[arg-type]
     leader = threading.Thread(target=recorder.record, args=([_audit(1)],))
     leader.start()
     assert entered.wait(60)
@@ -207,18 +211,7 @@ def test_join_queues_a_call_only_behind_a_commit_in_progress(store_url: str) -> 
     engine = make_engine(store_url)
     sessions = session_factory(engine)
     entered, release = threading.Event(), threading.Event()
-
-    class HeldFirstCommit:
-        calls = 0
-
-        def begin(self) -> Any:
-            HeldFirstCommit.calls += 1
-            if HeldFirstCommit.calls == 1:
-                entered.set()
-                assert release.wait(60)
-            return sessions.begin()
-
-    recorder = Recorder(HeldFirstCommit())  # type: ignore[arg-type]
+    recorder = Recorder(_HeldFirstCommit(sessions, entered, release))  # type: ignore[arg-type]
     alone = Pending([_audit(0)])
     assert not recorder.join(alone) and not recorder._pending
     leader = threading.Thread(target=recorder.record, args=([_audit(1)],))
