@@ -163,6 +163,7 @@ def _profiler(out: Path | None, pid: int, seconds: float) -> subprocess.Popen[by
     """py-spy (a dev tool, not pinned) sampling the API process and its workers for `seconds`, into `out`."""
     if not out:
         return None
+    out.parent.mkdir(parents=True, exist_ok=True)  # (`--out`'s folder is made only at the end)
     spy = str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
                              "--format", "raw", "--gil", "--output", str(out), "--nonblocking"],

@@ -109,6 +109,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         run_service.close()
         lease.release()
         tracing.shutdown()
+        recorder.close()
         engine.dispose()
 
     app = FastAPI(title="Sluice", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,

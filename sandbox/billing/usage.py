@@ -8,9 +8,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +31,7 @@ from sandbox.clock import Clock
 from sandbox.errors import Conflict, InvalidInput, NotFound
 from sandbox.executor import RunStatus, scan_stats
 from sandbox.jobs import GrantTable
-from sandbox.recorder import Execute, Prepared, Recorder, Write
+from sandbox.recorder import Execute, Pending, Prepared, Recorder, Write
 from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RUN_FINISH, RUN_INSERT, AnyRun, RunRecord, finish_params
 from sandbox.store.models import Grant, Organization, Run, UsageEventRow
@@ -152,7 +153,7 @@ class Metering:
         waits (no hand-off to another thread); one that finds a worker idle hands it to a run-start thread as it
         sends the spec. Otherwise a run-start thread commits it at once.
         """
-        started = StartedRun(self, Future(), session, run, job, run_insert(run))
+        started = StartedRun(self, Pending([run_insert(run)]), session, run, job)
         if not meanwhile:
             started.in_background()
         from sandbox.app.deps import on_rollback  # the app owns the request transaction
@@ -165,18 +166,15 @@ class Metering:
             self._starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sluice-run-start")
         self._starter.submit(task)
 
-    def _record_start(self, copy: Execute) -> None:
-        began = time.perf_counter()
-        try:
-            self.recorder.record([copy])
-        finally:
-            self.metrics.run_start_seconds.observe(time.perf_counter() - began)
+    def _record_start(self, pending: Pending) -> None:
+        """Hand a run's start record to the group commit (see `StartedRun.record`)."""
+        self.recorder.submit(pending)
 
     def _abandon(self, started: StartedRun) -> None:
         """The request failed unexpectedly after the run started: record it failed now, not at restart."""
         started.record()  # if it was not committed yet (the run failed before reaching a worker), now
         try:
-            started.future.result(timeout=60)
+            started.pending.wait(timeout=60)
         except Exception:
             return  # the start was never recorded: there is nothing to mark
         stored = replace(started.run, status=RunStatus.RUNNING.value)  # what the store holds for it
@@ -242,30 +240,31 @@ class StartedRun:
     calls it first)."""
 
     metering: Metering
-    future: Future[None]
+    pending: Pending  # the start record's call in the group commit
     session: Session
     run: RunRecord
     job: AnyJob
-    insert: Execute
     _once: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _began: float = field(default=0.0, repr=False)
 
     def record(self) -> None:
-        """Commit the start record now, in this thread, unless a call has already begun; its outcome (or error)
-        is the future's, never raised here."""
+        """Hand the start record to the group commit now, from this thread, unless a call has already begun: this
+        thread commits it at once when no commit is in progress; otherwise it is queued, without waiting, for the
+        commit in progress, whose leader commits it before it stops leading. Its outcome (or error) is
+        `pending`'s, never raised here."""
         if not self._once.acquire(blocking=False):
             return
-        self.future.set_running_or_notify_cancel()
-        try:
-            self.metering._record_start(self.insert)
-        except BaseException as exc:
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result(None)
+        self._began = time.perf_counter()
+        self.metering._record_start(self.pending)
 
     def in_background(self) -> None:
-        """Have a run-start thread commit the start record, unless a call of `record` has already begun."""
-        if not self._once.locked():
-            self.metering._in_background(self.record)
+        """Unless a call of `record` has already begun: queue the start record behind the commit in progress, if
+        there is one (no hand-off to another thread), else have a run-start thread commit it."""
+        if not self._once.acquire(blocking=False):
+            return
+        self._began = time.perf_counter()
+        if not self.metering.recorder.join(self.pending):
+            self.metering._in_background(partial(self.metering._record_start, self.pending))
 
     def wait(self) -> Run | None:
         """Block until the start is durable (committing it now if no one has begun to). Returns the earlier run
@@ -273,15 +272,18 @@ class StartedRun:
         record, no usage)."""
         self.record()
         began = time.perf_counter()
+        metrics = self.metering.metrics
         try:
-            self.future.result(timeout=60)
+            self.pending.wait(timeout=60)
         except IntegrityError:
             earlier = runs.find_idempotent(self.session, self.job, self.run.requested_by, self.run.idempotency_key)
             if earlier is None:
                 raise
             return earlier
         finally:
-            self.metering.metrics.run_start_wait_seconds.observe(time.perf_counter() - began)
+            metrics.run_start_wait_seconds.observe(time.perf_counter() - began)
+            if self.pending.done():
+                metrics.run_start_seconds.observe(self.pending.committed_at - self._began)
         return None
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import pickle
+import select
 import threading
 import time
 from collections import OrderedDict
@@ -15,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,6 +66,15 @@ class _Worker:
     pid: int
     startup_ms: float
     keys: OrderedDict[str, None] = dataclasses.field(default_factory=OrderedDict)
+    readable: Any = None  # a select.poll on the pipe: one C call per wait (`Connection.poll` builds a selector)
+
+    def __post_init__(self) -> None:
+        self.readable = select.poll()
+        self.readable.register(self.conn.fileno(), select.POLLIN)
+
+    def answered(self, timeout: float) -> bool:
+        """Whether the worker's pipe has something to read (an answer, or its end) within `timeout` seconds."""
+        return bool(self.readable.poll(math.ceil(timeout * 1000.0)))
 
     def remember(self, key: str, bound: int) -> None:
         """Mirror the worker's instance LRU, so runs can prefer the worker that already has the instance."""
@@ -182,7 +192,10 @@ class WorkerPool:
                 spec, result_path=Path(os.path.abspath(spec.result_path)),
                 inputs=tuple(InputTable(t.name, Path(os.path.abspath(t.path))) for t in spec.inputs))
         try:
-            payload = ForkingPickler.dumps(spec)  # before taking a worker: a bad spec must not cost one
+            # before taking a worker: a bad spec must not cost one. A spec holds plain data (no handles or
+            # connections), so pickle's own C pickler does what ForkingPickler (its Python subclass, which copies
+            # the copyreg table on each call) does; the worker reads it with `Connection.recv` as before.
+            payload = pickle.dumps(spec, pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise ExecutorError("the run's parameters cannot be sent to a worker", code="invalid_run_spec",
                                 detail=type(exc).__name__) from None
@@ -197,7 +210,7 @@ class WorkerPool:
         started = time.perf_counter()  # wall time counts from dispatch, not from waiting for a worker
         healthy = False
         try:
-            outcome = self._call(worker, spec.instance_key, bytes(payload), task)
+            outcome = self._call(worker, spec.instance_key, payload, task)
             healthy = True
         except WorkerLost as error:
             outcome = failed_outcome(error)
@@ -229,7 +242,7 @@ class WorkerPool:
             if remaining <= 0:
                 raise _DeadlinePassed
             try:
-                if worker.conn.poll(min(remaining, 1.0)):
+                if worker.answered(min(remaining, 1.0)):
                     answer: Any = worker.conn.recv()
                     if not isinstance(answer, RunOutcome):
                         raise _lost(worker)

@@ -357,9 +357,9 @@ def test_a_runs_start_record_is_committed_once(api, world, monkeypatch) -> None:
     recorded: list[str] = []
     record_start = Metering._record_start
 
-    def recording(self, insert):  # type: ignore[no-untyped-def]
-        recorded.append(insert.params["id"])
-        record_start(self, insert)
+    def recording(self, pending):  # type: ignore[no-untyped-def]
+        recorded.extend(row.params["id"] for row in pending.rows)
+        record_start(self, pending)
 
     monkeypatch.setattr(Metering, "_record_start", recording)
     job = submit(api, world["key"], world["domain"], WEATHER)
@@ -394,3 +394,37 @@ def test_a_run_whose_inputs_are_prepared_first_hands_its_start_record_off_before
     job = submit(api, world["key"], world["domain"], WEATHER)
     assert run(api, world["key"], job["id"])["status"] == "succeeded"
     assert events[:3] == ["to prepare", "start handed off", "prepared"]  # the grant's first run prepares inputs
+
+
+def test_a_runs_start_record_is_durable_before_the_run_ends(api, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Crash safety: once the worker has answered, and before the run's final record is committed, its `running`
+    row is in the store without the run's own thread waiting for it (a crash then leaves a record to recover)."""
+    import pickle
+    import time
+
+    from sqlalchemy import text
+
+    from sandbox.executor.pool import WorkerPool
+
+    engine = api.http.app.state.sluice.engine
+    seen: list[str | None] = []
+    call = WorkerPool._call
+
+    def answered(self, worker, key, payload, *args):  # type: ignore[no-untyped-def]
+        outcome = call(self, worker, key, payload, *args)
+        run_id = pickle.loads(payload).result_path.stem  # results/<run id>.parquet
+        deadline = time.monotonic() + 10
+        status = None
+        while status is None and time.monotonic() < deadline:
+            with engine.connect() as con:
+                status = con.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar()
+            time.sleep(0.01)
+        seen.append(status)
+        return outcome
+
+    monkeypatch.setattr(WorkerPool, "_call", answered)
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    first = run(api, world["key"], job["id"])  # inputs prepared first
+    second = run(api, world["key"], job["id"])
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    assert seen == ["running", "running"]
