@@ -252,19 +252,21 @@ class StartedRun:
         thread commits it at once when no commit is in progress; otherwise it is queued, without waiting, for the
         commit in progress, whose leader commits it before it stops leading. Its outcome (or error) is
         `pending`'s, never raised here."""
-        if not self._once.acquire(blocking=False):
-            return
-        self._began = time.perf_counter()
-        self.metering._record_start(self.pending)
+        if self._claim():
+            self.metering._record_start(self.pending)
 
     def in_background(self) -> None:
         """Unless a call of `record` has already begun: queue the start record behind the commit in progress, if
         there is one (no hand-off to another thread), else have a run-start thread commit it."""
-        if not self._once.acquire(blocking=False):
-            return
-        self._began = time.perf_counter()
-        if not self.metering.recorder.join(self.pending):
+        if self._claim() and not self.metering.recorder.join(self.pending):
             self.metering._in_background(partial(self.metering._record_start, self.pending))
+
+    def _claim(self) -> bool:
+        """Whether this is the first call to hand the start record on (it is handed on once); starts its clock."""
+        if not self._once.acquire(blocking=False):
+            return False
+        self._began = time.perf_counter()
+        return True
 
     def wait(self) -> Run | None:
         """Block until the start is durable (committing it now if no one has begun to). Returns the earlier run
