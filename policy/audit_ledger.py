@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from policy import audit_kernel
 from policy.audit_batch import Hint
 from policy.audit_rows import (
     Budget,
@@ -62,7 +63,6 @@ from policy.audit_rows import (
     as_row,
     axpy,
     axpy_mod,
-    combine_mod,
     distinct,
     div,
     index_columns,
@@ -356,7 +356,8 @@ class Ledger:
         state["lcolumns"] = state["vcolumns"] = state["_pivot_order"] = state["_lpending"] = None
         state["_colcount"] = state["_by_shape"] = None
         state["_cards_sorted"], state["_cards_added"] = None, []
-        for name in ("_acc", "_pos"):
+        for name in ("_acc", "_pos", "_yacc", "_pcols", "_pvals", "_psets", "_pweights", "_pused", "_yused",
+                     "_where", "_pool_dirty", "_touched", "_work", "_state"):
             state.pop(name, None)
         atoms = len(self.weight)
         state["atom_of"] = self.atom_of[: self.size].astype(np.int32 if atoms < 1 << 31 else np.int64)
@@ -413,6 +414,9 @@ class Ledger:
             self._pivot_order[pivot] = entry.order
         for pivot, vector in self.vrows.items():
             index_columns(self.vcolumns, pivot, vector)
+        if self._vectorized:  # the pool of L's rows now, at load, rather than in the first audit after it
+            self._reserve(len(self.weight))
+            self._pool_flush()
 
     def copy(self) -> Ledger:
         """An independent copy (between cells: nothing pending)."""
@@ -680,10 +684,8 @@ class Ledger:
             # one with a column no row of L touches (the first such column, lowest order), or one that meets no
             # pivot of L (Markowitz's column: fewest rows, then lowest atom; `large` is sorted)
             self._reserve(len(self.weight))
-            counts = self._colcount[large]
-            place = int(counts.argmin())
-            fresh = not counts[place]
-            if fresh or not np.count_nonzero(self._pivot_order[large] != _NO_PIVOT):
+            place, fresh, meets = audit_kernel.quick_place(large, self._colcount, self._pivot_order)
+            if fresh or not meets:
                 if fresh:
                     self._low -= 1
                 else:
@@ -719,18 +721,24 @@ class Ledger:
         if self._vectorized:  # (a snapshot may hold a larger prime: the loop below)
             assert modulus is not None
             columns, values, sets, weights = entry.arrays()
-            untouched = (self._colcount[columns] == 0).nonzero()[0]
-            if len(untouched):
+            outcome, rcolumns, rvalues, rsets, rweights, place = self._reduce(columns, values, sets, weights, budget)
+            if outcome == audit_kernel.FRESH:
                 self._low -= 1
-                self._insert_packed(entry, columns, values, sets, weights, int(untouched[0]), self._low)
+                self._insert_packed(entry, columns, values, sets, weights, place, self._low)
                 return
-            columns, values, sets, weights = self._reduce_mod(columns, values, sets, weights, budget)
-            if len(columns):
+            if outcome == audit_kernel.UNCHANGED:  # (it meets no pivot of L)
+                if not len(columns):  # no large atom at all: the set itself is the dependency
+                    rsets, rweights = sets, weights
+                else:
+                    self._order += 1
+                    markowitz = markowitz_place(columns, self._colcount[columns], len(self.weight), len(lrows))
+                    self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
+                    return
+            elif outcome == audit_kernel.REDUCED:  # (scaled to 1 at its pivot already)
                 self._order += 1
-                markowitz = markowitz_place(columns, self._colcount[columns], len(self.weight), len(lrows))
-                self._insert_packed(entry, columns, values, sets, weights, markowitz, self._order)
+                self._insert_packed(entry, rcolumns, rvalues, rsets, rweights, place, self._order)
                 return
-            vector = self._dependency(as_row(sets, weights), budget)
+            vector = self._dependency(as_row(rsets, rweights), budget)
             if vector:
                 self._insert_v(vector, budget)
             return
@@ -789,77 +797,130 @@ class Ledger:
         self._lput(pivot, entry)
         self._lindex(pivot, entry.columns(), 1)
 
-    def _reduce_mod(self, keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues: np.ndarray,
-                    budget: Budget) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """`_reinsert_l`'s reduction modulo the prime, vectorized: a dense accumulator over atoms, the reducers'
-        entries as arrays (`_LRow.arrays`), pivots met taken in increasing order (a heap); the residues stay below
-        2^31, so `acc + g * value` fits in int64. The combination of released sets is only needed at the end, so
-        the reducers' `y` arrays are gathered with their factors and summed once (`combine_mod`). Takes and
-        returns a row as (columns, values, sets, coefficients) arrays."""
-        modulus = self.modulus
-        assert modulus is not None
-        self._reserve(len(self.weight))
-        acc, order_of = self._acc, self._pivot_order
-        orders = order_of[keys]
-        met = (orders != _NO_PIVOT).nonzero()[0]
-        if not len(met):  # the row meets no pivot: it is reduced already (its entries are non-zero residues)
-            return keys, values, ykeys, yvalues
-        acc[keys] = values
-        touched = [keys]
-        ysets, yweights, factors = [ykeys], [yvalues], [1]
-        # a pivot met is queued once: its order is hidden (_NO_PIVOT) in `order_of` until the end (`hidden`)
-        fresh, fresh_orders = keys[met], orders[met]
-        order_of[fresh] = _NO_PIVOT
-        hidden: list[tuple[np.ndarray, np.ndarray]] = [(fresh, fresh_orders)]
-        heap = list(zip(fresh_orders.tolist(), fresh.tolist(), strict=True))
-        heapq.heapify(heap)
-        lrows, heappop, heappush = self.lrows, heapq.heappop, heapq.heappush
-        spent = 0
-        every = None
-        try:
-            while heap:
-                _, atom = heappop(heap)
-                factor = int(acc[atom])
-                if not factor:
-                    continue
-                columns, values, sets, weights = lrows[atom].arrays()
-                spent += len(columns) + len(sets)
-                g = modulus - factor
-                acc[columns] = (acc[columns] + np.multiply(values, g, dtype=np.int64)) % modulus  # (int32 rows)
-                touched.append(columns)
-                orders = order_of[columns]
-                met = (orders != _NO_PIVOT).nonzero()[0]
-                if len(met):
-                    fresh, fresh_orders = columns[met], orders[met]
-                    order_of[fresh] = _NO_PIVOT
-                    hidden.append((fresh, fresh_orders))
-                    for item in zip(fresh_orders.tolist(), fresh.tolist(), strict=True):
-                        heappush(heap, item)
-                if len(sets):
-                    ysets.append(sets)
-                    yweights.append(weights)
-                    factors.append(g)
-            every = distinct(np.concatenate(touched), self._pos)
-            kept = every[acc[every] != 0]
-            ykept, ycoefficients = combine_mod(ysets, yweights, factors, len(self.sets), modulus)
-            return kept, acc[kept], ykept, ycoefficients
-        finally:
-            budget.spend(spent)
-            for fresh, fresh_orders in hidden:
-                order_of[fresh] = fresh_orders
-            if every is not None:  # (returned values are copies: `acc[kept]`)
-                acc[every] = 0
-            else:
-                for columns in touched:
-                    acc[columns] = 0
-
     def _scratch(self) -> None:
-        """Empty accumulators for `_reduce_mod` (grown on demand; not pickled)."""
-        self._acc = np.zeros(0, dtype=np.int64)  # over atoms
-        self._pos = np.zeros(0, dtype=np.int64)  # over atoms (`distinct`)
+        """Empty accumulators for `audit_kernel.reduce_row` and an empty pool of L's rows (grown on demand; not
+        pickled)."""
+        self._acc: np.ndarray = np.zeros(0, dtype=np.int64)  # over atoms
+        self._pos: np.ndarray = np.zeros(0, dtype=np.int64)  # over atoms (`distinct`)
+        self._yacc: np.ndarray = np.zeros(0, dtype=np.int64)  # over released sets
+        # the pool: the rows of L as slices of four flat arrays for `audit_kernel.reduce_row`, located by pivot
+        # (`_where[:, pivot]`: start and length in `_pcols`/`_pvals`, start and length in `_psets`/`_pweights`;
+        # length -1: absent), brought up to date by `_pool_flush` from `_pool_dirty`, the pivots whose rows were
+        # put or saved for a change since (every change to a row of L is preceded by `_save_l` or `_lput` of its
+        # pivot; a pivot taken out has no order in `_pivot_order`, so the kernel never reads its slot)
+        self._pcols: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._pvals: np.ndarray = np.zeros(0, dtype=np.int32)
+        self._psets: np.ndarray = np.zeros(0, dtype=np.int32)
+        self._pweights: np.ndarray = np.zeros(0, dtype=np.int32)
+        self._pused = self._yused = 0
+        self._where: np.ndarray = np.full((4, 0), -1, dtype=np.int64)  # (`_reserve` grows it with the orders)
+        self._pool_dirty: set[int] = set(getattr(self, "lrows", ()))
+        self._touched: np.ndarray = np.zeros(1024, dtype=np.int64)  # reduce_row's scratch: columns written
+        self._work: np.ndarray = np.zeros((6, 0), dtype=np.int64)  # its heap, pivots hidden, reducers (per atom)
+        self._state: np.ndarray = np.zeros(8, dtype=np.int64)  # its counters between calls
+
+    def _pool_flush(self) -> None:
+        """Bring the pool up to date with the rows of L changed since the last flush: rows held as arrays are
+        written (appended), rows being edited as dictionaries (atom splits) are marked absent, to be written only
+        if a reduction meets them (`_reduce`), as arrays then."""
+        if not self._pool_dirty:
+            return
+        lrows = self.lrows
+        ready = []
+        for pivot in self._pool_dirty:
+            entry = lrows.get(pivot)
+            if entry is not None and entry.packed is not None:
+                ready.append(pivot)
+            else:
+                self._where[1, pivot] = -1
+        self._pool_dirty = set()
+        if ready:
+            self._pool_put(ready)
+
+    def _pool_put(self, pivots: list[int]) -> None:
+        """Write the rows of L at `pivots` to the pool (appended; the pool is rebuilt from every row of L that is
+        held as arrays when it is full, at twice what they need)."""
+        arrays = [self.lrows[pivot].arrays() for pivot in pivots]
+        lengths = np.array([len(a[0]) for a in arrays], dtype=np.int64)
+        ylengths = np.array([len(a[2]) for a in arrays], dtype=np.int64)
+        need, yneed = int(lengths.sum()), int(ylengths.sum())
+        if self._pused + need > len(self._pcols) or self._yused + yneed > len(self._psets):
+            live = (self._pivot_order[: self._where.shape[1]] != _NO_PIVOT) & (self._where[1] > 0)
+            if 2 * int(self._where[1, live].sum()) > self._pused and 2 * int(self._where[3, live].sum()) > self._yused:
+                # mostly live rows: grow the arrays (a copy) rather than gather every row again
+                self._pcols = np.concatenate((self._pcols[: self._pused], np.zeros(self._pused + 2 * need + 1024,
+                                                                                    dtype=np.int64)))
+                self._pvals = np.concatenate((self._pvals[: self._pused], np.zeros(self._pused + 2 * need + 1024,
+                                                                                    dtype=np.int32)))
+                self._psets = np.concatenate((self._psets[: self._yused], np.zeros(self._yused + 2 * yneed + 1024,
+                                                                                    dtype=np.int32)))
+                self._pweights = np.concatenate((self._pweights[: self._yused],
+                                                 np.zeros(self._yused + 2 * yneed + 1024, dtype=np.int32)))
+        if self._pused + need > len(self._pcols) or self._yused + yneed > len(self._psets):
+            self._where[1] = -1
+            kept = set(pivots)
+            pivots = [p for p, e in self.lrows.items() if p in kept or e.packed is not None]
+            arrays = [self.lrows[pivot].arrays() for pivot in pivots]
+            lengths = np.array([len(a[0]) for a in arrays], dtype=np.int64)
+            ylengths = np.array([len(a[2]) for a in arrays], dtype=np.int64)
+            size, ysize = max(1024, 2 * int(lengths.sum())), max(1024, 2 * int(ylengths.sum()))
+            self._pcols, self._pvals = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int32)
+            self._psets, self._pweights = np.zeros(ysize, dtype=np.int32), np.zeros(ysize, dtype=np.int32)
+            self._pused = self._yused = 0
+        used, yused = self._pused + int(lengths.sum()), self._yused + int(ylengths.sum())
+        if len(arrays) <= 8:  # (the usual case: the rows inserted since the last reduction)
+            for pivot, (columns, values, sets, weights) in zip(pivots, arrays, strict=True):
+                audit_kernel.pool_write(self._pcols, self._pvals, self._psets, self._pweights, self._where, pivot,
+                                        self._pused, self._yused, columns, values.astype(np.int32, copy=False),
+                                        sets.astype(np.int32, copy=False), weights.astype(np.int32, copy=False))
+                self._pused += len(columns)
+                self._yused += len(sets)
+        else:
+            self._pcols[self._pused: used] = np.concatenate([a[0] for a in arrays])
+            self._pvals[self._pused: used] = np.concatenate([a[1] for a in arrays])
+            self._psets[self._yused: yused] = np.concatenate([a[2] for a in arrays])
+            self._pweights[self._yused: yused] = np.concatenate([a[3] for a in arrays])
+            index = np.array(pivots, dtype=np.int64)
+            self._where[0, index] = self._pused + np.cumsum(lengths) - lengths
+            self._where[1, index] = lengths
+            self._where[2, index] = self._yused + np.cumsum(ylengths) - ylengths
+            self._where[3, index] = ylengths
+        self._pused, self._yused = used, yused
+
+    def _reduce(self, columns: np.ndarray, values: np.ndarray, sets: np.ndarray, weights: np.ndarray,
+                budget: Budget) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """`audit_kernel.reduce_row` over this ledger's L (the pool) and scratch arrays: a row of L that is not in
+        the pool when the reduction meets it is written there (`_pool_put`), and the reduction goes on."""
+        assert self.modulus is not None
+        self._pool_flush()
+        if len(self._yacc) < len(self.sets):
+            self._yacc = np.zeros(max(1024, 2 * len(self.sets)), dtype=np.int64)
+        if len(self._touched) < len(columns):
+            self._touched = np.zeros(2 * len(columns), dtype=np.int64)
+        values, sets, weights = (values.astype(np.int64, copy=False), sets.astype(np.int64, copy=False),
+                                 weights.astype(np.int64, copy=False))
+        state = self._state
+        state[:] = 0
+        try:
+            while True:
+                result = audit_kernel.reduce_row(
+                    columns, values, sets, weights, self._colcount, self._pivot_order, self._where, self._pcols,
+                    self._pvals, self._psets, self._pweights, self._acc, self._pos, self._yacc, self._work,
+                    self._touched, state, self.modulus)
+                if result[0] == audit_kernel.NEED:
+                    self._pool_put([int(state[audit_kernel.ATOM])])
+                elif result[0] == audit_kernel.GROW:
+                    grown = np.zeros(2 * len(self._touched) + len(self._pcols), dtype=np.int64)
+                    grown[: len(self._touched)] = self._touched
+                    self._touched = grown
+                else:
+                    return result
+        finally:
+            budget.spend(int(state[audit_kernel.SPENT]))
 
     def _reserve(self, columns: int) -> None:
-        """Grow the dense accumulators of `_reduce_mod`, the pivot orders and the column counts to `columns` atoms."""
+        """Grow the dense accumulators of `audit_kernel.reduce_row`, the pivot orders, the pool's index and the
+        column counts to `columns` atoms."""
         if len(self._acc) < columns:
             size = max(1024, 2 * columns)
             self._acc = np.zeros(size, dtype=np.int64)
@@ -868,6 +929,11 @@ class Ledger:
             grown = np.full(max(1024, 2 * columns), _NO_PIVOT, dtype=np.int64)
             grown[: len(self._pivot_order)] = self._pivot_order
             self._pivot_order = grown
+        if self._where.shape[1] < len(self._pivot_order):
+            where = np.full((4, len(self._pivot_order)), -1, dtype=np.int64)
+            where[:, : self._where.shape[1]] = self._where
+            self._where = where
+            self._work = np.zeros((6, len(self._pivot_order)), dtype=np.int64)
         if len(self._colcount) < columns:
             counts = np.zeros(max(1024, 2 * columns), dtype=np.int64)
             counts[: len(self._colcount)] = self._colcount
@@ -877,7 +943,7 @@ class Ledger:
         """Count the row pivoted at `pivot` in (+1) or out of (-1) its `columns`; `lcolumns` follows at `_lflush`."""
         if len(columns):
             self._reserve(len(self.weight))  # (columns are atoms)
-            self._colcount[columns] += sign
+            audit_kernel.count_columns(self._colcount, columns, sign)
             self._lpending.append((sign, pivot, columns))
 
     def _lflush(self) -> None:
@@ -898,12 +964,14 @@ class Ledger:
         self.lrows[pivot] = entry
         self._reserve(pivot + 1)
         self._pivot_order[pivot] = entry.order
+        self._pool_dirty.add(pivot)
 
     def _lpop(self, pivot: int) -> _LRow | None:
         """Take the row of L pivoted at `pivot` out (None when there is none)."""
         entry = self.lrows.pop(pivot, None)
         if entry is not None:
             self._pivot_order[pivot] = _NO_PIVOT
+            self._pool_dirty.discard(pivot)
         return entry
 
     def _insert_l(self, entry: _LRow, pivot: int, order: int) -> None:
@@ -1019,6 +1087,8 @@ class Ledger:
         self._changed.add(pivot)
 
     def _save_l(self, pivot: int) -> None:
+        """Keep the row of L at `pivot` for `rollback` (before it is changed)."""
+        self._pool_dirty.add(pivot)  # (its row in the pool is rewritten at the next flush)
         if self._undo is not None and pivot not in self._undo.lrows:
             entry = self.lrows.get(pivot)
             self._undo.lrows[pivot] = (entry.clone() if entry is not None

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from disclosure.signing import KeyRing
 from metering.metrics import make_metrics
 from metering.money import Vat
+from policy import audit_kernel
 from policy.authz import Authorizer
 from policy.output import Dominance, DominanceRule
 from sandbox.app import (
@@ -103,6 +104,7 @@ def create_app(settings: Settings, clock: Clock | None = None, *, pool: WorkerPo
         if settings.workers > 0:
             await anyio.to_thread.run_sync(run_service.pool)  # spawn and warm the workers before serving
         scheduler.start()
+        audit_kernel.warm_in_background()  # the release audit's compiled kernels, off the request path
         yield
         metering.close()
         await anyio.to_thread.run_sync(scheduler.stop)
