@@ -1,8 +1,8 @@
 """Compiled kernels of the release audit (numba): a new row's reduction against L modulo the ledger's prime.
 
 `reduce_row` does in one call what `Ledger._reduce_mod`, the fresh-column test and Markowitz's choice did in some
-forty numpy calls per row and a dozen per reducer: the same arithmetic, entry by entry, in the same order, so
-that its results are the same arrays (a test compares it with the numpy path it replaced, `reduce_row_numpy`).
+forty numpy calls per row and a dozen per reducer: the same arithmetic, entry by entry, in the same order
+(tests/policy/test_audit_kernel.py compares the ledger's L and decisions with the Python loop's).
 L is read from a pool (`Ledger._pool_flush`): each row's columns, values, sets and weights as slices of four flat
 arrays, located by pivot atom.
 
@@ -10,17 +10,31 @@ Residues are below 2^31 (`Ledger._vectorized`: the prime has 31 bits), so a prod
 2^62 and `acc + g * value` fits in int64 (`mulmod` states it once; numba has no wider integer).
 
 Numba compiles each kernel at its first call (seconds) and caches the machine code on disk (`cache=True`: beside
-this file in `__pycache__`, or, where that is not writable, in numba's user cache directory; `NUMBA_CACHE_DIR`
-sets it). `warm` compiles or loads them ahead of the first audit (`sandbox/app.py` calls it off the request path
-at start-up).
+this file in `__pycache__`, or, where that is not writable, in numba's user cache directory under $HOME;
+`NUMBA_CACHE_DIR` sets it; with none writable, numba would refuse to cache, so `_kernel` then compiles without a
+cache, at every start). `warm` compiles or loads them ahead of the first audit (`sandbox/app` calls it off the
+request path at start-up).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
+
+
+def _kernel(function: Callable[..., Any]) -> Any:
+    """`numba.njit`, cached on disk where numba finds a writable directory (else compiled at every start: numba
+    refuses `cache=True` when neither this package's `__pycache__`, nor NUMBA_CACHE_DIR, nor the user's cache
+    directory is writable)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
 
 NO_PIVOT = 1 << 62  # `Ledger._pivot_order` of a column that is no pivot of L
 MAX_MODULUS = 1 << 31  # residues below this: a product of two fits in int64
@@ -32,13 +46,13 @@ REDUCED = 2  # reduced, scaled to 1 at Markowitz's pivot `place`: insert it
 DEPENDENT = 3  # reduced to zero: (sets, weights) is the combination of released sets, unscaled
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def mulmod(a: int, b: int, modulus: int) -> int:
     """a · b modulo `modulus`, for residues below 2^31 (the product is below 2^62: no overflow in int64)."""
     return (a * b) % modulus
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def inverse_mod(a: int, modulus: int) -> int:
     """The inverse of `a` (not a multiple of the prime `modulus`) modulo `modulus` (extended Euclid; the
     intermediate values stay below `modulus` in absolute value)."""
@@ -59,7 +73,7 @@ NEED = 4
 GROW = 5
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _sift_down(orders: np.ndarray, atoms: np.ndarray, size: int) -> None:
     """Restore the heap property of `orders` (with `atoms` alongside) from the root, over `size` entries."""
     i = 0
@@ -77,7 +91,7 @@ def _sift_down(orders: np.ndarray, atoms: np.ndarray, size: int) -> None:
         i = child
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _push(orders: np.ndarray, atoms: np.ndarray, size: int, order: int, atom: int) -> None:
     """Push (order, atom) on the heap of `size` entries (orders are distinct: one row of L per order)."""
     i = size
@@ -91,7 +105,7 @@ def _push(orders: np.ndarray, atoms: np.ndarray, size: int, order: int, atom: in
         i = parent
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def reduce_row(keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues: np.ndarray,
                colcount: np.ndarray, order_of: np.ndarray, where: np.ndarray, pcols: np.ndarray,
                pvals: np.ndarray, psets: np.ndarray, pweights: np.ndarray, acc: np.ndarray, pos: np.ndarray,
@@ -251,7 +265,7 @@ def reduce_row(keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues:
     return REDUCED, columns, residues.astype(np.int32), sets, weights, place
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def pool_write(pcols: np.ndarray, pvals: np.ndarray, psets: np.ndarray, pweights: np.ndarray, where: np.ndarray,
                pivot: int, used: int, yused: int, columns: np.ndarray, values: np.ndarray, sets: np.ndarray,
                weights: np.ndarray) -> None:
@@ -266,7 +280,7 @@ def pool_write(pcols: np.ndarray, pvals: np.ndarray, psets: np.ndarray, pweights
     where[0, pivot], where[1, pivot], where[2, pivot], where[3, pivot] = used, len(columns), yused, len(sets)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def quick_place(large: np.ndarray, colcount: np.ndarray, order_of: np.ndarray) -> tuple[int, bool, bool]:
     """For a new row over `large` atoms (sorted, non-empty): the position of its column fewest rows of L touch
     (the first such: the lowest atom), whether that column is fresh (no row touches it), and whether the row
@@ -283,7 +297,7 @@ def quick_place(large: np.ndarray, colcount: np.ndarray, order_of: np.ndarray) -
     return place, colcount[large[place]] == 0, meets
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def count_columns(colcount: np.ndarray, columns: np.ndarray, sign: int) -> None:
     """colcount[columns] += sign (distinct columns)."""
     for i in range(len(columns)):
