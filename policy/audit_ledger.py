@@ -838,53 +838,41 @@ class Ledger:
             self._pool_put(ready)
 
     def _pool_put(self, pivots: list[int]) -> None:
-        """Write the rows of L at `pivots` to the pool (appended; the pool is rebuilt from every row of L that is
-        held as arrays when it is full, at twice what they need)."""
-        arrays = [self.lrows[pivot].arrays() for pivot in pivots]
-        lengths = np.array([len(a[0]) for a in arrays], dtype=np.int64)
-        ylengths = np.array([len(a[2]) for a in arrays], dtype=np.int64)
-        need, yneed = int(lengths.sum()), int(ylengths.sum())
-        if self._pused + need > len(self._pcols) or self._yused + yneed > len(self._psets):
-            live = (self._pivot_order[: self._where.shape[1]] != _NO_PIVOT) & (self._where[1] > 0)
-            if 2 * int(self._where[1, live].sum()) > self._pused and 2 * int(self._where[3, live].sum()) > self._yused:
-                # mostly live rows: grow the arrays (a copy) rather than gather every row again
-                self._pcols = np.concatenate((self._pcols[: self._pused], np.zeros(self._pused + 2 * need + 1024,
-                                                                                    dtype=np.int64)))
-                self._pvals = np.concatenate((self._pvals[: self._pused], np.zeros(self._pused + 2 * need + 1024,
-                                                                                    dtype=np.int32)))
-                self._psets = np.concatenate((self._psets[: self._yused], np.zeros(self._yused + 2 * yneed + 1024,
-                                                                                    dtype=np.int32)))
-                self._pweights = np.concatenate((self._pweights[: self._yused],
-                                                 np.zeros(self._yused + 2 * yneed + 1024, dtype=np.int32)))
+        """Write the rows of L at `pivots` to the pool (appended), and keep them as views of it (no second copy;
+        a slot of the pool is written once, and rows are never changed in place). When the pool is full it is
+        rebuilt from every row of L held as arrays, with a third to spare (stale slots are dropped then)."""
+        lrows = self.lrows
+        arrays = [lrows[pivot].arrays() for pivot in pivots]
+        need, yneed = sum(len(a[0]) for a in arrays), sum(len(a[2]) for a in arrays)
         if self._pused + need > len(self._pcols) or self._yused + yneed > len(self._psets):
             self._where[1] = -1
             kept = set(pivots)
-            pivots = [p for p, e in self.lrows.items() if p in kept or e.packed is not None]
-            arrays = [self.lrows[pivot].arrays() for pivot in pivots]
-            lengths = np.array([len(a[0]) for a in arrays], dtype=np.int64)
-            ylengths = np.array([len(a[2]) for a in arrays], dtype=np.int64)
-            size, ysize = max(1024, 2 * int(lengths.sum())), max(1024, 2 * int(ylengths.sum()))
+            pivots = [p for p, e in lrows.items() if p in kept or e.packed is not None]
+            arrays = [lrows[pivot].arrays() for pivot in pivots]
+            need, yneed = sum(len(a[0]) for a in arrays), sum(len(a[2]) for a in arrays)
+            size, ysize = need * 3 // 2 + 1024, yneed * 3 // 2 + 1024
             self._pcols, self._pvals = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int32)
             self._psets, self._pweights = np.zeros(ysize, dtype=np.int32), np.zeros(ysize, dtype=np.int32)
             self._pused = self._yused = 0
-        used, yused = self._pused + int(lengths.sum()), self._yused + int(ylengths.sum())
-        if len(arrays) <= 8:  # (the usual case: the rows inserted since the last reduction)
-            for pivot, (columns, values, sets, weights) in zip(pivots, arrays, strict=True):
-                audit_kernel.pool_write(self._pcols, self._pvals, self._psets, self._pweights, self._where, pivot,
-                                        self._pused, self._yused, columns, values.astype(np.int32, copy=False),
-                                        sets.astype(np.int32, copy=False), weights.astype(np.int32, copy=False))
-                self._pused += len(columns)
-                self._yused += len(sets)
-        else:
-            self._pcols[self._pused: used] = np.concatenate([a[0] for a in arrays])
-            self._pvals[self._pused: used] = np.concatenate([a[1] for a in arrays])
-            self._psets[self._yused: yused] = np.concatenate([a[2] for a in arrays])
-            self._pweights[self._yused: yused] = np.concatenate([a[3] for a in arrays])
-            index = np.array(pivots, dtype=np.int64)
-            self._where[0, index] = self._pused + np.cumsum(lengths) - lengths
-            self._where[1, index] = lengths
-            self._where[2, index] = self._yused + np.cumsum(ylengths) - ylengths
-            self._where[3, index] = ylengths
+        pcols, pvals, psets, pweights, where = self._pcols, self._pvals, self._psets, self._pweights, self._where
+        used, yused = self._pused, self._yused
+        if len(arrays) > 8:  # (many rows: a snapshot just loaded, or the pool rebuilt)
+            pcols[used: used + need] = np.concatenate([a[0] for a in arrays])
+            pvals[used: used + need] = np.concatenate([a[1] for a in arrays])
+            psets[yused: yused + yneed] = np.concatenate([a[2] for a in arrays])
+            pweights[yused: yused + yneed] = np.concatenate([a[3] for a in arrays])
+        for pivot, (columns, values, sets, weights) in zip(pivots, arrays, strict=True):
+            length, ylength = len(columns), len(sets)
+            if len(arrays) <= 8:  # (the usual case: the rows inserted since the last reduction)
+                audit_kernel.pool_write(pcols, pvals, psets, pweights, where, pivot, used, yused, columns,
+                                        values.astype(np.int32, copy=False), sets.astype(np.int32, copy=False),
+                                        weights.astype(np.int32, copy=False))
+            else:
+                where[0, pivot], where[1, pivot], where[2, pivot], where[3, pivot] = used, length, yused, ylength
+            lrows[pivot].packed = (pcols[used: used + length], pvals[used: used + length],
+                                   psets[yused: yused + ylength], pweights[yused: yused + ylength])
+            used += length
+            yused += ylength
         self._pused, self._yused = used, yused
 
     def _reduce(self, columns: np.ndarray, values: np.ndarray, sets: np.ndarray, weights: np.ndarray,
@@ -910,7 +898,8 @@ class Ledger:
                 if result[0] == audit_kernel.NEED:
                     self._pool_put([int(state[audit_kernel.ATOM])])
                 elif result[0] == audit_kernel.GROW:
-                    grown = np.zeros(2 * len(self._touched) + len(self._pcols), dtype=np.int64)
+                    atom = int(state[audit_kernel.ATOM])
+                    grown = np.zeros(2 * int(state[audit_kernel.USED] + self._where[1, atom]), dtype=np.int64)
                     grown[: len(self._touched)] = self._touched
                     self._touched = grown
                 else:
