@@ -367,3 +367,117 @@ def test_a_route_the_router_tries_first_is_served_first(monkeypatch: pytest.Monk
     monkeypatch.setattr(DirectRoute, "serve", captured)
     response = TestClient(_dispatched_app(earlier=True)).post("/v1/x/j1")
     assert response.json() == "the route before" and served == []
+
+
+def _steps_world() -> tuple[Any, Any]:
+    """A `Pending` that a test finishes by hand (as a group-commit leader would), and a context variable."""
+    import contextvars
+
+    from sandbox.recorder import Pending
+
+    return Pending([]), contextvars.ContextVar("request_id", default="none")
+
+
+def test_steps_wait_for_their_commit_on_the_event_loop_and_resume_there_in_the_same_context() -> None:
+    """`in_steps`: the steps run in a request thread up to the commit call they yield, which the request's thread
+    does not wait for; once a leader finishes the call (from its own thread), they are resumed on the event loop,
+    in the context they began in, and their value is the answer."""
+    import threading
+    import time
+
+    from sandbox.app.direct import in_steps
+
+    call, request_id = _steps_world()
+    where: list[tuple[str, str]] = []
+
+    def steps() -> Any:
+        request_id.set("set in the steps")
+        where.append(("before", threading.current_thread().name))
+        yield call
+        call.wait(0)  # done by now: resumed only once the leader has finished it
+        where.append(("after", threading.current_thread().name))
+        return request_id.get()
+
+    def leader() -> None:
+        time.sleep(0.2)
+        where.append(("committed", threading.current_thread().name))
+        call._finish(None)
+
+    async def main() -> tuple[str, str]:
+        threading.Thread(target=leader, name="the-leader").start()
+        value = await in_steps(steps)
+        return value, threading.current_thread().name
+
+    value, loop_thread = asyncio.run(main())
+    assert value == "set in the steps"
+    assert [w for w, _ in where] == ["before", "committed", "after"]
+    assert where[0][1].startswith("sluice-request") and where[2][1] == loop_thread
+
+
+def test_steps_whose_commit_is_done_already_go_on_in_their_thread() -> None:
+    import threading
+
+    from sandbox.app.direct import in_steps
+
+    call, _ = _steps_world()
+    call._finish(None)
+    names: list[str] = []
+
+    def steps() -> Any:
+        yield call
+        names.append(threading.current_thread().name)
+        return "answered"
+
+    assert asyncio.run(in_steps(steps)) == "answered" and names[0].startswith("sluice-request")
+
+
+def test_a_commit_not_done_in_time_fails_its_steps_with_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.app import direct
+
+    monkeypatch.setattr(direct, "COMMIT_TIMEOUT", 0.1)
+    call, _ = _steps_world()
+    seen: list[str] = []
+
+    def steps() -> Any:
+        try:
+            yield call
+        except TimeoutError as exc:
+            seen.append(str(exc))
+            raise
+        return "committed"
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(direct.in_steps(steps))
+    assert seen == ["the group commit did not finish in time"]
+
+
+def test_a_cancelled_request_lets_its_commit_end_and_its_steps_run_to_their_end() -> None:
+    import threading
+    import time
+
+    from sandbox.app.direct import in_steps
+
+    call, _ = _steps_world()
+    events: list[str] = []
+
+    def steps() -> Any:
+        yield call
+        events.append("steps ended")
+        return "answered"
+
+    def leader() -> None:
+        time.sleep(0.3)
+        events.append("committed")
+        call._finish(None)
+
+    async def main() -> None:
+        threading.Thread(target=leader).start()
+        task = asyncio.create_task(in_steps(steps))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        events.append("cancelled")
+
+    asyncio.run(main())
+    assert events == ["committed", "steps ended", "cancelled"]

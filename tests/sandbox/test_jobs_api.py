@@ -428,3 +428,63 @@ def test_a_runs_start_record_is_durable_before_the_run_ends(api, world, monkeypa
     second = run(api, world["key"], job["id"])
     assert (first["status"], second["status"]) == ("succeeded", "succeeded")
     assert seen == ["running", "running"]
+
+
+def test_a_run_whose_final_commit_waits_behind_another_leaders_is_answered_from_the_event_loop_once_committed(  # type: ignore[no-untyped-def]
+        api, world, monkeypatch) -> None:
+    """The run's final rows queued behind a commit another thread leads: its request thread does not wait for them;
+    the response is made on the event loop once that leader has committed them (record, usage and audit row)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from sandbox.app import routes_jobs
+    from sandbox.recorder import Pending
+
+    state = api.http.app.state.sluice
+    recorder, engine = state.recorder, state.engine
+    job = submit(api, world["key"], world["domain"], WEATHER)
+    run(api, world["key"], job["id"])  # inputs prepared: the next run's start record is committed before its end
+    events: list[tuple[str, str]] = []
+    submit_call = recorder.submit
+
+    def stored(run_id: str) -> tuple[Any, ...]:
+        with engine.connect() as con:
+            return (con.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar(),
+                    con.execute(text("SELECT count(*) FROM usage_events WHERE source_id = :id"),
+                                {"id": run_id}).scalar(),
+                    con.execute(text("SELECT count(*) FROM audit_events WHERE resource = :r"),
+                                {"r": f"run/{run_id}"}).scalar())
+
+    def behind_a_leader(call: Pending, session: Any = None) -> Pending:
+        if not any(getattr(row, "params", {}).get("action") == "run:create" for row in call.rows):
+            return submit_call(call, session)
+        with recorder._lock:  # as if another thread were leading a commit: queued, not led
+            recorder._pending.append(call)
+            recorder._leading = True
+        events.append(("queued", threading.current_thread().name))
+
+        def lead() -> None:
+            time.sleep(0.3)  # the request is not answered meanwhile
+            events.append(("leading", threading.current_thread().name))
+            recorder._lead(None)
+
+        threading.Thread(target=lead, name="another-leader").start()
+        return call
+
+    json_answer = routes_jobs._json
+
+    def answered(answer: dict[str, Any]) -> Any:
+        events.append(("answered", threading.current_thread().name))
+        events.append(("stored", repr(stored(answer["id"]))))
+        return json_answer(answer)
+
+    monkeypatch.setattr(recorder, "submit", behind_a_leader)
+    monkeypatch.setattr(routes_jobs, "_json", answered)
+    done = run(api, world["key"], job["id"])
+    assert done["status"] == "succeeded"
+    assert [e for e, _ in events] == ["queued", "leading", "answered", "stored"]
+    assert events[0][1].startswith("sluice-request")  # the request's thread queued the rows and went on
+    assert not events[2][1].startswith("sluice-request") and events[2][1] != "another-leader"  # the event loop
+    assert events[3][1] == repr(("succeeded", 1, 1))  # committed before the response was made
