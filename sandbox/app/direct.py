@@ -28,7 +28,6 @@ import json
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import suppress
 from contextvars import Context, copy_context
@@ -432,9 +431,6 @@ class _Hop:
         except BaseException as exc:  # as concurrent.futures: the waiting task gets whatever the call raised
             outcome, failed = exc, True
         self.call = self.context = None  # type: ignore[assignment]
-        self._hand_back(outcome, failed)
-
-    def _hand_back(self, outcome: Any, failed: bool) -> None:
         with suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting (as wrap_future's callback)
             self.loop.call_soon_threadsafe(self._back, outcome, failed)
 
@@ -472,104 +468,35 @@ async def in_thread(call: Callable[[], T], context: Context | None = None) -> T:
 
 
 COMMIT_TIMEOUT = 60.0
-"""How long steps wait for a group-commit call (as `Pending.wait`'s default) before `TimeoutError` fails them."""
-WATCH_SECONDS = 1.0
-"""How often an event loop with steps in flight looks for steps whose commit is overdue."""
-
-
-class _StepsHop(_Hop):
-    """The first hop of `in_steps`: when the steps yield a call that is not done, the thread does not hand its
-    outcome back; the call's leader does once the call is done (`Pending.then`), so the loop is woken once, as
-    for any hop, and no thread waits for the commit. `_DEFERRED` holds it meanwhile, for `_watch`'s timeout."""
-
-    __slots__ = ("since", "waiting")
-
-    def _hand_back(self, outcome: Any, failed: bool) -> None:
-        call = None if failed else outcome[1]
-        if call is None:
-            super()._hand_back(outcome, failed)
-            return
-        self.since, self.waiting = time.monotonic(), call
-        _DEFERRED.add(self)
-        call.then(partial(super()._hand_back, outcome, False))  # from the leader's thread (or at once, if done)
-
-    def _back(self, outcome: Any, failed: bool) -> None:
-        _DEFERRED.discard(self)
-        super()._back(outcome, failed)
-
-
-_DEFERRED: set[_StepsHop] = set()
-_WATCHED: dict[asyncio.AbstractEventLoop, int] = {}  # loop -> steps in flight there (made and read in the loop)
-
-
-def _watch(loop: asyncio.AbstractEventLoop, change: int) -> None:
-    """Count steps in flight in `loop`; while there are any, `_overdue` runs every `WATCH_SECONDS`."""
-    count = _WATCHED.get(loop)
-    if count is None:
-        loop.call_later(WATCH_SECONDS, _overdue, loop)
-        count = 0
-    _WATCHED[loop] = count + change
-
-
-def _overdue(loop: asyncio.AbstractEventLoop) -> None:
-    """Hand back, as they are, the steps whose commit call is not done after `COMMIT_TIMEOUT` seconds (`in_steps`
-    then throws `TimeoutError` into them, as `Pending.wait` raises it); stop when no steps are in flight."""
-    now = time.monotonic()
-    for hop in list(_DEFERRED):
-        if hop.loop is loop and now - hop.since > COMMIT_TIMEOUT:
-            hop._back((None, hop.waiting), False)
-    if _WATCHED.get(loop, 0) > 0:
-        loop.call_later(WATCH_SECONDS, _overdue, loop)
-    else:
-        _WATCHED.pop(loop, None)
+"""How long resumed steps wait for a group-commit call (as `Pending.wait`'s default) before it fails them."""
 
 
 async def in_steps(make: Callable[[], Generator[Pending, None, T]]) -> T:
     """The steps `make()` returns (`recorder.Steps`), run in one of the `HOPS` threads up to the first group-commit
     call they yield that is not done yet (a call queued behind a commit another thread leads), then resumed here,
-    on the event loop, in the same context, once that call has committed or failed: its leader hands the thread's
-    outcome back (`Pending.then`, one `call_soon_threadsafe`), so the request's thread is free meanwhile and no
-    thread is woken for the commit. What follows such a yield must not block (the commit's bookkeeping, the
-    response); a call yielded after that is awaited here the same way. A call not done within `COMMIT_TIMEOUT`
-    seconds has `TimeoutError` thrown into the steps, as `Pending.wait` raises it.
+    on the event loop, once that call has committed or failed (`Pending.then`: one `call_soon_threadsafe` from the
+    leader), in the same context. The request's thread is free meanwhile, and the leader wakes no thread for it;
+    what follows such a yield must not block (the commit's bookkeeping, the response). A call not done within
+    `COMMIT_TIMEOUT` seconds has `TimeoutError` thrown into the steps, as `Pending.wait` raises it.
 
     A cancellation of the waiting task lets the call end and the steps run to their end, as a thread running
     them would, before it goes on (their outcome is dropped)."""
     context = copy_context()
-    loop = asyncio.get_running_loop()
-    made: list[Any] = []  # the steps, then the call they yielded first (if not done)
+    steps: list[Generator[Pending, None, T]] = []
 
     def first() -> tuple[Any, Pending | None]:
-        steps = make()
-        made.append(steps)
-        value, call = _advance(steps, None)
-        if call is not None:
-            made.append(call)
-        return value, call
+        gen = make()
+        steps.append(gen)
+        return _advance(gen, None)
 
-    hop = _StepsHop(first, context, loop)
-    _watch(loop, 1)
-    try:
-        HOPS.submit(hop)
+    value, call = await in_thread(first, context)
+    while call is not None:
         try:
-            value, call = await hop.future
+            expired = await _committed(call)
         except asyncio.CancelledError:
-            await _ended(hop)
-            if len(made) == 2:
-                await _settled(made[0], made[1], context)
+            await _settled(steps[0], call, context)
             raise
-        expired = call is not None and not call.done()
-        while call is not None:
-            error = TimeoutError("the group commit did not finish in time") if expired else None
-            value, call = context.run(_advance, made[0], error)
-            if call is not None:
-                try:
-                    expired = await _committed(call)
-                except asyncio.CancelledError:
-                    await _settled(made[0], call, context)
-                    raise
-    finally:
-        _watch(loop, -1)
+        value, call = context.run(_advance, steps[0], expired)
     result: T = value
     return result
 
@@ -587,16 +514,18 @@ def _advance(steps: Generator[Pending, None, Any], error: BaseException | None) 
         error = None
 
 
-async def _committed(call: Pending) -> bool:
-    """Wait on the event loop until `call` is done; True when it is not done within `COMMIT_TIMEOUT` seconds."""
+async def _committed(call: Pending) -> TimeoutError | None:
+    """Wait on the event loop until `call` is done; a `TimeoutError` to throw into the steps when it is not done
+    within `COMMIT_TIMEOUT` seconds."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[bool] = loop.create_future()
-    call.then(partial(_threadsafe, loop, future, False))
-    timer = loop.call_later(COMMIT_TIMEOUT, _settle, future, True)
+    call.then(partial(_threadsafe, loop, future, True))
+    timer = loop.call_later(COMMIT_TIMEOUT, _settle, future, False)
     try:
-        return await future
+        done = await future
     finally:
         timer.cancel()
+    return None if done else TimeoutError("the group commit did not finish in time")
 
 
 def _threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool], value: bool) -> None:
@@ -609,19 +538,19 @@ def _settle(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-async def _settled(steps: Generator[Pending, None, Any], call: Pending | None, context: Context) -> None:
+async def _settled(steps: Generator[Pending, None, Any], call: Pending, context: Context) -> None:
     """After a cancellation: wait until `call` is done, whatever cancels the waiting task meanwhile, then run the
     steps to their end (their outcome belongs to the cancelled request)."""
     while call is not None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        call.then(partial(_threadsafe, loop, done, False))
+        call.then(partial(_threadsafe, loop, done, True))
         while not done.done():
             with suppress(BaseException):
                 await asyncio.shield(done)
         try:
-            _, call = context.run(_advance, steps, None)
-        except BaseException:  # dropped with the cancelled request, as a thread's outcome is
+            _, call = context.run(_advance, steps, None)  # type: ignore[assignment]
+        except BaseException:
             return
 
 

@@ -378,27 +378,17 @@ def _steps_world() -> tuple[Any, Any]:
     return Pending([]), contextvars.ContextVar("request_id", default="none")
 
 
-def test_steps_wait_for_their_commit_on_the_event_loop_and_resume_there_in_the_same_context(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """`in_steps`: the steps run in a request thread up to the commit call they yield; that thread then waits for
-    nothing and does not hand anything back; the leader that finishes the call (from its own thread) hands the
-    steps back to the event loop, where they are resumed in the context they began in; their value is the
-    answer."""
+def test_steps_wait_for_their_commit_on_the_event_loop_and_resume_there_in_the_same_context() -> None:
+    """`in_steps`: the steps run in a request thread up to the commit call they yield, which the request's thread
+    does not wait for; once a leader finishes the call (from its own thread), they are resumed on the event loop,
+    in the context they began in, and their value is the answer."""
     import threading
     import time
 
-    from sandbox.app import direct
+    from sandbox.app.direct import in_steps
 
-    monkeypatch.setattr(direct, "HOPS", direct.Hops(limit=1, name="test-hop"))
     call, request_id = _steps_world()
     where: list[tuple[str, str]] = []
-    back = direct._StepsHop._back
-
-    def handed_back(self: Any, outcome: Any, failed: bool) -> None:
-        where.append(("handed back", threading.current_thread().name))
-        back(self, outcome, failed)
-
-    monkeypatch.setattr(direct._StepsHop, "_back", handed_back)
 
     def steps() -> Any:
         request_id.set("set in the steps")
@@ -409,22 +399,19 @@ def test_steps_wait_for_their_commit_on_the_event_loop_and_resume_there_in_the_s
         return request_id.get()
 
     def leader() -> None:
-        deadline = time.monotonic() + 10
-        while not direct.HOPS._idle and time.monotonic() < deadline:  # the request's thread is free again
-            time.sleep(0.01)
-        time.sleep(0.1)
+        time.sleep(0.2)
         where.append(("committed", threading.current_thread().name))
         call._finish(None)
 
     async def main() -> tuple[str, str]:
         threading.Thread(target=leader, name="the-leader").start()
-        value = await direct.in_steps(steps)
+        value = await in_steps(steps)
         return value, threading.current_thread().name
 
     value, loop_thread = asyncio.run(main())
     assert value == "set in the steps"
-    assert [w for w, _ in where] == ["before", "committed", "handed back", "after"]
-    assert where[0][1].startswith("test-hop") and where[2][1] == where[3][1] == loop_thread
+    assert [w for w, _ in where] == ["before", "committed", "after"]
+    assert where[0][1].startswith("sluice-request") and where[2][1] == loop_thread
 
 
 def test_steps_whose_commit_is_done_already_go_on_in_their_thread() -> None:
@@ -448,7 +435,6 @@ def test_a_commit_not_done_in_time_fails_its_steps_with_a_timeout(monkeypatch: p
     from sandbox.app import direct
 
     monkeypatch.setattr(direct, "COMMIT_TIMEOUT", 0.1)
-    monkeypatch.setattr(direct, "WATCH_SECONDS", 0.05)
     call, _ = _steps_world()
     seen: list[str] = []
 
