@@ -291,27 +291,3 @@ def test_a_connection_lost_at_commit_is_not_retried(store_url: str, monkeypatch:
         raise AssertionError("the batch was sent again after its COMMIT was lost")
     recorder.close()
     engine.dispose()
-
-
-def test_a_calls_callback_runs_once_its_batch_is_done_in_the_leaders_thread_or_at_once_when_done(
-        store_url: str) -> None:
-    """`Pending.then`: registered while the call waits behind a commit in progress, it is called by the leader after
-    the call's batch committed (the call is done by then); registered on a call done already, it is called at once."""
-    engine = make_engine(store_url)
-    sessions = session_factory(engine)
-    entered, release = threading.Event(), threading.Event()
-    recorder = Recorder(_HeldFirstCommit(sessions, entered, release))  # type: ignore[arg-type]
-    leader = threading.Thread(target=recorder.record, args=([_audit(1)],), name="the-leader")
-    leader.start()
-    assert entered.wait(60)
-    queued = recorder.submit(Pending([_audit(2)]))
-    called: list[tuple[str, bool]] = []
-    queued.then(lambda: called.append((threading.current_thread().name, queued.done())))
-    assert called == []  # not before its batch ends
-    release.set()
-    leader.join(60)
-    assert called == [("the-leader", True)]
-    later: list[bool] = []
-    queued.then(lambda: later.append(queued.done()))
-    assert later == [True]
-    engine.dispose()
