@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -19,7 +19,6 @@ from sandbox.prepared import Prepared
 from sandbox.store.models import Base
 
 log = logging.getLogger("sluice.recorder")
-T = TypeVar("T")
 
 
 class Execute(NamedTuple):
@@ -47,16 +46,14 @@ class Pending:
     """One call's rows in the recorder, until a leader has committed them (or failed to).
 
     Its waiter is a bare lock, held from creation and released once by the leader: no Condition (a `Future`
-    waits and is notified through one: its RLock, a new waiter lock and deque entry per wait, `notify_all`).
-    Instead of a thread waiting, an event loop may be told by `then` (see `sandbox.app.direct.in_steps`)."""
+    waits and is notified through one: its RLock, a new waiter lock and deque entry per wait, `notify_all`)."""
 
-    __slots__ = ("_done", "_then", "committed_at", "error", "rows")
+    __slots__ = ("_done", "committed_at", "error", "rows")
 
     def __init__(self, rows: Sequence[Write]) -> None:
         self.rows = rows
         self.error: BaseException | None = None
         self.committed_at = 0.0  # time.perf_counter() when its batch committed (or failed)
-        self._then: Callable[[], None] | None = None
         self._done = _allocate_lock()
         self._done.acquire()
 
@@ -74,24 +71,10 @@ class Pending:
         if self.error is not None:
             raise self.error
 
-    def then(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once its batch has committed or failed: from the leader's thread after `_finish`, or here
-        at once when it is done already. It may be called twice (when the batch ends while this registers), so it
-        must be idempotent, and it must not block the leader (e.g. `loop.call_soon_threadsafe`)."""
-        self._then = callback
-        if self.committed_at:  # the leader may have read `_then` before it was set: call it here
-            callback()
-
     def _finish(self, error: BaseException | None) -> None:
         self.error = error
         self.committed_at = time.perf_counter()
         self._done.release()
-        then = self._then
-        if then is not None:
-            try:
-                then()
-            except Exception:  # pragma: no cover - a callback must not fail the leader's other calls
-                log.exception("a group commit callback failed")
 
 
 class Recorder:
@@ -224,20 +207,6 @@ class Recorder:
             connection, self._held = self._held, None
         if connection is not None:
             connection.close()
-
-
-Steps = Generator[Pending, None, T]
-"""Work that waits for the group commit by yielding the `Pending` of each call it made (see `Guard.commit_steps`):
-resumed in the same thread by `settle`, where it waits itself, or by an event loop once the call is done."""
-
-
-def settle(steps: Steps[T]) -> T:
-    """Run `steps` to its end in this thread (each yielded call is waited for by `steps` when resumed); its value."""
-    try:
-        while True:
-            next(steps)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _statements_only(calls: Sequence[Sequence[Write]]) -> bool:

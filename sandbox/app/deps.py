@@ -47,7 +47,7 @@ from sandbox.errors import (
 )
 from sandbox.identity import Caller, KeyCache, authenticate, key_id_of
 from sandbox.ratelimit import RateLimiter
-from sandbox.recorder import Pending, Recorder, Steps, settle
+from sandbox.recorder import Recorder
 from sandbox.release import ReleaseService
 from sandbox.runs import RunService
 
@@ -341,12 +341,6 @@ class Guard:
 
     def commit_with(self, session: Session, rows: list[Any], status: int) -> None:
         """Commit `rows` and this request's audit record through the group-commit recorder (the run path)."""
-        settle(self.commit_steps(session, rows, status))
-
-    def commit_steps(self, session: Session, rows: list[Any], status: int) -> Steps[None]:
-        """`commit_with` as steps: when a commit in progress takes the rows (another thread leads), their call is
-        yielded, and the steps wait for it when resumed (at once in `settle`; an event loop resumes them once the
-        call is done: `sandbox.app.direct.in_steps`). What follows the yield runs wherever the steps are resumed."""
         assert self.recorder is not None and not self.recorded
         self.audit.status = status
         for draft in self.followups:
@@ -354,11 +348,8 @@ class Guard:
         started = time.perf_counter()
         now = self.now_fn()
         try:
-            call = self.recorder.submit(Pending([*rows, self.audit.to_insert(now),
-                                                 *(d.to_insert(now) for d in self.followups)]), session=session)
-            if not call.done():
-                yield call
-            call.wait(60.0)
+            self.recorder.record([*rows, self.audit.to_insert(now), *(d.to_insert(now) for d in self.followups)],
+                                 session=session)
         except Exception:
             if self.metrics is not None:
                 self.metrics.audit_append_failures.labels("group_commit").inc()

@@ -28,7 +28,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from contextvars import Context, copy_context
 from copy import deepcopy
@@ -78,7 +78,6 @@ from sandbox.app.deps import (
     gate_passed,
     open_gate,
 )
-from sandbox.recorder import Pending
 
 T = TypeVar("T")
 
@@ -110,8 +109,6 @@ class DirectRoute(APIRoute):
         if self._gate is None:
             raise TypeError(f"{path}: a DirectRoute needs a require(...) gate")
         self._sync = not _is_coroutine(endpoint)
-        # a synchronous endpoint may offer itself as steps (`recorder.Steps`, same parameters): see `in_steps`
-        self._steps: Callable[..., Any] | None = getattr(endpoint, "__sluice_steps__", None) if self._sync else None
         self._plans = _plans(dependant.path_params, dependant.query_params, dependant.header_params,
                              dependant.cookie_params)
         self._body_plan = _body_plan(dependant.body_params, self._embed_body_fields)
@@ -208,10 +205,8 @@ class DirectRoute(APIRoute):
             if self._state_name:
                 values[self._state_name] = state
             try:
-                if self._steps is not None:
-                    response: Response = await in_steps(partial(self._steps, **values))
-                elif self._sync:
-                    response = await in_thread(partial(self.endpoint, **values))
+                if self._sync:
+                    response: Response = await in_thread(partial(self.endpoint, **values))
                 else:
                     response = await self.endpoint(**values)
             except Exception as raised:
@@ -452,12 +447,11 @@ HOPS = Hops(limit=40, name="sluice-request")
 a run POST takes one only once it holds a `db_slots` slot."""
 
 
-async def in_thread(call: Callable[[], T], context: Context | None = None) -> T:
+async def in_thread(call: Callable[[], T]) -> T:
     """`call()` in one of the `HOPS` threads, in a copy of this task's context (as AnyIO's `to_thread.run_sync`: the
-    request's span stays current) or in `context`. A cancellation of the waiting task waits for the call to end
-    before it goes on, as AnyIO's shielded hop does, so that nothing the call uses (the request's session) is
-    released under it."""
-    hop = _Hop(call, copy_context() if context is None else context, asyncio.get_running_loop())
+    request's span stays current). A cancellation of the waiting task waits for the call to end before it goes on,
+    as AnyIO's shielded hop does, so that nothing the call uses (the request's session) is released under it."""
+    hop = _Hop(call, copy_context(), asyncio.get_running_loop())
     HOPS.submit(hop)
     try:
         result: T = await hop.future
@@ -465,93 +459,6 @@ async def in_thread(call: Callable[[], T], context: Context | None = None) -> T:
     except asyncio.CancelledError:
         await _ended(hop)
         raise
-
-
-COMMIT_TIMEOUT = 60.0
-"""How long resumed steps wait for a group-commit call (as `Pending.wait`'s default) before it fails them."""
-
-
-async def in_steps(make: Callable[[], Generator[Pending, None, T]]) -> T:
-    """The steps `make()` returns (`recorder.Steps`), run in one of the `HOPS` threads up to the first group-commit
-    call they yield that is not done yet (a call queued behind a commit another thread leads), then resumed here,
-    on the event loop, once that call has committed or failed (`Pending.then`: one `call_soon_threadsafe` from the
-    leader), in the same context. The request's thread is free meanwhile, and the leader wakes no thread for it;
-    what follows such a yield must not block (the commit's bookkeeping, the response). A call not done within
-    `COMMIT_TIMEOUT` seconds has `TimeoutError` thrown into the steps, as `Pending.wait` raises it.
-
-    A cancellation of the waiting task lets the call end and the steps run to their end, as a thread running
-    them would, before it goes on (their outcome is dropped)."""
-    context = copy_context()
-    steps: list[Generator[Pending, None, T]] = []
-
-    def first() -> tuple[Any, Pending | None]:
-        gen = make()
-        steps.append(gen)
-        return _advance(gen, None)
-
-    value, call = await in_thread(first, context)
-    while call is not None:
-        try:
-            expired = await _committed(call)
-        except asyncio.CancelledError:
-            await _settled(steps[0], call, context)
-            raise
-        value, call = context.run(_advance, steps[0], expired)
-    result: T = value
-    return result
-
-
-def _advance(steps: Generator[Pending, None, Any], error: BaseException | None) -> tuple[Any, Pending | None]:
-    """Resume `steps` (throwing `error` in, if given): (their value, None) at their end, else (None, the call they
-    yielded) when it is not done yet (a call done already is sent back to them at once)."""
-    while True:
-        try:
-            call = steps.send(None) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            return stop.value, None
-        if not call.done():
-            return None, call
-        error = None
-
-
-async def _committed(call: Pending) -> TimeoutError | None:
-    """Wait on the event loop until `call` is done; a `TimeoutError` to throw into the steps when it is not done
-    within `COMMIT_TIMEOUT` seconds."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[bool] = loop.create_future()
-    call.then(partial(_threadsafe, loop, future, True))
-    timer = loop.call_later(COMMIT_TIMEOUT, _settle, future, False)
-    try:
-        done = await future
-    finally:
-        timer.cancel()
-    return None if done else TimeoutError("the group commit did not finish in time")
-
-
-def _threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool], value: bool) -> None:
-    with suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
-        loop.call_soon_threadsafe(_settle, future, value)
-
-
-def _settle(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-async def _settled(steps: Generator[Pending, None, Any], call: Pending, context: Context) -> None:
-    """After a cancellation: wait until `call` is done, whatever cancels the waiting task meanwhile, then run the
-    steps to their end (their outcome belongs to the cancelled request)."""
-    while call is not None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        call.then(partial(_threadsafe, loop, done, True))
-        while not done.done():
-            with suppress(BaseException):
-                await asyncio.shield(done)
-        try:
-            _, call = context.run(_advance, steps, None)  # type: ignore[assignment]
-        except BaseException:
-            return
 
 
 async def _ended(hop: _Hop) -> None:

@@ -28,7 +28,6 @@ from sandbox.billing.usage import run_insert
 from sandbox.errors import Refused
 from sandbox.executor import RunStatus
 from sandbox.executor.pool import while_running
-from sandbox.recorder import Steps, settle
 from sandbox.run_inputs import AnyGrant, AnyJob
 from sandbox.run_record import RunRecord
 from sandbox.store.models import Run
@@ -53,18 +52,6 @@ def execute_governed(state: AppState, guard: Guard, session: Session, job: AnyJo
                      finished: FinishedRows | None = None, latest: Mapping[str, int] | None = None) -> Governed:
     """Run `run` of `job` through the governed path and commit it with its usage and audit record (`latest`: the
     latest certified versions of its datasets, if they were read with the job)."""
-    return settle(governed_steps(state, guard, session, job, grant, run, params, now, refused=refused,
-                                 finished=finished, latest=latest))
-
-
-def governed_steps(state: AppState, guard: Guard, session: Session, job: AnyJob, grant: AnyGrant, run: RunRecord,
-                   params: dict[str, Any], now: datetime, *, refused: RefusedRows | None = None,
-                   finished: FinishedRows | None = None, latest: Mapping[str, int] | None = None
-                   ) -> Steps[Governed]:
-    """`execute_governed` as steps: the final commit's call is yielded when another thread leads the commit it
-    joins and no release audit ran (`Guard.commit_steps`); with a release audit, whose population locks are held
-    until the commit is done and whose ledger is updated after it, the commit is waited for here, in this thread.
-    Only the commit's bookkeeping and the spans' ends follow the yield."""
     tracer = state.tracer
     service = state.runs
     try:
@@ -103,8 +90,5 @@ def governed_steps(state: AppState, guard: Guard, session: Session, job: AnyJob,
                                            guard.trace_id, also=also)
         with tracer.start_as_current_span("sluice.run.audit"):
             # run record, usage events, the caller's rows, ledger rows and audit row, committed together
-            if outcome.pending is None:  # no release audit: no population lock held, nothing to do after
-                yield from guard.commit_steps(session, [*finish, *ledger], status=201)
-            else:
-                guard.commit_with(session, [*finish, *ledger], status=201)
+            guard.commit_with(session, [*finish, *ledger], status=201)
     return Governed(run)

@@ -16,11 +16,10 @@ from metering.events import DatasetUse
 from sandbox import jobs, runs
 from sandbox.app.deps import SESSION, AppState, Guard, app_state, require
 from sandbox.app.direct import DirectRoute
-from sandbox.app.governed import governed_steps
+from sandbox.app.governed import execute_governed
 from sandbox.app.schemas import StrictModel
 from sandbox.errors import NotFound, Refused
 from sandbox.executor import RunStatus
-from sandbox.recorder import Steps, settle
 from sandbox.result_formats import MEDIA_TYPES, ResultFormat, encode_result
 from sandbox.run_inputs import AnyJob, RunInputs, read_job_with_grant
 from sandbox.run_record import AnyRun, RunRecord
@@ -167,13 +166,6 @@ def run_job(job_id: str, body: RunIn | None = None, guard: Guard = require("run"
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200)
             ) -> Response:
     """Run an approved job in the sandbox; a retried Idempotency-Key returns the same run."""
-    return settle(run_job_steps(job_id, body, guard, session, state, idempotency_key))
-
-
-def run_job_steps(job_id: str, body: RunIn | None, guard: Guard, session: Session, state: AppState,
-                  idempotency_key: str | None) -> Steps[Response]:
-    """`run_job` as steps (`DirectRoute` serves it so): when another thread leads the group commit that takes the
-    run's final rows, their call is yielded, and what follows (the response) runs where the steps are resumed."""
     read = _job_with_grant(session, guard, state, job_id)
     job, grant = read.job, read.grant
     caller = guard.caller.principal_id
@@ -198,16 +190,13 @@ def run_job_steps(job_id: str, body: RunIn | None, guard: Guard, session: Sessio
     inline = None if fmt is None else _Inline(state, guard, session, run, fmt)  # authorized before the run
     with state.tracer.start_as_current_span("sluice.run", attributes={"sluice.run_id": run.id,
                                                                       "sluice.job_id": job.id}) as span:
-        done = yield from governed_steps(state, guard, session, job, grant, run, params, now,
-                                         finished=None if inline is None else inline.finished, latest=read.latest)
+        done = execute_governed(state, guard, session, job, grant, run, params, now,
+                                finished=None if inline is None else inline.finished, latest=read.latest)
         answer = runs.run_out(done.earlier or done.run)
         span.set_attribute("sluice.run_status", str(answer["status"]))
     if inline is not None and done.earlier is None and inline.body is not None:
         return inline.response()
     return _json(answer)
-
-
-run_job.__sluice_steps__ = run_job_steps  # type: ignore[attr-defined]
 
 
 # served without FastAPI's dependency solving when well formed (the same gate, session and validation; see direct.py)
