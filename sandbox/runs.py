@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 from collections.abc import Mapping
@@ -177,16 +179,13 @@ class RunService:
 
     def grant_key(self, grant_id: str) -> bytes:
         """The HMAC key for `hash` masks, scoped to one grant (derived from a secret in SLUICE_HOME/keys)."""
-        if self._secret is None:
-            path = self.home / "keys" / "mask.secret"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(secrets.token_bytes(32))
-                tmp.chmod(0o600)
-                tmp.replace(path)
-            self._secret = path.read_bytes()
-        return hmac.new(self._secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
+        secret = self._secret
+        if secret is None:
+            with self._lock:
+                if self._secret is None:
+                    self._secret = _mask_secret(self.home / "keys" / "mask.secret")
+                secret = self._secret
+        return hmac.new(secret, f"sluice/mask/{grant_id}".encode(), hashlib.sha256).digest()
 
     def ready(self, grant: AnyGrant, tables: Mapping[str, GrantTable]) -> bool:
         """Whether every input of `tables` is already prepared for `grant` in this process."""
@@ -225,6 +224,29 @@ class RunService:
             entry = (InputTable(name=table.policy.name, path=arrow), InputTable(name=table.policy.name, path=parquet))
             self._prepared[key] = entry
             return entry
+
+
+def _mask_secret(path: Path) -> bytes:
+    """The mask secret at `path`, created once: the first writer wins, across threads and processes.
+
+    A fresh secret is written to a temporary file private to this process and thread, then hard-linked to
+    `path`, which fails if another writer got there first; either way every caller reads the one file, so all
+    workers and API processes mask with the same key.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another writer's secret is the one
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
 
 
 def find_idempotent(session: Session, job: AnyJob, requested_by: str, key: str | None) -> Run | None:

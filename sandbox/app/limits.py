@@ -2,8 +2,9 @@
 
 - A request body other than a dataset upload (multipart) may not exceed `SLUICE_MAX_REQUEST_BYTES`: a 40 MiB JSON
   body once reached the store as a refused job's SQL. Uploads are bounded by `SLUICE_MAX_UPLOAD_BYTES` where they
-  are spooled. The check uses Content-Length when it is sent (the server delivers no more than it announces) and
-  counts the streamed body otherwise.
+  are spooled. The check uses Content-Length when it is sent (the server delivers no more than it announces);
+  otherwise (a chunked body) it reads the body up to the limit before the app runs, and answers 413 as soon as the
+  limit is passed, so the app never sees a cut-off body.
 - A NUL byte in the path or query (`%00`) is answered 400 `invalid_path` instead of reaching the store, where
   PostgreSQL refuses it with an internal error.
 """
@@ -47,31 +48,35 @@ class RequestLimits:
             if b"transfer-encoding" not in headers:  # the server delivers at most Content-Length bytes: no count
                 await self.app(scope, receive, send)
                 return
-        seen = 0
-        too_large = False
-
-        async def limited() -> Message:
-            nonlocal seen, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    too_large = True
-                    return {"type": "http.disconnect"}
-            return message
-
-        started = False
-
-        async def sending(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        await self.app(scope, limited, sending)
-        if too_large and not started:  # pragma: no cover - the app saw a disconnect and answered nothing
+        buffered, complete = await _read_up_to(receive, limit)
+        if not complete:
             await _problem(send, 413, "request_too_large",
                            f"the request body is larger than SLUICE_MAX_REQUEST_BYTES ({limit} bytes)", path)
+            return
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _read_up_to(receive: Receive, limit: int) -> tuple[list[Message], bool]:
+    """A streamed body's messages, read until it ends or passes `limit` bytes (then False: it is too large).
+
+    A disconnect ends the reading too and is handed on, so the app sees what it would have seen unbuffered.
+    """
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, True
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return messages, False
+        if not message.get("more_body", False):
+            return messages, True
 
 
 async def _problem(send: Send, status: int, code: str, detail: str, instance: str) -> None:

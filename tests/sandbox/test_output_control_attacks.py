@@ -156,6 +156,15 @@ def test_a_huge_body_is_refused_before_it_reaches_the_store(api: Api, attack: di
     assert resp.status_code == 413 and resp.json()["code"] == "request_too_large"
 
 
+def test_a_huge_chunked_body_is_refused_as_too_large(api: Api, attack: dict[str, Any]) -> None:
+    body = json.dumps({"grant_id": attack["grant"], "title": "t", "purpose": "p",
+                       "sql": "SELECT 1 " + "-" * (2 << 20)}).encode()
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))  # no Content-Length: sent chunked
+    resp = api.http.request("POST", "/v1/jobs", content=chunks,
+                            headers={**api.as_(attack["key"]), "content-type": "application/json"})
+    assert resp.status_code == 413 and resp.json()["code"] == "request_too_large"
+
+
 def test_a_refused_job_keeps_its_sql_only_up_to_the_length_cap(api: Api, attack: dict[str, Any]) -> None:
     sql = "SELECT count(*) AS n FROM people WHERE district = '" + "x" * 200_000 + "'"
     body = submit(api, attack["key"], attack["grant"], sql, expect=422)

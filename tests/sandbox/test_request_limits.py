@@ -46,7 +46,16 @@ def test_an_announced_length_over_the_limit_is_refused_before_the_app_runs() -> 
     assert _through([(b"content-length", b"11")], [b"12345678901"]) == ([], 413)
 
 
-def test_a_streamed_body_over_the_limit_is_cut_off_even_with_a_small_announced_length() -> None:
+def test_a_streamed_body_over_the_limit_is_refused_before_the_app_runs_even_with_a_small_announced_length() -> None:
     chunked = [(b"content-length", b"4"), (b"transfer-encoding", b"chunked")]
-    assert _through(chunked, [b"123456", b"789012"])[0] == ["http.request", "http.disconnect"]
-    assert _through([], [b"123456", b"789012"])[0] == ["http.request", "http.disconnect"]
+    assert _through(chunked, [b"123456", b"789012"]) == ([], 413)
+    assert _through([], [b"123456", b"789012"]) == ([], 413)
+
+
+def test_a_streamed_body_within_the_limit_reaches_the_app_whole() -> None:
+    assert _through([], [b"1234", b"5678", b"90"]) == (["http.request"] * 3, 200)
+    assert _through([], [b"12345", b"67890"], limit=10) == (["http.request"] * 2, 200)
+
+
+def test_a_client_that_disconnects_mid_body_is_handed_on_to_the_app() -> None:
+    assert _through([], [])[0] == ["http.disconnect"]
