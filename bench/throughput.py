@@ -235,8 +235,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     require_wrk()
     work = ROOT / "bench" / "data"
     data_dir = tpch.generate(args.sf, work / f"tpch-sf{args.sf:g}")
-    home = work / "home-throughput"
-    shutil.rmtree(home, ignore_errors=True)
+    home = Path(tempfile.mkdtemp(prefix="home-throughput-", dir=work))  # its own: runs from one checkout may overlap
     settings = {"SLUICE_IMPORT_ROOT": str(data_dir), "SLUICE_WORKERS": str(args.workers),
                 "SLUICE_PROCESSES": str(args.processes), "SLUICE_RUN_TIMEOUT_MS": "600000",
                 "SLUICE_RUN_MEMORY_LIMIT_MB": "4096", "SLUICE_WORKER_ADDRESS_SPACE_MB": "16384",
@@ -284,6 +283,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"TPC-H Q1 with download: {report['q1']}", flush=True)
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
     bare = Endpoint(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes)
     try:
         for _ in range(20):
@@ -294,8 +294,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         bare.stop()
     if args.floor and args.processes == 1:  # its audit sequence lives in one process
+        floor_home = Path(tempfile.mkdtemp(prefix="home-floor-", dir=work))
         floor = floor_endpoint(data_dir / "nation.parquet", SMALL_SQL.replace("nation", "t"), args.processes,
-                               work / "home-floor")
+                               floor_home)
         try:
             for _ in range(20):
                 httpx.post(floor.url, json={}, headers=floor.headers, timeout=10).raise_for_status()
@@ -305,6 +306,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"floor of a governed run: {report['floor']}, floor/bare {report['floor_ratio']}", flush=True)
         finally:
             floor.stop()
+            shutil.rmtree(floor_home, ignore_errors=True)
     report.update(governed=governed, bare=baseline, ratio=round(governed["rps"] / baseline["rps"], 3))
     print(f"throughput ratio governed/bare: {report['ratio']}", flush=True)
     return report

@@ -11,10 +11,13 @@ aggregates every process's files, so a scrape answered by any worker shows the w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 # Run and request latencies span sub-millisecond metadata calls to minutes-long scans.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -47,6 +50,17 @@ class Metrics:
     checkpoint_timestamp: Gauge
     reconciliations: Counter
     multiprocess_dir: str | None = None
+    _children: dict[tuple[Any, tuple[str, ...]], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def child(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, kept by label values: `labels()` converts the values and looks the child up
+        under the metric's lock on every call, and nothing here removes a child. Values are strings (a StrEnum
+        member is its value), so equal keys always name the same child."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text (all processes' samples in multi-process mode) and its content type."""

@@ -179,7 +179,9 @@ class Rater:
             unit = entry.unit
         if meter == "packages" and entry is not None and entry.package is not None:
             unit = f"package of {text(entry.package.quantity)} {entry.unit}"
-            cap = cap * entry.package.quantity if cap is not None else None
+            if cap is not None:
+                with localcontext(RATING):  # as the bill and its reconciliation rate: the same cap in both
+                    cap = cap * entry.package.quantity
         if cap is not None and price > cap:
             price, note = cap, (note + "; " if note else "") + "charged at the cap (price suspended)"
         elif cap is None and entry is not None and price > 0:

@@ -10,6 +10,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -37,9 +38,10 @@ class Caller:
     is_platform: bool
     key_id: str
 
-    @property
+    @cached_property
     def subjects(self) -> list[str]:
-        """Casbin subjects: `<kind>.<role>` for each role (+ `platform.admin`)."""
+        """Casbin subjects: `<kind>.<role>` for each role (+ `platform.admin`); worked out once per caller (a
+        cached key's caller serves many requests; read it, never change it)."""
         return subjects_for(self.org_kind, self.roles, is_platform=self.is_platform)
 
 

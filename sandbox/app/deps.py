@@ -228,7 +228,7 @@ def commit_request(state: AppState, session: Session) -> None:
     try:
         session.commit()
         if session.info.pop("audit_pending", False):
-            state.metrics.audit_append_seconds.labels("request").observe(time.perf_counter() - started)
+            state.metrics.child(state.metrics.audit_append_seconds, "request").observe(time.perf_counter() - started)
     except Exception as exc:
         state.audit_health.failed(state.clock.now(), exc)
         state.metrics.audit_append_failures.labels("request").inc()
@@ -355,9 +355,9 @@ class Guard:
                 self.metrics.audit_append_failures.labels("group_commit").inc()
             raise
         if self.metrics is not None:
-            self.metrics.audit_append_seconds.labels("group_commit").observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.audit_append_seconds, "group_commit").observe(time.perf_counter() - started)
             for draft in self.followups:
-                self.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+                self.metrics.child(self.metrics.access_decisions, draft.action, draft.decision).inc()
         self.recorded = True
 
     def refuse_with(self, session: Session, exc: SluiceError, rows: list[Any] | None = None) -> SluiceError:
@@ -432,7 +432,7 @@ def _write_refusal(state: AppState, draft: AuditDraft, exc: BaseException) -> No
     except Exception as error:
         state.audit_health.failed(now, error)
         state.metrics.audit_append_failures.labels("refusal").inc()
-    state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+    state.metrics.child(state.metrics.access_decisions, draft.action, draft.decision).inc()
 
 
 def _limit(state: AppState, draft: AuditDraft) -> None:
@@ -498,7 +498,7 @@ def gate_failed(state: AppState, session: Session, guard: Guard, raised: Excepti
     session.rollback()
     ended = concurrent_conflict(raised)
     if guard.recorded:
-        state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+        state.metrics.child(state.metrics.access_decisions, draft.action, draft.decision).inc()
     else:
         if isinstance(ended, Forbidden):
             draft.decision = Outcome.DENY
@@ -515,7 +515,7 @@ def gate_passed(state: AppState, session: Session, guard: Guard, status: int) ->
     if not guard.recorded:
         record(session, draft, state.clock.now())
         session.info["audit_pending"] = True
-    state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+    state.metrics.child(state.metrics.access_decisions, draft.action, draft.decision).inc()
 
 
 def require(obj: str, act: str, *, audit_action: str | None = None) -> Any:
@@ -567,7 +567,7 @@ def public(action: str) -> Any:
         else:
             draft.status = draft.status or _route_status(request)
             record(session, draft, state.clock.now())
-            state.metrics.access_decisions.labels(draft.action, draft.decision).inc()
+            state.metrics.child(state.metrics.access_decisions, draft.action, draft.decision).inc()
 
     dependency.__sluice_public__ = action  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")

@@ -137,7 +137,7 @@ class Metering:
     def refused_run(self, session: Session, run: RunRecord, grant: AnyGrant, now: datetime, trace_id: str | None = None
                     ) -> UsageEventRow:
         """The usage event of a run refused at its checks (recorded, never charged), to commit with the refusal."""
-        self.metrics.runs.labels(run.status).inc()
+        self.metrics.child(self.metrics.runs, run.status).inc()
         return event_row(run_event(run, grant, self.platform_org_id(session), (), now, trace_id))
 
     def start_run(self, session: Session, run: RunRecord, job: AnyJob, *, meanwhile: bool = False) -> StartedRun:
@@ -205,8 +205,8 @@ class Metering:
         datasets = scans_by_dataset(service, grant, tables, job)
         event = run_event(run, grant, self.platform_org_id(session), datasets, now, trace_id)
         m = self.metrics
-        m.runs.labels(run.status).inc()
-        m.run_seconds.labels(run.status).observe(run.wall_ms / 1000)
+        m.child(m.runs, run.status).inc()
+        m.child(m.run_seconds, run.status).observe(run.wall_ms / 1000)
         m.scanned_rows.inc(run.rows_scanned)
         return [_run_update(run), event_insert(event), *(also(datasets) if also is not None else [])]
 
@@ -230,7 +230,7 @@ class Metering:
             outcome=Outcome.SUCCEEDED.value, quantities=quantities({"downloads": 1, "download_bytes": size}),
             grant_id=grant.id, datasets=tuple(datasets), trace_id=trace_id or current_trace_id(),
             source_id=f"{run.id}/{source}/{fmt}"))
-        self.metrics.downloads.labels(fmt).inc()
+        self.metrics.child(self.metrics.downloads, fmt).inc()
         return event_insert(event)
 
 

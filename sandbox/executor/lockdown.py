@@ -15,15 +15,18 @@ from sandbox.executor.errors import InputUnavailable
 from sandbox.executor.types import EngineLimits, InputTable
 
 MAX_EXPRESSION_DEPTH: Final = 250
+SMALL_INPUT_ROWS: Final = 122_880  # DuckDB's row group (morsel) size: inputs within one morsel scan in one task
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def lockdown_statements(limits: EngineLimits) -> tuple[str, ...]:
+def lockdown_statements(limits: EngineLimits, *, threads: int | None = None) -> tuple[str, ...]:
     """The `SET GLOBAL` statements that lock an instance down, in the order they must run.
 
     `temp_directory` must be set before external access is turned off; once external access or a file
     system is off it cannot come back; `lock_configuration` goes last, after which SET, RESET and PRAGMA fail.
+    `threads` (at most `limits.threads`) overrides the limit's DuckDB thread count (see `instance_threads`).
     """
+    threads = limits.threads if threads is None else min(threads, limits.threads)
     return (
         # No spilling: with LocalFileSystem disabled a spill would fail anyway, and an empty value keeps
         # server paths out of duckdb_settings(). Runs that outgrow memory_limit fail with out-of-memory.
@@ -31,7 +34,7 @@ def lockdown_statements(limits: EngineLimits) -> tuple[str, ...]:
         "SET GLOBAL allow_persistent_secrets = false",
         "SET GLOBAL secret_directory = ''",
         f"SET GLOBAL memory_limit = '{int(limits.memory_limit_mb)}MiB'",
-        f"SET GLOBAL threads = {int(limits.threads)}",
+        f"SET GLOBAL threads = {int(threads)}",
         f"SET GLOBAL max_execution_time = {int(limits.timeout_ms)}",
         f"SET GLOBAL max_expression_depth = {MAX_EXPRESSION_DEPTH}",
         "SET GLOBAL autoinstall_known_extensions = false",
@@ -65,7 +68,7 @@ def open_instance(inputs: Sequence[InputTable], limits: EngineLimits) -> Instanc
     datasets = tuple(_open_dataset(table) for table in inputs)
     con = duckdb.connect(":memory:")
     try:
-        for statement in lockdown_statements(limits):
+        for statement in lockdown_statements(limits, threads=instance_threads(datasets, limits)):
             con.execute(statement)
         for name, dataset in zip(names, datasets, strict=True):
             con.from_arrow(dataset).create_view(name, replace=False)
@@ -73,6 +76,25 @@ def open_instance(inputs: Sequence[InputTable], limits: EngineLimits) -> Instanc
         con.close()
         raise
     return Instance(con=con, datasets=datasets)
+
+
+def instance_threads(datasets: Sequence[ds.Dataset | pa.Table], limits: EngineLimits) -> int:
+    """DuckDB threads for an instance over `datasets`: one when every input is a memory-mapped table and together
+    they hold at most SMALL_INPUT_ROWS rows, else `limits.threads`.
+
+    DuckDB splits a scan into tasks of one morsel (SMALL_INPUT_ROWS rows), so a scan of such inputs is one task
+    whatever the thread count; a second thread then only adds the scheduler's hand-offs, which cost a small run
+    about a fifth of its worker CPU (docs/performance.md). Larger inputs, and Parquet datasets (whose rows are not
+    counted here), keep the configured count.
+    """
+    if limits.threads <= 1:
+        return limits.threads
+    rows = 0
+    for data in datasets:
+        if not isinstance(data, pa.Table):
+            return limits.threads
+        rows += data.num_rows
+    return 1 if rows <= SMALL_INPUT_ROWS else limits.threads
 
 
 def checked_name(name: str) -> str:

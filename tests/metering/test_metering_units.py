@@ -35,6 +35,7 @@ from metering.events import DatasetUse, dedupe, quantities, reversal_of, validat
 from metering.exports import IssuedBill, export_bills, export_usage
 from metering.money import Vat, parse_price, to_fen
 from metering.periods import Period
+from metering.reconcile import reconcile_lines
 from metering.revenue import positions
 from metering.schedules import Package, Tier, validate_entry
 
@@ -126,6 +127,20 @@ def test_packages_are_used_before_tiers_and_tiers_count_per_period() -> None:
     assert got == {("packages", ""): (1, Decimal("1.20")), ("calls", "package"): (3, Decimal("0.00")),
                    ("calls", "tier 1"): (2, Decimal("1.00")), ("calls", "tier 2"): (2, Decimal("0.50"))}
     assert b.total == Decimal("2.70")
+
+
+def test_a_package_priced_at_its_cap_reconciles_whatever_the_callers_decimal_context() -> None:
+    """The package's cap (the per-call cap times the package size) is worked out at the rating precision, so the
+    bill, built in the caller's context, and its reconciliation agree on the line (found by hypothesis: 6 CNY
+    for 11 calls under a cap of exactly 6/11 gave a line that reconciliation could not find)."""
+    package = Package(Decimal(11), Decimal(6))
+    e = entry(unit_price=Decimal(0), package=package)
+    price = pricing(None, caps(str(package.unit_price)), e)
+    events = [call_event(kind="package", q={"packages": 1}, event_time=at(1))]
+    b = bill(events, price, "product")
+    assert [(ln.meter, ln.amount) for ln in b.lines] == [("packages", Decimal("6.00"))]
+    assert b.lines[0].cap is not None and b.lines[0].cap >= Decimal(6)
+    assert reconcile_lines("b", b.lines, events, pricing=price, period=PERIOD, total=b.total) == []
 
 
 def test_split_to_fen_is_exact_and_deterministic() -> None:

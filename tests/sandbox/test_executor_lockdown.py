@@ -26,7 +26,8 @@ from sandbox.executor import (
     run_locked,
     single_select,
 )
-from sandbox.inputs import prepare_input
+from sandbox.executor.lockdown import SMALL_INPUT_ROWS, Instance
+from sandbox.inputs import arrow_copy, prepare_input
 from sandbox.populations import EntityIndex
 
 GRANT_KEY = b"0123456789abcdef-grant-key-A-xyz"
@@ -356,3 +357,41 @@ def test_named_parameters_are_bound_by_name_and_a_missing_one_fails_the_run(engi
     assert _rows(_run(engine, data, "SELECT $b - $a AS d", a=2, b=7)) == [{"d": 5}]
     outcome = _run(engine, data, "SELECT count(*) AS n FROM people WHERE age >= $min")
     assert (outcome.status, outcome.result_path) == ("failed", None)
+
+
+def _threads(instance: Instance) -> int:
+    try:
+        return int(instance.con.cursor().execute("SELECT current_setting('threads')").fetchall()[0][0])
+    finally:
+        instance.con.close()
+
+
+def _arrow_input(root: Path, name: str, rows: int) -> InputTable:
+    raw = root / f"{name}.parquet"
+    pq.write_table(pa.table({"x": pa.array(range(rows), pa.int64())}), raw)
+    return InputTable(name, arrow_copy(raw, root / f"{name}.arrow"))
+
+
+def test_an_instance_whose_memory_mapped_inputs_fit_one_morsel_runs_on_one_duckdb_thread(data: dict) -> None:
+    small = (_arrow_input(data["root"], "small_a", 1000),
+             _arrow_input(data["root"], "small_b", SMALL_INPUT_ROWS - 1000))  # exactly one morsel together
+    assert _threads(open_instance(small, LIMITS)) == 1
+    assert _threads(open_instance((), LIMITS)) == 1
+
+
+def test_an_instance_over_more_rows_or_a_parquet_dataset_keeps_the_configured_threads(data: dict) -> None:
+    split = (_arrow_input(data["root"], "half_a", 1000),
+             _arrow_input(data["root"], "half_b", SMALL_INPUT_ROWS - 999))  # one row more than a morsel
+    assert _threads(open_instance(split, LIMITS)) == LIMITS.threads == 2
+    assert _threads(open_instance((InputTable("people", data["people"]),), LIMITS)) == 2  # Parquet: rows not counted
+    assert _threads(open_instance(split, EngineLimits(256, 1, timeout_ms=1500, address_space_mb=4096))) == 1
+
+
+def test_the_thread_count_of_a_small_instance_is_locked_like_the_rest(data: dict) -> None:
+    instance = open_instance((_arrow_input(data["root"], "tiny", 10),), LIMITS)
+    try:
+        with pytest.raises(duckdb.Error):
+            instance.con.cursor().execute("SET threads = 2")
+        assert instance.con.cursor().execute("SELECT current_setting('threads')").fetchall() == [(1,)]
+    finally:
+        instance.con.close()
