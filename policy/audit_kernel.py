@@ -199,8 +199,8 @@ def reduce_row(keys: np.ndarray, values: np.ndarray, ykeys: np.ndarray, yvalues:
                 residues[kept] = acc[column]
                 kept += 1
             acc[column] = 0
-    # the combination of released sets: Σ factor · y over the reducers applied (sorted, without zeros), as
-    # `audit_rows.combine_mod`; the row's own y alone when no reducer has one
+    # the combination of released sets: Σ factor · y over the reducers applied (sorted, without zeros), summed
+    # over a dense array of the released sets; the row's own y alone when no reducer has one
     if applied == 0:
         count = 0
         for i in range(len(ykeys)):

@@ -119,46 +119,6 @@ def axpy_mod(target: Row, factor: int, source: Row, modulus: int, budget: Budget
             target.pop(key, None)
 
 
-SMALL_COMBINATION = 64  # entries up to which `combine_mod` sums in Python integers (numpy's fixed cost dominates)
-SORTED_COMBINATION = 512  # entries up to which `combine_mod` sorts them instead of summing over every set
-
-
-def combine_mod(keys: list[np.ndarray], values: list[np.ndarray], factors: list[int], size: int,
-                 modulus: int) -> tuple[np.ndarray, np.ndarray]:
-    """Σ factors[i] · (keys[i], values[i]) modulo `modulus` (< 2^31), as (keys, values) arrays without zeros: the
-    products are reduced first, so each is below 2^31, and their sums per key are exact in float64 (`bincount`)
-    while fewer than 2^22 arrays are summed; up to `SMALL_COMBINATION` entries in all, in Python integers."""
-    if len(keys) == 1:
-        nonzero = values[0] % modulus != 0
-        return keys[0][nonzero].astype(np.int64), values[0][nonzero].astype(np.int64) % modulus
-    if sum(len(k) for k in keys) <= SMALL_COMBINATION:
-        # few entries (a row reduced by one or two short reducers): Python integers, exact, the same sorted keys
-        # and residues as the dense path below, without its arrays the size of every released set
-        sums: dict[int, int] = {}
-        for key_array, value_array, factor in zip(keys, values, factors, strict=True):
-            for key, value in zip(key_array.tolist(), value_array.tolist(), strict=True):
-                sums[key] = (sums.get(key, 0) + factor * value) % modulus
-        ordered = sorted(key for key, total in sums.items() if total)
-        return np.array(ordered, dtype=np.int64), np.array([sums[key] for key in ordered], dtype=np.int64)
-    assert len(keys) < 1 << 22
-    lengths = [len(k) for k in keys]
-    scaled = np.multiply(np.concatenate(values), np.repeat(np.array(factors, dtype=np.int64), lengths),
-                         dtype=np.int64) % modulus
-    if 0 < len(scaled) <= SORTED_COMBINATION:
-        # a few hundred entries: sort them by key and sum each key's run (int64, exact: fewer than 2^32 terms below
-        # 2^31), instead of arrays the size of every released set; the same sorted keys and residues
-        flat = np.concatenate(keys)
-        order = flat.argsort(kind="stable")
-        ordered_keys = flat[order]
-        starts = np.flatnonzero(np.concatenate(([True], ordered_keys[1:] != ordered_keys[:-1])))
-        totals = np.add.reduceat(scaled[order], starts) % modulus
-        nonzero = totals.nonzero()[0]
-        return ordered_keys[starts[nonzero]].astype(np.int64), totals[nonzero]
-    dense = np.bincount(np.concatenate(keys), weights=scaled, minlength=size).astype(np.int64) % modulus
-    kept = dense.nonzero()[0]
-    return kept, dense[kept]
-
-
 def distinct(keys: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """The distinct values of `keys` (indexes into `scratch`, which it overwrites), in order of last occurrence,
     without sorting."""

@@ -9,7 +9,6 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
@@ -399,82 +398,6 @@ def test_refinement_leaves_every_set_a_union_of_atoms_and_returns_exactly_its_at
             assert (inside[touched] == ledger.count[touched]).all(), (step, index)  # every touched atom is inside
         released.append(entities)
     assert ledger.atoms > 60
-
-
-def test_a_rows_combination_of_released_sets_is_summed_exactly_modulo_the_prime() -> None:
-    """The reducers' combinations `y` are summed once per row (`combine_mod`): products reduced first, then sums
-    per set in float64, exact while fewer than 2^22 arrays are summed. Compared with Python integers."""
-    from policy.audit_rows import combine_mod
-
-    rng = np.random.default_rng(43)
-    modulus = 2147483629  # the largest primes below 2^31 make the largest residues and products
-    for trial in range(40):
-        arrays = int(rng.integers(1, 300))
-        keys = [np.sort(rng.choice(500, int(rng.integers(1, 60)), replace=False)).astype(np.int32)
-                for _ in range(arrays)]
-        values = [rng.integers(modulus - 1000, modulus, len(k)).astype(np.int32) for k in keys]
-        factors = [int(f) for f in rng.integers(modulus - 1000, modulus, arrays)]
-        expected: dict[int, int] = {}
-        for k, v, f in zip(keys, values, factors, strict=True):
-            for key, value in zip(k.tolist(), v.tolist(), strict=True):
-                expected[key] = (expected.get(key, 0) + f * value) % modulus
-        got_keys, got_values = combine_mod(keys, values, factors, 500, modulus)
-        assert dict(zip(got_keys.tolist(), got_values.tolist(), strict=True)) == {
-            key: value for key, value in expected.items() if value}, trial
-
-
-def test_a_small_combination_is_summed_in_python_to_the_same_arrays_as_the_dense_sum(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Up to `SMALL_COMBINATION` entries, `combine_mod` sums in Python integers: the same sorted keys and residues
-    (as int64 arrays, zeros dropped) as the dense `bincount` path, which it replaces there."""
-    from policy import audit_rows
-
-    rng = np.random.default_rng(47)
-    for trial in range(300):
-        modulus = int(rng.choice((2, 3, 5, 2147483629)))
-        arrays = int(rng.integers(2, 6))
-        keys = [np.sort(rng.choice(40, int(rng.integers(0, 12)), replace=False)).astype(np.int32)
-                for _ in range(arrays)]
-        values = [rng.integers(0, modulus, len(k)).astype(np.int32) for k in keys]
-        factors = [int(f) for f in rng.integers(1, modulus + 1, arrays)]
-        assert sum(len(k) for k in keys) <= audit_rows.SMALL_COMBINATION
-        small = audit_rows.combine_mod(keys, values, factors, 40, modulus)
-        monkeypatch.setattr(audit_rows, "SMALL_COMBINATION", 0)
-        monkeypatch.setattr(audit_rows, "SORTED_COMBINATION", 0)
-        dense = audit_rows.combine_mod(keys, values, factors, 40, modulus)
-        monkeypatch.undo()
-        assert [a.dtype for a in small] == [a.dtype for a in dense] == [np.int64, np.int64], trial
-        assert small[0].tolist() == dense[0].tolist() and small[1].tolist() == dense[1].tolist(), trial
-
-
-def test_a_combination_of_a_few_hundred_entries_is_summed_by_sorting_to_the_same_arrays_as_the_dense_sum(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """From `SMALL_COMBINATION` to `SORTED_COMBINATION` entries, `combine_mod` sorts the entries by key and sums
-    each key's run: the same sorted keys and residues (int64, zeros dropped) as the dense `bincount` path, with the
-    largest residues (sums of many products near 2^31) and primes small enough to cancel often."""
-    from policy import audit_rows
-
-    rng = np.random.default_rng(53)
-    sorted_calls = 0
-    for trial in range(300):
-        modulus = int(rng.choice((2, 3, 5, 2147483629)))
-        arrays = int(rng.integers(2, 40))
-        keys = [np.sort(rng.choice(300, int(rng.integers(0, 60)), replace=False)).astype(np.int32)
-                for _ in range(arrays)]
-        values = [rng.integers(max(0, modulus - 1000), modulus, len(k)).astype(np.int32) for k in keys]
-        factors = [int(f) for f in rng.integers(max(1, modulus - 1000), modulus + 1, arrays)]
-        total = sum(len(k) for k in keys)
-        if not audit_rows.SMALL_COMBINATION < total <= audit_rows.SORTED_COMBINATION:
-            continue
-        sorted_calls += 1
-        by_sorting = audit_rows.combine_mod(keys, values, factors, 300, modulus)
-        monkeypatch.setattr(audit_rows, "SORTED_COMBINATION", 0)
-        dense = audit_rows.combine_mod(keys, values, factors, 300, modulus)
-        monkeypatch.undo()
-        assert [a.dtype for a in by_sorting] == [a.dtype for a in dense] == [np.int64, np.int64], trial
-        assert by_sorting[0].tolist() == dense[0].tolist(), trial
-        assert by_sorting[1].tolist() == dense[1].tolist(), trial
-    assert sorted_calls > 100
 
 
 def test_measures_that_shared_a_ledger_stop_sharing_it_when_a_cell_releases_only_one_of_them() -> None:
