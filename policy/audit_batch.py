@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pyroaring import BitMap
 
+from policy import audit_kernel
+
 if TYPE_CHECKING:
     from policy.audit_ledger import Ledger
 
@@ -69,7 +71,7 @@ def prepare(ledger: Ledger, sets: Sequence[BitMap]) -> dict[int, Hint]:
     owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
     lows, highs = flat[starts], flat[ends - 1]
     entities64 = flat.astype(np.int64)  # (numpy's index type: a uint32 index array is converted at every use)
-    atoms, large = _union_atoms(ledger, entities64, int(highs.max()), owner, lengths, n)
+    atoms, large = _union_atoms(ledger, entities64, lengths, n)
     base, k, by_card = len(ledger.sets), ledger.k, ledger._by_card
     bounds = by_card.searchsorted(np.concatenate(((lengths - k + 1) << 32, lengths << 32, (lengths + 1) << 32,
                                                   (lengths + k) << 32))).reshape(4, n)
@@ -113,13 +115,14 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths), of
 
 
-def _union_atoms(ledger: Ledger, flat: np.ndarray, top: int, owner: np.ndarray, lengths: np.ndarray,
+def _union_atoms(ledger: Ledger, flat: np.ndarray, lengths: np.ndarray,
                  n: int) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
-    """For each set (members `flat`, of set `owner`; `top` the largest member), the sorted atoms it is the union
+    """For each set (members `flat`, `lengths` of them per set, in order), the sorted atoms it is the union
     of, or None when it is not one (refinement would split an atom) or shares an atom with a later set of the
     batch (not computed here).
 
-    The distinct atoms come from one scatter of positions over the atoms (`Ledger._pos`): an atom's last
+    Computed in one kernel call (`audit_kernel.union_atoms`, two passes over the members). The distinct atoms
+    come from one scatter of positions over the atoms (`Ledger._pos`): an atom's last
     occurrence in the batch. A set none of whose atoms occurs again in a later set holds the last occurrence of
     each of its atoms, so those are exactly its distinct atoms; a set sharing an atom with a later one is left to
     the per-set path. A set is a union of atoms exactly when it touches no atom 0 and its atoms' sizes total its
@@ -127,33 +130,11 @@ def _union_atoms(ledger: Ledger, flat: np.ndarray, top: int, owner: np.ndarray, 
     columns: weight at least k; atom 0 is not among them)."""
     result: list[np.ndarray | None] = [None] * n
     large: list[np.ndarray | None] = [None] * n
-    if top < ledger.size:
-        owners = ledger.atom_of[flat]
-    else:
-        inside = flat < ledger.size
-        owners = ledger.atom_of[np.where(inside, flat, 0)]
-        owners[~inside] = 0  # entities no released set has seen lie in atom 0
     ledger._reserve(len(ledger.weight))
-    scratch = ledger._pos
-    order = np.arange(len(flat), dtype=np.int64)
-    scratch[owners] = order
-    last = scratch[owners]
-    shared = np.zeros(n, dtype=bool)
-    shared[owner[owner[last] != owner]] = True
-    kept = (last == order).nonzero()[0]
-    width = len(ledger.weight)
-    keys = np.sort(owner[kept] * width + owners[kept])
-    sets_of, atoms = keys // width, keys % width
-    distinct = np.bincount(sets_of, minlength=n)
-    totals = np.bincount(sets_of, weights=ledger.count[atoms], minlength=n)  # (exact: below 2^53)
-    zero = np.bincount(sets_of[atoms == 0], minlength=n) > 0
-    union = (~shared & ~zero & (totals == lengths)).tolist()
-    bounds = np.concatenate(([0], np.cumsum(distinct))).tolist()
-    big = ledger._weights[atoms] >= ledger.k
-    heavy = atoms[big]
-    heavy_bounds = np.concatenate(([0], np.cumsum(np.bincount(sets_of[big], minlength=n)))).tolist()
-    for i in range(n):
-        if union[i]:
-            result[i] = atoms[bounds[i]: bounds[i + 1]]
-            large[i] = heavy[heavy_bounds[i]: heavy_bounds[i + 1]]
+    union, atoms, bounds, heavy, heavy_bounds = audit_kernel.union_atoms(
+        ledger.atom_of, ledger.size, flat, lengths, ledger.count, ledger._weights, ledger.k, ledger._pos)
+    at, heavy_at = bounds.tolist(), heavy_bounds.tolist()
+    for i in union.nonzero()[0].tolist():
+        result[i] = atoms[at[i]: at[i + 1]]
+        large[i] = heavy[heavy_at[i]: heavy_at[i + 1]]
     return result, large

@@ -304,6 +304,65 @@ def count_columns(colcount: np.ndarray, columns: np.ndarray, sign: int) -> None:
         colcount[columns[i]] += sign
 
 
+@_kernel
+def union_atoms(atom_of: np.ndarray, size: int, flat: np.ndarray, lengths: np.ndarray, count: np.ndarray,
+                weights: np.ndarray, k: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                       np.ndarray, np.ndarray]:
+    """`audit_batch._union_atoms` in two passes over the run's members (`flat`, the sets' sorted members
+    concatenated, `lengths` entities each; `pos` a scratch array over the atoms): for each set, whether it is a
+    union of atoms that no later set of the run shares (`union`), and then its distinct atoms, sorted, at
+    `atoms[bounds[i]:bounds[i + 1]]`, and those of weight ≥ k at `large[large_bounds[i]:large_bounds[i + 1]]`
+    (empty slices for the other sets)."""
+    n = len(lengths)
+    total = len(flat)
+    owners = np.empty(total, dtype=np.int64)
+    for i in range(total):
+        entity = flat[i]
+        owners[i] = atom_of[entity] if entity < size else 0  # (entities no released set has seen: atom 0)
+        pos[owners[i]] = i  # an atom's last occurrence in the run
+    union = np.zeros(n, dtype=np.bool_)
+    atoms = np.empty(total, dtype=np.int64)
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    large = np.empty(total, dtype=np.int64)
+    large_bounds = np.zeros(n + 1, dtype=np.int64)
+    start = 0
+    kept = 0
+    heavy = 0
+    for s in range(n):
+        stop = start + lengths[s]
+        # shared: an atom of this set occurs again in a later set; otherwise the set holds the last occurrence
+        # of each of its atoms, which are then its distinct atoms
+        whole = True
+        weight = 0
+        first = kept
+        for i in range(start, stop):
+            last = pos[owners[i]]
+            if last >= stop:
+                whole = False
+                break
+            if last == i:
+                atom = owners[i]
+                if atom == 0:
+                    whole = False
+                    break
+                atoms[kept] = atom
+                kept += 1
+                weight += count[atom]
+        if whole and weight == lengths[s]:
+            union[s] = True
+            atoms[first:kept].sort()
+            for j in range(first, kept):
+                if weights[atoms[j]] >= k:
+                    large[heavy] = atoms[j]
+                    heavy += 1
+        else:
+            kept = first
+        bounds[s + 1] = kept
+        large_bounds[s + 1] = heavy
+        start = stop
+    return union, atoms, bounds, large, large_bounds
+
+
 _warmed = threading.Event()
 
 
@@ -324,6 +383,8 @@ def warm() -> None:
                np.zeros(2, dtype=np.int32), where, 2, 1, 1, one64, one32, one32, one32)
     quick_place(np.array([1, 2], dtype=np.int64), colcount, order_of)
     count_columns(colcount, np.array([1], dtype=np.int64), 1)
+    union_atoms(np.zeros(8, dtype=np.int64), 8, np.array([1, 2], dtype=np.int64), np.array([2], dtype=np.int64),
+                colcount, colcount, 5, np.zeros(8, dtype=np.int64))
     _warmed.set()
 
 

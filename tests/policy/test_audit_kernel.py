@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyroaring import BitMap
 
-from policy import audit_kernel
+from policy import audit_batch, audit_kernel
 from policy.audit_ledger import Ledger
 from policy.audit_rows import Budget, as_row
 
@@ -122,7 +122,7 @@ def test_warming_compiles_the_kernels_for_the_types_the_ledger_calls_them_with()
     """After `warm`, a ledger's audits add no specialization (one would be compiled during an audit)."""
     audit_kernel.warm()
     kernels = (audit_kernel.reduce_row, audit_kernel.pool_write, audit_kernel.quick_place,
-               audit_kernel.count_columns)
+               audit_kernel.count_columns, audit_kernel.union_atoms)
     before = [len(kernel.signatures) for kernel in kernels]
     rng = np.random.default_rng(3)
     ledger = Ledger(3)
@@ -134,4 +134,68 @@ def test_warming_compiles_the_kernels_for_the_types_the_ledger_calls_them_with()
         else:
             ledger.rollback()
     assert len(ledger.lrows) > 5
+    sets = [BitMap(e for b in rng.choice(30, 3, replace=False) for e in blocks[int(b)]) for _ in range(6)]
+    assert any(hint.atoms is not None for hint in audit_batch.prepare(ledger, sets).values())
     assert [len(kernel.signatures) for kernel in kernels] == before
+
+
+def _union_atoms_in_numpy(ledger: Ledger, flat: np.ndarray, lengths: np.ndarray) -> list[Any]:
+    """The vector steps `audit_batch._union_atoms` took before `audit_kernel.union_atoms` (the reference)."""
+    n = len(lengths)
+    owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    inside = flat < ledger.size
+    owners = ledger.atom_of[np.where(inside, flat, 0)]
+    owners[~inside] = 0
+    scratch = np.zeros(len(ledger.weight) + 1, dtype=np.int64)
+    order = np.arange(len(flat), dtype=np.int64)
+    scratch[owners] = order
+    last = scratch[owners]
+    shared = np.zeros(n, dtype=bool)
+    shared[owner[owner[last] != owner]] = True
+    kept = (last == order).nonzero()[0]
+    width = len(ledger.weight)
+    keys = np.sort(owner[kept] * width + owners[kept])
+    sets_of, atoms = keys // width, keys % width
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(sets_of, minlength=n))))
+    totals = np.bincount(sets_of, weights=ledger.count[atoms], minlength=n)
+    zero = np.bincount(sets_of[atoms == 0], minlength=n) > 0
+    union = ~shared & ~zero & (totals == lengths)
+    out: list[Any] = []
+    for i in range(n):
+        if union[i]:
+            mine = atoms[bounds[i]: bounds[i + 1]]
+            out.append((mine.tolist(), mine[ledger._weights[mine] >= ledger.k].tolist()))
+        else:
+            out.append(None)
+    return out
+
+
+def test_a_runs_unions_of_atoms_and_their_large_atoms_are_those_of_the_vector_steps() -> None:
+    """`audit_kernel.union_atoms` (through `audit_batch._union_atoms`) finds, for every set of a run, whether it
+    is a union of atoms no later set shares, its atoms and its large atoms, as the numpy steps it replaced did: on
+    random ledgers, with sets that share atoms, split them, touch unseen entities or entity 0."""
+    rng = np.random.default_rng(29)
+    unions = others = 0
+    for trial in range(150):
+        ledger = Ledger(int(rng.integers(1, 6)))
+        blocks = [list(range(4 * b, 4 * b + 4)) for b in range(100)]
+        for _ in range(int(rng.integers(0, 60))):
+            chosen = rng.choice(100, int(rng.integers(1, 8)), replace=False)
+            ledger.refine(BitMap(e for b in chosen for e in blocks[int(b)]), Budget(1 << 40))
+        sets = []
+        for _ in range(int(rng.integers(1, 12))):
+            if rng.random() < 0.7:  # unions of blocks (often of atoms), else random entities (often splitting)
+                chosen = rng.choice(105, int(rng.integers(1, 4)), replace=False)
+                members = sorted({e for b in chosen for e in range(4 * int(b), 4 * int(b) + 4)})
+            else:
+                members = sorted({int(e) for e in rng.integers(0, 420, int(rng.integers(1, 30)))})
+            sets.append(np.array(members, dtype=np.int64))
+        lengths = np.array([len(m) for m in sets], dtype=np.int64)
+        flat = np.concatenate(sets)
+        expected = _union_atoms_in_numpy(ledger, flat, lengths)
+        atoms, large = audit_batch._union_atoms(ledger, flat, lengths, len(sets))
+        got = [None if a is None else (a.tolist(), lg.tolist()) for a, lg in zip(atoms, large, strict=True)]
+        assert got == expected, trial
+        unions += sum(e is not None for e in expected)
+        others += sum(e is None for e in expected)
+    assert unions > 100 and others > 300
