@@ -20,10 +20,10 @@ LIMITS = EngineLimits(memory_limit_mb=256, threads=2, timeout_ms=1500, address_s
 
 
 def test_every_lockdown_setting_is_in_force_in_an_instance() -> None:
-    con = open_instance([], LIMITS).con
+    con = open_instance([], LIMITS).con  # no inputs: one DuckDB thread (instance_threads; LIMITS allows 2)
     settings = {
         "temp_directory": "", "allow_persistent_secrets": False, "secret_directory": "",
-        "memory_limit": "256.0 MiB", "threads": 2, "max_execution_time": 1500, "max_expression_depth": 250,
+        "memory_limit": "256.0 MiB", "threads": 1, "max_execution_time": 1500, "max_expression_depth": 250,
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         "allow_community_extensions": False, "allow_unsigned_extensions": False,
         "python_enable_replacements": False, "enable_external_access": False, "lock_configuration": True,
