@@ -9,8 +9,10 @@ from typing import Any
 from sandbox.app.limits import RequestLimits
 
 
-def _through(headers: list[tuple[bytes, bytes]], chunks: list[bytes], limit: int = 10) -> tuple[list[str], int]:
-    """What the app behind the limit received (message types) and the status answered."""
+def _through(headers: list[tuple[bytes, bytes]], chunks: list[bytes], limit: int = 10, *, ended: bool = True
+             ) -> tuple[list[str], int]:
+    """What the app behind the limit received (message types) and the status answered; with `ended` false the
+    client disconnects after the last chunk instead of ending the body."""
     seen: list[str] = []
     status = 0
 
@@ -23,7 +25,8 @@ def _through(headers: list[tuple[bytes, bytes]], chunks: list[bytes], limit: int
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    pending = [{"type": "http.request", "body": c, "more_body": not ended or i < len(chunks) - 1}
+               for i, c in enumerate(chunks)]
 
     async def receive() -> dict[str, Any]:
         return pending.pop(0) if pending else {"type": "http.disconnect"}
@@ -58,4 +61,4 @@ def test_a_streamed_body_within_the_limit_reaches_the_app_whole() -> None:
 
 
 def test_a_client_that_disconnects_mid_body_is_handed_on_to_the_app() -> None:
-    assert _through([], [])[0] == ["http.disconnect"]
+    assert _through([], [b"1234"], ended=False)[0] == ["http.request", "http.disconnect"]
