@@ -3,9 +3,10 @@
 `bench/release_audit.py` grows one ledger per process and times 20 runs once; whole processes of the same code
 differ by ±30% in its median (docs/performance.md, "The release audit"). Here the ledger is grown once, exactly as
 the bench grows it (same population, same runs, same cell keys, same schedule of sizes), and pickled just before
-the last `--warmup` runs that precede the timed ones. Each replay is a forked child that loads that snapshot, runs
-the warm-up runs untimed (they refill the caches a snapshot drops), collects garbage, then times the same `--runs`
-runs (CPU per run, `time.process_time`, around `audit` only, as the bench). Every replay of every code version
+the last `--warmup` runs that precede the timed ones. Each replay is a forked child that loads that snapshot, fills
+the cache of each released set's atoms that a snapshot drops (the bench's process, which grew the ledger, has it:
+without it, a quarter of the median run went to recomputing them), runs the warm-up runs untimed (they refill the
+other caches), collects garbage, then times the same `--runs` runs (CPU per run, `time.process_time`, around `audit` only, as the bench). Every replay of every code version
 starts from the same bytes, so the decisions must be the same in every replay: the child reports them (suppressed
 per run, sets and atoms at the end), and a difference stops the comparison.
 
@@ -125,6 +126,10 @@ def _child(prepared: Prepared, root: Path | None) -> dict[str, Any]:
     importlib.import_module("policy.audit_kernel").warm()  # (from numba's cache: not in the timed runs)
     state = pickle.loads(prepared.snapshot)
     populations = {"bench": state}
+    for ledger in {id(x): x for x in state.ledgers.values()}.values():
+        cache = getattr(ledger, "_atoms_of_set", None)
+        for index in range(len(ledger.sets) if cache is not None else 0):
+            cache(index)  # (see module doc: the growing process has every set's atoms cached)
     for first, sets in prepared.warmup:
         run_audit(populations, _cells(cell, part, first, sets))
     gc.collect()
