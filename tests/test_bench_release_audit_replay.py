@@ -42,7 +42,7 @@ def test_a_replay_of_a_source_tree_imports_the_audit_from_that_tree(prepared: re
     assert set(result["versions"]) == {"this tree", str(other)}
     for row in result["versions"].values():
         assert len(row["run_min_ms"]) == RUNS and row["median_run_of_mins_ms"] > 0
-    assert result["median_ratio"] is not None
+    assert result["median_ratio"] is not None and result["min_ratio"] is not None
 
 
 def test_replays_that_decide_differently_stop_the_comparison(prepared: release_audit_replay.Prepared,
