@@ -8,6 +8,11 @@ Ledger size is what the store keeps: one Roaring bitmap per distinct entity set,
 
 `python -m bench.release_audit [--population 1000000] [--sizes 1000,10000,100000] [--reduced]`; `make bench` runs it
 after the other parts (or alone: `python -m bench --release-audit-only`) and writes `release-audit-<date>.md`.
+
+Its figures are one process's: whole processes of the same code differ by ±30% in the median run. To compare two
+code versions, replay the same timed runs from one snapshot, the versions alternating (`bench/release_audit_replay.py`:
+`python -m bench.release_audit_replay --replays 10 --code <tree A>,<tree B>`); to compare whole processes of this
+bench instead, alternate them with the same arguments and `PYTHONHASHSEED=0`.
 """
 
 from __future__ import annotations

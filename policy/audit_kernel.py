@@ -316,9 +316,10 @@ def union_atoms(atom_of: np.ndarray, size: int, flat: np.ndarray, lengths: np.nd
     n = len(lengths)
     total = len(flat)
     owners = np.empty(total, dtype=np.int64)
-    for i in range(total):
+    for i in range(total):  # (the reads alone first: independent, so many are in flight at once)
         entity = flat[i]
         owners[i] = atom_of[entity] if entity < size else 0  # (entities no released set has seen: atom 0)
+    for i in range(total):
         pos[owners[i]] = i  # an atom's last occurrence in the run
     union = np.zeros(n, dtype=np.bool_)
     atoms = np.empty(total, dtype=np.int64)
