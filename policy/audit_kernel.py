@@ -384,7 +384,7 @@ def warm() -> None:
                np.zeros(2, dtype=np.int32), where, 2, 1, 1, one64, one32, one32, one32)
     quick_place(np.array([1, 2], dtype=np.int64), colcount, order_of)
     count_columns(colcount, np.array([1], dtype=np.int64), 1)
-    union_atoms(np.zeros(8, dtype=np.int32), 8, np.array([1, 2], dtype=np.int64), np.array([2], dtype=np.int64),
+    union_atoms(np.zeros(8, dtype=np.int64), 8, np.array([1, 2], dtype=np.int64), np.array([2], dtype=np.int64),
                 colcount, colcount, 5, np.zeros(8, dtype=np.int64))
     _warmed.set()
 

@@ -79,7 +79,6 @@ EXHAUSTIVE_TESTS = 512  # candidate unions of atoms in the bounded search
 CIRCUIT_TESTS = 4096  # choices of d-1 atoms when a component's circuits are enumerated
 PRIME_BITS = 31  # size of each ledger's secret random prime (products of two residues fit in int64: numpy rows)
 _NO_PIVOT = 1 << 62  # `Ledger._pivot_order` of a column that is no pivot of L
-ATOM_OF_INT32 = (1 << 31) - 1  # atoms numbered up to this fit `Ledger.atom_of` as int32 (beyond: widened to int64)
 _ONE = 1
 
 
@@ -242,9 +241,7 @@ class Ledger:
         self._split_log: list[tuple[np.ndarray, np.ndarray]] = []  # per epoch: (atoms split, their new parts)
         self._split_base = 0  # the epoch `_split_log[0]` leads from
         self.unproven = 0  # sets accepted after a search that reached its bound
-        # entity -> its atom; int32 (half the cache footprint of the run's random reads) while the atoms are
-        # numbered below 2^31, widened to int64 by `_split` beyond (`ATOM_OF_INT32`)
-        self.atom_of: np.ndarray = np.zeros(1024, dtype=np.int32)
+        self.atom_of = np.zeros(1024, dtype=np.int64)
         self.size = 0  # entity indexes seen: 0 .. size-1
         self.weight: list[int] = [0]  # atom 0: outside every released set (its weight is never used)
         self.count = np.zeros(1024, dtype=np.int64)  # members of each atom, rows without an entity included
@@ -383,8 +380,8 @@ class Ledger:
             state["lrows"] = {pivot: _LRow(None, None, order, (*row, *y)) for pivot, order, row, y
                               in zip(pivots.tolist(), orders.tolist(), slices(*rows), slices(*ys), strict=True)}
         for name, least in (("atom_of", 1024), ("count", 1024), ("_weights", 1024)):
-            array = state[name]  # (atom_of stays int32 when stored so: `__getstate__` narrows it below 2^31 atoms)
-            grown = np.zeros(max(least, 2 * len(array)), dtype=np.int32 if array.dtype == np.int32 else np.int64)
+            array = state[name]
+            grown = np.zeros(max(least, 2 * len(array)), dtype=np.int64)
             grown[: len(array)] = array
             state[name] = grown
         if "_mins" not in state:  # (older snapshots)
@@ -530,11 +527,11 @@ class Ledger:
         """Refine the atoms by the set `members` (sorted); return the atoms the set is the union of, sorted."""
         top = int(members[-1]) + 1
         if top > len(self.atom_of):
-            grown = np.zeros(max(top, 2 * len(self.atom_of)), dtype=self.atom_of.dtype)
+            grown = np.zeros(max(top, 2 * len(self.atom_of)), dtype=np.int64)
             grown[: len(self.atom_of)] = self.atom_of
             self.atom_of = grown
         self.size = max(self.size, top)
-        owners = self.atom_of[members].astype(np.int64)
+        owners = self.atom_of[members]
         atoms = len(self.weight)
         self._reserve(atoms)
         # the atoms touched, sorted (`distinct` passes over the members only, never over every atom)
@@ -581,8 +578,6 @@ class Ledger:
             self._reserve(len(self.weight))
             place = np.minimum(np.searchsorted(parted, owners), len(parted) - 1)
             moved = parted[place] == owners
-            if self.atom_of.dtype == np.int32 and len(self.weight) - 1 > ATOM_OF_INT32:
-                self.atom_of = self.atom_of.astype(np.int64)  # (an int32 array would truncate the new atoms)
             self.atom_of[members[moved]] = fresh[place[moved]]
             leaving = [old for old, new, was_small in splits if old != 0 and self._split_columns(old, new, was_small,
                                                                                                  budget)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import collections
-import pickle
 from typing import Any
 
 import numpy as np
 import pytest
 from pyroaring import BitMap
 
-from policy import audit_batch, audit_kernel, audit_ledger
+from policy import audit_batch, audit_kernel
 from policy.audit_ledger import Ledger
 from policy.audit_rows import Budget, as_row
 
@@ -138,34 +137,6 @@ def test_warming_compiles_the_kernels_for_the_types_the_ledger_calls_them_with()
     sets = [BitMap(e for b in rng.choice(30, 3, replace=False) for e in blocks[int(b)]) for _ in range(6)]
     assert any(hint.atoms is not None for hint in audit_batch.prepare(ledger, sets).values())
     assert [len(kernel.signatures) for kernel in kernels] == before
-
-
-def _grown_ledger(seed: int) -> tuple[Ledger, list[bool]]:
-    rng = np.random.default_rng(seed)
-    ledger = Ledger(3)
-    blocks = [list(range(5 * b + 1, 5 * b + 6)) for b in range(30)]
-    accepted = []
-    for _ in range(60):
-        entities = BitMap(e for b in rng.choice(30, int(rng.integers(2, 12)), replace=False) for e in blocks[int(b)])
-        accepted.append(ledger.try_add(entities, Budget(1 << 40)) is None)
-        ledger.commit() if accepted[-1] else ledger.rollback()
-    return ledger, accepted
-
-
-def test_atom_of_is_int32_and_widens_to_int64_when_the_atoms_pass_the_int32_bound(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """`Ledger.atom_of` is int32 (the run's random reads) until an atom is numbered past `ATOM_OF_INT32`, then
-    int64 (int32 would truncate it); the atoms and the decisions are the same either way."""
-    narrow, decisions = _grown_ledger(5)
-    assert narrow.atom_of.dtype == np.int32 and len(narrow.weight) > 20
-    monkeypatch.setattr(audit_ledger, "ATOM_OF_INT32", 10)
-    wide, widened_decisions = _grown_ledger(5)
-    assert wide.atom_of.dtype == np.int64
-    assert widened_decisions == decisions
-    assert wide.atom_of[: wide.size].tolist() == narrow.atom_of[: narrow.size].tolist()
-    restored = pickle.loads(pickle.dumps(narrow))
-    assert restored.atom_of.dtype == np.int32
-    assert restored.atom_of[: restored.size].tolist() == narrow.atom_of[: narrow.size].tolist()
 
 
 def _union_atoms_in_numpy(ledger: Ledger, flat: np.ndarray, lengths: np.ndarray) -> list[Any]:
