@@ -70,20 +70,21 @@ def prepare(population_size: int, sizes: list[int], timed_runs: int, warmup: int
     """Grow the ledger as `bench.release_audit.measure` does (to each size, then `timed_runs` runs; the timed runs
     of the last size are the ones replayed), and snapshot it `warmup` runs before those."""
     stream = runs(population(population_size))
-    key = 0
     schedule: list[Run] = []
-    released = 0
+    key = released = 0
+
+    def take() -> None:
+        nonlocal key, released
+        sets = next(stream)
+        schedule.append((key, sets))
+        key += len(sets)
+        released += len(sets) * len(MEASURES)
+
     for target in sorted(sizes):
         while released < target:
-            sets = next(stream)
-            schedule.append((key, sets))
-            key += len(sets)
-            released += len(sets) * len(MEASURES)
+            take()
         for _ in range(timed_runs):
-            sets = next(stream)
-            schedule.append((key, sets))
-            key += len(sets)
-            released += len(sets) * len(MEASURES)
+            take()
     cut = len(schedule) - timed_runs - warmup
     if cut < 0:
         raise ValueError("fewer runs before the timed ones than --warmup")
